@@ -1,0 +1,15 @@
+/* py.h: registration hooks of the boundary files (each returns 0, or -1 with an exception). */
+#ifndef HC_PY_H
+#define HC_PY_H
+#include <Python.h>
+
+int hc_py_add_capture(PyObject *m);
+
+/* Raise OSError(errno) for a -errno from the core, with a short context string. */
+static inline PyObject *hc_py_errno(int neg_errno, const char *what)
+{
+	errno = -neg_errno;
+	PyErr_SetFromErrnoWithFilename(PyExc_OSError, what);
+	return NULL;
+}
+#endif
