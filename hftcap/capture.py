@@ -337,6 +337,7 @@ def summary(sess: Session, elapsed: float, stop_reason: str) -> dict:
         "drops": st["drops"],
         "xdp": sess.cap.xdp_stats() if sess.o.path == "xdp" else {},
         "duration_s": round(elapsed, 6),
+        "data_thread_cpu_s": round(sess.cap.info()["thread_cpu_ns"] / 1e9, 6),
         "stopped_by": stop_reason,
     })
     if sess.o.path == "xdp" and (sess.rx_queues or 1) > 1:

@@ -246,10 +246,12 @@ static PyObject *Capture_info(CaptureObject *self, PyObject *unused)
 {
 	NEED_CAP(self);
 	const struct hc_capture_info *i = hc_capture_info(self->cap);
-	return Py_BuildValue("{s:i,s:i,s:i,s:i,s:i,s:I,s:i}", "xdp_mode", i->xdp_mode, "bind_mode",
-			     i->bind_mode, "hw_program", i->hw_program, "hw_program_err",
-			     i->hw_program_err, "hw_ts_socket", i->hw_ts_socket, "prog_id",
-			     i->prog_id, "tai_offset_s", i->tai_offset_s);
+	return Py_BuildValue("{s:i,s:i,s:i,s:i,s:i,s:I,s:i,s:K}", "xdp_mode", i->xdp_mode,
+			     "bind_mode", i->bind_mode, "hw_program", i->hw_program,
+			     "hw_program_err", i->hw_program_err, "hw_ts_socket", i->hw_ts_socket,
+			     "prog_id", i->prog_id, "tai_offset_s", i->tai_offset_s,
+			     "thread_cpu_ns",
+			     (unsigned long long)hc_capture_thread_cpu_ns(self->cap));
 }
 
 static PyMethodDef Capture_methods[] = {
