@@ -479,6 +479,8 @@ def _absent_cell(st: HopStats | None) -> str:
 def _cond_str(v) -> str:
     if v is None:
         return "unknown"
+    if isinstance(v, dict) and "status" in v:       # a describe_clocks() dict
+        return "; ".join([str(v["status"])] + [str(w) for w in v.get("warnings") or ()])
     if isinstance(v, dict):
         return ", ".join(f"{k}={_cond_str(x)}" for k, x in v.items())
     if isinstance(v, (list, tuple)):
