@@ -699,6 +699,11 @@ def probe_clocks(ifname: str, backend: IoctlBackend | None = None, host: Host | 
     return ci
 
 
+def kernel_tai_offset_s() -> int | None:
+    """TAI - UTC as the kernel knows it (adjtimex); CLOCK_TAI = CLOCK_REALTIME + this."""
+    return Host(pmc_path=None).tai_offset_s()
+
+
 def describe_clocks(ifname: str, backend: IoctlBackend | None = None,
                     host: Host | None = None) -> dict:
     """probe_clocks() as a JSON-able dict for the result file's conditions; its "status" key is

@@ -190,3 +190,28 @@ def test_c_core_alone_under_sanitizers(tmp_path):
     assert lines[12] == (f"sizeof {8 * G['record_words']} low_ovf {MAX_NS + 1} "
                          f"high_last {MAX_NS + 1} bad {2**64 - 1}")
     assert r.stderr == ""
+
+
+def test_record_releases_the_gil_and_guards_the_histogram():
+    """While record() runs in a thread, the main thread runs Python: it sees a partial count,
+    and other access to that histogram (to_bytes, reset, merge, record) is refused."""
+    v = np.full(8_000_011, 1234, dtype=np.uint64)
+    for _ in range(5):                  # the main thread may not get a CPU in time: retry
+        h = _core.Histogram()
+        t = threading.Thread(target=h.record, args=(v,))
+        seen, refused = set(), 0
+        t.start()
+        while t.is_alive():
+            c = h.count
+            if 0 < c < v.size:
+                seen.add(c)
+                try:
+                    h.to_bytes()        # harmless if the record just finished
+                except RuntimeError as e:
+                    assert "another thread" in str(e)
+                    refused += 1
+        t.join()
+        assert h.count == v.size and h.sum == v.size * 1234
+        if seen and refused:
+            return
+    pytest.fail("never observed record() running without the GIL")
