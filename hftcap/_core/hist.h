@@ -16,7 +16,9 @@
  *
  * The struct layout is also the export record: HC_HIST_HEADER_WORDS u64 header words
  * (count, min_ns, max_ns, sum_ns) followed by HC_HIST_BUCKETS u64 counts, no padding.
- * An empty histogram has count 0, min_ns UINT64_MAX and max_ns 0.
+ * An empty histogram has count 0, min_ns UINT64_MAX and max_ns 0: zeroed memory is not empty
+ * (its min would stick at 0), so call hc_hist_init() first. hc_hist_reset() is a 27.8 KB
+ * memset, meant for the warm-up discard, not for every interval (diff snapshots instead).
  */
 #ifndef HC_HIST_H
 #define HC_HIST_H

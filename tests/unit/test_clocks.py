@@ -400,3 +400,24 @@ def test_pmc_runner(tmp_path):
     bad.chmod(0o755)
     assert C.Host(pmc_path=str(bad)).pmc("GET X") is None
     assert C.Host(pmc_path=None).pmc("GET X") is None
+
+
+def test_real_backend_on_loopback_and_on_a_non_ptp_device():
+    """The real IoctlBackend: lo answers ETHTOOL_GET_TS_INFO (no PHC); a device that is not a
+    PHC answers every PTP ioctl with ENOTTY, and measure_offset tries all three then fails."""
+    ci = C.probe_clocks("lo", host=C.Host(pmc_path=None))
+    assert ci.phc is None and ci.phc_reason == "lo has no PHC" and ci.ts_info.phc_index == -1
+    assert ci.status_line() == "hw clock: none (lo has no PHC)"
+
+    class DevNull(C.IoctlBackend):
+        def open_phc(self, index):
+            self.fds = getattr(self, "fds", []) + [os.open("/dev/null", os.O_RDONLY)]
+            return self.fds[-1]
+
+    b = DevNull()
+    with pytest.raises(OSError) as e:
+        C.measure_offset(0, b)
+    assert e.value.errno == errno.ENOTTY
+    for fd in b.fds:                       # closed by measure_offset
+        with pytest.raises(OSError):
+            os.fstat(fd)
