@@ -1,29 +1,40 @@
 """Kernel receive-path breakdown with bcc tracepoints (the only hftcap module that imports bcc).
 
-Stages of one UDP datagram on the kernel path, each a histogram aggregated in the kernel (per-CPU,
-log2 with 8 linear sub-buckets per power of two, in ns, CLOCK_MONOTONIC via bpf_ktime_get_ns) and read
-by Python each interval:
+Stages of one UDP datagram on the kernel receive path, each a histogram aggregated in the kernel
+(per-CPU arrays; log2 buckets with 8 linear sub-buckets each, in ns; clock CLOCK_MONOTONIC through
+bpf_ktime_get_ns) and read by Python each interval:
 
-  driver_to_stack    driver hands the skb to the kernel (net:netif_rx, net:napi_gro_receive_entry,
-                     net:netif_receive_skb_entry, net:netif_receive_skb_list_entry)
-                     -> the stack takes it (net:netif_receive_skb); for veth/loopback this is the
-                     per-CPU backlog queue
-  stack_to_queue     net:netif_receive_skb -> the socket is signalled readable (sock:sk_data_ready,
-                     UDP, same CPU). Since Linux 6.10 UDP signals only when the queue was empty, so
-                     this stage is a sample: datagrams that found the receive queue empty
-  queue_to_copy      sock:sk_data_ready -> the receiver starts copying that skb
-                     (skb:skb_copy_datagram_iovec); same sample as stack_to_queue
-  stack_to_copy      net:netif_receive_skb -> skb:skb_copy_datagram_iovec, every datagram copied
-  copy_to_user       skb:skb_copy_datagram_iovec -> the next copy in the same syscall or the syscall's
-                     return (syscalls:sys_exit_recvmmsg/recvmsg/recvfrom): one sample per datagram
-  wakeup_to_running  sched:sched_wakeup of a receiver thread blocked in recvmmsg/recvmsg/recvfrom ->
-                     sched:sched_switch onto a CPU
+  driver_to_stack    the driver hands the skb to the kernel (net:netif_rx, net:napi_gro_receive_entry,
+                     net:netif_receive_skb_entry, net:netif_receive_skb_list_entry) -> the stack
+                     takes it (net:netif_receive_skb). For veth and loopback: the per-CPU backlog.
+  stack_to_queue     net:netif_receive_skb -> the datagram is queued on the socket and the socket
+                     signalled (sock:sk_data_ready, UDP, same CPU, same softirq)
+  queue_to_user      sock:sk_data_ready -> recvmsg returns that datagram (sock:sock_recv_length):
+                     time in the socket queue, including the wakeup and the copy
+  copy_to_user       dequeue and copy of one datagram: from the later of the recv syscall's entry,
+                     the previous datagram's return in the same recvmmsg, or the thread's switch-in
+                     after a wakeup -> sock:sock_recv_length
+  wakeup_to_running  sched:sched_wakeup of a receiver thread blocked in recvmmsg/recvmsg/recvfrom
+                     -> sched:sched_switch puts it on a CPU
 
-Only tracepoint arguments are read (skbaddr, pid, protocol); no kernel struct is dereferenced, so bcc
-may compile against headers of another kernel version (scripts/bcc-headers.sh). Skbs are matched by
-address, threads by tid. Every skb stage is attributed when a receiving thread copies the skb, so
-the filter (receiving process: --pid, owner of a UDP --port, or processes in a --netns) applies to
-all stages; traffic to other processes never reaches a histogram.
+How datagrams are followed without reading kernel structs (bcc may compile against headers of
+another kernel version, see scripts/bcc-headers.sh; only tracepoint arguments are read): skbs are
+keyed by address from the driver to the stack; the softirq that runs netif_receive_skb for an skb
+also queues it and signals the socket on the same CPU, which gives the (skb, socket) pair; each
+socket's queue is FIFO, so the n-th signalled datagram of a socket is the n-th one its recvmsg
+returns. A signal that finds more datagrams returned than signalled (the queue held datagrams that
+were never signalled: queued before attach, or a kernel that signals only an empty queue) realigns
+the position, so attribution recovers at the first time the queue drains; datagrams without a
+signalled position are counted as "unmatched".
+skb:skb_copy_datagram_iovec is not used: UDP copies linear skbs with copy_linear_skb(), which has no
+tracepoint.
+
+Filter: the receiving process (--pid: its thread group; --port: processes holding a UDP socket bound
+to it; --netns: processes in that network namespace; all given must hold), resolved from /proc
+into an in-kernel tgid set at start and every interval. Every stage is attributed when a filtered
+thread receives the datagram, so other traffic on the machine never reaches a histogram.
+Multicast clones and UDP GSO segments take the stamps of the skb they came from. Not covered:
+read() and io_uring receivers, MSG_PEEK.
 """
 
 import ctypes
@@ -88,18 +99,28 @@ def percentile_ns(counts, q):
 
 
 def summarize(counts, max_ns=None, sum_ns=None):
-    """Stage summary from bucket counts (and the exact max/sum kept beside them, when known)."""
+    """Stage summary from bucket counts and, when known, the exact max and sum kept beside them.
+    Percentiles are bucket upper edges, clamped to the exact max (still an upper bound)."""
     n = sum(counts)
     buckets = [[*bucket_bounds(i), c] for i, c in enumerate(counts) if c]
-    if max_ns is None and buckets:
+    if not n:
+        return {"count": 0, "buckets": [], "p50_ns": None, "p99_ns": None, "max_ns": None,
+                "mean_ns": None}
+    exact_max = max_ns is not None
+    if not exact_max:
         max_ns = buckets[-1][1] - 1
+
+    def pct(q):
+        v = percentile_ns(counts, q)
+        return min(v, max_ns) if exact_max else v
+
     return {
         "count": n,
         "buckets": buckets,
-        "p50_ns": percentile_ns(counts, 0.50),
-        "p99_ns": percentile_ns(counts, 0.99),
-        "max_ns": max_ns if n else None,
-        "mean_ns": (sum_ns / n) if (n and sum_ns is not None) else None,
+        "p50_ns": pct(0.50),
+        "p99_ns": pct(0.99),
+        "max_ns": max_ns,
+        "mean_ns": (sum_ns / n) if sum_ns is not None else None,
     }
 
 
@@ -137,9 +158,10 @@ BPF_TABLE("lru_hash", struct hc_sk_seq, struct hc_skb_ts, queued, 65536);
 BPF_TABLE("lru_hash", u64, struct hc_sk_state, socks, 16384);
 BPF_PERCPU_ARRAY(cur_skb, u64, 1);        /* skb being processed by the stack on this CPU */
 BPF_HASH(allowed, u32, u8, 4096);         /* receiving tgids (when filtering) */
-BPF_HASH(in_recv, u32, u64, 4096);        /* tid inside recvmmsg/recvmsg/recvfrom -> start of
-                                             the current datagram's receive */
-BPF_HASH(woken, u32, u64, 4096);          /* tid -> sched_wakeup time */
+/* tid inside recvmmsg/recvmsg/recvfrom -> start of the current datagram's receive; LRU so that a
+ * thread killed inside the syscall cannot fill it */
+BPF_TABLE("lru_hash", u32, u64, in_recv, 8192);
+BPF_TABLE("lru_hash", u32, u64, woken, 8192);        /* tid -> sched_wakeup time */
 BPF_PERCPU_ARRAY(hist, u64, NSTAGES * NB);
 BPF_PERCPU_ARRAY(maxv, u64, NSTAGES);
 BPF_PERCPU_ARRAY(sumv, u64, NSTAGES);
@@ -249,14 +271,12 @@ TRACEPOINT_PROBE(sock, sk_data_ready)
     v.queue_ns = now;
     u32 z = 0;
     u64 *cur = cur_skb.lookup(&z);
-    if (cur && *cur) {
+    if (cur && *cur) {            /* kept: multicast clones and GSO segments share it */
         u64 key = *cur;
-        *cur = 0;
         struct hc_skb_ts *e = skbs.lookup(&key);
         if (e) {
             v.driver_ns = e->driver_ns;
             v.stack_ns = e->stack_ns;
-            skbs.delete(&key);
         }
     }
     queued.update(&pos, &v);
@@ -299,38 +319,42 @@ TRACEPOINT_PROBE(syscalls, sys_exit_recvmmsg) { return hc_recv_exit(); }
 TRACEPOINT_PROBE(syscalls, sys_exit_recvmsg) { return hc_recv_exit(); }
 TRACEPOINT_PROBE(syscalls, sys_exit_recvfrom) { return hc_recv_exit(); }
 
-/* One datagram returned to the receiver (also once per datagram inside recvmmsg).
+/* One datagram returned by a UDP socket (once per datagram inside recvmmsg too).
  * skb:skb_copy_datagram_iovec is not used: UDP copies linear skbs with copy_linear_skb(), which
  * has no tracepoint. */
 TRACEPOINT_PROBE(sock, sock_recv_length)
 {
     if (args->protocol != HC_IPPROTO_UDP || args->ret < 0 || (args->flags & HC_MSG_PEEK))
         return 0;
+    u64 now = bpf_ktime_get_ns();
+    /* Every dequeue advances the socket's FIFO position, whoever the reader is. */
+    u64 sk = (u64)args->sk;
+    struct hc_skb_ts v = {};
+    int matched = 0;
+    struct hc_sk_state *st = socks.lookup(&sk);
+    if (st) {
+        struct hc_sk_seq pos = { .sk = sk, .seq = st->deq };
+        st->deq += 1;
+        struct hc_skb_ts *e = queued.lookup(&pos);
+        if (e) {
+            v = *e;
+            matched = 1;
+            queued.delete(&pos);
+        }
+    }
+
     u32 tid = (u32)bpf_get_current_pid_tgid();
     u64 *start = in_recv.lookup(&tid);   /* only receivers that pass the filter are here */
     if (!start)
         return 0;
-    u64 now = bpf_ktime_get_ns();
     if (*start && *start <= now)
         hc_record(ST_COPY_USER, now - *start);
     *start = now;                 /* the next datagram of a recvmmsg starts here */
     hc_count(C_DATAGRAMS);
-
-    u64 sk = (u64)args->sk;
-    struct hc_sk_state *st = socks.lookup(&sk);
-    if (!st) {
+    if (!matched) {
         hc_count(C_UNMATCHED);
         return 0;
     }
-    struct hc_sk_seq pos = { .sk = sk, .seq = st->deq };
-    st->deq += 1;
-    struct hc_skb_ts *e = queued.lookup(&pos);
-    if (!e) {
-        hc_count(C_UNMATCHED);
-        return 0;
-    }
-    struct hc_skb_ts v = *e;
-    queued.delete(&pos);
     if (v.queue_ns <= now)
         hc_record(ST_QUEUE_USER, now - v.queue_ns);
     if (v.stack_ns == 0) {
@@ -545,7 +569,7 @@ class KernelPathTracer:
         if self.netns is not None:
             parts.append(f"processes in network namespace {self.netns}")
         return (" and ".join(parts) + "; resolved from /proc each interval into an in-kernel "
-                "tgid set; skb stages are attributed when a matching thread copies the skb")
+                "tgid set; every stage is attributed when a matching thread receives the datagram")
 
     def start(self):
         if os.geteuid() != 0:
@@ -641,8 +665,8 @@ def _render(console, stats, counters, tracer, elapsed_s, final):
     from rich.table import Table  # noqa: PLC0415
 
     title = f"kernel receive path, {elapsed_s:.1f} s since attach" + (" (final)" if final else "")
-    t = Table(title=title, caption=f"clock {CLOCK}; p50/p99 = bucket upper edge (approx, "
-                                   "< 12.5% high); max exact; filter: " + tracer.describe_filter())
+    t = Table(title=title, caption=f"clock {CLOCK}; cumulative since attach; p50/p99 = bucket "
+                                   "upper edges (approximate, < 12.5% high); max exact")
     for col in ("stage", "count", "p50", "p99", "max"):
         t.add_column(col, justify="left" if col == "stage" else "right")
     for name in STAGES:
@@ -654,9 +678,10 @@ def _render(console, stats, counters, tracer, elapsed_s, final):
 
 
 def run_trace(netns=None, port=None, pid=None, duration=10.0, interval=1.0, json_out=False,
-              console=None):
+              console=None, on_attach=None):
     """`hftcap trace`: attach, print the stage table every interval (cumulative), detach.
-    With json_out, print one JSON document at the end. Returns the exit code (0)."""
+    With json_out, print one JSON document at the end. on_attach(tracer), if given, is called once
+    the programs are attached (a bench or test starts its traffic there). Returns the exit code."""
     if interval <= 0 or duration <= 0:
         raise HftcapError("--duration and --interval must be positive", code=2)
     if console is None:
@@ -665,6 +690,8 @@ def run_trace(netns=None, port=None, pid=None, duration=10.0, interval=1.0, json
     tracer = KernelPathTracer(netns=netns, port=port, pid=pid)
     tracer.start()
     try:
+        if on_attach is not None:
+            on_attach(tracer)
         if not json_out:
             if tracer.tracefs_mounted:
                 console.print(f"mounted tracefs at {TRACEFS}")

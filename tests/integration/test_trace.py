@@ -8,8 +8,9 @@ same namespace on another port receives a second stream and must not be counted 
 import os
 import shutil
 import subprocess
+import json
 import sys
-import time
+import threading
 import uuid
 
 import pytest
@@ -22,13 +23,16 @@ PORT = 40000
 DECOY_PORT = 40001
 
 RECEIVER = r"""
-import signal, socket, sys
+import signal, socket, sys, time
 signal.alarm(20)                                  # bounded even if the end marker is lost
-n_expect, port = int(sys.argv[1]), int(sys.argv[2])
+n_expect, port, hold_s = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.setsockopt(socket.SOL_SOCKET, 33, 8 << 20)     # SO_RCVBUFFORCE: no drops in the burst
 s.bind(("10.77.0.2", port))
 print("ready", flush=True)
+if hold_s > 0:                                    # on "go", let datagrams queue for hold_s
+    sys.stdin.readline()
+    time.sleep(hold_s)
 n = 0
 try:
     while n < n_expect:
@@ -43,7 +47,7 @@ print(n, flush=True)
 
 SENDER = r"""
 import socket, sys, time
-n, port = int(sys.argv[1]), int(sys.argv[2])
+n, port, gap_s = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 deadline = time.monotonic() + 10
 payload = b"x" * 64
@@ -51,7 +55,9 @@ for i in range(n):                                # bounded in count and time
     if time.monotonic() > deadline:
         break
     s.sendto(payload, ("10.77.0.2", port))
-    if i % 50 == 49:
+    if gap_s:
+        time.sleep(gap_s)
+    elif i % 50 == 49:
         time.sleep(0.001)                         # let the receiver drain and sleep again
 for _ in range(3):
     s.sendto(b"END", ("10.77.0.2", port))
@@ -73,7 +79,7 @@ def _need_root():
 def _bcc_ready():
     reason = None
     try:
-        import bcc  # noqa: F401
+        import bcc  # noqa: F401  (only probing that it imports)
     except ImportError:
         reason = "bcc not importable (apt-get install python3-bpfcc)"
     if reason is None and not os.path.isdir(f"/lib/modules/{os.uname().release}/build"):
@@ -109,16 +115,17 @@ def netpair():
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
-def _start_receiver(ns, n, port):
+def _start_receiver(ns, n, port, hold_s=0.0):
     p = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", RECEIVER, str(n),
-                          str(port)], stdout=subprocess.PIPE, text=True)
+                          str(port), str(hold_s)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         text=True)
     assert p.stdout.readline().strip() == "ready"
     return p
 
 
-def _send(ns, n, port):
-    subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", SENDER, str(n), str(port)],
-                   check=True, timeout=30)
+def _send(ns, n, port, gap_s=0.0):
+    subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", SENDER, str(n), str(port),
+                    str(gap_s)], check=True, timeout=30)
 
 
 def test_trace_burst_fills_every_stage(netpair):
@@ -153,8 +160,8 @@ def test_trace_burst_fills_every_stage(netpair):
         assert s["count"] > 0, f"stage {name} is empty: {stats}"
         assert sum(b[2] for b in s["buckets"]) == s["count"]
         assert 0 < s["p50_ns"] <= s["p99_ns"], name
-        # p99 is a bucket upper edge (< 1/8 above the true value); max is exact
-        assert s["p99_ns"] <= s["max_ns"] * 9 // 8 + 1, name
+        # p99 is a bucket upper edge clamped to the exact max
+        assert s["p99_ns"] <= s["max_ns"], name
         assert s["max_ns"] < 5_000_000_000, name
     # Every datagram the receiver returned is seen, except the first when the receiver was
     # already blocked in recvfrom at attach time; the decoy's datagrams are not counted.
@@ -172,18 +179,15 @@ def test_trace_burst_fills_every_stage(netpair):
 
 
 def test_run_trace_json_reports_filter_and_stages(netpair, capsys):
-    import json
-
     from hftcap.trace import STAGES, run_trace
 
     _bcc_ready()
     tx, rx = netpair
     recv = _start_receiver(rx, 200, PORT)
     try:
-        import threading
-        th = threading.Timer(0.5, _send, (tx, 200, PORT))
-        th.start()
-        rc = run_trace(netns=rx, port=PORT, duration=2.0, interval=1.0, json_out=True)
+        th = threading.Thread(target=_send, args=(tx, 200, PORT))
+        rc = run_trace(netns=rx, port=PORT, duration=2.0, interval=1.0, json_out=True,
+                       on_attach=lambda tracer: th.start())
         th.join()
         assert int(recv.communicate(timeout=30)[0].strip()) == 200
     finally:
@@ -198,3 +202,41 @@ def test_run_trace_json_reports_filter_and_stages(netpair, capsys):
     assert set(doc["stages"]) == set(STAGES)
     assert 199 <= doc["counters"]["datagrams"] <= 200
     assert doc["stages"]["queue_to_user"]["count"] == doc["counters"]["datagrams"]
+
+
+def test_trace_known_queueing_delays(netpair):
+    """10 datagrams 100 ms apart queue while the receiver holds off for 1.5 s, then it reads them
+    all without blocking: every datagram is matched to its own enqueue, the queue times spread over
+    ~0.9 s, and no wakeup is measured."""
+    from hftcap.trace import KernelPathTracer
+
+    _bcc_ready()
+    tx, rx = netpair
+    recv = _start_receiver(rx, 10, PORT, hold_s=1.5)
+    try:
+        tracer = KernelPathTracer(pid=recv.pid).start()
+        try:
+            recv.stdin.write("go\n")
+            recv.stdin.flush()
+            _send(tx, 10, PORT, gap_s=0.1)
+            assert int(recv.communicate(timeout=30)[0].strip()) == 10
+            stats = tracer.read()
+            counters = tracer.counters()
+        finally:
+            tracer.stop()
+    finally:
+        if recv.poll() is None:
+            recv.kill()
+            recv.wait()
+
+    assert counters["datagrams"] == 10 and counters["unmatched"] == 0, counters
+    q = stats["queue_to_user"]
+    assert q["count"] == 10
+    first_bucket_hi = q["buckets"][0][1]
+    assert q["buckets"][0][0] >= 200_000_000, q["buckets"]      # held >= 1.5 s - send time
+    assert q["max_ns"] <= 1_600_000_000, q
+    assert q["max_ns"] - first_bucket_hi >= 700_000_000, q["buckets"]   # 9 gaps of 100 ms
+    for name in ("driver_to_stack", "stack_to_queue", "copy_to_user"):
+        assert stats[name]["count"] == 10, name
+        assert stats[name]["max_ns"] < 50_000_000, (name, stats[name])
+    assert stats["wakeup_to_running"]["count"] == 0

@@ -97,4 +97,7 @@ def test_summarize_lists_nonzero_buckets_and_exact_max():
     assert s["buckets"] == [[10, 11, 2], [288, 320, 1]]
     assert s["max_ns"] == 300
     assert s["mean_ns"] == pytest.approx(320 / 3)
-    assert s["p50_ns"] == 10 and s["p99_ns"] == 319
+    assert s["p50_ns"] == 10
+    assert s["p99_ns"] == 300          # bucket edge 319 clamped to the exact max
+    s = summarize(counts)              # no exact max: bucket edges only
+    assert s["p99_ns"] == 319 and s["max_ns"] == 319 and s["mean_ns"] is None
