@@ -47,6 +47,15 @@ import time
 from hftcap.errors import HftcapError
 
 STAGES = ("driver_to_stack", "stack_to_queue", "queue_to_user", "copy_to_user", "wakeup_to_running")
+STAGE_POINTS = {   # from -> to, as tracepoints (the module docstring has the details)
+    "driver_to_stack": "net:netif_rx|napi_gro_receive_entry|netif_receive_skb[_list]_entry -> "
+                       "net:netif_receive_skb",
+    "stack_to_queue": "net:netif_receive_skb -> sock:sk_data_ready (UDP, same CPU)",
+    "queue_to_user": "sock:sk_data_ready -> sock:sock_recv_length (same socket, FIFO position)",
+    "copy_to_user": "recv syscall entry | previous datagram returned | switch-in after wakeup -> "
+                    "sock:sock_recv_length",
+    "wakeup_to_running": "sched:sched_wakeup (thread blocked in recv*) -> sched:sched_switch in",
+}
 COUNTERS = ("datagrams", "unmatched", "no_stack_stamp", "no_driver_stamp", "discarded_over_10s")
 
 SUB_BITS = 3                     # 8 linear sub-buckets per power of two: bucket width <= 1/8 of value
@@ -718,7 +727,7 @@ def run_trace(netns=None, port=None, pid=None, duration=10.0, interval=1.0, json
                    "receivers": sorted(tracer.receivers_seen) if tracer.filtering else None,
                    "tracefs_mounted": tracer.tracefs_mounted,
                    "percentiles": "bucket upper edge, < 12.5% above the true value; max exact",
-                   "stages": stats, "counters": counters}
+                   "stage_points": STAGE_POINTS, "stages": stats, "counters": counters}
             console.print(json.dumps(doc), markup=False, highlight=False, soft_wrap=True)
         else:
             _render(console, stats, counters, tracer, elapsed, final=True)

@@ -3,12 +3,15 @@ the test creates (veth pair), and check every stage histogram against the burst.
 
 Receiver: a plain blocking UDP socket (recv -> recvfrom syscall) in netns B; a decoy receiver in the
 same namespace on another port receives a second stream and must not be counted (filter by pid).
+A second test runs `run_trace` (JSON, filtered by netns + port); a third sends 10 datagrams 100 ms
+apart to a receiver that holds off, so the queueing times are known.
 """
 
+import importlib.util
+import json
 import os
 import shutil
 import subprocess
-import json
 import sys
 import threading
 import uuid
@@ -78,9 +81,7 @@ def _need_root():
 
 def _bcc_ready():
     reason = None
-    try:
-        import bcc  # noqa: F401  (only probing that it imports)
-    except ImportError:
+    if importlib.util.find_spec("bcc") is None:
         reason = "bcc not importable (apt-get install python3-bpfcc)"
     if reason is None and not os.path.isdir(f"/lib/modules/{os.uname().release}/build"):
         reason = "no kernel headers for bcc (scripts/bcc-headers.sh)"
@@ -199,7 +200,7 @@ def test_run_trace_json_reports_filter_and_stages(netpair, capsys):
     assert doc["receivers"] == [recv.pid]
     assert f"port {PORT}" in doc["filter"] and rx in doc["filter"]
     assert doc["clock"].startswith("CLOCK_MONOTONIC")
-    assert set(doc["stages"]) == set(STAGES)
+    assert set(doc["stages"]) == set(STAGES) == set(doc["stage_points"])
     assert 199 <= doc["counters"]["datagrams"] <= 200
     assert doc["stages"]["queue_to_user"]["count"] == doc["counters"]["datagrams"]
 
