@@ -176,6 +176,26 @@ def budget_cmd(files: List[str] = typer.Argument(..., help="Result files from li
         raise typer.Exit(code)
 
 
+@app.command()
+def trace(
+    netns: Optional[str] = typer.Option(None, "--netns", help="Only receivers in this network namespace."),
+    port: Optional[int] = typer.Option(None, "--port", help="Only receivers holding a UDP socket on this port."),
+    pid: Optional[int] = typer.Option(None, "--pid", help="Only this process."),
+    duration: float = typer.Option(10.0, "--duration", help="Seconds to trace."),
+    interval: float = typer.Option(1.0, "--interval", help="Seconds between reports."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object at the end."),
+):
+    """Split the kernel receive path into stages with bcc tracepoints.
+
+    Example: hftcap trace --netns hftcap-host --port 26400 --duration 5
+    """
+    from .trace import run_trace
+    code = run_trace(netns=netns, port=port, pid=pid, duration=duration, interval=interval,
+                     json_out=as_json, console=out)
+    if code:
+        raise typer.Exit(code)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
