@@ -4,6 +4,7 @@
 #include <Python.h>
 
 int hc_py_add_capture(PyObject *m);
+int hc_py_add_sender(PyObject *m);
 
 /* Raise OSError(errno) for a -errno from the core, with a short context string. */
 static inline PyObject *hc_py_errno(int neg_errno, const char *what)
