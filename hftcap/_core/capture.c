@@ -1,1 +1,634 @@
-#include "mold.h"
+/* capture.c: see capture.h. Setup and teardown in reverse order through labels; the
+ * data-thread loops touch only preallocated memory and never print. */
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <linux/if_ether.h>
+#include <linux/if_link.h>
+#include <linux/if_xdp.h>
+#include <linux/ip.h>
+#include <linux/net_tstamp.h>
+#include <linux/udp.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/timex.h>
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <xdp/xsk.h>
+
+#include "capture.h"
+#include "hftcap.skel.h"
+#include "hftcap_hw.skel.h"
+
+#ifndef BPF_F_XDP_DEV_BOUND_ONLY
+#define BPF_F_XDP_DEV_BOUND_ONLY (1U << 6)
+#endif
+#ifndef SO_PREFER_BUSY_POLL
+#define SO_PREFER_BUSY_POLL 69
+#endif
+#ifndef SO_BUSY_POLL_BUDGET
+#define SO_BUSY_POLL_BUDGET 70
+#endif
+
+#define HC_FRAME_SIZE 2048u
+#define HC_NUM_FRAMES 8192u
+#define HC_FILL_SIZE 4096u
+#define HC_COMP_SIZE 64u
+#define HC_RX_SIZE 4096u
+#define HC_BATCH 64u
+#define HC_UDP_BUF 2048u
+
+struct hc_capture {
+	struct hc_capture_cfg cfg;
+	struct hc_capture_info info;
+	struct hc_consumer cons;
+
+	/* XDP path */
+	struct hftcap_bpf *skel;
+	struct hftcap_hw_bpf *skel_hw;
+	struct bpf_program *prog;
+	int stats_fd, xsks_fd, feeds_fd;
+	int link_fd;
+	void *umem_area;
+	size_t umem_size;
+	struct xsk_umem *umem;
+	struct xsk_socket *xsk;
+	struct xsk_ring_prod fill;
+	struct xsk_ring_cons comp;
+	struct xsk_ring_cons rx;
+
+	/* kernel path */
+	int udp_fd[HC_MAX_FEEDS];
+	uint8_t *bufs;
+	struct mmsghdr msgs[HC_BATCH];
+	struct iovec iov[HC_BATCH];
+	uint8_t ctrl[HC_BATCH][256];
+
+	pthread_t thread;
+	int started;
+	int stop;
+	uint64_t io_errors;
+	int64_t tai_offset_ns;
+};
+
+static inline uint64_t now_tai_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_TAI, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* ---- the existing XDP program on an interface ---- */
+
+int hc_xdp_query(int ifindex, uint32_t *prog_id, int *mode)
+{
+	LIBBPF_OPTS(bpf_xdp_query_opts, q);
+	int err = bpf_xdp_query(ifindex, 0, &q);
+	if (err)
+		return err < 0 ? err : -EINVAL;
+	*prog_id = q.prog_id;
+	*mode = q.attach_mode;
+	return 0;
+}
+
+int hc_prog_name(uint32_t prog_id, char *name, size_t len)
+{
+	struct bpf_prog_info info;
+	uint32_t ilen = sizeof(info);
+	int fd = bpf_prog_get_fd_by_id(prog_id);
+	if (fd < 0)
+		return -errno;
+	memset(&info, 0, sizeof(info));
+	int err = bpf_obj_get_info_by_fd(fd, &info, &ilen);
+	close(fd);
+	if (err)
+		return -errno;
+	snprintf(name, len, "%s", info.name);
+	return 0;
+}
+
+/* ---- XDP program: device-bound with the kfunc when possible, else the plain one ---- */
+
+static int load_program(struct hc_capture *c)
+{
+	int err;
+	if (c->cfg.want_hw_ts) {
+		c->skel_hw = hftcap_hw_bpf__open();
+		if (!c->skel_hw) {
+			err = -errno;
+		} else {
+			c->skel_hw->rodata->use_tai_clock = c->cfg.tai_clock;
+			bpf_program__set_ifindex(c->skel_hw->progs.hftcap_xdp, c->cfg.ifindex);
+			bpf_program__set_flags(c->skel_hw->progs.hftcap_xdp, BPF_F_XDP_DEV_BOUND_ONLY);
+			err = hftcap_hw_bpf__load(c->skel_hw);
+		}
+		if (!err) {
+			c->prog = c->skel_hw->progs.hftcap_xdp;
+			c->stats_fd = bpf_map__fd(c->skel_hw->maps.stats);
+			c->xsks_fd = bpf_map__fd(c->skel_hw->maps.xsks);
+			c->feeds_fd = bpf_map__fd(c->skel_hw->maps.feeds);
+			c->info.hw_program = 1;
+			return 0;
+		}
+		c->info.hw_program_err = err < 0 ? err : -EINVAL;
+		hftcap_hw_bpf__destroy(c->skel_hw);
+		c->skel_hw = NULL;
+	}
+	c->skel = hftcap_bpf__open();
+	if (!c->skel)
+		return -errno;
+	c->skel->rodata->use_tai_clock = c->cfg.tai_clock;
+	err = hftcap_bpf__load(c->skel);
+	if (err)
+		return err < 0 ? err : -EINVAL;
+	c->prog = c->skel->progs.hftcap_xdp;
+	c->stats_fd = bpf_map__fd(c->skel->maps.stats);
+	c->xsks_fd = bpf_map__fd(c->skel->maps.xsks);
+	c->feeds_fd = bpf_map__fd(c->skel->maps.feeds);
+	return 0;
+}
+
+static int attach_link(struct hc_capture *c)
+{
+	int modes[2], n = 0;
+	if (c->cfg.xdp_mode == HC_XDPM_NATIVE || c->cfg.xdp_mode == HC_XDPM_AUTO)
+		modes[n++] = HC_XDPM_NATIVE;
+	if (c->cfg.xdp_mode == HC_XDPM_GENERIC || c->cfg.xdp_mode == HC_XDPM_AUTO)
+		modes[n++] = HC_XDPM_GENERIC;
+	int err = -EINVAL;
+	for (int i = 0; i < n; i++) {
+		LIBBPF_OPTS(bpf_link_create_opts, lo);
+		lo.flags = modes[i] == HC_XDPM_NATIVE ? XDP_FLAGS_DRV_MODE : XDP_FLAGS_SKB_MODE;
+		int fd = bpf_link_create(bpf_program__fd(c->prog), c->cfg.ifindex, BPF_XDP, &lo);
+		if (fd >= 0) {
+			c->link_fd = fd;
+			c->info.xdp_mode = modes[i];
+			struct bpf_prog_info pi;
+			uint32_t plen = sizeof(pi);
+			memset(&pi, 0, sizeof(pi));
+			if (!bpf_obj_get_info_by_fd(bpf_program__fd(c->prog), &pi, &plen))
+				c->info.prog_id = pi.id;
+			return 0;
+		}
+		err = -errno;
+		if (err == -EBUSY || err == -EEXIST)
+			return err; /* someone else's program: never fall back over it */
+	}
+	return err;
+}
+
+static int xsk_open(struct hc_capture *c, int zerocopy)
+{
+	struct xsk_umem_config ucfg = {
+		.fill_size = HC_FILL_SIZE,
+		.comp_size = HC_COMP_SIZE,
+		.frame_size = HC_FRAME_SIZE,
+		.frame_headroom = 0,
+		.flags = 0,
+	};
+	/* libxdp 1.3.1 leaves cached_prod uninitialised: start from zeroed rings. */
+	memset(&c->fill, 0, sizeof(c->fill));
+	memset(&c->comp, 0, sizeof(c->comp));
+	memset(&c->rx, 0, sizeof(c->rx));
+	int err = xsk_umem__create(&c->umem, c->umem_area, c->umem_size, &c->fill, &c->comp, &ucfg);
+	if (err)
+		return err;
+	struct xsk_socket_config scfg = {
+		.rx_size = HC_RX_SIZE,
+		.tx_size = 0,
+		.libxdp_flags = XSK_LIBXDP_FLAGS__INHIBIT_PROG_LOAD,
+		.xdp_flags = 0,
+		.bind_flags = XDP_USE_NEED_WAKEUP | (zerocopy ? XDP_ZEROCOPY : XDP_COPY),
+	};
+	err = xsk_socket__create(&c->xsk, c->cfg.ifname, c->cfg.queue, c->umem, &c->rx, NULL, &scfg);
+	if (err) {
+		xsk_umem__delete(c->umem);
+		c->umem = NULL;
+		c->xsk = NULL;
+		return err;
+	}
+	c->info.bind_mode = zerocopy ? HC_BIND_ZEROCOPY : HC_BIND_COPY;
+	return 0;
+}
+
+static int xsk_setup(struct hc_capture *c, const char **stage)
+{
+	int err;
+	*stage = "umem";
+	c->umem_size = (size_t)HC_NUM_FRAMES * HC_FRAME_SIZE;
+	c->umem_area = mmap(NULL, c->umem_size, PROT_READ | PROT_WRITE,
+			    MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	if (c->umem_area == MAP_FAILED) {
+		c->umem_area = NULL;
+		return -errno;
+	}
+	*stage = "xsk-bind";
+	if (c->cfg.bind_mode == HC_BIND_ZEROCOPY) {
+		err = xsk_open(c, 1);
+	} else if (c->cfg.bind_mode == HC_BIND_COPY) {
+		err = xsk_open(c, 0);
+	} else {
+		err = xsk_open(c, 1);
+		if (err)
+			err = xsk_open(c, 0);
+	}
+	if (err)
+		return err;
+	/* Hand every frame but the spare half to the kernel. */
+	uint32_t idx;
+	*stage = "fill-ring";
+	if (xsk_ring_prod__reserve(&c->fill, HC_FILL_SIZE, &idx) != HC_FILL_SIZE)
+		return -ENOSPC;
+	for (uint32_t i = 0; i < HC_FILL_SIZE; i++)
+		*xsk_ring_prod__fill_addr(&c->fill, idx + i) = (uint64_t)i * HC_FRAME_SIZE;
+	xsk_ring_prod__submit(&c->fill, HC_FILL_SIZE);
+
+	int fd = xsk_socket__fd(c->xsk);
+	if (c->cfg.poll_mode == HC_POLL_BUSY) {
+		int one = 1, us = c->cfg.busy_poll_us, budget = HC_BATCH;
+		/* Best effort: without NAPI (veth copy mode) these do nothing, and that is fine. */
+		setsockopt(fd, SOL_SOCKET, SO_PREFER_BUSY_POLL, &one, sizeof(one));
+		setsockopt(fd, SOL_SOCKET, SO_BUSY_POLL, &us, sizeof(us));
+		setsockopt(fd, SOL_SOCKET, SO_BUSY_POLL_BUDGET, &budget, sizeof(budget));
+	}
+	*stage = "xskmap";
+	uint32_t q = c->cfg.queue;
+	if (bpf_map_update_elem(c->xsks_fd, &q, &fd, BPF_ANY))
+		return -errno;
+	return 0;
+}
+
+static int feeds_setup(struct hc_capture *c)
+{
+	for (uint32_t i = 0; i < c->cfg.nfeeds; i++) {
+		struct hc_feed_key k = { .group = c->cfg.group_be[i], .port = c->cfg.port_be[i], .pad = 0 };
+		if (bpf_map_update_elem(c->feeds_fd, &k, &i, BPF_ANY))
+			return -errno;
+	}
+	return 0;
+}
+
+/* ---- kernel socket path ---- */
+
+static int udp_setup(struct hc_capture *c, const char **stage)
+{
+	*stage = "udp-buffers";
+	c->bufs = aligned_alloc(64, (size_t)HC_BATCH * HC_UDP_BUF);
+	if (!c->bufs)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < HC_BATCH; i++) {
+		c->iov[i].iov_base = c->bufs + (size_t)i * HC_UDP_BUF;
+		c->iov[i].iov_len = HC_UDP_BUF;
+		memset(&c->msgs[i], 0, sizeof(c->msgs[i]));
+		c->msgs[i].msg_hdr.msg_iov = &c->iov[i];
+		c->msgs[i].msg_hdr.msg_iovlen = 1;
+	}
+	for (uint32_t i = 0; i < c->cfg.nfeeds; i++) {
+		*stage = "udp-socket";
+		int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+		if (fd < 0)
+			return -errno;
+		c->udp_fd[i] = fd;
+		int one = 1;
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		int rcvbuf = 16 << 20;
+		if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof(rcvbuf)))
+			setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+		*stage = "udp-bind";
+		struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = c->cfg.port_be[i],
+					  .sin_addr.s_addr = c->cfg.group_be[i] };
+		if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)))
+			return -errno;
+		*stage = "udp-bindtodevice";
+		if (setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, c->cfg.ifname, strlen(c->cfg.ifname)))
+			return -errno;
+		*stage = "igmp-join";
+		struct ip_mreqn mr = { .imr_multiaddr.s_addr = c->cfg.group_be[i],
+				       .imr_ifindex = c->cfg.ifindex };
+		if (setsockopt(fd, IPPROTO_IP, IP_ADD_MEMBERSHIP, &mr, sizeof(mr)))
+			return -errno;
+		int ts = SOF_TIMESTAMPING_RX_HARDWARE | SOF_TIMESTAMPING_RAW_HARDWARE |
+			 SOF_TIMESTAMPING_RX_SOFTWARE | SOF_TIMESTAMPING_SOFTWARE;
+		*stage = "so-timestamping";
+		if (setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPING, &ts, sizeof(ts))) {
+			ts = SOF_TIMESTAMPING_RX_SOFTWARE | SOF_TIMESTAMPING_SOFTWARE;
+			if (setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPING, &ts, sizeof(ts)))
+				return -errno;
+		} else {
+			c->info.hw_ts_socket = 1;
+		}
+		if (c->cfg.poll_mode == HC_POLL_BUSY) {
+			int us = c->cfg.busy_poll_us, budget = HC_BATCH;
+			setsockopt(fd, SOL_SOCKET, SO_BUSY_POLL, &us, sizeof(us));
+			setsockopt(fd, SOL_SOCKET, SO_PREFER_BUSY_POLL, &one, sizeof(one));
+			setsockopt(fd, SOL_SOCKET, SO_BUSY_POLL_BUDGET, &budget, sizeof(budget));
+		}
+	}
+	return 0;
+}
+
+/* ---- the data thread ---- */
+
+/* Find the UDP payload in an Ethernet frame the XDP program already matched. */
+static inline const uint8_t *udp_payload(const uint8_t *f, uint32_t len, uint32_t *plen)
+{
+	const uint8_t *end = f + len;
+	const uint8_t *p = f + sizeof(struct ethhdr);
+	if (p > end)
+		return NULL;
+	uint16_t proto = (uint16_t)(f[12] << 8 | f[13]);
+	for (int i = 0; i < 2 && (proto == ETH_P_8021Q || proto == ETH_P_8021AD); i++) {
+		if (p + 4 > end)
+			return NULL;
+		proto = (uint16_t)(p[2] << 8 | p[3]);
+		p += 4;
+	}
+	if (proto != ETH_P_IP || p + sizeof(struct iphdr) > end)
+		return NULL;
+	uint32_t ihl = (uint32_t)(p[0] & 0x0f) * 4;
+	if (ihl < sizeof(struct iphdr) || p + ihl + sizeof(struct udphdr) > end)
+		return NULL;
+	const uint8_t *u = p + ihl;
+	uint32_t ulen = (uint32_t)(u[4] << 8 | u[5]);
+	if (ulen < sizeof(struct udphdr) || u + ulen > end)
+		return NULL;
+	*plen = ulen - sizeof(struct udphdr);
+	return u + sizeof(struct udphdr);
+}
+
+static void *xdp_loop(void *arg)
+{
+	struct hc_capture *c = arg;
+	struct pollfd pfd = { .fd = xsk_socket__fd(c->xsk), .events = POLLIN };
+	const int busy = c->cfg.poll_mode == HC_POLL_BUSY;
+
+	while (!__atomic_load_n(&c->stop, __ATOMIC_RELAXED) &&
+	       !__atomic_load_n(&c->cons.done, __ATOMIC_RELAXED)) {
+		uint32_t idx_rx, idx_fq;
+		uint32_t n = xsk_ring_cons__peek(&c->rx, HC_BATCH, &idx_rx);
+		if (!n) {
+			if (!busy) {
+				if (poll(&pfd, 1, 100) < 0 && errno != EINTR)
+					c->io_errors++;
+			} else if (xsk_ring_prod__needs_wakeup(&c->fill)) {
+				recvfrom(pfd.fd, NULL, 0, MSG_DONTWAIT, NULL, NULL);
+			}
+			continue;
+		}
+		/* The fill ring has room for every frame we hold: this cannot spin long. */
+		while (xsk_ring_prod__reserve(&c->fill, n, &idx_fq) != n)
+			;
+		for (uint32_t i = 0; i < n; i++) {
+			const struct xdp_desc *d = xsk_ring_cons__rx_desc(&c->rx, idx_rx + i);
+			uint64_t addr = xsk_umem__add_offset_to_addr(d->addr);
+			const uint8_t *frame = xsk_umem__get_data(c->umem_area, addr);
+			struct hc_pkt_times t = { 0 };
+			t.deq_tai_ns = now_tai_ns();
+			const struct hc_xdp_meta *m = (const void *)(frame - sizeof(*m));
+			uint32_t feed = 0;
+			if (m->magic == HC_META_MAGIC) {
+				feed = m->feed;
+				if (m->flags & HC_META_XDP_TAI)
+					t.xdp_tai_ns = m->xdp_ns;
+				if (m->flags & HC_META_HW_VALID)
+					t.hw_ns = m->rx_hw_ns;
+			} else {
+				feed = UINT32_MAX;
+			}
+			uint32_t plen;
+			const uint8_t *p = udp_payload(frame, d->len, &plen);
+			if (p)
+				hc_consumer_packet(&c->cons, feed, p, plen, &t);
+			else
+				c->cons.drop_bad_frame++;
+			*xsk_ring_prod__fill_addr(&c->fill, idx_fq + i) = xsk_umem__extract_addr(d->addr);
+		}
+		xsk_ring_prod__submit(&c->fill, n);
+		xsk_ring_cons__release(&c->rx, n);
+		if (!busy && xsk_ring_prod__needs_wakeup(&c->fill))
+			recvfrom(pfd.fd, NULL, 0, MSG_DONTWAIT, NULL, NULL);
+	}
+	return NULL;
+}
+
+static inline uint64_t ts_ns(const struct timespec *t)
+{
+	return (uint64_t)t->tv_sec * 1000000000ull + (uint64_t)t->tv_nsec;
+}
+
+static void udp_drain(struct hc_capture *c, uint32_t feed)
+{
+	for (uint32_t i = 0; i < HC_BATCH; i++) {
+		c->msgs[i].msg_hdr.msg_control = c->ctrl[i];
+		c->msgs[i].msg_hdr.msg_controllen = sizeof(c->ctrl[i]);
+		c->msgs[i].msg_hdr.msg_flags = 0;
+	}
+	int n = recvmmsg(c->udp_fd[feed], c->msgs, HC_BATCH, MSG_DONTWAIT, NULL);
+	if (n <= 0) {
+		if (n < 0 && errno != EAGAIN && errno != EINTR)
+			c->io_errors++;
+		return;
+	}
+	uint64_t ret_ns = now_tai_ns();
+	for (int i = 0; i < n; i++) {
+		struct hc_pkt_times t = { 0 };
+		t.deq_tai_ns = ret_ns;
+		struct msghdr *mh = &c->msgs[i].msg_hdr;
+		for (struct cmsghdr *cm = CMSG_FIRSTHDR(mh); cm; cm = CMSG_NXTHDR(mh, cm)) {
+			if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SO_TIMESTAMPING) {
+				const struct timespec *ts = (const void *)CMSG_DATA(cm);
+				uint64_t sw = ts_ns(&ts[0]);
+				if (sw)
+					t.sw_tai_ns = sw + (uint64_t)c->tai_offset_ns;
+				t.hw_ns = ts_ns(&ts[2]);
+			}
+		}
+		hc_consumer_packet(&c->cons, feed, c->iov[i].iov_base, c->msgs[i].msg_len, &t);
+		if (__atomic_load_n(&c->cons.done, __ATOMIC_RELAXED))
+			return;
+	}
+}
+
+static void *udp_loop(void *arg)
+{
+	struct hc_capture *c = arg;
+	struct pollfd pfd[HC_MAX_FEEDS];
+	const uint32_t nf = c->cfg.nfeeds;
+	for (uint32_t i = 0; i < nf; i++) {
+		pfd[i].fd = c->udp_fd[i];
+		pfd[i].events = POLLIN;
+	}
+	const int busy = c->cfg.poll_mode == HC_POLL_BUSY;
+	while (!__atomic_load_n(&c->stop, __ATOMIC_RELAXED) &&
+	       !__atomic_load_n(&c->cons.done, __ATOMIC_RELAXED)) {
+		if (busy) {
+			for (uint32_t i = 0; i < nf; i++)
+				udp_drain(c, i);
+			continue;
+		}
+		int r = poll(pfd, nf, 100);
+		if (r < 0) {
+			if (errno != EINTR)
+				c->io_errors++;
+			continue;
+		}
+		for (uint32_t i = 0; i < nf && r > 0; i++)
+			if (pfd[i].revents & POLLIN)
+				udp_drain(c, i);
+	}
+	return NULL;
+}
+
+/* ---- lifecycle ---- */
+
+int hc_capture_open(const struct hc_capture_cfg *cfg, struct hc_capture **out, const char **stage)
+{
+	int err;
+	*stage = "config";
+	if (cfg->nfeeds == 0 || cfg->nfeeds > HC_MAX_FEEDS || cfg->queue >= HC_MAX_QUEUES)
+		return -EINVAL;
+	*stage = "alloc";
+	struct hc_capture *c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	c->cfg = *cfg;
+	c->link_fd = -1;
+	for (int i = 0; i < HC_MAX_FEEDS; i++)
+		c->udp_fd[i] = -1;
+	hc_consumer_init(&c->cons, cfg->nfeeds, cfg->max_packets);
+	struct timex tx = { 0 };
+	if (adjtimex(&tx) >= 0)
+		c->info.tai_offset_s = tx.tai;
+	c->tai_offset_ns = (int64_t)c->info.tai_offset_s * 1000000000ll;
+
+	if (cfg->path == HC_PATH_KERNEL) {
+		err = udp_setup(c, stage);
+		if (err)
+			goto fail;
+		*out = c;
+		return 0;
+	}
+	*stage = "xdp-query";
+	uint32_t existing = 0;
+	int mode = 0;
+	err = hc_xdp_query(cfg->ifindex, &existing, &mode);
+	if (err)
+		goto fail;
+	if (existing) {
+		*stage = "xdp-busy";
+		err = -EBUSY;
+		goto fail;
+	}
+	*stage = "bpf-load";
+	err = load_program(c);
+	if (err)
+		goto fail;
+	*stage = "feed-map";
+	err = feeds_setup(c);
+	if (err)
+		goto fail;
+	err = xsk_setup(c, stage);
+	if (err)
+		goto fail;
+	*stage = "xdp-attach";
+	err = attach_link(c);
+	if (err)
+		goto fail;
+	*out = c;
+	return 0;
+fail:
+	hc_capture_close(c);
+	return err;
+}
+
+int hc_capture_start(struct hc_capture *c)
+{
+	if (c->started)
+		return -EALREADY;
+	__atomic_store_n(&c->stop, 0, __ATOMIC_RELAXED);
+	int err = pthread_create(&c->thread, NULL,
+				 c->cfg.path == HC_PATH_KERNEL ? udp_loop : xdp_loop, c);
+	if (err)
+		return -err;
+	if (c->cfg.cpu >= 0) {
+		cpu_set_t set;
+		CPU_ZERO(&set);
+		CPU_SET(c->cfg.cpu, &set);
+		err = pthread_setaffinity_np(c->thread, sizeof(set), &set);
+		if (err) {
+			__atomic_store_n(&c->stop, 1, __ATOMIC_RELAXED);
+			pthread_join(c->thread, NULL);
+			return -err;
+		}
+	}
+	c->started = 1;
+	return 0;
+}
+
+void hc_capture_stop(struct hc_capture *c)
+{
+	if (!c->started)
+		return;
+	__atomic_store_n(&c->stop, 1, __ATOMIC_RELAXED);
+	pthread_join(c->thread, NULL);
+	c->started = 0;
+}
+
+int hc_capture_done(struct hc_capture *c)
+{
+	return __atomic_load_n(&c->cons.done, __ATOMIC_ACQUIRE);
+}
+
+void hc_capture_close(struct hc_capture *c)
+{
+	if (!c)
+		return;
+	hc_capture_stop(c);
+	if (c->link_fd >= 0)
+		close(c->link_fd); /* the kernel detaches the program with the last link reference */
+	if (c->xsk)
+		xsk_socket__delete(c->xsk);
+	if (c->umem)
+		xsk_umem__delete(c->umem);
+	if (c->umem_area)
+		munmap(c->umem_area, c->umem_size);
+	if (c->skel)
+		hftcap_bpf__destroy(c->skel);
+	if (c->skel_hw)
+		hftcap_hw_bpf__destroy(c->skel_hw);
+	for (int i = 0; i < HC_MAX_FEEDS; i++)
+		if (c->udp_fd[i] >= 0)
+			close(c->udp_fd[i]);
+	free(c->bufs);
+	free(c);
+}
+
+const struct hc_capture_info *hc_capture_info(struct hc_capture *c) { return &c->info; }
+const struct hc_consumer *hc_capture_consumer(struct hc_capture *c) { return &c->cons; }
+uint64_t hc_capture_io_errors(struct hc_capture *c) { return c->io_errors; }
+
+int hc_capture_xdp_stats(struct hc_capture *c, uint64_t out[HC_XDP_NSTATS])
+{
+	memset(out, 0, sizeof(uint64_t) * HC_XDP_NSTATS);
+	if (c->cfg.path != HC_PATH_XDP || c->stats_fd < 0)
+		return 0;
+	int ncpu = libbpf_num_possible_cpus();
+	if (ncpu <= 0)
+		return ncpu ? ncpu : -EINVAL;
+	uint64_t vals[ncpu];
+	for (uint32_t k = 0; k < HC_XDP_NSTATS; k++) {
+		if (bpf_map_lookup_elem(c->stats_fd, &k, vals))
+			return -errno;
+		for (int i = 0; i < ncpu; i++)
+			out[k] += vals[i];
+	}
+	return 0;
+}

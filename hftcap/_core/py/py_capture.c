@@ -1,4 +1,309 @@
+/* py_capture.c: hftcap._core.Capture, the boundary of the receive paths. Coarse calls
+ * only: open (constructor), start, wait, stop, stats snapshots, close. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <arpa/inet.h>
+#include <string.h>
+#include <time.h>
 #include "py.h"
-int hc_py_add_capture(PyObject *m) { return 0; }
+#include "capture.h"
+
+typedef struct {
+	PyObject_HEAD
+	struct hc_capture *cap;
+} CaptureObject;
+
+static const char *xdp_stat_names[HC_XDP_NSTATS] = {
+	[HC_XDP_REDIRECTED] = "redirected",
+	[HC_XDP_PASS_NOT_FEED] = "pass_not_feed",
+	[HC_XDP_PASS_NO_SOCKET] = "pass_no_socket",
+	[HC_XDP_PASS_FRAGMENT] = "pass_fragment",
+	[HC_XDP_MALFORMED] = "malformed",
+	[HC_XDP_META_FAILED] = "meta_failed",
+	[HC_XDP_HW_TS_ERR] = "hw_ts_error",
+};
+
+static int Capture_init(CaptureObject *self, PyObject *args, PyObject *kw)
+{
+	static char *kwlist[] = { "ifname", "ifindex", "feeds", "path", "xdp_mode", "bind_mode",
+				  "poll_mode", "cpu", "queue", "max_packets", "want_hw_ts",
+				  "tai_clock", "busy_poll_us", NULL };
+	struct hc_capture_cfg cfg;
+	memset(&cfg, 0, sizeof(cfg));
+	const char *ifname;
+	PyObject *feeds;
+	unsigned long long max_packets = 0;
+	cfg.cpu = -1;
+	cfg.want_hw_ts = 1;
+	cfg.tai_clock = 1;
+	cfg.busy_poll_us = 50;
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "siO|iiiiiIKppi", kwlist, &ifname, &cfg.ifindex,
+					 &feeds, &cfg.path, &cfg.xdp_mode, &cfg.bind_mode,
+					 &cfg.poll_mode, &cfg.cpu, &cfg.queue, &max_packets,
+					 &cfg.want_hw_ts, &cfg.tai_clock, &cfg.busy_poll_us))
+		return -1;
+	if (strlen(ifname) >= IF_NAMESIZE) {
+		PyErr_SetString(PyExc_ValueError, "interface name too long");
+		return -1;
+	}
+	strcpy(cfg.ifname, ifname);
+	cfg.max_packets = max_packets;
+	PyObject *seq = PySequence_Fast(feeds, "feeds must be a sequence of (group, port)");
+	if (!seq)
+		return -1;
+	Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+	if (n < 1 || n > HC_MAX_FEEDS) {
+		Py_DECREF(seq);
+		PyErr_Format(PyExc_ValueError, "between 1 and %d feeds", HC_MAX_FEEDS);
+		return -1;
+	}
+	for (Py_ssize_t i = 0; i < n; i++) {
+		const char *group;
+		int port;
+		if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i), "si", &group, &port)) {
+			Py_DECREF(seq);
+			return -1;
+		}
+		struct in_addr a;
+		if (inet_pton(AF_INET, group, &a) != 1 || port <= 0 || port > 65535) {
+			Py_DECREF(seq);
+			PyErr_Format(PyExc_ValueError, "bad feed %s:%d", group, port);
+			return -1;
+		}
+		cfg.group_be[i] = a.s_addr;
+		cfg.port_be[i] = htons((uint16_t)port);
+	}
+	cfg.nfeeds = (uint32_t)n;
+	Py_DECREF(seq);
+
+	const char *stage = "";
+	int err;
+	Py_BEGIN_ALLOW_THREADS
+	err = hc_capture_open(&cfg, &self->cap, &stage);
+	Py_END_ALLOW_THREADS
+	if (err) {
+		self->cap = NULL;
+		errno = -err;
+		PyObject *e = PyObject_CallFunction(PyExc_OSError, "is", -err, stage);
+		if (e) {
+			PyErr_SetObject(PyExc_OSError, e);
+			Py_DECREF(e);
+		}
+		return -1;
+	}
+	return 0;
+}
+
+static void Capture_dealloc(CaptureObject *self)
+{
+	if (self->cap) {
+		Py_BEGIN_ALLOW_THREADS
+		hc_capture_close(self->cap);
+		Py_END_ALLOW_THREADS
+	}
+	Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+#define NEED_CAP(self)                                                            \
+	do {                                                                      \
+		if (!(self)->cap) {                                               \
+			PyErr_SetString(PyExc_ValueError, "capture is closed");  \
+			return NULL;                                              \
+		}                                                                 \
+	} while (0)
+
+static PyObject *Capture_start(CaptureObject *self, PyObject *unused)
+{
+	NEED_CAP(self);
+	int err = hc_capture_start(self->cap);
+	if (err)
+		return hc_py_errno(err, "start");
+	Py_RETURN_NONE;
+}
+
+static PyObject *Capture_stop(CaptureObject *self, PyObject *unused)
+{
+	NEED_CAP(self);
+	Py_BEGIN_ALLOW_THREADS
+	hc_capture_stop(self->cap);
+	Py_END_ALLOW_THREADS
+	Py_RETURN_NONE;
+}
+
+static PyObject *Capture_close(CaptureObject *self, PyObject *unused)
+{
+	if (self->cap) {
+		struct hc_capture *c = self->cap;
+		self->cap = NULL;
+		Py_BEGIN_ALLOW_THREADS
+		hc_capture_close(c);
+		Py_END_ALLOW_THREADS
+	}
+	Py_RETURN_NONE;
+}
+
+/* wait(timeout_s) -> True when the packet limit was reached. Sleeps in short steps with the
+ * GIL released, so signals reach Python within ~50 ms. */
+static PyObject *Capture_wait(CaptureObject *self, PyObject *args)
+{
+	double timeout;
+	if (!PyArg_ParseTuple(args, "d", &timeout))
+		return NULL;
+	NEED_CAP(self);
+	int done = 0;
+	Py_BEGIN_ALLOW_THREADS
+	struct timespec step = { 0, 2 * 1000 * 1000 };
+	double waited = 0;
+	while (!(done = hc_capture_done(self->cap)) && waited < timeout) {
+		nanosleep(&step, NULL);
+		waited += 0.002;
+	}
+	Py_END_ALLOW_THREADS
+	return PyBool_FromLong(done);
+}
+
+static int put_u64(PyObject *d, const char *k, uint64_t v)
+{
+	PyObject *o = PyLong_FromUnsignedLongLong(v);
+	if (!o)
+		return -1;
+	int r = PyDict_SetItemString(d, k, o);
+	Py_DECREF(o);
+	return r;
+}
+
+static PyObject *Capture_stats(CaptureObject *self, PyObject *unused)
+{
+	NEED_CAP(self);
+	const struct hc_consumer *cons = hc_capture_consumer(self->cap);
+	struct hc_mold_stats sum;
+	memset(&sum, 0, sizeof(sum));
+	uint64_t last_seq = 0;
+	for (uint32_t i = 0; i < cons->nfeeds; i++) {
+		const struct hc_mold *m = &cons->mold[i];
+		const uint64_t *src = (const uint64_t *)&m->st;
+		uint64_t *dst = (uint64_t *)&sum;
+		for (size_t k = 0; k < sizeof(sum) / 8; k++)
+			dst[k] += __atomic_load_n(&src[k], __ATOMIC_RELAXED);
+		uint64_t next = __atomic_load_n(&m->next, __ATOMIC_RELAXED);
+		if (m->st.messages && next - 1 > last_seq)
+			last_seq = next - 1;
+	}
+	PyObject *d = PyDict_New();
+	PyObject *drops = PyDict_New();
+	if (!d || !drops)
+		goto fail;
+	if (put_u64(d, "packets", __atomic_load_n(&cons->packets, __ATOMIC_RELAXED)) ||
+	    put_u64(d, "bytes", __atomic_load_n(&cons->bytes, __ATOMIC_RELAXED)) ||
+	    put_u64(d, "messages", sum.messages) || put_u64(d, "gaps", sum.gaps) ||
+	    put_u64(d, "gap_events", sum.gap_events) || put_u64(d, "duplicates", sum.duplicates) ||
+	    put_u64(d, "heartbeats", sum.heartbeats) ||
+	    put_u64(d, "end_of_session", sum.end_of_session) ||
+	    put_u64(d, "sessions", sum.sessions) || put_u64(d, "last_sequence", last_seq) ||
+	    put_u64(d, "hw_stamped", __atomic_load_n(&cons->hw_stamped, __ATOMIC_RELAXED)) ||
+	    put_u64(d, "io_errors", hc_capture_io_errors(self->cap)))
+		goto fail;
+	if (put_u64(drops, "mold_short", sum.drop_short) ||
+	    put_u64(drops, "mold_truncated", sum.drop_truncated) ||
+	    put_u64(drops, "mold_trailing", sum.drop_trailing) ||
+	    put_u64(drops, "bad_frame", cons->drop_bad_frame) ||
+	    put_u64(drops, "bad_feed", cons->drop_bad_feed))
+		goto fail;
+	if (PyDict_SetItemString(d, "drops", drops))
+		goto fail;
+	Py_DECREF(drops);
+	return d;
+fail:
+	Py_XDECREF(d);
+	Py_XDECREF(drops);
+	return NULL;
+}
+
+static PyObject *Capture_xdp_stats(CaptureObject *self, PyObject *unused)
+{
+	NEED_CAP(self);
+	uint64_t v[HC_XDP_NSTATS];
+	int err = hc_capture_xdp_stats(self->cap, v);
+	if (err)
+		return hc_py_errno(err, "xdp stats");
+	PyObject *d = PyDict_New();
+	if (!d)
+		return NULL;
+	for (int i = 0; i < HC_XDP_NSTATS; i++)
+		if (put_u64(d, xdp_stat_names[i], v[i])) {
+			Py_DECREF(d);
+			return NULL;
+		}
+	return d;
+}
+
+static PyObject *Capture_info(CaptureObject *self, PyObject *unused)
+{
+	NEED_CAP(self);
+	const struct hc_capture_info *i = hc_capture_info(self->cap);
+	return Py_BuildValue("{s:i,s:i,s:i,s:i,s:i,s:I,s:i}", "xdp_mode", i->xdp_mode, "bind_mode",
+			     i->bind_mode, "hw_program", i->hw_program, "hw_program_err",
+			     i->hw_program_err, "hw_ts_socket", i->hw_ts_socket, "prog_id",
+			     i->prog_id, "tai_offset_s", i->tai_offset_s);
+}
+
+static PyMethodDef Capture_methods[] = {
+	{ "start", (PyCFunction)Capture_start, METH_NOARGS, "Start the data thread." },
+	{ "stop", (PyCFunction)Capture_stop, METH_NOARGS, "Stop and join the data thread." },
+	{ "close", (PyCFunction)Capture_close, METH_NOARGS, "Detach XDP, close sockets, free." },
+	{ "wait", (PyCFunction)Capture_wait, METH_VARARGS, "wait(timeout_s) -> limit reached" },
+	{ "stats", (PyCFunction)Capture_stats, METH_NOARGS, "Consumer counters snapshot." },
+	{ "xdp_stats", (PyCFunction)Capture_xdp_stats, METH_NOARGS, "XDP program counters." },
+	{ "info", (PyCFunction)Capture_info, METH_NOARGS, "What setup obtained." },
+	{ NULL },
+};
+
+static PyTypeObject CaptureType = {
+	PyVarObject_HEAD_INIT(NULL, 0).tp_name = "hftcap._core.Capture",
+	.tp_basicsize = sizeof(CaptureObject),
+	.tp_flags = Py_TPFLAGS_DEFAULT,
+	.tp_new = PyType_GenericNew,
+	.tp_init = (initproc)Capture_init,
+	.tp_dealloc = (destructor)Capture_dealloc,
+	.tp_methods = Capture_methods,
+	.tp_doc = "A receive path (AF_XDP or kernel socket) feeding the C consumer.",
+};
+
+static PyObject *py_xdp_query(PyObject *mod, PyObject *args)
+{
+	int ifindex;
+	if (!PyArg_ParseTuple(args, "i", &ifindex))
+		return NULL;
+	uint32_t id = 0;
+	int mode = 0, err;
+	Py_BEGIN_ALLOW_THREADS
+	err = hc_xdp_query(ifindex, &id, &mode);
+	Py_END_ALLOW_THREADS
+	if (err)
+		return hc_py_errno(err, "xdp query");
+	if (!id)
+		Py_RETURN_NONE;
+	char name[32] = "";
+	hc_prog_name(id, name, sizeof(name));
+	return Py_BuildValue("{s:I,s:i,s:s}", "id", id, "mode", mode, "name", name);
+}
+
+static PyMethodDef capture_funcs[] = {
+	{ "xdp_query", py_xdp_query, METH_VARARGS,
+	  "xdp_query(ifindex) -> None or {id, mode, name} of the attached XDP program" },
+	{ NULL },
+};
+
+int hc_py_add_capture(PyObject *m)
+{
+	if (PyType_Ready(&CaptureType) < 0)
+		return -1;
+	Py_INCREF(&CaptureType);
+	if (PyModule_AddObject(m, "Capture", (PyObject *)&CaptureType) < 0) {
+		Py_DECREF(&CaptureType);
+		return -1;
+	}
+	if (PyModule_AddFunctions(m, capture_funcs) < 0)
+		return -1;
+	return 0;
+}

@@ -1,0 +1,59 @@
+/* capture.h: the receive paths. AF_XDP (UMEM, fill/completion/RX rings through libxdp, the
+ * XDP program from the embedded skeleton, attached through a bpf_link) or an ordinary
+ * kernel UDP socket (recvmmsg, SO_TIMESTAMPING), both feeding the same consumer in a
+ * native thread. Every function returns 0 or -errno; on failure *stage names the step. */
+#ifndef HC_CAPTURE_H
+#define HC_CAPTURE_H
+
+#include <stdint.h>
+#include <net/if.h>
+#include "feed.h"
+
+enum { HC_PATH_XDP = 0, HC_PATH_KERNEL = 1 };
+enum { HC_XDPM_AUTO = 0, HC_XDPM_NATIVE = 1, HC_XDPM_GENERIC = 2 };
+enum { HC_BIND_AUTO = 0, HC_BIND_ZEROCOPY = 1, HC_BIND_COPY = 2 };
+enum { HC_POLL_WAKEUP = 0, HC_POLL_BUSY = 1 };
+
+struct hc_capture_cfg {
+	int path, xdp_mode, bind_mode, poll_mode;
+	int cpu;                /* pin the data thread; -1 = no pinning */
+	int ifindex;
+	char ifname[IF_NAMESIZE];
+	uint32_t queue;
+	uint32_t nfeeds;
+	uint32_t group_be[HC_MAX_FEEDS];
+	uint16_t port_be[HC_MAX_FEEDS];
+	uint64_t max_packets;
+	int want_hw_ts;         /* try the device-bound program with the RX-timestamp kfunc */
+	int tai_clock;          /* XDP program reads CLOCK_TAI (kernel >= 6.1), else MONOTONIC */
+	int busy_poll_us;       /* SO_BUSY_POLL for busy mode */
+};
+
+struct hc_capture_info {
+	int xdp_mode;           /* obtained: HC_XDPM_NATIVE or HC_XDPM_GENERIC */
+	int bind_mode;          /* obtained: HC_BIND_ZEROCOPY or HC_BIND_COPY */
+	int hw_program;         /* 1 = device-bound program with the kfunc is loaded */
+	int hw_program_err;     /* -errno of the device-bound load when it failed */
+	int hw_ts_socket;       /* kernel path: SO_TIMESTAMPING accepted hardware flags */
+	uint32_t prog_id;
+	int tai_offset_s;       /* kernel TAI - UTC offset used to map software stamps */
+};
+
+struct hc_capture;
+
+int hc_capture_open(const struct hc_capture_cfg *cfg, struct hc_capture **out, const char **stage);
+int hc_capture_start(struct hc_capture *c);
+void hc_capture_stop(struct hc_capture *c);
+int hc_capture_done(struct hc_capture *c);
+void hc_capture_close(struct hc_capture *c);
+const struct hc_capture_info *hc_capture_info(struct hc_capture *c);
+const struct hc_consumer *hc_capture_consumer(struct hc_capture *c);
+int hc_capture_xdp_stats(struct hc_capture *c, uint64_t out[HC_XDP_NSTATS]);
+/* Data-thread errors (poll, recvmmsg) counted while running. */
+uint64_t hc_capture_io_errors(struct hc_capture *c);
+
+/* The XDP program already on ifindex, if any: *prog_id = 0 when none. */
+int hc_xdp_query(int ifindex, uint32_t *prog_id, int *mode);
+int hc_prog_name(uint32_t prog_id, char *name, size_t len);
+
+#endif

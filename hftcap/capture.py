@@ -1,0 +1,357 @@
+"""`hftcap listen`: the control plane of the receive paths.
+
+Python owns every check and decision (privileges, namespace, interface, feeds, kernel
+features, an XDP program that is already there, which modes to ask for), then hands a
+configuration to the C core, starts its data thread and only reads snapshots."""
+from __future__ import annotations
+
+import ipaddress
+import os
+import platform
+import signal
+import socket
+import struct
+import time
+from dataclasses import dataclass, field
+
+from . import netns as _netns
+from .errors import HftcapError, UsageError, from_oserror
+
+PATHS = {"xdp": 0, "kernel": 1}
+XDP_MODES = {"auto": 0, "native": 1, "generic": 2}
+BIND_MODES = {"auto": 0, "zerocopy": 1, "copy": 2}
+POLL_MODES = {"wakeup": 0, "busy": 1}
+_XDP_MODE_NAMES = {1: "native", 2: "generic"}
+_BIND_NAMES = {1: "zerocopy", 2: "copy"}
+_ATTACH_MODES = {1: "native", 2: "generic", 3: "offload", 4: "multi"}
+AF_XDP = 44
+IFF_UP = 0x1
+
+
+@dataclass
+class Feed:
+    group: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.group}:{self.port}"
+
+
+def parse_feed(text: str) -> Feed:
+    """GROUP:PORT, GROUP an IPv4 multicast address (224.0.0.0/4), PORT 1-65535."""
+    group, sep, port = text.rpartition(":")
+    if not sep or not group:
+        raise UsageError(f"bad feed '{text}': expected GROUP:PORT", hint="for example --feed 239.1.1.1:26400")
+    try:
+        addr = ipaddress.IPv4Address(group)
+    except ValueError:
+        raise UsageError(f"bad feed '{text}': '{group}' is not an IPv4 address",
+                         hint="for example --feed 239.1.1.1:26400") from None
+    if not addr.is_multicast:
+        raise UsageError(f"bad feed '{text}': {group} is not a multicast group",
+                         hint="multicast groups are 224.0.0.0 to 239.255.255.255") from None
+    try:
+        p = int(port)
+    except ValueError:
+        p = -1
+    if not 1 <= p <= 65535:
+        raise UsageError(f"bad feed '{text}': port '{port}' is not 1-65535",
+                         hint="for example --feed 239.1.1.1:26400")
+    return Feed(str(addr), p)
+
+
+@dataclass
+class ListenOptions:
+    interface: str
+    feeds: list[Feed]
+    netns: str | None = None
+    path: str = "xdp"
+    xdp_mode: str = "auto"
+    bind: str = "auto"
+    poll: str = "wakeup"
+    queue: int = 0
+    cpu: int | None = None
+    duration: float | None = None
+    count: int | None = None
+    want_hw_ts: bool = True
+    extra: dict = field(default_factory=dict)
+
+
+def _kernel_version() -> tuple[int, int]:
+    rel = platform.release().split("-")[0].split(".")
+    try:
+        return int(rel[0]), int(rel[1])
+    except (IndexError, ValueError):
+        return (0, 0)
+
+
+def check_options(o: ListenOptions) -> None:
+    for name, val, allowed in (("--path", o.path, PATHS), ("--xdp-mode", o.xdp_mode, XDP_MODES),
+                               ("--bind", o.bind, BIND_MODES), ("--poll", o.poll, POLL_MODES)):
+        if val not in allowed:
+            raise UsageError(f"bad {name} '{val}'", hint="one of: " + ", ".join(allowed))
+    if not o.feeds:
+        raise UsageError("no feed given", hint="add --feed GROUP:PORT, e.g. --feed 239.1.1.1:26400")
+    if len({(f.group, f.port) for f in o.feeds}) != len(o.feeds):
+        raise UsageError("the same feed is given twice")
+    if o.queue < 0 or o.queue >= 64:
+        raise UsageError(f"bad --queue {o.queue}", hint="0-63")
+    if o.cpu is not None and not 0 <= o.cpu < os.cpu_count():
+        raise UsageError(f"bad --cpu {o.cpu}", hint=f"this machine has CPUs 0-{os.cpu_count() - 1}")
+    if o.duration is not None and o.duration <= 0:
+        raise UsageError("--duration must be positive")
+    if o.count is not None and o.count <= 0:
+        raise UsageError("--count must be positive")
+
+
+def resolve_interface(name: str, ns: str | None) -> int:
+    where = f" in namespace '{ns}'" if ns else ""
+    try:
+        idx = socket.if_nametoindex(name)
+    except OSError:
+        raise HftcapError(f"unknown interface '{name}'{where}",
+                          hint=("the lab's host-side interface is <lab>-h0 in <lab>-host"
+                                if ns else "list interfaces with: ip link")) from None
+    from pyroute2 import IPRoute
+    with IPRoute() as ipr:
+        link = ipr.get_links(idx)[0]
+    if not link["flags"] & IFF_UP:
+        raise HftcapError(f"interface '{name}'{where} is down",
+                          hint=f"bring it up: ip {'-n ' + ns + ' ' if ns else ''}link set {name} up")
+    return idx
+
+
+def check_kernel(path: str) -> None:
+    if path != "xdp":
+        return
+    try:
+        s = socket.socket(AF_XDP, socket.SOCK_RAW, 0)
+        s.close()
+    except OSError as e:
+        import errno
+        if e.errno in (errno.EAFNOSUPPORT, errno.EPROTONOSUPPORT, errno.EINVAL):
+            raise HftcapError("this kernel has no AF_XDP sockets (CONFIG_XDP_SOCKETS)",
+                              hint="AF_XDP needs Linux 4.18 or newer built with CONFIG_XDP_SOCKETS; "
+                                   "or use --path kernel") from None
+        if e.errno in (errno.EPERM, errno.EACCES):
+            raise HftcapError("opening an AF_XDP socket is not permitted (needs CAP_NET_RAW)",
+                              hint="run as root") from None
+
+
+def check_foreign_xdp(core, ifindex: int, ifname: str, ns: str | None) -> None:
+    prog = core.xdp_query(ifindex)
+    if prog:
+        mode = _ATTACH_MODES.get(prog["mode"], str(prog["mode"]))
+        nsarg = f"-n {ns} " if ns else ""
+        raise HftcapError(
+            f"interface '{ifname}' already has an XDP program: id {prog['id']} "
+            f"name '{prog['name']}' ({mode}); hftcap never replaces it",
+            hint=f"detach it if it is yours (ip {nsarg}link set dev {ifname} xdp off), or use --path kernel")
+
+
+_STAGES = {
+    "xdp-busy": "another XDP program was attached at the same moment",
+    "bpf-load": "loading the XDP program failed",
+    "feed-map": "configuring the feed map failed",
+    "umem": "allocating the AF_XDP UMEM failed",
+    "xsk-bind": "binding the AF_XDP socket failed",
+    "fill-ring": "filling the AF_XDP fill ring failed",
+    "xskmap": "registering the AF_XDP socket in the XSKMAP failed",
+    "xdp-attach": "attaching the XDP program failed",
+    "udp-socket": "opening the UDP socket failed",
+    "udp-bind": "binding the UDP socket to the feed failed",
+    "udp-bindtodevice": "binding the UDP socket to the interface failed",
+    "igmp-join": "joining the multicast group failed",
+    "so-timestamping": "enabling SO_TIMESTAMPING failed",
+}
+
+
+def _open_error(e: OSError, o: ListenOptions) -> HftcapError:
+    import errno
+    stage = e.strerror or "open"
+    what = _STAGES.get(stage, f"capture setup ({stage}) failed")
+    hint = None
+    if e.errno in (errno.EPERM, errno.EACCES):
+        hint = "run as root (needs CAP_BPF, CAP_NET_ADMIN and CAP_NET_RAW)"
+    elif stage == "xsk-bind" and o.bind == "zerocopy":
+        hint = "this driver or queue has no zero-copy AF_XDP: use --bind copy or --bind auto"
+    elif stage == "xsk-bind" and e.errno == errno.EINVAL:
+        hint = f"queue {o.queue} may not exist on {o.interface}: check ethtool -l {o.interface}"
+    elif stage == "xdp-attach" and o.xdp_mode == "native" and e.errno in (errno.EOPNOTSUPP, errno.EINVAL):
+        hint = "this driver has no native XDP: use --xdp-mode generic or auto"
+    elif stage == "bpf-load":
+        hint = "XDP needs Linux 4.18+ with BPF enabled; run with --debug for the verifier log"
+    elif stage in ("xdp-attach", "xdp-busy") and e.errno in (errno.EBUSY, errno.EEXIST):
+        hint = "another XDP program is attached: hftcap never replaces it"
+    code = errno.errorcode.get(e.errno or 0, str(e.errno))
+    err = HftcapError(f"{what} on {o.interface}: {os.strerror(e.errno or 0)} ({code})", hint)
+    err.errno = e.errno
+    return err
+
+
+def _join_group(ifindex: int, feed: Feed) -> socket.socket:
+    """An IGMP membership for the XDP path: the socket only holds the join, so switches
+    keep forwarding the group; the packets themselves never reach it."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    mreqn = socket.inet_aton(feed.group) + socket.inet_aton("0.0.0.0") + struct.pack("@i", ifindex)
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
+    return s
+
+
+class Stopper:
+    """Turns SIGINT/SIGTERM into a flag the wait loop polls; restores the old handlers."""
+
+    def __init__(self):
+        self.reason: str | None = None
+        self._old = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.reason = signal.Signals(signum).name
+
+    def __exit__(self, *exc):
+        for sig, h in self._old.items():
+            signal.signal(sig, h)
+        return False
+
+
+class Session:
+    """An open receive path: the C capture plus what Python holds around it."""
+
+    def __init__(self, o: ListenOptions):
+        from . import _core
+        self.o = o
+        self.core = _core
+        self.ifindex = resolve_interface(o.interface, o.netns)
+        check_kernel(o.path)
+        if o.path == "xdp":
+            check_foreign_xdp(_core, self.ifindex, o.interface, o.netns)
+        self.kernel = _kernel_version()
+        self.tai_clock = self.kernel >= (6, 1)
+        try:
+            self.cap = _core.Capture(
+                o.interface, self.ifindex, [(f.group, f.port) for f in o.feeds],
+                path=PATHS[o.path], xdp_mode=XDP_MODES[o.xdp_mode], bind_mode=BIND_MODES[o.bind],
+                poll_mode=POLL_MODES[o.poll], cpu=-1 if o.cpu is None else o.cpu, queue=o.queue,
+                max_packets=o.count or 0, want_hw_ts=o.want_hw_ts, tai_clock=self.tai_clock)
+        except OSError as e:
+            raise _open_error(e, o) from None
+        self.members = []
+        if o.path == "xdp":
+            try:
+                self.members = [_join_group(self.ifindex, f) for f in o.feeds]
+            except OSError as e:
+                self.cap.close()
+                raise from_oserror(e, f"joining the multicast group on {o.interface}") from None
+        self.started_mono = None
+
+    def start(self):
+        self.cap.start()
+        self.started_mono = time.monotonic()
+
+    def close(self):
+        self.cap.close()
+        for s in self.members:
+            s.close()
+        self.members = []
+
+    def info(self) -> dict:
+        i = self.cap.info()
+        o = self.o
+        d = {
+            "interface": o.interface,
+            "netns": o.netns,
+            "path": o.path,
+            "xdp_mode": _XDP_MODE_NAMES.get(i["xdp_mode"]) if o.path == "xdp" else None,
+            "bind_mode": _BIND_NAMES.get(i["bind_mode"]) if o.path == "xdp" else "socket",
+            "poll_mode": o.poll,
+            "queue": o.queue,
+            "cpu": o.cpu,
+            "feeds": [str(f) for f in o.feeds],
+            "kernel": platform.release(),
+            "xdp_clock": ("CLOCK_TAI" if self.tai_clock else "CLOCK_MONOTONIC") if o.path == "xdp" else None,
+            "tai_offset_s": i["tai_offset_s"],
+        }
+        if o.path == "xdp":
+            d["prog_id"] = i["prog_id"]
+            d["hw_program"] = bool(i["hw_program"])
+            if not i["hw_program"]:
+                err = -i["hw_program_err"]
+                d["hw_program_reason"] = (
+                    "the device-bound program with bpf_xdp_metadata_rx_timestamp did not load "
+                    f"({os.strerror(err)}): needs Linux 6.3+ and a driver with XDP RX metadata"
+                    if err else "hardware timestamps not requested")
+        return d
+
+    def hw_timestamps(self, stats: dict) -> tuple[bool, str]:
+        i = self.cap.info()
+        if stats.get("hw_stamped"):
+            return True, f"NIC hardware RX timestamps on {stats['hw_stamped']} packets"
+        if self.o.path == "xdp" and not i["hw_program"]:
+            return False, self.info()["hw_program_reason"]
+        if stats.get("packets"):
+            return False, (f"{self.o.interface} gave no hardware RX timestamp "
+                           "(no PHC, e.g. veth, or hardware RX stamping not enabled)")
+        return False, "no packet received"
+
+
+def summary(sess: Session, elapsed: float, stop_reason: str) -> dict:
+    st = sess.cap.stats()
+    hw, why = sess.hw_timestamps(st)
+    out = dict(sess.info())
+    out.update({
+        "hw_timestamps": hw,
+        "hw_timestamps_reason": why,
+        "packets": st["packets"],
+        "messages": st["messages"],
+        "bytes": st["bytes"],
+        "gaps": st["gaps"],
+        "duplicates": st["duplicates"],
+        "last_sequence": st["last_sequence"],
+        "heartbeats": st["heartbeats"],
+        "end_of_session": st["end_of_session"],
+        "drops": st["drops"],
+        "xdp": sess.cap.xdp_stats() if sess.o.path == "xdp" else {},
+        "duration_s": round(elapsed, 6),
+        "stopped_by": stop_reason,
+    })
+    return out
+
+
+def run_listen(o: ListenOptions, json_out: bool = False, console=None,
+               on_started=None) -> dict:
+    """Open, run until Ctrl-C/SIGTERM/--duration/--count, close; return the summary."""
+    check_options(o)
+    if os.geteuid() != 0:
+        raise HftcapError("listen needs root (CAP_BPF, CAP_NET_ADMIN, CAP_NET_RAW)",
+                          hint="run it with sudo")
+    if o.netns:
+        _netns.enter(o.netns)
+    with Stopper() as stopper:
+        sess = Session(o)
+        try:
+            sess.start()
+            if on_started:
+                on_started(sess)
+            t0 = time.monotonic()
+            reason = None
+            while reason is None:
+                step = 0.05
+                if o.duration is not None:
+                    step = max(0.0, min(step, o.duration - (time.monotonic() - t0)))
+                if sess.cap.wait(step):
+                    reason = "count"
+                elif stopper.reason:
+                    reason = stopper.reason
+                elif o.duration is not None and time.monotonic() - t0 >= o.duration:
+                    reason = "duration"
+            sess.cap.stop()
+            elapsed = time.monotonic() - t0
+            result = summary(sess, elapsed, reason)
+        finally:
+            sess.close()
+    return result

@@ -1,0 +1,172 @@
+"""hftcap's command line: parse, call, render, exit code. Every failure is formatted here,
+in one place, as one line plus at most one `hint:` line (a traceback only with --debug)."""
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import HftcapError, UsageError
+
+try:  # typer >= 0.22 vendors click
+    from typer._click import exceptions as _cx
+except ImportError:  # older typer uses click itself
+    from click import exceptions as _cx
+
+app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
+                  context_settings={"help_option_names": ["-h", "--help"]},
+                  help="Wire-to-book market data: XDP/AF_XDP capture, ITCH 5.0 books, per-hop latency.")
+lab_app = typer.Typer(no_args_is_help=True, help="The lab: two network namespaces joined by a veth pair.")
+app.add_typer(lab_app, name="lab")
+
+_state = {"debug": False}
+out = Console()
+err_console = Console(stderr=True)
+
+
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors.")):
+    _state["debug"] = debug
+
+
+def _emit_json(obj) -> None:
+    sys.stdout.write(json.dumps(obj, sort_keys=False) + "\n")
+    sys.stdout.flush()
+
+
+# ---- lab ----
+
+@lab_app.command("up")
+def lab_up(name: str = typer.Option("hftcap", "--name", "-n", help="Lab name prefix.")):
+    """Create the lab (idempotent).  Example: hftcap lab up --name demo"""
+    from . import lab
+    lb = lab.up(name)
+    out.print(f"lab '{lb.name}': {lb.ex_ns} ({lb.ex_if} {lb.ex_addr}/24, multicast route) "
+              f"<-> {lb.host_ns} ({lb.host_if} {lb.host_addr}/24)")
+    out.print(f"listen with: hftcap listen --netns {lb.host_ns} -i {lb.host_if} --feed 239.1.1.1:26400")
+
+
+@lab_app.command("down")
+def lab_down(name: str = typer.Option("hftcap", "--name", "-n", help="Lab name prefix.")):
+    """Remove everything the lab made (idempotent).  Example: hftcap lab down"""
+    from . import lab
+    removed = lab.down(name)
+    out.print(f"lab '{name}': removed {', '.join(removed)}" if removed else f"lab '{name}': nothing to remove")
+
+
+@lab_app.command("status")
+def lab_status(name: str = typer.Option("hftcap", "--name", "-n", help="Lab name prefix."),
+               as_json: bool = typer.Option(False, "--json", help="One JSON object.")):
+    """Show what exists of the lab.  Example: hftcap lab status --json"""
+    from . import lab
+    st = lab.status(name)
+    if as_json:
+        _emit_json(st)
+        return
+    t = Table(title=f"lab '{name}'" + ("" if st["complete"] else " (incomplete)"))
+    for col in ("namespace", "interface", "state", "addresses", "xdp prog"):
+        t.add_column(col)
+    for ns, info in st["namespaces"].items():
+        if info is None:
+            t.add_row(ns, "-", "absent", "", "")
+        else:
+            t.add_row(ns, info["interface"], info.get("state", "absent") if info["exists"] else "absent",
+                      " ".join(info.get("addresses", [])), str(info.get("xdp_prog_id") or "-"))
+    out.print(t)
+
+
+# ---- listen ----
+
+def _print_summary(s: dict) -> None:
+    t = Table(title=f"hftcap listen: {s['interface']} ({s['path']} path)", show_header=False)
+    t.add_column("k", style="bold")
+    t.add_column("v")
+    mode = (f"XDP {s['xdp_mode']}, bind {s['bind_mode']}, " if s["path"] == "xdp" else "kernel socket, ")
+    t.add_row("mode", mode + f"poll {s['poll_mode']}, queue {s['queue']}, cpu {s['cpu'] if s['cpu'] is not None else 'any'}")
+    t.add_row("hw timestamps", ("yes: " if s["hw_timestamps"] else "no: ") + s["hw_timestamps_reason"])
+    t.add_row("duration", f"{s['duration_s']:.3f} s (CLOCK_MONOTONIC), stopped by {s['stopped_by']}")
+    t.add_row("packets", f"{s['packets']:,}")
+    t.add_row("messages", f"{s['messages']:,}")
+    t.add_row("bytes", f"{s['bytes']:,} (UDP payload)")
+    t.add_row("gaps / duplicates", f"{s['gaps']:,} / {s['duplicates']:,} messages")
+    t.add_row("last sequence", str(s["last_sequence"]))
+    drops = {k: v for k, v in s["drops"].items() if v}
+    t.add_row("drops", ", ".join(f"{k} {v:,}" for k, v in drops.items()) or "none")
+    if s["xdp"]:
+        t.add_row("XDP program", ", ".join(f"{k} {v:,}" for k, v in s["xdp"].items() if v) or "no packets")
+    out.print(t)
+
+
+@app.command()
+def listen(
+    interface: str = typer.Option(..., "-i", "--interface", help="Interface to capture on."),
+    feed: List[str] = typer.Option(..., "--feed", help="GROUP:PORT of a feed (repeatable)."),
+    netns: Optional[str] = typer.Option(None, "--netns", help="Run inside this network namespace."),
+    path: str = typer.Option("xdp", "--path", help="xdp (AF_XDP kernel bypass) or kernel (UDP socket)."),
+    xdp_mode: str = typer.Option("auto", "--xdp-mode", help="native, generic or auto."),
+    bind: str = typer.Option("auto", "--bind", help="AF_XDP bind: zerocopy, copy or auto."),
+    poll: str = typer.Option("wakeup", "--poll", help="busy (spin) or wakeup (poll())."),
+    queue: int = typer.Option(0, "--queue", help="RX queue to bind."),
+    cpu: Optional[int] = typer.Option(None, "--cpu", help="Pin the data thread to this CPU."),
+    duration: Optional[float] = typer.Option(None, "--duration", help="Stop after S seconds."),
+    count: Optional[int] = typer.Option(None, "--count", help="Stop after N feed packets."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object at exit."),
+):
+    """Capture a feed and keep the books.
+
+    Example: hftcap listen --netns hftcap-host -i hftcap-h0 --feed 239.1.1.1:26400 --duration 5
+    """
+    from .capture import ListenOptions, parse_feed, run_listen
+    o = ListenOptions(interface=interface, feeds=[parse_feed(f) for f in feed], netns=netns, path=path,
+                      xdp_mode=xdp_mode, bind=bind, poll=poll, queue=queue, cpu=cpu,
+                      duration=duration, count=count)
+    s = run_listen(o, json_out=as_json)
+    if as_json:
+        _emit_json(s)
+    else:
+        _print_summary(s)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    try:
+        app(args=argv, prog_name="hftcap", standalone_mode=False)
+        return 0
+    except HftcapError as e:
+        if debug:
+            traceback.print_exc()
+        print(f"hftcap: error: {e.msg}", file=sys.stderr)
+        if e.hint:
+            print(f"hint: {e.hint}", file=sys.stderr)
+        return e.code
+    except Exception as e:  # click usage errors and anything unexpected
+        if isinstance(e, typer.Exit):
+            return e.exit_code
+        if isinstance(e, typer.Abort):
+            print("hftcap: aborted", file=sys.stderr)
+            return 130
+        if type(e).__name__ == "NoArgsIsHelpError":
+            print(e.format_message(), file=sys.stderr)
+            return 2
+        if isinstance(e, _cx.ClickException):
+            msg = e.format_message().splitlines()[0] if e.format_message() else str(e)
+            print(f"hftcap: error: {msg}", file=sys.stderr)
+            ctx = getattr(e, "ctx", None)
+            cmd = ctx.command_path if ctx else "hftcap"
+            print(f"hint: see {cmd} --help", file=sys.stderr)
+            return e.exit_code if e.exit_code else 2
+        if debug:
+            traceback.print_exc()
+        print(f"hftcap: internal error: {type(e).__name__}: {e}", file=sys.stderr)
+        print("hint: run again with --debug for the traceback, and report it", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
