@@ -125,7 +125,13 @@ def listen(
     o = ListenOptions(interface=interface, feeds=[parse_feed(f) for f in feed], netns=netns, path=path,
                       xdp_mode=xdp_mode, bind=bind, poll=poll, queue=queue, cpu=cpu,
                       duration=duration, count=count)
-    s = run_listen(o, json_out=as_json)
+    def started(sess):
+        i = sess.info()
+        mode = f"XDP {i['xdp_mode']}, bind {i['bind_mode']}" if i["path"] == "xdp" else "kernel socket"
+        print(f"hftcap: listening on {i['interface']} ({mode}, poll {i['poll_mode']}) for "
+              f"{', '.join(i['feeds'])}; Ctrl-C stops", file=sys.stderr, flush=True)
+
+    s = run_listen(o, json_out=as_json, on_started=started)
     if as_json:
         _emit_json(s)
     else:

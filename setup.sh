@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# setup.sh: install everything hftcap needs on a fresh Debian 12 or Ubuntu 24.04 machine, as root,
+# then optionally run the demo or the tests. Idempotent: run it as often as you like.
+#
+#   sudo ./setup.sh            install only
+#   sudo ./setup.sh demo       install, then run the one-command demo (the main job)
+#   sudo ./setup.sh test       install, then run the whole test suite
+#
+# The Vagrant provisioner and CI (.ci/run) call this same script.
+set -euo pipefail
+cd "$(dirname "$0")"
+ROOT=$PWD
+say() { printf 'setup: %s\n' "$*"; }
+
+if [ "$(id -u)" != 0 ]; then
+	echo "setup: error: needs root (installs packages, creates namespaces)" >&2
+	echo "hint: sudo ./setup.sh ${1:-}" >&2
+	exit 1
+fi
+
+. /etc/os-release
+export DEBIAN_FRONTEND=noninteractive
+# tshark asks whether non-root users may capture: answer no, without a prompt.
+echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
+
+PKGS=(clang llvm libbpf-dev libxdp-dev pkg-config zlib1g-dev gcc make python3 python3-venv python3-dev
+      python3-bpfcc iproute2 iputils-ping util-linux ethtool linuxptp tshark tmux procps kmod)
+case "${ID:-}" in
+	debian) PKGS+=(bpftool linux-headers-amd64) ;;
+	ubuntu) PKGS+=(linux-tools-common linux-headers-generic) ;;
+	*) say "unknown distribution '${ID:-?}': trying the Debian package names"; PKGS+=(bpftool) ;;
+esac
+missing=()
+for p in "${PKGS[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+	say "installing ${missing[*]}"
+	apt-get update -q >/dev/null
+	apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# Vagrant is only needed to validate the Vagrantfile; not every release carries it.
+if ! command -v vagrant >/dev/null; then
+	apt-get install -y -q --no-install-recommends vagrant >/dev/null 2>&1 \
+		|| say "vagrant is not packaged here: skipping it (only the Vagrant VM needs it)"
+fi
+if ! command -v bpftool >/dev/null && [ -x /usr/sbin/bpftool ]; then export PATH=$PATH:/usr/sbin; fi
+if ! bpftool version >/dev/null 2>&1; then
+	# Ubuntu's bpftool is a wrapper that needs the tools of the running kernel.
+	apt-get install -y -q "linux-tools-$(uname -r)" >/dev/null 2>&1 || apt-get install -y -q linux-tools-generic >/dev/null 2>&1 || true
+fi
+bpftool version >/dev/null 2>&1 || { echo "setup: error: bpftool does not run" >&2; echo "hint: install bpftool (Debian) or linux-tools-\$(uname -r) (Ubuntu)" >&2; exit 1; }
+
+# bcc compiles its programs against the running kernel's headers.
+if [ -x scripts/bcc-headers.sh ]; then scripts/bcc-headers.sh; fi
+
+# A venv from the system Python, so Debian's bcc (python3-bpfcc) is importable in it.
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import sys; sys.exit(0 if sys.base_prefix.startswith("/usr") else 1)'; then
+	rm -rf .venv
+	/usr/bin/python3 -m venv --system-site-packages .venv
+	say "made .venv from /usr/bin/python3 (with system site packages, for bcc)"
+fi
+.venv/bin/pip install -q --disable-pip-version-check --upgrade pip >/dev/null
+.venv/bin/pip install -q --disable-pip-version-check meson-python "meson>=1.2" ninja >/dev/null
+PATH=$ROOT/.venv/bin:$PATH .venv/bin/pip install -q --disable-pip-version-check --no-build-isolation ".[test]"
+say "hftcap $(.venv/bin/python -c 'import hftcap; print(hftcap.__version__)') installed in $ROOT/.venv (run: $ROOT/.venv/bin/hftcap)"
+
+case "${1:-}" in
+	"") ;;
+	demo) shift; exec .venv/bin/hftcap demo "$@" ;;
+	test) shift; exec .venv/bin/pytest -p no:cacheprovider "$@" ;;
+	*) echo "setup: error: unknown action '$1'" >&2; echo "hint: sudo ./setup.sh [demo|test]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,60 @@
+"""Run `hftcap listen` in the background of a test and read its JSON summary."""
+from __future__ import annotations
+
+import json
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).parent
+BIN = Path(sys.executable).parent
+FEED_GROUP, FEED_PORT = "239.1.1.1", 26400
+FEED = f"{FEED_GROUP}:{FEED_PORT}"
+
+
+class Listener:
+    def __init__(self, lab, *args, feed=FEED):
+        self.lab = lab
+        self.cmd = [str(BIN / "hftcap"), "listen", "--netns", lab.host_ns, "-i", lab.host_if,
+                    "--feed", feed, "--json", *map(str, args)]
+        self.p = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.err_lines: list[str] = []
+
+    def wait_ready(self, timeout=15.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            r, _, _ = select.select([self.p.stderr], [], [], 0.2)
+            if r:
+                line = self.p.stderr.readline()
+                if not line:
+                    break
+                self.err_lines.append(line)
+                if "listening on" in line:
+                    return self
+        self.p.kill()
+        out, err = self.p.communicate()
+        raise AssertionError(f"listen did not start: {self.cmd}\n{''.join(self.err_lines)}{err}\n{out}")
+
+    def result(self, timeout=30.0) -> dict:
+        out, err = self.p.communicate(timeout=timeout)
+        assert self.p.returncode == 0, f"listen exited {self.p.returncode}: {''.join(self.err_lines)}{err}"
+        return json.loads(out)
+
+    def kill(self):
+        if self.p.poll() is None:
+            self.p.kill()
+            self.p.communicate()
+
+
+def send_test_packets(lab, npkts, k, port=FEED_PORT, first=1):
+    """Send from the exchange namespace with the tests' own independent sender."""
+    subprocess.run(["ip", "netns", "exec", lab.ex_ns, sys.executable, str(HERE / "moldsend.py"),
+                    FEED_GROUP, str(port), lab.ex_addr, str(npkts), str(k), str(first)],
+                   check=True, timeout=30)
+
+
+def xdp_prog_on(lab) -> int | None:
+    from hftcap import lab as labmod
+    return labmod.status(lab.name)["namespaces"][lab.host_ns]["xdp_prog_id"]

@@ -1,0 +1,96 @@
+"""Every error of `hftcap listen` is one line plus at most one hint, with the right exit code."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+HFTCAP = str(BIN / "hftcap")
+
+
+def run(*args, user=None):
+    cmd = [HFTCAP, *map(str, args)]
+    if user:
+        cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *cmd]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+
+
+def assert_one_error(cp, code, *needles):
+    assert cp.returncode == code, (cp.returncode, cp.stdout, cp.stderr)
+    lines = cp.stderr.strip().splitlines()
+    assert 1 <= len(lines) <= 2, cp.stderr
+    assert lines[0].startswith("hftcap: error: "), cp.stderr
+    if len(lines) == 2:
+        assert lines[1].startswith("hint: ")
+    assert "Traceback" not in cp.stderr
+    for n in needles:
+        assert n in cp.stderr, (n, cp.stderr)
+
+
+def test_group_not_multicast():
+    assert_one_error(run("listen", "-i", "lo", "--feed", "10.0.0.1:26400"), 2, "not a multicast group")
+
+
+@pytest.mark.parametrize("port", ["0", "65536", "x"])
+def test_bad_port(port):
+    assert_one_error(run("listen", "-i", "lo", "--feed", f"239.1.1.1:{port}"), 2, "not 1-65535")
+
+
+def test_bad_choice():
+    assert_one_error(run("listen", "-i", "lo", "--feed", "239.1.1.1:1", "--path", "dpdk"), 2, "bad --path")
+
+
+def test_unknown_option():
+    assert_one_error(run("listen", "--bogus"), 2, "No such option")
+
+
+def test_debug_shows_traceback():
+    cp = run("--debug", "listen", "-i", "lo", "--feed", "10.0.0.1:26400")
+    assert cp.returncode == 2 and "Traceback" in cp.stderr
+
+
+@pytest.mark.root
+def test_not_root():
+    assert_one_error(run("listen", "-i", "lo", "--feed", "239.1.1.1:26400", user=65534), 1, "needs root", "sudo")
+
+
+@pytest.mark.root
+def test_missing_namespace():
+    assert_one_error(run("listen", "--netns", "hftcap-no-such-ns", "-i", "x0", "--feed", "239.1.1.1:1"), 1,
+                     "does not exist", "hftcap lab up")
+
+
+@pytest.mark.root
+def test_unknown_interface(lab):
+    assert_one_error(run("listen", "--netns", lab.host_ns, "-i", "nosuch0", "--feed", "239.1.1.1:1"), 1,
+                     "unknown interface 'nosuch0'")
+
+
+@pytest.mark.root
+def test_interface_down(lab):
+    subprocess.run(["ip", "-n", lab.host_ns, "link", "set", lab.host_if, "down"], check=True)
+    assert_one_error(run("listen", "--netns", lab.host_ns, "-i", lab.host_if, "--feed", "239.1.1.1:1"), 1,
+                     "is down", "link set")
+
+
+def test_kernel_without_af_xdp(monkeypatch):
+    """The AF_XDP probe maps EAFNOSUPPORT to the named kernel feature (no such kernel here)."""
+    import errno
+    import socket as socket_mod
+
+    from hftcap import capture
+    from hftcap.errors import HftcapError
+
+    def no_xdp(*a, **k):
+        if a and a[0] == capture.AF_XDP:
+            raise OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol")
+        return socket_mod.socket.__new__(socket_mod.socket)
+
+    monkeypatch.setattr(capture.socket, "socket", no_xdp)
+    with pytest.raises(HftcapError) as ei:
+        capture.check_kernel("xdp")
+    assert "CONFIG_XDP_SOCKETS" in ei.value.msg and "--path kernel" in ei.value.hint
+    capture.check_kernel("kernel")  # the kernel path does not need AF_XDP

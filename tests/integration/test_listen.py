@@ -1,0 +1,145 @@
+"""hftcap listen end to end in a lab the test creates: known workloads on both paths, the
+kernel still sees what is not the feed, no XDP program left behind, a foreign program
+respected, and every error a single line with a hint."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from listenproc import FEED, Listener, send_test_packets, xdp_prog_on
+
+pytestmark = pytest.mark.root
+
+MODES = [("xdp", "wakeup"), ("xdp", "busy"), ("kernel", "wakeup"), ("kernel", "busy")]
+
+
+@pytest.mark.parametrize("path,poll", MODES, ids=[f"{p}-{m}" for p, m in MODES])
+def test_known_workload_23_packets_of_7(lab, path, poll):
+    li = Listener(lab, "--path", path, "--poll", poll, "--count", 23, "--duration", 20).wait_ready()
+    try:
+        send_test_packets(lab, 23, 7)
+        r = li.result()
+    finally:
+        li.kill()
+    assert r["path"] == path and r["poll_mode"] == poll
+    assert r["stopped_by"] == "count"
+    assert r["packets"] == 23
+    assert r["messages"] == 161
+    assert r["gaps"] == 0 and r["duplicates"] == 0
+    assert r["last_sequence"] == 161
+    assert all(v == 0 for v in r["drops"].values()), r["drops"]
+    assert r["hw_timestamps"] is False  # veth has no PHC
+    assert "no hardware RX timestamp" in r["hw_timestamps_reason"]
+    if path == "xdp":
+        assert r["xdp_mode"] in ("native", "generic")
+        assert r["bind_mode"] in ("zerocopy", "copy")
+        assert r["xdp"]["redirected"] == 23
+        assert r["xdp"]["pass_no_socket"] == 0
+    else:
+        assert r["xdp"] == {}
+
+
+def test_gap_and_duplicate_counted(lab):
+    """Sequences 1-35, then 50-56 (gap of 14), then 1-7 again (7 duplicates)."""
+    li = Listener(lab, "--count", 7, "--duration", 20).wait_ready()
+    try:
+        send_test_packets(lab, 5, 7, first=1)
+        send_test_packets(lab, 1, 7, first=50)
+        send_test_packets(lab, 1, 7, first=1)
+        r = li.result()
+    finally:
+        li.kill()
+    assert r["packets"] == 7
+    assert r["messages"] == 42
+    assert r["gaps"] == 14
+    assert r["duplicates"] == 7
+    assert r["last_sequence"] == 56
+
+
+def _ns(lab, *cmd, **kw):
+    return subprocess.run(["ip", "netns", "exec", *cmd], capture_output=True, text=True, timeout=30, **kw)
+
+
+def test_non_feed_traffic_reaches_the_kernel(lab):
+    li = Listener(lab, "--duration", 30).wait_ready()
+    rx = None
+    try:
+        # ICMP to the host side.
+        ping = _ns(lab, lab.ex_ns, "ping", "-c", "3", "-i", "0.2", "-W", "2", lab.host_addr)
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+        # Unicast UDP to another port, received by an ordinary socket in the host namespace.
+        code = ("import socket,sys;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);"
+                "s.bind(('0.0.0.0',26999));s.settimeout(10);print(s.recv(100).decode());")
+        rx = subprocess.Popen(["ip", "netns", "exec", lab.host_ns, sys.executable, "-c", code],
+                              stdout=subprocess.PIPE, text=True)
+        time.sleep(0.5)
+        send = ("import socket;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);"
+                f"[s.sendto(b'not-the-feed',('{lab.host_addr}',26999)) for _ in range(3)]")
+        assert _ns(lab, lab.ex_ns, sys.executable, "-c", send).returncode == 0
+        out, _ = rx.communicate(timeout=15)
+        assert out.strip() == "not-the-feed"
+        li.p.send_signal(signal.SIGINT)
+        r = li.result()
+    finally:
+        li.kill()
+        if rx and rx.poll() is None:
+            rx.kill()
+    assert r["stopped_by"] == "SIGINT"
+    assert r["xdp"]["redirected"] == 0
+    assert r["xdp"]["pass_not_feed"] >= 6  # 3 pings + 3 datagrams (plus ARP/IPv6 noise)
+
+
+@pytest.mark.parametrize("how", ["count", "SIGTERM", "SIGKILL"])
+def test_no_xdp_program_left_behind(lab, how):
+    li = Listener(lab, "--count", 1, "--duration", 30).wait_ready()
+    try:
+        assert xdp_prog_on(lab), "program should be attached while listening"
+        if how == "count":
+            send_test_packets(lab, 1, 1)
+            assert li.result()["packets"] == 1
+        else:
+            li.p.send_signal(getattr(signal, how))
+            li.p.communicate(timeout=15)
+            if how == "SIGTERM":
+                assert li.p.returncode == 0
+    finally:
+        li.kill()
+    deadline = time.monotonic() + 5  # the link is released with the last fd
+    while xdp_prog_on(lab) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert xdp_prog_on(lab) is None
+
+
+PASS_PROG = r"""
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+SEC("xdp") int foreign_pass(struct xdp_md *ctx) { return XDP_PASS; }
+char LICENSE[] SEC("license") = "GPL";
+"""
+
+
+def test_foreign_xdp_program_is_refused_and_kept(lab, tmp_path):
+    src = tmp_path / "pass.bpf.c"
+    src.write_text(PASS_PROG)
+    obj = tmp_path / "pass.bpf.o"
+    arch = subprocess.run(["gcc", "-print-multiarch"], capture_output=True, text=True).stdout.strip()
+    subprocess.run(["clang", "-O2", "-target", "bpf", "-idirafter", f"/usr/include/{arch}", "-c", str(src),
+                    "-o", str(obj)], check=True)
+    subprocess.run(["ip", "-n", lab.host_ns, "link", "set", "dev", lab.host_if, "xdpgeneric", "obj", str(obj),
+                    "sec", "xdp"], check=True)
+    before = xdp_prog_on(lab)
+    assert before
+    cp = subprocess.run([str(sys.modules["listenproc"].BIN / "hftcap"), "listen", "--netns", lab.host_ns,
+                         "-i", lab.host_if, "--feed", FEED, "--duration", "1"], capture_output=True, text=True,
+                        timeout=30)
+    assert cp.returncode == 1
+    lines = cp.stderr.strip().splitlines()
+    assert lines[0].startswith("hftcap: error: interface") and f"id {before}" in lines[0]
+    assert "foreign_pass" in lines[0]
+    assert lines[1].startswith("hint:") and len(lines) == 2
+    assert xdp_prog_on(lab) == before
