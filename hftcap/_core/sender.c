@@ -652,6 +652,8 @@ int64_t hc_sender_build(struct hc_sender *s, uint8_t *out, size_t cap, size_t *u
 int hc_sender_reply(struct hc_sender *s, const uint8_t *req, size_t len, uint8_t *out,
 		    size_t cap, struct hc_serve_stats *st)
 {
+	if (cap < HC_MOLD_HDR_LEN)
+		return -ENOSPC;
 	if (len != HC_SEND_REQ_LEN) {
 		st->bad_request++;
 		return 0;

@@ -133,7 +133,8 @@ int64_t hc_sender_build(struct hc_sender *s, uint8_t *out, size_t cap, size_t *u
 			struct hc_send_stats *st);
 
 /* Reply to one re-request: a downstream packet starting at the requested sequence number, at
- * most count messages and one datagram. Returns its length, 0 for no reply, counts in st. */
+ * most count messages and one datagram (and cap). Returns its length, 0 for no reply (counted
+ * in st), -ENOSPC if cap cannot hold a header. */
 int hc_sender_reply(struct hc_sender *s, const uint8_t *req, size_t len, uint8_t *out,
 		    size_t cap, struct hc_serve_stats *st);
 
