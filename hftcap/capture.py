@@ -121,6 +121,24 @@ def resolve_interface(name: str, ns: str | None) -> int:
     return idx
 
 
+def rx_queue_count(ifname: str) -> int | None:
+    """RX queues of the interface (ETHTOOL_GCHANNELS); None when the driver does not say."""
+    import ctypes
+    import fcntl
+    SIOCETHTOOL, ETHTOOL_GCHANNELS = 0x8946, 0x3C
+    buf = bytearray(struct.pack("9I", ETHTOOL_GCHANNELS, *([0] * 8)))
+    cbuf = (ctypes.c_char * len(buf)).from_buffer(buf)
+    ifr = struct.pack("16sP", ifname.encode(), ctypes.addressof(cbuf))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            fcntl.ioctl(s.fileno(), SIOCETHTOOL, ifr)
+        except OSError:
+            return None
+    vals = struct.unpack("9I", bytes(buf))
+    n = vals[5] + vals[8]  # rx_count + combined_count
+    return n or None
+
+
 def check_kernel(path: str) -> None:
     if path != "xdp":
         return
@@ -230,6 +248,7 @@ class Session:
         check_kernel(o.path)
         if o.path == "xdp":
             check_foreign_xdp(_core, self.ifindex, o.interface, o.netns)
+        self.rx_queues = rx_queue_count(o.interface)
         self.kernel = _kernel_version()
         self.tai_clock = self.kernel >= (6, 1)
         try:
@@ -275,6 +294,7 @@ class Session:
             "kernel": platform.release(),
             "xdp_clock": ("CLOCK_TAI" if self.tai_clock else "CLOCK_MONOTONIC") if o.path == "xdp" else None,
             "tai_offset_s": i["tai_offset_s"],
+            "rx_queues": self.rx_queues,
         }
         if o.path == "xdp":
             d["prog_id"] = i["prog_id"]
@@ -317,8 +337,13 @@ def summary(sess: Session, elapsed: float, stop_reason: str) -> dict:
         "drops": st["drops"],
         "xdp": sess.cap.xdp_stats() if sess.o.path == "xdp" else {},
         "duration_s": round(elapsed, 6),
+        "data_thread_cpu_s": round(sess.cap.info()["thread_cpu_ns"] / 1e9, 6),
         "stopped_by": stop_reason,
     })
+    if sess.o.path == "xdp" and (sess.rx_queues or 1) > 1:
+        out["warning"] = (f"only RX queue {sess.o.queue} of {sess.rx_queues} is bound: feed packets on the "
+                          f"others reach the kernel (xdp.pass_no_socket); steer the feed to queue "
+                          f"{sess.o.queue} with ethtool -N")
     return out
 
 

@@ -100,6 +100,8 @@ def _print_summary(s: dict) -> None:
     if s["xdp"]:
         t.add_row("XDP program", ", ".join(f"{k} {v:,}" for k, v in s["xdp"].items() if v) or "no packets")
     out.print(t)
+    if s.get("warning"):
+        out.print(f"[yellow]warning:[/] {s['warning']}")
 
 
 @app.command()

@@ -76,8 +76,16 @@ struct hc_capture {
 	int started;
 	int stop;
 	uint64_t io_errors;
+	uint64_t thread_cpu_ns; /* CPU time of the data thread, read when it ends */
 	int64_t tai_offset_ns;
 };
+
+static void note_thread_cpu(struct hc_capture *c)
+{
+	struct timespec ts;
+	if (!clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts))
+		c->thread_cpu_ns += (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
 
 static inline uint64_t now_tai_ns(void)
 {
@@ -416,6 +424,7 @@ static void *xdp_loop(void *arg)
 		if (!busy && xsk_ring_prod__needs_wakeup(&c->fill))
 			recvfrom(pfd.fd, NULL, 0, MSG_DONTWAIT, NULL, NULL);
 	}
+	note_thread_cpu(c);
 	return NULL;
 }
 
@@ -484,6 +493,7 @@ static void *udp_loop(void *arg)
 			if (pfd[i].revents & POLLIN)
 				udp_drain(c, i);
 	}
+	note_thread_cpu(c);
 	return NULL;
 }
 
@@ -614,6 +624,7 @@ void hc_capture_close(struct hc_capture *c)
 const struct hc_capture_info *hc_capture_info(struct hc_capture *c) { return &c->info; }
 const struct hc_consumer *hc_capture_consumer(struct hc_capture *c) { return &c->cons; }
 uint64_t hc_capture_io_errors(struct hc_capture *c) { return c->io_errors; }
+uint64_t hc_capture_thread_cpu_ns(struct hc_capture *c) { return c->thread_cpu_ns; }
 
 int hc_capture_xdp_stats(struct hc_capture *c, uint64_t out[HC_XDP_NSTATS])
 {

@@ -51,6 +51,8 @@ const struct hc_consumer *hc_capture_consumer(struct hc_capture *c);
 int hc_capture_xdp_stats(struct hc_capture *c, uint64_t out[HC_XDP_NSTATS]);
 /* Data-thread errors (poll, recvmmsg) counted while running. */
 uint64_t hc_capture_io_errors(struct hc_capture *c);
+/* CPU time the data thread used, summed over its runs (valid after hc_capture_stop). */
+uint64_t hc_capture_thread_cpu_ns(struct hc_capture *c);
 
 /* The XDP program already on ifindex, if any: *prog_id = 0 when none. */
 int hc_xdp_query(int ifindex, uint32_t *prog_id, int *mode);

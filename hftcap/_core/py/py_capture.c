@@ -172,10 +172,9 @@ static int put_u64(PyObject *d, const char *k, uint64_t v)
 	return r;
 }
 
-static PyObject *Capture_stats(CaptureObject *self, PyObject *unused)
+/* Counters of a consumer as a dict; relaxed loads, so it can run beside the data thread. */
+static PyObject *consumer_stats(const struct hc_consumer *cons, uint64_t io_errors)
 {
-	NEED_CAP(self);
-	const struct hc_consumer *cons = hc_capture_consumer(self->cap);
 	struct hc_mold_stats sum;
 	memset(&sum, 0, sizeof(sum));
 	uint64_t last_seq = 0;
@@ -186,7 +185,7 @@ static PyObject *Capture_stats(CaptureObject *self, PyObject *unused)
 		for (size_t k = 0; k < sizeof(sum) / 8; k++)
 			dst[k] += __atomic_load_n(&src[k], __ATOMIC_RELAXED);
 		uint64_t next = __atomic_load_n(&m->next, __ATOMIC_RELAXED);
-		if (m->st.messages && next - 1 > last_seq)
+		if (m->have_session && next - 1 > last_seq)
 			last_seq = next - 1;
 	}
 	PyObject *d = PyDict_New();
@@ -201,7 +200,7 @@ static PyObject *Capture_stats(CaptureObject *self, PyObject *unused)
 	    put_u64(d, "end_of_session", sum.end_of_session) ||
 	    put_u64(d, "sessions", sum.sessions) || put_u64(d, "last_sequence", last_seq) ||
 	    put_u64(d, "hw_stamped", __atomic_load_n(&cons->hw_stamped, __ATOMIC_RELAXED)) ||
-	    put_u64(d, "io_errors", hc_capture_io_errors(self->cap)))
+	    put_u64(d, "io_errors", io_errors))
 		goto fail;
 	if (put_u64(drops, "mold_short", sum.drop_short) ||
 	    put_u64(drops, "mold_truncated", sum.drop_truncated) ||
@@ -217,6 +216,12 @@ fail:
 	Py_XDECREF(d);
 	Py_XDECREF(drops);
 	return NULL;
+}
+
+static PyObject *Capture_stats(CaptureObject *self, PyObject *unused)
+{
+	NEED_CAP(self);
+	return consumer_stats(hc_capture_consumer(self->cap), hc_capture_io_errors(self->cap));
 }
 
 static PyObject *Capture_xdp_stats(CaptureObject *self, PyObject *unused)
@@ -241,10 +246,12 @@ static PyObject *Capture_info(CaptureObject *self, PyObject *unused)
 {
 	NEED_CAP(self);
 	const struct hc_capture_info *i = hc_capture_info(self->cap);
-	return Py_BuildValue("{s:i,s:i,s:i,s:i,s:i,s:I,s:i}", "xdp_mode", i->xdp_mode, "bind_mode",
-			     i->bind_mode, "hw_program", i->hw_program, "hw_program_err",
-			     i->hw_program_err, "hw_ts_socket", i->hw_ts_socket, "prog_id",
-			     i->prog_id, "tai_offset_s", i->tai_offset_s);
+	return Py_BuildValue("{s:i,s:i,s:i,s:i,s:i,s:I,s:i,s:K}", "xdp_mode", i->xdp_mode,
+			     "bind_mode", i->bind_mode, "hw_program", i->hw_program,
+			     "hw_program_err", i->hw_program_err, "hw_ts_socket", i->hw_ts_socket,
+			     "prog_id", i->prog_id, "tai_offset_s", i->tai_offset_s,
+			     "thread_cpu_ns",
+			     (unsigned long long)hc_capture_thread_cpu_ns(self->cap));
 }
 
 static PyMethodDef Capture_methods[] = {
@@ -288,7 +295,43 @@ static PyObject *py_xdp_query(PyObject *mod, PyObject *args)
 	return Py_BuildValue("{s:I,s:i,s:s}", "id", id, "mode", mode, "name", name);
 }
 
+/* consume(packets) -> stats: run MoldUDP64 payloads (a sequence of bytes) through a fresh
+ * consumer, feed 0, no timestamps. For offline checks and tests: one call, not per packet. */
+static PyObject *py_consume(PyObject *mod, PyObject *args)
+{
+	PyObject *pkts;
+	if (!PyArg_ParseTuple(args, "O", &pkts))
+		return NULL;
+	PyObject *seq = PySequence_Fast(pkts, "packets must be a sequence of bytes");
+	if (!seq)
+		return NULL;
+	struct hc_consumer *c = PyMem_Malloc(sizeof(*c));
+	if (!c) {
+		Py_DECREF(seq);
+		return PyErr_NoMemory();
+	}
+	hc_consumer_init(c, 1, 0);
+	struct hc_pkt_times t = { 0 };
+	Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+	for (Py_ssize_t i = 0; i < n; i++) {
+		Py_buffer b;
+		if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(seq, i), &b, PyBUF_SIMPLE) < 0) {
+			PyMem_Free(c);
+			Py_DECREF(seq);
+			return NULL;
+		}
+		hc_consumer_packet(c, 0, b.buf, (uint32_t)b.len, &t);
+		PyBuffer_Release(&b);
+	}
+	Py_DECREF(seq);
+	PyObject *r = consumer_stats(c, 0);
+	PyMem_Free(c);
+	return r;
+}
+
 static PyMethodDef capture_funcs[] = {
+	{ "consume", py_consume, METH_VARARGS,
+	  "consume(packets) -> stats of MoldUDP64 payloads run through a fresh consumer" },
 	{ "xdp_query", py_xdp_query, METH_VARARGS,
 	  "xdp_query(ifindex) -> None or {id, mode, name} of the attached XDP program" },
 	{ NULL },
