@@ -15,7 +15,6 @@ import os
 import socket
 import struct
 import threading
-import time
 from dataclasses import dataclass
 
 from .errors import HftcapError, UsageError, from_oserror
@@ -129,7 +128,10 @@ def read_itch_file(path: str, max_messages: int | None = None) -> bytes:
                 h = f.read(2)
                 if len(h) < 2:
                     break
-                body = f.read(int.from_bytes(h, "big"))
+                ln = int.from_bytes(h, "big")
+                body = f.read(ln)
+                if len(body) < ln:  # a truncated last record is not sent
+                    break
                 chunks.append(h + body)
                 n += 1
             return b"".join(chunks)
@@ -238,21 +240,27 @@ class _Run:
 def _run_sender(sender, sock: socket.socket) -> dict:
     """sender.run in a worker thread so Ctrl-C in the main thread can stop it cleanly."""
     box = _Run(sender)
+    done = threading.Event()
 
     def body():
         try:
             box.result = sender.run(sock.fileno())
         except BaseException as e:  # handed to the main thread
             box.error = e
+        finally:
+            done.set()
 
     t = threading.Thread(target=body, name="hftcap-send", daemon=True)
     t.start()
+    # Wait on an Event, not on join(): a join() interrupted by Ctrl-C can report the thread
+    # finished while it still runs (CPython < 3.12).
     try:
-        while t.is_alive():
-            t.join(0.2)
+        while not done.wait(0.2):
+            pass
     except KeyboardInterrupt:
         sender.stop()
-        t.join()
+        done.wait()
+    t.join()
     if box.error is not None:
         if isinstance(box.error, OSError):
             raise from_oserror(box.error, "sending the feed",
@@ -335,8 +343,9 @@ def run_exchange(netns: str | None, feed: str, source: str | dict | bytes | None
     Pacing: msg_rate messages/s, or speed x the file's own timestamps, or neither (as fast as
     possible). With write, the stream is written to that file in NASDAQ layout and nothing is
     sent. Otherwise the feed goes out from namespace netns, bounded by duration (and
-    max_packets), and re-requests are answered on rerequest_port (default feed port + 1) until
-    `linger` seconds after the last packet."""
+    max_packets), and re-requests are answered on rerequest_port (default feed port + 1; 0 or
+    serve=False: none) until `linger` seconds after the last packet. Ctrl-C stops the feed
+    (End of Session still goes out) and returns the counters with stop_reason "stopped"."""
     if msg_rate is not None and speed is not None:
         raise UsageError("--msg-rate and --speed are exclusive", hint="pace by one of them, or by neither")
     if msg_rate is not None and msg_rate <= 0:
@@ -371,12 +380,14 @@ def run_exchange(netns: str | None, feed: str, source: str | dict | bytes | None
                           max_seconds=duration, heartbeat_interval=heartbeat_interval,
                           eos_count=eos_count, eos_interval=0.1)
     rport = rerequest_port if rerequest_port is not None else f.port + 1
+    serve = serve and rport != 0  # port 0: no re-request server
     if netns:
         from . import netns as _netns
         _netns.enter(netns)
     sock, ifname = open_feed_socket(f.group, f.port, interface)
     rsock = open_rerequest_socket(rport) if serve else None
     served: dict = {}
+    served_done = threading.Event()
     server = None
     try:
         if rsock is not None:
@@ -385,21 +396,23 @@ def run_exchange(netns: str | None, feed: str, source: str | dict | bytes | None
                     served.update(sender.serve(rsock.fileno(), duration + linger + 2.0))
                 except OSError as e:
                     served["error"] = os.strerror(e.errno or _errno.EIO)
+                finally:
+                    served_done.set()
             server = threading.Thread(target=serve_body, name="hftcap-rerequest", daemon=True)
             server.start()
         res = _run_sender(sender, sock)
         if server is not None:
-            end = time.monotonic() + linger
             try:
-                while server.is_alive() and time.monotonic() < end:
-                    server.join(0.1)
+                served_done.wait(linger)
             except KeyboardInterrupt:
                 pass
             sender.stop()
+            served_done.wait()
             server.join()
     finally:
-        if server is not None and server.is_alive():
+        if server is not None and not served_done.is_set():
             sender.stop()
+            served_done.wait()
             server.join()
         sock.close()
         if rsock is not None:

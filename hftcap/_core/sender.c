@@ -254,12 +254,14 @@ void hc_sender_stop(struct hc_sender *s) { atomic_store_explicit(&s->stop, 1, me
 /* ---------------------------------------------------------------- the schedule */
 
 enum dg_kind { DG_DATA, DG_LOST, DG_HEARTBEAT, DG_EOS };
+enum dg_mark { MARK_NONE, MARK_DUP, MARK_REORDERED };
 
 struct dgram {
 	uint64_t deadline_ns; /* from the start, CLOCK_MONOTONIC */
 	int kind;
 	uint64_t pkt;         /* DATA / LOST: stream packet index */
 	uint64_t seq;         /* HEARTBEAT / EOS: next expected sequence number */
+	int mark;             /* DATA: enum dg_mark */
 	uint64_t publish;     /* messages final once this datagram is out */
 };
 
@@ -287,14 +289,15 @@ static void sched_init(const struct hc_sender *s, struct sched *q)
 	q->eos_left = s->cfg.eos_count;
 }
 
-static void sched_push(struct sched *q, uint64_t d, int kind, uint64_t pkt, uint64_t seq,
-		       uint64_t publish)
+static void sched_push(struct sched *q, uint64_t d, int kind, int mark, uint64_t pkt,
+		       uint64_t seq, uint64_t publish)
 {
 	struct dgram *g = &q->q[(q->qh + q->qn++) % SCHED_Q];
 	g->deadline_ns = d;
 	g->kind = kind;
 	g->pkt = pkt;
 	g->seq = seq;
+	g->mark = mark;
 	g->publish = publish;
 }
 
@@ -323,7 +326,7 @@ static int sched_next(const struct hc_sender *s, struct sched *q, struct dgram *
 			q->last_ns += hb;
 			uint64_t next = c->first_seq + (q->held ? s->pkt_msg[q->held_pkt] : s->pkt_msg[p]);
 			uint64_t pub = q->held ? s->pkt_msg[q->held_pkt] : s->pkt_msg[p];
-			sched_push(q, q->last_ns, DG_HEARTBEAT, 0, next, pub);
+			sched_push(q, q->last_ns, DG_HEARTBEAT, MARK_NONE, 0, next, pub);
 		} else {
 			int lost = draw(&q->prng, c->loss);
 			int dup = draw(&q->prng, c->dup);
@@ -334,24 +337,24 @@ static int sched_next(const struct hc_sender *s, struct sched *q, struct dgram *
 			if (q->held) {
 				/* the held packet goes right after this one: the swap */
 				uint64_t hp = q->held_pkt;
-				sched_push(q, d, lost ? DG_LOST : DG_DATA, p, 0, s->pkt_msg[hp]);
+				sched_push(q, d, lost ? DG_LOST : DG_DATA, MARK_NONE, p, 0, s->pkt_msg[hp]);
 				if (dup && !lost)
-					sched_push(q, d, DG_DATA, p, 1, s->pkt_msg[hp]);
-				sched_push(q, d, DG_DATA, hp, 2, end);
+					sched_push(q, d, DG_DATA, MARK_DUP, p, 0, s->pkt_msg[hp]);
+				sched_push(q, d, DG_DATA, MARK_REORDERED, hp, 0, end);
 				if (q->held_dup)
-					sched_push(q, d, DG_DATA, hp, 1, end);
+					sched_push(q, d, DG_DATA, MARK_DUP, hp, 0, end);
 				q->held = 0;
 			} else if (lost) {
-				sched_push(q, d, DG_LOST, p, 0, end);
+				sched_push(q, d, DG_LOST, MARK_NONE, p, 0, end);
 			} else if (reo && q->pkt < q->end_pkt) {
 				q->held = 1;
 				q->held_pkt = p;
 				q->held_dup = dup;
 				return sched_next(s, q, out);
 			} else {
-				sched_push(q, d, DG_DATA, p, 0, end);
+				sched_push(q, d, DG_DATA, MARK_NONE, p, 0, end);
 				if (dup)
-					sched_push(q, d, DG_DATA, p, 1, end);
+					sched_push(q, d, DG_DATA, MARK_DUP, p, 0, end);
 			}
 		}
 	}
@@ -360,7 +363,7 @@ static int sched_next(const struct hc_sender *s, struct sched *q, struct dgram *
 		if (q->eos_left < c->eos_count)
 			q->last_ns += c->eos_interval_ns;
 		q->eos_left--;
-		sched_push(q, q->last_ns, DG_EOS, 0, next, s->pkt_msg[q->end_pkt]);
+		sched_push(q, q->last_ns, DG_EOS, MARK_NONE, 0, next, s->pkt_msg[q->end_pkt]);
 	}
 	if (!q->qn)
 		return 0;
@@ -369,8 +372,6 @@ static int sched_next(const struct hc_sender *s, struct sched *q, struct dgram *
 	q->qn--;
 	return 1;
 }
-
-/* The seq field of DATA entries is reused as a marker: 1 = duplicate, 2 = reordered. */
 
 static void stamp_packet(struct hc_sender *s, uint64_t p, clockid_t clk, struct hc_send_stats *st)
 {
@@ -485,11 +486,11 @@ static void add(struct hc_sender *s, struct sink *k, const struct dgram *g, cloc
 	k->count[i] = 0;
 	if (g->kind == DG_DATA || g->kind == DG_LOST) {
 		uint64_t a = s->pkt_msg[g->pkt], b = s->pkt_msg[g->pkt + 1];
-		if (g->seq != 1) /* a duplicate carries the stamp of its original */
+		if (g->mark != MARK_DUP) /* a duplicate carries the stamp of its original */
 			stamp_packet(s, g->pkt, clk, st);
-		if (g->seq == 1)
+		if (g->mark == MARK_DUP)
 			st->duplicated_packets++;
-		else if (g->seq == 2)
+		else if (g->mark == MARK_REORDERED)
 			st->reordered_packets++;
 		if (g->kind == DG_LOST) {
 			st->lost_packets++;
@@ -582,7 +583,8 @@ static int64_t drive(struct hc_sender *s, struct sink *k, struct hc_send_stats *
 				/* the EOS tail is bounded by its own limits, not by the stream's */
 				int r = wait_until(s, t, g.kind == DG_EOS ? t : limit);
 				if (r) {
-					st->stop_reason = r;
+					if (g.kind != DG_EOS) /* a stop in the EOS tail: the stream was done */
+						st->stop_reason = r;
 					break;
 				}
 				now = clock_ns(CLOCK_MONOTONIC);
@@ -591,7 +593,7 @@ static int64_t drive(struct hc_sender *s, struct sink *k, struct hc_send_stats *
 				st->late_max_ns = now - t;
 		}
 		if (g.kind == DG_DATA || g.kind == DG_LOST)
-			st->data_packets += g.seq == 1 ? 0 : 1;
+			st->data_packets += g.mark == MARK_DUP ? 0 : 1;
 		add(s, k, &g, clk, st);
 		if (k->n == HC_SEND_BATCH) {
 			if (flush(s, k, st) < 0) {
@@ -611,7 +613,17 @@ static int64_t drive(struct hc_sender *s, struct sink *k, struct hc_send_stats *
 	} else {
 		atomic_store_explicit(&s->sent_upto, k->publish, memory_order_release);
 	}
-	st->next_seq = c->first_seq + (q.pkt < q.end_pkt ? s->pkt_msg[q.pkt] : s->pkt_msg[q.end_pkt]);
+	if (st->stop_reason == HC_STOP_MAX_TIME || st->stop_reason == HC_STOP_REQUESTED) {
+		/* cut short: still tell the receivers the session is over, back to back */
+		struct dgram e = { .deadline_ns = q.last_ns, .kind = DG_EOS,
+				   .seq = c->first_seq + k->publish, .publish = k->publish };
+		for (uint32_t i = 0; i < c->eos_count; i++)
+			add(s, k, &e, clk, st);
+		if (k->n && flush(s, k, st) < 0)
+			k->n = 0;
+		last_out = clock_ns(CLOCK_MONOTONIC);
+	}
+	st->next_seq = c->first_seq + k->publish;
 	st->elapsed_ns = last_out - k->start_mono;
 	return 0;
 }

@@ -9,7 +9,8 @@
  * Each data packet follows a virtual schedule of deadlines (CLOCK_MONOTONIC, absolute from
  * the start, so pacing never drifts): packets or messages per second, the file's own ITCH
  * timestamps scaled by a speed factor, or as fast as possible. Heartbeats are scheduled in
- * every idle gap of heartbeat_interval_ns, End of Session packets after the stream.
+ * every idle gap of heartbeat_interval_ns, End of Session packets after the stream (also,
+ * back to back, when the time bound or a stop cut the stream short).
  * Right before a packet is handed to sendmmsg, the ITCH timestamp (offset 5, 6 bytes) of each
  * of its messages is overwritten in place with the sender's clock modulo 86400 s, so the
  * history (the stream itself) holds exactly what went on the wire and re-requests are
@@ -88,7 +89,7 @@ struct hc_send_stats {
 	int last_errno;              /* errno of the last refusal, 0 if none */
 	int stop_reason;             /* enum hc_send_stop */
 	uint64_t first_seq;          /* sequence number of the first message */
-	uint64_t next_seq;           /* after the last message scheduled */
+	uint64_t next_seq;           /* after the last message sent or lost, all before it done */
 	uint64_t first_stamp_itch_ns, last_stamp_itch_ns; /* in the configured clock, mod 1 day */
 	uint64_t elapsed_ns;         /* CLOCK_MONOTONIC, first to last datagram */
 	uint64_t late_max_ns;        /* worst lateness of a datagram against its deadline */

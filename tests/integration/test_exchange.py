@@ -5,8 +5,8 @@ the host namespace and joins the group on the host veth explicitly. Every send i
 from __future__ import annotations
 
 import json
-import os
 import select
+import signal
 import socket
 import struct
 import subprocess
@@ -217,7 +217,7 @@ def _send_process(lab, *args):
     """run_send in its own process, entering the namespace from the main thread as the CLI does."""
     code = ("import json,sys; from hftcap.exchange import run_send; "
             "print(json.dumps(run_send(sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4]), "
-            "int(sys.argv[5]), max_seconds=10)))")
+            "int(sys.argv[5]), max_seconds=10, eos_count=0)))")
     cp = subprocess.run([sys.executable, "-c", code, lab.ex_ns, *map(str, args)], capture_output=True,
                         text=True, timeout=30)
     assert cp.returncode == 0, cp.stderr
@@ -226,7 +226,8 @@ def _send_process(lab, *args):
 
 @pytest.mark.parametrize("path", ["kernel", "xdp"])
 def test_listen_receives_exactly_what_send_sent(lab, path):
-    """The product's own receiver on both paths: 37 packets of 5 messages, no gap, no drop."""
+    """The product's own receiver on both paths: 37 packets of 5 messages, no gap, no drop
+    (no End of Session packets here: listen counts every datagram of the feed)."""
     from listenproc import FEED, Listener
     li = Listener(lab, "--path", path, "--count", 37, "--duration", 20).wait_ready()
     try:
@@ -237,3 +238,67 @@ def test_listen_receives_exactly_what_send_sent(lab, path):
     assert res["packets_sent"] == 37 and res["messages_sent"] == 185
     assert r["packets"] == 37 and r["messages"] == 185
     assert r["gaps"] == 0 and r["duplicates"] == 0 and r["last_sequence"] == 185
+
+
+def test_file_pace_speed_heartbeats_and_stamps_in_real_time(lab):
+    """File timestamps 0, 1 ms, 5 s, 5.001 s at speed 2: the third packet goes out 2.5 s after
+    the first, two heartbeats (next sequence number 3) fill the idle second marks."""
+    port = 26440
+    base = 34_200_000_000_000
+    msgs = [itch_add(1, i + 1, b"B", 10, 1_000_000, ts_ns=base + t)
+            for i, t in enumerate((0, 1_000_000, 5_000_000_000, 5_001_000_000))]
+    rx = receiver(lab, port)
+    try:
+        t, box = start_in_ex(lab, lambda: run_exchange(lab.ex_ns, f"{GROUP}:{port}", frame(msgs), speed=2.0,
+                                                       messages_per_packet=1, serve=False, duration=10))
+        got = collect(rx, 3, 10)
+        res = joined(t, box)
+    finally:
+        rx.close()
+    kinds = [(int.from_bytes(dg[10:18], "big"), int.from_bytes(dg[18:20], "big")) for _, dg in got]
+    assert kinds == [(1, 1), (2, 1), (3, 0), (3, 0), (3, 1), (4, 1)] + [(5, 0xFFFF)] * 3
+    t0 = got[0][0]
+    at = [(tai - t0) / 1e9 for tai, _ in got]  # receiver CLOCK_TAI, seconds after the first
+    assert 0.95 <= at[2] <= 1.3 and 1.95 <= at[3] <= 2.3  # heartbeats near 1.0005 s and 2.0005 s
+    assert 2.45 <= at[4] <= 2.8
+    stamps = [int.from_bytes(parse_packet(dg)[3][0][5:11], "big") for (_, dg), k in zip(got, kinds) if k[1] == 1]
+    gap = ((stamps[2] - stamps[0]) % NS_DAY) / 1e9  # sender's tai-midnight stamps
+    assert 2.49 <= gap <= 2.8, gap
+    assert res["heartbeats_sent"] == 2 and res["pace"] == "file" and res["stop_reason"] == "done"
+
+
+def test_ctrl_c_stops_the_feed_with_end_of_session(lab):
+    port = 26450
+    rx = receiver(lab, port)
+    code = ("import json,sys; from hftcap.exchange import run_exchange, synthetic_stream; "
+            "print(json.dumps(run_exchange(sys.argv[1], sys.argv[2], synthetic_stream(100000), msg_rate=200, "
+            "messages_per_packet=8, duration=20, linger=0.2)))")
+    p = subprocess.Popen([sys.executable, "-c", code, lab.ex_ns, f"{GROUP}:{port}"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        first = collect_one(rx, 10)
+        assert first is not None, "no packet from the exchange"
+        time.sleep(1.0)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=5)
+        got = [first] + collect(rx, 3, 3)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+        rx.close()
+    assert p.returncode == 0, err
+    res = json.loads(out)
+    assert res["stop_reason"] == "stopped" and res["eos_sent"] == 3
+    assert 5 <= res["data_packets"] <= 100
+    data = [parse_packet(dg) for _, dg in got if 0 < int.from_bytes(dg[18:20], "big") < 0xFFFF]
+    assert len(data) == res["packets_sent"]
+    assert [d[1] for d in data] == [1 + 8 * i for i in range(len(data))]
+    eos = [dg for _, dg in got if dg[18:20] == b"\xff\xff"]
+    assert eos == [SESSION + struct.pack(">QH", res["next_seq"], 0xFFFF)] * 3
+    assert res["next_seq"] == 1 + 8 * len(data)
+
+
+def collect_one(sock, timeout):
+    r, _, _ = select.select([sock], [], [], timeout)
+    return (time.clock_gettime_ns(time.CLOCK_TAI), sock.recv(65536)) if r else None

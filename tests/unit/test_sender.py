@@ -9,7 +9,7 @@ import time
 import pytest
 
 from hftcap import _core
-from hftcap.exchange import (frame, itch_add, itch_delete, itch_system_event, parse_build, parse_packet,
+from hftcap.exchange import (frame, itch_add, parse_build, parse_packet,
                              request_packet, synthetic_stream)
 
 SESSION = b"HFTCAP0001"
@@ -227,9 +227,12 @@ def test_file_pace_speed_and_heartbeats():
 
 
 def test_time_and_count_bounds():
-    _, recs, st = build(frame(adds(100)), pace="packets", rate=10.0, max_seconds=2.0, eos_count=0)
+    _, recs, st = build(frame(adds(100)), pace="packets", rate=10.0, max_seconds=2.0, eos_count=2)
     assert st["stop_reason"] == "max_time"
-    assert len(recs) == 21  # deadlines 0 .. 2.0 s inclusive
+    assert [d for d, _ in recs[:21]] == [i * 100_000_000 for i in range(21)]  # 0 .. 2.0 s inclusive
+    # cut short by time: End of Session still follows, carrying the next sequence number
+    assert [dg for _, dg in recs[21:]] == [SESSION + struct.pack(">QH", 22, 0xFFFF)] * 2
+    assert st["next_seq"] == 22 and st["eos_sent"] == 2
     _, recs, st = build(frame(adds(100)), max_packets=7, eos_count=1)
     assert st["data_packets"] == 7 and st["next_seq"] == 8
     assert recs[-1][1] == SESSION + struct.pack(">QH", 8, 0xFFFF)
@@ -327,3 +330,24 @@ def test_write_nasdaq_layout(tmp_path):
         assert read_itch_file(p) == stream
         assert read_itch_file(p, max_messages=7) == frame(parse_packet(
             SESSION + struct.pack(">QH", 1, 50) + stream)[3][:7])
+
+
+def test_generator_source():
+    """The built-in generator when this build has it (hftcap.gen), else a one-line error."""
+    from hftcap.errors import HftcapError
+    from hftcap.exchange import run_exchange
+    try:
+        import hftcap.gen  # noqa: F401
+    except ImportError:
+        with pytest.raises(HftcapError) as e:
+            run_exchange(None, "239.1.1.1:26400", {"seed": 1, "stocks": 3, "messages": 100}, write="/dev/null")
+        assert "generator" in e.value.msg and "--file" in e.value.hint
+        return
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        r = run_exchange(None, "239.1.1.1:26400", {"seed": 5, "stocks": 3, "messages": 1000},
+                         write=f"{d}/g.itch")
+        assert r["messages"] >= 1000
+        run_exchange(None, "239.1.1.1:26400", {"seed": 5, "stocks": 3, "messages": 1000},
+                             write=f"{d}/h.itch")
+        assert open(f"{d}/g.itch", "rb").read() == open(f"{d}/h.itch", "rb").read()
