@@ -385,7 +385,11 @@ def run_exchange(netns: str | None, feed: str, source: str | dict | bytes | None
         from . import netns as _netns
         _netns.enter(netns)
     sock, ifname = open_feed_socket(f.group, f.port, interface)
-    rsock = open_rerequest_socket(rport) if serve else None
+    try:
+        rsock = open_rerequest_socket(rport) if serve else None
+    except HftcapError:
+        sock.close()
+        raise
     served: dict = {}
     served_done = threading.Event()
     server = None
