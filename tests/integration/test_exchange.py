@@ -302,3 +302,25 @@ def test_ctrl_c_stops_the_feed_with_end_of_session(lab):
 def collect_one(sock, timeout):
     r, _, _ = select.select([sock], [], [], timeout)
     return (time.clock_gettime_ns(time.CLOCK_TAI), sock.recv(65536)) if r else None
+
+
+def test_bad_interface_and_busy_rerequest_port_are_one_line_errors(lab):
+    from hftcap.errors import HftcapError
+    t, box = start_in_ex(lab, lambda: run_send(lab.ex_ns, f"{GROUP}:26460", 10, 1, 1, interface="nope0"))
+    t.join(10)
+    e = box.get("e")
+    assert isinstance(e, HftcapError) and "no interface 'nope0'" in e.msg and e.hint
+    holder = in_netns(lab.ex_ns, lambda: _bound(26471))
+    try:
+        t, box = start_in_ex(lab, lambda: run_exchange(lab.ex_ns, f"{GROUP}:26470", frame([]), duration=1))
+        t.join(10)
+        e = box.get("e")
+        assert isinstance(e, HftcapError) and "26471" in e.msg and "Address already in use" in e.msg
+    finally:
+        holder.close()
+
+
+def _bound(port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("0.0.0.0", port))
+    return s
