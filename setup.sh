@@ -26,7 +26,7 @@ echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-
 PKGS=(clang llvm libbpf-dev libxdp-dev pkg-config zlib1g-dev gcc make python3 python3-venv python3-dev
       python3-bpfcc iproute2 iputils-ping util-linux ethtool linuxptp tshark tmux procps kmod)
 case "${ID:-}" in
-	debian) PKGS+=(bpftool linux-headers-amd64) ;;
+	debian) PKGS+=(bpftool linux-headers-amd64 vagrant) ;;
 	ubuntu) PKGS+=(linux-tools-common linux-headers-generic) ;;
 	*) say "unknown distribution '${ID:-?}': trying the Debian package names"; PKGS+=(bpftool) ;;
 esac
@@ -52,7 +52,7 @@ fi
 bpftool version >/dev/null 2>&1 || { echo "setup: error: bpftool does not run" >&2; echo "hint: install bpftool (Debian) or linux-tools-\$(uname -r) (Ubuntu)" >&2; exit 1; }
 
 # bcc compiles its programs against the running kernel's headers.
-if [ -x scripts/bcc-headers.sh ]; then scripts/bcc-headers.sh; fi
+bash scripts/bcc-headers.sh
 
 # A venv from the system Python, so Debian's bcc (python3-bpfcc) is importable in it.
 if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import sys; sys.exit(0 if sys.base_prefix.startswith("/usr") else 1)'; then

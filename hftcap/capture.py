@@ -74,7 +74,36 @@ class ListenOptions:
     duration: float | None = None
     count: int | None = None
     want_hw_ts: bool = True
+    itch_clock: str = "none"
+    warmup: float = 0.0
+    save: str | None = None
     extra: dict = field(default_factory=dict)
+
+
+ITCH_CLOCKS = ("none", "tai-midnight", "utc-midnight", "et-midnight")
+DAY_NS = 86_400 * 1_000_000_000
+
+
+def itch_epoch_tai_ns(clock: str, tai_offset_s: int) -> int:
+    """CLOCK_TAI time of a midnight of the ITCH timestamps' clock (the consumer wraps to the
+    nearest day, so any day's midnight serves). 0 = unknown: the sender hop is then absent.
+
+    tai-midnight: the lab exchange stamps CLOCK_TAI mod 1 day; utc-midnight: CLOCK_REALTIME
+    mod 1 day; et-midnight: NASDAQ's ns since midnight US Eastern (ITCH50.md sec. 1)."""
+    if clock == "none":
+        return 0
+    now_tai = time.clock_gettime_ns(time.CLOCK_TAI)
+    if clock == "tai-midnight":
+        return now_tai - now_tai % DAY_NS
+    now_utc = time.clock_gettime_ns(time.CLOCK_REALTIME)
+    if clock == "utc-midnight":
+        midnight_utc = now_utc - now_utc % DAY_NS
+    else:
+        from datetime import datetime
+        from zoneinfo import ZoneInfo
+        et = datetime.fromtimestamp(now_utc / 1e9, ZoneInfo("America/New_York"))
+        midnight_utc = int(et.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()) * 1_000_000_000
+    return midnight_utc + tai_offset_s * 1_000_000_000
 
 
 def _kernel_version() -> tuple[int, int]:
@@ -98,6 +127,10 @@ def check_options(o: ListenOptions) -> None:
         raise UsageError(f"bad --queue {o.queue}", hint="0-63")
     if o.cpu is not None and not 0 <= o.cpu < os.cpu_count():
         raise UsageError(f"bad --cpu {o.cpu}", hint=f"this machine has CPUs 0-{os.cpu_count() - 1}")
+    if o.itch_clock not in ITCH_CLOCKS:
+        raise UsageError(f"bad --itch-clock '{o.itch_clock}'", hint="one of: " + ", ".join(ITCH_CLOCKS))
+    if o.warmup < 0:
+        raise UsageError("--warmup must be 0 or more seconds")
     if o.duration is not None and o.duration <= 0:
         raise UsageError("--duration must be positive")
     if o.count is not None and o.count <= 0:
@@ -251,13 +284,28 @@ class Session:
         self.rx_queues = rx_queue_count(o.interface)
         self.kernel = _kernel_version()
         self.tai_clock = self.kernel >= (6, 1)
+        from . import clocks
+        from .clocks import hw_rx_timestamping
+        # Device-wide NIC setting: turned on for the run, restored by close() (also on errors).
+        self._hwts_cm = hw_rx_timestamping(o.interface) if o.want_hw_ts else None
+        self.hwts = self._hwts_cm.__enter__() if self._hwts_cm else None
+        try:
+            self.clocks = clocks.describe_clocks(o.interface)
+        except Exception as e:  # a probe failure must not stop the capture: report it
+            self.clocks = {"interface": o.interface, "phc": None, "phc_reason": f"probe failed: {e}",
+                           "synced_to_tai": False, "status": f"hw clock: unknown (probe failed: {e})"}
+        tai_off = clocks.kernel_tai_offset_s() or 0
+        self.itch_epoch = itch_epoch_tai_ns(o.itch_clock, tai_off)
         try:
             self.cap = _core.Capture(
                 o.interface, self.ifindex, [(f.group, f.port) for f in o.feeds],
                 path=PATHS[o.path], xdp_mode=XDP_MODES[o.xdp_mode], bind_mode=BIND_MODES[o.bind],
                 poll_mode=POLL_MODES[o.poll], cpu=-1 if o.cpu is None else o.cpu, queue=o.queue,
-                max_packets=o.count or 0, want_hw_ts=o.want_hw_ts, tai_clock=self.tai_clock)
+                max_packets=o.count or 0, want_hw_ts=o.want_hw_ts, tai_clock=self.tai_clock,
+                timing=True, phc_is_tai=bool(self.clocks.get("synced_to_tai")),
+                itch_epoch_tai_ns=self.itch_epoch)
         except OSError as e:
+            self._restore_hwts()
             raise _open_error(e, o) from None
         self.members = []
         if o.path == "xdp":
@@ -265,6 +313,7 @@ class Session:
                 self.members = [_join_group(self.ifindex, f) for f in o.feeds]
             except OSError as e:
                 self.cap.close()
+                self._restore_hwts()
                 raise from_oserror(e, f"joining the multicast group on {o.interface}") from None
         self.started_mono = None
 
@@ -272,11 +321,50 @@ class Session:
         self.cap.start()
         self.started_mono = time.monotonic()
 
+    def _restore_hwts(self):
+        if self._hwts_cm is not None:
+            cm, self._hwts_cm = self._hwts_cm, None
+            cm.__exit__(None, None, None)
+
     def close(self):
         self.cap.close()
         for s in self.members:
             s.close()
         self.members = []
+        self._restore_hwts()
+
+    def hop_data(self) -> dict:
+        """{hop: HistSnapshot | Absent} for this path's hops, from a live snapshot."""
+        from . import latency
+        snaps = dict(zip(self.core.HOP_NAMES, latency.parse_export(self.cap.hists())))
+        out = {}
+        for h in latency.hops_for(self.o.path):
+            why = self.absent_reason(h.name)
+            out[h.name] = latency.Absent(why) if why else snaps[h.name]
+        return out
+
+    def absent_reason(self, hop: str) -> str | None:
+        from . import latency
+        why = latency.hop_absent_reason(hop, self.clocks)
+        if why:
+            return why
+        if hop == "sender_to_book" and not self.itch_epoch:
+            return "the ITCH timestamps' clock is not given (--itch-clock)"
+        return None
+
+    def conditions(self, elapsed: float | None = None, messages: int | None = None) -> dict:
+        i = self.info()
+        c = {k: i.get(k) for k in ("path", "xdp_mode", "bind_mode", "poll_mode", "cpu", "kernel",
+                                   "interface", "queue", "netns", "feeds")}
+        c["clock_sources"] = {"user": "CLOCK_TAI", "xdp": i.get("xdp_clock"),
+                              "itch": self.o.itch_clock, "nic": self.clocks}
+        c["hop_domains"] = {"sender_to_book": self.o.itch_clock}
+        if elapsed:
+            c["duration_s"] = round(elapsed, 3)
+            if messages is not None:
+                c["message_rate"] = round(messages / elapsed, 1)
+        c["warmup_s"] = self.o.warmup
+        return c
 
     def info(self) -> dict:
         i = self.cap.info()
@@ -295,7 +383,12 @@ class Session:
             "xdp_clock": ("CLOCK_TAI" if self.tai_clock else "CLOCK_MONOTONIC") if o.path == "xdp" else None,
             "tai_offset_s": i["tai_offset_s"],
             "rx_queues": self.rx_queues,
+            "hw_clock": self.clocks.get("status"),
+            "itch_clock": o.itch_clock,
         }
+        if self.hwts is not None:
+            d["hw_rx_timestamping"] = ("enabled for the run" if self.hwts.enabled
+                                       else f"not enabled: {self.hwts.reason}")
         if o.path == "xdp":
             d["prog_id"] = i["prog_id"]
             d["hw_program"] = bool(i["hw_program"])
@@ -319,6 +412,21 @@ class Session:
         return False, "no packet received"
 
 
+def latency_summary(sess: Session) -> dict:
+    """Per hop: percentiles in ns with the clock domain, or {"absent": reason}."""
+    from . import latency
+    out = {}
+    for hop, data in sess.hop_data().items():
+        st = latency.hop_stats(sess.o.path, hop, data,
+                               domain=sess.o.itch_clock if hop == "sender_to_book" else None)
+        if st.absent:
+            out[hop] = {"domain": st.domain, "absent": st.absent}
+        else:
+            out[hop] = {"domain": st.domain, "count": st.count, "p50_ns": st.p50, "p90_ns": st.p90,
+                        "p99_ns": st.p99, "p999_ns": st.p99_9, "max_ns": st.max}
+    return out
+
+
 def summary(sess: Session, elapsed: float, stop_reason: str) -> dict:
     st = sess.cap.stats()
     hw, why = sess.hw_timestamps(st)
@@ -336,6 +444,8 @@ def summary(sess: Session, elapsed: float, stop_reason: str) -> dict:
         "end_of_session": st["end_of_session"],
         "drops": st["drops"],
         "xdp": sess.cap.xdp_stats() if sess.o.path == "xdp" else {},
+        "latency": latency_summary(sess),
+        "negative_samples": {k: v for k, v in sess.cap.negative().items() if v},
         "duration_s": round(elapsed, 6),
         "data_thread_cpu_s": round(sess.cap.info()["thread_cpu_ns"] / 1e9, 6),
         "stopped_by": stop_reason,
@@ -364,7 +474,11 @@ def run_listen(o: ListenOptions, json_out: bool = False, console=None,
                 on_started(sess)
             t0 = time.monotonic()
             reason = None
+            warm = o.warmup > 0
             while reason is None:
+                if warm and time.monotonic() - t0 >= o.warmup:
+                    sess.cap.reset_hists()  # discard the warm-up's samples
+                    warm = False
                 step = 0.05
                 if o.duration is not None:
                     step = max(0.0, min(step, o.duration - (time.monotonic() - t0)))
@@ -377,6 +491,11 @@ def run_listen(o: ListenOptions, json_out: bool = False, console=None,
             sess.cap.stop()
             elapsed = time.monotonic() - t0
             result = summary(sess, elapsed, reason)
+            if o.save:
+                from . import latency
+                latency.save_result(o.save, {o.path: sess.hop_data()},
+                                    sess.conditions(elapsed, result["messages"]))
+                result["saved"] = o.save
         finally:
             sess.close()
     return result

@@ -117,6 +117,12 @@ def listen(
     cpu: Optional[int] = typer.Option(None, "--cpu", help="Pin the data thread to this CPU."),
     duration: Optional[float] = typer.Option(None, "--duration", help="Stop after S seconds."),
     count: Optional[int] = typer.Option(None, "--count", help="Stop after N feed packets."),
+    itch_clock: str = typer.Option("none", "--itch-clock",
+                                   help="Clock of the ITCH timestamps, for sender->book: none, tai-midnight "
+                                        "(the lab exchange), utc-midnight, et-midnight (NASDAQ)."),
+    warmup: float = typer.Option(0.0, "--warmup", help="Discard the latency samples of the first S seconds."),
+    save: Optional[str] = typer.Option(None, "--save", help="Write histograms and conditions to FILE."),
+    budget: bool = typer.Option(False, "--budget", help="Print the per-hop latency table at exit."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object at exit."),
 ):
     """Capture a feed and keep the books.
@@ -126,7 +132,8 @@ def listen(
     from .capture import ListenOptions, parse_feed, run_listen
     o = ListenOptions(interface=interface, feeds=[parse_feed(f) for f in feed], netns=netns, path=path,
                       xdp_mode=xdp_mode, bind=bind, poll=poll, queue=queue, cpu=cpu,
-                      duration=duration, count=count)
+                      duration=duration, count=count, itch_clock=itch_clock, warmup=warmup, save=save)
+
     def started(sess):
         i = sess.info()
         mode = f"XDP {i['xdp_mode']}, bind {i['bind_mode']}" if i["path"] == "xdp" else "kernel socket"
@@ -138,6 +145,55 @@ def listen(
         _emit_json(s)
     else:
         _print_summary(s)
+        if budget:
+            _print_latency(s)
+
+
+def _print_latency(s: dict) -> None:
+    from .latency import fmt_ns
+    t = Table(title=f"per-hop latency, {s['path']} path (since start, after warm-up)")
+    for col in ("hop", "p50", "p99", "p99.9", "max", "count", "clock domain"):
+        t.add_column(col, justify="right" if col in ("p50", "p99", "p99.9", "max", "count") else "left")
+    for hop, v in s["latency"].items():
+        if "absent" in v:
+            t.add_row(hop, f"[dim]absent ({v['absent']})[/]", "", "", "", "", v["domain"])
+        else:
+            t.add_row(hop, fmt_ns(v["p50_ns"]), fmt_ns(v["p99_ns"]), fmt_ns(v["p999_ns"]),
+                      fmt_ns(v["max_ns"]), f"{v['count']:,}", v["domain"])
+    out.print(t)
+
+
+@app.command("budget")
+def budget_cmd(files: List[str] = typer.Argument(..., help="Result files from listen --save (two or more: side by side)."),
+               as_json: bool = typer.Option(False, "--json", help="One JSON object.")):
+    """Print the per-hop latency table of saved runs.
+
+    Example: hftcap budget run-xdp.json run-kernel.json
+    """
+    from .latency import run_budget
+    code = run_budget(files, console=out, json_out=as_json)
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command()
+def trace(
+    netns: Optional[str] = typer.Option(None, "--netns", help="Only receivers in this network namespace."),
+    port: Optional[int] = typer.Option(None, "--port", help="Only receivers holding a UDP socket on this port."),
+    pid: Optional[int] = typer.Option(None, "--pid", help="Only this process."),
+    duration: float = typer.Option(10.0, "--duration", help="Seconds to trace."),
+    interval: float = typer.Option(1.0, "--interval", help="Seconds between reports."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object at the end."),
+):
+    """Split the kernel receive path into stages with bcc tracepoints.
+
+    Example: hftcap trace --netns hftcap-host --port 26400 --duration 5
+    """
+    from .trace import run_trace
+    code = run_trace(netns=netns, port=port, pid=pid, duration=duration, interval=interval,
+                     json_out=as_json, console=out)
+    if code:
+        raise typer.Exit(code)
 
 
 def main(argv: list[str] | None = None) -> int:

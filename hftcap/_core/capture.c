@@ -25,6 +25,7 @@
 #include <xdp/xsk.h>
 
 #include "capture.h"
+#include "hc_time.h"
 #include "hftcap.skel.h"
 #include "hftcap_hw.skel.h"
 
@@ -87,12 +88,6 @@ static void note_thread_cpu(struct hc_capture *c)
 		c->thread_cpu_ns += (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-static inline uint64_t now_tai_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_TAI, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 /* ---- the existing XDP program on an interface ---- */
 
@@ -399,7 +394,7 @@ static void *xdp_loop(void *arg)
 			uint64_t addr = xsk_umem__add_offset_to_addr(d->addr);
 			const uint8_t *frame = xsk_umem__get_data(c->umem_area, addr);
 			struct hc_pkt_times t = { 0 };
-			t.deq_tai_ns = now_tai_ns();
+			t.deq_tai_ns = hc_now_tai_ns();
 			const struct hc_xdp_meta *m = (const void *)(frame - sizeof(*m));
 			uint32_t feed = 0;
 			if (m->magic == HC_META_MAGIC) {
@@ -446,7 +441,7 @@ static void udp_drain(struct hc_capture *c, uint32_t feed)
 			c->io_errors++;
 		return;
 	}
-	uint64_t ret_ns = now_tai_ns();
+	uint64_t ret_ns = hc_now_tai_ns();
 	for (int i = 0; i < n; i++) {
 		struct hc_pkt_times t = { 0 };
 		t.deq_tai_ns = ret_ns;
@@ -514,6 +509,9 @@ int hc_capture_open(const struct hc_capture_cfg *cfg, struct hc_capture **out, c
 	for (int i = 0; i < HC_MAX_FEEDS; i++)
 		c->udp_fd[i] = -1;
 	hc_consumer_init(&c->cons, cfg->nfeeds, cfg->max_packets);
+	c->cons.timing = cfg->timing;
+	c->cons.phc_is_tai = cfg->phc_is_tai;
+	c->cons.itch_epoch_tai_ns = cfg->itch_epoch_tai_ns;
 	struct timex tx = { 0 };
 	if (adjtimex(&tx) >= 0)
 		c->info.tai_offset_s = tx.tai;
@@ -624,6 +622,11 @@ void hc_capture_close(struct hc_capture *c)
 const struct hc_capture_info *hc_capture_info(struct hc_capture *c) { return &c->info; }
 const struct hc_consumer *hc_capture_consumer(struct hc_capture *c) { return &c->cons; }
 uint64_t hc_capture_io_errors(struct hc_capture *c) { return c->io_errors; }
+
+void hc_capture_reset_hists(struct hc_capture *c)
+{
+	__atomic_store_n(&c->cons.reset_hists, 1, __ATOMIC_RELEASE);
+}
 uint64_t hc_capture_thread_cpu_ns(struct hc_capture *c) { return c->thread_cpu_ns; }
 
 int hc_capture_xdp_stats(struct hc_capture *c, uint64_t out[HC_XDP_NSTATS])

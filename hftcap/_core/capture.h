@@ -27,6 +27,9 @@ struct hc_capture_cfg {
 	int want_hw_ts;         /* try the device-bound program with the RX-timestamp kfunc */
 	int tai_clock;          /* XDP program reads CLOCK_TAI (kernel >= 6.1), else MONOTONIC */
 	int busy_poll_us;       /* SO_BUSY_POLL for busy mode */
+	int timing;             /* record per-hop histograms */
+	int phc_is_tai;         /* the NIC PHC is synced to CLOCK_TAI (phc2sys) */
+	uint64_t itch_epoch_tai_ns; /* CLOCK_TAI of the ITCH timestamps' midnight; 0 = unknown */
 };
 
 struct hc_capture_info {
@@ -49,6 +52,8 @@ void hc_capture_close(struct hc_capture *c);
 const struct hc_capture_info *hc_capture_info(struct hc_capture *c);
 const struct hc_consumer *hc_capture_consumer(struct hc_capture *c);
 int hc_capture_xdp_stats(struct hc_capture *c, uint64_t out[HC_XDP_NSTATS]);
+/* Ask the data thread to clear its histograms before its next sample. */
+void hc_capture_reset_hists(struct hc_capture *c);
 /* Data-thread errors (poll, recvmmsg) counted while running. */
 uint64_t hc_capture_io_errors(struct hc_capture *c);
 /* CPU time the data thread used, summed over its runs (valid after hc_capture_stop). */

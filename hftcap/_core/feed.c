@@ -1,6 +1,22 @@
 /* feed.c: see feed.h. */
 #include <string.h>
 #include "feed.h"
+#include "hc_time.h"
+
+const char *const hc_hop_names[HC_NHOPS] = {
+	[HC_HOP_NIC_TO_XDP] = "nic_to_xdp",
+	[HC_HOP_XDP_TO_DEQUEUE] = "xdp_to_dequeue",
+	[HC_HOP_NIC_TO_STACK] = "nic_to_stack",
+	[HC_HOP_STACK_TO_DEQUEUE] = "stack_to_dequeue",
+	[HC_HOP_DEQUEUE_TO_DECODE] = "dequeue_to_decode",
+	[HC_HOP_DECODE_TO_BOOK] = "decode_to_book",
+	[HC_HOP_XDP_TO_BOOK] = "xdp_to_book",
+	[HC_HOP_STACK_TO_BOOK] = "stack_to_book",
+	[HC_HOP_SENDER_TO_BOOK] = "sender_to_book",
+	[HC_HOP_NIC_TO_BOOK] = "nic_to_book",
+};
+
+#define DAY_NS 86400000000000ull
 
 void hc_consumer_init(struct hc_consumer *c, uint32_t nfeeds, uint64_t max_packets)
 {
@@ -9,6 +25,63 @@ void hc_consumer_init(struct hc_consumer *c, uint32_t nfeeds, uint64_t max_packe
 	c->max_packets = max_packets;
 	for (uint32_t i = 0; i < HC_MAX_FEEDS; i++)
 		hc_mold_init(&c->mold[i]);
+	for (int h = 0; h < HC_NHOPS; h++)
+		hc_hist_init(&c->hists[h]);
+}
+
+static inline void hop(struct hc_consumer *c, enum hc_hop h, uint64_t from, uint64_t to)
+{
+	if (to >= from)
+		hc_hist_record(&c->hists[h], to - from);
+	else
+		c->negative[h]++;
+}
+
+static void record(struct hc_consumer *c, const struct hc_pkt_times *t, uint64_t dec_ns,
+		   uint64_t book_ns, uint64_t itch_ns)
+{
+	if (__atomic_load_n(&c->reset_hists, __ATOMIC_ACQUIRE)) {
+		for (int h = 0; h < HC_NHOPS; h++)
+			hc_hist_reset(&c->hists[h]);
+		memset(c->negative, 0, sizeof(c->negative));
+		__atomic_store_n(&c->reset_hists, 0, __ATOMIC_RELEASE);
+	}
+	hop(c, HC_HOP_DEQUEUE_TO_DECODE, t->deq_tai_ns, dec_ns);
+	hop(c, HC_HOP_DECODE_TO_BOOK, dec_ns, book_ns);
+	if (t->xdp_tai_ns) {
+		hop(c, HC_HOP_XDP_TO_DEQUEUE, t->xdp_tai_ns, t->deq_tai_ns);
+		hop(c, HC_HOP_XDP_TO_BOOK, t->xdp_tai_ns, book_ns);
+	}
+	if (t->sw_tai_ns) {
+		hop(c, HC_HOP_STACK_TO_DEQUEUE, t->sw_tai_ns, t->deq_tai_ns);
+		hop(c, HC_HOP_STACK_TO_BOOK, t->sw_tai_ns, book_ns);
+	}
+	if (t->hw_ns && c->phc_is_tai) {
+		if (t->xdp_tai_ns)
+			hop(c, HC_HOP_NIC_TO_XDP, t->hw_ns, t->xdp_tai_ns);
+		if (t->sw_tai_ns)
+			hop(c, HC_HOP_NIC_TO_STACK, t->hw_ns, t->sw_tai_ns);
+		hop(c, HC_HOP_NIC_TO_BOOK, t->hw_ns, book_ns);
+	}
+	if (c->itch_epoch_tai_ns && itch_ns != UINT64_MAX) {
+		/* ns since the sender's midnight, wrapped to the nearest day around our clock. */
+		uint64_t since = (book_ns - c->itch_epoch_tai_ns) % DAY_NS;
+		int64_t d = (int64_t)since - (int64_t)itch_ns;
+		if (d < -(int64_t)(DAY_NS / 2))
+			d += (int64_t)DAY_NS;
+		else if (d > (int64_t)(DAY_NS / 2))
+			d -= (int64_t)DAY_NS;
+		if (d >= 0)
+			hc_hist_record(&c->hists[HC_HOP_SENDER_TO_BOOK], (uint64_t)d);
+		else
+			c->negative[HC_HOP_SENDER_TO_BOOK]++;
+	}
+}
+
+static inline uint64_t be48(const uint8_t *p)
+{
+	return (uint64_t)p[0] << 40 | (uint64_t)p[1] << 32 | (uint64_t)p[2] << 24 |
+	       (uint64_t)p[3] << 16 | (uint64_t)p[4] << 8 | p[5];
 }
 
 void hc_consumer_packet(struct hc_consumer *c, uint32_t feed, const uint8_t *payload,
@@ -21,17 +94,25 @@ void hc_consumer_packet(struct hc_consumer *c, uint32_t feed, const uint8_t *pay
 	struct hc_mold *m = &c->mold[feed];
 	struct hc_mold_iter it;
 	const uint8_t *msg;
-	uint32_t mlen;
+	uint32_t mlen, delivered = 0;
+	uint64_t itch_ns = UINT64_MAX;
 
 	c->packets++;
+	c->bytes += len;
 	if (t->hw_ns)
 		c->hw_stamped++;
-	c->bytes += len;
 	if (hc_mold_begin(m, payload, len, &it) > 0) {
-		while (hc_mold_next(m, &it, &msg, &mlen))
-			;
+		while (hc_mold_next(m, &it, &msg, &mlen)) {
+			if (!delivered && mlen >= 11)
+				itch_ns = be48(msg + 5); /* ITCH Timestamp, offset 5 (ITCH50.md sec. 2) */
+			delivered++;
+		}
 	}
-	(void)t;
+	if (delivered && c->timing) {
+		uint64_t dec_ns = hc_now_tai_ns();
+		uint64_t book_ns = hc_now_tai_ns();
+		record(c, t, dec_ns, book_ns, itch_ns);
+	}
 	if (c->max_packets && c->packets >= c->max_packets)
 		__atomic_store_n(&c->done, 1, __ATOMIC_RELEASE);
 }

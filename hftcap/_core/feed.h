@@ -1,11 +1,13 @@
 /* feed.h: the consumer shared by the AF_XDP path, the kernel socket path and offline
  * replay. Per packet: MoldUDP64 sequencing (per feed), then each new block goes on to the
- * ITCH decoder and the books. Runs in the data thread: no allocation, no printing. */
+ * ITCH decoder and the books; the packet's stamps go into one histogram per hop. Runs in
+ * the data thread: no allocation, no printing. */
 #ifndef HC_FEED_H
 #define HC_FEED_H
 
 #include <stdint.h>
 #include "mold.h"
+#include "hist.h"
 #include "hftcap_shared.h"
 
 /* The stamps of one packet, each in its own clock domain; 0 = not available. */
@@ -15,6 +17,22 @@ struct hc_pkt_times {
 	uint64_t sw_tai_ns;  /* SO_TIMESTAMPING software RX stamp, mapped REALTIME -> TAI */
 	uint64_t deq_tai_ns; /* consumer took the packet (descriptor or recvmmsg return) */
 };
+
+/* Hops, in the order of DESIGN.md and hftcap.latency.HOPS (checked by a test). */
+enum hc_hop {
+	HC_HOP_NIC_TO_XDP,
+	HC_HOP_XDP_TO_DEQUEUE,
+	HC_HOP_NIC_TO_STACK,
+	HC_HOP_STACK_TO_DEQUEUE,
+	HC_HOP_DEQUEUE_TO_DECODE,
+	HC_HOP_DECODE_TO_BOOK,
+	HC_HOP_XDP_TO_BOOK,
+	HC_HOP_STACK_TO_BOOK,
+	HC_HOP_SENDER_TO_BOOK,
+	HC_HOP_NIC_TO_BOOK,
+	HC_NHOPS,
+};
+extern const char *const hc_hop_names[HC_NHOPS];
 
 struct hc_consumer {
 	struct hc_mold mold[HC_MAX_FEEDS];
@@ -26,6 +44,14 @@ struct hc_consumer {
 	uint64_t hw_stamped;     /* packets that carried a NIC hardware RX timestamp */
 	uint64_t max_packets;    /* stop after this many packets; 0 = no limit */
 	int done;                /* set by the data thread when max_packets is reached */
+
+	/* Latency. Config is set before the data thread starts. */
+	int timing;              /* record hop histograms */
+	int phc_is_tai;          /* the NIC PHC is synced to CLOCK_TAI: PHC hops are measurable */
+	uint64_t itch_epoch_tai_ns; /* CLOCK_TAI time of the ITCH timestamps' midnight; 0 = unknown */
+	int reset_hists;         /* set by a reader, honoured (and cleared) by the data thread */
+	uint64_t negative[HC_NHOPS]; /* later stamp before the earlier one: clocks disagree */
+	struct hc_hist hists[HC_NHOPS];
 };
 
 void hc_consumer_init(struct hc_consumer *c, uint32_t nfeeds, uint64_t max_packets);

@@ -17,6 +17,10 @@ PyMODINIT_FUNC PyInit__core(void)
 		Py_DECREF(m);
 		return NULL;
 	}
+	if (hc_py_add_hist(m) < 0) {
+		Py_DECREF(m);
+		return NULL;
+	}
 	if (hc_py_add_sender(m) < 0) {
 		Py_DECREF(m);
 		return NULL;

@@ -5,6 +5,11 @@
 
 int hc_py_add_capture(PyObject *m);
 int hc_py_add_sender(PyObject *m);
+int hc_py_add_hist(PyObject *m);
+
+/* bytes holding n contiguous histograms' export records (hist.h layout), for snapshots. */
+struct hc_hist;
+PyObject *hc_py_hist_bytes(const struct hc_hist *hists, unsigned n);
 
 /* Raise OSError(errno) for a -errno from the core, with a short context string. */
 static inline PyObject *hc_py_errno(int neg_errno, const char *what)

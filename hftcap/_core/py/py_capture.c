@@ -27,7 +27,8 @@ static int Capture_init(CaptureObject *self, PyObject *args, PyObject *kw)
 {
 	static char *kwlist[] = { "ifname", "ifindex", "feeds", "path", "xdp_mode", "bind_mode",
 				  "poll_mode", "cpu", "queue", "max_packets", "want_hw_ts",
-				  "tai_clock", "busy_poll_us", NULL };
+				  "tai_clock", "busy_poll_us", "timing", "phc_is_tai",
+				  "itch_epoch_tai_ns", NULL };
 	struct hc_capture_cfg cfg;
 	memset(&cfg, 0, sizeof(cfg));
 	const char *ifname;
@@ -37,11 +38,15 @@ static int Capture_init(CaptureObject *self, PyObject *args, PyObject *kw)
 	cfg.want_hw_ts = 1;
 	cfg.tai_clock = 1;
 	cfg.busy_poll_us = 50;
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "siO|iiiiiIKppi", kwlist, &ifname, &cfg.ifindex,
-					 &feeds, &cfg.path, &cfg.xdp_mode, &cfg.bind_mode,
-					 &cfg.poll_mode, &cfg.cpu, &cfg.queue, &max_packets,
-					 &cfg.want_hw_ts, &cfg.tai_clock, &cfg.busy_poll_us))
+	cfg.timing = 1;
+	unsigned long long epoch = 0;
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "siO|iiiiiIKppippK", kwlist, &ifname,
+					 &cfg.ifindex, &feeds, &cfg.path, &cfg.xdp_mode,
+					 &cfg.bind_mode, &cfg.poll_mode, &cfg.cpu, &cfg.queue,
+					 &max_packets, &cfg.want_hw_ts, &cfg.tai_clock,
+					 &cfg.busy_poll_us, &cfg.timing, &cfg.phc_is_tai, &epoch))
 		return -1;
+	cfg.itch_epoch_tai_ns = epoch;
 	if (strlen(ifname) >= IF_NAMESIZE) {
 		PyErr_SetString(PyExc_ValueError, "interface name too long");
 		return -1;
@@ -254,7 +259,41 @@ static PyObject *Capture_info(CaptureObject *self, PyObject *unused)
 			     (unsigned long long)hc_capture_thread_cpu_ns(self->cap));
 }
 
+/* hists() -> bytes: every hop's histogram as export records (hftcap.latency.parse_export). */
+static PyObject *Capture_hists(CaptureObject *self, PyObject *unused)
+{
+	NEED_CAP(self);
+	return hc_py_hist_bytes(hc_capture_consumer(self->cap)->hists, HC_NHOPS);
+}
+
+static PyObject *Capture_negative(CaptureObject *self, PyObject *unused)
+{
+	NEED_CAP(self);
+	const struct hc_consumer *cons = hc_capture_consumer(self->cap);
+	PyObject *d = PyDict_New();
+	if (!d)
+		return NULL;
+	for (int h = 0; h < HC_NHOPS; h++)
+		if (put_u64(d, hc_hop_names[h], __atomic_load_n(&cons->negative[h], __ATOMIC_RELAXED))) {
+			Py_DECREF(d);
+			return NULL;
+		}
+	return d;
+}
+
+static PyObject *Capture_reset_hists(CaptureObject *self, PyObject *unused)
+{
+	NEED_CAP(self);
+	hc_capture_reset_hists(self->cap);
+	Py_RETURN_NONE;
+}
+
 static PyMethodDef Capture_methods[] = {
+	{ "hists", (PyCFunction)Capture_hists, METH_NOARGS, "Per-hop histograms (export bytes)." },
+	{ "negative", (PyCFunction)Capture_negative, METH_NOARGS,
+	  "Per hop: samples whose later stamp was earlier (clock disagreement)." },
+	{ "reset_hists", (PyCFunction)Capture_reset_hists, METH_NOARGS,
+	  "Clear the histograms (done by the data thread before its next sample)." },
 	{ "start", (PyCFunction)Capture_start, METH_NOARGS, "Start the data thread." },
 	{ "stop", (PyCFunction)Capture_stop, METH_NOARGS, "Stop and join the data thread." },
 	{ "close", (PyCFunction)Capture_close, METH_NOARGS, "Detach XDP, close sockets, free." },
@@ -348,5 +387,14 @@ int hc_py_add_capture(PyObject *m)
 	}
 	if (PyModule_AddFunctions(m, capture_funcs) < 0)
 		return -1;
+	PyObject *names = PyTuple_New(HC_NHOPS);
+	if (!names)
+		return -1;
+	for (int h = 0; h < HC_NHOPS; h++)
+		PyTuple_SET_ITEM(names, h, PyUnicode_FromString(hc_hop_names[h]));
+	if (PyModule_AddObject(m, "HOP_NAMES", names) < 0) {
+		Py_DECREF(names);
+		return -1;
+	}
 	return 0;
 }

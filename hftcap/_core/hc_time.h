@@ -1,0 +1,14 @@
+/* hc_time.h: the data plane's clock reads. User-space stamps are CLOCK_TAI (vDSO), the same
+ * clock as the XDP program's bpf_ktime_get_tai_ns(), so they subtract without mapping. */
+#ifndef HC_TIME_H
+#define HC_TIME_H
+#include <stdint.h>
+#include <time.h>
+
+static inline uint64_t hc_now_tai_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_TAI, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+#endif

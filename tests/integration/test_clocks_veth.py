@@ -1,0 +1,91 @@
+"""A veth pair in a network namespace this test creates: the real ioctl backend reports no PHC,
+hardware timestamping is refused without breaking anything, the NIC hops are absent and the
+budget says so (never a zero)."""
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+from hftcap import _core
+from hftcap import latency as L
+
+pytestmark = pytest.mark.root
+
+PROBE = r"""
+import json
+from hftcap import clocks, latency
+d = clocks.describe_clocks("hcva")
+with clocks.hw_rx_timestamping("hcva") as st:
+    hw = {"enabled": st.enabled, "reason": st.reason, "changed": st.changed,
+          "warnings": st.warnings}
+print(json.dumps({"clocks": d, "hw": hw, "file": clocks.__file__,
+                  "nic_to_xdp": latency.hop_absent_reason("nic_to_xdp", d)}))
+"""
+
+
+def _need_root():
+    why = None
+    if os.geteuid() != 0:
+        why = "needs root (network namespaces)"
+    elif shutil.which("ip") is None:
+        why = "needs iproute2 (ip)"
+    if why:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"root test cannot run in CI: {why}")
+        pytest.skip(why)
+
+
+@pytest.fixture
+def veth_netns():
+    _need_root()
+    ns = f"hc-clk-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        subprocess.run(["ip", "-n", ns, "link", "add", "hcva", "type", "veth", "peer", "name",
+                        "hcvb"], check=True)
+        subprocess.run(["ip", "-n", ns, "link", "set", "hcva", "up"], check=True)
+        yield ns
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+def test_veth_has_no_phc_and_nic_hops_are_absent(veth_netns, tmp_path):
+    r = subprocess.run(["ip", "netns", "exec", veth_netns, sys.executable, "-c", PROBE],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert "site-packages" in out["file"] or "dist-packages" in out["file"]
+    c = out["clocks"]
+    assert c["driver"] == "veth" and c["phc"] is None
+    assert c["phc_reason"] == "veth has no PHC"
+    assert c["status"] == "hw clock: none (veth has no PHC)"
+    assert c["ts_info"]["phc_index"] == -1 and not c["ts_info"]["hw_rx_all"]
+    assert c["synced_to_tai"] is False and c["offset"] is None
+    assert not out["hw"]["enabled"] and not out["hw"]["changed"]
+    assert out["hw"]["reason"].startswith("hardware RX timestamps unavailable on hcva")
+    assert out["nic_to_xdp"] == "no PHC: veth has no PHC"
+
+    # the budget of a run on this interface: NIC hops absent with the reason, never a 0
+    hops = {}
+    for hop in L.hops_for("xdp"):
+        why = L.hop_absent_reason(hop.name, c)
+        hops[hop.name] = L.Absent(why) if why else _core.Histogram()
+    hops["xdp_to_dequeue"].record(np.array([1500, 1700, 2100], dtype=np.uint64))
+    f = tmp_path / "veth.json"
+    L.save_result(f, {"xdp": hops}, {"path": "xdp", "interface": "hcva", "clock_sources": c})
+    buf = io.StringIO()
+    L.run_budget([str(f)], console=Console(file=buf, width=240, color_system=None))
+    text = buf.getvalue()
+    for hop in ("nic_to_xdp", "nic_to_book"):
+        [row] = [ln for ln in text.splitlines() if ln.startswith(f"│ {hop} ")]
+        cells = [x.strip() for x in row.split("│")[1:-1]]
+        assert "absent (no PHC: veth has no PHC)" in cells
+        assert "0" not in cells and "0 ns" not in cells
+        assert cells[-1] == "PHC->TAI"
+    assert "hw clock: none (veth has no PHC)" in text
