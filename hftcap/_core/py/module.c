@@ -21,5 +21,9 @@ PyMODINIT_FUNC PyInit__core(void)
 		Py_DECREF(m);
 		return NULL;
 	}
+	if (hc_py_add_sender(m) < 0) {
+		Py_DECREF(m);
+		return NULL;
+	}
 	return m;
 }

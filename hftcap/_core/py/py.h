@@ -4,6 +4,7 @@
 #include <Python.h>
 
 int hc_py_add_capture(PyObject *m);
+int hc_py_add_sender(PyObject *m);
 int hc_py_add_hist(PyObject *m);
 
 /* bytes holding n contiguous histograms' export records (hist.h layout), for snapshots. */

@@ -1,0 +1,759 @@
+/* sender.c: MoldUDP64 publisher, see sender.h for the contract. One schedule (sched_next)
+ * produces the datagrams in wire order with their deadlines; two sinks consume it: the
+ * socket (wait, stamp, sendmmsg) and a buffer (stamp, copy) for tests. */
+#include "sender.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#define HC_MOLD_HDR_LEN 20
+#define HC_MOLD_MAX_COUNT 0xFFFE
+#define HC_SEND_DEFAULT_DURATION_NS (60ull * 1000000000ull)
+#define HC_SEND_DEFAULT_SPIN_NS 50000ull
+#define HC_SEND_SLEEP_SLICE_NS 100000000ull /* re-check stop / time bound this often */
+#define HC_SEND_EOS_MAX 16
+#define HC_SERVE_BATCH 16
+
+#if defined(__x86_64__) || defined(__i386__)
+#define cpu_relax() __builtin_ia32_pause()
+#elif defined(__aarch64__)
+#define cpu_relax() __asm__ __volatile__("yield")
+#else
+#define cpu_relax() __asm__ __volatile__("" ::: "memory")
+#endif
+
+struct hc_sender {
+	struct hc_send_cfg cfg;
+	uint8_t *buf;        /* the stream, stamped in place as it is sent */
+	size_t len;
+	uint64_t n_msgs;
+	uint64_t *off;       /* n_msgs + 1: offset of message i's length prefix */
+	uint64_t n_pkts;
+	uint64_t *pkt_msg;   /* n_pkts + 1: first message index of each data packet */
+	uint64_t *pkt_ts;    /* PACE_FILE only: ITCH timestamp of each packet's first message */
+	uint8_t *reply_buf;  /* max_payload_bytes, used by hc_sender_serve only */
+	_Atomic uint64_t sent_upto; /* messages [0, sent_upto) are final and may be replied */
+	_Atomic int stop;
+};
+
+/* ---------------------------------------------------------------- helpers */
+
+static inline void put_be16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)(v >> 8);
+	p[1] = (uint8_t)v;
+}
+
+static inline void put_be64(uint8_t *p, uint64_t v)
+{
+	v = __builtin_bswap64(v);
+	memcpy(p, &v, 8);
+}
+
+static inline void put_le64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
+static inline void put_le32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
+
+static inline uint16_t get_be16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+
+static inline uint64_t get_be64(const uint8_t *p)
+{
+	uint64_t v;
+	memcpy(&v, p, 8);
+	return __builtin_bswap64(v);
+}
+
+static inline uint64_t get_ts48(const uint8_t *p)
+{
+	uint64_t v = 0;
+	for (int i = 0; i < 6; i++)
+		v = v << 8 | p[i];
+	return v;
+}
+
+static inline void put_ts48(uint8_t *p, uint64_t v)
+{
+	for (int i = 5; i >= 0; i--) {
+		p[i] = (uint8_t)v;
+		v >>= 8;
+	}
+}
+
+static inline uint64_t clock_ns(clockid_t c)
+{
+	struct timespec ts;
+	clock_gettime(c, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static inline uint64_t splitmix64(uint64_t *x)
+{
+	uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+/* True with probability p, always consuming one draw. */
+static inline int draw(uint64_t *x, double p)
+{
+	uint64_t r = splitmix64(x);
+	if (p <= 0.0)
+		return 0;
+	if (p >= 1.0)
+		return 1;
+	return (double)(r >> 11) * 0x1.0p-53 < p;
+}
+
+static uint32_t max_payload(const struct hc_send_cfg *c)
+{
+	return c->max_payload_bytes ? c->max_payload_bytes : HC_SEND_MAX_PAYLOAD_DEFAULT;
+}
+
+/* ---------------------------------------------------------------- open / close */
+
+int64_t hc_stream_count(const uint8_t *p, size_t len, uint32_t max_payload_bytes)
+{
+	uint32_t maxp = max_payload_bytes ? max_payload_bytes : HC_SEND_MAX_PAYLOAD_DEFAULT;
+	size_t o = 0;
+	int64_t n = 0;
+	while (o < len) {
+		if (len - o < 2)
+			return -EINVAL;
+		uint32_t m = get_be16(p + o);
+		if (len - o - 2 < m)
+			return -EINVAL;
+		if (HC_MOLD_HDR_LEN + 2 + m > maxp)
+			return -EMSGSIZE;
+		o += 2 + m;
+		n++;
+	}
+	return n;
+}
+
+uint64_t hc_send_deadline_ns(int pace, double rate, uint64_t pkt_index, uint64_t msgs_before)
+{
+	if (rate <= 0.0)
+		return 0;
+	if (pace == HC_PACE_PACKETS)
+		return (uint64_t)((double)pkt_index * 1e9 / rate);
+	if (pace == HC_PACE_MESSAGES)
+		return (uint64_t)((double)msgs_before * 1e9 / rate);
+	return 0;
+}
+
+int hc_sender_open(struct hc_sender **out, const uint8_t *stream, size_t len,
+		   const struct hc_send_cfg *cfg)
+{
+	const struct hc_send_cfg *c = cfg;
+	uint32_t maxp = max_payload(c);
+	if (c->first_seq < 1 || c->msgs_per_packet < 1 || c->msgs_per_packet > HC_MOLD_MAX_COUNT ||
+	    maxp < HC_MOLD_HDR_LEN + 2 || maxp > HC_SEND_MAX_PAYLOAD_LIMIT ||
+	    c->pace < HC_PACE_NONE || c->pace > HC_PACE_FILE ||
+	    c->clock < HC_STAMP_TAI_MIDNIGHT || c->clock > HC_STAMP_NONE ||
+	    ((c->pace == HC_PACE_PACKETS || c->pace == HC_PACE_MESSAGES) && !(c->rate > 0.0)) ||
+	    (c->pace == HC_PACE_FILE && !(c->speed > 0.0)) ||
+	    !(c->loss >= 0.0 && c->loss <= 1.0) || !(c->dup >= 0.0 && c->dup <= 1.0) ||
+	    !(c->reorder >= 0.0 && c->reorder <= 1.0) || c->eos_count > HC_SEND_EOS_MAX ||
+	    c->eos_interval_ns > 1000000000ull)
+		return -EINVAL;
+	int64_t n = hc_stream_count(stream, len, maxp);
+	if (n < 0)
+		return (int)n;
+
+	int err = -ENOMEM;
+	struct hc_sender *s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->cfg = *c;
+	s->cfg.max_payload_bytes = maxp;
+	if (!s->cfg.max_duration_ns)
+		s->cfg.max_duration_ns = HC_SEND_DEFAULT_DURATION_NS;
+	if (!s->cfg.spin_ns)
+		s->cfg.spin_ns = HC_SEND_DEFAULT_SPIN_NS;
+	s->len = len;
+	s->n_msgs = (uint64_t)n;
+	s->buf = malloc(len ? len : 1);
+	s->off = malloc((s->n_msgs + 1) * sizeof(*s->off));
+	/* at most one packet per message: the index is sized for the worst case */
+	s->pkt_msg = malloc((s->n_msgs + 1) * sizeof(*s->pkt_msg));
+	s->reply_buf = malloc(maxp);
+	if (!s->buf || !s->off || !s->pkt_msg || !s->reply_buf)
+		goto err_free;
+	if (c->pace == HC_PACE_FILE) {
+		s->pkt_ts = malloc((s->n_msgs + 1) * sizeof(*s->pkt_ts));
+		if (!s->pkt_ts)
+			goto err_free;
+	}
+	if (len)
+		memcpy(s->buf, stream, len);
+
+	/* index the messages and cut the packets greedily */
+	uint64_t o = 0, i = 0, p = 0, ts = 0;
+	uint32_t in_pkt = 0, payload = HC_MOLD_HDR_LEN;
+	for (i = 0; i < s->n_msgs; i++) {
+		uint32_t m = get_be16(s->buf + o);
+		if (m >= HC_ITCH_TS_OFF + 6)
+			ts = get_ts48(s->buf + o + 2 + HC_ITCH_TS_OFF);
+		if (in_pkt == 0 || in_pkt == c->msgs_per_packet || payload + 2 + m > maxp) {
+			s->pkt_msg[p] = i;
+			if (s->pkt_ts)
+				s->pkt_ts[p] = ts;
+			p++;
+			in_pkt = 0;
+			payload = HC_MOLD_HDR_LEN;
+		}
+		s->off[i] = o;
+		in_pkt++;
+		payload += 2 + m;
+		o += 2 + m;
+	}
+	s->off[s->n_msgs] = o;
+	s->pkt_msg[p] = s->n_msgs;
+	s->n_pkts = p;
+	atomic_init(&s->sent_upto, 0);
+	atomic_init(&s->stop, 0);
+	*out = s;
+	return 0;
+
+err_free:
+	hc_sender_close(s);
+	return err;
+}
+
+void hc_sender_close(struct hc_sender *s)
+{
+	if (!s)
+		return;
+	free(s->reply_buf);
+	free(s->pkt_ts);
+	free(s->pkt_msg);
+	free(s->off);
+	free(s->buf);
+	free(s);
+}
+
+uint64_t hc_sender_messages(const struct hc_sender *s) { return s->n_msgs; }
+uint64_t hc_sender_packets(const struct hc_sender *s) { return s->n_pkts; }
+int hc_sender_clock(const struct hc_sender *s) { return s->cfg.clock; }
+
+const uint8_t *hc_sender_stream(const struct hc_sender *s, size_t *len)
+{
+	*len = s->len;
+	return s->buf;
+}
+
+void hc_sender_stop(struct hc_sender *s) { atomic_store_explicit(&s->stop, 1, memory_order_relaxed); }
+
+/* ---------------------------------------------------------------- the schedule */
+
+enum dg_kind { DG_DATA, DG_LOST, DG_HEARTBEAT, DG_EOS };
+enum dg_mark { MARK_NONE, MARK_DUP, MARK_REORDERED };
+
+struct dgram {
+	uint64_t deadline_ns; /* from the start, CLOCK_MONOTONIC */
+	int kind;
+	uint64_t pkt;         /* DATA / LOST: stream packet index */
+	uint64_t seq;         /* HEARTBEAT / EOS: next expected sequence number */
+	int mark;             /* DATA: enum dg_mark */
+	uint64_t publish;     /* messages final once this datagram is out */
+};
+
+#define SCHED_Q 8
+
+struct sched {
+	uint64_t pkt, end_pkt;
+	uint64_t last_ns;        /* deadline of the last datagram scheduled */
+	uint64_t prng;
+	int held;                /* a packet held back for reordering */
+	uint64_t held_pkt;
+	int held_dup;
+	uint32_t eos_left;
+	struct dgram q[SCHED_Q];
+	int qh, qn;
+};
+
+static void sched_init(const struct hc_sender *s, struct sched *q)
+{
+	memset(q, 0, sizeof(*q));
+	q->end_pkt = s->n_pkts;
+	if (s->cfg.max_packets && s->cfg.max_packets < q->end_pkt)
+		q->end_pkt = s->cfg.max_packets;
+	q->prng = s->cfg.seed;
+	q->eos_left = s->cfg.eos_count;
+}
+
+static void sched_push(struct sched *q, uint64_t d, int kind, int mark, uint64_t pkt,
+		       uint64_t seq, uint64_t publish)
+{
+	struct dgram *g = &q->q[(q->qh + q->qn++) % SCHED_Q];
+	g->deadline_ns = d;
+	g->kind = kind;
+	g->pkt = pkt;
+	g->seq = seq;
+	g->mark = mark;
+	g->publish = publish;
+}
+
+static uint64_t pkt_deadline(const struct hc_sender *s, uint64_t p)
+{
+	const struct hc_send_cfg *c = &s->cfg;
+	if (c->pace == HC_PACE_FILE) {
+		uint64_t t0 = s->pkt_ts[0], t = s->pkt_ts[p];
+		return t > t0 ? (uint64_t)((double)(t - t0) / c->speed) : 0;
+	}
+	return hc_send_deadline_ns(c->pace, c->rate, p, s->pkt_msg[p]);
+}
+
+/* Next datagram in wire order; 0 when the schedule is exhausted. */
+static int sched_next(const struct hc_sender *s, struct sched *q, struct dgram *out)
+{
+	const struct hc_send_cfg *c = &s->cfg;
+	if (!q->qn && q->pkt < q->end_pkt) {
+		uint64_t p = q->pkt;
+		uint64_t d = pkt_deadline(s, p);
+		if (d < q->last_ns)
+			d = q->last_ns; /* file timestamps that go back: send at once */
+		uint64_t hb = c->heartbeat_interval_ns;
+		if (hb && d > q->last_ns + hb) {
+			/* idle: a heartbeat carrying the next sequence number */
+			q->last_ns += hb;
+			uint64_t next = c->first_seq + (q->held ? s->pkt_msg[q->held_pkt] : s->pkt_msg[p]);
+			uint64_t pub = q->held ? s->pkt_msg[q->held_pkt] : s->pkt_msg[p];
+			sched_push(q, q->last_ns, DG_HEARTBEAT, MARK_NONE, 0, next, pub);
+		} else {
+			int lost = draw(&q->prng, c->loss);
+			int dup = draw(&q->prng, c->dup);
+			int reo = draw(&q->prng, c->reorder);
+			uint64_t end = s->pkt_msg[p + 1];
+			q->last_ns = d;
+			q->pkt++;
+			if (q->held) {
+				/* the held packet goes right after this one: the swap */
+				uint64_t hp = q->held_pkt;
+				sched_push(q, d, lost ? DG_LOST : DG_DATA, MARK_NONE, p, 0, s->pkt_msg[hp]);
+				if (dup && !lost)
+					sched_push(q, d, DG_DATA, MARK_DUP, p, 0, s->pkt_msg[hp]);
+				sched_push(q, d, DG_DATA, MARK_REORDERED, hp, 0, end);
+				if (q->held_dup)
+					sched_push(q, d, DG_DATA, MARK_DUP, hp, 0, end);
+				q->held = 0;
+			} else if (lost) {
+				sched_push(q, d, DG_LOST, MARK_NONE, p, 0, end);
+			} else if (reo && q->pkt < q->end_pkt) {
+				q->held = 1;
+				q->held_pkt = p;
+				q->held_dup = dup;
+				return sched_next(s, q, out);
+			} else {
+				sched_push(q, d, DG_DATA, MARK_NONE, p, 0, end);
+				if (dup)
+					sched_push(q, d, DG_DATA, MARK_DUP, p, 0, end);
+			}
+		}
+	}
+	if (!q->qn && q->pkt >= q->end_pkt && q->eos_left) {
+		uint64_t next = c->first_seq + s->pkt_msg[q->end_pkt];
+		if (q->eos_left < c->eos_count)
+			q->last_ns += c->eos_interval_ns;
+		q->eos_left--;
+		sched_push(q, q->last_ns, DG_EOS, MARK_NONE, 0, next, s->pkt_msg[q->end_pkt]);
+	}
+	if (!q->qn)
+		return 0;
+	*out = q->q[q->qh];
+	q->qh = (q->qh + 1) % SCHED_Q;
+	q->qn--;
+	return 1;
+}
+
+static void stamp_packet(struct hc_sender *s, uint64_t p, clockid_t clk, struct hc_send_stats *st)
+{
+	if (s->cfg.clock == HC_STAMP_NONE)
+		return;
+	uint64_t itch_ns = clock_ns(clk) % HC_NS_PER_DAY;
+	for (uint64_t i = s->pkt_msg[p]; i < s->pkt_msg[p + 1]; i++) {
+		uint8_t *m = s->buf + s->off[i];
+		if (get_be16(m) >= HC_ITCH_TS_OFF + 6)
+			put_ts48(m + 2 + HC_ITCH_TS_OFF, itch_ns);
+	}
+	if (!st->first_stamp_itch_ns)
+		st->first_stamp_itch_ns = itch_ns;
+	st->last_stamp_itch_ns = itch_ns;
+}
+
+static void fill_header(const struct hc_sender *s, uint8_t *h, uint64_t seq, uint16_t count)
+{
+	memcpy(h, s->cfg.session, HC_SEND_SESSION_LEN);
+	put_be64(h + 10, seq);
+	put_be16(h + 18, count);
+}
+
+/* ---------------------------------------------------------------- the sinks */
+
+struct sink {
+	int fd;              /* -1: build into out */
+	uint8_t *out;
+	size_t cap, used;
+	int64_t records;
+	int n;               /* datagrams in the batch */
+	struct mmsghdr msg[HC_SEND_BATCH];
+	struct iovec iov[HC_SEND_BATCH][2];
+	uint8_t hdr[HC_SEND_BATCH][HC_MOLD_HDR_LEN];
+	int kind[HC_SEND_BATCH];
+	uint32_t count[HC_SEND_BATCH];
+	uint64_t deadline[HC_SEND_BATCH];
+	uint64_t publish;    /* sent_upto once the batch is out */
+	uint64_t start_mono;
+};
+
+static void account(struct hc_send_stats *st, int kind, uint32_t count, size_t bytes)
+{
+	if (kind == DG_DATA) {
+		st->packets_sent++;
+		st->messages_sent += count;
+		st->bytes_sent += bytes;
+	} else if (kind == DG_HEARTBEAT) {
+		st->heartbeats_sent++;
+	} else {
+		st->eos_sent++;
+	}
+}
+
+/* Returns 0, or -ENOSPC when a build record does not fit (the batch is kept). */
+static int flush(struct hc_sender *s, struct sink *k, struct hc_send_stats *st)
+{
+	if (k->fd < 0) {
+		size_t need = 0;
+		for (int i = 0; i < k->n; i++)
+			need += 12 + k->iov[i][0].iov_len + k->iov[i][1].iov_len;
+		if (k->cap - k->used < need)
+			return -ENOSPC;
+		for (int i = 0; i < k->n; i++) {
+			uint8_t *r = k->out + k->used;
+			size_t l0 = k->iov[i][0].iov_len, l1 = k->iov[i][1].iov_len;
+			put_le64(r, k->deadline[i]);
+			put_le32(r + 8, (uint32_t)(l0 + l1));
+			memcpy(r + 12, k->iov[i][0].iov_base, l0);
+			if (l1)
+				memcpy(r + 12 + l0, k->iov[i][1].iov_base, l1);
+			k->used += 12 + l0 + l1;
+			k->records++;
+			account(st, k->kind[i], k->count[i], l0 + l1);
+		}
+	} else {
+		int done = 0;
+		while (done < k->n) {
+			int r = sendmmsg(k->fd, k->msg + done, (unsigned)(k->n - done), 0);
+			st->batches++;
+			if (r < 0) {
+				if (errno == EINTR)
+					continue;
+				/* the first datagram of the rest was refused: count it, go on */
+				st->send_errors++;
+				st->last_errno = errno;
+				done++;
+				continue;
+			}
+			for (int i = done; i < done + r; i++)
+				account(st, k->kind[i], k->count[i],
+					k->iov[i][0].iov_len + k->iov[i][1].iov_len);
+			done += r;
+		}
+	}
+	k->n = 0;
+	atomic_store_explicit(&s->sent_upto, k->publish, memory_order_release);
+	return 0;
+}
+
+static void add(struct hc_sender *s, struct sink *k, const struct dgram *g, clockid_t clk,
+		struct hc_send_stats *st)
+{
+	int i = k->n;
+	uint8_t *h = k->hdr[i];
+	k->kind[i] = g->kind;
+	k->deadline[i] = g->deadline_ns;
+	k->iov[i][0].iov_base = h;
+	k->iov[i][0].iov_len = HC_MOLD_HDR_LEN;
+	k->iov[i][1].iov_base = NULL;
+	k->iov[i][1].iov_len = 0;
+	k->count[i] = 0;
+	if (g->kind == DG_DATA || g->kind == DG_LOST) {
+		uint64_t a = s->pkt_msg[g->pkt], b = s->pkt_msg[g->pkt + 1];
+		if (g->mark != MARK_DUP) /* a duplicate carries the stamp of its original */
+			stamp_packet(s, g->pkt, clk, st);
+		if (g->mark == MARK_DUP)
+			st->duplicated_packets++;
+		else if (g->mark == MARK_REORDERED)
+			st->reordered_packets++;
+		if (g->kind == DG_LOST) {
+			st->lost_packets++;
+			st->lost_messages += b - a;
+			if (g->publish > k->publish)
+				k->publish = g->publish;
+			return;
+		}
+		fill_header(s, h, s->cfg.first_seq + a, (uint16_t)(b - a));
+		k->iov[i][1].iov_base = s->buf + s->off[a];
+		k->iov[i][1].iov_len = s->off[b] - s->off[a];
+		k->count[i] = (uint32_t)(b - a);
+	} else {
+		fill_header(s, h, g->seq, g->kind == DG_EOS ? 0xFFFF : 0);
+	}
+	if (g->publish > k->publish)
+		k->publish = g->publish;
+	k->msg[i].msg_hdr = (struct msghdr){ .msg_iov = k->iov[i],
+					     .msg_iovlen = k->iov[i][1].iov_len ? 2 : 1 };
+	k->msg[i].msg_len = 0;
+	k->n++;
+}
+
+/* Sleep, then spin, until the absolute CLOCK_MONOTONIC time t. Returns 0 at t, or the stop
+ * reason (REQUESTED, MAX_TIME) without waiting further. */
+static int wait_until(struct hc_sender *s, uint64_t t, uint64_t limit)
+{
+	for (;;) {
+		uint64_t now = clock_ns(CLOCK_MONOTONIC);
+		if (now >= t)
+			return 0;
+		if (atomic_load_explicit(&s->stop, memory_order_relaxed))
+			return HC_STOP_REQUESTED;
+		if (now >= limit)
+			return HC_STOP_MAX_TIME;
+		if (t - now > s->cfg.spin_ns) {
+			uint64_t to = t - s->cfg.spin_ns;
+			if (to > now + HC_SEND_SLEEP_SLICE_NS)
+				to = now + HC_SEND_SLEEP_SLICE_NS;
+			if (to > limit)
+				to = limit;
+			struct timespec ts = { .tv_sec = (time_t)(to / 1000000000ull),
+					       .tv_nsec = (long)(to % 1000000000ull) };
+			clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
+		} else {
+			cpu_relax();
+		}
+	}
+}
+
+static int64_t drive(struct hc_sender *s, struct sink *k, struct hc_send_stats *st)
+{
+	const struct hc_send_cfg *c = &s->cfg;
+	clockid_t clk = c->clock == HC_STAMP_UTC_MIDNIGHT ? CLOCK_REALTIME : CLOCK_TAI;
+	struct sched q;
+	struct dgram g;
+	int dry = k->fd < 0;
+
+	memset(st, 0, sizeof(*st));
+	sched_init(s, &q);
+	atomic_store_explicit(&s->sent_upto, 0, memory_order_release);
+	st->first_seq = c->first_seq;
+	st->stop_reason = HC_STOP_DONE;
+	k->publish = 0;
+	k->start_mono = clock_ns(CLOCK_MONOTONIC);
+	uint64_t limit = k->start_mono + c->max_duration_ns;
+	uint64_t last_out = k->start_mono;
+
+	while (sched_next(s, &q, &g)) {
+		if (g.kind != DG_EOS && g.deadline_ns > c->max_duration_ns) {
+			st->stop_reason = HC_STOP_MAX_TIME;
+			break;
+		}
+		if (!dry) {
+			if (atomic_load_explicit(&s->stop, memory_order_relaxed)) {
+				st->stop_reason = HC_STOP_REQUESTED;
+				break;
+			}
+			uint64_t t = k->start_mono + g.deadline_ns;
+			uint64_t now = clock_ns(CLOCK_MONOTONIC);
+			if (g.kind != DG_EOS && now >= limit) {
+				st->stop_reason = HC_STOP_MAX_TIME;
+				break;
+			}
+			if (t > now) {
+				if (k->n) {
+					flush(s, k, st);
+					last_out = clock_ns(CLOCK_MONOTONIC);
+				}
+				/* the EOS tail is bounded by its own limits, not by the stream's */
+				int r = wait_until(s, t, g.kind == DG_EOS ? t : limit);
+				if (r) {
+					if (g.kind != DG_EOS) /* a stop in the EOS tail: the stream was done */
+						st->stop_reason = r;
+					break;
+				}
+				now = clock_ns(CLOCK_MONOTONIC);
+			}
+			if (now - t > st->late_max_ns)
+				st->late_max_ns = now - t;
+		}
+		if (g.kind == DG_DATA || g.kind == DG_LOST)
+			st->data_packets += g.mark == MARK_DUP ? 0 : 1;
+		add(s, k, &g, clk, st);
+		if (k->n == HC_SEND_BATCH) {
+			if (flush(s, k, st) < 0) {
+				st->stop_reason = HC_STOP_BUFFER_FULL;
+				k->n = 0;
+				break;
+			}
+			last_out = clock_ns(CLOCK_MONOTONIC);
+		}
+	}
+	if (k->n) {
+		if (flush(s, k, st) < 0) {
+			st->stop_reason = HC_STOP_BUFFER_FULL;
+			k->n = 0;
+		}
+		last_out = clock_ns(CLOCK_MONOTONIC);
+	} else {
+		atomic_store_explicit(&s->sent_upto, k->publish, memory_order_release);
+	}
+	if (st->stop_reason == HC_STOP_MAX_TIME || st->stop_reason == HC_STOP_REQUESTED) {
+		/* cut short: still tell the receivers the session is over, back to back */
+		struct dgram e = { .deadline_ns = q.last_ns, .kind = DG_EOS,
+				   .seq = c->first_seq + k->publish, .publish = k->publish };
+		for (uint32_t i = 0; i < c->eos_count; i++)
+			add(s, k, &e, clk, st);
+		if (k->n && flush(s, k, st) < 0)
+			k->n = 0;
+		last_out = clock_ns(CLOCK_MONOTONIC);
+	}
+	st->next_seq = c->first_seq + k->publish;
+	st->elapsed_ns = last_out - k->start_mono;
+	return 0;
+}
+
+int hc_sender_run(struct hc_sender *s, int fd, struct hc_send_stats *st)
+{
+	if (fd < 0)
+		return -EBADF;
+	struct sink *k = calloc(1, sizeof(*k));
+	if (!k)
+		return -ENOMEM;
+	k->fd = fd;
+	drive(s, k, st);
+	free(k);
+	if (st->send_errors && !st->packets_sent && !st->heartbeats_sent && !st->eos_sent)
+		return -st->last_errno;
+	return 0;
+}
+
+int64_t hc_sender_build(struct hc_sender *s, uint8_t *out, size_t cap, size_t *used,
+			struct hc_send_stats *st)
+{
+	struct sink *k = calloc(1, sizeof(*k));
+	if (!k)
+		return -ENOMEM;
+	k->fd = -1;
+	k->out = out;
+	k->cap = cap;
+	drive(s, k, st);
+	int64_t n = k->records;
+	*used = k->used;
+	free(k);
+	return n;
+}
+
+/* ---------------------------------------------------------------- re-requests */
+
+int hc_sender_reply(struct hc_sender *s, const uint8_t *req, size_t len, uint8_t *out,
+		    size_t cap, struct hc_serve_stats *st)
+{
+	if (cap < HC_MOLD_HDR_LEN)
+		return -ENOSPC;
+	if (len != HC_SEND_REQ_LEN) {
+		st->bad_request++;
+		return 0;
+	}
+	if (memcmp(req, s->cfg.session, HC_SEND_SESSION_LEN)) {
+		st->wrong_session++;
+		return 0;
+	}
+	uint64_t seq = get_be64(req + 10);
+	uint16_t want = get_be16(req + 18);
+	if (want == 0 || want == 0xFFFF) {
+		st->bad_request++;
+		return 0;
+	}
+	uint64_t upto = atomic_load_explicit(&s->sent_upto, memory_order_acquire);
+	if (seq < s->cfg.first_seq || seq - s->cfg.first_seq >= upto) {
+		st->unknown_range++;
+		return 0;
+	}
+	size_t maxp = s->cfg.max_payload_bytes < cap ? s->cfg.max_payload_bytes : cap;
+	uint64_t a = seq - s->cfg.first_seq, b = a;
+	size_t payload = HC_MOLD_HDR_LEN;
+	while (b < upto && b - a < want) {
+		size_t m = s->off[b + 1] - s->off[b];
+		if (payload + m > maxp)
+			break;
+		payload += m;
+		b++;
+	}
+	if (b == a) { /* cap smaller than one message */
+		st->unknown_range++;
+		return 0;
+	}
+	fill_header(s, out, seq, (uint16_t)(b - a));
+	memcpy(out + HC_MOLD_HDR_LEN, s->buf + s->off[a], s->off[b] - s->off[a]);
+	st->reply_messages += b - a;
+	return (int)payload;
+}
+
+int hc_sender_serve(struct hc_sender *s, int fd, uint64_t max_ns, struct hc_serve_stats *st)
+{
+	struct mmsghdr rx[HC_SERVE_BATCH];
+	struct iovec iov[HC_SERVE_BATCH];
+	uint8_t buf[HC_SERVE_BATCH][64];
+	struct sockaddr_storage from[HC_SERVE_BATCH];
+	uint64_t limit = clock_ns(CLOCK_MONOTONIC) + max_ns;
+
+	if (fd < 0)
+		return -EBADF;
+	for (;;) {
+		if (atomic_load_explicit(&s->stop, memory_order_relaxed))
+			return 0;
+		uint64_t now = clock_ns(CLOCK_MONOTONIC);
+		if (now >= limit)
+			return 0;
+		uint64_t left_ms = (limit - now) / 1000000ull + 1;
+		struct pollfd pfd = { .fd = fd, .events = POLLIN };
+		int pr = poll(&pfd, 1, left_ms > 100 ? 100 : (int)left_ms);
+		if (pr < 0 && errno != EINTR)
+			return -errno;
+		if (pr <= 0)
+			continue;
+		for (int i = 0; i < HC_SERVE_BATCH; i++) {
+			iov[i] = (struct iovec){ .iov_base = buf[i], .iov_len = sizeof(buf[i]) };
+			rx[i].msg_hdr = (struct msghdr){ .msg_name = &from[i],
+							 .msg_namelen = sizeof(from[i]),
+							 .msg_iov = &iov[i], .msg_iovlen = 1 };
+		}
+		int n = recvmmsg(fd, rx, HC_SERVE_BATCH, MSG_DONTWAIT, NULL);
+		if (n < 0) {
+			if (errno == EAGAIN || errno == EINTR)
+				continue;
+			return -errno;
+		}
+		for (int i = 0; i < n; i++) {
+			st->requests++;
+			size_t len = (rx[i].msg_hdr.msg_flags & MSG_TRUNC) ? 0 : rx[i].msg_len;
+			int r = hc_sender_reply(s, buf[i], len, s->reply_buf, s->cfg.max_payload_bytes,
+						st);
+			if (r <= 0)
+				continue;
+			if (sendto(fd, s->reply_buf, (size_t)r, 0, (struct sockaddr *)&from[i],
+				   rx[i].msg_hdr.msg_namelen) < 0) {
+				st->send_errors++;
+				st->last_errno = errno;
+			} else {
+				st->replies++;
+			}
+		}
+	}
+}
