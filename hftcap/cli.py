@@ -163,6 +163,87 @@ def _print_latency(s: dict) -> None:
     out.print(t)
 
 
+def _print_sent(r: dict, title: str) -> None:
+    t = Table(title=title, show_header=False)
+    t.add_column("k", style="bold")
+    t.add_column("v")
+    rate = r.get("packet_rate_pps")
+    t.add_row("sent", f"{r['packets_sent']:,} packets, {r['messages_sent']:,} messages, {r['bytes_sent']:,} bytes")
+    t.add_row("sequence", f"{r['first_seq']} .. {r['next_seq'] - 1}")
+    t.add_row("rate", f"{rate:,.0f} packets/s over {r['elapsed_ns'] / 1e9:.3f} s ({r['elapsed_clock']})"
+              if rate else "-")
+    t.add_row("injected", f"lost {r['lost_packets']}, duplicated {r['duplicated_packets']}, "
+                          f"reordered {r['reordered_packets']} packets")
+    t.add_row("heartbeats / end of session", f"{r['heartbeats_sent']} / {r['eos_sent']}")
+    t.add_row("ITCH timestamps", f"clock {r['clock']}")
+    t.add_row("stopped by", r["stop_reason"])
+    if r.get("send_errors"):
+        t.add_row("send errors", f"{r['send_errors']} (last errno {r['last_errno']})")
+    if r.get("rerequests"):
+        t.add_row("re-requests", ", ".join(f"{k} {v}" for k, v in r["rerequests"].items()))
+    out.print(t)
+
+
+@app.command()
+def send(
+    netns: Optional[str] = typer.Option(None, "--netns", help="Send from this network namespace (the lab's exchange side)."),
+    feed: str = typer.Option(..., "--feed", help="GROUP:PORT to publish to."),
+    rate: float = typer.Option(1000.0, "--rate", help="Packets per second (0 = as fast as possible)."),
+    count: int = typer.Option(1000, "--count", help="Packets to send (the loop is bounded)."),
+    messages_per_packet: int = typer.Option(1, "--messages-per-packet", "-k", help="ITCH messages per packet."),
+    interface: Optional[str] = typer.Option(None, "--interface", "-i", help="Multicast interface (default: route to the group)."),
+    max_seconds: float = typer.Option(60.0, "--max-seconds", help="Hard time bound."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object."),
+):
+    """Send well-formed MoldUDP64 packets with consecutive sequence numbers.
+
+    Example: hftcap send --netns hftcap-ex --feed 239.1.1.1:26400 --rate 10000 --count 5000 -k 4
+    """
+    from .exchange import run_send
+    r = run_send(netns, feed, rate, count, messages_per_packet, interface=interface, max_seconds=max_seconds)
+    _emit_json(r) if as_json else _print_sent(r, f"hftcap send: {feed}")
+
+
+@app.command()
+def exchange(
+    netns: Optional[str] = typer.Option(None, "--netns", help="Publish from this network namespace."),
+    feed: str = typer.Option("239.1.1.1:26400", "--feed", help="GROUP:PORT to publish to."),
+    file: Optional[str] = typer.Option(None, "--file", help="NASDAQ-layout ITCH file (plain or .gz) to replay."),
+    seed: int = typer.Option(1, "--seed", help="Generator seed (without --file)."),
+    stocks: int = typer.Option(8, "--stocks", help="Generated stocks."),
+    messages: int = typer.Option(100_000, "--messages", help="Generated messages."),
+    msg_rate: Optional[float] = typer.Option(None, "--msg-rate", help="Messages per second (0 = as fast as possible)."),
+    speed: Optional[float] = typer.Option(None, "--speed", help="The file's own pace scaled by X."),
+    messages_per_packet: int = typer.Option(8, "--messages-per-packet", "-k", help="Messages per packet."),
+    loss: float = typer.Option(0.0, "--loss", help="Packet loss probability."),
+    dup: float = typer.Option(0.0, "--dup", help="Packet duplication probability."),
+    reorder: float = typer.Option(0.0, "--reorder", help="Packet reordering probability."),
+    rerequest_port: Optional[int] = typer.Option(None, "--rerequest-port", help="Unicast re-request port (default feed port + 1, 0 = off)."),
+    linger: float = typer.Option(1.0, "--linger", help="Seconds to keep answering re-requests after the end."),
+    duration: float = typer.Option(60.0, "--duration", help="Hard time bound in seconds."),
+    count: int = typer.Option(0, "--count", help="Stop after N packets (0 = the whole stream)."),
+    interface: Optional[str] = typer.Option(None, "--interface", "-i", help="Multicast interface."),
+    clock: str = typer.Option("tai-midnight", "--clock", help="ITCH timestamp clock: tai-midnight, utc-midnight, file."),
+    write: Optional[str] = typer.Option(None, "--write", help="Write the stream in NASDAQ file layout instead of sending."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object."),
+):
+    """The simulated exchange: publish an ITCH stream over MoldUDP64 multicast.
+
+    Example: hftcap exchange --netns hftcap-ex --stocks 8 --messages 200000 --msg-rate 50000
+    """
+    from .exchange import run_exchange
+    source = file if file else {"seed": seed, "stocks": stocks, "messages": messages}
+    r = run_exchange(netns, feed, source, msg_rate=msg_rate, speed=speed, messages_per_packet=messages_per_packet,
+                     loss=loss, dup=dup, reorder=reorder, seed=seed, rerequest_port=rerequest_port, linger=linger,
+                     write=write, duration=duration, max_packets=count, interface=interface, clock=clock)
+    if as_json:
+        _emit_json(r)
+    elif write:
+        out.print(f"wrote {r.get('messages', r.get('messages_written', '?'))} messages to {write}")
+    else:
+        _print_sent(r, f"hftcap exchange: {feed}")
+
+
 @app.command("budget")
 def budget_cmd(files: List[str] = typer.Argument(..., help="Result files from listen --save (two or more: side by side)."),
                as_json: bool = typer.Option(False, "--json", help="One JSON object.")):

@@ -143,3 +143,32 @@ def test_foreign_xdp_program_is_refused_and_kept(lab, tmp_path):
     assert "foreign_pass" in lines[0]
     assert lines[1].startswith("hint:") and len(lines) == 2
     assert xdp_prog_on(lab) == before
+
+
+def _hftcap_send(lab, count, k=1, rate=0):
+    import json
+    cp = subprocess.run([str(sys.modules["listenproc"].BIN / "hftcap"), "send", "--netns", lab.ex_ns, "--feed", FEED,
+                         "--rate", str(rate), "--count", str(count), "-k", str(k), "--max-seconds", "20", "--json"],
+                        capture_output=True, text=True, timeout=60)
+    assert cp.returncode == 0, cp.stderr
+    return json.loads(cp.stdout)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path,poll", MODES, ids=[f"{p}-{m}" for p, m in MODES])
+def test_200k_packets_at_full_rate_loss_reported_exactly(lab, path, poll):
+    """The sender's fastest rate: whatever is lost is reported as gaps (the End of Session
+    packets carry the next sequence number), never hidden: received + gaps == sent."""
+    li = Listener(lab, "--path", path, "--poll", poll, "--duration", 6).wait_ready()
+    try:
+        sent = _hftcap_send(lab, 200_000)
+        r = li.result()
+    finally:
+        li.kill()
+    assert sent["data_packets"] == 200_000 and sent["messages_sent"] == 200_000
+    assert r["end_of_session"] >= 1, "the End of Session packets must arrive (they reveal tail loss)"
+    assert r["messages"] + r["gaps"] == 200_000
+    assert r["last_sequence"] == 200_000  # End of Session names 200,001 as next, lost or not
+    assert r["duplicates"] == 0
+    print(f"{path}-{poll}: received {r['messages']:,} of 200,000 at {sent['packet_rate_pps']:,.0f} pps, "
+          f"lost {r['gaps']:,} (reported as gaps)")
