@@ -244,6 +244,32 @@ def exchange(
         _print_sent(r, f"hftcap exchange: {feed}")
 
 
+@app.command()
+def bench(
+    rounds: int = typer.Option(3, "--rounds", help="Rounds; each runs every path in turn."),
+    seconds: float = typer.Option(3.0, "--seconds", help="Measured seconds per trial (after warm-up)."),
+    rate: float = typer.Option(50_000, "--rate", help="Exchange message rate (msg/s)."),
+    k: int = typer.Option(4, "--messages-per-packet", "-k", help="Messages per packet."),
+    seed: int = typer.Option(7, "--seed", help="Generator seed (same stream for every path)."),
+    stocks: int = typer.Option(16, "--stocks", help="Generated stocks."),
+    warmup: float = typer.Option(0.5, "--warmup", help="Seconds discarded at the start of each trial."),
+    path: Optional[List[str]] = typer.Option(None, "--path", help="Only these: xdp-busy, xdp-wakeup, kernel-busy, kernel-block."),
+    json_file: Optional[str] = typer.Option(None, "--json", help="Write the result JSON to FILE."),
+):
+    """Kernel bypass vs kernel socket, measured per hop in a lab of its own.
+
+    Example: hftcap bench --rounds 3 --seconds 3 --rate 50000 --json bench.json
+    """
+    from .bench import render, run_bench
+
+    def progress(rnd, mode, got, sent):
+        err_console.print(f"round {rnd + 1}/{rounds} {mode:13s} received {got['messages']:,}/{sent['messages_sent']:,}")
+
+    doc = run_bench(rounds=rounds, seconds=seconds, msg_rate=rate, k=k, seed=seed, stocks=stocks, warmup=warmup,
+                    paths=path, json_file=json_file, progress=progress)
+    render(doc, out)
+
+
 @app.command("budget")
 def budget_cmd(files: List[str] = typer.Argument(..., help="Result files from listen --save (two or more: side by side)."),
                as_json: bool = typer.Option(False, "--json", help="One JSON object.")):

@@ -1,0 +1,184 @@
+"""`hftcap bench`: the kernel-vs-bypass comparison, measured.
+
+In a lab it makes and removes, the same exchange stream (fixed seed, stocks and message rate)
+is received in turn by AF_XDP busy-poll, AF_XDP wakeup, kernel socket busy-poll and kernel
+socket blocking, alternating over several rounds so machine noise hits every path alike. Each
+trial is a real `hftcap listen --save` in the host namespace and a real `hftcap exchange` in the
+exchange namespace (pinned to different CPUs); the per-hop histograms of all rounds are summed
+per path. Percentiles come from those sums; a hop whose clock is missing is left out."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import latency
+from .errors import HftcapError, UsageError, require_root
+
+PATH_MODES = {"xdp-busy": ("xdp", "busy"), "xdp-wakeup": ("xdp", "wakeup"),
+              "kernel-busy": ("kernel", "busy"), "kernel-block": ("kernel", "wakeup")}
+FEED = "239.1.1.1:26400"
+
+
+def _hftcap() -> str:
+    exe = Path(sys.executable).parent / "hftcap"
+    return str(exe) if exe.exists() else "hftcap"
+
+
+def _trial(lb, mode: str, a: dict, save: str) -> dict:
+    path, poll = PATH_MODES[mode]
+    total_s = a["seconds"] + a["warmup"]
+    messages = int(a["msg_rate"] * total_s)
+    li = subprocess.Popen(
+        [_hftcap(), "listen", "--netns", lb.host_ns, "-i", lb.host_if, "--feed", FEED, "--path", path,
+         "--poll", poll, "--cpu", str(a["cpu_rx"]), "--itch-clock", "tai-midnight", "--warmup", str(a["warmup"]),
+         "--save", save, "--json", "--duration", str(total_s + 15)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = li.stderr.readline()
+        if "listening on" not in line:
+            raise HftcapError(f"bench: listen ({mode}) did not start: {line.strip()} {li.stderr.read().strip()}")
+        ex = subprocess.run(
+            ["taskset", "-c", str(a["cpu_tx"]), _hftcap(), "exchange", "--netns", lb.ex_ns, "--feed", FEED,
+             "--seed", str(a["seed"]), "--stocks", str(a["stocks"]), "--messages", str(messages),
+             "--msg-rate", str(a["msg_rate"]), "-k", str(a["k"]), "--rerequest-port", "0", "--linger", "0",
+             "--duration", str(total_s + 10), "--json"],
+            capture_output=True, text=True, timeout=total_s + 60)
+        if ex.returncode:
+            raise HftcapError(f"bench: exchange failed: {ex.stderr.strip()}")
+        sent = json.loads(ex.stdout)
+        time.sleep(0.2)  # the last packets in flight
+        li.send_signal(signal.SIGINT)
+        out, err = li.communicate(timeout=30)
+        if li.returncode:
+            raise HftcapError(f"bench: listen ({mode}) failed: {err.strip()}")
+        got = json.loads(out)
+    finally:
+        if li.poll() is None:
+            li.kill()
+            li.communicate()
+    return {"sent": sent, "listen": got, "result": latency.load_result(save)}
+
+
+def _merge(acc: dict, res: latency.Result, path: str) -> None:
+    for hop, d in res.hops[path].items():
+        if isinstance(d, latency.Absent):
+            acc.setdefault(hop, d)
+            continue
+        cur = acc.get(hop)
+        if cur is None or isinstance(cur, latency.Absent):
+            acc[hop] = latency.HistSnapshot(d.counts.copy(), d.min_ns, d.max_ns, d.sum_ns)
+        else:
+            mn = min(x for x in (cur.min_ns, d.min_ns) if x is not None) if (cur.min_ns or d.min_ns) else None
+            mx = max(x or 0 for x in (cur.max_ns, d.max_ns)) or None
+            acc[hop] = latency.HistSnapshot(cur.counts + d.counts, mn, mx, (cur.sum_ns or 0) + (d.sum_ns or 0))
+
+
+def run_bench(rounds: int = 3, seconds: float = 3.0, msg_rate: float = 50_000, k: int = 4, seed: int = 7,
+              stocks: int = 16, warmup: float = 0.5, lab_name: str = "hbench", paths: list[str] | None = None,
+              cpu_rx: int = 1, cpu_tx: int = 0, json_file: str | None = None, console=None,
+              progress=None) -> dict:
+    require_root("bench")
+    modes = paths or list(PATH_MODES)
+    for m in modes:
+        if m not in PATH_MODES:
+            raise UsageError(f"unknown path '{m}'", hint="one of: " + ", ".join(PATH_MODES))
+    if rounds < 1 or seconds <= 0 or msg_rate <= 0 or k < 1:
+        raise UsageError("rounds, seconds, rate and messages per packet must be positive")
+    ncpu = os.cpu_count() or 1
+    if max(cpu_rx, cpu_tx) >= ncpu:
+        raise UsageError(f"--cpu-rx/--cpu-tx must be below {ncpu}")
+    from . import lab as labmod
+    a = dict(rounds=rounds, seconds=seconds, msg_rate=msg_rate, k=k, seed=seed, stocks=stocks, warmup=warmup,
+             cpu_rx=cpu_rx, cpu_tx=cpu_tx)
+    lb = labmod.up(lab_name)
+    acc = {m: {"hists": {}, "sent": 0, "received": 0, "cpu_s": 0.0, "bytes": 0, "packets": 0, "gaps": 0,
+               "updates": 0} for m in modes}
+    info = {}
+    try:
+        with tempfile.TemporaryDirectory(prefix="hftcap-bench-") as tmp:
+            for rnd in range(rounds):
+                for m in modes:
+                    t = _trial(lb, m, a, os.path.join(tmp, f"{m}-{rnd}.json"))
+                    s, got = t["sent"], t["listen"]
+                    x = acc[m]
+                    x["sent"] += s["messages_sent"]
+                    x["received"] += got["messages"]
+                    x["gaps"] += got["gaps"]
+                    x["cpu_s"] += got["data_thread_cpu_s"]
+                    x["bytes"] += got["bytes"]
+                    x["packets"] += got["packets"]
+                    _merge(x["hists"], t["result"], PATH_MODES[m][0])
+                    info.setdefault(m, {k2: got.get(k2) for k2 in ("xdp_mode", "bind_mode", "poll_mode", "hw_clock")})
+                    if progress:
+                        progress(rnd, m, got, s)
+    finally:
+        labmod.down(lab_name)
+    doc = {"conditions": {
+        "kernel": platform.release(), "interface": "veth (lab)", "rounds": rounds, "seconds_per_trial": seconds,
+        "warmup_s": warmup, "message_rate": msg_rate, "messages_per_packet": k, "seed": seed, "stocks": stocks,
+        "sender_cpu": cpu_tx, "receiver_cpu": cpu_rx, "order": "alternating: each round runs every path in turn",
+        "clocks": {"user": "CLOCK_TAI", "xdp": "CLOCK_TAI", "itch": "tai-midnight (exchange send time)",
+                   "cpu": "CLOCK_THREAD_CPUTIME_ID of the data thread"},
+        "modes_obtained": info, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+        "paths": {}}
+    for m in modes:
+        x = acc[m]
+        hops = {}
+        for hop, d in x["hists"].items():
+            if isinstance(d, latency.Absent):
+                continue
+            st = latency.hop_stats(PATH_MODES[m][0], hop, d)
+            if st.absent:
+                continue
+            hops[hop] = {"p50_ns": st.p50, "p90_ns": st.p90, "p99_ns": st.p99, "p999_ns": st.p99_9,
+                         "max_ns": st.max, "count": st.count}
+        absent = {hop: d.reason for hop, d in x["hists"].items() if isinstance(d, latency.Absent)}
+        doc["paths"][m] = {"hops": hops, "absent_hops": absent, "sent": x["sent"], "received": x["received"],
+                           "lost": x["sent"] - x["received"], "gaps": x["gaps"], "cpu_s": round(x["cpu_s"], 6),
+                           "bytes": x["bytes"], "packets": x["packets"],
+                           "cpu_ns_per_message": round(x["cpu_s"] * 1e9 / x["received"], 1) if x["received"] else None}
+    if json_file:
+        Path(json_file).write_text(json.dumps(doc, indent=1) + "\n")
+    return doc
+
+
+def render(doc: dict, console) -> None:
+    from rich.table import Table
+    paths = list(doc["paths"])
+    c = doc["conditions"]
+    t = Table(title=f"hftcap bench: {c['rounds']} rounds x {c['seconds_per_trial']} s per path, "
+                    f"{c['message_rate']:,.0f} msg/s, {c['messages_per_packet']} msg/packet (p50 / p99)")
+    t.add_column("hop (clock)")
+    for p in paths:
+        t.add_column(p, justify="right")
+    hop_names = [h.name for h in latency.HOPS if any(h.name in doc["paths"][p]["hops"] for p in paths)]
+    for h in hop_names:
+        row = [f"{h} ({latency.HOP_BY_NAME[h].domain_short if h != 'sender_to_book' else 'tai-midnight'})"]
+        for p in paths:
+            v = doc["paths"][p]["hops"].get(h)
+            row.append(f"{latency.fmt_ns(v['p50_ns'])} / {latency.fmt_ns(v['p99_ns'])}" if v else "[dim]-[/]")
+        t.add_row(*row)
+    for label, key in (("sent msgs", "sent"), ("received msgs", "received"), ("lost msgs", "lost"),
+                       ("bytes (UDP payload)", "bytes"), ("data thread CPU s", "cpu_s"),
+                       ("CPU ns / message", "cpu_ns_per_message")):
+        t.add_row(label, *[f"{doc['paths'][p][key]:,}" if doc["paths"][p][key] is not None else "-" for p in paths])
+    console.print(t)
+    ref = doc["paths"].get("xdp-busy", {}).get("hops", {}).get("sender_to_book")
+    if ref:
+        parts = []
+        for p in paths:
+            v = doc["paths"][p]["hops"].get("sender_to_book")
+            if v and p != "xdp-busy":
+                parts.append(f"{p} / xdp-busy: p50 {v['p50_ns'] / ref['p50_ns']:.2f}x, p99 {v['p99_ns'] / ref['p99_ns']:.2f}x")
+        console.print("sender_to_book ratios: " + "; ".join(parts))
+    console.print("[dim]lab veth, copy-mode AF_XDP; noisy 2-core VM preempted by its host: read p50 and p99, "
+                  "tails say more about the host than the code[/]")
