@@ -354,6 +354,7 @@ class LiveView:
                 return False
             if ch == "/":
                 self.typing = ""
+                self.message = None
             elif ch in "\tn":
                 self.cycle()
             elif ch == "p":
@@ -554,7 +555,8 @@ def _latency(fr: Frame, width: int, *, wide: bool, spark_w: int, ascii_only: boo
     return out
 
 
-def _counters_compact(fr: Frame, rates: RateMeter, width: int) -> list:
+def _counters_compact(fr: Frame, rates: RateMeter, width: int, n_lines: int) -> list:
+    """Rates, totals and (third line, when there is room) XDP counters and drops by reason."""
     c = fr.counters
     drops = c.get("drops") or {}
     xdp = c.get("xdp") or {}
@@ -573,12 +575,17 @@ def _counters_compact(fr: Frame, rates: RateMeter, width: int) -> list:
               f"gaps {fmt_int(c.get('gaps'))}  dup {fmt_int(c.get('duplicates'))}  ")
     ndrop = sum(int(v) for v in drops.values())
     l2.append(f"drops {ndrop:,}", style="bold red" if ndrop else "")
+    l3 = Text(no_wrap=True, overflow="ellipsis") if n_lines >= 3 else l2
+    if n_lines >= 3:
+        l3.append("xdp ", style="bold")
+    elif xdp:
+        l3.append("  xdp ")
+    if xdp:
+        l3.append(" ".join(f"{k} {int(v):,}" for k, v in xdp.items()))
     nz = [(k, int(v)) for k, v in drops.items() if int(v)]
     if nz:
-        l2.append(" (" + ", ".join(f"{k} {v:,}" for k, v in nz) + ")", style="red")
-    if xdp:
-        l2.append("  xdp " + " ".join(f"{k} {int(v):,}" for k, v in xdp.items()))
-    return [l1, l2]
+        l3.append("  drops " + ", ".join(f"{k} {v:,}" for k, v in nz), style="red")
+    return [l1, l2] if l3 is l2 else [l1, l2, l3]
 
 
 def _type_keys(c: Mapping[str, Any]) -> list:
@@ -676,7 +683,7 @@ def render_frame(view: LiveView, width: int, height: int, *,
         body += _latency(fr, width, wide=True, spark_w=max(spark_w, 12), ascii_only=ascii_only,
                          absent_rows=True)
     else:
-        # status | ladder header | ladder (+ trades) | latency | 2 counter lines | footer
+        # status | ladder header | ladder (+ trades) | latency | 2-3 counter lines | footer
         if width >= 100:
             spark_w = min(24, width - 92)
         fixed = len(status) + 1 + 1 + 2 + 2 + 1      # + ladder header, col header, lat title+hdr
@@ -684,7 +691,9 @@ def render_frame(view: LiveView, width: int, height: int, *,
         lat_rows = hops if absent_rows else hops - n_absent + (1 if n_absent else 0)
         if absent_rows and n_absent and not spark_w:
             lat_rows += 1
-        levels = max(1, min(MAX_LEVELS, height - fixed - lat_rows))
+        avail = height - fixed - lat_rows            # ladder levels (+ a third counter line)
+        n_counter_lines = 3 if avail >= 7 else 2
+        levels = max(1, min(MAX_LEVELS, avail - (n_counter_lines - 2)))
         ladder = Group(_book_header(fr), _ladder(fr, levels))
         if show_trades:
             grid = Table.grid(padding=(0, 3))
@@ -696,7 +705,7 @@ def render_frame(view: LiveView, width: int, height: int, *,
             body.append(ladder)
         body += _latency(fr, width, wide=False, spark_w=spark_w, ascii_only=ascii_only,
                          absent_rows=absent_rows)
-        body += _counters_compact(fr, view.rates, width)
+        body += _counters_compact(fr, view.rates, width, n_counter_lines)
     layout.split_column(Layout(Group(*body)), Layout(footer, size=1))
     return layout
 

@@ -105,8 +105,12 @@ def test_80x24_ladder_latency_counters():
         assert hops["sender_to_book"][1] == "tai-midnight"
         absent = [ln for ln in lines if ln.startswith(("nic_to_xdp", "nic_to_book"))]
         assert len(absent) == 2 and all(ln.split()[2:] == ["absent"] for ln in absent), absent
-        assert lines[21].startswith("rate ") and " pkt/s" in lines[21] and "msg/s" in lines[21]
-        assert lines[22].startswith("total pkt ")
+        # counters under the latency panel: rates, totals, XDP counters
+        i_rate = next(i for i, ln in enumerate(lines) if ln.startswith("rate "))
+        assert " pkt/s" in lines[i_rate] and "msg/s" in lines[i_rate], lines[i_rate]
+        assert lines[i_rate + 1].startswith("total pkt ") and "drops " in lines[i_rate + 1]
+        assert lines[i_rate + 2].startswith("xdp redirected ")
+        assert i_rate + 3 == 23
         n1 = total_packets(screen)
         time.sleep(0.6)
         n2 = total_packets(term.wait_for(lambda s: total_packets(s) > n1, timeout=5))
