@@ -14,6 +14,7 @@ sparklines, the last-interval columns and message rates by type are added, with 
 """
 from __future__ import annotations
 
+import math
 import os
 import select
 import signal
@@ -154,7 +155,8 @@ def fmt_itch_time(itch_ns: int) -> str:
 def sparkline(values: Sequence[float], width: int, ascii_only: bool = False) -> str:
     """The last `width` values drawn as bars scaled between their own min and max."""
     chars = _SPARK_ASCII if ascii_only else _SPARK_UNICODE
-    vals = [float(v) for v in list(values)[-width:]] if width > 0 else []
+    vals = [float(v) for v in list(values)[-width:] if v is not None and math.isfinite(v)] \
+        if width > 0 else []
     if not vals:
         return ""
     lo, hi = min(vals), max(vals)
@@ -426,7 +428,10 @@ def _book_header(fr: Frame) -> Text:
     b = fr.book or {}
     bids, asks = b.get("bids"), b.get("asks")
     t.append(f" #{fr.locate}", style="dim")
-    t.append(f"  state {b.get('state') or '-'}")
+    state = b.get("state")
+    if isinstance(state, bytes):
+        state = state.decode("ascii", "replace")
+    t.append(f"  state {state or '-'}")
     if bids is not None and len(bids) and asks is not None and len(asks):
         bb, ba = int(bids[0][0]), int(asks[0][0])
         t.append(f"  spread {fmt_price(ba - bb)}  mid {fmt_mid(bb, ba)}")
@@ -486,7 +491,8 @@ def _stats_cells(st: Optional[Mapping[str, Any]], with_count: bool, p999: bool =
     keys = ["p50", "p99"] + (["p999"] if p999 else []) + ["max"]
     if not st or not st.get("count"):
         cells = [Text("-", style="dim") for _ in keys]
-        return cells + ([Text("0", style="dim")] if with_count else [])
+        n = "-" if not st else "0"          # no stats at all vs. no samples yet
+        return cells + ([Text(n, style="dim")] if with_count else [])
     cells = [Text(fmt_ns(st.get(k))) for k in keys]
     return cells + ([Text(fmt_int(st.get("count")))] if with_count else [])
 
@@ -772,9 +778,12 @@ def _raise_terminate(signum, frame):
 def run_live(source: LiveSource, *, symbol: Optional[str] = None, refresh_hz: float = 10,
              stop_event: Optional[threading.Event] = None, max_seconds: Optional[float] = None,
              console: Optional[Console] = None) -> None:
-    """Run the live view until 'q', Ctrl-C, SIGTERM, `stop_event` or `max_seconds`; then return.
+    """Run the live view until 'q', Ctrl-C, `stop_event` or `max_seconds`; then return.
 
-    The caller owns the capture (setup and teardown); this only reads `source` snapshots."""
+    The caller owns the capture (setup and teardown); this only reads `source` snapshots.
+    The terminal (cbreak mode, alternate screen) is restored on every exit. When called from
+    the main thread with SIGTERM at its default, SIGTERM restores the terminal and raises
+    SystemExit(143), so the caller's finally blocks still run."""
     console = console or Console()
     view = LiveView(source, symbol)
     period = 1.0 / max(0.5, float(refresh_hz))
@@ -828,8 +837,12 @@ def run_live(source: LiveSource, *, symbol: Optional[str] = None, refresh_hz: fl
                         if view.dirty:
                             view.poll(force=True)
                         draw(live)      # echo typing and selections at once
-    except (KeyboardInterrupt, _Terminate):
+    except KeyboardInterrupt:
         return
+    except _Terminate:
+        # The terminal is restored by now; exit with the conventional status while still
+        # running the caller's finally blocks (capture teardown).
+        raise SystemExit(128 + signal.SIGTERM) from None
     finally:
         if old_term is not None:
             signal.signal(signal.SIGTERM, old_term)

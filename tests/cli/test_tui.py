@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import signal
 import sys
 import time
 
@@ -115,6 +116,14 @@ def test_80x24_ladder_latency_counters():
         time.sleep(0.6)
         n2 = total_packets(term.wait_for(lambda s: total_packets(s) > n1, timeout=5))
         assert n2 > n1
+        # More room: the same process redraws the full layout after a resize.
+        term.tmux("resize-window", "-t", term.session, "-x", "160", "-y", "48")
+        screen = term.wait_for(lambda s: "last interval" in s and "trade time (itch)" in s,
+                               timeout=5)
+        assert len(ladder(screen.split("\n"))) == 10
+        # Ctrl-C quits cleanly too.
+        term.send("C-c")
+        assert term.wait_exit(5) == (0, True)
 
 
 def test_keys_switch_symbol_cycle_and_quit_restores_terminal():
@@ -149,6 +158,21 @@ def test_keys_switch_symbol_cycle_and_quit_restores_terminal():
         assert term.exit_report() is None
         term.send("q")
         assert term.wait_exit(5) == (0, True)      # exit status 0, terminal settings restored
+        assert not term.alternate_on()
+
+
+def child_pids(pid: int) -> list:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(x) for x in f.read().split()]
+
+
+def test_sigterm_restores_terminal_and_exits_143():
+    with TmuxTerm(fake_cmd(), width=80, height=24) as term:
+        term.wait_for("latency per hop", timeout=15)
+        sh_pid = int(term.tmux("display-message", "-p", "-t", term.session, "#{pane_pid}"))
+        (view_pid,) = child_pids(sh_pid)
+        os.kill(view_pid, signal.SIGTERM)
+        assert term.wait_exit(5) == (143, True)
         assert not term.alternate_on()
 
 

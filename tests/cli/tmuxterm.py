@@ -55,8 +55,9 @@ class TmuxTerm:
         env.update(self.env)
         # tmux gives the window the environment of the client that started the server (this
         # process, with env applied). The command runs under sh, which records the terminal
-        # settings first and reports the exit status and whether the settings came back.
-        script = (f'before=$(stty -g); {self.command}\nrc=$?; '
+        # settings first and reports the exit status and whether the settings came back. Its
+        # INT trap keeps it alive through Ctrl-C (the command gets SIGINT with its usual action).
+        script = (f'trap : INT; before=$(stty -g); {self.command}\nrc=$?; '
                   f'if [ "$(stty -g)" = "$before" ]; then t=restored; else t=changed; fi; '
                   f'echo "[tmuxterm exit=$rc tty=$t]"')
         args = ["tmux", "-L", self.socket, "-f", "/dev/null", "new-session", "-d",

@@ -129,6 +129,7 @@ def test_sparkline_scales_between_min_and_max():
     assert sparkline([0, 10], 1) == "▁"       # only the last `width` values
     assert sparkline([0, 10], 2, ascii_only=True) == "_#"
     assert sparkline([], 5) == ""
+    assert sparkline([1, float("nan"), 3, None], 4) == "▁█"
 
 
 def test_changed_levels_are_keyed_by_price():
@@ -203,7 +204,7 @@ def test_frame_160x48_shows_intervals_trades_and_types():
                                 "61.0us", "1,200", "│", "9.53us", "30.1us", "44.2us", "118us",
                                 "5,000", sparkline([9.1, 9.5, 9.3, 9.9], 30)]
     row = next(ln for ln in lines if ln.startswith("xdp_to_dequeue"))
-    assert row.split()[2:8] == ["-", "-", "-", "-", "0", "│"]       # no interval yet
+    assert row.split()[2:8] == ["-", "-", "-", "-", "-", "│"]       # no interval yet
     row = next(ln for ln in lines if ln.startswith("nic_to_xdp"))
     assert row.split()[2:5] == ["absent", "│", "absent"] and "no PHC: veth has no" in row
     assert "09:30:00.123456   189.4500    300" in text
