@@ -25,10 +25,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Protocol, Sequence
 
-from rich.console import Console, Group, RenderableType
-from rich.layout import Layout
+from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
 from rich.live import Live
-from rich.table import Table
 from rich.text import Text
 
 # DESIGN.md, "Hops": display order; hops the source reports that are not listed go last.
@@ -416,8 +414,70 @@ def _status_lines(st: Mapping[str, Any], width: int, paused: bool) -> list:
     return lines
 
 
+def _cell(c: Any) -> Text:
+    return c if isinstance(c, Text) else Text(str(c))
+
+
+def _grid(header: Sequence[Sequence[str]], justify: str, rows: Sequence[Sequence[Any]],
+          gap: int = 1, header_style: str = "dim") -> list:
+    """A borderless table as Text lines (one Text per line; rich's Table measures every cell
+    several times, which costs more than the rest of the frame). `justify`: one 'l' or 'r' per
+    column; `header`: header rows of strings."""
+    cells = [[_cell(c) for c in r] for r in rows]
+    ncol = len(justify)
+    widths = [0] * ncol
+    for hr in header:
+        for i, name in enumerate(hr):
+            widths[i] = max(widths[i], len(name))
+    for r in cells:
+        for i, c in enumerate(r):
+            widths[i] = max(widths[i], c.cell_len)
+    sep = " " * gap
+    out = []
+    for hr in header:
+        line = Text(style=header_style)
+        for i, name in enumerate(hr):
+            if i:
+                line.append(sep)
+            line.append(name.rjust(widths[i]) if justify[i] == "r" else name.ljust(widths[i]))
+        out.append(line)
+    for r in cells:
+        line = Text()
+        for i, c in enumerate(r):
+            if i:
+                line.append(sep)
+            pad = " " * (widths[i] - c.cell_len)
+            if justify[i] == "r":
+                line.append(pad)
+                line.append_text(c)
+            else:
+                line.append_text(c)
+                line.append(pad)
+        out.append(line)
+    return out
+
+
+def _hstack(blocks: Sequence[Sequence[Text]], gap: int) -> list:
+    """Blocks of Text lines side by side, each padded to its own widest line."""
+    blocks = [b for b in blocks if b]
+    widths = [max(t.cell_len for t in b) for b in blocks]
+    rows = max((len(b) for b in blocks), default=0)
+    out = []
+    for i in range(rows):
+        line = Text()
+        for k, (b, w) in enumerate(zip(blocks, widths)):
+            if k:
+                line.append(" " * gap)
+            t = b[i] if i < len(b) else Text("")
+            line.append_text(t)
+            if k < len(blocks) - 1:
+                line.append(" " * (w - t.cell_len))
+        out.append(line)
+    return out
+
+
 def _book_header(fr: Frame) -> Text:
-    t = Text(no_wrap=True, overflow="ellipsis")
+    t = Text()
     if fr.symbol is None:
         t.append("no stock selected yet (waiting for data)", style="dim")
         return t
@@ -427,10 +487,10 @@ def _book_header(fr: Frame) -> Text:
         return t
     b = fr.book or {}
     bids, asks = b.get("bids"), b.get("asks")
-    t.append(f" #{fr.locate}", style="dim")
     state = b.get("state")
     if isinstance(state, bytes):
         state = state.decode("ascii", "replace")
+    t.append(f" #{fr.locate}", style="dim")
     t.append(f"  state {state or '-'}")
     if bids is not None and len(bids) and asks is not None and len(asks):
         bb, ba = int(bids[0][0]), int(asks[0][0])
@@ -442,17 +502,12 @@ def _book_header(fr: Frame) -> Text:
     return t
 
 
-def _ladder(fr: Frame, levels: int) -> Table:
-    tab = Table(box=None, padding=(0, 0, 0, 1), pad_edge=False, show_edge=False,
-                header_style="dim", expand=False)
-    for name in ("orders", "shares", "bid"):
-        tab.add_column(name, justify="right", no_wrap=True)
-    tab.add_column("", justify="center", no_wrap=True)
-    for name in ("ask", "shares", "orders"):
-        tab.add_column(name, justify="right" if name != "ask" else "left", no_wrap=True)
+def _ladder(fr: Frame, levels: int) -> list:
+    """Header line, column names, then `levels` rows: bids left (best first), asks right."""
     b = fr.book or {}
     bids = b.get("bids") if b.get("bids") is not None else []
     asks = b.get("asks") if b.get("asks") is not None else []
+    rows = []
     for i in range(levels):
         cells: list = []
         for side, arr, changed, style in (("b", bids, fr.changed_bids, "green"),
@@ -463,23 +518,18 @@ def _ladder(fr: Frame, levels: int) -> Table:
                 trip = [Text(fmt_int(n), style=st), Text(fmt_int(sh), style=st),
                         Text(fmt_price(p), style=st)]
             else:
-                trip = [Text(""), Text(""), Text("")]
-            cells.append(trip if side == "b" else trip[::-1])
-        tab.add_row(*cells[0], Text("│", style="dim"), *cells[1])
-    return tab
+                trip = ["", "", ""]
+            cells += trip if side == "b" else trip[::-1]
+        rows.append(cells[:3] + [Text("│", style="dim")] + cells[3:])
+    grid = _grid([["orders", "shares", "bid", "", "ask", "shares", "orders"]], "rrrllrr", rows)
+    return [_book_header(fr)] + grid
 
 
-def _trades(fr: Frame, rows: int) -> Table:
-    tab = Table(box=None, padding=(0, 0, 0, 1), pad_edge=False, show_edge=False,
-                header_style="dim", title=None)
-    tab.add_column("trade time (itch)", no_wrap=True)
-    tab.add_column("price", justify="right", no_wrap=True)
-    tab.add_column("shares", justify="right", no_wrap=True)
-    for itch_ns, price, shares in fr.trades[:rows]:
-        tab.add_row(fmt_itch_time(itch_ns), fmt_price(price), fmt_int(shares))
-    if not fr.trades:
-        tab.add_row(Text("no trades yet", style="dim"), "", "")
-    return tab
+def _trades(fr: Frame, rows: int) -> list:
+    body = [[fmt_itch_time(t), fmt_price(p), fmt_int(n)] for t, p, n in fr.trades[:rows]]
+    if not body:
+        body = [[Text("no trades yet", style="dim"), "", ""]]
+    return _grid([["trade time (itch)", "price", "shares"]], "lrr", body)
 
 
 def _hop_items(lat: Mapping[str, Any]) -> list:
@@ -499,46 +549,46 @@ def _stats_cells(st: Optional[Mapping[str, Any]], with_count: bool, p999: bool =
 
 def _latency(fr: Frame, width: int, *, wide: bool, spark_w: int, ascii_only: bool,
              absent_rows: bool) -> list:
-    """The latency panel: a title line, a table, and (compact) one line for absent reasons."""
+    """The latency panel: a title line, the table, and (compact) a line of absent reasons."""
     hops = _hop_items(fr.latency)
-    title = Text(no_wrap=True, overflow="ellipsis")
-    title.append("latency per hop", style="bold")
-    title.append(" (each in its own clock domain; units ns/us/ms)" if width >= 70 else "",
-                 style="dim")
-    tab = Table(box=None, padding=(0, 0, 0, 1), pad_edge=False, show_edge=False,
-                header_style="dim")
-    tab.add_column("hop", no_wrap=True, overflow="ellipsis")
-    tab.add_column("domain", no_wrap=True, overflow="ellipsis", max_width=16)
+    title = Text("latency per hop", style="bold")
+    if width >= 70:
+        title.append(" (each in its own clock domain; units ns/us/ms)", style="dim")
     p999 = width >= 66
     with_count = width >= 76
+    stat_names = ["p50", "p99"] + (["p99.9"] if p999 else []) + ["max"]
+    head1: list = ["", ""]
+    head2: list = ["hop", "domain"]
+    justify = "ll"
     if wide:
-        for k, name in enumerate(("p50", "p99", "p99.9", "max", "n")):
-            tab.add_column(("last interval\n" if k == 0 else "\n") + name, justify="right",
-                           no_wrap=True)
-        tab.add_column("\n│", no_wrap=True)
-    for k, name in enumerate(["p50", "p99"] + (["p99.9"] if p999 else []) + ["max"]
-                             + (["samples"] if with_count else [])):
-        tab.add_column((("since start\n" if k == 0 else "\n") if wide else "") + name,
-                       justify="right", no_wrap=True)
+        head1 += ["last interval", "", "", "", "", ""]
+        head2 += ["p50", "p99", "p99.9", "max", "n", "│"]
+        justify += "rrrrrl"
+    since = stat_names + (["samples"] if with_count else [])
+    head1 += ["since start"] + [""] * (len(since) - 1)
+    head2 += since
+    justify += "r" * len(since)
     if spark_w > 0:
-        tab.add_column(("\n" if wide else "") + "p50 history", no_wrap=True)
+        head1.append("")
+        head2.append("p50 history")
+        justify += "l"
+    rows: list = []
     absent_list: list = []
     for hop, h in hops:
         reason = h.get("absent")
-        row: list = [Text(hop, style="dim" if reason else ""),
-                     Text(str(h.get("domain") or "-"), style="dim")]
+        domain = str(h.get("domain") or "-")[:16]
+        row: list = [Text(hop, style="dim" if reason else ""), Text(domain, style="dim")]
         if reason:
             absent_list.append((hop, str(reason)))
             if not absent_rows:
                 continue
-            n_cols = (5 + 1 if wide else 0) + (4 if p999 else 3) + (1 if with_count else 0)
-            cells = [Text("absent", style="yellow")] + [Text("")] * (n_cols - 1)
+            cells: list = []
             if wide:
-                cells[5] = Text("│", style="dim")
-                cells[6] = Text("absent", style="yellow")
+                cells += [Text("absent", style="yellow"), "", "", "", "", Text("│", style="dim")]
+            cells += [Text("absent", style="yellow")] + [""] * (len(since) - 1)
             row += cells
             if spark_w > 0:
-                row.append(Text(reason, style="dim", no_wrap=True, overflow="ellipsis"))
+                row.append(Text(str(reason), style="dim"))
         else:
             if wide:
                 row += _stats_cells(h.get("interval"), True) + [Text("│", style="dim")]
@@ -546,19 +596,21 @@ def _latency(fr: Frame, width: int, *, wide: bool, spark_w: int, ascii_only: boo
             if spark_w > 0:
                 row.append(Text(sparkline(h.get("spark") or [], spark_w, ascii_only),
                                 style="magenta"))
-        tab.add_row(*row)
-    out: list = [title, tab]
+        rows.append(row)
+    out: list = [title] + _grid([head1, head2] if wide else [head2], justify, rows)
     if not hops:
         out.append(Text("no hops reported", style="dim"))
     if absent_list and (not absent_rows or spark_w == 0):
-        line = Text(no_wrap=True, overflow="ellipsis", style="dim")
         if absent_rows:
-            reasons = sorted({r for _, r in absent_list})
-            line.append("absent: " + "; ".join(reasons))
+            text = "absent: " + "; ".join(sorted({r for _, r in absent_list}))
         else:
-            line.append("absent: " + ", ".join(f"{h} ({r})" for h, r in absent_list))
-        out.append(line)
+            text = "absent: " + ", ".join(f"{h} ({r})" for h, r in absent_list)
+        out.append(Text(text, style="dim"))
     return out
+
+
+def _type_keys(c: Mapping[str, Any]) -> list:
+    return ["type:" + t for t in sorted((c.get("messages_by_type") or {}))]
 
 
 def _counters_compact(fr: Frame, rates: RateMeter, width: int, n_lines: int) -> list:
@@ -566,7 +618,7 @@ def _counters_compact(fr: Frame, rates: RateMeter, width: int, n_lines: int) -> 
     c = fr.counters
     drops = c.get("drops") or {}
     xdp = c.get("xdp") or {}
-    l1 = Text(no_wrap=True, overflow="ellipsis")
+    l1 = Text()
     l1.append("rate ", style="bold")
     l1.append(f"{fmt_rate(rates.rate('packets'))} pkt/s  {fmt_rate(rates.rate('messages'))} msg/s  "
               f"{fmt_bytes_rate(rates.rate('bytes'))}")
@@ -575,13 +627,13 @@ def _counters_compact(fr: Frame, rates: RateMeter, width: int, n_lines: int) -> 
     if by_type and width >= 60:
         l1.append("  by type/s ", style="dim")
         l1.append(" ".join(f"{t} {fmt_rate(r)}" for t, r in by_type if r))
-    l2 = Text(no_wrap=True, overflow="ellipsis")
+    l2 = Text()
     l2.append("total ", style="bold")
     l2.append(f"pkt {fmt_int(c.get('packets'))}  msg {fmt_int(c.get('messages'))}  "
               f"gaps {fmt_int(c.get('gaps'))}  dup {fmt_int(c.get('duplicates'))}  ")
     ndrop = sum(int(v) for v in drops.values())
     l2.append(f"drops {ndrop:,}", style="bold red" if ndrop else "")
-    l3 = Text(no_wrap=True, overflow="ellipsis") if n_lines >= 3 else l2
+    l3 = Text() if n_lines >= 3 else l2
     if n_lines >= 3:
         l3.append("xdp ", style="bold")
     elif xdp:
@@ -594,47 +646,31 @@ def _counters_compact(fr: Frame, rates: RateMeter, width: int, n_lines: int) -> 
     return [l1, l2] if l3 is l2 else [l1, l2, l3]
 
 
-def _type_keys(c: Mapping[str, Any]) -> list:
-    return ["type:" + t for t in sorted((c.get("messages_by_type") or {}))]
-
-
-def _counters_wide(fr: Frame, rates: RateMeter, max_rows: int) -> Table:
+def _counters_wide(fr: Frame, rates: RateMeter, max_rows: int) -> list:
     c = fr.counters
-    tab = Table(box=None, padding=(0, 0, 0, 1), pad_edge=False, show_edge=False,
-                header_style="dim")
-    tab.add_column("counter", no_wrap=True)
-    tab.add_column("total", justify="right", no_wrap=True)
-    tab.add_column("/s", justify="right", no_wrap=True)
-    tab.add_row("packets", fmt_int(c.get("packets")), fmt_rate(rates.rate("packets")))
-    tab.add_row("messages", fmt_int(c.get("messages")), fmt_rate(rates.rate("messages")))
-    tab.add_row("bytes", fmt_int(c.get("bytes")), fmt_bytes_rate(rates.rate("bytes")))
-    tab.add_row("gaps", fmt_int(c.get("gaps")), "")
-    tab.add_row("duplicates", fmt_int(c.get("duplicates")), "")
+    rows: list = [["packets", fmt_int(c.get("packets")), fmt_rate(rates.rate("packets"))],
+                  ["messages", fmt_int(c.get("messages")), fmt_rate(rates.rate("messages"))],
+                  ["bytes", fmt_int(c.get("bytes")), fmt_bytes_rate(rates.rate("bytes"))],
+                  ["gaps", fmt_int(c.get("gaps")), ""],
+                  ["duplicates", fmt_int(c.get("duplicates")), ""]]
     rest = [("drop " + k, int(v), "bold red" if int(v) else "")
             for k, v in (c.get("drops") or {}).items()]
     rest += [("xdp " + k, int(v), "") for k, v in (c.get("xdp") or {}).items()]
     room = max_rows - 6
     if len(rest) > room:   # not all fit: keep the non-zero ones first
         rest = sorted(rest, key=lambda r: r[1] == 0)[:max(room, 0)]
-    for name, v, style in rest:
-        tab.add_row(Text(name, style=style), Text(f"{v:,}", style=style), "")
-    return tab
+    rows += [[Text(name, style=st), Text(f"{v:,}", style=st), ""] for name, v, st in rest]
+    return _grid([["counter", "total", "/s"]], "lrr", rows)
 
 
-def _by_type(fr: Frame, rates: RateMeter, max_rows: int) -> Table:
-    tab = Table(box=None, padding=(0, 0, 0, 1), pad_edge=False, show_edge=False,
-                header_style="dim")
-    tab.add_column("type", no_wrap=True)
-    tab.add_column("msg/s", justify="right", no_wrap=True)
+def _by_type(fr: Frame, rates: RateMeter, max_rows: int) -> list:
     by = sorted(((k[5:], rates.rate(k)) for k in _type_keys(fr.counters)),
                 key=lambda kv: -(kv[1] or 0))
-    for t, r in by[:max_rows]:
-        tab.add_row(t, fmt_rate(r))
-    return tab
+    return _grid([["type", "msg/s"]], "lr", [[t, fmt_rate(r)] for t, r in by[:max_rows]])
 
 
 def _footer(view: LiveView, fr: Optional[Frame], width: int) -> Text:
-    t = Text(no_wrap=True, overflow="ellipsis")
+    t = Text()
     if view.typing is not None:
         t.append("symbol: ", style="bold")
         t.append(view.typing + "_", style="bold reverse")
@@ -652,68 +688,67 @@ def _footer(view: LiveView, fr: Optional[Frame], width: int) -> Text:
     return t
 
 
+class _Screen:
+    """Text lines cropped to the screen: the body on top, the footer on the last row; no line
+    ever wraps (longer lines end in an ellipsis)."""
+
+    def __init__(self, body: Sequence[Text], footer: Text):
+        self.body, self.footer = body, footer
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        height = options.height or console.height
+        lines = list(self.body[:max(0, height - 1)])
+        lines += [Text("")] * (height - 1 - len(lines)) + [self.footer]
+        for t in lines:
+            t.no_wrap, t.overflow, t.end = True, "ellipsis", "\n"
+            yield t
+
+
 def render_frame(view: LiveView, width: int, height: int, *,
                  ascii_only: bool = False) -> RenderableType:
     """One screen (width x height cells) for the view's current frame."""
     fr = view.frame
-    layout = Layout()
     footer = _footer(view, fr, width)
     if fr is None:
-        layout.split_column(Layout(Text("waiting for the first snapshot...")),
-                            Layout(footer, size=1))
-        return layout
+        return _Screen([Text("waiting for the first snapshot...")], footer)
     status = _status_lines(fr.status, width, view.paused)
     hops = len(fr.latency)
     n_absent = sum(1 for h in fr.latency.values() if h.get("absent"))
     wide = width >= 150 and height >= 34
-    show_trades = width >= 100
-    spark_w = 0
     body: list = list(status)
     if wide:
-        # status | [ladder + header] [trades] [counters] [by type] | latency (2-line header) | footer
-        top_rows = MAX_LEVELS + 1
-        lat_rows = 1 + 2 + hops + 1
-        spare = height - len(status) - 1 - (1 + top_rows) - 1 - lat_rows - 1
-        trade_rows = top_rows - 1 + max(0, min(spare, 10))
-        used = 59 + 37 + 4 + 42
-        grid = Table.grid(padding=(0, 2))
-        for _ in range(4):
-            grid.add_column(vertical="top", no_wrap=True)
-        spark_w = max(0, min(30, width - 145))
-        grid.add_row(Group(_book_header(fr), _ladder(fr, MAX_LEVELS)),
-                     _trades(fr, trade_rows),
-                     _counters_wide(fr, view.rates, max(top_rows + 1, trade_rows + 1)),
-                     _by_type(fr, view.rates, max(top_rows, trade_rows))
-                     if width - used >= 14 else Text(""))
-        body += [Text(""), grid, Text("")]
-        body += _latency(fr, width, wide=True, spark_w=max(spark_w, 12), ascii_only=ascii_only,
-                         absent_rows=True)
+        # status | ladder, trades, counters, by type side by side | latency | footer
+        top_rows = MAX_LEVELS + 2
+        lat_rows = 1 + 2 + hops
+        spare = height - len(status) - 1 - top_rows - 1 - lat_rows - 1
+        trade_rows = MAX_LEVELS + max(0, min(spare, 10))
+        blocks = [_ladder(fr, MAX_LEVELS), [Text("")] + _trades(fr, trade_rows),
+                  [Text("")] + _counters_wide(fr, view.rates, max(top_rows, trade_rows + 1))]
+        if width - 142 >= 14:
+            blocks.append([Text("")] + _by_type(fr, view.rates, max(top_rows, trade_rows)))
+        body += [Text("")] + _hstack(blocks, gap=2) + [Text("")]
+        body += _latency(fr, width, wide=True, spark_w=max(0, min(30, width - 136)),
+                         ascii_only=ascii_only, absent_rows=True)
     else:
-        # status | ladder header | ladder (+ trades) | latency | 2-3 counter lines | footer
-        if width >= 100:
-            spark_w = min(24, width - 92)
-        fixed = len(status) + 1 + 1 + 2 + 2 + 1      # + ladder header, col header, lat title+hdr
-        absent_rows = height - fixed - hops >= 5 + (0 if spark_w else 1)
+        # status | ladder (+ trades) | latency | 2-3 counter lines | footer
+        spark_w = min(24, width - 92) if width >= 100 else 0
+        fixed = len(status) + 1 + 1 + 2 + 2 + 1      # ladder header + names, latency title +
+        absent_rows = height - fixed - hops >= 5 + (0 if spark_w else 1)   # names, counters, footer
         lat_rows = hops if absent_rows else hops - n_absent + (1 if n_absent else 0)
         if absent_rows and n_absent and not spark_w:
             lat_rows += 1
         avail = height - fixed - lat_rows            # ladder levels (+ a third counter line)
         n_counter_lines = 3 if avail >= 7 else 2
         levels = max(1, min(MAX_LEVELS, avail - (n_counter_lines - 2)))
-        ladder = Group(_book_header(fr), _ladder(fr, levels))
-        if show_trades:
-            grid = Table.grid(padding=(0, 3))
-            grid.add_column(vertical="top", no_wrap=True)
-            grid.add_column(vertical="top", no_wrap=True)
-            grid.add_row(ladder, _trades(fr, levels))
-            body.append(grid)
+        ladder = _ladder(fr, levels)
+        if width >= 100:
+            body += _hstack([ladder, [Text("")] + _trades(fr, levels)], gap=3)
         else:
-            body.append(ladder)
+            body += ladder
         body += _latency(fr, width, wide=False, spark_w=spark_w, ascii_only=ascii_only,
                          absent_rows=absent_rows)
         body += _counters_compact(fr, view.rates, width, n_counter_lines)
-    layout.split_column(Layout(Group(*body)), Layout(footer, size=1))
-    return layout
+    return _Screen(body, footer)
 
 
 # ---------------------------------------------------------------------------------------------
