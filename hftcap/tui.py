@@ -7,7 +7,7 @@ of CLOCK_MONOTONIC wall time. Latency numbers come with their unit (ns/us/ms/s) 
 clock domain; a hop whose clock is missing is shown as absent, never as 0.
 
 Layout: 80x24 shows the status line, a ladder of at least a few levels, the latency panel
-(p50/p99/p99.9/max since start) and two lines of counters; with more columns the recent trades,
+(p50/p99/p99.9/max since start) and 2-3 lines of counters; with more columns the recent trades,
 sparklines, the last-interval columns and message rates by type are added, with more rows all
 10 levels. Keys: '/' symbol Enter selects a stock, Tab or 'n' cycles through the most active,
 'p' pauses the display (data keeps flowing), 'r' resets the histograms, 'q' or Ctrl-C quits.
@@ -38,6 +38,7 @@ MAX_LEVELS = 10
 ACTIVE_CYCLE = 10        # 'n' / Tab cycles through this many most active stocks
 RATE_WINDOW_S = 1.0      # rates are deltas over at least this much monotonic time
 MESSAGE_SHOW_S = 4.0     # how long a one-line message stays in the footer
+SYMBOLS_EVERY_S = 1.0    # the symbol table (thousands of stocks) is read at most this often
 
 _SPARK_UNICODE = "▁▂▃▄▅▆▇█"
 _SPARK_ASCII = "_.-~=+*#"
@@ -250,16 +251,21 @@ class LiveView:
         self.rates = RateMeter()
         self.frame: Optional[Frame] = None
         self._symbols: list = []
+        self._symbols_t: Optional[float] = None
         self._prev_levels: Optional[tuple] = None  # (locate, bids map, asks map)
         self.dirty = False      # selection changed or histograms reset since the last poll
 
     # -- data ----------------------------------------------------------------------------------
-    def _symbol_table(self) -> list:
-        return [(int(loc), str(sym).strip(), int(n)) for loc, sym, n in self.source.symbols()]
+    def _refresh_symbols(self, force: bool = False) -> None:
+        now = self.clock()
+        if force or self._symbols_t is None or now - self._symbols_t >= SYMBOLS_EVERY_S:
+            self._symbols = [(int(loc), str(sym).strip(), int(n))
+                             for loc, sym, n in self.source.symbols()]
+            self._symbols_t = now
 
     def _most_active(self) -> list:
-        ranked = sorted(self._symbols, key=lambda s: (-s[2], s[1]))
-        return [s[1] for s in ranked[:ACTIVE_CYCLE] if s[2] > 0] or [s[1] for s in ranked[:ACTIVE_CYCLE]]
+        ranked = sorted(self._symbols, key=lambda s: (-s[2], s[1]))[:ACTIVE_CYCLE]
+        return [s[1] for s in ranked if s[2] > 0] or [s[1] for s in ranked]
 
     def _locate_of(self, symbol: Optional[str]) -> Optional[int]:
         for loc, sym, _ in self._symbols:
@@ -277,7 +283,7 @@ class LiveView:
         status = src.status()
         counters = src.counters()
         self.rates.add(t0, counters)
-        self._symbols = self._symbol_table()
+        self._refresh_symbols()
         if self.symbol is None:
             active = self._most_active()
             if active:
@@ -307,8 +313,7 @@ class LiveView:
     def select(self, symbol: str) -> bool:
         """Select a stock by symbol; an unknown one leaves the selection as it was."""
         sym = symbol.strip().upper()
-        if not self._symbols:
-            self._symbols = self._symbol_table()
+        self._refresh_symbols(force=True)
         if self._locate_of(sym) is None:
             self.say(f"unknown symbol {sym!r}: keeping {self.symbol or 'none'}")
             return False
@@ -319,7 +324,7 @@ class LiveView:
 
     def cycle(self) -> None:
         """Next of the most active stocks (by messages applied so far)."""
-        self._symbols = self._symbol_table()
+        self._refresh_symbols(force=True)
         active = self._most_active()
         if not active:
             self.say("no stocks seen yet")
@@ -683,8 +688,8 @@ def _footer(view: LiveView, fr: Optional[Frame], width: int) -> Text:
         t.append("PAUSED ", style="bold reverse yellow")
     t.append("/ symbol  n/Tab next active  p pause  r reset hist  q quit", style="dim")
     if fr is not None and width >= 100:
-        t.append(f"   rates over {view.rates.span_s():.1f}s monotonic; snapshot {fr.poll_ms:.1f} ms",
-                 style="dim")
+        t.append(f"   rates over {view.rates.span_s():.1f}s monotonic; "
+                 f"snapshot {fr.poll_ms:.1f} ms", style="dim")
     return t
 
 

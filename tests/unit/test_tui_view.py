@@ -62,6 +62,7 @@ class Scripted:
                 "messages_by_type": {"A": 3 * self.packets, "D": self.packets}}
 
     def symbols(self):
+        self.calls["symbols"] = self.calls.get("symbols", 0) + 1
         return list(self.syms)
 
     def book(self, locate, levels):
@@ -164,7 +165,8 @@ def test_frame_80x24_content():
     text = render_text(view, 80, 24)
     lines = text.rstrip("\n").split("\n")
     assert len(lines) == 24 and max(len(ln) for ln in lines) <= 80
-    assert lines[0].startswith("hftcap listen  if veth-hc1 (netns hc-rx)  path xdp native bind copy")
+    assert lines[0].startswith("hftcap listen  if veth-hc1 (netns hc-rx)  path xdp native "
+                               "bind copy")
     assert "up 1:02:03" in text and "hw clock none (veth has no PHC)" in text
     assert "AAPL #7  state T  spread 0.0100  mid 189.4550  last 189.4500  vol 123,456" in text
     assert re.search(r"^\s+2\s+300 189\.4500 │ 189\.4600\s+500\s+3$", text, re.M)
@@ -225,6 +227,19 @@ def test_changed_level_is_highlighted():
     changed = next(ln for ln in text.split("\n") if "189.4400" in ln)
     same = next(ln for ln in text.split("\n") if "189.4300" in ln)
     assert "\x1b[1;7;32m" in changed and "\x1b[1;7;32m" not in same
+
+
+def test_symbol_table_read_at_most_once_a_second_unless_a_key_needs_it():
+    src, clock = Scripted(), Clock()
+    view = LiveView(src, "AAPL", clock=clock)
+    for _ in range(10):                              # 10 frames in 0.9 s
+        view.poll()
+        clock.t += 0.1
+    assert src.calls["symbols"] == 1
+    view.poll()                                      # 1.0 s after the first read
+    assert src.calls["symbols"] == 2
+    view.handle_keys("n")
+    assert src.calls["symbols"] == 3
 
 
 def test_unknown_and_unseen_symbols():
