@@ -232,9 +232,9 @@ def test_changed_level_is_highlighted():
 def test_symbol_table_read_at_most_once_a_second_unless_a_key_needs_it():
     src, clock = Scripted(), Clock()
     view = LiveView(src, "AAPL", clock=clock)
-    for _ in range(10):                              # 10 frames in 0.9 s
+    for _ in range(8):                               # 8 frames in 0.875 s
         view.poll()
-        clock.t += 0.1
+        clock.t += 0.125
     assert src.calls["symbols"] == 1
     view.poll()                                      # 1.0 s after the first read
     assert src.calls["symbols"] == 2
