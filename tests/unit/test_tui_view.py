@@ -329,3 +329,31 @@ def test_fake_source_moves():
     assert book["bids"].shape[1] == 3 and len(book["bids"]) == 10
     assert book["bids"][0, 0] < book["asks"][0, 0]
     assert list(book["bids"][:, 0]) == sorted(book["bids"][:, 0], reverse=True)
+
+
+def test_all_ten_hops_at_80x24_fold_absent_ones_into_one_line():
+    src = Scripted()
+    present = stats(1_000, 2_000, 3_000, 4_000, 10)
+    lat = {}
+    for i, hop in enumerate(tui.HOP_ORDER):
+        if i % 2:
+            lat[hop] = {"domain": "TAI", "absent": None, "since_start": present,
+                        "interval": None, "spark": []}
+        else:
+            lat[hop] = {"domain": "PHC->TAI", "absent": "not on this path",
+                        "since_start": None, "interval": None, "spark": []}
+    src.latency = lambda: lat
+    src.books[7]["bids"] = np.array([[1894500 - 100 * k, 100, 1] for k in range(10)],
+                                    dtype=np.int64)
+    src.books[7]["asks"] = np.array([[1894600 + 100 * k, 100, 1] for k in range(10)],
+                                    dtype=np.int64)
+    view = LiveView(src, "AAPL", clock=Clock())
+    view.poll()
+    lines = render_text(view, 80, 24).split("\n")
+    shown = [ln.split()[0] for ln in lines if ln.split()[:1] and ln.split()[0] in lat]
+    assert shown == list(tui.HOP_ORDER[1::2])          # the present hops, in order
+    absent_line = next(ln for ln in lines if ln.startswith("absent: "))
+    assert absent_line.startswith("absent: nic_to_xdp (not on this path), nic_to_stack (not")
+    ladder_rows = [ln for ln in lines if " │ " in ln]
+    assert len(ladder_rows) >= 5
+    assert lines[23].startswith("/ symbol")
