@@ -693,19 +693,25 @@ def _footer(view: LiveView, fr: Optional[Frame], width: int) -> Text:
     return t
 
 
+_TO_ASCII = str.maketrans({"│": "|", "…": "~"})
+
+
 class _Screen:
     """Text lines cropped to the screen: the body on top, the footer on the last row; no line
-    ever wraps (longer lines end in an ellipsis)."""
+    ever wraps (longer lines end in an ellipsis). `ascii_only` for terminals without UTF-8."""
 
-    def __init__(self, body: Sequence[Text], footer: Text):
-        self.body, self.footer = body, footer
+    def __init__(self, body: Sequence[Text], footer: Text, ascii_only: bool = False):
+        self.body, self.footer, self.ascii_only = body, footer, ascii_only
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         height = options.height or console.height
         lines = list(self.body[:max(0, height - 1)])
         lines += [Text("")] * (height - 1 - len(lines)) + [self.footer]
         for t in lines:
-            t.no_wrap, t.overflow, t.end = True, "ellipsis", "\n"
+            if self.ascii_only:   # one character for one: the style spans stay where they are
+                t = Text(t.plain.translate(_TO_ASCII), style=t.style, spans=t.spans)
+            t.no_wrap, t.end = True, "\n"
+            t.overflow = "crop" if self.ascii_only else "ellipsis"
             yield t
 
 
@@ -715,7 +721,7 @@ def render_frame(view: LiveView, width: int, height: int, *,
     fr = view.frame
     footer = _footer(view, fr, width)
     if fr is None:
-        return _Screen([Text("waiting for the first snapshot...")], footer)
+        return _Screen([Text("waiting for the first snapshot...")], footer, ascii_only)
     status = _status_lines(fr.status, width, view.paused)
     hops = len(fr.latency)
     n_absent = sum(1 for h in fr.latency.values() if h.get("absent"))
@@ -753,7 +759,7 @@ def render_frame(view: LiveView, width: int, height: int, *,
         body += _latency(fr, width, wide=False, spark_w=spark_w, ascii_only=ascii_only,
                          absent_rows=absent_rows)
         body += _counters_compact(fr, view.rates, width, n_counter_lines)
-    return _Screen(body, footer)
+    return _Screen(body, footer, ascii_only)
 
 
 # ---------------------------------------------------------------------------------------------

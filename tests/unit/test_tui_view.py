@@ -357,3 +357,15 @@ def test_all_ten_hops_at_80x24_fold_absent_ones_into_one_line():
     ladder_rows = [ln for ln in lines if " │ " in ln]
     assert len(ladder_rows) >= 5
     assert lines[23].startswith("/ symbol")
+
+
+def test_ascii_only_terminal_gets_no_box_or_block_characters():
+    src = FakeSource(seed=4)
+    view = LiveView(src, "SPY")
+    view.poll()
+    for w, h in ((80, 24), (160, 48)):
+        con = Console(width=w, height=h, record=True, file=io.StringIO(), color_system=None)
+        con.print(view.render(w, h, ascii_only=True))
+        text = con.export_text()
+        assert text.isascii(), [c for c in text if not c.isascii()][:5]
+        assert re.search(r"\d+\.\d{4} \| \d+\.\d{4}", text)
