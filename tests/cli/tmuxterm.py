@@ -78,8 +78,14 @@ class TmuxTerm:
 
     def close(self) -> None:
         if self._started:
+            path = self.tmux("display-message", "-p", "#{socket_path}", check=False).strip()
             self.tmux("kill-server", check=False)
             self._started = False
+            if path and os.path.basename(path) == self.socket:
+                try:
+                    os.unlink(path)       # tmux leaves its socket file behind
+                except FileNotFoundError:
+                    pass
 
     def __enter__(self) -> "TmuxTerm":
         try:
