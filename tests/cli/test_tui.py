@@ -116,6 +116,15 @@ def test_80x24_ladder_latency_counters():
         time.sleep(0.6)
         n2 = total_packets(term.wait_for(lambda s: total_packets(s) > n1, timeout=5))
         assert n2 > n1
+        # Levels that changed since the previous frame are drawn in reverse video; the rest not.
+        reverse = re.compile(r"\x1b\[(?:[\d;]*;)?7(?:;[\d;]*)?m")
+        flagged = total = 0
+        for _ in range(10):
+            rows = [ln for ln in term.capture(escapes=True).split("\n") if "│" in ln]
+            total += len(rows)
+            flagged += sum(1 for ln in rows if reverse.search(ln))
+            time.sleep(0.1)
+        assert 0 < flagged < total, (flagged, total)
         # More room: the same process redraws the full layout after a resize.
         term.tmux("resize-window", "-t", term.session, "-x", "160", "-y", "48")
         screen = term.wait_for(lambda s: "last interval" in s and "trade time (itch)" in s,

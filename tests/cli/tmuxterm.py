@@ -112,11 +112,11 @@ class TmuxTerm:
             else:
                 self.tmux("send-keys", "-t", self.session, "-l", k)
 
-    def capture(self, history: bool = False) -> str:
+    def capture(self, history: bool = False, escapes: bool = False) -> str:
         """The visible screen, one line per row, trailing spaces removed; with `history`, the
         scrollback too (tmux appends "Pane is dead" when the command exits, which scrolls the
-        screen by one line)."""
-        extra = ["-S", "-"] if history else []
+        screen by one line); with `escapes`, the SGR sequences for colours and attributes."""
+        extra = (["-S", "-"] if history else []) + (["-e"] if escapes else [])
         return self.tmux("capture-pane", "-p", *extra, "-t", self.session)
 
     def lines(self) -> list:
