@@ -835,10 +835,6 @@ def run_live(source: LiveSource, *, symbol: Optional[str] = None, refresh_hz: fl
     period = 1.0 / max(0.5, float(refresh_hz))
     ascii_only = not (console.encoding or "").lower().startswith("utf")
     t_end = time.monotonic() + max_seconds if max_seconds else None
-    old_term = None
-    if (threading.current_thread() is threading.main_thread()
-            and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL):
-        old_term = signal.signal(signal.SIGTERM, _raise_terminate)
     out_fd = None
     try:
         if console.is_terminal:
@@ -846,16 +842,27 @@ def run_live(source: LiveSource, *, symbol: Optional[str] = None, refresh_hz: fl
     except (AttributeError, ValueError, OSError):
         out_fd = None
 
-    def draw(live: Live) -> None:
+    drawn = {"frame": None, "size": None, "t": 0.0}
+
+    def draw(live: Live, force: bool = False) -> None:
         if out_fd is not None:
             try:     # follow resizes; ignores COLUMNS/LINES that may be stale in the environment
                 console.size = os.get_terminal_size(out_fd)
             except OSError:
                 pass
-        live.update(view.render(console.width, console.height, ascii_only=ascii_only),
-                    refresh=True)
+        size, now = (console.width, console.height), time.monotonic()
+        # While paused nothing changes: redraw only for a key, a resize, or once a second.
+        if not force and view.frame is drawn["frame"] and size == drawn["size"] \
+                and now - drawn["t"] < 1.0:
+            return
+        drawn.update(frame=view.frame, size=size, t=now)
+        live.update(view.render(size[0], size[1], ascii_only=ascii_only), refresh=True)
 
+    old_term = None
     try:
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL):
+            old_term = signal.signal(signal.SIGTERM, _raise_terminate)
         with _Keys() as keys, Live(console=console, screen=True, auto_refresh=False,
                                    redirect_stdout=False, redirect_stderr=False) as live:
             next_t = time.monotonic()
@@ -882,7 +889,7 @@ def run_live(source: LiveSource, *, symbol: Optional[str] = None, refresh_hz: fl
                             return
                         if view.dirty:
                             view.poll(force=True)
-                        draw(live)      # echo typing and selections at once
+                        draw(live, force=True)      # echo typing and selections at once
     except KeyboardInterrupt:
         return
     except _Terminate:
