@@ -240,8 +240,9 @@ class LiveView:
     """State of the live view; `poll()` reads the source, `render()` draws the last frame."""
 
     def __init__(self, source: LiveSource, symbol: Optional[str] = None, *,
-                 clock=time.monotonic):
+                 clock=time.monotonic, title: str = "hftcap listen"):
         self.source = source
+        self.title = title
         self.clock = clock
         self.symbol: Optional[str] = symbol.strip().upper() if symbol else None
         self.paused = False
@@ -377,7 +378,7 @@ class LiveView:
         return render_frame(self, width, height, ascii_only=ascii_only)
 
 
-def _status_lines(st: Mapping[str, Any], width: int, paused: bool) -> list:
+def _status_lines(st: Mapping[str, Any], width: int, paused: bool, title: str) -> list:
     path = st.get("path") or "-"
     iface = str(st.get("interface") or "-")
     if st.get("netns"):
@@ -390,7 +391,7 @@ def _status_lines(st: Mapping[str, Any], width: int, paused: bool) -> list:
     cpu = st.get("cpu")
     items = [
         Text("PAUSED", style="bold reverse yellow") if paused else None,
-        Text("hftcap listen", style="bold"),
+        Text(title, style="bold"),
         Text(f"if {iface}"),
         Text(path_txt),
         Text(f"poll {st.get('poll_mode') or '-'}"),
@@ -414,7 +415,7 @@ def _status_lines(st: Mapping[str, Any], width: int, paused: bool) -> list:
     if cur.cell_len:
         lines.append(cur)
     for ln in lines:
-        ln.no_wrap, ln.overflow = True, "ellipsis"
+        ln.append(" " * max(0, width - ln.cell_len))
         ln.stylize("on grey23")
     return lines
 
@@ -722,7 +723,7 @@ def render_frame(view: LiveView, width: int, height: int, *,
     footer = _footer(view, fr, width)
     if fr is None:
         return _Screen([Text("waiting for the first snapshot...")], footer, ascii_only)
-    status = _status_lines(fr.status, width, view.paused)
+    status = _status_lines(fr.status, width, view.paused, view.title)
     hops = len(fr.latency)
     n_absent = sum(1 for h in fr.latency.values() if h.get("absent"))
     wide = width >= 150 and height >= 34
@@ -823,7 +824,7 @@ def _raise_terminate(signum, frame):
 
 def run_live(source: LiveSource, *, symbol: Optional[str] = None, refresh_hz: float = 10,
              stop_event: Optional[threading.Event] = None, max_seconds: Optional[float] = None,
-             console: Optional[Console] = None) -> None:
+             console: Optional[Console] = None, title: str = "hftcap listen") -> None:
     """Run the live view until 'q', Ctrl-C, `stop_event` or `max_seconds`; then return.
 
     The caller owns the capture (setup and teardown); this only reads `source` snapshots.
@@ -831,7 +832,7 @@ def run_live(source: LiveSource, *, symbol: Optional[str] = None, refresh_hz: fl
     the main thread with SIGTERM at its default, SIGTERM restores the terminal and raises
     SystemExit(143), so the caller's finally blocks still run."""
     console = console or Console()
-    view = LiveView(source, symbol)
+    view = LiveView(source, symbol, title=title)
     period = 1.0 / max(0.5, float(refresh_hz))
     ascii_only = not (console.encoding or "").lower().startswith("utf")
     t_end = time.monotonic() + max_seconds if max_seconds else None

@@ -163,6 +163,7 @@ class FakeSource:
         pkts = max(1, msgs // 4) if msgs else 0
         self._c["messages"] += msgs
         self._c["packets"] += pkts
+        # UDP payload: MoldUDP64 header 20 B + ~34 B a message; + 42 B Ethernet/IPv4/UDP
         self._c["bytes"] += pkts * 20 + msgs * 34 + pkts * 42
         self._xdp["redirected"] += pkts
         self._xdp["pass_not_feed"] += int(rng.random() < dt * 2)
@@ -261,7 +262,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--hz", type=float, default=10.0, help="frames per second")
     a = ap.parse_args(argv)
-    run_live(FakeSource(seed=a.seed), symbol=a.symbol, refresh_hz=a.hz, max_seconds=a.seconds)
+    run_live(FakeSource(seed=a.seed), symbol=a.symbol, refresh_hz=a.hz, max_seconds=a.seconds,
+             title="hftcap tui_fake")
     return 0
 
 
