@@ -457,9 +457,57 @@ def summary(sess: Session, elapsed: float, stop_reason: str) -> dict:
     return out
 
 
+def _wait(sess: Session, o: ListenOptions, stopper: "Stopper", t0: float, stop_event=None) -> str:
+    """Until --count, --duration, a signal or stop_event; discards the warm-up's samples."""
+    warm = o.warmup > 0
+    while True:
+        if warm and time.monotonic() - t0 >= o.warmup:
+            sess.cap.reset_hists()
+            warm = False
+        step = 0.05
+        if o.duration is not None:
+            step = max(0.0, min(step, o.duration - (time.monotonic() - t0)))
+        if sess.cap.wait(step):
+            return "count"
+        if stopper.reason:
+            return stopper.reason
+        if stop_event is not None and stop_event.is_set():
+            return "quit"
+        if o.duration is not None and time.monotonic() - t0 >= o.duration:
+            return "duration"
+
+
+def _run_live_view(sess: Session, o: ListenOptions, stopper: "Stopper", t0: float, symbol, title) -> str:
+    """The rich live view in this (main) thread; a watcher thread ends it on --count,
+    --duration or a signal. Returns the stop reason."""
+    import threading
+
+    from .live import LiveCapture
+    from .tui import run_live
+    view_done = threading.Event()
+    stop_view = threading.Event()
+    reason = {}
+
+    def watch():
+        reason["r"] = _wait(sess, o, stopper, t0, view_done)
+        stop_view.set()
+
+    w = threading.Thread(target=watch, name="hftcap-watch", daemon=True)
+    w.start()
+    try:
+        run_live(LiveCapture(sess), symbol=symbol, stop_event=stop_view, title=title)
+    finally:
+        view_done.set()
+        w.join()
+    r = reason.get("r", "quit")
+    return r
+
+
 def run_listen(o: ListenOptions, json_out: bool = False, console=None,
-               on_started=None) -> dict:
-    """Open, run until Ctrl-C/SIGTERM/--duration/--count, close; return the summary."""
+               on_started=None, live: bool = False, symbol: str | None = None,
+               title: str = "hftcap listen") -> dict:
+    """Open, run until Ctrl-C/SIGTERM/--duration/--count (or q in the live view), close;
+    return the summary."""
     check_options(o)
     if os.geteuid() != 0:
         raise HftcapError("listen needs root (CAP_BPF, CAP_NET_ADMIN, CAP_NET_RAW)",
@@ -473,21 +521,10 @@ def run_listen(o: ListenOptions, json_out: bool = False, console=None,
             if on_started:
                 on_started(sess)
             t0 = time.monotonic()
-            reason = None
-            warm = o.warmup > 0
-            while reason is None:
-                if warm and time.monotonic() - t0 >= o.warmup:
-                    sess.cap.reset_hists()  # discard the warm-up's samples
-                    warm = False
-                step = 0.05
-                if o.duration is not None:
-                    step = max(0.0, min(step, o.duration - (time.monotonic() - t0)))
-                if sess.cap.wait(step):
-                    reason = "count"
-                elif stopper.reason:
-                    reason = stopper.reason
-                elif o.duration is not None and time.monotonic() - t0 >= o.duration:
-                    reason = "duration"
+            if live:
+                reason = _run_live_view(sess, o, stopper, t0, symbol, title)
+            else:
+                reason = _wait(sess, o, stopper, t0)
             sess.cap.stop()
             elapsed = time.monotonic() - t0
             result = summary(sess, elapsed, reason)

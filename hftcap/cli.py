@@ -123,6 +123,8 @@ def listen(
     warmup: float = typer.Option(0.0, "--warmup", help="Discard the latency samples of the first S seconds."),
     save: Optional[str] = typer.Option(None, "--save", help="Write histograms and conditions to FILE."),
     budget: bool = typer.Option(False, "--budget", help="Print the per-hop latency table at exit."),
+    symbol: Optional[str] = typer.Option(None, "--symbol", "-s", help="Stock shown in the live view (and its book in --json)."),
+    headless: bool = typer.Option(False, "--headless", help="No live view, even on a terminal."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object at exit."),
 ):
     """Capture a feed and keep the books.
@@ -134,13 +136,17 @@ def listen(
                       xdp_mode=xdp_mode, bind=bind, poll=poll, queue=queue, cpu=cpu,
                       duration=duration, count=count, itch_clock=itch_clock, warmup=warmup, save=save)
 
+    live = not as_json and not headless and sys.stdout.isatty() and sys.stdin.isatty()
+
     def started(sess):
+        if live:
+            return
         i = sess.info()
         mode = f"XDP {i['xdp_mode']}, bind {i['bind_mode']}" if i["path"] == "xdp" else "kernel socket"
         print(f"hftcap: listening on {i['interface']} ({mode}, poll {i['poll_mode']}) for "
               f"{', '.join(i['feeds'])}; Ctrl-C stops", file=sys.stderr, flush=True)
 
-    s = run_listen(o, json_out=as_json, on_started=started)
+    s = run_listen(o, json_out=as_json, on_started=started, live=live, symbol=symbol)
     if as_json:
         _emit_json(s)
     else:
@@ -268,6 +274,36 @@ def bench(
     doc = run_bench(rounds=rounds, seconds=seconds, msg_rate=rate, k=k, seed=seed, stocks=stocks, warmup=warmup,
                     paths=path, json_file=json_file, progress=progress)
     render(doc, out)
+
+
+@app.command()
+def demo(
+    name: str = typer.Option("demo", "--name", help="Lab name prefix."),
+    stocks: int = typer.Option(8, "--stocks", help="Stocks the exchange generates."),
+    rate: float = typer.Option(20_000, "--rate", help="Exchange messages per second."),
+    k: int = typer.Option(4, "--messages-per-packet", "-k", help="Messages per packet."),
+    seed: int = typer.Option(42, "--seed", help="Generator seed."),
+    minutes: float = typer.Option(10.0, "--minutes", help="Length of the generated stream."),
+    path: str = typer.Option("xdp", "--path", help="xdp or kernel."),
+    poll: str = typer.Option("wakeup", "--poll", help="busy or wakeup."),
+    symbol: Optional[str] = typer.Option(None, "--symbol", "-s", help="Stock to show first."),
+    duration: Optional[float] = typer.Option(None, "--duration", help="Stop after S seconds."),
+    headless: bool = typer.Option(False, "--headless", help="No live view: print the summary at the end."),
+    as_json: bool = typer.Option(False, "--json", help="Headless, one JSON object at the end."),
+):
+    """The whole tool in one command: lab, exchange, live view; q quits and cleans up.
+
+    Example: sudo hftcap demo --stocks 8 --rate 20000
+    """
+    from .demo import run_demo
+    live = not as_json and not headless and sys.stdout.isatty() and sys.stdin.isatty()
+    s = run_demo(name=name, stocks=stocks, rate=rate, k=k, seed=seed, minutes=minutes, path=path, poll=poll,
+                 symbol=symbol, live=live, duration=duration)
+    if as_json:
+        _emit_json(s)
+    else:
+        _print_summary(s)
+        _print_latency(s)
 
 
 @app.command("budget")

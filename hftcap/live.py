@@ -30,7 +30,7 @@ class LiveCapture:
             "interface": i["interface"], "netns": i["netns"], "path": i["path"],
             "xdp_mode": i.get("xdp_mode") or "-", "bind_mode": i.get("bind_mode") or "-",
             "poll_mode": i["poll_mode"], "cpu": i["cpu"], "queue": i["queue"],
-            "hw_clock": clk.get("status") or "unknown",
+            "hw_clock": (clk.get("status") or "unknown").removeprefix("hw clock: "),
             "ptp": _ptp_state(clk),
             "uptime_s": time.monotonic() - (self.sess.started_mono or time.monotonic()),
         }
