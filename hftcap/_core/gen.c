@@ -68,7 +68,8 @@ static void ticker(uint32_t i, char sym[8])
 {
 	memset(sym, ' ', 8);
 	uint32_t k = i / 2, len = (i & 1) ? 4 : 3, mod = (i & 1) ? 456976u : 17576u;
-	uint32_t v = (uint32_t)(((uint64_t)k * 7919u + 1234u) % mod); /* 7919 is prime to 26 */
+	uint64_t mul = (i & 1) ? 104729u : 7919u; /* primes, so k -> v is a bijection mod 26^len */
+	uint32_t v = (uint32_t)(((uint64_t)k * mul + 1234u) % mod);
 	for (int j = (int)len - 1; j >= 0; j--) {
 		sym[j] = (char)('A' + v % 26);
 		v /= 26;

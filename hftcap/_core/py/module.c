@@ -13,7 +13,7 @@ PyMODINIT_FUNC PyInit__core(void)
 	PyObject *m = PyModule_Create(&core_module);
 	if (!m)
 		return NULL;
-	if (hc_py_add_capture(m) < 0) {
+	if (hc_py_add_capture(m) < 0 || hc_py_add_book(m) < 0) {
 		Py_DECREF(m);
 		return NULL;
 	}

@@ -4,6 +4,12 @@
 #include <Python.h>
 
 int hc_py_add_capture(PyObject *m);
+int hc_py_add_book(PyObject *m);
+
+struct hc_books;
+/* A hftcap._core.Books view of books fed elsewhere (live capture): keeps `owner` alive, never
+ * frees b, refuses feed calls. New reference, or NULL with an exception. */
+PyObject *hc_py_books_wrap(struct hc_books *b, PyObject *owner);
 
 /* Raise OSError(errno) for a -errno from the core, with a short context string. */
 static inline PyObject *hc_py_errno(int neg_errno, const char *what)
