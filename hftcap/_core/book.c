@@ -60,6 +60,7 @@ struct hc_books {
 	struct hc_books_stats st;
 	struct hc_level_arr *retired;
 	int bbo_locate;
+	char bbo_symbol[9];       /* "" : none */
 	struct hc_bbo_change *bbo;
 	size_t bbo_n, bbo_cap;
 	struct hc_bbo_change bbo_last;
@@ -495,6 +496,8 @@ static NOINLINE void apply_state(struct hc_books *b, const struct hc_itch_msg *m
 		s->info.authenticity = m->stock_directory.authenticity;
 		s->info.issue_classification = m->stock_directory.issue_classification;
 		s->info.round_lot_size = m->stock_directory.round_lot_size;
+		if (b->bbo_symbol[0] && strcmp(b->bbo_symbol, s->info.symbol) == 0)
+			b->bbo_locate = s->info.locate;
 		break;
 	case 'H':
 		s->info.trading_state = m->trading_action.trading_state;
@@ -745,8 +748,20 @@ int hc_books_locates(struct hc_books *b, uint16_t *out, int cap)
 int hc_books_record_bbo(struct hc_books *b, int locate)
 {
 	b->bbo_locate = locate;
+	b->bbo_symbol[0] = 0;
 	b->bbo_n = 0;
 	memset(&b->bbo_last, 0, sizeof(b->bbo_last));
+	return 0;
+}
+
+int hc_books_record_bbo_symbol(struct hc_books *b, const char *symbol)
+{
+	char tmp[8];
+	size_t n = strnlen(symbol, 8);
+	memset(tmp, ' ', 8);
+	memcpy(tmp, symbol, n);
+	hc_books_record_bbo(b, -1);
+	copy_symbol(b->bbo_symbol, tmp);
 	return 0;
 }
 

@@ -90,6 +90,8 @@ int hc_books_locates(struct hc_books *b, uint16_t *out, int cap);
 
 /* Record every change of (best bid, best ask) of one locate (offline use; -1 stops). */
 int hc_books_record_bbo(struct hc_books *b, int locate);
+/* Same, for the locate an R message will announce for `symbol` (space/NUL padded, <= 8). */
+int hc_books_record_bbo_symbol(struct hc_books *b, const char *symbol);
 const struct hc_bbo_change *hc_books_bbo_changes(struct hc_books *b, size_t *n);
 
 /* Orders at one level in queue order (tests; not safe while the writer runs). Returns the

@@ -346,10 +346,25 @@ static PyObject *books_trades_raw(BooksObject *self, PyObject *args)
 
 static PyObject *books_record_bbo(BooksObject *self, PyObject *args)
 {
-	int loc;
-	if (!PyArg_ParseTuple(args, "i", &loc) || ready(self, 1) < 0)
+	PyObject *what;
+	if (!PyArg_ParseTuple(args, "O", &what) || ready(self, 1) < 0)
 		return NULL;
-	hc_books_record_bbo(self->b, loc);
+	if (PyUnicode_Check(what)) {
+		Py_ssize_t n;
+		const char *s = PyUnicode_AsUTF8AndSize(what, &n);
+		if (!s)
+			return NULL;
+		if (n < 1 || n > 8)
+			return PyErr_Format(PyExc_ValueError, "symbol must be 1..8 characters");
+		hc_books_record_bbo_symbol(self->b, s);
+		Py_RETURN_NONE;
+	}
+	long loc = PyLong_AsLong(what);
+	if (loc == -1 && PyErr_Occurred())
+		return NULL;
+	if (loc < -1 || loc > 65535)
+		return PyErr_Format(PyExc_ValueError, "locate out of range");
+	hc_books_record_bbo(self->b, (int)loc);
 	Py_RETURN_NONE;
 }
 
@@ -409,7 +424,7 @@ static PyMethodDef books_methods[] = {
 	  "book_raw(locate, levels) -> (bids, asks) bytes of {u32 price_e4, u32 orders, u64 shares}." },
 	{ "trades_raw", (PyCFunction)books_trades_raw, METH_VARARGS,
 	  "trades_raw(locate, n) -> bytes of {u64 itch_ns, u64 shares, u32 price_e4, u32 pad}, oldest first." },
-	{ "record_bbo", (PyCFunction)books_record_bbo, METH_VARARGS, "record_bbo(locate): -1 stops." },
+	{ "record_bbo", (PyCFunction)books_record_bbo, METH_VARARGS, "record_bbo(locate or symbol): record BBO changes of one stock; -1 stops." },
 	{ "bbo_raw", (PyCFunction)books_bbo_raw, METH_NOARGS,
 	  "bytes of {u64 itch_ns, u32 bid_price_e4, u32 ask_price_e4, u64 bid_shares, u64 ask_shares}." },
 	{ "level_orders", (PyCFunction)books_level_orders, METH_VARARGS,
