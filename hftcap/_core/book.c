@@ -57,6 +57,8 @@ struct hc_books {
 	uint64_t mask;
 	int shift;
 	struct hc_stock *_Atomic stocks[65536];
+	uint16_t locs[65536];     /* locates in order of first appearance (writer only) */
+	uint32_t n_locs;
 	struct hc_books_stats st;
 	struct hc_level_arr *retired;
 	int bbo_locate;
@@ -186,6 +188,7 @@ static NOINLINE struct hc_stock *stock_new(struct hc_books *b, uint16_t locate)
 		s->side[k].a->cap = 64;
 		s->side[k].a->retired = NULL;
 	}
+	b->locs[b->n_locs++] = locate;
 	atomic_store_explicit(&b->stocks[locate], s, memory_order_release);
 	return s;
 }
@@ -795,10 +798,9 @@ int hc_books_check(struct hc_books *b)
 {
 	uint64_t total = 0;
 	int crossed = 0;
-	for (int loc = 0; loc < 65536; loc++) {
+	for (uint32_t li = 0; li < b->n_locs; li++) {
+		uint16_t loc = b->locs[li];
 		struct hc_stock *s = b->stocks[loc];
-		if (!s)
-			continue;
 		if (s->seq & 1)
 			return -1;
 		uint64_t stock_orders = 0;
