@@ -449,9 +449,10 @@ static inline void delete_order(struct hc_books *b, uint64_t ref, uint64_t ts)
 	maybe_bbo(b, s, ts);
 }
 
-static inline void replace_order(struct hc_books *b, const struct hc_itch_msg *m)
+static inline void replace_order(struct hc_books *b, uint64_t old_ref, uint64_t new_ref,
+				 uint32_t shares, uint32_t price_e4, uint64_t ts)
 {
-	uint32_t *slot = table_slot(b, m->replace.original_order_reference_number);
+	uint32_t *slot = table_slot(b, old_ref);
 	uint32_t idx = *slot;
 	if (UNLIKELY(!idx)) {
 		b->st.drops[HC_DROP_UNKNOWN_REF]++;
@@ -461,14 +462,35 @@ static inline void replace_order(struct hc_books *b, const struct hc_itch_msg *m
 	int side = b->pool[idx].side;
 	seq_begin(s);
 	s->info.messages++;
-	s->info.last_itch_ns = m->timestamp_ns;
+	s->info.last_itch_ns = ts;
 	order_remove(b, s, idx, slot);
-	int rc = add_order(b, s, m->replace.new_order_reference_number, side, m->replace.shares,
-			   m->replace.price_e4);
+	int rc = add_order(b, s, new_ref, side, shares, price_e4);
 	seq_end(s);
 	if (UNLIKELY(rc < 0))
 		b->st.drops[-rc]++;
-	maybe_bbo(b, s, m->timestamp_ns);
+	maybe_bbo(b, s, ts);
+}
+
+static inline void apply_add(struct hc_books *b, uint16_t locate, uint64_t ts, uint64_t ref,
+			     char sc, uint32_t shares, uint32_t price_e4)
+{
+	if (UNLIKELY(sc != 'B' && sc != 'S')) {
+		b->st.drops[HC_DROP_BAD_SIDE]++;
+		return;
+	}
+	struct hc_stock *s = stock_get(b, locate);
+	if (UNLIKELY(!s)) {
+		b->st.drops[HC_DROP_NO_MEMORY]++;
+		return;
+	}
+	seq_begin(s);
+	s->info.messages++;
+	s->info.last_itch_ns = ts;
+	int rc = add_order(b, s, ref, sc == 'S', shares, price_e4);
+	seq_end(s);
+	if (UNLIKELY(rc < 0))
+		b->st.drops[-rc]++;
+	maybe_bbo(b, s, ts);
 }
 
 static void copy_symbol(char dst[9], const char src[8])
@@ -535,28 +557,10 @@ void hc_books_apply(struct hc_books *b, const struct hc_itch_msg *m)
 	b->st.messages[m->type]++;
 	switch (m->type) {
 	case 'A':
-	case 'F': {
-		char sc = m->add.buy_sell_indicator;
-		if (UNLIKELY(sc != 'B' && sc != 'S')) {
-			b->st.drops[HC_DROP_BAD_SIDE]++;
-			return;
-		}
-		struct hc_stock *s = stock_get(b, m->stock_locate);
-		if (UNLIKELY(!s)) {
-			b->st.drops[HC_DROP_NO_MEMORY]++;
-			return;
-		}
-		seq_begin(s);
-		s->info.messages++;
-		s->info.last_itch_ns = m->timestamp_ns;
-		int rc = add_order(b, s, m->add.order_reference_number, sc == 'S', m->add.shares,
-				   m->add.price_e4);
-		seq_end(s);
-		if (UNLIKELY(rc < 0))
-			b->st.drops[-rc]++;
-		maybe_bbo(b, s, m->timestamp_ns);
+	case 'F':
+		apply_add(b, m->stock_locate, m->timestamp_ns, m->add.order_reference_number,
+			  m->add.buy_sell_indicator, m->add.shares, m->add.price_e4);
 		return;
-	}
 	case 'E':
 		reduce(b, m->executed.order_reference_number, m->executed.executed_shares,
 		       m->timestamp_ns, 1, 0);
@@ -573,7 +577,9 @@ void hc_books_apply(struct hc_books *b, const struct hc_itch_msg *m)
 		delete_order(b, m->del.order_reference_number, m->timestamp_ns);
 		return;
 	case 'U':
-		replace_order(b, m);
+		replace_order(b, m->replace.original_order_reference_number,
+			      m->replace.new_order_reference_number, m->replace.shares,
+			      m->replace.price_e4, m->timestamp_ns);
 		return;
 	case 'R': case 'H': case 'Y': case 'h': case 'P': case 'Q': case 'B':
 		apply_state(b, m);
@@ -583,16 +589,69 @@ void hc_books_apply(struct hc_books *b, const struct hc_itch_msg *m)
 	}
 }
 
-int hc_books_feed_msg(struct hc_books *b, const uint8_t *msg, uint32_t len)
+/* Fused decode + apply for the order messages (offsets of ITCH50.md section 4, the same as
+ * hc_itch_decode's); everything else goes through hc_itch_decode + hc_books_apply. */
+int hc_books_feed_msg(struct hc_books *b, const uint8_t *p, uint32_t len)
 {
-	struct hc_itch_msg m;
-	int rc = hc_itch_decode(msg, len, &m);
-	if (UNLIKELY(rc < 0)) {
+	if (UNLIKELY(len == 0)) {
+		b->st.drops[HC_DROP_EMPTY]++;
+		return -HC_DROP_EMPTY;
+	}
+	uint8_t t = p[0];
+	uint32_t want = hc_itch_len[t];
+	if (UNLIKELY(len != want)) {
+		int rc = !want ? -HC_DROP_UNKNOWN_TYPE : len < want ? -HC_DROP_TRUNCATED : -HC_DROP_BAD_LENGTH;
 		b->st.drops[-rc]++;
 		return rc;
 	}
-	hc_books_apply(b, &m);
-	return 0;
+	uint64_t ts = hc_be48(p + 5);
+	switch (t) {
+	case 'A':
+	case 'F':
+		b->st.messages[t]++;
+		apply_add(b, hc_be16(p + 1), ts, hc_be64(p + 11), (char)p[19], hc_be32(p + 20),
+			  hc_be32(p + 32));
+		return 0;
+	case 'E':
+		b->st.messages[t]++;
+		reduce(b, hc_be64(p + 11), hc_be32(p + 19), ts, 1, 0);
+		return 0;
+	case 'C':
+		b->st.messages[t]++;
+		reduce(b, hc_be64(p + 11), hc_be32(p + 19), ts, p[31] == 'Y', hc_be32(p + 32));
+		return 0;
+	case 'X':
+		b->st.messages[t]++;
+		reduce(b, hc_be64(p + 11), hc_be32(p + 19), ts, 0, 0);
+		return 0;
+	case 'D':
+		b->st.messages[t]++;
+		delete_order(b, hc_be64(p + 11), ts);
+		return 0;
+	case 'U':
+		b->st.messages[t]++;
+		replace_order(b, hc_be64(p + 11), hc_be64(p + 19), hc_be32(p + 27), hc_be32(p + 31), ts);
+		return 0;
+	default: {
+		struct hc_itch_msg m;
+		hc_itch_decode(p, len, &m); /* cannot fail: length and type checked above */
+		hc_books_apply(b, &m);
+		return 0;
+	}
+	}
+}
+
+size_t hc_books_feed_records(struct hc_books *b, const uint8_t *p, size_t len)
+{
+	size_t off = 0;
+	while (len - off >= 2) {
+		uint32_t n = hc_be16(p + off);
+		if (len - off - 2 < n)
+			break;
+		hc_books_feed_msg(b, p + off + 2, n);
+		off += 2 + (size_t)n;
+	}
+	return off;
 }
 
 void hc_books_count_drop(struct hc_books *b, int reason)

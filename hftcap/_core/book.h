@@ -77,6 +77,9 @@ const struct hc_books_stats *hc_books_stats(const struct hc_books *b);
 
 /* Decode and apply one framed message, counting a drop instead. Returns 0 or -reason. */
 int hc_books_feed_msg(struct hc_books *b, const uint8_t *msg, uint32_t len);
+/* Apply every complete record of a buffer in NASDAQ file layout (u16 BE length + message);
+ * returns the bytes consumed (a partial record at the end is left). */
+size_t hc_books_feed_records(struct hc_books *b, const uint8_t *p, size_t len);
 
 /* Snapshots (safe while the writer runs). Return the number of levels/trades copied, or
  * -ENOENT for a locate never seen. Bids and asks best first. */

@@ -10,14 +10,7 @@
 
 size_t hc_feed_nasdaq(struct hc_books *b, const uint8_t *p, size_t len, int final)
 {
-	size_t off = 0;
-	while (len - off >= 2) {
-		uint32_t n = hc_be16(p + off);
-		if (len - off - 2 < n)
-			break;
-		hc_books_feed_msg(b, p + off + 2, n);
-		off += 2 + (size_t)n;
-	}
+	size_t off = hc_books_feed_records(b, p, len);
 	if (final && off < len) {
 		hc_books_count_drop(b, -HC_DROP_FILE_TRUNCATED);
 		off = len;
