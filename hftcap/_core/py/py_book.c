@@ -145,7 +145,7 @@ static PyObject *mold_dict(const struct hc_mold_stats *m)
 		"drop_truncated", m->drop_truncated, "drop_trailing", m->drop_trailing);
 }
 
-/* feed_file(path, progress=None, chunk_bytes=8 MiB) -> dict. progress(done, total) is called
+/* feed_file(path, progress=None, chunk_bytes=8 MiB) -> dict. progress(done_bytes) is called
  * at most every 100 ms with on-disk bytes consumed. */
 static PyObject *books_feed_file(BooksObject *self, PyObject *args, PyObject *kw)
 {
