@@ -597,7 +597,8 @@ void hc_books_apply(struct hc_books *b, const struct hc_itch_msg *m)
 
 /* Fused decode + apply for the order messages (offsets of ITCH50.md section 4, the same as
  * hc_itch_decode's); everything else goes through hc_itch_decode + hc_books_apply. */
-int hc_books_feed_msg(struct hc_books *b, const uint8_t *p, uint32_t len)
+static inline __attribute__((always_inline)) int feed_msg(struct hc_books *b, const uint8_t *p,
+							 uint32_t len)
 {
 	if (UNLIKELY(len == 0)) {
 		b->st.drops[HC_DROP_EMPTY]++;
@@ -647,6 +648,11 @@ int hc_books_feed_msg(struct hc_books *b, const uint8_t *p, uint32_t len)
 	}
 }
 
+int hc_books_feed_msg(struct hc_books *b, const uint8_t *p, uint32_t len)
+{
+	return feed_msg(b, p, len);
+}
+
 size_t hc_books_feed_records(struct hc_books *b, const uint8_t *p, size_t len)
 {
 	size_t off = 0;
@@ -654,7 +660,7 @@ size_t hc_books_feed_records(struct hc_books *b, const uint8_t *p, size_t len)
 		uint32_t n = hc_be16(p + off);
 		if (len - off - 2 < n)
 			break;
-		hc_books_feed_msg(b, p + off + 2, n);
+		feed_msg(b, p + off + 2, n);
 		off += 2 + (size_t)n;
 	}
 	return off;
