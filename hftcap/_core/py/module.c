@@ -13,15 +13,8 @@ PyMODINIT_FUNC PyInit__core(void)
 	PyObject *m = PyModule_Create(&core_module);
 	if (!m)
 		return NULL;
-	if (hc_py_add_capture(m) < 0) {
-		Py_DECREF(m);
-		return NULL;
-	}
-	if (hc_py_add_hist(m) < 0) {
-		Py_DECREF(m);
-		return NULL;
-	}
-	if (hc_py_add_sender(m) < 0) {
+	if (hc_py_add_capture(m) < 0 || hc_py_add_book(m) < 0 || hc_py_add_hist(m) < 0 ||
+	    hc_py_add_sender(m) < 0) {
 		Py_DECREF(m);
 		return NULL;
 	}

@@ -10,6 +10,12 @@ int hc_py_add_hist(PyObject *m);
 /* bytes holding n contiguous histograms' export records (hist.h layout), for snapshots. */
 struct hc_hist;
 PyObject *hc_py_hist_bytes(const struct hc_hist *hists, unsigned n);
+int hc_py_add_book(PyObject *m);
+
+struct hc_books;
+/* A hftcap._core.Books view of books fed elsewhere (live capture): keeps `owner` alive, never
+ * frees b, refuses feed calls. New reference, or NULL with an exception. */
+PyObject *hc_py_books_wrap(struct hc_books *b, PyObject *owner);
 
 /* Raise OSError(errno) for a -errno from the core, with a short context string. */
 static inline PyObject *hc_py_errno(int neg_errno, const char *what)

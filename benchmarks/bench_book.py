@@ -1,0 +1,165 @@
+#!/usr/bin/env python3
+"""ITCH 5.0 decode and decode+books throughput on a generated file, against PyPI itch-book.
+
+Generates an N-message file with hftcap's deterministic generator (default 10 million
+messages, 8 stocks), reads it into memory, and on one pinned core times, alternating run by run:
+  decode      hftcap._core.decode_only(buf): every message decoded into struct hc_itch_msg
+  books       hftcap._core.Books().feed(buf): decode + order-by-order books for every stock
+  itch-book   itch_book._core.Session([], 0, []).feed(buf) (its C++ core: parse + apply for
+              all symbols, no output table), in its own venv under the work dir, run in a
+              subprocess pinned to the same core; timed inside that process
+Each figure is wall time from time.perf_counter_ns (CLOCK_MONOTONIC) around one call over the
+whole in-memory buffer; file reading and process start are excluded. Medians over --runs.
+Never part of the CI gate. On a shared or virtual machine the numbers are noisy: the JSON
+records the load average before and after.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ITCH_BOOK_RUNNER = r"""
+import json, sys, time
+from itch_book._core import Session
+data = open(sys.argv[1], "rb").read()
+s = Session([], 0, [])
+t = time.perf_counter_ns(); s.feed(data); e = time.perf_counter_ns() - t
+st = s.stats()
+print(json.dumps({"ns": e, "messages": st["messages"], "live_orders": st["live_orders"],
+                  "missing_ref": st["missing_ref"], "crossed_books": st["crossed_books"]}))
+"""
+
+
+def cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def setup_itch_book(workdir: Path):
+    """Returns (python path, None) or (None, reason)."""
+    venv = workdir / "itch-book-venv"
+    py = venv / "bin" / "python"
+    if py.exists() and subprocess.run([str(py), "-c", "import itch_book._core"],
+                                      capture_output=True).returncode == 0:
+        return py, None
+    r = subprocess.run([sys.executable, "-m", "venv", str(venv)], capture_output=True, text=True)
+    if r.returncode:
+        return None, f"python -m venv failed: {r.stderr.strip()[-300:]}"
+    r = subprocess.run([str(py), "-m", "pip", "install", "-q", "itch-book"], capture_output=True,
+                       text=True, timeout=600)
+    if r.returncode:
+        return None, f"pip install itch-book failed: {r.stderr.strip()[-300:]}"
+    return py, None
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--messages", type=int, default=10_000_000)
+    ap.add_argument("--stocks", type=int, default=8)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--cpu", type=int, default=None, help="core to pin to (default: the last one)")
+    ap.add_argument("--expected-orders", type=int, default=1 << 20,
+                    help="hc_books_new pool/table sizing (default 1M orders, the live default)")
+    ap.add_argument("--workdir", default="bench-out/bench_book")
+    ap.add_argument("--no-itch-book", action="store_true")
+    ap.add_argument("--json", metavar="FILE", help="write the results as JSON")
+    a = ap.parse_args()
+
+    from hftcap import _core, gen
+
+    work = Path(a.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    cpu = a.cpu if a.cpu is not None else max(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cpu})
+    path = work / f"gen-s{a.seed}-k{a.stocks}-n{a.messages}.itch"
+    if not path.exists():
+        t = time.perf_counter_ns()
+        gen.write_file(path, a.seed, a.stocks, a.messages)
+        print(f"generated {path} ({path.stat().st_size} bytes) in {(time.perf_counter_ns() - t) / 1e9:.2f} s")
+    data = path.read_bytes()
+    n = a.messages
+
+    ib_py, ib_reason = (None, "disabled with --no-itch-book") if a.no_itch_book else setup_itch_book(work)
+    if ib_py is None:
+        print(f"itch-book: not compared: {ib_reason}")
+
+    load_before = os.getloadavg()
+    res = {"decode": [], "books": [], "itch_book": []}
+    check = {}
+    for i in range(a.runs):
+        t = time.perf_counter_ns()
+        decoded, drops = _core.decode_only(data)
+        res["decode"].append(time.perf_counter_ns() - t)
+        assert decoded == n and not drops, (decoded, drops)
+
+        b = _core.Books(a.expected_orders)
+        t = time.perf_counter_ns()
+        b.feed(data)
+        res["books"].append(time.perf_counter_ns() - t)
+        st = b.stats()
+        check["hftcap_live_orders"] = st["orders_live"]
+        check["hftcap_drops"] = sum(st["drops"].values())
+        del b
+
+        if ib_py is not None:
+            r = subprocess.run([str(ib_py), "-c", ITCH_BOOK_RUNNER, str(path)], capture_output=True,
+                               text=True)
+            if r.returncode:
+                ib_reason = f"itch-book run failed: {r.stderr.strip()[-300:]}"
+                print(ib_reason)
+                ib_py = None
+            else:
+                out = json.loads(r.stdout)
+                res["itch_book"].append(out["ns"])
+                check["itch_book_live_orders"] = out["live_orders"]
+                check["itch_book_missing_ref"] = out["missing_ref"]
+                check["itch_book_messages"] = out["messages"]
+        print(f"run {i + 1}/{a.runs}: decode {res['decode'][-1] / n:.2f} ns/msg, books "
+              f"{res['books'][-1] / n:.2f} ns/msg" +
+              (f", itch-book {res['itch_book'][-1] / n:.2f} ns/msg" if res["itch_book"] else ""))
+    load_after = os.getloadavg()
+
+    summary = {}
+    for k, v in res.items():
+        if v:
+            med = statistics.median(v)
+            summary[k] = {"median_ns_per_msg": med / n, "median_msgs_per_s": n / (med / 1e9),
+                          "runs_ns": v}
+    print(f"\n{n} messages, {a.stocks} stocks, seed {a.seed}, in memory, one core (cpu {cpu}), "
+          f"median of {a.runs} alternating runs, wall time CLOCK_MONOTONIC:")
+    for k, s in summary.items():
+        print(f"  {k:10s} {s['median_ns_per_msg']:7.2f} ns/msg  {s['median_msgs_per_s'] / 1e6:7.2f} M msg/s")
+    ratio = None
+    if "itch_book" in summary:
+        ratio = summary["itch_book"]["median_ns_per_msg"] / summary["books"]["median_ns_per_msg"]
+        print(f"  hftcap decode+books is {ratio:.2f}x itch-book's throughput (target >= 2x)")
+        print(f"  cross-check: live orders at end hftcap {check['hftcap_live_orders']}, "
+              f"itch-book {check['itch_book_live_orders']}")
+    print(f"  load average before {load_before[0]:.2f}, after {load_after[0]:.2f} "
+          f"({os.cpu_count()} CPUs: other work on the machine skews these numbers)")
+    if a.json:
+        doc = {"bench": "bench_book", "messages": n, "stocks": a.stocks, "seed": a.seed,
+               "runs": a.runs, "cpu": cpu, "cpu_model": cpu_model(), "cpus": os.cpu_count(),
+               "python": platform.python_version(), "clock": "CLOCK_MONOTONIC (time.perf_counter_ns)",
+               "expected_orders": a.expected_orders, "results": summary,
+               "ratio_books_vs_itch_book": ratio, "itch_book_not_compared": ib_reason if ratio is None else None,
+               "cross_check": check, "load_average_before": load_before, "load_average_after": load_after}
+        Path(a.json).write_text(json.dumps(doc, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

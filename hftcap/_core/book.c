@@ -1,0 +1,923 @@
+/* book.c: order books (see book.h for layout, concurrency and memory). */
+#include <errno.h>
+#include <stdlib.h>
+#include <stdatomic.h>
+#include "book.h"
+
+#define LIKELY(x) __builtin_expect(!!(x), 1)
+#define UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define NOINLINE __attribute__((noinline))
+
+/* Level key: ascending in the array for both sides so the best level is the last one.
+ * Bids: key = price; asks: key = ~price. */
+static inline uint32_t side_key(int side, uint32_t price_e4) { return side ? ~price_e4 : price_e4; }
+static inline uint32_t key_price(int side, uint32_t key) { return side ? ~key : key; }
+
+struct hc_level {
+	uint32_t key;
+	uint32_t orders;
+	uint64_t shares;
+	uint32_t head, tail; /* FIFO of pool indices */
+};
+
+struct hc_level_arr {
+	uint32_t cap;
+	uint32_t pad;
+	struct hc_level_arr *retired; /* chain of outgrown arrays, freed in hc_books_free */
+	struct hc_level l[];
+};
+
+struct hc_side {
+	struct hc_level_arr *a; /* published with release; readers clamp n to a->cap */
+	uint32_t n;
+};
+
+struct hc_stock {
+	_Atomic uint32_t seq;     /* odd while the writer changes this stock */
+	struct hc_stock_info info;
+	uint64_t trades_total;    /* ring head: trades pushed so far */
+	struct hc_trade ring[HC_TRADES_RING];
+	struct hc_side side[2];
+};
+
+struct hc_order {
+	uint64_t ref;
+	uint32_t shares;
+	uint32_t key;
+	uint32_t prev, next;      /* queue links (pool indices, 0 = none); next = free list link */
+	uint16_t locate;
+	uint8_t side;
+	uint8_t pad;
+};
+
+struct hc_books {
+	struct hc_order *pool;    /* index 0 unused (null) */
+	uint32_t pool_cap, pool_used, free_head;
+	uint32_t *table;          /* open addressing, linear probing, 0 = empty */
+	uint64_t mask;
+	int shift;
+	struct hc_stock *_Atomic stocks[65536];
+	uint16_t locs[65536];     /* locates in order of first appearance (writer only) */
+	uint32_t n_locs;
+	struct hc_books_stats st;
+	struct hc_level_arr *retired;
+	int bbo_locate;
+	char bbo_symbol[9];       /* "" : none */
+	struct hc_bbo_change *bbo;
+	size_t bbo_n, bbo_cap;
+	struct hc_bbo_change bbo_last;
+};
+
+/* ---- seqlock (writer side) ---- */
+static inline void seq_begin(struct hc_stock *s)
+{
+	atomic_store_explicit(&s->seq, atomic_load_explicit(&s->seq, memory_order_relaxed) + 1,
+			      memory_order_relaxed);
+	atomic_thread_fence(memory_order_release);
+}
+static inline void seq_end(struct hc_stock *s)
+{
+	atomic_store_explicit(&s->seq, atomic_load_explicit(&s->seq, memory_order_relaxed) + 1,
+			      memory_order_release);
+}
+
+/* ---- order table ---- */
+/* Blocks of 16 consecutive references (one 64-byte line of slots) are placed by Fibonacci
+ * hashing of ref / 16; inside a block the low bits index directly. References are mostly
+ * increasing, so a run of adds touches one cache line per 16 orders instead of one each,
+ * while sparse, strided or hostile references still spread over the whole table. */
+#define HC_REF_BLOCK_BITS 4
+static inline uint64_t ref_hash(const struct hc_books *b, uint64_t ref)
+{
+	uint64_t blk = ((ref >> HC_REF_BLOCK_BITS) * 0x9E3779B97F4A7C15ull) >> b->shift;
+	return blk << HC_REF_BLOCK_BITS | (ref & ((1u << HC_REF_BLOCK_BITS) - 1));
+}
+
+static inline uint32_t *table_slot(struct hc_books *b, uint64_t ref)
+{
+	uint64_t i = ref_hash(b, ref);
+	for (;;) {
+		uint32_t o = b->table[i];
+		if (!o || b->pool[o].ref == ref)
+			return &b->table[i];
+		i = (i + 1) & b->mask;
+	}
+}
+
+/* Remove the entry at slot i, shifting later entries of the cluster back (no tombstones). */
+static void table_erase(struct hc_books *b, uint64_t i)
+{
+	uint64_t j = i;
+	for (;;) {
+		j = (j + 1) & b->mask;
+		uint32_t o = b->table[j];
+		if (!o)
+			break;
+		uint64_t k = ref_hash(b, b->pool[o].ref);
+		/* move o back to i if its home k is not cyclically in (i, j] */
+		int stays = (i <= j) ? (i < k && k <= j) : (i < k || k <= j);
+		if (!stays) {
+			b->table[i] = o;
+			i = j;
+		}
+	}
+	b->table[i] = 0;
+}
+
+static int table_alloc(struct hc_books *b, uint64_t slots)
+{
+	int bits = 10;
+	while ((1ull << bits) < slots)
+		bits++;
+	uint32_t *t = calloc(1ull << bits, sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	uint32_t *old = b->table;
+	uint64_t old_n = old ? b->mask + 1 : 0;
+	b->table = t;
+	b->mask = (1ull << bits) - 1;
+	b->shift = 64 - (bits - HC_REF_BLOCK_BITS);
+	for (uint64_t i = 0; i < old_n; i++)
+		if (old[i])
+			*table_slot(b, b->pool[old[i]].ref) = old[i];
+	free(old);
+	return 0;
+}
+
+static NOINLINE int pool_grow(struct hc_books *b)
+{
+	uint64_t cap = (uint64_t)b->pool_cap * 2;
+	if (cap > UINT32_MAX)
+		return -ENOMEM;
+	struct hc_order *p = realloc(b->pool, cap * sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	b->pool = p;
+	b->pool_cap = (uint32_t)cap;
+	return 0;
+}
+
+/* Pool index for a new order, growing pool/table when needed; 0 on allocation failure. */
+static inline uint32_t order_alloc(struct hc_books *b)
+{
+	uint32_t idx = b->free_head;
+	if (idx) {
+		b->free_head = b->pool[idx].next;
+	} else {
+		if (UNLIKELY(b->pool_used == b->pool_cap) && pool_grow(b) < 0)
+			return 0;
+		idx = b->pool_used++;
+	}
+	return idx;
+}
+
+static inline void order_release(struct hc_books *b, uint32_t idx)
+{
+	b->pool[idx].next = b->free_head;
+	b->free_head = idx;
+}
+
+/* ---- stocks ---- */
+static NOINLINE struct hc_stock *stock_new(struct hc_books *b, uint16_t locate)
+{
+	struct hc_stock *s = calloc(1, sizeof(*s));
+	if (!s)
+		return NULL;
+	s->info.locate = locate;
+	for (int k = 0; k < 2; k++) {
+		s->side[k].a = malloc(sizeof(struct hc_level_arr) + 64 * sizeof(struct hc_level));
+		if (!s->side[k].a) {
+			free(s->side[0].a);
+			free(s);
+			return NULL;
+		}
+		s->side[k].a->cap = 64;
+		s->side[k].a->retired = NULL;
+	}
+	b->locs[b->n_locs++] = locate;
+	atomic_store_explicit(&b->stocks[locate], s, memory_order_release);
+	return s;
+}
+
+static inline struct hc_stock *stock_get(struct hc_books *b, uint16_t locate)
+{
+	struct hc_stock *s = atomic_load_explicit(&b->stocks[locate], memory_order_relaxed);
+	if (UNLIKELY(!s))
+		s = stock_new(b, locate);
+	return s;
+}
+
+/* ---- levels ---- */
+/* Lower bound: first index whose key >= key. Scans from the top (where most activity is),
+ * falls back to binary search below the top 16 levels. */
+static inline uint32_t level_lb(const struct hc_level *l, uint32_t n, uint32_t key)
+{
+	uint32_t i = n;
+	uint32_t stop = n > 16 ? n - 16 : 0;
+	while (i > stop && l[i - 1].key >= key)
+		i--;
+	if (i > stop || stop == 0)
+		return i;
+	uint32_t lo = 0, hi = stop; /* answer in [0, stop] */
+	while (lo < hi) {
+		uint32_t mid = (lo + hi) / 2;
+		if (l[mid].key >= key)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	return lo;
+}
+
+static NOINLINE int side_grow(struct hc_books *b, struct hc_side *sd)
+{
+	uint32_t cap = sd->a->cap * 2;
+	struct hc_level_arr *a = malloc(sizeof(*a) + (size_t)cap * sizeof(struct hc_level));
+	if (!a)
+		return -ENOMEM;
+	a->cap = cap;
+	a->retired = NULL;
+	memcpy(a->l, sd->a->l, (size_t)sd->n * sizeof(struct hc_level));
+	sd->a->retired = b->retired;
+	b->retired = sd->a;
+	atomic_store_explicit((struct hc_level_arr *_Atomic *)&sd->a, a, memory_order_release);
+	return 0;
+}
+
+/* Level for (side, key), created if absent. NULL when the array cannot grow. */
+static inline struct hc_level *level_get(struct hc_books *b, struct hc_side *sd, uint32_t key)
+{
+	uint32_t n = sd->n;
+	uint32_t i = level_lb(sd->a->l, n, key);
+	if (i < n && sd->a->l[i].key == key)
+		return &sd->a->l[i];
+	if (UNLIKELY(n == sd->a->cap) && side_grow(b, sd) < 0)
+		return NULL;
+	struct hc_level *l = sd->a->l;
+	if (i < n)
+		memmove(&l[i + 1], &l[i], (size_t)(n - i) * sizeof(*l));
+	l[i] = (struct hc_level){ .key = key };
+	sd->n = n + 1;
+	return &l[i];
+}
+
+static inline struct hc_level *level_find(struct hc_side *sd, uint32_t key)
+{
+	uint32_t i = level_lb(sd->a->l, sd->n, key);
+	return &sd->a->l[i]; /* the order's level always exists */
+}
+
+static inline void level_remove(struct hc_side *sd, struct hc_level *lv)
+{
+	struct hc_level *l = sd->a->l;
+	uint32_t i = (uint32_t)(lv - l);
+	sd->n--;
+	if (i < sd->n)
+		memmove(&l[i], &l[i + 1], (size_t)(sd->n - i) * sizeof(*l));
+}
+
+/* ---- BBO recording (offline, one locate) ---- */
+static NOINLINE void bbo_record(struct hc_books *b, struct hc_stock *s, uint64_t ts)
+{
+	struct hc_bbo_change c = { .itch_ns = ts };
+	struct hc_side *bs = &s->side[HC_SIDE_BID], *as = &s->side[HC_SIDE_ASK];
+	if (bs->n) {
+		c.bid_price_e4 = key_price(0, bs->a->l[bs->n - 1].key);
+		c.bid_shares = bs->a->l[bs->n - 1].shares;
+	}
+	if (as->n) {
+		c.ask_price_e4 = key_price(1, as->a->l[as->n - 1].key);
+		c.ask_shares = as->a->l[as->n - 1].shares;
+	}
+	struct hc_bbo_change *l = &b->bbo_last;
+	if (c.bid_price_e4 == l->bid_price_e4 && c.ask_price_e4 == l->ask_price_e4 &&
+	    c.bid_shares == l->bid_shares && c.ask_shares == l->ask_shares)
+		return;
+	b->bbo_last = c;
+	if (b->bbo_n == b->bbo_cap) {
+		size_t cap = b->bbo_cap ? b->bbo_cap * 2 : 65536;
+		struct hc_bbo_change *p = realloc(b->bbo, cap * sizeof(*p));
+		if (!p) {
+			b->st.drops[HC_DROP_NO_MEMORY]++;
+			return;
+		}
+		b->bbo = p;
+		b->bbo_cap = cap;
+	}
+	b->bbo[b->bbo_n++] = c;
+	b->st.bbo_changes++;
+}
+
+/* ---- book operations ---- */
+static inline void trade_push(struct hc_stock *s, uint64_t ts, uint32_t price_e4, uint64_t shares)
+{
+	struct hc_trade *t = &s->ring[s->trades_total % HC_TRADES_RING];
+	t->itch_ns = ts;
+	t->price_e4 = price_e4;
+	t->shares = shares;
+	s->trades_total++;
+	s->info.trades++;
+	s->info.volume += shares;
+	s->info.last_trade_price_e4 = price_e4;
+}
+
+/* Rest order idx (fields ref/shares/key/locate/side set) at the back of its level's queue. */
+static inline int order_rest(struct hc_books *b, struct hc_stock *s, uint32_t idx)
+{
+	struct hc_order *o = &b->pool[idx];
+	struct hc_side *sd = &s->side[o->side];
+	struct hc_level *lv = level_get(b, sd, o->key);
+	if (UNLIKELY(!lv))
+		return -ENOMEM;
+	o->prev = lv->tail;
+	o->next = 0;
+	if (lv->tail)
+		b->pool[lv->tail].next = idx;
+	else
+		lv->head = idx;
+	lv->tail = idx;
+	lv->orders++;
+	lv->shares += o->shares;
+	s->info.orders_live++;
+	return 0;
+}
+
+/* Take order idx (at table slot) off its level and out of the table and pool. */
+static inline void order_remove(struct hc_books *b, struct hc_stock *s, uint32_t idx, uint32_t *slot)
+{
+	struct hc_order *o = &b->pool[idx];
+	struct hc_side *sd = &s->side[o->side];
+	struct hc_level *lv = level_find(sd, o->key);
+	if (o->prev)
+		b->pool[o->prev].next = o->next;
+	else
+		lv->head = o->next;
+	if (o->next)
+		b->pool[o->next].prev = o->prev;
+	else
+		lv->tail = o->prev;
+	lv->shares -= o->shares;
+	if (--lv->orders == 0)
+		level_remove(sd, lv);
+	s->info.orders_live--;
+	table_erase(b, (uint64_t)(slot - b->table));
+	order_release(b, idx);
+	b->st.orders_live--;
+}
+
+static NOINLINE int table_grow(struct hc_books *b)
+{
+	return table_alloc(b, (b->mask + 1) * 2);
+}
+
+/* Add a new order; returns 0 or -reason. */
+static inline int add_order(struct hc_books *b, struct hc_stock *s, uint64_t ref, int side,
+			    uint32_t shares, uint32_t price_e4)
+{
+	if (UNLIKELY(shares == 0))
+		return -HC_DROP_ZERO_SHARES;
+	if (UNLIKELY(b->st.orders_live * 10 >= (b->mask + 1) * 7) && table_grow(b) < 0)
+		return -HC_DROP_NO_MEMORY;
+	uint32_t *slot = table_slot(b, ref);
+	if (UNLIKELY(*slot))
+		return -HC_DROP_DUPLICATE_REF;
+	uint32_t idx = order_alloc(b);
+	if (UNLIKELY(!idx))
+		return -HC_DROP_NO_MEMORY;
+	struct hc_order *o = &b->pool[idx];
+	o->ref = ref;
+	o->shares = shares;
+	o->key = side_key(side, price_e4);
+	o->locate = s->info.locate;
+	o->side = (uint8_t)side;
+	if (UNLIKELY(order_rest(b, s, idx) < 0)) {
+		order_release(b, idx);
+		return -HC_DROP_NO_MEMORY;
+	}
+	*slot = idx;
+	if (++b->st.orders_live > b->st.orders_peak)
+		b->st.orders_peak = b->st.orders_live;
+	return 0;
+}
+
+static inline void maybe_bbo(struct hc_books *b, struct hc_stock *s, uint64_t ts)
+{
+	if (UNLIKELY(b->bbo_locate == (int)s->info.locate))
+		bbo_record(b, s, ts);
+}
+
+/* E, C, X: take `shares` off order ref. exec_price_e4: 0 for X, else the print price. */
+static inline void reduce(struct hc_books *b, uint64_t ref, uint32_t shares, uint64_t ts,
+			  int print, uint32_t exec_price_e4)
+{
+	uint32_t *slot = table_slot(b, ref);
+	uint32_t idx = *slot;
+	if (UNLIKELY(!idx)) {
+		b->st.drops[HC_DROP_UNKNOWN_REF]++;
+		return;
+	}
+	struct hc_order *o = &b->pool[idx];
+	struct hc_stock *s = b->stocks[o->locate];
+	uint32_t amt = shares;
+	if (UNLIKELY(amt > o->shares)) {
+		b->st.drops[HC_DROP_OVER_REDUCE]++;
+		amt = o->shares;
+	}
+	seq_begin(s);
+	s->info.messages++;
+	s->info.last_itch_ns = ts;
+	if (print)
+		trade_push(s, ts, exec_price_e4 ? exec_price_e4 : key_price(o->side, o->key), amt);
+	if (amt == o->shares) {
+		order_remove(b, s, idx, slot);
+	} else {
+		o->shares -= amt;
+		level_find(&s->side[o->side], o->key)->shares -= amt;
+	}
+	seq_end(s);
+	maybe_bbo(b, s, ts);
+}
+
+static inline void delete_order(struct hc_books *b, uint64_t ref, uint64_t ts)
+{
+	uint32_t *slot = table_slot(b, ref);
+	uint32_t idx = *slot;
+	if (UNLIKELY(!idx)) {
+		b->st.drops[HC_DROP_UNKNOWN_REF]++;
+		return;
+	}
+	struct hc_stock *s = b->stocks[b->pool[idx].locate];
+	seq_begin(s);
+	s->info.messages++;
+	s->info.last_itch_ns = ts;
+	order_remove(b, s, idx, slot);
+	seq_end(s);
+	maybe_bbo(b, s, ts);
+}
+
+static inline void replace_order(struct hc_books *b, uint64_t old_ref, uint64_t new_ref,
+				 uint32_t shares, uint32_t price_e4, uint64_t ts)
+{
+	uint32_t *slot = table_slot(b, old_ref);
+	uint32_t idx = *slot;
+	if (UNLIKELY(!idx)) {
+		b->st.drops[HC_DROP_UNKNOWN_REF]++;
+		return;
+	}
+	struct hc_stock *s = b->stocks[b->pool[idx].locate];
+	int side = b->pool[idx].side;
+	seq_begin(s);
+	s->info.messages++;
+	s->info.last_itch_ns = ts;
+	order_remove(b, s, idx, slot);
+	int rc = add_order(b, s, new_ref, side, shares, price_e4);
+	seq_end(s);
+	if (UNLIKELY(rc < 0))
+		b->st.drops[-rc]++;
+	maybe_bbo(b, s, ts);
+}
+
+static inline void apply_add(struct hc_books *b, uint16_t locate, uint64_t ts, uint64_t ref,
+			     char sc, uint32_t shares, uint32_t price_e4)
+{
+	if (UNLIKELY(sc != 'B' && sc != 'S')) {
+		b->st.drops[HC_DROP_BAD_SIDE]++;
+		return;
+	}
+	struct hc_stock *s = stock_get(b, locate);
+	if (UNLIKELY(!s)) {
+		b->st.drops[HC_DROP_NO_MEMORY]++;
+		return;
+	}
+	seq_begin(s);
+	s->info.messages++;
+	s->info.last_itch_ns = ts;
+	int rc = add_order(b, s, ref, sc == 'S', shares, price_e4);
+	seq_end(s);
+	if (UNLIKELY(rc < 0))
+		b->st.drops[-rc]++;
+	maybe_bbo(b, s, ts);
+}
+
+static void copy_symbol(char dst[9], const char src[8])
+{
+	int n = 8;
+	while (n > 0 && (src[n - 1] == ' ' || src[n - 1] == 0))
+		n--;
+	memcpy(dst, src, (size_t)n);
+	dst[n] = 0;
+}
+
+/* Messages that only touch per-stock state. */
+static NOINLINE void apply_state(struct hc_books *b, const struct hc_itch_msg *m)
+{
+	struct hc_stock *s = stock_get(b, m->stock_locate);
+	if (UNLIKELY(!s)) {
+		b->st.drops[HC_DROP_NO_MEMORY]++;
+		return;
+	}
+	seq_begin(s);
+	s->info.messages++;
+	s->info.last_itch_ns = m->timestamp_ns;
+	switch (m->type) {
+	case 'R':
+		copy_symbol(s->info.symbol, m->stock_directory.stock);
+		s->info.market_category = m->stock_directory.market_category;
+		s->info.financial_status_indicator = m->stock_directory.financial_status_indicator;
+		s->info.authenticity = m->stock_directory.authenticity;
+		s->info.issue_classification = m->stock_directory.issue_classification;
+		s->info.round_lot_size = m->stock_directory.round_lot_size;
+		if (b->bbo_symbol[0] && strcmp(b->bbo_symbol, s->info.symbol) == 0)
+			b->bbo_locate = s->info.locate;
+		break;
+	case 'H':
+		s->info.trading_state = m->trading_action.trading_state;
+		break;
+	case 'Y':
+		s->info.reg_sho_action = m->reg_sho.reg_sho_action;
+		break;
+	case 'h': {
+		char c = m->operational_halt.market_code;
+		int k = c == 'Q' ? 0 : c == 'B' ? 1 : c == 'X' ? 2 : -1;
+		if (k >= 0)
+			s->info.halted_markets[k] = m->operational_halt.operational_halt_action;
+		break;
+	}
+	case 'P':
+		trade_push(s, m->timestamp_ns, m->trade.price_e4, m->trade.shares);
+		break;
+	case 'Q':
+		if (m->cross_trade.shares)
+			trade_push(s, m->timestamp_ns, m->cross_trade.cross_price_e4, m->cross_trade.shares);
+		break;
+	case 'B':
+		s->info.broken_trades++;
+		b->st.broken_trades++;
+		break;
+	}
+	seq_end(s);
+}
+
+void hc_books_apply(struct hc_books *b, const struct hc_itch_msg *m)
+{
+	b->st.messages[m->type]++;
+	switch (m->type) {
+	case 'A':
+	case 'F':
+		apply_add(b, m->stock_locate, m->timestamp_ns, m->add.order_reference_number,
+			  m->add.buy_sell_indicator, m->add.shares, m->add.price_e4);
+		return;
+	case 'E':
+		reduce(b, m->executed.order_reference_number, m->executed.executed_shares,
+		       m->timestamp_ns, 1, 0);
+		return;
+	case 'C':
+		reduce(b, m->executed.order_reference_number, m->executed.executed_shares,
+		       m->timestamp_ns, m->executed.printable == 'Y', m->executed.execution_price_e4);
+		return;
+	case 'X':
+		reduce(b, m->cancel.order_reference_number, m->cancel.canceled_shares,
+		       m->timestamp_ns, 0, 0);
+		return;
+	case 'D':
+		delete_order(b, m->del.order_reference_number, m->timestamp_ns);
+		return;
+	case 'U':
+		replace_order(b, m->replace.original_order_reference_number,
+			      m->replace.new_order_reference_number, m->replace.shares,
+			      m->replace.price_e4, m->timestamp_ns);
+		return;
+	case 'R': case 'H': case 'Y': case 'h': case 'P': case 'Q': case 'B':
+		apply_state(b, m);
+		return;
+	default:
+		return;
+	}
+}
+
+/* Fused decode + apply for the order messages (offsets of ITCH50.md section 4, the same as
+ * hc_itch_decode's); everything else goes through hc_itch_decode + hc_books_apply. */
+static inline __attribute__((always_inline)) int feed_msg(struct hc_books *b, const uint8_t *p,
+							 uint32_t len)
+{
+	if (UNLIKELY(len == 0)) {
+		b->st.drops[HC_DROP_EMPTY]++;
+		return -HC_DROP_EMPTY;
+	}
+	uint8_t t = p[0];
+	uint32_t want = hc_itch_len[t];
+	if (UNLIKELY(len != want)) {
+		int rc = !want ? -HC_DROP_UNKNOWN_TYPE : len < want ? -HC_DROP_TRUNCATED : -HC_DROP_BAD_LENGTH;
+		b->st.drops[-rc]++;
+		return rc;
+	}
+	uint64_t ts = hc_be48(p + 5);
+	switch (t) {
+	case 'A':
+	case 'F':
+		b->st.messages[t]++;
+		apply_add(b, hc_be16(p + 1), ts, hc_be64(p + 11), (char)p[19], hc_be32(p + 20),
+			  hc_be32(p + 32));
+		return 0;
+	case 'E':
+		b->st.messages[t]++;
+		reduce(b, hc_be64(p + 11), hc_be32(p + 19), ts, 1, 0);
+		return 0;
+	case 'C':
+		b->st.messages[t]++;
+		reduce(b, hc_be64(p + 11), hc_be32(p + 19), ts, p[31] == 'Y', hc_be32(p + 32));
+		return 0;
+	case 'X':
+		b->st.messages[t]++;
+		reduce(b, hc_be64(p + 11), hc_be32(p + 19), ts, 0, 0);
+		return 0;
+	case 'D':
+		b->st.messages[t]++;
+		delete_order(b, hc_be64(p + 11), ts);
+		return 0;
+	case 'U':
+		b->st.messages[t]++;
+		replace_order(b, hc_be64(p + 11), hc_be64(p + 19), hc_be32(p + 27), hc_be32(p + 31), ts);
+		return 0;
+	default: {
+		struct hc_itch_msg m;
+		hc_itch_decode(p, len, &m); /* cannot fail: length and type checked above */
+		hc_books_apply(b, &m);
+		return 0;
+	}
+	}
+}
+
+int hc_books_feed_msg(struct hc_books *b, const uint8_t *p, uint32_t len)
+{
+	return feed_msg(b, p, len);
+}
+
+size_t hc_books_feed_records(struct hc_books *b, const uint8_t *p, size_t len)
+{
+	size_t off = 0;
+	while (len - off >= 2) {
+		uint32_t n = hc_be16(p + off);
+		if (len - off - 2 < n)
+			break;
+		feed_msg(b, p + off + 2, n);
+		off += 2 + (size_t)n;
+	}
+	return off;
+}
+
+void hc_books_count_drop(struct hc_books *b, int reason)
+{
+	if (reason < 0 && -reason < HC_DROP__MAX)
+		b->st.drops[-reason]++;
+}
+
+const struct hc_books_stats *hc_books_stats(const struct hc_books *b) { return &b->st; }
+
+int hc_books_new(struct hc_books **out, uint64_t expected_orders)
+{
+	struct hc_books *b = calloc(1, sizeof(*b));
+	if (!b)
+		return -ENOMEM;
+	if (expected_orders < 1024)
+		expected_orders = 1024;
+	if (expected_orders > (1u << 31))
+		expected_orders = 1u << 31;
+	b->pool_cap = (uint32_t)expected_orders + 1;
+	b->pool = malloc((size_t)b->pool_cap * sizeof(*b->pool));
+	b->pool_used = 1;
+	b->bbo_locate = -1;
+	if (!b->pool || table_alloc(b, expected_orders * 10 / 7 + 1) < 0) {
+		free(b->pool);
+		free(b);
+		return -ENOMEM;
+	}
+	*out = b;
+	return 0;
+}
+
+void hc_books_free(struct hc_books *b)
+{
+	if (!b)
+		return;
+	for (int i = 0; i < 65536; i++) {
+		struct hc_stock *s = b->stocks[i];
+		if (s) {
+			free(s->side[0].a);
+			free(s->side[1].a);
+			free(s);
+		}
+	}
+	for (struct hc_level_arr *a = b->retired, *nx; a; a = nx) {
+		nx = a->retired;
+		free(a);
+	}
+	free(b->bbo);
+	free(b->table);
+	free(b->pool);
+	free(b);
+}
+
+/* ---- readers ---- */
+static inline struct hc_stock *stock_peek(struct hc_books *b, uint16_t locate)
+{
+	return atomic_load_explicit(&b->stocks[locate], memory_order_acquire);
+}
+static inline uint32_t seq_read_begin(struct hc_stock *s)
+{
+	uint32_t v;
+	while ((v = atomic_load_explicit(&s->seq, memory_order_acquire)) & 1) {
+#if defined(__x86_64__) || defined(__i386__)
+		__builtin_ia32_pause();
+#endif
+	}
+	return v;
+}
+static inline int seq_read_retry(struct hc_stock *s, uint32_t v)
+{
+	atomic_thread_fence(memory_order_acquire);
+	return atomic_load_explicit(&s->seq, memory_order_relaxed) != v;
+}
+
+static uint32_t copy_side(struct hc_side *sd, int side, uint32_t levels, struct hc_level_snap *out)
+{
+	struct hc_level_arr *a = atomic_load_explicit((struct hc_level_arr *_Atomic *)&sd->a,
+						      memory_order_acquire);
+	uint32_t n = *(volatile uint32_t *)&sd->n;
+	if (n > a->cap)
+		n = a->cap; /* torn read: retried by the caller */
+	uint32_t k = n < levels ? n : levels;
+	for (uint32_t i = 0; i < k; i++) {
+		const struct hc_level *l = &a->l[n - 1 - i];
+		out[i].price_e4 = key_price(side, l->key);
+		out[i].orders = l->orders;
+		out[i].shares = l->shares;
+	}
+	return k;
+}
+
+int hc_books_snapshot(struct hc_books *b, uint16_t locate, uint32_t levels,
+		      struct hc_level_snap *bids, uint32_t *n_bids,
+		      struct hc_level_snap *asks, uint32_t *n_asks)
+{
+	struct hc_stock *s = stock_peek(b, locate);
+	if (!s)
+		return -ENOENT;
+	uint32_t v;
+	do {
+		v = seq_read_begin(s);
+		*n_bids = copy_side(&s->side[0], 0, levels, bids);
+		*n_asks = copy_side(&s->side[1], 1, levels, asks);
+	} while (seq_read_retry(s, v));
+	return 0;
+}
+
+int hc_books_trades(struct hc_books *b, uint16_t locate, uint32_t n, struct hc_trade *out)
+{
+	struct hc_stock *s = stock_peek(b, locate);
+	if (!s)
+		return -ENOENT;
+	if (n > HC_TRADES_RING)
+		n = HC_TRADES_RING;
+	uint32_t v, k;
+	do {
+		v = seq_read_begin(s);
+		uint64_t total = s->trades_total;
+		k = total < n ? (uint32_t)total : n;
+		/* oldest first */
+		for (uint32_t i = 0; i < k; i++)
+			out[i] = s->ring[(total - k + i) % HC_TRADES_RING];
+	} while (seq_read_retry(s, v));
+	return (int)k;
+}
+
+int hc_books_stock_info(struct hc_books *b, uint16_t locate, struct hc_stock_info *out)
+{
+	struct hc_stock *s = stock_peek(b, locate);
+	if (!s)
+		return -ENOENT;
+	uint32_t v;
+	do {
+		v = seq_read_begin(s);
+		*out = s->info;
+		out->bid_levels = *(volatile uint32_t *)&s->side[0].n;
+		out->ask_levels = *(volatile uint32_t *)&s->side[1].n;
+	} while (seq_read_retry(s, v));
+	out->symbol[8] = 0;
+	return 0;
+}
+
+int hc_books_locates(struct hc_books *b, uint16_t *out, int cap)
+{
+	int n = 0;
+	for (int i = 0; i < 65536; i++)
+		if (stock_peek(b, (uint16_t)i)) {
+			if (n < cap)
+				out[n] = (uint16_t)i;
+			n++;
+		}
+	return n;
+}
+
+int hc_books_record_bbo(struct hc_books *b, int locate)
+{
+	b->bbo_locate = locate;
+	b->bbo_symbol[0] = 0;
+	b->bbo_n = 0;
+	memset(&b->bbo_last, 0, sizeof(b->bbo_last));
+	return 0;
+}
+
+int hc_books_record_bbo_symbol(struct hc_books *b, const char *symbol)
+{
+	char tmp[8];
+	size_t n = strnlen(symbol, 8);
+	memset(tmp, ' ', 8);
+	memcpy(tmp, symbol, n);
+	hc_books_record_bbo(b, -1);
+	copy_symbol(b->bbo_symbol, tmp);
+	return 0;
+}
+
+const struct hc_bbo_change *hc_books_bbo_changes(struct hc_books *b, size_t *n)
+{
+	*n = b->bbo_n;
+	return b->bbo;
+}
+
+int hc_books_level_orders(struct hc_books *b, uint16_t locate, int side, uint32_t price_e4,
+			  uint64_t *refs, uint32_t *shares, int cap)
+{
+	struct hc_stock *s = stock_peek(b, locate);
+	if (!s || side < 0 || side > 1)
+		return -ENOENT;
+	struct hc_side *sd = &s->side[side];
+	uint32_t key = side_key(side, price_e4);
+	uint32_t i = level_lb(sd->a->l, sd->n, key);
+	if (i >= sd->n || sd->a->l[i].key != key)
+		return -ENOENT;
+	int n = 0;
+	for (uint32_t o = sd->a->l[i].head; o; o = b->pool[o].next, n++)
+		if (n < cap) {
+			refs[n] = b->pool[o].ref;
+			shares[n] = b->pool[o].shares;
+		}
+	return n;
+}
+
+int hc_books_check(struct hc_books *b)
+{
+	uint64_t total = 0;
+	int crossed = 0;
+	for (uint32_t li = 0; li < b->n_locs; li++) {
+		uint16_t loc = b->locs[li];
+		struct hc_stock *s = b->stocks[loc];
+		if (s->seq & 1)
+			return -1;
+		uint64_t stock_orders = 0;
+		for (int side = 0; side < 2; side++) {
+			struct hc_side *sd = &s->side[side];
+			if (sd->n > sd->a->cap)
+				return -2;
+			for (uint32_t i = 0; i < sd->n; i++) {
+				struct hc_level *l = &sd->a->l[i];
+				if (i && sd->a->l[i - 1].key >= l->key)
+					return -3; /* not strictly sorted */
+				if (!l->orders || !l->shares)
+					return -4; /* empty level kept */
+				uint64_t cnt = 0, sh = 0;
+				uint32_t prev = 0;
+				for (uint32_t o = l->head; o; prev = o, o = b->pool[o].next) {
+					struct hc_order *od = &b->pool[o];
+					if (od->prev != prev || od->key != l->key || od->side != side ||
+					    od->locate != loc || !od->shares)
+						return -5;
+					if (*table_slot(b, od->ref) != o)
+						return -6; /* not findable by reference */
+					cnt++;
+					sh += od->shares;
+					if (cnt > l->orders)
+						return -7;
+				}
+				if (prev != l->tail || cnt != l->orders || sh != l->shares)
+					return -8;
+				stock_orders += cnt;
+			}
+		}
+		if (stock_orders != s->info.orders_live)
+			return -9;
+		total += stock_orders;
+		struct hc_side *bs = &s->side[0], *as = &s->side[1];
+		if (bs->n && as->n &&
+		    key_price(0, bs->a->l[bs->n - 1].key) >= key_price(1, as->a->l[as->n - 1].key))
+			crossed = 1;
+	}
+	if (total != b->st.orders_live)
+		return -10;
+	uint64_t in_table = 0;
+	for (uint64_t i = 0; i <= b->mask; i++)
+		in_table += b->table[i] != 0;
+	if (in_table != total)
+		return -11;
+	return crossed ? -1000 : 0;
+}

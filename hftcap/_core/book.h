@@ -1,0 +1,107 @@
+/* book.h: exact order-by-order books for every stock of an ITCH 5.0 stream.
+ *
+ * One global order table (day-unique references) maps a reference to an order in a pool;
+ * each order sits in a FIFO queue at its price level. Each stock (indexed by stock locate)
+ * has two sides, each a sorted array of levels with the best price at the end, so the BBO
+ * is the last element (O(1)) and changes near the top move few bytes. Levels aggregate
+ * shares and order counts.
+ *
+ * Concurrency: one writer (the data thread calling hc_books_apply), any number of readers
+ * taking snapshots (hc_books_snapshot, hc_books_trades, hc_books_stock_info). Each stock has
+ * a seqlock the writer bumps around every change; readers retry, the writer never waits.
+ * Level arrays that are outgrown are retired, not freed, until hc_books_free, so a reader
+ * racing a growth reads stale (then retried) memory, never freed memory.
+ *
+ * Memory (x86-64): an order is 32 bytes in the pool; the reference table is a power-of-two
+ * array of u32 pool indices kept at most 70 % full. For 10 million live orders: pool
+ * 10M x 32 B = 320 MB (grown by doubling to 16.8M slots = 512 MB worst case right after a
+ * growth), table 16M x 4 B = 64 MB (32M x 4 B = 128 MB after the 11.7M-order growth), levels
+ * 24 B each per distinct price per side, and ~1.1 KB per stock (2 KB with the level arrays'
+ * initial 64 levels per side). So ~400-650 MB for 10M live orders. hc_books_new sizes the pool
+ * and table for `expected_orders` up front, so a warm book never allocates per message;
+ * growth is by doubling (rehash of the table) and happens O(log n) times.
+ */
+#ifndef HC_BOOK_H
+#define HC_BOOK_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include "itch.h"
+
+#define HC_TRADES_RING 32
+#define HC_SIDE_BID 0
+#define HC_SIDE_ASK 1
+
+struct hc_books;
+
+struct hc_books_stats {
+	uint64_t messages[256];       /* applied messages by type byte */
+	uint64_t drops[HC_DROP__MAX]; /* by enum hc_drop */
+	uint64_t orders_live;
+	uint64_t orders_peak;
+	uint64_t broken_trades;       /* B seen; volume is NOT reduced by busted matches */
+	uint64_t bbo_changes;         /* recorded for the selected locate (offline) */
+};
+
+struct hc_level_snap { uint32_t price_e4; uint32_t orders; uint64_t shares; };
+struct hc_trade { uint64_t itch_ns; uint64_t shares; uint32_t price_e4; uint32_t pad; };
+struct hc_bbo_change {
+	uint64_t itch_ns;
+	uint32_t bid_price_e4, ask_price_e4; /* 0 when the side is empty */
+	uint64_t bid_shares, ask_shares;
+};
+
+struct hc_stock_info {
+	uint16_t locate;
+	char symbol[9];                /* NUL-terminated, trailing spaces removed; "" before R */
+	char market_category, financial_status_indicator, authenticity, issue_classification;
+	uint32_t round_lot_size;
+	char trading_state;            /* H; 0 before any H */
+	char reg_sho_action;           /* Y; 0 before any Y */
+	char halted_markets[3];        /* h for Q, B, X: 'H'/'T' or 0 */
+	uint32_t last_trade_price_e4;  /* 0 before any trade */
+	uint64_t last_itch_ns;
+	uint64_t volume;               /* E + printable C + P + Q shares (busts not subtracted) */
+	uint64_t trades;               /* prints counted in volume */
+	uint64_t broken_trades;
+	uint64_t messages;             /* messages applied to this stock */
+	uint64_t orders_live;
+	uint32_t bid_levels, ask_levels;
+};
+
+int hc_books_new(struct hc_books **out, uint64_t expected_orders);
+void hc_books_free(struct hc_books *b);
+void hc_books_apply(struct hc_books *b, const struct hc_itch_msg *m);
+void hc_books_count_drop(struct hc_books *b, int reason); /* reason: a negative hc_drop */
+const struct hc_books_stats *hc_books_stats(const struct hc_books *b);
+
+/* Decode and apply one framed message, counting a drop instead. Returns 0 or -reason. */
+int hc_books_feed_msg(struct hc_books *b, const uint8_t *msg, uint32_t len);
+/* Apply every complete record of a buffer in NASDAQ file layout (u16 BE length + message);
+ * returns the bytes consumed (a partial record at the end is left). */
+size_t hc_books_feed_records(struct hc_books *b, const uint8_t *p, size_t len);
+
+/* Snapshots (safe while the writer runs). Return the number of levels/trades copied, or
+ * -ENOENT for a locate never seen. Bids and asks best first. */
+int hc_books_snapshot(struct hc_books *b, uint16_t locate, uint32_t levels,
+		      struct hc_level_snap *bids, uint32_t *n_bids,
+		      struct hc_level_snap *asks, uint32_t *n_asks);
+int hc_books_trades(struct hc_books *b, uint16_t locate, uint32_t n, struct hc_trade *out);
+int hc_books_stock_info(struct hc_books *b, uint16_t locate, struct hc_stock_info *out);
+/* Locates seen so far, ascending; returns the count (writes at most cap). */
+int hc_books_locates(struct hc_books *b, uint16_t *out, int cap);
+
+/* Record every change of (best bid, best ask) of one locate (offline use; -1 stops). */
+int hc_books_record_bbo(struct hc_books *b, int locate);
+/* Same, for the locate an R message will announce for `symbol` (space/NUL padded, <= 8). */
+int hc_books_record_bbo_symbol(struct hc_books *b, const char *symbol);
+const struct hc_bbo_change *hc_books_bbo_changes(struct hc_books *b, size_t *n);
+
+/* Orders at one level in queue order (tests; not safe while the writer runs). Returns the
+ * count (writes at most cap), or -ENOENT. */
+int hc_books_level_orders(struct hc_books *b, uint16_t locate, int side, uint32_t price_e4,
+			  uint64_t *refs, uint32_t *shares, int cap);
+/* Full consistency check (tests). 0, or a negative code; -1000 means crossed book only. */
+int hc_books_check(struct hc_books *b);
+
+#endif

@@ -1,0 +1,39 @@
+/* files.h: offline inputs -> framed ITCH messages -> books.
+ * NASDAQ's file layout (u16 BE length + message, repeated; plain or gzip) and pcap / pcapng
+ * captures of MoldUDP64 over Ethernet / optional 802.1Q or QinQ VLAN / IPv4 / UDP (also
+ * gzip-compressed). The format is detected from the first decompressed bytes. Every
+ * malformed unit is a counted drop (struct hc_books_stats.drops); nothing reads past a buffer.
+ * MoldUDP64 sequencing uses mold.c; its counters are in hc_reader_mold(). */
+#ifndef HC_FILES_H
+#define HC_FILES_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include "book.h"
+#include "mold.h"
+
+enum hc_file_format { HC_FMT_NASDAQ = 1, HC_FMT_PCAP = 2, HC_FMT_PCAPNG = 3 };
+
+struct hc_reader;
+
+/* Feed a buffer in NASDAQ layout: applies every complete record and returns the number of
+ * bytes consumed. With final != 0 a partial record at the end counts one file_truncated drop
+ * and is consumed. books may be NULL to decode only (then *decoded counts messages). */
+size_t hc_feed_nasdaq(struct hc_books *b, const uint8_t *p, size_t len, int final);
+/* Decode only (benchmark baseline): returns messages decoded, counts drops into drops[]. */
+uint64_t hc_decode_nasdaq(const uint8_t *p, size_t len, uint64_t drops[HC_DROP__MAX]);
+
+/* One captured frame (link type 1 = Ethernet) carrying MoldUDP64. */
+void hc_feed_frame(struct hc_books *b, struct hc_mold *mold, uint32_t linktype,
+		   const uint8_t *f, size_t len);
+
+/* Streaming file reader. open: 0 or -errno. step: processes about max_bytes of
+ * (decompressed) input; returns 1 while there is more, 0 at end, -errno on read error. */
+int hc_reader_open(struct hc_reader **out, const char *path);
+int hc_reader_step(struct hc_reader *r, struct hc_books *b, size_t max_bytes);
+int hc_reader_format(const struct hc_reader *r);
+uint64_t hc_reader_offset(struct hc_reader *r); /* bytes of the file on disk consumed */
+const struct hc_mold_stats *hc_reader_mold(const struct hc_reader *r);
+void hc_reader_close(struct hc_reader *r);
+
+#endif
