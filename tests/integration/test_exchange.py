@@ -219,7 +219,7 @@ def _send_process(lab, *args):
             "print(json.dumps(run_send(sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4]), "
             "int(sys.argv[5]), max_seconds=10, eos_count=0)))")
     cp = subprocess.run([sys.executable, "-c", code, lab.ex_ns, *map(str, args)], capture_output=True,
-                        text=True, timeout=30)
+                        text=True, timeout=30, cwd="/")  # not the source tree: import the installed hftcap
     assert cp.returncode == 0, cp.stderr
     return json.loads(cp.stdout)
 
@@ -274,7 +274,7 @@ def test_ctrl_c_stops_the_feed_with_end_of_session(lab):
             "print(json.dumps(run_exchange(sys.argv[1], sys.argv[2], synthetic_stream(100000), msg_rate=200, "
             "messages_per_packet=8, duration=20, linger=0.2)))")
     p = subprocess.Popen([sys.executable, "-c", code, lab.ex_ns, f"{GROUP}:{port}"], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+                         stderr=subprocess.PIPE, text=True, cwd="/")
     try:
         first = collect_one(rx, 10)
         assert first is not None, "no packet from the exchange"
