@@ -333,6 +333,46 @@ class Session:
         self.members = []
         self._restore_hwts()
 
+    # -- books (the live ones, snapshots under their seqlock) --
+    @property
+    def books(self):
+        if getattr(self, "_books", None) is None:
+            from .books import Books
+            core = self.cap.books()
+            self._books = Books(core=core) if core is not None else None
+        return self._books
+
+    def books_stats(self) -> dict:
+        b = self.books
+        if b is None:
+            return {}
+        st = b.stats()
+        return {"messages": {k: v for k, v in st["messages"].items() if v},
+                "drops": {f"itch_{k}": v for k, v in st["drops"].items()},
+                "orders_live": st.get("orders_live")}
+
+    def symbols(self) -> list[tuple[int, str, int]]:
+        b = self.books
+        if b is None:
+            return []
+        return [(loc, sym, b.info(loc)["messages"]) for loc, sym in b.symbols()]
+
+    def book(self, locate: int, levels: int) -> dict:
+        import numpy as np
+        bk = self.books.book(locate, levels)
+        info = bk.info
+        return {"bids": np.stack([bk.bid_price_e4, bk.bid_shares, bk.bid_orders], axis=1).astype(np.int64)
+                if len(bk.bid_price_e4) else np.zeros((0, 3), np.int64),
+                "asks": np.stack([bk.ask_price_e4, bk.ask_shares, bk.ask_orders], axis=1).astype(np.int64)
+                if len(bk.ask_price_e4) else np.zeros((0, 3), np.int64),
+                "state": info.get("trading_state", ""),
+                "last_trade_price_e4": info["last_trade_price_e4"] if info.get("trades") else None,
+                "volume": info.get("volume", 0)}
+
+    def trades(self, locate: int, n: int):
+        t = self.books.trades(locate, n)
+        return [(int(x["itch_ns"]), int(x["price_e4"]), int(x["shares"])) for x in t[::-1]]
+
     def hop_data(self) -> dict:
         """{hop: HistSnapshot | Absent} for this path's hops, from a live snapshot."""
         from . import latency
@@ -427,10 +467,26 @@ def latency_summary(sess: Session) -> dict:
     return out
 
 
+def final_book(books, symbol: str, levels: int = 10) -> dict:
+    """The book of `symbol` in the form `hftcap book --json` gives it; symbol '*' gives every
+    stock's, as {"books": {symbol: book}}."""
+    from .books import _book_json
+    if symbol == "*":
+        return {"books": {sym: _book_json(books.book(loc, levels)) for loc, sym in books.symbols()}}
+    try:
+        loc = books.locate(symbol)
+    except KeyError:
+        return {"symbol": symbol, "book": None, "book_note": f"symbol {symbol!r} not seen on the feed"}
+    return {"symbol": books.info(loc)["symbol"], "book": _book_json(books.book(loc, levels))}
+
+
 def summary(sess: Session, elapsed: float, stop_reason: str) -> dict:
     st = sess.cap.stats()
     hw, why = sess.hw_timestamps(st)
     out = dict(sess.info())
+    bst = sess.books_stats()
+    drops = dict(st["drops"])
+    drops.update(bst.get("drops", {}))
     out.update({
         "hw_timestamps": hw,
         "hw_timestamps_reason": why,
@@ -442,7 +498,9 @@ def summary(sess: Session, elapsed: float, stop_reason: str) -> dict:
         "last_sequence": st["last_sequence"],
         "heartbeats": st["heartbeats"],
         "end_of_session": st["end_of_session"],
-        "drops": st["drops"],
+        "drops": drops,
+        "messages_by_type": bst.get("messages", {}),
+        "orders_live": bst.get("orders_live"),
         "xdp": sess.cap.xdp_stats() if sess.o.path == "xdp" else {},
         "latency": latency_summary(sess),
         "negative_samples": {k: v for k, v in sess.cap.negative().items() if v},
@@ -528,6 +586,8 @@ def run_listen(o: ListenOptions, json_out: bool = False, console=None,
             sess.cap.stop()
             elapsed = time.monotonic() - t0
             result = summary(sess, elapsed, reason)
+            if symbol and sess.books is not None and not live:
+                result.update(final_book(sess.books, symbol))
             if o.save:
                 from . import latency
                 latency.save_result(o.save, {o.path: sess.hop_data()},

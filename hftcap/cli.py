@@ -95,8 +95,16 @@ def _print_summary(s: dict) -> None:
     t.add_row("bytes", f"{s['bytes']:,} (UDP payload)")
     t.add_row("gaps / duplicates", f"{s['gaps']:,} / {s['duplicates']:,} messages")
     t.add_row("last sequence", str(s["last_sequence"]))
+    if s.get("messages_by_type"):
+        t.add_row("ITCH messages", " ".join(f"{k} {v:,}" for k, v in sorted(s["messages_by_type"].items())))
     drops = {k: v for k, v in s["drops"].items() if v}
     t.add_row("drops", ", ".join(f"{k} {v:,}" for k, v in drops.items()) or "none")
+    if s.get("book"):
+        from .books import format_price
+        bb = s["book"]["bids"][0] if s["book"]["bids"] else None
+        ba = s["book"]["asks"][0] if s["book"]["asks"] else None
+        t.add_row(f"book {s['symbol']}", f"best bid {bb[0] + ' x ' + str(bb[1]) if bb else '-'}, "
+                                         f"best ask {ba[0] + ' x ' + str(ba[1]) if ba else '-'}")
     if s["xdp"]:
         t.add_row("XDP program", ", ".join(f"{k} {v:,}" for k, v in s["xdp"].items() if v) or "no packets")
     out.print(t)
@@ -123,7 +131,7 @@ def listen(
     warmup: float = typer.Option(0.0, "--warmup", help="Discard the latency samples of the first S seconds."),
     save: Optional[str] = typer.Option(None, "--save", help="Write histograms and conditions to FILE."),
     budget: bool = typer.Option(False, "--budget", help="Print the per-hop latency table at exit."),
-    symbol: Optional[str] = typer.Option(None, "--symbol", "-s", help="Stock shown in the live view (and its book in --json)."),
+    symbol: Optional[str] = typer.Option(None, "--symbol", "-s", help="Stock shown in the live view (and its book in --json; '*' = every stock's)."),
     headless: bool = typer.Option(False, "--headless", help="No live view, even on a terminal."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object at exit."),
 ):
@@ -315,6 +323,24 @@ def budget_cmd(files: List[str] = typer.Argument(..., help="Result files from li
     """
     from .latency import run_budget
     code = run_budget(files, console=out, json_out=as_json)
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command()
+def book(
+    file: str = typer.Argument(..., help="NASDAQ-layout ITCH file (plain or .gz), pcap or pcapng of MoldUDP64."),
+    symbol: Optional[str] = typer.Option(None, "--symbol", "-s", help="Stock to show (default: the most active)."),
+    levels: int = typer.Option(10, "--levels", "-l", help="Levels per side."),
+    bbo: bool = typer.Option(False, "--bbo", help="Print every change of the best bid/offer."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object."),
+):
+    """Replay a file at full speed through the decoder and books; print the final book.
+
+    Example: hftcap book 01302019.NASDAQ_ITCH50.gz --symbol AAPL --levels 5
+    """
+    from .books import run_book
+    code = run_book(file, symbol=symbol, levels=levels, bbo=bbo, json_out=as_json, console=out)
     if code:
         raise typer.Exit(code)
 

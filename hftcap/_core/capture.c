@@ -25,6 +25,7 @@
 #include <xdp/xsk.h>
 
 #include "capture.h"
+#include "book.h"
 #include "hc_time.h"
 #include "hftcap.skel.h"
 #include "hftcap_hw.skel.h"
@@ -512,6 +513,12 @@ int hc_capture_open(const struct hc_capture_cfg *cfg, struct hc_capture **out, c
 	c->cons.timing = cfg->timing;
 	c->cons.phc_is_tai = cfg->phc_is_tai;
 	c->cons.itch_epoch_tai_ns = cfg->itch_epoch_tai_ns;
+	if (cfg->books) {
+		*stage = "books";
+		err = hc_books_new(&c->cons.books, cfg->expected_orders);
+		if (err)
+			goto fail;
+	}
 	struct timex tx = { 0 };
 	if (adjtimex(&tx) >= 0)
 		c->info.tai_offset_s = tx.tai;
@@ -616,11 +623,22 @@ void hc_capture_close(struct hc_capture *c)
 		if (c->udp_fd[i] >= 0)
 			close(c->udp_fd[i]);
 	free(c->bufs);
+	if (c->cons.books)
+		hc_books_free(c->cons.books);
 	free(c);
 }
 
 const struct hc_capture_info *hc_capture_info(struct hc_capture *c) { return &c->info; }
 const struct hc_consumer *hc_capture_consumer(struct hc_capture *c) { return &c->cons; }
+struct hc_books *hc_capture_books(struct hc_capture *c) { return c->cons.books; }
+
+struct hc_books *hc_capture_take_books(struct hc_capture *c)
+{
+	hc_capture_stop(c);
+	struct hc_books *b = c->cons.books;
+	c->cons.books = NULL;
+	return b;
+}
 uint64_t hc_capture_io_errors(struct hc_capture *c) { return c->io_errors; }
 
 void hc_capture_reset_hists(struct hc_capture *c)

@@ -30,6 +30,8 @@ struct hc_capture_cfg {
 	int timing;             /* record per-hop histograms */
 	int phc_is_tai;         /* the NIC PHC is synced to CLOCK_TAI (phc2sys) */
 	uint64_t itch_epoch_tai_ns; /* CLOCK_TAI of the ITCH timestamps' midnight; 0 = unknown */
+	int books;              /* decode ITCH and keep order books */
+	uint64_t expected_orders; /* order pool sized up front */
 };
 
 struct hc_capture_info {
@@ -51,6 +53,9 @@ int hc_capture_done(struct hc_capture *c);
 void hc_capture_close(struct hc_capture *c);
 const struct hc_capture_info *hc_capture_info(struct hc_capture *c);
 const struct hc_consumer *hc_capture_consumer(struct hc_capture *c);
+struct hc_books *hc_capture_books(struct hc_capture *c); /* NULL without books */
+/* Stop the data thread and hand the books over to the caller (who frees them). */
+struct hc_books *hc_capture_take_books(struct hc_capture *c);
 int hc_capture_xdp_stats(struct hc_capture *c, uint64_t out[HC_XDP_NSTATS]);
 /* Ask the data thread to clear its histograms before its next sample. */
 void hc_capture_reset_hists(struct hc_capture *c);

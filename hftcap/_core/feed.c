@@ -1,7 +1,9 @@
 /* feed.c: see feed.h. */
 #include <string.h>
 #include "feed.h"
+#include "book.h"
 #include "hc_time.h"
+#include "itch.h"
 
 const char *const hc_hop_names[HC_NHOPS] = {
 	[HC_HOP_NIC_TO_XDP] = "nic_to_xdp",
@@ -93,8 +95,9 @@ void hc_consumer_packet(struct hc_consumer *c, uint32_t feed, const uint8_t *pay
 	}
 	struct hc_mold *m = &c->mold[feed];
 	struct hc_mold_iter it;
+	struct hc_itch_msg dec[HC_DECODE_BATCH];
 	const uint8_t *msg;
-	uint32_t mlen, delivered = 0;
+	uint32_t mlen, delivered = 0, n = 0;
 	uint64_t itch_ns = UINT64_MAX;
 
 	c->packets++;
@@ -106,10 +109,28 @@ void hc_consumer_packet(struct hc_consumer *c, uint32_t feed, const uint8_t *pay
 			if (!delivered && mlen >= 11)
 				itch_ns = be48(msg + 5); /* ITCH Timestamp, offset 5 (ITCH50.md sec. 2) */
 			delivered++;
+			if (!c->books)
+				continue;
+			if (!c->timing) { /* no hop split wanted: the fused path */
+				hc_books_feed_msg(c->books, msg, mlen);
+				continue;
+			}
+			int r = hc_itch_decode(msg, mlen, &dec[n]);
+			if (r) {
+				hc_books_count_drop(c->books, r);
+				continue;
+			}
+			if (++n == HC_DECODE_BATCH) { /* only for packets larger than one frame */
+				for (uint32_t i = 0; i < n; i++)
+					hc_books_apply(c->books, &dec[i]);
+				n = 0;
+			}
 		}
 	}
 	if (delivered && c->timing) {
 		uint64_t dec_ns = hc_now_tai_ns();
+		for (uint32_t i = 0; i < n; i++)
+			hc_books_apply(c->books, &dec[i]);
 		uint64_t book_ns = hc_now_tai_ns();
 		record(c, t, dec_ns, book_ns, itch_ns);
 	}

@@ -10,6 +10,11 @@
 #include "hist.h"
 #include "hftcap_shared.h"
 
+struct hc_books;
+
+/* The most messages one packet can carry in a 1500-byte frame (12-byte S + 2-byte block
+ * header each); larger packets are decoded and applied in several batches. */
+#define HC_DECODE_BATCH 112
 /* The stamps of one packet, each in its own clock domain; 0 = not available. */
 struct hc_pkt_times {
 	uint64_t hw_ns;      /* NIC PHC */
@@ -44,6 +49,7 @@ struct hc_consumer {
 	uint64_t hw_stamped;     /* packets that carried a NIC hardware RX timestamp */
 	uint64_t max_packets;    /* stop after this many packets; 0 = no limit */
 	int done;                /* set by the data thread when max_packets is reached */
+	struct hc_books *books;  /* ITCH decoder target; NULL = sequencing and counting only */
 
 	/* Latency. Config is set before the data thread starts. */
 	int timing;              /* record hop histograms */

@@ -7,11 +7,25 @@
 #include <time.h>
 #include "py.h"
 #include "capture.h"
+#include "book.h"
 
+/* The books outlive the capture: close() stops the data thread and moves them here, so a
+ * Books view taken before close() (which keeps this object alive) stays valid. */
 typedef struct {
 	PyObject_HEAD
 	struct hc_capture *cap;
+	struct hc_books *books;
 } CaptureObject;
+
+static void capture_release(CaptureObject *self)
+{
+	struct hc_capture *c = self->cap;
+	self->cap = NULL;
+	Py_BEGIN_ALLOW_THREADS
+	self->books = hc_capture_take_books(c);
+	hc_capture_close(c);
+	Py_END_ALLOW_THREADS
+}
 
 static const char *xdp_stat_names[HC_XDP_NSTATS] = {
 	[HC_XDP_REDIRECTED] = "redirected",
@@ -28,7 +42,7 @@ static int Capture_init(CaptureObject *self, PyObject *args, PyObject *kw)
 	static char *kwlist[] = { "ifname", "ifindex", "feeds", "path", "xdp_mode", "bind_mode",
 				  "poll_mode", "cpu", "queue", "max_packets", "want_hw_ts",
 				  "tai_clock", "busy_poll_us", "timing", "phc_is_tai",
-				  "itch_epoch_tai_ns", NULL };
+				  "itch_epoch_tai_ns", "books", "expected_orders", NULL };
 	struct hc_capture_cfg cfg;
 	memset(&cfg, 0, sizeof(cfg));
 	const char *ifname;
@@ -39,14 +53,17 @@ static int Capture_init(CaptureObject *self, PyObject *args, PyObject *kw)
 	cfg.tai_clock = 1;
 	cfg.busy_poll_us = 50;
 	cfg.timing = 1;
-	unsigned long long epoch = 0;
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "siO|iiiiiIKppippK", kwlist, &ifname,
+	unsigned long long epoch = 0, expected_orders = 1 << 20;
+	cfg.books = 1;
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "siO|iiiiiIKppippKpK", kwlist, &ifname,
 					 &cfg.ifindex, &feeds, &cfg.path, &cfg.xdp_mode,
 					 &cfg.bind_mode, &cfg.poll_mode, &cfg.cpu, &cfg.queue,
 					 &max_packets, &cfg.want_hw_ts, &cfg.tai_clock,
-					 &cfg.busy_poll_us, &cfg.timing, &cfg.phc_is_tai, &epoch))
+					 &cfg.busy_poll_us, &cfg.timing, &cfg.phc_is_tai, &epoch,
+					 &cfg.books, &expected_orders))
 		return -1;
 	cfg.itch_epoch_tai_ns = epoch;
+	cfg.expected_orders = expected_orders;
 	if (strlen(ifname) >= IF_NAMESIZE) {
 		PyErr_SetString(PyExc_ValueError, "interface name too long");
 		return -1;
@@ -101,11 +118,10 @@ static int Capture_init(CaptureObject *self, PyObject *args, PyObject *kw)
 
 static void Capture_dealloc(CaptureObject *self)
 {
-	if (self->cap) {
-		Py_BEGIN_ALLOW_THREADS
-		hc_capture_close(self->cap);
-		Py_END_ALLOW_THREADS
-	}
+	if (self->cap)
+		capture_release(self);
+	if (self->books)
+		hc_books_free(self->books);
 	Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -137,13 +153,8 @@ static PyObject *Capture_stop(CaptureObject *self, PyObject *unused)
 
 static PyObject *Capture_close(CaptureObject *self, PyObject *unused)
 {
-	if (self->cap) {
-		struct hc_capture *c = self->cap;
-		self->cap = NULL;
-		Py_BEGIN_ALLOW_THREADS
-		hc_capture_close(c);
-		Py_END_ALLOW_THREADS
-	}
+	if (self->cap)
+		capture_release(self);
 	Py_RETURN_NONE;
 }
 
@@ -288,7 +299,17 @@ static PyObject *Capture_reset_hists(CaptureObject *self, PyObject *unused)
 	Py_RETURN_NONE;
 }
 
+/* books() -> hftcap._core.Books viewing the live books (snapshots under their seqlock). */
+static PyObject *Capture_books(CaptureObject *self, PyObject *unused)
+{
+	struct hc_books *b = self->cap ? hc_capture_books(self->cap) : self->books;
+	if (!b)
+		Py_RETURN_NONE;
+	return hc_py_books_wrap(b, (PyObject *)self);
+}
+
 static PyMethodDef Capture_methods[] = {
+	{ "books", (PyCFunction)Capture_books, METH_NOARGS, "The live books (None without books)." },
 	{ "hists", (PyCFunction)Capture_hists, METH_NOARGS, "Per-hop histograms (export bytes)." },
 	{ "negative", (PyCFunction)Capture_negative, METH_NOARGS,
 	  "Per hop: samples whose later stamp was earlier (clock disagreement)." },
