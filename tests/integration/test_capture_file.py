@@ -1,0 +1,53 @@
+"""A capture made by a real tool (tshark/dumpcap, pcapng) of the lab feed replays through
+`hftcap book` to the same books as the stream the exchange wrote with --write."""
+from __future__ import annotations
+
+import json
+import select
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.root
+HFTCAP = str(Path(sys.executable).parent / "hftcap")
+
+
+def hftcap(*args):
+    cp = subprocess.run([HFTCAP, *map(str, args)], capture_output=True, text=True, timeout=120)
+    assert cp.returncode == 0, cp.stderr
+    return cp.stdout
+
+
+@pytest.mark.skipif(not shutil.which("tshark"), reason="tshark is not installed (setup.sh installs it)")
+def test_tshark_pcapng_replays_to_the_same_books(lab, tmp_path):
+    gen = ["--seed", 21, "--stocks", 3, "--messages", 8000]
+    hftcap("exchange", *gen, "--write", tmp_path / "s.itch")
+    cap = tmp_path / "feed.pcapng"
+    ts = subprocess.Popen(["ip", "netns", "exec", lab.host_ns, "tshark", "-n", "-i", lab.host_if, "-f",
+                           "udp dst port 26400", "-w", str(cap), "-a", "duration:60"],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        seen = ""
+        while "Capturing on" not in seen and time.monotonic() < deadline:
+            r, _, _ = select.select([ts.stderr], [], [], 0.5)
+            if r:
+                seen += ts.stderr.readline()
+        assert "Capturing on" in seen, seen
+        sent = json.loads(hftcap("exchange", "--netns", lab.ex_ns, *gen, "--msg-rate", 20000, "-k", 5,
+                                 "--linger", 0, "--json"))
+        time.sleep(1.0)
+    finally:
+        ts.terminate()
+        ts.communicate(timeout=20)
+    assert sent["messages_sent"] == 8000
+    replay = json.loads(hftcap("book", tmp_path / "s.itch", "--json"))
+    sym = replay["symbol"]
+    captured = json.loads(hftcap("book", cap, "--symbol", sym, "--json"))
+    assert captured["format"] == "pcapng"
+    assert captured["messages"] == replay["messages"]
+    assert captured["book"] == replay["book"] and replay["book"]["bids"]
