@@ -33,7 +33,7 @@ def _hftcap() -> str:
     return str(exe) if exe.exists() else "hftcap"
 
 
-def _trial(lb, mode: str, a: dict, save: str) -> dict:
+def _trial(lb, mode: str, a: dict, save: str, tracer_factory=None) -> dict:
     path, poll = PATH_MODES[mode]
     total_s = a["seconds"] + a["warmup"]
     messages = int(a["msg_rate"] * total_s)
@@ -46,6 +46,7 @@ def _trial(lb, mode: str, a: dict, save: str) -> dict:
         line = li.stderr.readline()
         if "listening on" not in line:
             raise HftcapError(f"bench: listen ({mode}) did not start: {line.strip()} {li.stderr.read().strip()}")
+        tracer = tracer_factory(li.pid) if tracer_factory and path == "kernel" else None
         ex = subprocess.run(
             ["taskset", "-c", str(a["cpu_tx"]), _hftcap(), "exchange", "--netns", lb.ex_ns, "--feed", FEED,
              "--seed", str(a["seed"]), "--stocks", str(a["stocks"]), "--messages", str(messages),
@@ -56,6 +57,10 @@ def _trial(lb, mode: str, a: dict, save: str) -> dict:
             raise HftcapError(f"bench: exchange failed: {ex.stderr.strip()}")
         sent = json.loads(ex.stdout)
         time.sleep(0.2)  # the last packets in flight
+        stages = None
+        if tracer is not None:
+            stages = tracer.read()
+            tracer.stop()
         li.send_signal(signal.SIGINT)
         out, err = li.communicate(timeout=30)
         if li.returncode:
@@ -65,7 +70,27 @@ def _trial(lb, mode: str, a: dict, save: str) -> dict:
         if li.poll() is None:
             li.kill()
             li.communicate()
-    return {"sent": sent, "listen": got, "result": latency.load_result(save)}
+    return {"sent": sent, "listen": got, "result": latency.load_result(save), "stages": stages}
+
+
+def _merge_stages(acc: dict, stages: dict) -> None:
+    from .trace import bucket_index
+    for name, st in stages.items():
+        a = acc.setdefault(name, {"counts": {}, "max_ns": 0})
+        for lo, _hi, c in st["buckets"]:
+            i = bucket_index(lo)
+            a["counts"][i] = a["counts"].get(i, 0) + c
+        a["max_ns"] = max(a["max_ns"], st["max_ns"] or 0)
+
+
+def _stage_summary(acc: dict) -> dict:
+    from .trace import summarize
+    out = {}
+    for name, a in acc.items():
+        n = max(a["counts"], default=-1) + 1
+        s = summarize([a["counts"].get(i, 0) for i in range(n)], max_ns=a["max_ns"] or None)
+        out[name] = {k: s[k] for k in ("count", "p50_ns", "p99_ns", "max_ns")}
+    return out
 
 
 def _merge(acc: dict, res: latency.Result, path: str) -> None:
@@ -85,7 +110,7 @@ def _merge(acc: dict, res: latency.Result, path: str) -> None:
 def run_bench(rounds: int = 3, seconds: float = 3.0, msg_rate: float = 50_000, k: int = 4, seed: int = 7,
               stocks: int = 16, warmup: float = 0.5, lab_name: str = "hbench", paths: list[str] | None = None,
               cpu_rx: int = 1, cpu_tx: int = 0, json_file: str | None = None, console=None,
-              progress=None) -> dict:
+              progress=None, trace: bool = False) -> dict:
     require_root("bench")
     modes = paths or list(PATH_MODES)
     for m in modes:
@@ -99,15 +124,22 @@ def run_bench(rounds: int = 3, seconds: float = 3.0, msg_rate: float = 50_000, k
     from . import lab as labmod
     a = dict(rounds=rounds, seconds=seconds, msg_rate=msg_rate, k=k, seed=seed, stocks=stocks, warmup=warmup,
              cpu_rx=cpu_rx, cpu_tx=cpu_tx)
+    tracer_factory = None
+    if trace:
+        from .trace import KernelPathTracer
+
+
+        def tracer_factory(pid):
+            return KernelPathTracer(pid=pid).start()
     lb = labmod.up(lab_name)
-    acc = {m: {"hists": {}, "sent": 0, "received": 0, "cpu_s": 0.0, "bytes": 0, "packets": 0, "gaps": 0,
+    acc = {m: {"hists": {}, "stages": {}, "sent": 0, "received": 0, "cpu_s": 0.0, "bytes": 0, "packets": 0, "gaps": 0,
                "updates": 0} for m in modes}
     info = {}
     try:
         with tempfile.TemporaryDirectory(prefix="hftcap-bench-") as tmp:
             for rnd in range(rounds):
                 for m in modes:
-                    t = _trial(lb, m, a, os.path.join(tmp, f"{m}-{rnd}.json"))
+                    t = _trial(lb, m, a, os.path.join(tmp, f"{m}-{rnd}.json"), tracer_factory)
                     s, got = t["sent"], t["listen"]
                     x = acc[m]
                     x["sent"] += s["messages_sent"]
@@ -117,6 +149,8 @@ def run_bench(rounds: int = 3, seconds: float = 3.0, msg_rate: float = 50_000, k
                     x["bytes"] += got["bytes"]
                     x["packets"] += got["packets"]
                     _merge(x["hists"], t["result"], PATH_MODES[m][0])
+                    if t["stages"]:
+                        _merge_stages(x["stages"], t["stages"])
                     info.setdefault(m, {k2: got.get(k2) for k2 in ("xdp_mode", "bind_mode", "poll_mode", "hw_clock")})
                     if progress:
                         progress(rnd, m, got, s)
@@ -146,6 +180,10 @@ def run_bench(rounds: int = 3, seconds: float = 3.0, msg_rate: float = 50_000, k
                            "lost": x["sent"] - x["received"], "gaps": x["gaps"], "cpu_s": round(x["cpu_s"], 6),
                            "bytes": x["bytes"], "packets": x["packets"],
                            "cpu_ns_per_message": round(x["cpu_s"] * 1e9 / x["received"], 1) if x["received"] else None}
+        if x["stages"]:
+            doc["paths"][m]["kernel_stages"] = _stage_summary(x["stages"])
+            doc["paths"][m]["kernel_stages_clock"] = ("CLOCK_MONOTONIC (bpf_ktime_get_ns); percentiles are "
+                                                      "bucket upper edges, at most 12.5% high")
     if json_file:
         Path(json_file).write_text(json.dumps(doc, indent=1) + "\n")
     return doc
@@ -180,5 +218,11 @@ def render(doc: dict, console) -> None:
             if v and p != "xdp-busy":
                 parts.append(f"{p} / xdp-busy: p50 {v['p50_ns'] / ref['p50_ns']:.2f}x, p99 {v['p99_ns'] / ref['p99_ns']:.2f}x")
         console.print("sender_to_book ratios: " + "; ".join(parts))
+    for p in paths:
+        ks = doc["paths"][p].get("kernel_stages")
+        if ks:
+            console.print(f"{p} kernel stages (bcc tracepoints, CLOCK_MONOTONIC, p50 / p99 upper bounds): "
+                          + "; ".join(f"{k} {latency.fmt_ns(v['p50_ns'])} / {latency.fmt_ns(v['p99_ns'])} (n={v['count']:,})"
+                                      for k, v in ks.items() if v["count"]))
     console.print("[dim]lab veth, copy-mode AF_XDP; noisy 2-core VM preempted by its host: read p50 and p99, "
                   "tails say more about the host than the code[/]")

@@ -269,6 +269,7 @@ def bench(
     warmup: float = typer.Option(0.5, "--warmup", help="Seconds discarded at the start of each trial."),
     path: Optional[List[str]] = typer.Option(None, "--path", help="Only these: xdp-busy, xdp-wakeup, kernel-busy, kernel-block."),
     json_file: Optional[str] = typer.Option(None, "--json", help="Write the result JSON to FILE."),
+    trace: bool = typer.Option(False, "--trace", help="Also split the kernel paths into stages with bcc tracepoints."),
 ):
     """Kernel bypass vs kernel socket, measured per hop in a lab of its own.
 
@@ -280,7 +281,7 @@ def bench(
         err_console.print(f"round {rnd + 1}/{rounds} {mode:13s} received {got['messages']:,}/{sent['messages_sent']:,}")
 
     doc = run_bench(rounds=rounds, seconds=seconds, msg_rate=rate, k=k, seed=seed, stocks=stocks, warmup=warmup,
-                    paths=path, json_file=json_file, progress=progress)
+                    paths=path, json_file=json_file, progress=progress, trace=trace)
     render(doc, out)
 
 

@@ -42,3 +42,17 @@ def test_bench_json_has_every_path_and_hop(tmp_path):
         assert ("stack_to_book" in p["hops"]) == (path == "kernel")
         assert "nic_to_book" in p["absent_hops"]  # veth has no PHC
     assert "sender_to_book" in cp.stdout and "xdp-busy" in cp.stdout
+
+
+def test_bench_trace_splits_the_kernel_path(tmp_path):
+    out = tmp_path / "bench.json"
+    cp = subprocess.run([HFTCAP, "bench", "--rounds", "1", "--seconds", "0.5", "--warmup", "0.2", "--rate", "20000",
+                         "--stocks", "2", "--path", "kernel-block", "--trace", "--json", str(out)],
+                        capture_output=True, text=True, timeout=300)
+    assert cp.returncode == 0, cp.stderr
+    p = json.loads(out.read_text())["paths"]["kernel-block"]
+    st = p["kernel_stages"]
+    for stage in ("driver_to_stack", "stack_to_queue", "copy_to_user"):
+        assert st[stage]["count"] > 0 and st[stage]["p50_ns"] > 0, (stage, st)
+    # Every datagram the listener received was seen by the tracer, at most (filter = its pid).
+    assert st["copy_to_user"]["count"] <= p["packets"]
