@@ -70,6 +70,7 @@ class ListenOptions:
     bind: str = "auto"
     poll: str = "wakeup"
     queue: int = 0
+    queues: str | None = None   # "all" or "0,2,5": one AF_XDP socket per queue (else `queue` only)
     cpu: int | None = None
     duration: float | None = None
     count: int | None = None
@@ -124,7 +125,14 @@ def check_options(o: ListenOptions) -> None:
     if len({(f.group, f.port) for f in o.feeds}) != len(o.feeds):
         raise UsageError("the same feed is given twice")
     if o.queue < 0 or o.queue >= 64:
-        raise UsageError(f"bad --queue {o.queue}", hint="0-63")
+        raise UsageError(f"bad --queue {o.queue}", hint="0-63, or --queue all")
+    if o.queues is not None and o.queues != "all":
+        try:
+            qs = [int(x) for x in o.queues.split(",")]
+        except ValueError:
+            qs = [-1]
+        if not qs or any(not 0 <= q < 64 for q in qs) or len(set(qs)) != len(qs):
+            raise UsageError(f"bad --queue '{o.queues}'", hint="a queue number, a list like 0,1,2, or all")
     if o.cpu is not None and not 0 <= o.cpu < os.cpu_count():
         raise UsageError(f"bad --cpu {o.cpu}", hint=f"this machine has CPUs 0-{os.cpu_count() - 1}")
     if o.itch_clock not in ITCH_CLOCKS:
@@ -282,6 +290,7 @@ class Session:
         if o.path == "xdp":
             check_foreign_xdp(_core, self.ifindex, o.interface, o.netns)
         self.rx_queues = rx_queue_count(o.interface)
+        self.bound_queues = self._queues_to_bind()
         self.kernel = _kernel_version()
         self.tai_clock = self.kernel >= (6, 1)
         from . import clocks
@@ -301,6 +310,7 @@ class Session:
                 o.interface, self.ifindex, [(f.group, f.port) for f in o.feeds],
                 path=PATHS[o.path], xdp_mode=XDP_MODES[o.xdp_mode], bind_mode=BIND_MODES[o.bind],
                 poll_mode=POLL_MODES[o.poll], cpu=-1 if o.cpu is None else o.cpu, queue=o.queue,
+                queues=self.bound_queues if o.path == "xdp" else None,
                 max_packets=o.count or 0, want_hw_ts=o.want_hw_ts, tai_clock=self.tai_clock,
                 timing=True, phc_is_tai=bool(self.clocks.get("synced_to_tai")),
                 itch_epoch_tai_ns=self.itch_epoch)
@@ -320,6 +330,18 @@ class Session:
     def start(self):
         self.cap.start()
         self.started_mono = time.monotonic()
+
+    def _queues_to_bind(self) -> list[int]:
+        o = self.o
+        if o.queues is None:
+            return [o.queue]
+        if o.queues == "all":
+            return list(range(min(self.rx_queues or 1, 64)))
+        qs = [int(x) for x in o.queues.split(",")]
+        if self.rx_queues and max(qs) >= self.rx_queues:
+            raise UsageError(f"--queue {max(qs)}: {o.interface} has {self.rx_queues} RX queues",
+                             hint=f"use 0-{self.rx_queues - 1}, or --queue all")
+        return qs
 
     def _restore_hwts(self):
         if self._hwts_cm is not None:
@@ -416,7 +438,7 @@ class Session:
             "xdp_mode": _XDP_MODE_NAMES.get(i["xdp_mode"]) if o.path == "xdp" else None,
             "bind_mode": _BIND_NAMES.get(i["bind_mode"]) if o.path == "xdp" else "socket",
             "poll_mode": o.poll,
-            "queue": o.queue,
+            "queue": o.queue if len(self.bound_queues) == 1 else ",".join(map(str, self.bound_queues)),
             "cpu": o.cpu,
             "feeds": [str(f) for f in o.feeds],
             "kernel": platform.release(),
@@ -508,10 +530,10 @@ def summary(sess: Session, elapsed: float, stop_reason: str) -> dict:
         "data_thread_cpu_s": round(sess.cap.info()["thread_cpu_ns"] / 1e9, 6),
         "stopped_by": stop_reason,
     })
-    if sess.o.path == "xdp" and (sess.rx_queues or 1) > 1:
-        out["warning"] = (f"only RX queue {sess.o.queue} of {sess.rx_queues} is bound: feed packets on the "
-                          f"others reach the kernel (xdp.pass_no_socket); steer the feed to queue "
-                          f"{sess.o.queue} with ethtool -N")
+    if sess.o.path == "xdp" and (sess.rx_queues or 1) > len(sess.bound_queues):
+        out["warning"] = (f"{len(sess.bound_queues)} of {sess.rx_queues} RX queues bound: feed packets on the "
+                          f"others reach the kernel (counted in xdp.pass_no_socket); bind them all with "
+                          f"--queue all, or steer the feed with ethtool -N")
     return out
 
 

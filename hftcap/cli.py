@@ -121,7 +121,7 @@ def listen(
     xdp_mode: str = typer.Option("auto", "--xdp-mode", help="native, generic or auto."),
     bind: str = typer.Option("auto", "--bind", help="AF_XDP bind: zerocopy, copy or auto."),
     poll: str = typer.Option("wakeup", "--poll", help="busy (spin) or wakeup (poll())."),
-    queue: int = typer.Option(0, "--queue", help="RX queue to bind."),
+    queue: str = typer.Option("0", "--queue", help="RX queue to bind: N, a list 0,1,2, or all (one AF_XDP socket each)."),
     cpu: Optional[int] = typer.Option(None, "--cpu", help="Pin the data thread to this CPU."),
     duration: Optional[float] = typer.Option(None, "--duration", help="Stop after S seconds."),
     count: Optional[int] = typer.Option(None, "--count", help="Stop after N feed packets."),
@@ -140,8 +140,10 @@ def listen(
     Example: hftcap listen --netns hftcap-host -i hftcap-h0 --feed 239.1.1.1:26400 --duration 5
     """
     from .capture import ListenOptions, parse_feed, run_listen
+    single = queue.isdigit()
     o = ListenOptions(interface=interface, feeds=[parse_feed(f) for f in feed], netns=netns, path=path,
-                      xdp_mode=xdp_mode, bind=bind, poll=poll, queue=queue, cpu=cpu,
+                      xdp_mode=xdp_mode, bind=bind, poll=poll, queue=int(queue) if single else 0,
+                      queues=None if single else queue, cpu=cpu,
                       duration=duration, count=count, itch_clock=itch_clock, warmup=warmup, save=save)
 
     live = not as_json and not headless and sys.stdout.isatty() and sys.stdin.isatty()

@@ -42,11 +42,22 @@
 
 #define HC_FRAME_SIZE 2048u
 #define HC_NUM_FRAMES 8192u
-#define HC_FILL_SIZE 4096u
 #define HC_COMP_SIZE 64u
-#define HC_RX_SIZE 4096u
 #define HC_BATCH 64u
 #define HC_UDP_BUF 2048u
+
+/* One AF_XDP socket with its own UMEM and rings: no shared-UMEM bookkeeping between queues. */
+struct hc_xsk {
+	void *umem_area;
+	size_t umem_size;
+	uint32_t frames;
+	uint32_t queue;
+	struct xsk_umem *umem;
+	struct xsk_socket *xsk;
+	struct xsk_ring_prod fill;
+	struct xsk_ring_cons comp;
+	struct xsk_ring_cons rx;
+};
 
 struct hc_capture {
 	struct hc_capture_cfg cfg;
@@ -59,13 +70,8 @@ struct hc_capture {
 	struct bpf_program *prog;
 	int stats_fd, xsks_fd, feeds_fd;
 	int link_fd;
-	void *umem_area;
-	size_t umem_size;
-	struct xsk_umem *umem;
-	struct xsk_socket *xsk;
-	struct xsk_ring_prod fill;
-	struct xsk_ring_cons comp;
-	struct xsk_ring_cons rx;
+	struct hc_xsk xs[HC_MAX_QUEUES]; /* one AF_XDP socket (with its own UMEM) per bound queue */
+	uint32_t nxs;
 
 	/* kernel path */
 	int udp_fd[HC_MAX_FEEDS];
@@ -189,73 +195,72 @@ static int attach_link(struct hc_capture *c)
 	return err;
 }
 
-static int xsk_open(struct hc_capture *c, int zerocopy)
+static int xsk_open(struct hc_capture *c, struct hc_xsk *x, int zerocopy)
 {
 	struct xsk_umem_config ucfg = {
-		.fill_size = HC_FILL_SIZE,
+		.fill_size = x->frames / 2,
 		.comp_size = HC_COMP_SIZE,
 		.frame_size = HC_FRAME_SIZE,
 		.frame_headroom = 0,
 		.flags = 0,
 	};
 	/* libxdp 1.3.1 leaves cached_prod uninitialised: start from zeroed rings. */
-	memset(&c->fill, 0, sizeof(c->fill));
-	memset(&c->comp, 0, sizeof(c->comp));
-	memset(&c->rx, 0, sizeof(c->rx));
-	int err = xsk_umem__create(&c->umem, c->umem_area, c->umem_size, &c->fill, &c->comp, &ucfg);
+	memset(&x->fill, 0, sizeof(x->fill));
+	memset(&x->comp, 0, sizeof(x->comp));
+	memset(&x->rx, 0, sizeof(x->rx));
+	int err = xsk_umem__create(&x->umem, x->umem_area, x->umem_size, &x->fill, &x->comp, &ucfg);
 	if (err)
 		return err;
 	struct xsk_socket_config scfg = {
-		.rx_size = HC_RX_SIZE,
+		.rx_size = x->frames / 2,
 		.tx_size = 0,
 		.libxdp_flags = XSK_LIBXDP_FLAGS__INHIBIT_PROG_LOAD,
 		.xdp_flags = 0,
 		.bind_flags = XDP_USE_NEED_WAKEUP | (zerocopy ? XDP_ZEROCOPY : XDP_COPY),
 	};
-	err = xsk_socket__create(&c->xsk, c->cfg.ifname, c->cfg.queue, c->umem, &c->rx, NULL, &scfg);
+	err = xsk_socket__create(&x->xsk, c->cfg.ifname, x->queue, x->umem, &x->rx, NULL, &scfg);
 	if (err) {
-		xsk_umem__delete(c->umem);
-		c->umem = NULL;
-		c->xsk = NULL;
+		xsk_umem__delete(x->umem);
+		x->umem = NULL;
+		x->xsk = NULL;
 		return err;
 	}
-	c->info.bind_mode = zerocopy ? HC_BIND_ZEROCOPY : HC_BIND_COPY;
 	return 0;
 }
 
-static int xsk_setup(struct hc_capture *c, const char **stage)
+static int xsk_setup_one(struct hc_capture *c, struct hc_xsk *x, const char **stage)
 {
 	int err;
 	*stage = "umem";
-	c->umem_size = (size_t)HC_NUM_FRAMES * HC_FRAME_SIZE;
-	c->umem_area = mmap(NULL, c->umem_size, PROT_READ | PROT_WRITE,
+	x->umem_size = (size_t)x->frames * HC_FRAME_SIZE;
+	x->umem_area = mmap(NULL, x->umem_size, PROT_READ | PROT_WRITE,
 			    MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
-	if (c->umem_area == MAP_FAILED) {
-		c->umem_area = NULL;
+	if (x->umem_area == MAP_FAILED) {
+		x->umem_area = NULL;
 		return -errno;
 	}
 	*stage = "xsk-bind";
-	if (c->cfg.bind_mode == HC_BIND_ZEROCOPY) {
-		err = xsk_open(c, 1);
-	} else if (c->cfg.bind_mode == HC_BIND_COPY) {
-		err = xsk_open(c, 0);
-	} else {
-		err = xsk_open(c, 1);
-		if (err)
-			err = xsk_open(c, 0);
+	/* auto: zero-copy if the first queue takes it, and then the same for every queue */
+	int zc = c->cfg.bind_mode == HC_BIND_ZEROCOPY ||
+		 (c->cfg.bind_mode == HC_BIND_AUTO && (c->nxs == 0 || c->info.bind_mode == HC_BIND_ZEROCOPY));
+	err = xsk_open(c, x, zc);
+	if (err && zc && c->cfg.bind_mode == HC_BIND_AUTO && c->nxs == 0) {
+		zc = 0;
+		err = xsk_open(c, x, 0);
 	}
 	if (err)
 		return err;
-	/* Hand every frame but the spare half to the kernel. */
-	uint32_t idx;
+	c->info.bind_mode = zc ? HC_BIND_ZEROCOPY : HC_BIND_COPY;
+	/* Hand half the frames to the kernel; the RX ring holds the other half. */
+	uint32_t idx, nfill = x->frames / 2;
 	*stage = "fill-ring";
-	if (xsk_ring_prod__reserve(&c->fill, HC_FILL_SIZE, &idx) != HC_FILL_SIZE)
+	if (xsk_ring_prod__reserve(&x->fill, nfill, &idx) != nfill)
 		return -ENOSPC;
-	for (uint32_t i = 0; i < HC_FILL_SIZE; i++)
-		*xsk_ring_prod__fill_addr(&c->fill, idx + i) = (uint64_t)i * HC_FRAME_SIZE;
-	xsk_ring_prod__submit(&c->fill, HC_FILL_SIZE);
+	for (uint32_t i = 0; i < nfill; i++)
+		*xsk_ring_prod__fill_addr(&x->fill, idx + i) = (uint64_t)i * HC_FRAME_SIZE;
+	xsk_ring_prod__submit(&x->fill, nfill);
 
-	int fd = xsk_socket__fd(c->xsk);
+	int fd = xsk_socket__fd(x->xsk);
 	if (c->cfg.poll_mode == HC_POLL_BUSY) {
 		int one = 1, us = c->cfg.busy_poll_us, budget = HC_BATCH;
 		/* Best effort: without NAPI (veth copy mode) these do nothing, and that is fine. */
@@ -264,9 +269,26 @@ static int xsk_setup(struct hc_capture *c, const char **stage)
 		setsockopt(fd, SOL_SOCKET, SO_BUSY_POLL_BUDGET, &budget, sizeof(budget));
 	}
 	*stage = "xskmap";
-	uint32_t q = c->cfg.queue;
+	uint32_t q = x->queue;
 	if (bpf_map_update_elem(c->xsks_fd, &q, &fd, BPF_ANY))
 		return -errno;
+	return 0;
+}
+
+static int xsk_setup(struct hc_capture *c, const char **stage)
+{
+	uint32_t n = c->cfg.nqueues ? c->cfg.nqueues : 1;
+	/* 16 MiB of frames for one queue; less each when many queues share the budget. */
+	uint32_t frames = n == 1 ? HC_NUM_FRAMES : n <= 4 ? HC_NUM_FRAMES / 2 : HC_NUM_FRAMES / 4;
+	for (uint32_t i = 0; i < n; i++) {
+		struct hc_xsk *x = &c->xs[i];
+		x->queue = c->cfg.nqueues ? c->cfg.queues[i] : c->cfg.queue;
+		x->frames = frames;
+		int err = xsk_setup_one(c, x, stage);
+		c->nxs = i + 1; /* so close() releases a half-made one too */
+		if (err)
+			return err;
+	}
 	return 0;
 }
 
@@ -368,57 +390,75 @@ static inline const uint8_t *udp_payload(const uint8_t *f, uint32_t len, uint32_
 	return u + sizeof(struct udphdr);
 }
 
+/* Take what one socket's RX ring holds (up to a batch) through the consumer; frames go back
+ * to the fill ring at once. Returns the number of descriptors taken. */
+static inline uint32_t xsk_drain(struct hc_capture *c, struct hc_xsk *x, int busy)
+{
+	uint32_t idx_rx, idx_fq;
+	uint32_t n = xsk_ring_cons__peek(&x->rx, HC_BATCH, &idx_rx);
+	if (!n)
+		return 0;
+	/* The fill ring has room for every frame we hold: this cannot spin long. */
+	while (xsk_ring_prod__reserve(&x->fill, n, &idx_fq) != n)
+		;
+	for (uint32_t i = 0; i < n; i++) {
+		const struct xdp_desc *d = xsk_ring_cons__rx_desc(&x->rx, idx_rx + i);
+		uint64_t addr = xsk_umem__add_offset_to_addr(d->addr);
+		const uint8_t *frame = xsk_umem__get_data(x->umem_area, addr);
+		struct hc_pkt_times t = { 0 };
+		t.deq_tai_ns = hc_now_tai_ns();
+		const struct hc_xdp_meta *m = (const void *)(frame - sizeof(*m));
+		uint32_t feed = 0;
+		if (m->magic == HC_META_MAGIC) {
+			feed = m->feed;
+			if (m->flags & HC_META_XDP_TAI)
+				t.xdp_tai_ns = m->xdp_ns;
+			if (m->flags & HC_META_HW_VALID)
+				t.hw_ns = m->rx_hw_ns;
+		} else {
+			feed = UINT32_MAX;
+		}
+		uint32_t plen;
+		const uint8_t *p = udp_payload(frame, d->len, &plen);
+		if (p)
+			hc_consumer_packet(&c->cons, feed, p, plen, &t);
+		else
+			c->cons.drop_bad_frame++;
+		*xsk_ring_prod__fill_addr(&x->fill, idx_fq + i) = xsk_umem__extract_addr(d->addr);
+	}
+	xsk_ring_prod__submit(&x->fill, n);
+	xsk_ring_cons__release(&x->rx, n);
+	if (!busy && xsk_ring_prod__needs_wakeup(&x->fill))
+		recvfrom(xsk_socket__fd(x->xsk), NULL, 0, MSG_DONTWAIT, NULL, NULL);
+	return n;
+}
+
 static void *xdp_loop(void *arg)
 {
 	struct hc_capture *c = arg;
-	struct pollfd pfd = { .fd = xsk_socket__fd(c->xsk), .events = POLLIN };
+	struct pollfd pfd[HC_MAX_QUEUES];
+	const uint32_t nx = c->nxs;
 	const int busy = c->cfg.poll_mode == HC_POLL_BUSY;
+	for (uint32_t i = 0; i < nx; i++) {
+		pfd[i].fd = xsk_socket__fd(c->xs[i].xsk);
+		pfd[i].events = POLLIN;
+	}
 
 	while (!__atomic_load_n(&c->stop, __ATOMIC_RELAXED) &&
 	       !__atomic_load_n(&c->cons.done, __ATOMIC_RELAXED)) {
-		uint32_t idx_rx, idx_fq;
-		uint32_t n = xsk_ring_cons__peek(&c->rx, HC_BATCH, &idx_rx);
-		if (!n) {
-			if (!busy) {
-				if (poll(&pfd, 1, 100) < 0 && errno != EINTR)
-					c->io_errors++;
-			} else if (xsk_ring_prod__needs_wakeup(&c->fill)) {
-				recvfrom(pfd.fd, NULL, 0, MSG_DONTWAIT, NULL, NULL);
-			}
+		uint32_t got = 0;
+		for (uint32_t i = 0; i < nx; i++)
+			got += xsk_drain(c, &c->xs[i], busy);
+		if (got)
 			continue;
+		if (!busy) {
+			if (poll(pfd, nx, 100) < 0 && errno != EINTR)
+				c->io_errors++;
+		} else {
+			for (uint32_t i = 0; i < nx; i++)
+				if (xsk_ring_prod__needs_wakeup(&c->xs[i].fill))
+					recvfrom(pfd[i].fd, NULL, 0, MSG_DONTWAIT, NULL, NULL);
 		}
-		/* The fill ring has room for every frame we hold: this cannot spin long. */
-		while (xsk_ring_prod__reserve(&c->fill, n, &idx_fq) != n)
-			;
-		for (uint32_t i = 0; i < n; i++) {
-			const struct xdp_desc *d = xsk_ring_cons__rx_desc(&c->rx, idx_rx + i);
-			uint64_t addr = xsk_umem__add_offset_to_addr(d->addr);
-			const uint8_t *frame = xsk_umem__get_data(c->umem_area, addr);
-			struct hc_pkt_times t = { 0 };
-			t.deq_tai_ns = hc_now_tai_ns();
-			const struct hc_xdp_meta *m = (const void *)(frame - sizeof(*m));
-			uint32_t feed = 0;
-			if (m->magic == HC_META_MAGIC) {
-				feed = m->feed;
-				if (m->flags & HC_META_XDP_TAI)
-					t.xdp_tai_ns = m->xdp_ns;
-				if (m->flags & HC_META_HW_VALID)
-					t.hw_ns = m->rx_hw_ns;
-			} else {
-				feed = UINT32_MAX;
-			}
-			uint32_t plen;
-			const uint8_t *p = udp_payload(frame, d->len, &plen);
-			if (p)
-				hc_consumer_packet(&c->cons, feed, p, plen, &t);
-			else
-				c->cons.drop_bad_frame++;
-			*xsk_ring_prod__fill_addr(&c->fill, idx_fq + i) = xsk_umem__extract_addr(d->addr);
-		}
-		xsk_ring_prod__submit(&c->fill, n);
-		xsk_ring_cons__release(&c->rx, n);
-		if (!busy && xsk_ring_prod__needs_wakeup(&c->fill))
-			recvfrom(pfd.fd, NULL, 0, MSG_DONTWAIT, NULL, NULL);
 	}
 	note_thread_cpu(c);
 	return NULL;
@@ -499,8 +539,12 @@ int hc_capture_open(const struct hc_capture_cfg *cfg, struct hc_capture **out, c
 {
 	int err;
 	*stage = "config";
-	if (cfg->nfeeds == 0 || cfg->nfeeds > HC_MAX_FEEDS || cfg->queue >= HC_MAX_QUEUES)
+	if (cfg->nfeeds == 0 || cfg->nfeeds > HC_MAX_FEEDS || cfg->queue >= HC_MAX_QUEUES ||
+	    cfg->nqueues > HC_MAX_QUEUES)
 		return -EINVAL;
+	for (uint32_t i = 0; i < cfg->nqueues; i++)
+		if (cfg->queues[i] >= HC_MAX_QUEUES)
+			return -EINVAL;
 	*stage = "alloc";
 	struct hc_capture *c = calloc(1, sizeof(*c));
 	if (!c)
@@ -609,12 +653,15 @@ void hc_capture_close(struct hc_capture *c)
 	hc_capture_stop(c);
 	if (c->link_fd >= 0)
 		close(c->link_fd); /* the kernel detaches the program with the last link reference */
-	if (c->xsk)
-		xsk_socket__delete(c->xsk);
-	if (c->umem)
-		xsk_umem__delete(c->umem);
-	if (c->umem_area)
-		munmap(c->umem_area, c->umem_size);
+	for (uint32_t i = 0; i < c->nxs; i++) {
+		struct hc_xsk *x = &c->xs[i];
+		if (x->xsk)
+			xsk_socket__delete(x->xsk);
+		if (x->umem)
+			xsk_umem__delete(x->umem);
+		if (x->umem_area)
+			munmap(x->umem_area, x->umem_size);
+	}
 	if (c->skel)
 		hftcap_bpf__destroy(c->skel);
 	if (c->skel_hw)

@@ -19,7 +19,9 @@ struct hc_capture_cfg {
 	int cpu;                /* pin the data thread; -1 = no pinning */
 	int ifindex;
 	char ifname[IF_NAMESIZE];
-	uint32_t queue;
+	uint32_t queue;         /* the one RX queue to bind, when nqueues == 0 */
+	uint32_t nqueues;       /* bind these queues, one AF_XDP socket each (e.g. every queue) */
+	uint32_t queues[HC_MAX_QUEUES];
 	uint32_t nfeeds;
 	uint32_t group_be[HC_MAX_FEEDS];
 	uint16_t port_be[HC_MAX_FEEDS];

@@ -172,3 +172,70 @@ def test_200k_packets_at_full_rate_loss_reported_exactly(lab, path, poll):
     assert r["duplicates"] == 0
     print(f"{path}-{poll}: received {r['messages']:,} of 200,000 at {sent['packet_rate_pps']:,.0f} pps, "
           f"lost {r['gaps']:,} (reported as gaps)")
+
+
+MQ_SENDER = r"""
+import socket, struct, sys, time
+n, ifaddr = int(sys.argv[1]), sys.argv[2]
+socks = []
+for i in range(8):  # 8 flows (source ports): the sender's veth spreads them over its queues
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(ifaddr))
+    s.bind((ifaddr, 40000 + i))
+    socks.append(s)
+msg = b"S" + b"\0" * 10 + b"O"
+deadline = time.monotonic() + 10
+for i in range(n):
+    if time.monotonic() > deadline:
+        sys.exit("time bound reached")
+    socks[i % 8].sendto(b"MQSESSION1" + struct.pack(">QHH", i + 1, 1, len(msg)) + msg, ("239.1.1.1", 26400))
+    time.sleep(0.0002)
+"""
+
+
+@pytest.fixture
+def multiqueue_lab():
+    """Two namespaces joined by a veth pair with 4 RX/TX queues per end."""
+    import types
+    import uuid
+    tag = uuid.uuid4().hex[:5]
+    a, b = f"mq{tag}a", f"mq{tag}b"
+    run = lambda *c: subprocess.run(c, check=True, capture_output=True)  # noqa: E731
+    run("ip", "netns", "add", a)
+    run("ip", "netns", "add", b)
+    try:
+        run("ip", "link", "add", f"{a}0", "netns", a, "numtxqueues", "4", "numrxqueues", "4", "type", "veth",
+            "peer", "name", f"{b}0", "netns", b, "numtxqueues", "4", "numrxqueues", "4")
+        run("ip", "-n", a, "addr", "add", "10.78.9.1/24", "dev", f"{a}0")
+        run("ip", "-n", b, "addr", "add", "10.78.9.2/24", "dev", f"{b}0")
+        run("ip", "-n", a, "link", "set", f"{a}0", "up")
+        run("ip", "-n", b, "link", "set", f"{b}0", "up")
+        run("ip", "-n", a, "route", "add", "224.0.0.0/4", "dev", f"{a}0")
+        yield types.SimpleNamespace(ex_ns=a, host_ns=b, host_if=f"{b}0", ex_addr="10.78.9.1", name=tag)
+    finally:
+        subprocess.run(["ip", "netns", "del", a], capture_output=True)
+        subprocess.run(["ip", "netns", "del", b], capture_output=True)
+
+
+@pytest.mark.parametrize("queue", ["0", "all"])
+def test_multiqueue_binding(multiqueue_lab, queue):
+    """One queue bound on a 4-queue interface misses the flows on the others, counts them in
+    pass_no_socket and says so; --queue all binds a socket per queue and misses nothing."""
+    lab = multiqueue_lab
+    li = Listener(lab, "--queue", queue, "--count", 400 if queue == "all" else 10**6, "--duration", 8).wait_ready()
+    try:
+        subprocess.run(["ip", "netns", "exec", lab.ex_ns, sys.executable, "-c", MQ_SENDER, "400", lab.ex_addr],
+                       check=True, timeout=30)
+        if queue != "all":
+            li.p.send_signal(signal.SIGINT)
+        r = li.result()
+    finally:
+        li.kill()
+    assert r["rx_queues"] == 4
+    if queue == "all":
+        assert r["queue"] == "0,1,2,3" and r["packets"] == 400 and r["gaps"] == 0
+        assert r["xdp"]["pass_no_socket"] == 0 and "warning" not in r
+    else:
+        assert r["packets"] + r["xdp"]["pass_no_socket"] == 400
+        assert r["xdp"]["pass_no_socket"] > 0, "8 flows should not all hash to queue 0"
+        assert "--queue all" in r["warning"]

@@ -42,7 +42,7 @@ static int Capture_init(CaptureObject *self, PyObject *args, PyObject *kw)
 	static char *kwlist[] = { "ifname", "ifindex", "feeds", "path", "xdp_mode", "bind_mode",
 				  "poll_mode", "cpu", "queue", "max_packets", "want_hw_ts",
 				  "tai_clock", "busy_poll_us", "timing", "phc_is_tai",
-				  "itch_epoch_tai_ns", "books", "expected_orders", NULL };
+				  "itch_epoch_tai_ns", "books", "expected_orders", "queues", NULL };
 	struct hc_capture_cfg cfg;
 	memset(&cfg, 0, sizeof(cfg));
 	const char *ifname;
@@ -55,13 +55,37 @@ static int Capture_init(CaptureObject *self, PyObject *args, PyObject *kw)
 	cfg.timing = 1;
 	unsigned long long epoch = 0, expected_orders = 1 << 20;
 	cfg.books = 1;
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "siO|iiiiiIKppippKpK", kwlist, &ifname,
+	PyObject *queues = Py_None;
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "siO|iiiiiIKppippKpKO", kwlist, &ifname,
 					 &cfg.ifindex, &feeds, &cfg.path, &cfg.xdp_mode,
 					 &cfg.bind_mode, &cfg.poll_mode, &cfg.cpu, &cfg.queue,
 					 &max_packets, &cfg.want_hw_ts, &cfg.tai_clock,
 					 &cfg.busy_poll_us, &cfg.timing, &cfg.phc_is_tai, &epoch,
-					 &cfg.books, &expected_orders))
+					 &cfg.books, &expected_orders, &queues))
 		return -1;
+	if (queues != Py_None) {
+		PyObject *qs = PySequence_Fast(queues, "queues must be a sequence of ints");
+		if (!qs)
+			return -1;
+		Py_ssize_t nq = PySequence_Fast_GET_SIZE(qs);
+		if (nq < 1 || nq > HC_MAX_QUEUES) {
+			Py_DECREF(qs);
+			PyErr_Format(PyExc_ValueError, "between 1 and %d queues", HC_MAX_QUEUES);
+			return -1;
+		}
+		for (Py_ssize_t i = 0; i < nq; i++) {
+			long q = PyLong_AsLong(PySequence_Fast_GET_ITEM(qs, i));
+			if (q < 0 || q >= HC_MAX_QUEUES) {
+				Py_DECREF(qs);
+				if (!PyErr_Occurred())
+					PyErr_Format(PyExc_ValueError, "queue %ld out of range", q);
+				return -1;
+			}
+			cfg.queues[i] = (uint32_t)q;
+		}
+		cfg.nqueues = (uint32_t)nq;
+		Py_DECREF(qs);
+	}
 	cfg.itch_epoch_tai_ns = epoch;
 	cfg.expected_orders = expected_orders;
 	if (strlen(ifname) >= IF_NAMESIZE) {
