@@ -239,6 +239,9 @@ def exchange(
     interface: Optional[str] = typer.Option(None, "--interface", "-i", help="Multicast interface."),
     clock: str = typer.Option("tai-midnight", "--clock", help="ITCH timestamp clock: tai-midnight, utc-midnight, file."),
     write: Optional[str] = typer.Option(None, "--write", help="Write the stream in NASDAQ file layout instead of sending."),
+    mode: str = typer.Option("delta", "--mode", help="delta (ITCH as is) or snapshot (each book message becomes an "
+                                                    "hftcap Book Snapshot 'Z' of its stock's top levels; not ITCH)."),
+    levels: int = typer.Option(5, "--levels", help="Levels per side in each snapshot (--mode snapshot)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object."),
 ):
     """The simulated exchange: publish an ITCH stream over MoldUDP64 multicast.
@@ -249,7 +252,8 @@ def exchange(
     source = file if file else {"seed": seed, "stocks": stocks, "messages": messages}
     r = run_exchange(netns, feed, source, msg_rate=msg_rate, speed=speed, messages_per_packet=messages_per_packet,
                      loss=loss, dup=dup, reorder=reorder, seed=seed, rerequest_port=rerequest_port, linger=linger,
-                     write=write, duration=duration, max_packets=count, interface=interface, clock=clock)
+                     write=write, duration=duration, max_packets=count, interface=interface, clock=clock,
+                     mode=mode, snapshot_levels=levels)
     if as_json:
         _emit_json(r)
     elif write:
