@@ -273,6 +273,13 @@ def bench(
     warmup: float = typer.Option(0.5, "--warmup", help="Seconds discarded at the start of each trial."),
     path: Optional[List[str]] = typer.Option(None, "--path", help="Only these: xdp-busy, xdp-wakeup, kernel-busy, kernel-block."),
     json_file: Optional[str] = typer.Option(None, "--json", help="Write the result JSON to FILE."),
+    compare_snapshots: bool = typer.Option(False, "--compare-snapshots",
+                                           help="Also send the stream as hftcap Book Snapshots (exchange --mode "
+                                                "snapshot) on one path: bytes, packets, CPU per update, latency."),
+    snapshot_levels: int = typer.Option(5, "--snapshot-levels", help="Levels per side in each snapshot."),
+    snapshot_path: str = typer.Option("xdp-wakeup", "--snapshot-path",
+                                      help="Path of the snapshot comparison (busy paths spin: their CPU is the "
+                                           "trial's length)."),
 ):
     """Kernel bypass vs kernel socket, measured per hop in a lab of its own.
 
@@ -284,7 +291,8 @@ def bench(
         err_console.print(f"round {rnd + 1}/{rounds} {mode:13s} received {got['messages']:,}/{sent['messages_sent']:,}")
 
     doc = run_bench(rounds=rounds, seconds=seconds, msg_rate=rate, k=k, seed=seed, stocks=stocks, warmup=warmup,
-                    paths=path, json_file=json_file, progress=progress)
+                    paths=path, json_file=json_file, progress=progress, compare_snapshots=compare_snapshots,
+                    snapshot_levels=snapshot_levels, snapshot_path=snapshot_path)
     render(doc, out)
 
 
