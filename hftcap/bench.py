@@ -266,7 +266,8 @@ def render(doc: dict, console) -> None:
             v = doc["paths"][p]["hops"].get("sender_to_book")
             if v and p != "xdp-busy":
                 parts.append(f"{p} / xdp-busy: p50 {v['p50_ns'] / ref['p50_ns']:.2f}x, p99 {v['p99_ns'] / ref['p99_ns']:.2f}x")
-        console.print("sender_to_book ratios: " + "; ".join(parts))
+        if parts:
+            console.print("sender_to_book ratios: " + "; ".join(parts))
     console.print("[dim]lab veth, copy-mode AF_XDP; noisy 2-core VM preempted by its host: read p50 and p99, "
                   "tails say more about the host than the code[/]")
     if doc.get("snapshot_vs_delta"):
@@ -301,3 +302,6 @@ def render_snapshots(d: dict, c: dict, console) -> None:
     console.print(t)
     console.print("[dim]same generated stream and message rate on both sides; CPU = CLOCK_THREAD_CPUTIME_ID of the "
                   "data thread over whole trials (warm-up included); 'Z' is hftcap's own message, not ITCH 5.0[/]")
+    if PATH_MODES[d["path"]][1] == "busy":
+        console.print("[yellow]note:[/] a busy-polling data thread spins for the whole trial: its CPU per update is "
+                      "the trial's length / updates, not the work (use --snapshot-path xdp-wakeup)")
