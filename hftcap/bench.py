@@ -5,7 +5,15 @@ is received in turn by AF_XDP busy-poll, AF_XDP wakeup, kernel socket busy-poll 
 socket blocking, alternating over several rounds so machine noise hits every path alike. Each
 trial is a real `hftcap listen --save` in the host namespace and a real `hftcap exchange` in the
 exchange namespace (pinned to different CPUs); the per-hop histograms of all rounds are summed
-per path. Percentiles come from those sums; a hop whose clock is missing is left out."""
+per path. Percentiles come from those sums; a hop whose clock is missing is left out.
+
+With compare_snapshots, one path also receives the same stream converted to hftcap Book
+Snapshots (`exchange --mode snapshot`: each book update re-sends the top N levels of its
+stock; hftcap.snapshots) at the same message rate, hence the same update rate, right after
+its delta trial in every round: bytes and packets on the wire, data-thread CPU per book update
+and sender_to_book for both, under "snapshot_vs_delta". The default path for it is xdp-wakeup:
+a busy-polling data thread spins for the whole trial, so its CPU time measures the trial's
+length, not the work per update."""
 from __future__ import annotations
 
 import json
@@ -33,7 +41,7 @@ def _hftcap() -> str:
     return str(exe) if exe.exists() else "hftcap"
 
 
-def _trial(lb, mode: str, a: dict, save: str, tracer_factory=None) -> dict:
+def _trial(lb, mode: str, a: dict, save: str, stream: str = "delta", tracer_factory=None) -> dict:
     path, poll = PATH_MODES[mode]
     total_s = a["seconds"] + a["warmup"]
     messages = int(a["msg_rate"] * total_s)
@@ -51,7 +59,8 @@ def _trial(lb, mode: str, a: dict, save: str, tracer_factory=None) -> dict:
             ["taskset", "-c", str(a["cpu_tx"]), _hftcap(), "exchange", "--netns", lb.ex_ns, "--feed", FEED,
              "--seed", str(a["seed"]), "--stocks", str(a["stocks"]), "--messages", str(messages),
              "--msg-rate", str(a["msg_rate"]), "-k", str(a["k"]), "--rerequest-port", "0", "--linger", "0",
-             "--duration", str(total_s + 10), "--json"],
+             "--duration", str(total_s + 10), "--json"]
+            + (["--mode", "snapshot", "--levels", str(a["snapshot_levels"])] if stream == "snapshot" else []),
             capture_output=True, text=True, timeout=total_s + 60)
         if ex.returncode:
             raise HftcapError(f"bench: exchange failed: {ex.stderr.strip()}")
@@ -107,15 +116,75 @@ def _merge(acc: dict, res: latency.Result, path: str) -> None:
             acc[hop] = latency.HistSnapshot(cur.counts + d.counts, mn, mx, (cur.sum_ns or 0) + (d.sum_ns or 0))
 
 
+def _new_side() -> dict:
+    return {"hists": {}, "sent": 0, "received": 0, "updates": 0, "cpu_s": 0.0, "bytes": 0, "packets": 0,
+            "trials": 0}
+
+
+def _add_side(x: dict, t: dict, path: str) -> None:
+    from .snapshots import book_updates
+    got = t["listen"]
+    x["sent"] += t["sent"]["messages_sent"]
+    x["received"] += got["messages"]
+    x["updates"] += book_updates(got.get("messages_by_type", {}))
+    x["cpu_s"] += got["data_thread_cpu_s"]
+    x["bytes"] += got["bytes"]
+    x["packets"] += got["packets"]
+    x["trials"] += 1
+    _merge(x["hists"], t["result"], path)
+
+
+def _side_doc(x: dict, path: str) -> dict:
+    u = x["updates"]
+    d = {"trials": x["trials"], "sent_messages": x["sent"], "received_messages": x["received"],
+         "lost_messages": x["sent"] - x["received"], "book_updates": u, "packets": x["packets"],
+         "bytes": x["bytes"], "cpu_s": round(x["cpu_s"], 6),
+         "bytes_per_update": round(x["bytes"] / u, 1) if u else None,
+         "packets_per_update": round(x["packets"] / u, 4) if u else None,
+         "cpu_ns_per_update": round(x["cpu_s"] * 1e9 / u, 1) if u else None, "sender_to_book": None}
+    h = x["hists"].get("sender_to_book")
+    if h is not None and not isinstance(h, latency.Absent):
+        st = latency.hop_stats(path, "sender_to_book", h)
+        if not st.absent:
+            d["sender_to_book"] = {"p50_ns": st.p50, "p99_ns": st.p99, "max_ns": st.max, "count": st.count}
+    return d
+
+
+def _compare_doc(cmp: dict, path: str, levels: int) -> dict:
+    from .snapshots import snapshot_len
+    dl, sn = _side_doc(cmp["delta"], PATH_MODES[path][0]), _side_doc(cmp["snapshot"], PATH_MODES[path][0])
+
+    def ratio(a, b):
+        return round(a / b, 3) if a is not None and b else None
+    lat = lambda d, q: d["sender_to_book"][q] if d["sender_to_book"] else None  # noqa: E731
+    return {"path": path, "levels_per_side": levels, "snapshot_message_bytes": snapshot_len(levels),
+            "layout": "hftcap Book Snapshot 'Z' (not ITCH 5.0): ITCH header, N, N bid + N ask levels of "
+                      "price u32, shares u32, orders u32",
+            "update": "delta: one A/F/E/C/X/D/U; snapshot: one Z (the same updates, one for one)",
+            "clocks": {"cpu": "CLOCK_THREAD_CPUTIME_ID of the data thread, whole trial incl. warm-up",
+                       "sender_to_book": "tai-midnight (exchange send time -> book updated), after warm-up"},
+            "bytes": "UDP payload bytes received by the consumer",
+            "delta": dl, "snapshot": sn,
+            "snapshot_over_delta": {"bytes_per_update": ratio(sn["bytes_per_update"], dl["bytes_per_update"]),
+                                    "packets_per_update": ratio(sn["packets_per_update"], dl["packets_per_update"]),
+                                    "cpu_ns_per_update": ratio(sn["cpu_ns_per_update"], dl["cpu_ns_per_update"]),
+                                    "sender_to_book_p50": ratio(lat(sn, "p50_ns"), lat(dl, "p50_ns")),
+                                    "sender_to_book_p99": ratio(lat(sn, "p99_ns"), lat(dl, "p99_ns"))}}
+
+
 def run_bench(rounds: int = 3, seconds: float = 3.0, msg_rate: float = 50_000, k: int = 4, seed: int = 7,
               stocks: int = 16, warmup: float = 0.5, lab_name: str = "hbench", paths: list[str] | None = None,
               cpu_rx: int = 1, cpu_tx: int = 0, json_file: str | None = None, console=None,
-              progress=None, trace: bool = False) -> dict:
+              progress=None, trace: bool = False, compare_snapshots: bool = False, snapshot_levels: int = 5,
+              snapshot_path: str = "xdp-wakeup") -> dict:
     require_root("bench")
     modes = paths or list(PATH_MODES)
-    for m in modes:
+    for m in modes + ([snapshot_path] if compare_snapshots else []):
         if m not in PATH_MODES:
             raise UsageError(f"unknown path '{m}'", hint="one of: " + ", ".join(PATH_MODES))
+    if compare_snapshots:
+        from .snapshots import check_levels
+        check_levels(snapshot_levels)
     if rounds < 1 or seconds <= 0 or msg_rate <= 0 or k < 1:
         raise UsageError("rounds, seconds, rate and messages per packet must be positive")
     ncpu = os.cpu_count() or 1
@@ -123,14 +192,23 @@ def run_bench(rounds: int = 3, seconds: float = 3.0, msg_rate: float = 50_000, k
         raise UsageError(f"--cpu-rx/--cpu-tx must be below {ncpu}")
     from . import lab as labmod
     a = dict(rounds=rounds, seconds=seconds, msg_rate=msg_rate, k=k, seed=seed, stocks=stocks, warmup=warmup,
-             cpu_rx=cpu_rx, cpu_tx=cpu_tx)
+             cpu_rx=cpu_rx, cpu_tx=cpu_tx, snapshot_levels=snapshot_levels)
     tracer_factory = None
     if trace:
-        from .trace import KernelPathTracer
-
+        from .trace import KernelPathTracer, _import_bcc
+        _import_bcc()  # a missing bcc fails here, with its hint, before any trial
 
         def tracer_factory(pid):
             return KernelPathTracer(pid=pid).start()
+    # Trials of one round: every path in turn (deltas); with compare_snapshots the compare path's
+    # snapshot trial follows its delta trial (a delta trial of its own if the path is not listed).
+    jobs = [(m, "delta") for m in modes]
+    if compare_snapshots:
+        i = modes.index(snapshot_path) + 1 if snapshot_path in modes else len(jobs)
+        extra = [(snapshot_path, "snapshot")] if snapshot_path in modes else \
+            [(snapshot_path, "delta-only"), (snapshot_path, "snapshot")]
+        jobs[i:i] = extra
+    cmp = {"delta": _new_side(), "snapshot": _new_side()}
     lb = labmod.up(lab_name)
     acc = {m: {"hists": {}, "stages": {}, "sent": 0, "received": 0, "cpu_s": 0.0, "bytes": 0, "packets": 0, "gaps": 0,
                "updates": 0} for m in modes}
@@ -138,9 +216,16 @@ def run_bench(rounds: int = 3, seconds: float = 3.0, msg_rate: float = 50_000, k
     try:
         with tempfile.TemporaryDirectory(prefix="hftcap-bench-") as tmp:
             for rnd in range(rounds):
-                for m in modes:
-                    t = _trial(lb, m, a, os.path.join(tmp, f"{m}-{rnd}.json"), tracer_factory)
+                for m, stream in jobs:
+                    t = _trial(lb, m, a, os.path.join(tmp, f"{m}-{stream}-{rnd}.json"),
+                               "snapshot" if stream == "snapshot" else "delta", tracer_factory)
                     s, got = t["sent"], t["listen"]
+                    if compare_snapshots and m == snapshot_path:
+                        _add_side(cmp["snapshot" if stream == "snapshot" else "delta"], t, PATH_MODES[m][0])
+                    if stream != "delta":
+                        if progress:
+                            progress(rnd, f"{m} ({stream.replace('-only', '')})", got, s)
+                        continue
                     x = acc[m]
                     x["sent"] += s["messages_sent"]
                     x["received"] += got["messages"]
@@ -184,6 +269,8 @@ def run_bench(rounds: int = 3, seconds: float = 3.0, msg_rate: float = 50_000, k
             doc["paths"][m]["kernel_stages"] = _stage_summary(x["stages"])
             doc["paths"][m]["kernel_stages_clock"] = ("CLOCK_MONOTONIC (bpf_ktime_get_ns); percentiles are "
                                                       "bucket upper edges, at most 12.5% high")
+    if compare_snapshots:
+        doc["snapshot_vs_delta"] = _compare_doc(cmp, snapshot_path, snapshot_levels)
     if json_file:
         Path(json_file).write_text(json.dumps(doc, indent=1) + "\n")
     return doc
@@ -217,7 +304,8 @@ def render(doc: dict, console) -> None:
             v = doc["paths"][p]["hops"].get("sender_to_book")
             if v and p != "xdp-busy":
                 parts.append(f"{p} / xdp-busy: p50 {v['p50_ns'] / ref['p50_ns']:.2f}x, p99 {v['p99_ns'] / ref['p99_ns']:.2f}x")
-        console.print("sender_to_book ratios: " + "; ".join(parts))
+        if parts:
+            console.print("sender_to_book ratios: " + "; ".join(parts))
     for p in paths:
         ks = doc["paths"][p].get("kernel_stages")
         if ks:
@@ -226,3 +314,38 @@ def render(doc: dict, console) -> None:
                                       for k, v in ks.items() if v["count"]))
     console.print("[dim]lab veth, copy-mode AF_XDP; noisy 2-core VM preempted by its host: read p50 and p99, "
                   "tails say more about the host than the code[/]")
+    if doc.get("snapshot_vs_delta"):
+        render_snapshots(doc["snapshot_vs_delta"], c, console)
+
+
+def render_snapshots(d: dict, c: dict, console) -> None:
+    from rich.table import Table
+    t = Table(title=f"deltas vs Book Snapshots (top {d['levels_per_side']} levels per side, "
+                    f"{d['snapshot_message_bytes']} B per 'Z'): {d['path']}, {c['message_rate']:,.0f} updates/s, "
+                    f"{c['messages_per_packet']} msg/packet")
+    for col in ("", "delta", "snapshot", "snapshot / delta"):
+        t.add_column(col, justify="left" if not col else "right")
+    dl, sn, r = d["delta"], d["snapshot"], d["snapshot_over_delta"]
+
+    def f(v, fmt="{:,}"):
+        return "-" if v is None else fmt.format(v)
+
+    def lat(x, q):
+        return latency.fmt_ns(x["sender_to_book"][q]) if x["sender_to_book"] else "-"
+    rows = [("book updates received", f(dl["book_updates"]), f(sn["book_updates"]), ""),
+            ("lost messages", f(dl["lost_messages"]), f(sn["lost_messages"]), ""),
+            ("packets", f(dl["packets"]), f(sn["packets"]), f(r["packets_per_update"], "{:.2f}x")),
+            ("bytes (UDP payload)", f(dl["bytes"]), f(sn["bytes"]), ""),
+            ("bytes / update", f(dl["bytes_per_update"]), f(sn["bytes_per_update"]), f(r["bytes_per_update"], "{:.2f}x")),
+            ("CPU ns / update (data thread)", f(dl["cpu_ns_per_update"]), f(sn["cpu_ns_per_update"]),
+             f(r["cpu_ns_per_update"], "{:.2f}x")),
+            ("sender_to_book p50 (tai-midnight)", lat(dl, "p50_ns"), lat(sn, "p50_ns"), f(r["sender_to_book_p50"], "{:.2f}x")),
+            ("sender_to_book p99 (tai-midnight)", lat(dl, "p99_ns"), lat(sn, "p99_ns"), f(r["sender_to_book_p99"], "{:.2f}x"))]
+    for row in rows:
+        t.add_row(*row)
+    console.print(t)
+    console.print("[dim]same generated stream and message rate on both sides; CPU = CLOCK_THREAD_CPUTIME_ID of the "
+                  "data thread over whole trials (warm-up included); 'Z' is hftcap's own message, not ITCH 5.0[/]")
+    if PATH_MODES[d["path"]][1] == "busy":
+        console.print("[yellow]note:[/] a busy-polling data thread spins for the whole trial: its CPU per update is "
+                      "the trial's length / updates, not the work (use --snapshot-path xdp-wakeup)")

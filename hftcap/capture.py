@@ -360,8 +360,12 @@ class Session:
     def books(self):
         if getattr(self, "_books", None) is None:
             from .books import Books
-            core = self.cap.books()
-            self._books = Books(core=core) if core is not None else None
+            from .snapshots import SnapshotBooks
+            core, snaps = self.cap.books(), self.cap.snapshots()
+            # hftcap Book Snapshots 'Z' (not ITCH) land in their own table: a stock that has
+            # one is answered from it (hftcap.snapshots), any other from the order books.
+            self._books = (None if core is None else Books(core=core) if snaps is None
+                           else SnapshotBooks(core, snaps))
         return self._books
 
     def books_stats(self) -> dict:
@@ -370,7 +374,8 @@ class Session:
             return {}
         st = b.stats()
         return {"messages": {k: v for k, v in st["messages"].items() if v},
-                "drops": {f"itch_{k}": v for k, v in st["drops"].items()},
+                "drops": {**{f"itch_{k}": v for k, v in st["drops"].items()},
+                          **{f"snapshot_{k}": v for k, v in st.get("snapshot_drops", {}).items()}},
                 "orders_live": st.get("orders_live")}
 
     def symbols(self) -> list[tuple[int, str, int]]:

@@ -241,6 +241,9 @@ def exchange(
     interface: Optional[str] = typer.Option(None, "--interface", "-i", help="Multicast interface."),
     clock: str = typer.Option("tai-midnight", "--clock", help="ITCH timestamp clock: tai-midnight, utc-midnight, file."),
     write: Optional[str] = typer.Option(None, "--write", help="Write the stream in NASDAQ file layout instead of sending."),
+    mode: str = typer.Option("delta", "--mode", help="delta (ITCH as is) or snapshot (each book message becomes an "
+                                                    "hftcap Book Snapshot 'Z' of its stock's top levels; not ITCH)."),
+    levels: int = typer.Option(5, "--levels", help="Levels per side in each snapshot (--mode snapshot)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object."),
 ):
     """The simulated exchange: publish an ITCH stream over MoldUDP64 multicast.
@@ -251,7 +254,8 @@ def exchange(
     source = file if file else {"seed": seed, "stocks": stocks, "messages": messages}
     r = run_exchange(netns, feed, source, msg_rate=msg_rate, speed=speed, messages_per_packet=messages_per_packet,
                      loss=loss, dup=dup, reorder=reorder, seed=seed, rerequest_port=rerequest_port, linger=linger,
-                     write=write, duration=duration, max_packets=count, interface=interface, clock=clock)
+                     write=write, duration=duration, max_packets=count, interface=interface, clock=clock,
+                     mode=mode, snapshot_levels=levels)
     if as_json:
         _emit_json(r)
     elif write:
@@ -272,6 +276,13 @@ def bench(
     path: Optional[List[str]] = typer.Option(None, "--path", help="Only these: xdp-busy, xdp-wakeup, kernel-busy, kernel-block."),
     json_file: Optional[str] = typer.Option(None, "--json", help="Write the result JSON to FILE."),
     trace: bool = typer.Option(False, "--trace", help="Also split the kernel paths into stages with bcc tracepoints."),
+    compare_snapshots: bool = typer.Option(False, "--compare-snapshots",
+                                           help="Also send the stream as hftcap Book Snapshots (exchange --mode "
+                                                "snapshot) on one path: bytes, packets, CPU per update, latency."),
+    snapshot_levels: int = typer.Option(5, "--snapshot-levels", help="Levels per side in each snapshot."),
+    snapshot_path: str = typer.Option("xdp-wakeup", "--snapshot-path",
+                                      help="Path of the snapshot comparison (busy paths spin: their CPU is the "
+                                           "trial's length)."),
 ):
     """Kernel bypass vs kernel socket, measured per hop in a lab of its own.
 
@@ -283,7 +294,9 @@ def bench(
         err_console.print(f"round {rnd + 1}/{rounds} {mode:13s} received {got['messages']:,}/{sent['messages_sent']:,}")
 
     doc = run_bench(rounds=rounds, seconds=seconds, msg_rate=rate, k=k, seed=seed, stocks=stocks, warmup=warmup,
-                    paths=path, json_file=json_file, progress=progress, trace=trace)
+                    paths=path, json_file=json_file, progress=progress, trace=trace,
+                    compare_snapshots=compare_snapshots, snapshot_levels=snapshot_levels,
+                    snapshot_path=snapshot_path)
     render(doc, out)
 
 

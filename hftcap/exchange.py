@@ -337,7 +337,8 @@ def run_exchange(netns: str | None, feed: str, source: str | dict | bytes | None
                  write: str | None = None, duration: float = 60.0, max_packets: int = 0,
                  max_messages: int | None = None, interface: str | None = None,
                  session: bytes = DEFAULT_SESSION, clock: str = "tai-midnight",
-                 heartbeat_interval: float = 1.0, eos_count: int = 3, json_out: str | None = None) -> dict:
+                 heartbeat_interval: float = 1.0, eos_count: int = 3, json_out: str | None = None,
+                 mode: str = "delta", snapshot_levels: int = 5) -> dict:
     """`hftcap exchange`. source: a NASDAQ-layout file path, raw NASDAQ-layout bytes, or the
     generator's parameters {"seed", "stocks", "messages"} (None: the generator's defaults).
     Pacing: msg_rate messages/s, or speed x the file's own timestamps, or neither (as fast as
@@ -345,7 +346,10 @@ def run_exchange(netns: str | None, feed: str, source: str | dict | bytes | None
     sent. Otherwise the feed goes out from namespace netns, bounded by duration (and
     max_packets), and re-requests are answered on rerequest_port (default feed port + 1; 0 or
     serve=False: none) until `linger` seconds after the last packet. Ctrl-C stops the feed
-    (End of Session still goes out) and returns the counters with stop_reason "stopped"."""
+    (End of Session still goes out) and returns the counters with stop_reason "stopped".
+    mode "snapshot": every book message of the stream is replaced by one hftcap Book Snapshot
+    'Z' of its stock's top snapshot_levels levels (hftcap.snapshots; not ITCH 5.0), so the
+    same pacing gives the same update rate; the sender publishes it unchanged."""
     if msg_rate is not None and speed is not None:
         raise UsageError("--msg-rate and --speed are exclusive", hint="pace by one of them, or by neither")
     if msg_rate is not None and msg_rate <= 0:
@@ -357,6 +361,10 @@ def run_exchange(netns: str | None, feed: str, source: str | dict | bytes | None
             raise UsageError(f"{name} {p}: expected a probability in [0, 1]")
     if not 0 < duration <= 86400:
         raise UsageError(f"--duration {duration}: expected 0 < S <= 86400")
+    from . import snapshots
+    if mode not in snapshots.MODES:
+        raise UsageError(f"--mode {mode!r}: expected one of {', '.join(snapshots.MODES)}")
+    snapshots.check_levels(snapshot_levels)
     if isinstance(source, (bytes, bytearray, memoryview)):
         stream = bytes(source)
         src_name = "bytes"
@@ -367,9 +375,16 @@ def run_exchange(netns: str | None, feed: str, source: str | dict | bytes | None
         g = {"seed": seed, "stocks": 8, "messages": 100_000, **(source or {})}
         stream = generate(int(g["seed"]), int(g["stocks"]), int(g["messages"]))
         src_name = f"generator(seed={g['seed']}, stocks={g['stocks']}, messages={g['messages']})"
+    conversion = None
+    if mode == "snapshot":
+        delta_bytes = len(stream)
+        stream, conversion = snapshots.to_snapshots(stream, snapshot_levels)
+        conversion["delta_bytes"] = delta_bytes
+    stream_info = {"mode": mode, "snapshot_levels": snapshot_levels if mode == "snapshot" else None,
+                   "conversion": conversion}
     if write:
         res = write_stream(write, stream)
-        res.update({"command": "exchange", "source": src_name})
+        res.update({"command": "exchange", "source": src_name, **stream_info})
         return _finish_write(res, json_out)
 
     f = _parse_feed(feed)
@@ -427,7 +442,7 @@ def run_exchange(netns: str | None, feed: str, source: str | dict | bytes | None
                 "msg_rate": msg_rate, "speed": speed, "loss": loss, "dup": dup, "reorder": reorder,
                 "seed": seed, "stream_messages": sender.messages, "stream_packets": sender.packets,
                 "rerequest_port": rport if rsock is not None else None,
-                "rerequests": served or None})
+                "rerequests": served or None, **stream_info})
     return _finish(res, json_out)
 
 

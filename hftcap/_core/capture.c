@@ -26,6 +26,7 @@
 
 #include "capture.h"
 #include "book.h"
+#include "snap.h"
 #include "hc_time.h"
 #include "hftcap.skel.h"
 #include "hftcap_hw.skel.h"
@@ -562,6 +563,9 @@ int hc_capture_open(const struct hc_capture_cfg *cfg, struct hc_capture **out, c
 		err = hc_books_new(&c->cons.books, cfg->expected_orders);
 		if (err)
 			goto fail;
+		err = hc_snap_table_new(&c->cons.snaps); /* hftcap Book Snapshots (snap.h) */
+		if (err)
+			goto fail;
 	}
 	struct timex tx = { 0 };
 	if (adjtimex(&tx) >= 0)
@@ -672,6 +676,7 @@ void hc_capture_close(struct hc_capture *c)
 	free(c->bufs);
 	if (c->cons.books)
 		hc_books_free(c->cons.books);
+	hc_snap_table_free(c->cons.snaps);
 	free(c);
 }
 
@@ -685,6 +690,15 @@ struct hc_books *hc_capture_take_books(struct hc_capture *c)
 	struct hc_books *b = c->cons.books;
 	c->cons.books = NULL;
 	return b;
+}
+struct hc_snap_table *hc_capture_snaps(struct hc_capture *c) { return c->cons.snaps; }
+
+struct hc_snap_table *hc_capture_take_snaps(struct hc_capture *c)
+{
+	hc_capture_stop(c);
+	struct hc_snap_table *t = c->cons.snaps;
+	c->cons.snaps = NULL;
+	return t;
 }
 uint64_t hc_capture_io_errors(struct hc_capture *c) { return c->io_errors; }
 

@@ -58,6 +58,9 @@ const struct hc_consumer *hc_capture_consumer(struct hc_capture *c);
 struct hc_books *hc_capture_books(struct hc_capture *c); /* NULL without books */
 /* Stop the data thread and hand the books over to the caller (who frees them). */
 struct hc_books *hc_capture_take_books(struct hc_capture *c);
+/* The same for the table of hftcap Book Snapshots (snap.h); NULL without books. */
+struct hc_snap_table *hc_capture_snaps(struct hc_capture *c);
+struct hc_snap_table *hc_capture_take_snaps(struct hc_capture *c);
 int hc_capture_xdp_stats(struct hc_capture *c, uint64_t out[HC_XDP_NSTATS]);
 /* Ask the data thread to clear its histograms before its next sample. */
 void hc_capture_reset_hists(struct hc_capture *c);

@@ -4,6 +4,7 @@
 #include "book.h"
 #include "hc_time.h"
 #include "itch.h"
+#include "snap.h"
 
 const char *const hc_hop_names[HC_NHOPS] = {
 	[HC_HOP_NIC_TO_XDP] = "nic_to_xdp",
@@ -97,7 +98,7 @@ void hc_consumer_packet(struct hc_consumer *c, uint32_t feed, const uint8_t *pay
 	struct hc_mold_iter it;
 	struct hc_itch_msg dec[HC_DECODE_BATCH];
 	const uint8_t *msg;
-	uint32_t mlen, delivered = 0, n = 0;
+	uint32_t mlen, delivered = 0, n = 0, nz = 0;
 	uint64_t itch_ns = UINT64_MAX;
 
 	c->packets++;
@@ -111,6 +112,11 @@ void hc_consumer_packet(struct hc_consumer *c, uint32_t feed, const uint8_t *pay
 			delivered++;
 			if (!c->books)
 				continue;
+			if (__builtin_expect(mlen && msg[0] == HC_SNAP_TYPE && c->snaps, 0)) {
+				/* hftcap's Book Snapshot, not ITCH: decoded now, applied with the rest */
+				nz += hc_snap_table_stage(c->snaps, msg, mlen) == 0;
+				continue;
+			}
 			if (!c->timing) { /* no hop split wanted: the fused path */
 				hc_books_feed_msg(c->books, msg, mlen);
 				continue;
@@ -131,8 +137,12 @@ void hc_consumer_packet(struct hc_consumer *c, uint32_t feed, const uint8_t *pay
 		uint64_t dec_ns = hc_now_tai_ns();
 		for (uint32_t i = 0; i < n; i++)
 			hc_books_apply(c->books, &dec[i]);
+		if (nz)
+			hc_snap_table_commit(c->snaps);
 		uint64_t book_ns = hc_now_tai_ns();
 		record(c, t, dec_ns, book_ns, itch_ns);
+	} else if (nz) {
+		hc_snap_table_commit(c->snaps);
 	}
 	if (c->max_packets && c->packets >= c->max_packets)
 		__atomic_store_n(&c->done, 1, __ATOMIC_RELEASE);

@@ -11,6 +11,7 @@
 #include "hftcap_shared.h"
 
 struct hc_books;
+struct hc_snap_table;
 
 /* The most messages one packet can carry in a 1500-byte frame (12-byte S + 2-byte block
  * header each); larger packets are decoded and applied in several batches. */
@@ -50,6 +51,7 @@ struct hc_consumer {
 	uint64_t max_packets;    /* stop after this many packets; 0 = no limit */
 	int done;                /* set by the data thread when max_packets is reached */
 	struct hc_books *books;  /* ITCH decoder target; NULL = sequencing and counting only */
+	struct hc_snap_table *snaps; /* target of hftcap's Book Snapshots 'Z' (snap.h); NULL = none */
 
 	/* Latency. Config is set before the data thread starts. */
 	int timing;              /* record hop histograms */

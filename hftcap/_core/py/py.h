@@ -17,6 +17,12 @@ struct hc_books;
  * frees b, refuses feed calls. New reference, or NULL with an exception. */
 PyObject *hc_py_books_wrap(struct hc_books *b, PyObject *owner);
 
+int hc_py_add_snap(PyObject *m);
+struct hc_snap_table;
+/* A hftcap._core.SnapTable view of a table fed elsewhere (live capture): keeps `owner` alive,
+ * never frees t, refuses feed calls. New reference, or NULL with an exception. */
+PyObject *hc_py_snaps_wrap(struct hc_snap_table *t, PyObject *owner);
+
 /* Raise OSError(errno) for a -errno from the core, with a short context string. */
 static inline PyObject *hc_py_errno(int neg_errno, const char *what)
 {

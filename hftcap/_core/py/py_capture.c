@@ -8,6 +8,7 @@
 #include "py.h"
 #include "capture.h"
 #include "book.h"
+#include "snap.h"
 
 /* The books outlive the capture: close() stops the data thread and moves them here, so a
  * Books view taken before close() (which keeps this object alive) stays valid. */
@@ -15,6 +16,7 @@ typedef struct {
 	PyObject_HEAD
 	struct hc_capture *cap;
 	struct hc_books *books;
+	struct hc_snap_table *snaps; /* hftcap Book Snapshots, taken over like the books */
 } CaptureObject;
 
 static void capture_release(CaptureObject *self)
@@ -23,6 +25,7 @@ static void capture_release(CaptureObject *self)
 	self->cap = NULL;
 	Py_BEGIN_ALLOW_THREADS
 	self->books = hc_capture_take_books(c);
+	self->snaps = hc_capture_take_snaps(c);
 	hc_capture_close(c);
 	Py_END_ALLOW_THREADS
 }
@@ -146,6 +149,7 @@ static void Capture_dealloc(CaptureObject *self)
 		capture_release(self);
 	if (self->books)
 		hc_books_free(self->books);
+	hc_snap_table_free(self->snaps);
 	Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -332,7 +336,18 @@ static PyObject *Capture_books(CaptureObject *self, PyObject *unused)
 	return hc_py_books_wrap(b, (PyObject *)self);
 }
 
+/* snapshots() -> hftcap._core.SnapTable viewing the live Book Snapshot table (snap.h). */
+static PyObject *Capture_snapshots(CaptureObject *self, PyObject *unused)
+{
+	struct hc_snap_table *t = self->cap ? hc_capture_snaps(self->cap) : self->snaps;
+	if (!t)
+		Py_RETURN_NONE;
+	return hc_py_snaps_wrap(t, (PyObject *)self);
+}
+
 static PyMethodDef Capture_methods[] = {
+	{ "snapshots", (PyCFunction)Capture_snapshots, METH_NOARGS,
+	  "The live table of hftcap Book Snapshots 'Z' (None without books)." },
 	{ "books", (PyCFunction)Capture_books, METH_NOARGS, "The live books (None without books)." },
 	{ "hists", (PyCFunction)Capture_hists, METH_NOARGS, "Per-hop histograms (export bytes)." },
 	{ "negative", (PyCFunction)Capture_negative, METH_NOARGS,
