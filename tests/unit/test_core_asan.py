@@ -29,7 +29,7 @@ def build_and_run(tmp_path, harness, sources, *args):
 
 
 def test_consumer_under_sanitizers(tmp_path):
-    out = build_and_run(tmp_path, "feed_fuzz", ["feed", "mold", "itch", "book", "files", "gen", "hist"])
+    out = build_and_run(tmp_path, "feed_fuzz", ["feed", "mold", "itch", "book", "files", "gen", "hist", "snap"])
     assert out.startswith("ok ") and "samples=0" not in out
 
 
