@@ -33,13 +33,15 @@ struct hc_side {
 	uint32_t n;
 };
 
+/* Field order matters: what every order message touches (seq, sides, and in info the
+ * counters and timestamp) is in the first two cache lines; the trade ring comes after. */
 struct hc_stock {
 	_Atomic uint32_t seq;     /* odd while the writer changes this stock */
-	struct hc_stock_info info;
-	uint64_t trades_total;    /* ring head: trades pushed so far */
-	struct hc_trade ring[HC_TRADES_RING];
 	struct hc_side side[2];
-};
+	uint64_t trades_total;    /* ring head: trades pushed so far */
+	struct hc_stock_info info;
+	struct hc_trade ring[HC_TRADES_RING];
+} __attribute__((aligned(64)));
 
 struct hc_order {
 	uint64_t ref;
@@ -385,9 +387,10 @@ static inline void order_release(struct hc_books *b, uint32_t idx)
 /* ---- stocks ---- */
 static NOINLINE struct hc_stock *stock_new(struct hc_books *b, uint16_t locate)
 {
-	struct hc_stock *s = calloc(1, sizeof(*s));
+	struct hc_stock *s = aligned_alloc(64, sizeof(*s));
 	if (!s)
 		return NULL;
+	memset(s, 0, sizeof(*s));
 	s->info.locate = locate;
 	for (int k = 0; k < 2; k++) {
 		s->side[k].a = malloc(sizeof(struct hc_level_arr) + 64 * sizeof(struct hc_level));
@@ -853,15 +856,56 @@ int hc_books_feed_msg(struct hc_books *b, const uint8_t *p, uint32_t len)
 	return feed_msg(b, p, len);
 }
 
+/* Warm what a message ahead will touch: the window slot of the reference at offset 11
+ * (stage 1; it is the order reference of A F E C X D U P), then the order in that slot
+ * (stage 2, the slot having been fetched by then). Hints only, no type test (branches here
+ * would mispredict as often as the types change): for other types, or a reference outside
+ * the window, they warm a harmless slot. */
+#define HC_PF_SLOT 16 /* messages ahead */
+#define HC_PF_ORDER 8
+static inline void prefetch_slot(struct hc_books *b, const uint8_t *m, uint32_t n)
+{
+	if (LIKELY(n >= 19))
+		__builtin_prefetch(&b->win[hc_be64(m + 11) & b->win_mask], 0, 3);
+}
+static inline void prefetch_order(struct hc_books *b, const uint8_t *m, uint32_t n)
+{
+	if (LIKELY(n >= 19)) {
+		uint32_t idx = b->win[hc_be64(m + 11) & b->win_mask];
+		idx = idx < b->pool_cap ? idx : 0;
+		__builtin_prefetch(&b->pool[idx], 1, 3);
+	}
+}
+
 size_t hc_books_feed_records(struct hc_books *b, const uint8_t *p, size_t len)
 {
-	size_t off = 0;
-	while (len - off >= 2) {
+	/* Three cursors over the same records: a (slot prefetch) runs HC_PF_SLOT records ahead
+	 * of the applied one, o (order prefetch) HC_PF_ORDER ahead; both stop at the last
+	 * complete record. */
+	size_t off = 0, a = 0, o = 0;
+	uint32_t ka = 0, ko = 0;
+	for (;;) {
+		while (ka < HC_PF_SLOT && len - a >= 2 && len - a - 2 >= hc_be16(p + a)) {
+			uint32_t n = hc_be16(p + a);
+			prefetch_slot(b, p + a + 2, n);
+			a += 2 + (size_t)n;
+			ka++;
+		}
+		while (ko < HC_PF_ORDER && len - o >= 2 && len - o - 2 >= hc_be16(p + o)) {
+			uint32_t n = hc_be16(p + o);
+			prefetch_order(b, p + o + 2, n);
+			o += 2 + (size_t)n;
+			ko++;
+		}
+		if (len - off < 2)
+			break;
 		uint32_t n = hc_be16(p + off);
 		if (len - off - 2 < n)
 			break;
 		feed_msg(b, p + off + 2, n);
 		off += 2 + (size_t)n;
+		ka--;
+		ko--;
 	}
 	return off;
 }
