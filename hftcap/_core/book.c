@@ -420,6 +420,15 @@ static inline struct hc_stock *stock_get(struct hc_books *b, uint16_t locate)
  * falls back to binary search below the top 16 levels. */
 static inline uint32_t level_lb(const struct hc_level *l, uint32_t n, uint32_t key)
 {
+	if (LIKELY(n >= 8)) {
+		/* keys ascend: the answer is n - (top levels with key >= key); count the top 8
+		 * without branches (the depth of a touched level varies message to message) */
+		uint32_t c = 0;
+		for (uint32_t k = 1; k <= 8; k++)
+			c += l[n - k].key >= key;
+		if (LIKELY(c < 8))
+			return n - c;
+	}
 	uint32_t i = n;
 	uint32_t stop = n > 16 ? n - 16 : 0;
 	while (i > stop && l[i - 1].key >= key)
@@ -539,10 +548,9 @@ static inline int order_rest(struct hc_books *b, struct hc_stock *s, uint32_t id
 		return -ENOMEM;
 	o->prev = lv->tail;
 	o->next = 0;
-	if (lv->tail)
-		b->pool[lv->tail].next = idx;
-	else
-		lv->head = idx;
+	/* select the link to write, not the branch to take: queue positions are data */
+	uint32_t *link = lv->tail ? &b->pool[lv->tail].next : &lv->head;
+	*link = idx;
 	lv->tail = idx;
 	lv->orders++;
 	lv->shares += o->shares;
@@ -556,14 +564,11 @@ static inline void order_remove(struct hc_books *b, struct hc_stock *s, uint32_t
 	struct hc_order *o = &b->pool[idx];
 	struct hc_side *sd = &s->side[o->side];
 	struct hc_level *lv = level_find(sd, o->key);
-	if (o->prev)
-		b->pool[o->prev].next = o->next;
-	else
-		lv->head = o->next;
-	if (o->next)
-		b->pool[o->next].prev = o->prev;
-	else
-		lv->tail = o->prev;
+	uint32_t pv = o->prev, nx = o->next;
+	uint32_t *fwd = pv ? &b->pool[pv].next : &lv->head;
+	uint32_t *back = nx ? &b->pool[nx].prev : &lv->tail;
+	*fwd = nx;
+	*back = pv;
 	lv->shares -= o->shares;
 	if (--lv->orders == 0)
 		level_remove(sd, lv);
@@ -856,56 +861,41 @@ int hc_books_feed_msg(struct hc_books *b, const uint8_t *p, uint32_t len)
 	return feed_msg(b, p, len);
 }
 
-/* Warm what a message ahead will touch: the window slot of the reference at offset 11
- * (stage 1; it is the order reference of A F E C X D U P), then the order in that slot
- * (stage 2, the slot having been fetched by then). Hints only, no type test (branches here
- * would mispredict as often as the types change): for other types, or a reference outside
- * the window, they warm a harmless slot. */
-#define HC_PF_SLOT 16 /* messages ahead */
+/* Warm what a message ahead will touch: HC_PF_SLOT records ahead, the window slot of the
+ * reference at offset 11 (the order reference of A F E C X D U P); HC_PF_ORDER records
+ * ahead, the order in that slot, the slot having been fetched by then. Hints only, with no
+ * type test (a branch here would mispredict as often as types change): for other types, or
+ * a reference outside the window, they warm a harmless slot. */
+#define HC_PF_SLOT 16 /* records ahead; a power of two (ring of references) */
 #define HC_PF_ORDER 8
-static inline void prefetch_slot(struct hc_books *b, const uint8_t *m, uint32_t n)
-{
-	if (LIKELY(n >= 19))
-		__builtin_prefetch(&b->win[hc_be64(m + 11) & b->win_mask], 0, 3);
-}
-static inline void prefetch_order(struct hc_books *b, const uint8_t *m, uint32_t n)
-{
-	if (LIKELY(n >= 19)) {
-		uint32_t idx = b->win[hc_be64(m + 11) & b->win_mask];
-		idx = idx < b->pool_cap ? idx : 0;
-		__builtin_prefetch(&b->pool[idx], 1, 3);
-	}
-}
+#define HC_PF_BYTES 1024 /* the record stream itself, bytes ahead */
 
 size_t hc_books_feed_records(struct hc_books *b, const uint8_t *p, size_t len)
 {
-	/* Three cursors over the same records: a (slot prefetch) runs HC_PF_SLOT records ahead
-	 * of the applied one, o (order prefetch) HC_PF_ORDER ahead; both stop at the last
-	 * complete record. */
-	size_t off = 0, a = 0, o = 0;
-	uint32_t ka = 0, ko = 0;
+	uint64_t refs[HC_PF_SLOT];
+	uint32_t parsed = 0, done = 0; /* records seen by the lookahead / applied */
+	size_t off = 0, a = 0;
 	for (;;) {
-		while (ka < HC_PF_SLOT && len - a >= 2 && len - a - 2 >= hc_be16(p + a)) {
+		while (parsed - done < HC_PF_SLOT && len - a >= 2 && len - a - 2 >= hc_be16(p + a)) {
 			uint32_t n = hc_be16(p + a);
-			prefetch_slot(b, p + a + 2, n);
+			uint64_t ref = LIKELY(n >= 19) ? hc_be64(p + a + 2 + 11) : 0;
+			if (LIKELY(len - a > HC_PF_BYTES))
+				__builtin_prefetch(p + a + HC_PF_BYTES, 0, 0);
+			__builtin_prefetch(&b->win[ref & b->win_mask], 0, 3);
+			refs[parsed % HC_PF_SLOT] = ref;
+			parsed++;
 			a += 2 + (size_t)n;
-			ka++;
 		}
-		while (ko < HC_PF_ORDER && len - o >= 2 && len - o - 2 >= hc_be16(p + o)) {
-			uint32_t n = hc_be16(p + o);
-			prefetch_order(b, p + o + 2, n);
-			o += 2 + (size_t)n;
-			ko++;
+		if (parsed - done > HC_PF_ORDER) {
+			uint32_t idx = b->win[refs[(done + HC_PF_ORDER) % HC_PF_SLOT] & b->win_mask];
+			__builtin_prefetch(&b->pool[idx < b->pool_cap ? idx : 0], 1, 3);
 		}
-		if (len - off < 2)
+		if (done == parsed) /* the lookahead found no further complete record */
 			break;
 		uint32_t n = hc_be16(p + off);
-		if (len - off - 2 < n)
-			break;
 		feed_msg(b, p + off + 2, n);
 		off += 2 + (size_t)n;
-		ka--;
-		ko--;
+		done++;
 	}
 	return off;
 }
