@@ -45,13 +45,18 @@ struct hc_stock {
 
 struct hc_order {
 	uint64_t ref;
+	uintptr_t stock_side;     /* its stock (64-byte aligned) | side: no locate -> stock load */
 	uint32_t shares;
 	uint32_t key;
 	uint32_t prev, next;      /* queue links (pool indices, 0 = none); next = free list link */
-	uint16_t locate;
-	uint8_t side;
-	uint8_t pad;
 };
+
+static inline struct hc_stock *order_stock(const struct hc_order *o)
+{
+	return (struct hc_stock *)(o->stock_side & ~(uintptr_t)1);
+}
+static inline int order_side(const struct hc_order *o) { return (int)(o->stock_side & 1); }
+_Static_assert(sizeof(struct hc_order) == 32, "book.h states 32-byte orders");
 
 struct hc_books {
 	struct hc_order *pool;    /* index 0 unused (null); big_alloc'ed */
@@ -542,7 +547,7 @@ static inline void trade_push(struct hc_stock *s, uint64_t ts, uint32_t price_e4
 static inline int order_rest(struct hc_books *b, struct hc_stock *s, uint32_t idx)
 {
 	struct hc_order *o = &b->pool[idx];
-	struct hc_side *sd = &s->side[o->side];
+	struct hc_side *sd = &s->side[order_side(o)];
 	struct hc_level *lv = level_get(b, sd, o->key);
 	if (UNLIKELY(!lv))
 		return -ENOMEM;
@@ -562,7 +567,7 @@ static inline int order_rest(struct hc_books *b, struct hc_stock *s, uint32_t id
 static inline void order_remove(struct hc_books *b, struct hc_stock *s, uint32_t idx, uint32_t *slot)
 {
 	struct hc_order *o = &b->pool[idx];
-	struct hc_side *sd = &s->side[o->side];
+	struct hc_side *sd = &s->side[order_side(o)];
 	struct hc_level *lv = level_find(sd, o->key);
 	uint32_t pv = o->prev, nx = o->next;
 	uint32_t *fwd = pv ? &b->pool[pv].next : &lv->head;
@@ -596,8 +601,7 @@ static inline int add_order(struct hc_books *b, struct hc_stock *s, uint64_t ref
 	o->ref = ref;
 	o->shares = shares;
 	o->key = side_key(side, price_e4);
-	o->locate = s->info.locate;
-	o->side = (uint8_t)side;
+	o->stock_side = (uintptr_t)s | (uintptr_t)side;
 	if (UNLIKELY(order_rest(b, s, idx) < 0)) {
 		order_release(b, idx);
 		return -HC_DROP_NO_MEMORY;
@@ -625,7 +629,7 @@ static inline void reduce(struct hc_books *b, uint64_t ref, uint32_t shares, uin
 		return;
 	}
 	struct hc_order *o = &b->pool[idx];
-	struct hc_stock *s = b->stocks[o->locate];
+	struct hc_stock *s = order_stock(o);
 	uint32_t amt = shares;
 	if (UNLIKELY(amt > o->shares)) {
 		b->st.drops[HC_DROP_OVER_REDUCE]++;
@@ -635,12 +639,12 @@ static inline void reduce(struct hc_books *b, uint64_t ref, uint32_t shares, uin
 	s->info.messages++;
 	s->info.last_itch_ns = ts;
 	if (print)
-		trade_push(s, ts, exec_price_e4 ? exec_price_e4 : key_price(o->side, o->key), amt);
+		trade_push(s, ts, exec_price_e4 ? exec_price_e4 : key_price(order_side(o), o->key), amt);
 	if (amt == o->shares) {
 		order_remove(b, s, idx, slot);
 	} else {
 		o->shares -= amt;
-		level_find(&s->side[o->side], o->key)->shares -= amt;
+		level_find(&s->side[order_side(o)], o->key)->shares -= amt;
 	}
 	seq_end(s);
 	maybe_bbo(b, s, ts);
@@ -654,7 +658,7 @@ static inline void delete_order(struct hc_books *b, uint64_t ref, uint64_t ts)
 		b->st.drops[HC_DROP_UNKNOWN_REF]++;
 		return;
 	}
-	struct hc_stock *s = b->stocks[b->pool[idx].locate];
+	struct hc_stock *s = order_stock(&b->pool[idx]);
 	seq_begin(s);
 	s->info.messages++;
 	s->info.last_itch_ns = ts;
@@ -672,8 +676,8 @@ static inline void replace_order(struct hc_books *b, uint64_t old_ref, uint64_t 
 		b->st.drops[HC_DROP_UNKNOWN_REF]++;
 		return;
 	}
-	struct hc_stock *s = b->stocks[b->pool[idx].locate];
-	int side = b->pool[idx].side;
+	struct hc_stock *s = order_stock(&b->pool[idx]);
+	int side = order_side(&b->pool[idx]);
 	seq_begin(s);
 	s->info.messages++;
 	s->info.last_itch_ns = ts;
@@ -1132,8 +1136,8 @@ int hc_books_check(struct hc_books *b)
 				uint32_t prev = 0;
 				for (uint32_t o = l->head; o; prev = o, o = b->pool[o].next) {
 					struct hc_order *od = &b->pool[o];
-					if (od->prev != prev || od->key != l->key || od->side != side ||
-					    od->locate != loc || !od->shares)
+					if (od->prev != prev || od->key != l->key || order_side(od) != side ||
+					    order_stock(od) != s || !od->shares)
 						return -5;
 					if (*ref_slot(b, od->ref) != o)
 						return -6; /* not findable by reference */
