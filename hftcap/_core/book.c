@@ -564,7 +564,8 @@ static inline int order_rest(struct hc_books *b, struct hc_stock *s, uint32_t id
 }
 
 /* Take order idx (at table slot) off its level and out of the table and pool. */
-static inline void order_remove(struct hc_books *b, struct hc_stock *s, uint32_t idx, uint32_t *slot)
+static inline void order_remove(struct hc_books *b, struct hc_stock *s, uint32_t idx,
+				uint32_t *slot)
 {
 	struct hc_order *o = &b->pool[idx];
 	struct hc_side *sd = &s->side[order_side(o)];

@@ -18,10 +18,10 @@
  * Level arrays that are outgrown are retired, not freed, until hc_books_free, so a reader
  * racing a growth reads stale (then retried) memory, never freed memory.
  *
- * Memory (x86-64): an order is 32 bytes in the pool (it points at its stock directly); the window is W u32 pool indices, W =
- * 2 x expected_orders rounded up to a power of two, between 2^11 and 2^22 (at most 16 MB);
- * the hash table is a power-of-two array of u32 pool indices kept at most 70 % full, sized
- * for expected_orders up front. For 10 million live orders (hc_books_new(.., 10M)): pool
+ * Memory (x86-64): an order is 32 bytes in the pool (it points at its stock directly); the
+ * window is W u32 pool indices, W = 2 x expected_orders rounded up to a power of two, between
+ * 2^11 and 2^22 (at most 16 MB); the hash table is a power-of-two array of u32 pool indices
+ * kept at most 70 % full, sized for expected_orders up front. For 10 million live orders (hc_books_new(.., 10M)): pool
  * 10M x 32 B = 320 MB (grown by doubling to 16.8M slots = 512 MB worst case right after a
  * growth), window 4M x 4 B = 16 MB, table 16M x 4 B = 64 MB (32M x 4 B = 128 MB after the
  * 11.7M-order growth), levels 24 B each per distinct price per side, and ~1.1 KB per stock

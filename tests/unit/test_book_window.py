@@ -64,7 +64,8 @@ def hostile_refs_stream(seed, n):
                                    match_number=i, printable="Y", execution_price_e4=5))
             else:
                 nxt += 1
-                new = nxt if rng.random() < 0.8 else rng.choice([rng.randrange(1, 1 << 64), nxt + 3 * WIN])
+                new = nxt if rng.random() < 0.8 else \
+                    rng.choice([rng.randrange(1, 1 << 64), nxt + 3 * WIN])
                 used.append(new)
                 msgs.append(encode("U", loc, 0, ts, original_order_reference_number=ref,
                                    new_order_reference_number=new, shares=rng.choice([0, 100]),
