@@ -263,7 +263,7 @@ static inline void pull_in(struct hc_books *b, uint32_t *e, uint64_t r)
 static NOINLINE int win_slide(struct hc_books *b, uint64_t nb)
 {
 	uint64_t w = b->win_mask + 1, ob = b->win_base, d = nb - ob;
-	if (table_room(b, b->win_n) < 0)
+	if (table_room(b, min_u64(b->win_n, min_u64(d, w))) < 0)
 		return -ENOMEM;
 	for (uint64_t k = 0, n = min_u64(d, w); k < n && b->win_n; k++) {
 		uint32_t *e = &b->win[(ob + k) & b->win_mask];
