@@ -8,6 +8,7 @@
 #define LIKELY(x) __builtin_expect(!!(x), 1)
 #define UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define NOINLINE __attribute__((noinline))
+#define INLINE inline __attribute__((always_inline)) /* the per-message path, into the loops */
 
 /* Level key: ascending in the array for both sides so the best level is the last one.
  * Bids: key = price; asks: key = ~price. */
@@ -620,7 +621,7 @@ static inline void maybe_bbo(struct hc_books *b, struct hc_stock *s, uint64_t ts
 }
 
 /* E, C, X: take `shares` off order ref. exec_price_e4: 0 for X, else the print price. */
-static inline void reduce(struct hc_books *b, uint64_t ref, uint32_t shares, uint64_t ts,
+static INLINE void reduce(struct hc_books *b, uint64_t ref, uint32_t shares, uint64_t ts,
 			  int print, uint32_t exec_price_e4)
 {
 	uint32_t *slot = ref_slot(b, ref);
@@ -651,7 +652,7 @@ static inline void reduce(struct hc_books *b, uint64_t ref, uint32_t shares, uin
 	maybe_bbo(b, s, ts);
 }
 
-static inline void delete_order(struct hc_books *b, uint64_t ref, uint64_t ts)
+static INLINE void delete_order(struct hc_books *b, uint64_t ref, uint64_t ts)
 {
 	uint32_t *slot = ref_slot(b, ref);
 	uint32_t idx = *slot;
@@ -668,7 +669,7 @@ static inline void delete_order(struct hc_books *b, uint64_t ref, uint64_t ts)
 	maybe_bbo(b, s, ts);
 }
 
-static inline void replace_order(struct hc_books *b, uint64_t old_ref, uint64_t new_ref,
+static INLINE void replace_order(struct hc_books *b, uint64_t old_ref, uint64_t new_ref,
 				 uint32_t shares, uint32_t price_e4, uint64_t ts)
 {
 	uint32_t *slot = ref_slot(b, old_ref);
@@ -690,7 +691,7 @@ static inline void replace_order(struct hc_books *b, uint64_t old_ref, uint64_t 
 	maybe_bbo(b, s, ts);
 }
 
-static inline void apply_add(struct hc_books *b, uint16_t locate, uint64_t ts, uint64_t ref,
+static INLINE void apply_add(struct hc_books *b, uint16_t locate, uint64_t ts, uint64_t ref,
 			     char sc, uint32_t shares, uint32_t price_e4)
 {
 	if (UNLIKELY(sc != 'B' && sc != 'S')) {
