@@ -60,7 +60,7 @@ static inline int order_side(const struct hc_order *o) { return (int)(o->stock_s
 _Static_assert(sizeof(struct hc_order) == 32, "book.h states 32-byte orders");
 
 struct hc_books {
-	struct hc_order *pool;    /* index 0 unused (null); big_alloc'ed */
+	struct hc_order *pool;    /* index 0 unused (null) */
 	uint32_t pool_cap, pool_used, free_head;
 	/* Reference index, part 1: a sliding window of pool indices (0 = none) for references
 	 * [win_base, win_base + win_mask], slot ref & win_mask. Invariant: a live reference in
@@ -87,17 +87,22 @@ struct hc_books {
 	struct hc_bbo_change bbo_last;
 };
 
-/* ---- big arrays: anonymous mappings (zeroed), transparent huge pages asked for so a
- * cold lookup costs one cache miss, not a page walk as well ---- */
-static void *big_alloc(size_t bytes)
+/* ---- big arrays: anonymous mappings (zeroed, faulted in as touched). The window, small and
+ * hit by every order message, asks for transparent huge pages (a cold lookup then costs one
+ * cache miss, not a page walk too) and is faulted in up front by hc_books_new: a huge-page
+ * fault zeroes 2 MiB and may compact memory, which must not happen inside a message. ---- */
+static void *big_alloc(size_t bytes, int huge)
 {
 	void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (p == MAP_FAILED)
 		return NULL;
 #ifdef MADV_HUGEPAGE
-	if (bytes >= (2u << 20))
+	if (huge && bytes >= (2u << 20))
 		madvise(p, bytes, MADV_HUGEPAGE);
 #endif
+	if (huge)
+		for (size_t i = 0; i < bytes; i += 4096)
+			((volatile uint8_t *)p)[i] = 0;
 	return p;
 }
 static void big_free(void *p, size_t bytes)
@@ -170,7 +175,7 @@ static int table_alloc(struct hc_books *b, uint64_t slots)
 	int bits = 10;
 	while ((1ull << bits) < slots)
 		bits++;
-	uint32_t *t = big_alloc((1ull << bits) * sizeof(*t));
+	uint32_t *t = big_alloc((1ull << bits) * sizeof(*t), 0);
 	if (!t)
 		return -ENOMEM;
 	uint32_t *old = b->table;
@@ -360,7 +365,7 @@ static NOINLINE int pool_grow(struct hc_books *b)
 	uint64_t cap = (uint64_t)b->pool_cap * 2;
 	if (cap > UINT32_MAX)
 		return -ENOMEM;
-	struct hc_order *p = big_alloc(cap * sizeof(*p));
+	struct hc_order *p = big_alloc(cap * sizeof(*p), 0);
 	if (!p)
 		return -ENOMEM;
 	memcpy(p, b->pool, (size_t)b->pool_used * sizeof(*p));
@@ -924,13 +929,13 @@ int hc_books_new(struct hc_books **out, uint64_t expected_orders)
 	if (expected_orders > (1u << 31))
 		expected_orders = 1u << 31;
 	b->pool_cap = (uint32_t)expected_orders + 1;
-	b->pool = big_alloc((size_t)b->pool_cap * sizeof(*b->pool));
+	b->pool = big_alloc((size_t)b->pool_cap * sizeof(*b->pool), 0);
 	b->pool_used = 1;
 	b->bbo_locate = -1;
 	uint64_t w = HC_WIN_MIN;
 	while (w < expected_orders * 2 && w < HC_WIN_MAX)
 		w *= 2;
-	b->win = big_alloc(w * sizeof(*b->win));
+	b->win = big_alloc(w * sizeof(*b->win), 1);
 	b->win_mask = w - 1;
 	b->slide_budget = 2 * w;
 	b->above_lo = UINT64_MAX;
@@ -940,6 +945,7 @@ int hc_books_new(struct hc_books **out, uint64_t expected_orders)
 		free(b);
 		return -ENOMEM;
 	}
+
 	*out = b;
 	return 0;
 }

@@ -26,10 +26,11 @@
  * growth), window 4M x 4 B = 16 MB, table 16M x 4 B = 64 MB (32M x 4 B = 128 MB after the
  * 11.7M-order growth), levels 24 B each per distinct price per side, and ~1.1 KB per stock
  * (2 KB with the level arrays' initial 64 levels per side). So ~420-670 MB for 10M live
- * orders. Pool, window and table are anonymous mappings with transparent huge pages
- * requested (pages are touched, so resident, only as used). hc_books_new sizes all three for
- * `expected_orders` up front, so a warm book never allocates per message; growth is by
- * doubling (rehash of the table) and happens O(log n) times.
+ * orders. Pool and table are anonymous mappings, resident only as pages are touched; the
+ * window asks for transparent huge pages and is faulted in by hc_books_new (all of it, at
+ * most 16 MB, resident from the start). hc_books_new sizes all three for `expected_orders` up
+ * front, so a warm book never allocates per message; growth is by doubling (rehash of the
+ * table) and happens O(log n) times.
  */
 #ifndef HC_BOOK_H
 #define HC_BOOK_H
