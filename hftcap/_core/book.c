@@ -427,8 +427,8 @@ static inline struct hc_stock *stock_get(struct hc_books *b, uint16_t locate)
 }
 
 /* ---- levels ---- */
-/* Lower bound: first index whose key >= key. Scans from the top (where most activity is),
- * falls back to binary search below the top 16 levels. */
+/* Lower bound: first index whose key >= key. Looks at the top (where most activity is):
+ * the top 8 levels without branches, then a scan of the top 16, then binary search. */
 static inline uint32_t level_lb(const struct hc_level *l, uint32_t n, uint32_t key)
 {
 	if (LIKELY(n >= 8)) {
@@ -569,7 +569,7 @@ static inline int order_rest(struct hc_books *b, struct hc_stock *s, uint32_t id
 	return 0;
 }
 
-/* Take order idx (at table slot) off its level and out of the table and pool. */
+/* Take order idx (at index slot `slot`) off its level and out of the index and pool. */
 static inline void order_remove(struct hc_books *b, struct hc_stock *s, uint32_t idx,
 				uint32_t *slot)
 {
