@@ -21,16 +21,16 @@
  * Memory (x86-64): an order is 32 bytes in the pool (it points at its stock directly); the
  * window is W u32 pool indices, W = 2 x expected_orders rounded up to a power of two, between
  * 2^11 and 2^22 (at most 16 MB); the hash table is a power-of-two array of u32 pool indices
- * kept at most 70 % full, sized for expected_orders up front. For 10 million live orders (hc_books_new(.., 10M)): pool
- * 10M x 32 B = 320 MB (grown by doubling to 16.8M slots = 512 MB worst case right after a
- * growth), window 4M x 4 B = 16 MB, table 16M x 4 B = 64 MB (32M x 4 B = 128 MB after the
- * 11.7M-order growth), levels 24 B each per distinct price per side, and ~1.1 KB per stock
- * (2 KB with the level arrays' initial 64 levels per side). So ~420-670 MB for 10M live
- * orders. Pool and table are anonymous mappings, resident only as pages are touched; the
- * window asks for transparent huge pages and is faulted in by hc_books_new (all of it, at
- * most 16 MB, resident from the start). hc_books_new sizes all three for `expected_orders` up
- * front, so a warm book never allocates per message; growth is by doubling (rehash of the
- * table) and happens O(log n) times.
+ * kept at most 70 % full, sized for expected_orders up front. For 10 million live orders
+ * (hc_books_new(.., 10M)): pool 10M x 32 B = 320 MB (grown by doubling to 16.8M slots =
+ * 512 MB worst case right after a growth), window 4M x 4 B = 16 MB, table 16M x 4 B = 64 MB
+ * (32M x 4 B = 128 MB if 11.7M references ever sit in the table at once), levels 24 B each
+ * per distinct price per side, and ~1.1 KB per stock (2 KB with the level arrays' initial 64
+ * levels per side). So ~420-670 MB for 10M live orders. Pool and table are anonymous
+ * mappings, resident only as pages are touched; the window asks for transparent huge pages
+ * and is faulted in by hc_books_new (all of it, at most 16 MB, resident from the start).
+ * hc_books_new sizes all three for `expected_orders` up front, so a warm book never allocates
+ * per message; growth is by doubling (rehash of the table) and happens O(log n) times.
  */
 #ifndef HC_BOOK_H
 #define HC_BOOK_H
