@@ -11,7 +11,10 @@ messages, 8 stocks), reads it into memory, and on one pinned core times, alterna
 Each figure is wall time from time.perf_counter_ns (CLOCK_MONOTONIC) around one call over the
 whole in-memory buffer; file reading and process start are excluded. Medians over --runs.
 Never part of the CI gate. On a shared or virtual machine the numbers are noisy: the JSON
-records the load average before and after.
+records the load average before and after. The default 8 stocks keep the whole book in cache;
+--stocks 1000 (800k live orders) shows the cache-missing regime of a full NASDAQ day. For the
+live path (feed.c: decode a packet, then hc_books_apply each message, cold caches) see
+bench_book_live.c.
 """
 from __future__ import annotations
 

@@ -2,11 +2,13 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <stdatomic.h>
+#include <sys/mman.h>
 #include "book.h"
 
 #define LIKELY(x) __builtin_expect(!!(x), 1)
 #define UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define NOINLINE __attribute__((noinline))
+#define INLINE inline __attribute__((always_inline)) /* the per-message path, into the loops */
 
 /* Level key: ascending in the array for both sides so the best level is the last one.
  * Bids: key = price; asks: key = ~price. */
@@ -32,29 +34,46 @@ struct hc_side {
 	uint32_t n;
 };
 
+/* Field order matters: what every order message touches (seq, sides, and in info the
+ * counters and timestamp) is in the first two cache lines; the trade ring comes after. */
 struct hc_stock {
 	_Atomic uint32_t seq;     /* odd while the writer changes this stock */
-	struct hc_stock_info info;
-	uint64_t trades_total;    /* ring head: trades pushed so far */
-	struct hc_trade ring[HC_TRADES_RING];
 	struct hc_side side[2];
-};
+	uint64_t trades_total;    /* ring head: trades pushed so far */
+	struct hc_stock_info info;
+	struct hc_trade ring[HC_TRADES_RING];
+} __attribute__((aligned(64)));
 
 struct hc_order {
 	uint64_t ref;
+	uintptr_t stock_side;     /* its stock (64-byte aligned) | side: no locate -> stock load */
 	uint32_t shares;
 	uint32_t key;
 	uint32_t prev, next;      /* queue links (pool indices, 0 = none); next = free list link */
-	uint16_t locate;
-	uint8_t side;
-	uint8_t pad;
 };
+
+static inline struct hc_stock *order_stock(const struct hc_order *o)
+{
+	return (struct hc_stock *)(o->stock_side & ~(uintptr_t)1);
+}
+static inline int order_side(const struct hc_order *o) { return (int)(o->stock_side & 1); }
+_Static_assert(sizeof(struct hc_order) == 32, "book.h states 32-byte orders");
 
 struct hc_books {
 	struct hc_order *pool;    /* index 0 unused (null) */
 	uint32_t pool_cap, pool_used, free_head;
-	uint32_t *table;          /* open addressing, linear probing, 0 = empty */
-	uint64_t mask;
+	/* Reference index, part 1: a sliding window of pool indices (0 = none) for references
+	 * [win_base, win_base + win_mask], slot ref & win_mask. Invariant: a live reference in
+	 * that range is in the window, never in the table. */
+	uint32_t *win;
+	uint64_t win_base, win_mask, win_n; /* win_n: live entries in the window */
+	uint64_t slide_budget;    /* slot visits a slide may still spend (grows per add) */
+	uint64_t far_hint;        /* last reference refused a jump of the window (0: none) */
+	uint64_t above_n;         /* table entries above the window; while > 0, all of them */
+	uint64_t above_lo, above_hi; /* are in [above_lo, above_hi] */
+	/* Part 2: every other live reference, open addressing, linear probing, 0 = empty. */
+	uint32_t *table;
+	uint64_t mask, table_n;
 	int shift;
 	struct hc_stock *_Atomic stocks[65536];
 	uint16_t locs[65536];     /* locates in order of first appearance (writer only) */
@@ -67,6 +86,30 @@ struct hc_books {
 	size_t bbo_n, bbo_cap;
 	struct hc_bbo_change bbo_last;
 };
+
+/* ---- big arrays: anonymous mappings (zeroed, faulted in as touched). The window, small and
+ * hit by every order message, asks for transparent huge pages (a cold lookup then costs one
+ * cache miss, not a page walk too) and is faulted in up front by hc_books_new: a huge-page
+ * fault zeroes 2 MiB and may compact memory, which must not happen inside a message. ---- */
+static void *big_alloc(size_t bytes, int huge)
+{
+	void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return NULL;
+#ifdef MADV_HUGEPAGE
+	if (huge && bytes >= (2u << 20))
+		madvise(p, bytes, MADV_HUGEPAGE);
+#endif
+	if (huge)
+		for (size_t i = 0; i < bytes; i += 4096)
+			((volatile uint8_t *)p)[i] = 0;
+	return p;
+}
+static void big_free(void *p, size_t bytes)
+{
+	if (p)
+		munmap(p, bytes);
+}
 
 /* ---- seqlock (writer side) ---- */
 static inline void seq_begin(struct hc_stock *s)
@@ -87,6 +130,9 @@ static inline void seq_end(struct hc_stock *s)
  * increasing, so a run of adds touches one cache line per 16 orders instead of one each,
  * while sparse, strided or hostile references still spread over the whole table. */
 #define HC_REF_BLOCK_BITS 4
+/* Window size: 2 x expected_orders rounded up to a power of two, within these bounds. */
+#define HC_WIN_MIN (1ull << 11)
+#define HC_WIN_MAX (1ull << 22)
 static inline uint64_t ref_hash(const struct hc_books *b, uint64_t ref)
 {
 	uint64_t blk = ((ref >> HC_REF_BLOCK_BITS) * 0x9E3779B97F4A7C15ull) >> b->shift;
@@ -129,7 +175,7 @@ static int table_alloc(struct hc_books *b, uint64_t slots)
 	int bits = 10;
 	while ((1ull << bits) < slots)
 		bits++;
-	uint32_t *t = calloc(1ull << bits, sizeof(*t));
+	uint32_t *t = big_alloc((1ull << bits) * sizeof(*t), 0);
 	if (!t)
 		return -ENOMEM;
 	uint32_t *old = b->table;
@@ -140,8 +186,178 @@ static int table_alloc(struct hc_books *b, uint64_t slots)
 	for (uint64_t i = 0; i < old_n; i++)
 		if (old[i])
 			*table_slot(b, b->pool[old[i]].ref) = old[i];
-	free(old);
+	big_free(old, old_n * sizeof(*old));
 	return 0;
+}
+
+/* ---- reference index: window first, table for the rest ---- */
+static NOINLINE int table_grow(struct hc_books *b)
+{
+	return table_alloc(b, (b->mask + 1) * 2);
+}
+
+/* Room in the table for `more` entries under 70 % load; -ENOMEM if it cannot grow. */
+static inline int table_room(struct hc_books *b, uint64_t more)
+{
+	while (UNLIKELY((b->table_n + more) * 10 >= (b->mask + 1) * 7))
+		if (table_grow(b) < 0)
+			return -ENOMEM;
+	return 0;
+}
+
+/* Slot of reference ref: its pool index, or 0 when it is not live. */
+static inline uint32_t *ref_slot(struct hc_books *b, uint64_t ref)
+{
+	if (LIKELY(ref - b->win_base <= b->win_mask))
+		return &b->win[ref & b->win_mask];
+	return table_slot(b, ref);
+}
+
+static inline int slot_in_win(const struct hc_books *b, const uint32_t *slot)
+{
+	return (uintptr_t)slot - (uintptr_t)b->win <= b->win_mask * sizeof(*slot);
+}
+
+/* Store pool index idx in the empty slot from ref_slot_add. */
+static inline void ref_set(struct hc_books *b, uint32_t *slot, uint32_t idx)
+{
+	*slot = idx;
+	if (LIKELY(slot_in_win(b, slot))) {
+		b->win_n++;
+		return;
+	}
+	b->table_n++;
+	uint64_t ref = b->pool[idx].ref;
+	if (ref > b->win_base) { /* above the window */
+		b->above_n++;
+		if (ref < b->above_lo)
+			b->above_lo = ref;
+		if (ref > b->above_hi)
+			b->above_hi = ref;
+	}
+}
+
+/* Remove the (live) entry at slot. */
+static inline void ref_erase(struct hc_books *b, uint32_t *slot)
+{
+	if (LIKELY(slot_in_win(b, slot))) {
+		*slot = 0;
+		b->win_n--;
+	} else {
+		if (b->pool[*slot].ref > b->win_base) /* in the table, so above the window */
+			b->above_n--;
+		table_erase(b, (uint64_t)(slot - b->table));
+		b->table_n--;
+	}
+}
+
+static inline uint64_t min_u64(uint64_t a, uint64_t b) { return a < b ? a : b; }
+
+/* Move table entry at slot e (reference r, now in the window's range) into the window. */
+static inline void pull_in(struct hc_books *b, uint32_t *e, uint64_t r)
+{
+	b->win[r & b->win_mask] = *e;
+	b->win_n++;
+	table_erase(b, (uint64_t)(e - b->table));
+	b->table_n--;
+	b->above_n--;
+}
+
+/* Move the window up to start at nb (win_base < nb <= UINT64_MAX - win_mask): live entries
+ * it leaves go to the table; table entries above the old window that it now covers come into
+ * it. Returns -ENOMEM (nothing moved) if the table is full. */
+static NOINLINE int win_slide(struct hc_books *b, uint64_t nb)
+{
+	uint64_t w = b->win_mask + 1, ob = b->win_base, d = nb - ob;
+	if (table_room(b, min_u64(b->win_n, min_u64(d, w))) < 0)
+		return -ENOMEM;
+	for (uint64_t k = 0, n = min_u64(d, w); k < n && b->win_n; k++) {
+		uint32_t *e = &b->win[(ob + k) & b->win_mask];
+		if (*e) {
+			*table_slot(b, ob + k) = *e;
+			b->table_n++;
+			*e = 0;
+			b->win_n--;
+		}
+	}
+	b->win_base = nb;
+	uint64_t hi = nb + b->win_mask, otop = ob + b->win_mask;
+	if (!b->above_n || b->above_lo > hi)
+		return 0;
+	uint64_t phi = hi < b->above_hi ? hi : b->above_hi;
+	if (b->above_lo >= nb && phi - b->above_lo < b->mask) {
+		for (uint64_t r = b->above_lo; b->above_n; r++) {
+			uint32_t *e = table_slot(b, r);
+			if (*e)
+				pull_in(b, e, r);
+			if (r == phi)
+				break;
+		}
+	} else { /* a jump may also leave entries that were above the window below it */
+		for (uint64_t i = 0; i <= b->mask && b->above_n;) {
+			uint32_t o = b->table[i];
+			uint64_t r = o ? b->pool[o].ref : 0;
+			if (o && r > otop && r <= hi) {
+				if (r >= nb) {
+					pull_in(b, &b->table[i], r); /* may shift a later entry into i */
+					continue;
+				}
+				b->above_n--; /* now below the window */
+			}
+			i++;
+		}
+	}
+	if (!b->above_n)
+		b->above_lo = UINT64_MAX, b->above_hi = 0;
+	else if (b->above_lo < hi)
+		b->above_lo = hi; /* everything up to the top was pulled in */
+	return 0;
+}
+
+/* Slot where an add of ref goes (window or table) -- it holds the live duplicate if there is
+ * one -- or NULL when the table cannot grow. A reference above the window slides it up when
+ * the slide budget allows: a slide costs one visit per slot it leaves (and per reference or
+ * table slot it looks at to pull entries in), and every add earns HC_SLIDE_EARN, so hostile
+ * references cost O(HC_SLIDE_EARN) amortized per add. A jump past the whole window while it
+ * holds live orders also needs a second reference within a window of the first, so one stray
+ * huge reference cannot carry the window away from the day's dense ones. What is refused goes
+ * to the table. */
+#define HC_SLIDE_EARN 16
+static NOINLINE uint32_t *ref_slot_add_slow(struct hc_books *b, uint64_t ref)
+{
+	uint64_t w = b->win_mask + 1;
+	if (b->slide_budget > 4 * w)
+		b->slide_budget = 4 * w;
+	if (table_room(b, 1) < 0)
+		return NULL;
+	if (ref < b->win_base)
+		return table_slot(b, ref);
+	uint64_t ob = b->win_base, nb = ref - b->win_mask;
+	if (nb < ob + w / 16)
+		nb = ob + w / 16; /* slide in chunks */
+	uint64_t span = min_u64(nb - ob, w);
+	int far = nb - ob >= w && b->win_n;
+	int confirmed = !far || (b->far_hint && ref - b->far_hint < w);
+	uint64_t cost = b->win_n ? span : 0;
+	if (b->above_n && b->above_lo <= nb + b->win_mask)
+		cost += b->above_lo < nb ? b->mask + 1 :
+			min_u64(min_u64(nb + b->win_mask, b->above_hi) - b->above_lo + 1, b->mask + 1);
+	if (confirmed && cost <= b->slide_budget && win_slide(b, nb) == 0) {
+		b->slide_budget -= cost;
+		b->far_hint = 0;
+		return &b->win[ref & b->win_mask];
+	}
+	if (far)
+		b->far_hint = ref;
+	return table_slot(b, ref);
+}
+
+static inline uint32_t *ref_slot_add(struct hc_books *b, uint64_t ref)
+{
+	b->slide_budget += HC_SLIDE_EARN;
+	if (LIKELY(ref - b->win_base <= b->win_mask))
+		return &b->win[ref & b->win_mask];
+	return ref_slot_add_slow(b, ref);
 }
 
 static NOINLINE int pool_grow(struct hc_books *b)
@@ -149,9 +365,11 @@ static NOINLINE int pool_grow(struct hc_books *b)
 	uint64_t cap = (uint64_t)b->pool_cap * 2;
 	if (cap > UINT32_MAX)
 		return -ENOMEM;
-	struct hc_order *p = realloc(b->pool, cap * sizeof(*p));
+	struct hc_order *p = big_alloc(cap * sizeof(*p), 0);
 	if (!p)
 		return -ENOMEM;
+	memcpy(p, b->pool, (size_t)b->pool_used * sizeof(*p));
+	big_free(b->pool, (size_t)b->pool_cap * sizeof(*p));
 	b->pool = p;
 	b->pool_cap = (uint32_t)cap;
 	return 0;
@@ -180,9 +398,10 @@ static inline void order_release(struct hc_books *b, uint32_t idx)
 /* ---- stocks ---- */
 static NOINLINE struct hc_stock *stock_new(struct hc_books *b, uint16_t locate)
 {
-	struct hc_stock *s = calloc(1, sizeof(*s));
+	struct hc_stock *s = aligned_alloc(64, sizeof(*s));
 	if (!s)
 		return NULL;
+	memset(s, 0, sizeof(*s));
 	s->info.locate = locate;
 	for (int k = 0; k < 2; k++) {
 		s->side[k].a = malloc(sizeof(struct hc_level_arr) + 64 * sizeof(struct hc_level));
@@ -208,10 +427,19 @@ static inline struct hc_stock *stock_get(struct hc_books *b, uint16_t locate)
 }
 
 /* ---- levels ---- */
-/* Lower bound: first index whose key >= key. Scans from the top (where most activity is),
- * falls back to binary search below the top 16 levels. */
+/* Lower bound: first index whose key >= key. Looks at the top (where most activity is):
+ * the top 8 levels without branches, then a scan of the top 16, then binary search. */
 static inline uint32_t level_lb(const struct hc_level *l, uint32_t n, uint32_t key)
 {
+	if (LIKELY(n >= 8)) {
+		/* keys ascend: the answer is n - (top levels with key >= key); count the top 8
+		 * without branches (the depth of a touched level varies message to message) */
+		uint32_t c = 0;
+		for (uint32_t k = 1; k <= 8; k++)
+			c += l[n - k].key >= key;
+		if (LIKELY(c < 8))
+			return n - c;
+	}
 	uint32_t i = n;
 	uint32_t stop = n > 16 ? n - 16 : 0;
 	while (i > stop && l[i - 1].key >= key)
@@ -325,16 +553,15 @@ static inline void trade_push(struct hc_stock *s, uint64_t ts, uint32_t price_e4
 static inline int order_rest(struct hc_books *b, struct hc_stock *s, uint32_t idx)
 {
 	struct hc_order *o = &b->pool[idx];
-	struct hc_side *sd = &s->side[o->side];
+	struct hc_side *sd = &s->side[order_side(o)];
 	struct hc_level *lv = level_get(b, sd, o->key);
 	if (UNLIKELY(!lv))
 		return -ENOMEM;
 	o->prev = lv->tail;
 	o->next = 0;
-	if (lv->tail)
-		b->pool[lv->tail].next = idx;
-	else
-		lv->head = idx;
+	/* select the link to write, not the branch to take: queue positions are data */
+	uint32_t *link = lv->tail ? &b->pool[lv->tail].next : &lv->head;
+	*link = idx;
 	lv->tail = idx;
 	lv->orders++;
 	lv->shares += o->shares;
@@ -342,32 +569,25 @@ static inline int order_rest(struct hc_books *b, struct hc_stock *s, uint32_t id
 	return 0;
 }
 
-/* Take order idx (at table slot) off its level and out of the table and pool. */
-static inline void order_remove(struct hc_books *b, struct hc_stock *s, uint32_t idx, uint32_t *slot)
+/* Take order idx (at index slot `slot`) off its level and out of the index and pool. */
+static inline void order_remove(struct hc_books *b, struct hc_stock *s, uint32_t idx,
+				uint32_t *slot)
 {
 	struct hc_order *o = &b->pool[idx];
-	struct hc_side *sd = &s->side[o->side];
+	struct hc_side *sd = &s->side[order_side(o)];
 	struct hc_level *lv = level_find(sd, o->key);
-	if (o->prev)
-		b->pool[o->prev].next = o->next;
-	else
-		lv->head = o->next;
-	if (o->next)
-		b->pool[o->next].prev = o->prev;
-	else
-		lv->tail = o->prev;
+	uint32_t pv = o->prev, nx = o->next;
+	uint32_t *fwd = pv ? &b->pool[pv].next : &lv->head;
+	uint32_t *back = nx ? &b->pool[nx].prev : &lv->tail;
+	*fwd = nx;
+	*back = pv;
 	lv->shares -= o->shares;
 	if (--lv->orders == 0)
 		level_remove(sd, lv);
 	s->info.orders_live--;
-	table_erase(b, (uint64_t)(slot - b->table));
+	ref_erase(b, slot);
 	order_release(b, idx);
 	b->st.orders_live--;
-}
-
-static NOINLINE int table_grow(struct hc_books *b)
-{
-	return table_alloc(b, (b->mask + 1) * 2);
 }
 
 /* Add a new order; returns 0 or -reason. */
@@ -376,9 +596,9 @@ static inline int add_order(struct hc_books *b, struct hc_stock *s, uint64_t ref
 {
 	if (UNLIKELY(shares == 0))
 		return -HC_DROP_ZERO_SHARES;
-	if (UNLIKELY(b->st.orders_live * 10 >= (b->mask + 1) * 7) && table_grow(b) < 0)
+	uint32_t *slot = ref_slot_add(b, ref);
+	if (UNLIKELY(!slot))
 		return -HC_DROP_NO_MEMORY;
-	uint32_t *slot = table_slot(b, ref);
 	if (UNLIKELY(*slot))
 		return -HC_DROP_DUPLICATE_REF;
 	uint32_t idx = order_alloc(b);
@@ -388,13 +608,12 @@ static inline int add_order(struct hc_books *b, struct hc_stock *s, uint64_t ref
 	o->ref = ref;
 	o->shares = shares;
 	o->key = side_key(side, price_e4);
-	o->locate = s->info.locate;
-	o->side = (uint8_t)side;
+	o->stock_side = (uintptr_t)s | (uintptr_t)side;
 	if (UNLIKELY(order_rest(b, s, idx) < 0)) {
 		order_release(b, idx);
 		return -HC_DROP_NO_MEMORY;
 	}
-	*slot = idx;
+	ref_set(b, slot, idx);
 	if (++b->st.orders_live > b->st.orders_peak)
 		b->st.orders_peak = b->st.orders_live;
 	return 0;
@@ -407,17 +626,17 @@ static inline void maybe_bbo(struct hc_books *b, struct hc_stock *s, uint64_t ts
 }
 
 /* E, C, X: take `shares` off order ref. exec_price_e4: 0 for X, else the print price. */
-static inline void reduce(struct hc_books *b, uint64_t ref, uint32_t shares, uint64_t ts,
+static INLINE void reduce(struct hc_books *b, uint64_t ref, uint32_t shares, uint64_t ts,
 			  int print, uint32_t exec_price_e4)
 {
-	uint32_t *slot = table_slot(b, ref);
+	uint32_t *slot = ref_slot(b, ref);
 	uint32_t idx = *slot;
 	if (UNLIKELY(!idx)) {
 		b->st.drops[HC_DROP_UNKNOWN_REF]++;
 		return;
 	}
 	struct hc_order *o = &b->pool[idx];
-	struct hc_stock *s = b->stocks[o->locate];
+	struct hc_stock *s = order_stock(o);
 	uint32_t amt = shares;
 	if (UNLIKELY(amt > o->shares)) {
 		b->st.drops[HC_DROP_OVER_REDUCE]++;
@@ -427,26 +646,26 @@ static inline void reduce(struct hc_books *b, uint64_t ref, uint32_t shares, uin
 	s->info.messages++;
 	s->info.last_itch_ns = ts;
 	if (print)
-		trade_push(s, ts, exec_price_e4 ? exec_price_e4 : key_price(o->side, o->key), amt);
+		trade_push(s, ts, exec_price_e4 ? exec_price_e4 : key_price(order_side(o), o->key), amt);
 	if (amt == o->shares) {
 		order_remove(b, s, idx, slot);
 	} else {
 		o->shares -= amt;
-		level_find(&s->side[o->side], o->key)->shares -= amt;
+		level_find(&s->side[order_side(o)], o->key)->shares -= amt;
 	}
 	seq_end(s);
 	maybe_bbo(b, s, ts);
 }
 
-static inline void delete_order(struct hc_books *b, uint64_t ref, uint64_t ts)
+static INLINE void delete_order(struct hc_books *b, uint64_t ref, uint64_t ts)
 {
-	uint32_t *slot = table_slot(b, ref);
+	uint32_t *slot = ref_slot(b, ref);
 	uint32_t idx = *slot;
 	if (UNLIKELY(!idx)) {
 		b->st.drops[HC_DROP_UNKNOWN_REF]++;
 		return;
 	}
-	struct hc_stock *s = b->stocks[b->pool[idx].locate];
+	struct hc_stock *s = order_stock(&b->pool[idx]);
 	seq_begin(s);
 	s->info.messages++;
 	s->info.last_itch_ns = ts;
@@ -455,17 +674,17 @@ static inline void delete_order(struct hc_books *b, uint64_t ref, uint64_t ts)
 	maybe_bbo(b, s, ts);
 }
 
-static inline void replace_order(struct hc_books *b, uint64_t old_ref, uint64_t new_ref,
+static INLINE void replace_order(struct hc_books *b, uint64_t old_ref, uint64_t new_ref,
 				 uint32_t shares, uint32_t price_e4, uint64_t ts)
 {
-	uint32_t *slot = table_slot(b, old_ref);
+	uint32_t *slot = ref_slot(b, old_ref);
 	uint32_t idx = *slot;
 	if (UNLIKELY(!idx)) {
 		b->st.drops[HC_DROP_UNKNOWN_REF]++;
 		return;
 	}
-	struct hc_stock *s = b->stocks[b->pool[idx].locate];
-	int side = b->pool[idx].side;
+	struct hc_stock *s = order_stock(&b->pool[idx]);
+	int side = order_side(&b->pool[idx]);
 	seq_begin(s);
 	s->info.messages++;
 	s->info.last_itch_ns = ts;
@@ -477,7 +696,7 @@ static inline void replace_order(struct hc_books *b, uint64_t old_ref, uint64_t 
 	maybe_bbo(b, s, ts);
 }
 
-static inline void apply_add(struct hc_books *b, uint16_t locate, uint64_t ts, uint64_t ref,
+static INLINE void apply_add(struct hc_books *b, uint16_t locate, uint64_t ts, uint64_t ref,
 			     char sc, uint32_t shares, uint32_t price_e4)
 {
 	if (UNLIKELY(sc != 'B' && sc != 'S')) {
@@ -653,15 +872,41 @@ int hc_books_feed_msg(struct hc_books *b, const uint8_t *p, uint32_t len)
 	return feed_msg(b, p, len);
 }
 
+/* Warm what a message ahead will touch: HC_PF_SLOT records ahead, the window slot of the
+ * reference at offset 11 (the order reference of A F E C X D U P); HC_PF_ORDER records
+ * ahead, the order in that slot, the slot having been fetched by then. Hints only, with no
+ * type test (a branch here would mispredict as often as types change): for other types, or
+ * a reference outside the window, they warm a harmless slot. */
+#define HC_PF_SLOT 16 /* records ahead; a power of two (ring of references) */
+#define HC_PF_ORDER 8
+#define HC_PF_BYTES 1024 /* the record stream itself, bytes ahead */
+
 size_t hc_books_feed_records(struct hc_books *b, const uint8_t *p, size_t len)
 {
-	size_t off = 0;
-	while (len - off >= 2) {
-		uint32_t n = hc_be16(p + off);
-		if (len - off - 2 < n)
+	uint64_t refs[HC_PF_SLOT];
+	uint32_t parsed = 0, done = 0; /* records seen by the lookahead / applied */
+	size_t off = 0, a = 0;
+	for (;;) {
+		while (parsed - done < HC_PF_SLOT && len - a >= 2 && len - a - 2 >= hc_be16(p + a)) {
+			uint32_t n = hc_be16(p + a);
+			uint64_t ref = LIKELY(n >= 19) ? hc_be64(p + a + 2 + 11) : 0;
+			if (LIKELY(len - a > HC_PF_BYTES))
+				__builtin_prefetch(p + a + HC_PF_BYTES, 0, 0);
+			__builtin_prefetch(&b->win[ref & b->win_mask], 0, 3);
+			refs[parsed % HC_PF_SLOT] = ref;
+			parsed++;
+			a += 2 + (size_t)n;
+		}
+		if (parsed - done > HC_PF_ORDER) {
+			uint32_t idx = b->win[refs[(done + HC_PF_ORDER) % HC_PF_SLOT] & b->win_mask];
+			__builtin_prefetch(&b->pool[idx < b->pool_cap ? idx : 0], 1, 3);
+		}
+		if (done == parsed) /* the lookahead found no further complete record */
 			break;
+		uint32_t n = hc_be16(p + off);
 		feed_msg(b, p + off + 2, n);
 		off += 2 + (size_t)n;
+		done++;
 	}
 	return off;
 }
@@ -684,14 +929,23 @@ int hc_books_new(struct hc_books **out, uint64_t expected_orders)
 	if (expected_orders > (1u << 31))
 		expected_orders = 1u << 31;
 	b->pool_cap = (uint32_t)expected_orders + 1;
-	b->pool = malloc((size_t)b->pool_cap * sizeof(*b->pool));
+	b->pool = big_alloc((size_t)b->pool_cap * sizeof(*b->pool), 0);
 	b->pool_used = 1;
 	b->bbo_locate = -1;
-	if (!b->pool || table_alloc(b, expected_orders * 10 / 7 + 1) < 0) {
-		free(b->pool);
+	uint64_t w = HC_WIN_MIN;
+	while (w < expected_orders * 2 && w < HC_WIN_MAX)
+		w *= 2;
+	b->win = big_alloc(w * sizeof(*b->win), 1);
+	b->win_mask = w - 1;
+	b->slide_budget = 2 * w;
+	b->above_lo = UINT64_MAX;
+	if (!b->pool || !b->win || table_alloc(b, expected_orders * 10 / 7 + 1) < 0) {
+		big_free(b->pool, (size_t)b->pool_cap * sizeof(*b->pool));
+		big_free(b->win, w * sizeof(*b->win));
 		free(b);
 		return -ENOMEM;
 	}
+
 	*out = b;
 	return 0;
 }
@@ -713,8 +967,9 @@ void hc_books_free(struct hc_books *b)
 		free(a);
 	}
 	free(b->bbo);
-	free(b->table);
-	free(b->pool);
+	big_free(b->table, (b->mask + 1) * sizeof(*b->table));
+	big_free(b->win, (b->win_mask + 1) * sizeof(*b->win));
+	big_free(b->pool, (size_t)b->pool_cap * sizeof(*b->pool));
 	free(b);
 }
 
@@ -889,10 +1144,10 @@ int hc_books_check(struct hc_books *b)
 				uint32_t prev = 0;
 				for (uint32_t o = l->head; o; prev = o, o = b->pool[o].next) {
 					struct hc_order *od = &b->pool[o];
-					if (od->prev != prev || od->key != l->key || od->side != side ||
-					    od->locate != loc || !od->shares)
+					if (od->prev != prev || od->key != l->key || order_side(od) != side ||
+					    order_stock(od) != s || !od->shares)
 						return -5;
-					if (*table_slot(b, od->ref) != o)
+					if (*ref_slot(b, od->ref) != o)
 						return -6; /* not findable by reference */
 					cnt++;
 					sh += od->shares;
@@ -914,10 +1169,26 @@ int hc_books_check(struct hc_books *b)
 	}
 	if (total != b->st.orders_live)
 		return -10;
-	uint64_t in_table = 0;
+	uint64_t in_table = 0, in_win = 0, above = 0;
 	for (uint64_t i = 0; i <= b->mask; i++)
-		in_table += b->table[i] != 0;
-	if (in_table != total)
+		if (b->table[i]) {
+			uint64_t r = b->pool[b->table[i]].ref;
+			in_table++;
+			if (r - b->win_base <= b->win_mask)
+				return -12; /* in the window's range but in the table */
+			if (r > b->win_base) {
+				above++;
+				if (r < b->above_lo || r > b->above_hi)
+					return -14;
+			}
+		}
+	if (above != b->above_n)
+		return -14;
+	for (uint64_t i = 0; i <= b->win_mask; i++)
+		in_win += b->win[i] != 0;
+	if (in_table + in_win != total)
 		return -11;
+	if (in_table != b->table_n || in_win != b->win_n)
+		return -13;
 	return crossed ? -1000 : 0;
 }

@@ -1,10 +1,16 @@
 /* book.h: exact order-by-order books for every stock of an ITCH 5.0 stream.
  *
- * One global order table (day-unique references) maps a reference to an order in a pool;
+ * One global reference index (day-unique references) maps a reference to an order in a pool;
  * each order sits in a FIFO queue at its price level. Each stock (indexed by stock locate)
  * has two sides, each a sorted array of levels with the best price at the end, so the BBO
  * is the last element (O(1)) and changes near the top move few bytes. Levels aggregate
  * shares and order counts.
+ *
+ * Reference index: NASDAQ references are dense and mostly increasing within a day, so most
+ * live ones sit in a sliding window of W references indexed directly (slot = ref mod W); the
+ * window slides up with the newest references, and references outside it (older orders still
+ * resting, references far above, below or hostile) live in a hash table. Sliding costs are
+ * budgeted per add, so no stream makes the index more than O(1) amortized per message.
  *
  * Concurrency: one writer (the data thread calling hc_books_apply), any number of readers
  * taking snapshots (hc_books_snapshot, hc_books_trades, hc_books_stock_info). Each stock has
@@ -12,14 +18,19 @@
  * Level arrays that are outgrown are retired, not freed, until hc_books_free, so a reader
  * racing a growth reads stale (then retried) memory, never freed memory.
  *
- * Memory (x86-64): an order is 32 bytes in the pool; the reference table is a power-of-two
- * array of u32 pool indices kept at most 70 % full. For 10 million live orders: pool
- * 10M x 32 B = 320 MB (grown by doubling to 16.8M slots = 512 MB worst case right after a
- * growth), table 16M x 4 B = 64 MB (32M x 4 B = 128 MB after the 11.7M-order growth), levels
- * 24 B each per distinct price per side, and ~1.1 KB per stock (2 KB with the level arrays'
- * initial 64 levels per side). So ~400-650 MB for 10M live orders. hc_books_new sizes the pool
- * and table for `expected_orders` up front, so a warm book never allocates per message;
- * growth is by doubling (rehash of the table) and happens O(log n) times.
+ * Memory (x86-64): an order is 32 bytes in the pool (it points at its stock directly); the
+ * window is W u32 pool indices, W = 2 x expected_orders rounded up to a power of two, between
+ * 2^11 and 2^22 (at most 16 MB); the hash table is a power-of-two array of u32 pool indices
+ * kept at most 70 % full, sized for expected_orders up front. For 10 million live orders
+ * (hc_books_new(.., 10M)): pool 10M x 32 B = 320 MB (grown by doubling to 16.8M slots =
+ * 512 MB worst case right after a growth), window 4M x 4 B = 16 MB, table 16M x 4 B = 64 MB
+ * (32M x 4 B = 128 MB if 11.7M references ever sit in the table at once), levels 24 B each
+ * per distinct price per side, and ~1.1 KB per stock (2 KB with the level arrays' initial 64
+ * levels per side). So ~420-670 MB for 10M live orders. Pool and table are anonymous
+ * mappings, resident only as pages are touched; the window asks for transparent huge pages
+ * and is faulted in by hc_books_new (all of it, at most 16 MB, resident from the start).
+ * hc_books_new sizes all three for `expected_orders` up front, so a warm book never allocates
+ * per message; growth is by doubling (rehash of the table) and happens O(log n) times.
  */
 #ifndef HC_BOOK_H
 #define HC_BOOK_H
