@@ -911,6 +911,21 @@ size_t hc_books_feed_records(struct hc_books *b, const uint8_t *p, size_t len)
 	return off;
 }
 
+/* A/F/E/C/X/D/U all carry an order reference at offset 11 (U: the original one). */
+void hc_books_prefetch_slot(const struct hc_books *b, const uint8_t *msg, uint32_t len)
+{
+	if (len >= 19)
+		__builtin_prefetch(&b->win[hc_be64(msg + 11) & b->win_mask], 0, 3);
+}
+
+void hc_books_prefetch_order(const struct hc_books *b, const uint8_t *msg, uint32_t len)
+{
+	if (len >= 19) {
+		uint32_t idx = b->win[hc_be64(msg + 11) & b->win_mask];
+		__builtin_prefetch(&b->pool[idx < b->pool_cap ? idx : 0], 1, 3);
+	}
+}
+
 void hc_books_count_drop(struct hc_books *b, int reason)
 {
 	if (reason < 0 && -reason < HC_DROP__MAX)

@@ -86,6 +86,11 @@ void hc_books_apply(struct hc_books *b, const struct hc_itch_msg *m);
 void hc_books_count_drop(struct hc_books *b, int reason); /* reason: a negative hc_drop */
 const struct hc_books_stats *hc_books_stats(const struct hc_books *b);
 
+/* Cache warming for a packet's messages before they are applied (the live consumer): the
+ * window slot of the message's order reference, then (once that slot is in cache) the order
+ * itself. Harmless for messages without a reference. */
+void hc_books_prefetch_slot(const struct hc_books *b, const uint8_t *msg, uint32_t len);
+void hc_books_prefetch_order(const struct hc_books *b, const uint8_t *msg, uint32_t len);
 /* Decode and apply one framed message, counting a drop instead. Returns 0 or -reason. */
 int hc_books_feed_msg(struct hc_books *b, const uint8_t *msg, uint32_t len);
 /* Apply every complete record of a buffer in NASDAQ file layout (u16 BE length + message);

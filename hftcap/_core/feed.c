@@ -97,6 +97,8 @@ void hc_consumer_packet(struct hc_consumer *c, uint32_t feed, const uint8_t *pay
 	struct hc_mold *m = &c->mold[feed];
 	struct hc_mold_iter it;
 	struct hc_itch_msg dec[HC_DECODE_BATCH];
+	const uint8_t *raw[HC_DECODE_BATCH];
+	uint32_t rawlen[HC_DECODE_BATCH];
 	const uint8_t *msg;
 	uint32_t mlen, delivered = 0, n = 0, nz = 0;
 	uint64_t itch_ns = UINT64_MAX;
@@ -126,6 +128,10 @@ void hc_consumer_packet(struct hc_consumer *c, uint32_t feed, const uint8_t *pay
 				hc_books_count_drop(c->books, r);
 				continue;
 			}
+			/* Start the order's first cache miss now; it overlaps the rest of the decode. */
+			hc_books_prefetch_slot(c->books, msg, mlen);
+			raw[n] = msg;
+			rawlen[n] = mlen;
 			if (++n == HC_DECODE_BATCH) { /* only for packets larger than one frame */
 				for (uint32_t i = 0; i < n; i++)
 					hc_books_apply(c->books, &dec[i]);
@@ -135,6 +141,8 @@ void hc_consumer_packet(struct hc_consumer *c, uint32_t feed, const uint8_t *pay
 	}
 	if (delivered && c->timing) {
 		uint64_t dec_ns = hc_now_tai_ns();
+		for (uint32_t i = 0; i < n; i++) /* the orders' misses overlap each other */
+			hc_books_prefetch_order(c->books, raw[i], rawlen[i]);
 		for (uint32_t i = 0; i < n; i++)
 			hc_books_apply(c->books, &dec[i]);
 		if (nz)
