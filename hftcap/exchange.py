@@ -148,7 +148,12 @@ def generate(seed: int, stocks: int, messages: int) -> bytes:
     except ImportError:
         raise HftcapError("the built-in ITCH generator is not in this build",
                           hint="give an ITCH file instead: --file FILE") from None
-    return bytes(gen.generate(seed, stocks, messages))
+    try:
+        return bytes(gen.generate(seed, stocks, messages))
+    except ValueError:
+        raise UsageError(f"cannot generate {messages} messages for {stocks} stocks",
+                         hint=f"1-{gen.MAX_STOCKS} stocks and at least 2 x stocks + 3 messages (the "
+                              "directory, trading states and system events)") from None
 
 
 def write_stream(path: str, stream: bytes) -> dict:

@@ -94,3 +94,8 @@ def test_kernel_without_af_xdp(monkeypatch):
         capture.check_kernel("xdp")
     assert "CONFIG_XDP_SOCKETS" in ei.value.msg and "--path kernel" in ei.value.hint
     capture.check_kernel("kernel")  # the kernel path does not need AF_XDP
+
+
+def test_generator_arguments_are_a_usage_error():
+    assert_one_error(run("exchange", "--stocks", "8", "--messages", "10", "--write", "/dev/null"), 2,
+                     "cannot generate 10 messages for 8 stocks")
