@@ -542,8 +542,8 @@ def summary(sess: Session, elapsed: float, stop_reason: str) -> dict:
     return out
 
 
-def _wait(sess: Session, o: ListenOptions, stopper: "Stopper", t0: float, stop_event=None) -> str:
-    """Until --count, --duration, a signal or stop_event; discards the warm-up's samples."""
+def _wait(sess: Session, o: ListenOptions, stopper: "Stopper", t0: float, *stop_events) -> str:
+    """Until --count, --duration, a signal or one of stop_events; discards the warm-up's samples."""
     warm = o.warmup > 0
     while True:
         if warm and time.monotonic() - t0 >= o.warmup:
@@ -556,13 +556,14 @@ def _wait(sess: Session, o: ListenOptions, stopper: "Stopper", t0: float, stop_e
             return "count"
         if stopper.reason:
             return stopper.reason
-        if stop_event is not None and stop_event.is_set():
+        if any(e is not None and e.is_set() for e in stop_events):
             return "quit"
         if o.duration is not None and time.monotonic() - t0 >= o.duration:
             return "duration"
 
 
-def _run_live_view(sess: Session, o: ListenOptions, stopper: "Stopper", t0: float, symbol, title) -> str:
+def _run_live_view(sess: Session, o: ListenOptions, stopper: "Stopper", t0: float, symbol, title,
+                   stop_event=None) -> str:
     """The rich live view in this (main) thread; a watcher thread ends it on --count,
     --duration or a signal. Returns the stop reason."""
     import threading
@@ -574,7 +575,7 @@ def _run_live_view(sess: Session, o: ListenOptions, stopper: "Stopper", t0: floa
     reason = {}
 
     def watch():
-        reason["r"] = _wait(sess, o, stopper, t0, view_done)
+        reason["r"] = _wait(sess, o, stopper, t0, view_done, stop_event)
         stop_view.set()
 
     w = threading.Thread(target=watch, name="hftcap-watch", daemon=True)
@@ -590,7 +591,7 @@ def _run_live_view(sess: Session, o: ListenOptions, stopper: "Stopper", t0: floa
 
 def run_listen(o: ListenOptions, json_out: bool = False, console=None,
                on_started=None, live: bool = False, symbol: str | None = None,
-               title: str = "hftcap listen") -> dict:
+               title: str = "hftcap listen", stop_event=None) -> dict:
     """Open, run until Ctrl-C/SIGTERM/--duration/--count (or q in the live view), close;
     return the summary."""
     check_options(o)
@@ -607,9 +608,9 @@ def run_listen(o: ListenOptions, json_out: bool = False, console=None,
                 on_started(sess)
             t0 = time.monotonic()
             if live:
-                reason = _run_live_view(sess, o, stopper, t0, symbol, title)
+                reason = _run_live_view(sess, o, stopper, t0, symbol, title, stop_event)
             else:
-                reason = _wait(sess, o, stopper, t0)
+                reason = _wait(sess, o, stopper, t0, stop_event)
             sess.cap.stop()
             elapsed = time.monotonic() - t0
             result = summary(sess, elapsed, reason)

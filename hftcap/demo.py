@@ -12,11 +12,12 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 from . import lab as labmod
 from .capture import Feed, ListenOptions, run_listen
-from .errors import HftcapError, require_root
+from .errors import HftcapError, UsageError, require_root
 
 FEED = Feed("239.1.1.1", 26400)
 PR_SET_PDEATHSIG = 1
@@ -43,21 +44,33 @@ def exchange_cmd(lb, stocks: int, rate: float, k: int, seed: int, minutes: float
 def run_demo(name: str = "demo", stocks: int = 8, rate: float = 20_000, k: int = 4, seed: int = 42,
              minutes: float = 10.0, path: str = "xdp", poll: str = "wakeup", symbol: str | None = None,
              live: bool = True, duration: float | None = None) -> dict:
+    if not (rate > 0 and minutes > 0 and k >= 1 and 1 <= stocks <= 8192):
+        raise UsageError("--rate, --minutes, --messages-per-packet and --stocks must be positive",
+                         hint="for example: hftcap demo --stocks 8 --rate 20000 --minutes 10")
+    if int(rate * minutes * 60) < 2 * stocks + 3:
+        raise UsageError("the stream is too short for that many stocks", hint="raise --rate or --minutes")
     require_root("demo")
     if labmod.status(name)["namespaces"] and any(labmod.status(name)["namespaces"].values()):
         labmod.down(name)  # a stale lab from a demo that was killed
     lb = labmod.up(name)
     ex = None
+    failed = threading.Event()  # the exchange died with an error: stop the view at once
     log = tempfile.NamedTemporaryFile(prefix="hftcap-demo-exchange-", suffix=".log", delete=False)
     try:
+        def watch_exchange():
+            if ex.wait() != 0 and ex.returncode != -signal.SIGTERM:
+                failed.set()
+
         def start_exchange(sess):
             nonlocal ex
             ex = subprocess.Popen(exchange_cmd(lb, stocks, rate, k, seed, minutes), stdout=subprocess.DEVNULL,
                                   stderr=log, preexec_fn=_die_with_parent)
+            threading.Thread(target=watch_exchange, name="hftcap-demo-exchange", daemon=True).start()
 
         o = ListenOptions(interface=lb.host_if, feeds=[FEED], netns=lb.host_ns, path=path, poll=poll,
                           itch_clock="tai-midnight", warmup=1.0, duration=duration)
-        result = run_listen(o, on_started=start_exchange, live=live, symbol=symbol, title="hftcap demo")
+        result = run_listen(o, on_started=start_exchange, live=live, symbol=symbol, title="hftcap demo",
+                            stop_event=failed)
         if ex is not None and ex.poll() not in (None, 0):
             log.flush()
             msg = Path(log.name).read_text().strip().splitlines()
