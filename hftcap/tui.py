@@ -753,8 +753,8 @@ def render_frame(view: LiveView, width: int, height: int, *,
         n_counter_lines = 3 if avail >= 7 else 2
         levels = max(1, min(MAX_LEVELS, avail - (n_counter_lines - 2)))
         ladder = _ladder(fr, levels)
-        if width >= 100:
-            body += _hstack([ladder, [Text("")] + _trades(fr, levels)], gap=3)
+        if width >= 100:  # the stock's header line on its own, so it does not widen the ladder
+            body += [ladder[0]] + _hstack([ladder[1:], _trades(fr, levels)], gap=3)
         else:
             body += ladder
         body += _latency(fr, width, wide=False, spark_w=spark_w, ascii_only=ascii_only,
