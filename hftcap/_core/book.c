@@ -433,10 +433,15 @@ static inline uint32_t level_lb(const struct hc_level *l, uint32_t n, uint32_t k
 {
 	if (LIKELY(n >= 8)) {
 		/* keys ascend: the answer is n - (top levels with key >= key); count the top 8
-		 * without branches (the depth of a touched level varies message to message) */
+		 * without branches (the depth of a touched level varies message to message), in
+		 * two steps: most lookups are within 4 levels of the top (c <= 4 then) */
 		const struct hc_level *top = l + n; /* top[-k]: one compare-and-add per level */
 		uint32_t c = 0;
-		for (int k = 1; k <= 8; k++)
+		for (int k = 1; k <= 5; k++)
+			c += top[-k].key >= key;
+		if (LIKELY(c < 5))
+			return n - c;
+		for (int k = 6; k <= 8; k++)
 			c += top[-k].key >= key;
 		if (LIKELY(c < 8))
 			return n - c;
