@@ -428,7 +428,8 @@ static inline struct hc_stock *stock_get(struct hc_books *b, uint16_t locate)
 
 /* ---- levels ---- */
 /* Lower bound: first index whose key >= key. Looks at the top (where most activity is):
- * the top 8 levels without branches, then a binary search without branches. */
+ * the top 5 levels, then the next 3, counted without branches, then a binary search without
+ * branches. */
 static inline uint32_t level_lb(const struct hc_level *l, uint32_t n, uint32_t key)
 {
 	if (LIKELY(n >= 8)) {
@@ -834,7 +835,8 @@ static NOINLINE int feed_other(struct hc_books *b, const uint8_t *p, uint32_t le
 /* Fused decode + apply for the order messages (lengths of hc_itch_len and offsets of
  * ITCH50.md section 4, the same as hc_itch_decode's); each case checks its own fixed length
  * against a constant, so the common path does no table lookup. Everything else, and any
- * length mismatch, goes through feed_other. */
+ * length mismatch, goes through feed_other (so even a wrong constant here would only make
+ * that type slower, never change what is applied or counted). */
 static inline __attribute__((always_inline)) int feed_msg(struct hc_books *b, const uint8_t *p,
 							 uint32_t len)
 {
