@@ -428,33 +428,37 @@ static inline struct hc_stock *stock_get(struct hc_books *b, uint16_t locate)
 
 /* ---- levels ---- */
 /* Lower bound: first index whose key >= key. Looks at the top (where most activity is):
- * the top 8 levels without branches, then a scan of the top 16, then binary search. */
+ * the top 5 levels, then the next 3, counted without branches, then a binary search without
+ * branches. */
 static inline uint32_t level_lb(const struct hc_level *l, uint32_t n, uint32_t key)
 {
 	if (LIKELY(n >= 8)) {
 		/* keys ascend: the answer is n - (top levels with key >= key); count the top 8
-		 * without branches (the depth of a touched level varies message to message) */
+		 * without branches (the depth of a touched level varies message to message), in
+		 * two steps: most lookups are within 4 levels of the top (c <= 4 then) */
+		const struct hc_level *top = l + n; /* top[-k]: one compare-and-add per level */
 		uint32_t c = 0;
-		for (uint32_t k = 1; k <= 8; k++)
-			c += l[n - k].key >= key;
+		for (int k = 1; k <= 5; k++)
+			c += top[-k].key >= key;
+		if (LIKELY(c < 5))
+			return n - c;
+		for (int k = 6; k <= 8; k++)
+			c += top[-k].key >= key;
 		if (LIKELY(c < 8))
 			return n - c;
 	}
-	uint32_t i = n;
-	uint32_t stop = n > 16 ? n - 16 : 0;
-	while (i > stop && l[i - 1].key >= key)
-		i--;
-	if (i > stop || stop == 0)
-		return i;
-	uint32_t lo = 0, hi = stop; /* answer in [0, stop] */
-	while (lo < hi) {
-		uint32_t mid = (lo + hi) / 2;
-		if (l[mid].key >= key)
-			hi = mid;
-		else
-			lo = mid + 1;
+	/* fewer than 8 levels, or deeper than the top 8 (the answer is then <= n - 8): a binary
+	 * search over [0, m) whose steps select, not branch (depths vary message to message) */
+	uint32_t m = n >= 8 ? n - 8 : n;
+	if (!m)
+		return 0;
+	const struct hc_level *base = l;
+	while (m > 1) {
+		uint32_t half = m / 2;
+		base = base[half].key < key ? base + half : base;
+		m -= half;
 	}
-	return lo;
+	return (uint32_t)(base - l) + (base->key < key);
 }
 
 static NOINLINE int side_grow(struct hc_books *b, struct hc_side *sd)
@@ -814,8 +818,25 @@ void hc_books_apply(struct hc_books *b, const struct hc_itch_msg *m)
 	}
 }
 
-/* Fused decode + apply for the order messages (offsets of ITCH50.md section 4, the same as
- * hc_itch_decode's); everything else goes through hc_itch_decode + hc_books_apply. */
+/* Any other message, or an order message of the wrong length: the full decoder (which
+ * checks the length and type and returns the same drop reasons), then hc_books_apply. */
+static NOINLINE int feed_other(struct hc_books *b, const uint8_t *p, uint32_t len)
+{
+	struct hc_itch_msg m;
+	int rc = hc_itch_decode(p, len, &m);
+	if (UNLIKELY(rc < 0)) {
+		b->st.drops[-rc]++;
+		return rc;
+	}
+	hc_books_apply(b, &m);
+	return 0;
+}
+
+/* Fused decode + apply for the order messages (lengths of hc_itch_len and offsets of
+ * ITCH50.md section 4, the same as hc_itch_decode's); each case checks its own fixed length
+ * against a constant, so the common path does no table lookup. Everything else, and any
+ * length mismatch, goes through feed_other (so even a wrong constant here would only make
+ * that type slower, never change what is applied or counted). */
 static inline __attribute__((always_inline)) int feed_msg(struct hc_books *b, const uint8_t *p,
 							 uint32_t len)
 {
@@ -824,50 +845,59 @@ static inline __attribute__((always_inline)) int feed_msg(struct hc_books *b, co
 		return -HC_DROP_EMPTY;
 	}
 	uint8_t t = p[0];
-	uint32_t want = hc_itch_len[t];
-	if (UNLIKELY(len != want)) {
-		int rc = !want ? -HC_DROP_UNKNOWN_TYPE : len < want ? -HC_DROP_TRUNCATED : -HC_DROP_BAD_LENGTH;
-		b->st.drops[-rc]++;
-		return rc;
-	}
-	uint64_t ts = hc_be48(p + 5);
+/* the 48-bit timestamp at 5 as the low bits of one 8-byte load at 3 (len >= 19 where used) */
+#define TS (hc_be64(p + 3) & 0xFFFFFFFFFFFFull)
 	switch (t) {
 	case 'A':
+		if (UNLIKELY(len != 36))
+			break;
+		b->st.messages['A']++;
+		apply_add(b, hc_be16(p + 1), TS, hc_be64(p + 11), (char)p[19], hc_be32(p + 20),
+			  hc_be32(p + 32));
+		return 0;
 	case 'F':
-		b->st.messages[t]++;
-		apply_add(b, hc_be16(p + 1), ts, hc_be64(p + 11), (char)p[19], hc_be32(p + 20),
+		if (UNLIKELY(len != 40))
+			break;
+		b->st.messages['F']++;
+		apply_add(b, hc_be16(p + 1), TS, hc_be64(p + 11), (char)p[19], hc_be32(p + 20),
 			  hc_be32(p + 32));
 		return 0;
 	case 'E':
-		b->st.messages[t]++;
-		reduce(b, hc_be64(p + 11), hc_be32(p + 19), ts, 1, 0);
+		if (UNLIKELY(len != 31))
+			break;
+		b->st.messages['E']++;
+		reduce(b, hc_be64(p + 11), hc_be32(p + 19), TS, 1, 0);
 		return 0;
 	case 'C':
-		b->st.messages[t]++;
-		reduce(b, hc_be64(p + 11), hc_be32(p + 19), ts, p[31] == 'Y', hc_be32(p + 32));
+		if (UNLIKELY(len != 36))
+			break;
+		b->st.messages['C']++;
+		reduce(b, hc_be64(p + 11), hc_be32(p + 19), TS, p[31] == 'Y', hc_be32(p + 32));
 		return 0;
 	case 'X':
-		b->st.messages[t]++;
-		reduce(b, hc_be64(p + 11), hc_be32(p + 19), ts, 0, 0);
+		if (UNLIKELY(len != 23))
+			break;
+		b->st.messages['X']++;
+		reduce(b, hc_be64(p + 11), hc_be32(p + 19), TS, 0, 0);
 		return 0;
 	case 'D':
-		b->st.messages[t]++;
-		delete_order(b, hc_be64(p + 11), ts);
+		if (UNLIKELY(len != 19))
+			break;
+		b->st.messages['D']++;
+		delete_order(b, hc_be64(p + 11), TS);
 		return 0;
 	case 'U':
-		b->st.messages[t]++;
-		replace_order(b, hc_be64(p + 11), hc_be64(p + 19), hc_be32(p + 27), hc_be32(p + 31), ts);
-		return 0;
-	default: {
-		struct hc_itch_msg m;
-		hc_itch_decode(p, len, &m); /* cannot fail: length and type checked above */
-		hc_books_apply(b, &m);
+		if (UNLIKELY(len != 35))
+			break;
+		b->st.messages['U']++;
+		replace_order(b, hc_be64(p + 11), hc_be64(p + 19), hc_be32(p + 27), hc_be32(p + 31), TS);
 		return 0;
 	}
-	}
+#undef TS
+	return feed_other(b, p, len);
 }
 
-int hc_books_feed_msg(struct hc_books *b, const uint8_t *p, uint32_t len)
+NOINLINE int hc_books_feed_msg(struct hc_books *b, const uint8_t *p, uint32_t len)
 {
 	return feed_msg(b, p, len);
 }
@@ -881,33 +911,65 @@ int hc_books_feed_msg(struct hc_books *b, const uint8_t *p, uint32_t len)
 #define HC_PF_ORDER 8
 #define HC_PF_BYTES 1024 /* the record stream itself, bytes ahead */
 
+/* Is there a complete record at offset a? */
+static inline int record_at(const uint8_t *p, size_t len, size_t a)
+{
+	return len - a >= 2 && len - a - 2 >= hc_be16(p + a);
+}
+
+/* While more than this many bytes remain past the lookahead cursor, the record there is
+ * complete whatever its length says, and reading its reference (offset 11, 8 bytes) or
+ * prefetching HC_PF_BYTES ahead stays inside the buffer: the steady loop tests nothing else. */
+#define HC_FEED_SAFE (2u + 65535u + HC_PF_BYTES)
+
 size_t hc_books_feed_records(struct hc_books *b, const uint8_t *p, size_t len)
 {
 	uint64_t refs[HC_PF_SLOT];
 	uint32_t parsed = 0, done = 0; /* records seen by the lookahead / applied */
 	size_t off = 0, a = 0;
-	for (;;) {
-		while (parsed - done < HC_PF_SLOT && len - a >= 2 && len - a - 2 >= hc_be16(p + a)) {
-			uint32_t n = hc_be16(p + a);
-			uint64_t ref = LIKELY(n >= 19) ? hc_be64(p + a + 2 + 11) : 0;
-			if (LIKELY(len - a > HC_PF_BYTES))
-				__builtin_prefetch(p + a + HC_PF_BYTES, 0, 0);
-			__builtin_prefetch(&b->win[ref & b->win_mask], 0, 3);
-			refs[parsed % HC_PF_SLOT] = ref;
-			parsed++;
-			a += 2 + (size_t)n;
+	/* The lookahead step: warm the slot of the record at a, remember its reference (for a
+	 * record shorter than 19 bytes, whatever 8 bytes are there: a harmless hint). */
+#define LOOK_AHEAD(safe) do { \
+		uint32_t n_ = hc_be16(p + a); \
+		uint64_t ref_ = (safe) || LIKELY(n_ >= 19) ? hc_be64(p + a + 2 + 11) : 0; \
+		if ((safe) || LIKELY(len - a > HC_PF_BYTES)) \
+			__builtin_prefetch(p + a + HC_PF_BYTES, 0, 0); \
+		__builtin_prefetch(&b->win[ref_ & b->win_mask], 0, 3); \
+		refs[parsed % HC_PF_SLOT] = ref_; \
+		parsed++; \
+		a += 2 + (size_t)n_; \
+	} while (0)
+	/* The apply step: warm the order HC_PF_ORDER records ahead, apply the record at off. */
+#define APPLY(feed, ahead) do { \
+		if ((ahead) || parsed - done > HC_PF_ORDER) { \
+			uint32_t idx_ = b->win[refs[(done + HC_PF_ORDER) % HC_PF_SLOT] & b->win_mask]; \
+			__builtin_prefetch(&b->pool[idx_ < b->pool_cap ? idx_ : 0], 1, 3); \
+		} \
+		uint32_t n_ = hc_be16(p + off); \
+		feed(b, p + off + 2, n_); \
+		off += 2 + (size_t)n_; \
+		done++; \
+	} while (0)
+	while (parsed < HC_PF_SLOT && record_at(p, len, a))
+		LOOK_AHEAD(0);
+	/* steady state: one record in at the front, one applied at the back (HC_PF_SLOT + 1
+	 * records in flight; the ring slot written is that of the record being applied, whose
+	 * reference is no longer needed). The only test is the distance to the buffer's end. */
+	if (parsed == HC_PF_SLOT && len > HC_FEED_SAFE) {
+		size_t safe_end = len - HC_FEED_SAFE;
+		while (a < safe_end) {
+			LOOK_AHEAD(1);
+			APPLY(feed_msg, 1);
 		}
-		if (parsed - done > HC_PF_ORDER) {
-			uint32_t idx = b->win[refs[(done + HC_PF_ORDER) % HC_PF_SLOT] & b->win_mask];
-			__builtin_prefetch(&b->pool[idx < b->pool_cap ? idx : 0], 1, 3);
-		}
-		if (done == parsed) /* the lookahead found no further complete record */
-			break;
-		uint32_t n = hc_be16(p + off);
-		feed_msg(b, p + off + 2, n);
-		off += 2 + (size_t)n;
-		done++;
 	}
+	while (record_at(p, len, a)) { /* the last 64 KiB: every test, nothing inlined again */
+		LOOK_AHEAD(0);
+		APPLY(hc_books_feed_msg, 0);
+	}
+	while (done != parsed)
+		APPLY(hc_books_feed_msg, 0);
+#undef LOOK_AHEAD
+#undef APPLY
 	return off;
 }
 
