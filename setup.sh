@@ -26,7 +26,7 @@ echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-
 PKGS=(clang llvm libbpf-dev libxdp-dev pkg-config zlib1g-dev gcc make python3 python3-venv python3-dev
       python3-bpfcc iproute2 iputils-ping util-linux ethtool linuxptp tshark tmux procps kmod)
 case "${ID:-}" in
-	debian) PKGS+=(bpftool linux-headers-amd64 vagrant) ;;
+	debian) PKGS+=(bpftool linux-headers-amd64 vagrant vagrant-libvirt) ;;
 	ubuntu) PKGS+=(linux-tools-common linux-headers-generic) ;;
 	*) say "unknown distribution '${ID:-?}': trying the Debian package names"; PKGS+=(bpftool) ;;
 esac
