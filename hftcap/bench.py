@@ -26,7 +26,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 from . import latency
 from .errors import HftcapError, UsageError, require_root
@@ -198,8 +197,9 @@ def run_bench(rounds: int = 3, seconds: float = 3.0, msg_rate: float = 50_000, k
         from .trace import KernelPathTracer, _import_bcc
         _import_bcc()  # a missing bcc fails here, with its hint, before any trial
 
-        def tracer_factory(pid):
+        def traced(pid):
             return KernelPathTracer(pid=pid).start()
+        tracer_factory = traced
     # Trials of one round: every path in turn (deltas); with compare_snapshots the compare path's
     # snapshot trial follows its delta trial (a delta trial of its own if the path is not listed).
     jobs = [(m, "delta") for m in modes]

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .errors import HftcapError, UsageError
+from .errors import HftcapError
 
 try:  # typer >= 0.22 vendors click
     from typer._click import exceptions as _cx
@@ -100,7 +100,6 @@ def _print_summary(s: dict) -> None:
     drops = {k: v for k, v in s["drops"].items() if v}
     t.add_row("drops", ", ".join(f"{k} {v:,}" for k, v in drops.items()) or "none")
     if s.get("book"):
-        from .books import format_price
         bb = s["book"]["bids"][0] if s["book"]["bids"] else None
         ba = s["book"]["asks"][0] if s["book"]["asks"] else None
         t.add_row(f"book {s['symbol']}", f"best bid {bb[0] + ' x ' + str(bb[1]) if bb else '-'}, "

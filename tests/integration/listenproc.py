@@ -58,3 +58,10 @@ def send_test_packets(lab, npkts, k, port=FEED_PORT, first=1):
 def xdp_prog_on(lab) -> int | None:
     from hftcap import lab as labmod
     return labmod.status(lab.name)["namespaces"][lab.host_ns]["xdp_prog_id"]
+
+
+def hftcap(*args, timeout=120) -> str:
+    """Run the installed CLI, assert it succeeded, return its stdout."""
+    cp = subprocess.run([str(BIN / "hftcap"), *map(str, args)], capture_output=True, text=True, timeout=timeout)
+    assert cp.returncode == 0, f"hftcap {' '.join(map(str, args))}: {cp.stderr}"
+    return cp.stdout

@@ -3,22 +3,13 @@ same final book as `hftcap book` on the file the exchange wrote with --write for
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from listenproc import FEED, Listener
+from listenproc import FEED, Listener, hftcap
 
 pytestmark = pytest.mark.root
-HFTCAP = str(Path(sys.executable).parent / "hftcap")
 
-
-def hftcap(*args, timeout=120):
-    cp = subprocess.run([HFTCAP, *map(str, args)], capture_output=True, text=True, timeout=timeout)
-    assert cp.returncode == 0, cp.stderr
-    return cp.stdout
 
 
 @pytest.mark.parametrize("path", ["xdp", "kernel"])

@@ -6,20 +6,14 @@ import json
 import select
 import shutil
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
+from listenproc import hftcap
+
 pytestmark = pytest.mark.root
-HFTCAP = str(Path(sys.executable).parent / "hftcap")
 
-
-def hftcap(*args):
-    cp = subprocess.run([HFTCAP, *map(str, args)], capture_output=True, text=True, timeout=120)
-    assert cp.returncode == 0, cp.stderr
-    return cp.stdout
 
 
 @pytest.mark.skipif(not shutil.which("tshark"), reason="tshark is not installed (setup.sh installs it)")

@@ -3,7 +3,6 @@ kernel still sees what is not the feed, no XDP program left behind, a foreign pr
 respected, and every error a single line with a hint."""
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys

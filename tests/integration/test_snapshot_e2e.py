@@ -4,23 +4,14 @@ the delta stream of the same seed; `hftcap bench --compare-snapshots` measures b
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from listenproc import FEED, Listener
+from listenproc import FEED, Listener, hftcap
 
 pytestmark = pytest.mark.root
-HFTCAP = str(Path(sys.executable).parent / "hftcap")
 BOOK_TYPES = set("AFECXDU")
 
-
-def hftcap(*args, timeout=120):
-    cp = subprocess.run([HFTCAP, *map(str, args)], capture_output=True, text=True, timeout=timeout)
-    assert cp.returncode == 0, cp.stderr
-    return cp.stdout
 
 
 @pytest.mark.parametrize("path", ["xdp", "kernel"])

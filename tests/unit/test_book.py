@@ -2,7 +2,6 @@
 concurrent feed, BBO recording, and `hftcap book` (run_book) output."""
 import json
 import pathlib
-import struct
 import sys
 import threading
 
