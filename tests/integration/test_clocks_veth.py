@@ -3,8 +3,6 @@ hardware timestamping is refused without breaking anything, the NIC hops are abs
 budget says so (never a zero)."""
 import io
 import json
-import os
-import shutil
 import subprocess
 import sys
 
@@ -18,10 +16,10 @@ from hftcap import latency as L
 pytestmark = pytest.mark.root
 
 PROBE = r"""
-import json
+import json, sys
 from hftcap import clocks, latency
-d = clocks.describe_clocks("hcva")
-with clocks.hw_rx_timestamping("hcva") as st:
+d = clocks.describe_clocks(sys.argv[1])
+with clocks.hw_rx_timestamping(sys.argv[1]) as st:
     hw = {"enabled": st.enabled, "reason": st.reason, "changed": st.changed,
           "warnings": st.warnings}
 print(json.dumps({"clocks": d, "hw": hw, "file": clocks.__file__,
@@ -29,34 +27,8 @@ print(json.dumps({"clocks": d, "hw": hw, "file": clocks.__file__,
 """
 
 
-def _need_root():
-    why = None
-    if os.geteuid() != 0:
-        why = "needs root (network namespaces)"
-    elif shutil.which("ip") is None:
-        why = "needs iproute2 (ip)"
-    if why:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"root test cannot run in CI: {why}")
-        pytest.skip(why)
-
-
-@pytest.fixture
-def veth_netns():
-    _need_root()
-    ns = f"hc-clk-{os.getpid()}"
-    subprocess.run(["ip", "netns", "add", ns], check=True)
-    try:
-        subprocess.run(["ip", "-n", ns, "link", "add", "hcva", "type", "veth", "peer", "name",
-                        "hcvb"], check=True)
-        subprocess.run(["ip", "-n", ns, "link", "set", "hcva", "up"], check=True)
-        yield ns
-    finally:
-        subprocess.run(["ip", "netns", "del", ns], check=False)
-
-
-def test_veth_has_no_phc_and_nic_hops_are_absent(veth_netns, tmp_path):
-    r = subprocess.run(["ip", "netns", "exec", veth_netns, sys.executable, "-c", PROBE],
+def test_veth_has_no_phc_and_nic_hops_are_absent(lab, tmp_path):
+    r = subprocess.run(["ip", "netns", "exec", lab.host_ns, sys.executable, "-c", PROBE, lab.host_if],
                        cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
@@ -68,7 +40,7 @@ def test_veth_has_no_phc_and_nic_hops_are_absent(veth_netns, tmp_path):
     assert c["ts_info"]["phc_index"] == -1 and not c["ts_info"]["hw_rx_all"]
     assert c["synced_to_tai"] is False and c["offset"] is None
     assert not out["hw"]["enabled"] and not out["hw"]["changed"]
-    assert out["hw"]["reason"].startswith("hardware RX timestamps unavailable on hcva")
+    assert out["hw"]["reason"].startswith(f"hardware RX timestamps unavailable on {lab.host_if}")
     assert out["nic_to_xdp"] == "no PHC: veth has no PHC"
 
     # the budget of a run on this interface: NIC hops absent with the reason, never a 0
@@ -78,7 +50,7 @@ def test_veth_has_no_phc_and_nic_hops_are_absent(veth_netns, tmp_path):
         hops[hop.name] = L.Absent(why) if why else _core.Histogram()
     hops["xdp_to_dequeue"].record(np.array([1500, 1700, 2100], dtype=np.uint64))
     f = tmp_path / "veth.json"
-    L.save_result(f, {"xdp": hops}, {"path": "xdp", "interface": "hcva", "clock_sources": c})
+    L.save_result(f, {"xdp": hops}, {"path": "xdp", "interface": lab.host_if, "clock_sources": c})
     buf = io.StringIO()
     L.run_budget([str(f)], console=Console(file=buf, width=240, color_system=None))
     text = buf.getvalue()

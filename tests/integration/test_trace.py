@@ -10,11 +10,9 @@ apart to a receiver that holds off, so the queueing times are known.
 import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
-import uuid
 
 import pytest
 
@@ -28,10 +26,10 @@ DECOY_PORT = 40001
 RECEIVER = r"""
 import signal, socket, sys, time
 signal.alarm(20)                                  # bounded even if the end marker is lost
-n_expect, port, hold_s = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+n_expect, port, hold_s, addr = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.setsockopt(socket.SOL_SOCKET, 33, 8 << 20)     # SO_RCVBUFFORCE: no drops in the burst
-s.bind(("10.77.0.2", port))
+s.bind((addr, port))
 print("ready", flush=True)
 if hold_s > 0:                                    # on "go", let datagrams queue for hold_s
     sys.stdin.readline()
@@ -50,33 +48,21 @@ print(n, flush=True)
 
 SENDER = r"""
 import socket, sys, time
-n, port, gap_s = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+n, port, gap_s, addr = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 deadline = time.monotonic() + 10
 payload = b"x" * 64
 for i in range(n):                                # bounded in count and time
     if time.monotonic() > deadline:
         break
-    s.sendto(payload, ("10.77.0.2", port))
+    s.sendto(payload, (addr, port))
     if gap_s:
         time.sleep(gap_s)
     elif i % 50 == 49:
         time.sleep(0.001)                         # let the receiver drain and sleep again
 for _ in range(3):
-    s.sendto(b"END", ("10.77.0.2", port))
+    s.sendto(b"END", (addr, port))
 """
-
-
-def _need_root():
-    reason = None
-    if os.geteuid() != 0:
-        reason = "needs root"
-    elif shutil.which("ip") is None:
-        reason = "needs iproute2 (ip)"
-    if reason:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason} (CI=true: root tests must run)")
-        pytest.skip(reason)
 
 
 def _bcc_ready():
@@ -91,57 +77,38 @@ def _bcc_ready():
         pytest.skip(reason)
 
 
-def _ip(*args):
-    subprocess.run(["ip", *args], check=True, capture_output=True)
-
-
 @pytest.fixture
-def netpair():
-    _need_root()
-    tag = uuid.uuid4().hex[:6]
-    tx, rx = f"hctx{tag}", f"hcrx{tag}"
-    va, vb = f"hcta{tag}", f"hctb{tag}"
-    try:
-        _ip("netns", "add", tx)
-        _ip("netns", "add", rx)
-        _ip("link", "add", va, "netns", tx, "type", "veth", "peer", "name", vb, "netns", rx)
-        _ip("-n", tx, "addr", "add", "10.77.0.1/24", "dev", va)
-        _ip("-n", rx, "addr", "add", "10.77.0.2/24", "dev", vb)
-        for ns, dev in ((tx, va), (rx, vb)):
-            _ip("-n", ns, "link", "set", "lo", "up")
-            _ip("-n", ns, "link", "set", dev, "up")
-        yield tx, rx
-    finally:
-        for ns in (tx, rx):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+def netpair(lab):
+    """(sender namespace, receiver namespace, receiver address): the shared lab of conftest."""
+    return lab.ex_ns, lab.host_ns, lab.host_addr
 
 
-def _start_receiver(ns, n, port, hold_s=0.0):
+def _start_receiver(ns, addr, n, port, hold_s=0.0):
     p = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", RECEIVER, str(n),
-                          str(port), str(hold_s)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          str(port), str(hold_s), addr], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                          text=True)
     assert p.stdout.readline().strip() == "ready"
     return p
 
 
-def _send(ns, n, port, gap_s=0.0):
+def _send(ns, addr, n, port, gap_s=0.0):
     subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", SENDER, str(n), str(port),
-                    str(gap_s)], check=True, timeout=30)
+                    str(gap_s), addr], check=True, timeout=30)
 
 
 def test_trace_burst_fills_every_stage(netpair):
     from hftcap.trace import STAGES, KernelPathTracer
 
     _bcc_ready()
-    tx, rx = netpair
-    recv = _start_receiver(rx, N_DATAGRAMS, PORT)
-    decoy = _start_receiver(rx, N_DECOY, DECOY_PORT)
+    tx, rx, addr = netpair
+    recv = _start_receiver(rx, addr, N_DATAGRAMS, PORT)
+    decoy = _start_receiver(rx, addr, N_DECOY, DECOY_PORT)
     try:
         tracer = KernelPathTracer(pid=recv.pid).start()
         try:
             assert tracer.receivers == {recv.pid}
-            _send(tx, N_DECOY, DECOY_PORT)        # other traffic, other process: filtered out
-            _send(tx, N_DATAGRAMS, PORT)
+            _send(tx, addr, N_DECOY, DECOY_PORT)        # other traffic, other process: filtered out
+            _send(tx, addr, N_DATAGRAMS, PORT)
             received = int(recv.communicate(timeout=30)[0].strip())
             decoy_received = int(decoy.communicate(timeout=30)[0].strip())
             stats = tracer.read()
@@ -183,10 +150,10 @@ def test_run_trace_json_reports_filter_and_stages(netpair, capsys):
     from hftcap.trace import STAGES, run_trace
 
     _bcc_ready()
-    tx, rx = netpair
-    recv = _start_receiver(rx, 200, PORT)
+    tx, rx, addr = netpair
+    recv = _start_receiver(rx, addr, 200, PORT)
     try:
-        th = threading.Thread(target=_send, args=(tx, 200, PORT))
+        th = threading.Thread(target=_send, args=(tx, addr, 200, PORT))
         rc = run_trace(netns=rx, port=PORT, duration=2.0, interval=1.0, json_out=True,
                        on_attach=lambda tracer: th.start())
         th.join()
@@ -212,14 +179,14 @@ def test_trace_known_queueing_delays(netpair):
     from hftcap.trace import KernelPathTracer
 
     _bcc_ready()
-    tx, rx = netpair
-    recv = _start_receiver(rx, 10, PORT, hold_s=1.5)
+    tx, rx, addr = netpair
+    recv = _start_receiver(rx, addr, 10, PORT, hold_s=1.5)
     try:
         tracer = KernelPathTracer(pid=recv.pid).start()
         try:
             recv.stdin.write("go\n")
             recv.stdin.flush()
-            _send(tx, 10, PORT, gap_s=0.1)
+            _send(tx, addr, 10, PORT, gap_s=0.1)
             assert int(recv.communicate(timeout=30)[0].strip()) == 10
             stats = tracer.read()
             counters = tracer.counters()
