@@ -162,24 +162,6 @@ def resolve_interface(name: str, ns: str | None) -> int:
     return idx
 
 
-def rx_queue_count(ifname: str) -> int | None:
-    """RX queues of the interface (ETHTOOL_GCHANNELS); None when the driver does not say."""
-    import ctypes
-    import fcntl
-    SIOCETHTOOL, ETHTOOL_GCHANNELS = 0x8946, 0x3C
-    buf = bytearray(struct.pack("9I", ETHTOOL_GCHANNELS, *([0] * 8)))
-    cbuf = (ctypes.c_char * len(buf)).from_buffer(buf)
-    ifr = struct.pack("16sP", ifname.encode(), ctypes.addressof(cbuf))
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            fcntl.ioctl(s.fileno(), SIOCETHTOOL, ifr)
-        except OSError:
-            return None
-    vals = struct.unpack("9I", bytes(buf))
-    n = vals[5] + vals[8]  # rx_count + combined_count
-    return n or None
-
-
 def check_kernel(path: str) -> None:
     if path != "xdp":
         return
@@ -289,11 +271,11 @@ class Session:
         check_kernel(o.path)
         if o.path == "xdp":
             check_foreign_xdp(_core, self.ifindex, o.interface, o.netns)
-        self.rx_queues = rx_queue_count(o.interface)
+        from . import clocks
+        self.rx_queues = clocks.get_rx_queues(o.interface)
         self.bound_queues = self._queues_to_bind()
         self.kernel = _kernel_version()
         self.tai_clock = self.kernel >= (6, 1)
-        from . import clocks
         from .clocks import hw_rx_timestamping
         # Device-wide NIC setting: turned on for the run, restored by close() (also on errors).
         self._hwts_cm = hw_rx_timestamping(o.interface) if o.want_hw_ts else None

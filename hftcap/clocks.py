@@ -42,6 +42,7 @@ SIOCETHTOOL = 0x8946
 SIOCSHWTSTAMP = 0x89B0
 SIOCGHWTSTAMP = 0x89B1
 ETHTOOL_GDRVINFO = 0x00000003
+ETHTOOL_GCHANNELS = 0x0000003c
 ETHTOOL_GET_TS_INFO = 0x00000041
 
 HWTSTAMP_TX_OFF, HWTSTAMP_TX_ON = 0, 1
@@ -86,6 +87,12 @@ class EthtoolDrvinfo(ctypes.Structure):
                 ("erom_version", c_char * 32), ("reserved2", c_char * 12),
                 ("n_priv_flags", c_uint32), ("n_stats", c_uint32), ("testinfo_len", c_uint32),
                 ("eedump_len", c_uint32), ("regdump_len", c_uint32)]
+
+
+class EthtoolChannels(ctypes.Structure):
+    _fields_ = [("cmd", c_uint32), ("max_rx", c_uint32), ("max_tx", c_uint32),
+                ("max_other", c_uint32), ("max_combined", c_uint32), ("rx_count", c_uint32),
+                ("tx_count", c_uint32), ("other_count", c_uint32), ("combined_count", c_uint32)]
 
 
 class Ifreq(ctypes.Structure):
@@ -297,6 +304,17 @@ def get_ts_info(ifname: str, backend: IoctlBackend | None = None) -> TsInfo:
     info = EthtoolTsInfo(cmd=ETHTOOL_GET_TS_INFO)
     b.if_ioctl(ifname, SIOCETHTOOL, info)
     return TsInfo(info.so_timestamping, info.phc_index, info.tx_types, info.rx_filters)
+
+
+def get_rx_queues(ifname: str, backend: IoctlBackend | None = None) -> int | None:
+    """RX queues in use (ETHTOOL_GCHANNELS: rx + combined); None when the driver does not say."""
+    b = backend or IoctlBackend()
+    ch = EthtoolChannels(cmd=ETHTOOL_GCHANNELS)
+    try:
+        b.if_ioctl(ifname, SIOCETHTOOL, ch)
+    except OSError:
+        return None
+    return (ch.rx_count + ch.combined_count) or None
 
 
 def get_driver(ifname: str, backend: IoctlBackend | None = None) -> str | None:

@@ -22,6 +22,9 @@ LAYOUTS = [
      [("cmd", "cmd"), ("driver", "driver"), ("version", "version"), ("fw_version", "fw_version"),
       ("bus_info", "bus_info"), ("erom_version", "erom_version"), ("n_priv_flags", "n_priv_flags"),
       ("n_stats", "n_stats"), ("regdump_len", "regdump_len")]),
+    (C.EthtoolChannels, "struct ethtool_channels",
+     [(f, f) for f in ("cmd", "max_rx", "max_tx", "max_other", "max_combined", "rx_count",
+                       "tx_count", "other_count", "combined_count")]),
     (C.Ifreq, "struct ifreq", [("ifr_name", "ifr_name"), ("ifr_data", "ifr_data")]),
     (C.PtpClockTime, "struct ptp_clock_time", [("sec", "sec"), ("nsec", "nsec"),
                                                ("reserved", "reserved")]),
@@ -45,7 +48,7 @@ LAYOUTS = [
 
 IOCTLS = ["PTP_CLOCK_GETCAPS", "PTP_SYS_OFFSET", "PTP_SYS_OFFSET_PRECISE",
           "PTP_SYS_OFFSET_EXTENDED", "SIOCETHTOOL", "SIOCSHWTSTAMP", "SIOCGHWTSTAMP",
-          "ETHTOOL_GDRVINFO", "ETHTOOL_GET_TS_INFO", "HWTSTAMP_FILTER_ALL", "HWTSTAMP_TX_ON",
+          "ETHTOOL_GDRVINFO", "ETHTOOL_GCHANNELS", "ETHTOOL_GET_TS_INFO", "HWTSTAMP_FILTER_ALL", "HWTSTAMP_TX_ON",
           "SOF_TIMESTAMPING_RX_HARDWARE", "SOF_TIMESTAMPING_RAW_HARDWARE", "PTP_MAX_SAMPLES",
           "IFNAMSIZ"]
 
