@@ -571,8 +571,7 @@ def _run_live_view(sess: Session, o: ListenOptions, stopper: "Stopper", t0: floa
     return r
 
 
-def run_listen(o: ListenOptions, json_out: bool = False, console=None,
-               on_started=None, live: bool = False, symbol: str | None = None,
+def run_listen(o: ListenOptions, on_started=None, live: bool = False, symbol: str | None = None,
                title: str = "hftcap listen", stop_event=None) -> dict:
     """Open, run until Ctrl-C/SIGTERM/--duration/--count (or q in the live view), close;
     return the summary."""

@@ -155,7 +155,7 @@ def listen(
         print(f"hftcap: listening on {i['interface']} ({mode}, poll {i['poll_mode']}) for "
               f"{', '.join(i['feeds'])}; Ctrl-C stops", file=sys.stderr, flush=True)
 
-    s = run_listen(o, json_out=as_json, on_started=started, live=live, symbol=symbol)
+    s = run_listen(o, on_started=started, live=live, symbol=symbol)
     if as_json:
         _emit_json(s)
     else:

@@ -50,8 +50,7 @@ def run_demo(name: str = "demo", stocks: int = 8, rate: float = 20_000, k: int =
     if int(rate * minutes * 60) < 2 * stocks + 3:
         raise UsageError("the stream is too short for that many stocks", hint="raise --rate or --minutes")
     require_root("demo")
-    if labmod.status(name)["namespaces"] and any(labmod.status(name)["namespaces"].values()):
-        labmod.down(name)  # a stale lab from a demo that was killed
+    labmod.down(name)  # idempotent: removes a stale lab left by a demo that was killed
     lb = labmod.up(name)
     ex = None
     failed = threading.Event()  # the exchange died with an error: stop the view at once
