@@ -258,8 +258,7 @@ def run_bench(rounds: int = 3, seconds: float = 3.0, msg_rate: float = 50_000, k
             st = latency.hop_stats(PATH_MODES[m][0], hop, d)
             if st.absent:
                 continue
-            hops[hop] = {"p50_ns": st.p50, "p90_ns": st.p90, "p99_ns": st.p99, "p999_ns": st.p99_9,
-                         "max_ns": st.max, "count": st.count}
+            hops[hop] = st.ns_summary()
         absent = {hop: d.reason for hop, d in x["hists"].items() if isinstance(d, latency.Absent)}
         doc["paths"][m] = {"hops": hops, "absent_hops": absent, "sent": x["sent"], "received": x["received"],
                            "lost": x["sent"] - x["received"], "gaps": x["gaps"], "cpu_s": round(x["cpu_s"], 6),

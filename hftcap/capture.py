@@ -471,8 +471,7 @@ def latency_summary(sess: Session) -> dict:
         if st.absent:
             out[hop] = {"domain": st.domain, "absent": st.absent}
         else:
-            out[hop] = {"domain": st.domain, "count": st.count, "p50_ns": st.p50, "p90_ns": st.p90,
-                        "p99_ns": st.p99, "p999_ns": st.p99_9, "max_ns": st.max}
+            out[hop] = {"domain": st.domain, **st.ns_summary()}
     return out
 
 

@@ -255,6 +255,11 @@ class HopStats:
         d["p99.99"] = d.pop("p99_99")
         return d
 
+    def ns_summary(self) -> dict:
+        """The percentiles in the JSON form that listen and bench print (stable key names)."""
+        return {"p50_ns": self.p50, "p90_ns": self.p90, "p99_ns": self.p99, "p999_ns": self.p99_9,
+                "max_ns": self.max, "count": self.count}
+
 
 def hop_stats(path: str, hop: str, data, domain: str | None = None,
               absent_reason: str | None = None) -> HopStats:
