@@ -2,7 +2,11 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <sys/mman.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 #include "book.h"
 
 #define LIKELY(x) __builtin_expect(!!(x), 1)
@@ -15,29 +19,52 @@
 static inline uint32_t side_key(int side, uint32_t price_e4) { return side ? ~price_e4 : price_e4; }
 static inline uint32_t key_price(int side, uint32_t key) { return side ? ~key : key; }
 
+/* A price level lives in a slot of its side's level pool and keeps that slot for its whole
+ * life, so an order names its level by slot (hc_order.lvl): executions, cancels and deletes
+ * reach the level without searching. The sorted index (keys[], idx[]) is searched only to
+ * add an order (find or create its level) and to drop a level that has emptied. */
 struct hc_level {
-	uint32_t key;
+	uint32_t key;        /* side key */
 	uint32_t orders;
 	uint64_t shares;
-	uint32_t head, tail; /* FIFO of pool indices */
+	uint32_t head, tail; /* FIFO of pool indices; head links the free slots when unused */
 };
 
+/* Keys are stored biased (key ^ 0x80000000) as signed ints, so the top-8 lookup compares
+ * with one signed SIMD compare; HC_KEY_PAD INT32_MIN sentinels before keys[0] let it load
+ * the 8 keys below the top even when a side has fewer levels. */
+#define HC_KEY_BIAS 0x80000000u
+#define HC_KEY_PAD 8
+static inline int32_t bias_key(uint32_t key) { return (int32_t)(key ^ HC_KEY_BIAS); }
+
+/* One allocation per side per capacity: keys[cap] (after the sentinels), idx[cap] (level
+ * slot of keys[i]) and lv[cap + 1] (slot 0 unused). Live levels == sorted entries <= cap. */
 struct hc_level_arr {
 	uint32_t cap;
 	uint32_t pad;
 	struct hc_level_arr *retired; /* chain of outgrown arrays, freed in hc_books_free */
-	struct hc_level l[];
+	int32_t *keys;
+	uint32_t *idx;
+	struct hc_level *lv;
 };
 
 struct hc_side {
 	struct hc_level_arr *a; /* published with release; readers clamp n to a->cap */
-	uint32_t n;
+	struct hc_level *lv;    /* the writer's copy of a->lv (one load less per message) */
+	uint32_t n;             /* levels (sorted entries) */
+	uint32_t free_lv;       /* free level slots, linked through head (0: none) */
+	uint32_t hw;            /* next never-used level slot */
 };
 
-/* Field order matters: what every order message touches (seq, sides, and in info the
- * counters and timestamp) is in the first two cache lines; the trade ring comes after. */
+/* Field order matters: what every order message touches (seq, the counters, the sides) is
+ * in the first two cache lines; info (filled in by readers with the counters) and the trade
+ * ring come after. */
 struct hc_stock {
 	_Atomic uint32_t seq;     /* odd while the writer changes this stock */
+	uint32_t pad;
+	uint64_t messages;        /* info.messages, info.last_itch_ns, info.orders_live */
+	uint64_t last_itch_ns;
+	uint64_t orders_live;
 	struct hc_side side[2];
 	uint64_t trades_total;    /* ring head: trades pushed so far */
 	struct hc_stock_info info;
@@ -48,7 +75,7 @@ struct hc_order {
 	uint64_t ref;
 	uintptr_t stock_side;     /* its stock (64-byte aligned) | side: no locate -> stock load */
 	uint32_t shares;
-	uint32_t key;
+	uint32_t lvl;
 	uint32_t prev, next;      /* queue links (pool indices, 0 = none); next = free list link */
 };
 
@@ -58,6 +85,7 @@ static inline struct hc_stock *order_stock(const struct hc_order *o)
 }
 static inline int order_side(const struct hc_order *o) { return (int)(o->stock_side & 1); }
 _Static_assert(sizeof(struct hc_order) == 32, "book.h states 32-byte orders");
+_Static_assert(offsetof(struct hc_stock, info) <= 128, "hot stock fields in 2 lines");
 
 struct hc_books {
 	struct hc_order *pool;    /* index 0 unused (null) */
@@ -81,6 +109,7 @@ struct hc_books {
 	struct hc_books_stats st;
 	struct hc_level_arr *retired;
 	int bbo_locate;
+	struct hc_stock *bbo_stock; /* the stock of bbo_locate once it exists (NULL: none) */
 	char bbo_symbol[9];       /* "" : none */
 	struct hc_bbo_change *bbo;
 	size_t bbo_n, bbo_cap;
@@ -112,16 +141,16 @@ static void big_free(void *p, size_t bytes)
 }
 
 /* ---- seqlock (writer side) ---- */
-static inline void seq_begin(struct hc_stock *s)
+static inline uint32_t seq_begin(struct hc_stock *s)
 {
-	atomic_store_explicit(&s->seq, atomic_load_explicit(&s->seq, memory_order_relaxed) + 1,
-			      memory_order_relaxed);
+	uint32_t v = atomic_load_explicit(&s->seq, memory_order_relaxed) + 1;
+	atomic_store_explicit(&s->seq, v, memory_order_relaxed);
 	atomic_thread_fence(memory_order_release);
+	return v;
 }
-static inline void seq_end(struct hc_stock *s)
+static inline void seq_end(struct hc_stock *s, uint32_t v)
 {
-	atomic_store_explicit(&s->seq, atomic_load_explicit(&s->seq, memory_order_relaxed) + 1,
-			      memory_order_release);
+	atomic_store_explicit(&s->seq, v + 1, memory_order_release);
 }
 
 /* ---- order table ---- */
@@ -396,6 +425,24 @@ static inline void order_release(struct hc_books *b, uint32_t idx)
 }
 
 /* ---- stocks ---- */
+/* Level arrays for `cap` levels; the sentinels set, everything else unset. */
+static struct hc_level_arr *level_arr_new(uint32_t cap)
+{
+	size_t keys = ((size_t)HC_KEY_PAD + cap) * sizeof(int32_t), idx = (size_t)cap * sizeof(uint32_t);
+	struct hc_level_arr *a = malloc(sizeof(*a) + keys + idx + ((size_t)cap + 1) * sizeof(struct hc_level));
+	if (!a)
+		return NULL;
+	a->cap = cap;
+	a->retired = NULL;
+	a->keys = (int32_t *)(a + 1) + HC_KEY_PAD;
+	a->idx = (uint32_t *)(a->keys + cap);
+	a->lv = (struct hc_level *)(a->idx + cap); /* 8-byte aligned: cap is even */
+	for (int i = 1; i <= HC_KEY_PAD; i++)
+		a->keys[-i] = INT32_MIN;
+	return a;
+}
+#define HC_LEVELS_INITIAL 64
+
 static NOINLINE struct hc_stock *stock_new(struct hc_books *b, uint16_t locate)
 {
 	struct hc_stock *s = aligned_alloc(64, sizeof(*s));
@@ -404,16 +451,19 @@ static NOINLINE struct hc_stock *stock_new(struct hc_books *b, uint16_t locate)
 	memset(s, 0, sizeof(*s));
 	s->info.locate = locate;
 	for (int k = 0; k < 2; k++) {
-		s->side[k].a = malloc(sizeof(struct hc_level_arr) + 64 * sizeof(struct hc_level));
-		if (!s->side[k].a) {
+		struct hc_level_arr *a = level_arr_new(HC_LEVELS_INITIAL);
+		if (!a) {
 			free(s->side[0].a);
 			free(s);
 			return NULL;
 		}
-		s->side[k].a->cap = 64;
-		s->side[k].a->retired = NULL;
+		s->side[k].a = a;
+		s->side[k].lv = a->lv;
+		s->side[k].hw = 1;
 	}
 	b->locs[b->n_locs++] = locate;
+	if (b->bbo_locate == (int)locate)
+		b->bbo_stock = s;
 	atomic_store_explicit(&b->stocks[locate], s, memory_order_release);
 	return s;
 }
@@ -427,85 +477,102 @@ static inline struct hc_stock *stock_get(struct hc_books *b, uint16_t locate)
 }
 
 /* ---- levels ---- */
-/* Lower bound: first index whose key >= key. Looks at the top (where most activity is):
- * the top 5 levels, then the next 3, counted without branches, then a binary search without
- * branches. */
-static inline uint32_t level_lb(const struct hc_level *l, uint32_t n, uint32_t key)
+/* Lower bound in the sorted keys: the first index whose key >= k. Looks at the top 8 keys
+ * first (where most activity is) with one SIMD compare and no branch on the depth (which
+ * varies message to message), then, if all 8 are >= k, a binary search without branches
+ * below them. keys[-8..-1] are INT32_MIN sentinels, so the top 8 can always be loaded. */
+static inline uint32_t level_lb(const int32_t *keys, uint32_t n, int32_t k)
 {
-	if (LIKELY(n >= 8)) {
-		/* keys ascend: the answer is n - (top levels with key >= key); count the top 8
-		 * without branches (the depth of a touched level varies message to message), in
-		 * two steps: most lookups are within 4 levels of the top (c <= 4 then) */
-		const struct hc_level *top = l + n; /* top[-k]: one compare-and-add per level */
-		uint32_t c = 0;
-		for (int k = 1; k <= 5; k++)
-			c += top[-k].key >= key;
-		if (LIKELY(c < 5))
-			return n - c;
-		for (int k = 6; k <= 8; k++)
-			c += top[-k].key >= key;
-		if (LIKELY(c < 8))
-			return n - c;
-	}
-	/* fewer than 8 levels, or deeper than the top 8 (the answer is then <= n - 8): a binary
-	 * search over [0, m) whose steps select, not branch (depths vary message to message) */
-	uint32_t m = n >= 8 ? n - 8 : n;
+	const int32_t *top = keys + (int32_t)n - 8;
+#if defined(__SSE2__)
+	__m128i kk = _mm_set1_epi32(k);
+	__m128i lt = _mm_packs_epi32(_mm_cmplt_epi32(_mm_loadu_si128((const __m128i *)top), kk),
+				     _mm_cmplt_epi32(_mm_loadu_si128((const __m128i *)(top + 4)), kk));
+	/* keys ascend, so "< k" holds for a prefix of the 8 lanes: 2 mask bits per lane */
+	uint32_t c = (uint32_t)__builtin_ctz(~(uint32_t)_mm_movemask_epi8(lt)) / 2;
+#else
+	uint32_t c = 0;
+	for (int j = 0; j < 8; j++)
+		c += top[j] < k;
+#endif
+	if (LIKELY(c))
+		return n - 8 + c;
+	/* all of the top 8 are >= k (or k is INT32_MIN): the answer is in [0, n - 8] */
+	uint32_t m = n > 8 ? n - 8 : 0;
 	if (!m)
 		return 0;
-	const struct hc_level *base = l;
+	const int32_t *base = keys;
 	while (m > 1) {
 		uint32_t half = m / 2;
-		base = base[half].key < key ? base + half : base;
+		base = base[half] < k ? base + half : base;
 		m -= half;
 	}
-	return (uint32_t)(base - l) + (base->key < key);
+	return (uint32_t)(base - keys) + (*base < k);
 }
 
 static NOINLINE int side_grow(struct hc_books *b, struct hc_side *sd)
 {
-	uint32_t cap = sd->a->cap * 2;
-	struct hc_level_arr *a = malloc(sizeof(*a) + (size_t)cap * sizeof(struct hc_level));
+	struct hc_level_arr *o = sd->a, *a = level_arr_new(o->cap * 2);
 	if (!a)
 		return -ENOMEM;
-	a->cap = cap;
-	a->retired = NULL;
-	memcpy(a->l, sd->a->l, (size_t)sd->n * sizeof(struct hc_level));
-	sd->a->retired = b->retired;
-	b->retired = sd->a;
+	memcpy(a->keys, o->keys, (size_t)sd->n * sizeof(*a->keys));
+	memcpy(a->idx, o->idx, (size_t)sd->n * sizeof(*a->idx));
+	memcpy(a->lv, o->lv, (size_t)sd->hw * sizeof(*a->lv));
+	o->retired = b->retired;
+	b->retired = o;
+	sd->lv = a->lv;
 	atomic_store_explicit((struct hc_level_arr *_Atomic *)&sd->a, a, memory_order_release);
 	return 0;
 }
 
-/* Level for (side, key), created if absent. NULL when the array cannot grow. */
-static inline struct hc_level *level_get(struct hc_books *b, struct hc_side *sd, uint32_t key)
+/* Level slot for (side, key), created if absent; 0 when the arrays cannot grow. */
+static inline uint32_t level_get(struct hc_books *b, struct hc_side *sd, uint32_t key)
 {
+	int32_t bk = bias_key(key);
+	struct hc_level_arr *a = sd->a;
 	uint32_t n = sd->n;
-	uint32_t i = level_lb(sd->a->l, n, key);
-	if (i < n && sd->a->l[i].key == key)
-		return &sd->a->l[i];
-	if (UNLIKELY(n == sd->a->cap) && side_grow(b, sd) < 0)
-		return NULL;
-	struct hc_level *l = sd->a->l;
-	if (i < n)
-		memmove(&l[i + 1], &l[i], (size_t)(n - i) * sizeof(*l));
-	l[i] = (struct hc_level){ .key = key };
+	uint32_t i = level_lb(a->keys, n, bk);
+	if (i < n && a->keys[i] == bk)
+		return a->idx[i];
+	if (UNLIKELY(n == a->cap)) {
+		if (side_grow(b, sd) < 0)
+			return 0;
+		a = sd->a;
+	}
+	uint32_t li = sd->free_lv;
+	if (li)
+		sd->free_lv = sd->lv[li].head;
+	else
+		li = sd->hw++;
+	if (i < n) {
+		memmove(&a->keys[i + 1], &a->keys[i], (size_t)(n - i) * sizeof(*a->keys));
+		memmove(&a->idx[i + 1], &a->idx[i], (size_t)(n - i) * sizeof(*a->idx));
+	}
+	a->keys[i] = bk;
+	a->idx[i] = li;
+	sd->lv[li] = (struct hc_level){ .key = key };
 	sd->n = n + 1;
-	return &l[i];
+	return li;
 }
 
-static inline struct hc_level *level_find(struct hc_side *sd, uint32_t key)
+/* Drop level slot li (now empty) from the sorted index and free the slot. */
+static inline void level_remove(struct hc_side *sd, uint32_t li)
 {
-	uint32_t i = level_lb(sd->a->l, sd->n, key);
-	return &sd->a->l[i]; /* the order's level always exists */
+	struct hc_level_arr *a = sd->a;
+	uint32_t n = --sd->n;
+	uint32_t i = level_lb(a->keys, n + 1, bias_key(sd->lv[li].key));
+	if (i < n) {
+		memmove(&a->keys[i], &a->keys[i + 1], (size_t)(n - i) * sizeof(*a->keys));
+		memmove(&a->idx[i], &a->idx[i + 1], (size_t)(n - i) * sizeof(*a->idx));
+	}
+	sd->lv[li].head = sd->free_lv;
+	sd->free_lv = li;
 }
 
-static inline void level_remove(struct hc_side *sd, struct hc_level *lv)
+/* Best level of a side (n > 0). */
+static inline const struct hc_level *level_top(const struct hc_side *sd)
 {
-	struct hc_level *l = sd->a->l;
-	uint32_t i = (uint32_t)(lv - l);
-	sd->n--;
-	if (i < sd->n)
-		memmove(&l[i], &l[i + 1], (size_t)(sd->n - i) * sizeof(*l));
+	return &sd->lv[sd->a->idx[sd->n - 1]];
 }
 
 /* ---- BBO recording (offline, one locate) ---- */
@@ -514,12 +581,12 @@ static NOINLINE void bbo_record(struct hc_books *b, struct hc_stock *s, uint64_t
 	struct hc_bbo_change c = { .itch_ns = ts };
 	struct hc_side *bs = &s->side[HC_SIDE_BID], *as = &s->side[HC_SIDE_ASK];
 	if (bs->n) {
-		c.bid_price_e4 = key_price(0, bs->a->l[bs->n - 1].key);
-		c.bid_shares = bs->a->l[bs->n - 1].shares;
+		c.bid_price_e4 = key_price(0, level_top(bs)->key);
+		c.bid_shares = level_top(bs)->shares;
 	}
 	if (as->n) {
-		c.ask_price_e4 = key_price(1, as->a->l[as->n - 1].key);
-		c.ask_shares = as->a->l[as->n - 1].shares;
+		c.ask_price_e4 = key_price(1, level_top(as)->key);
+		c.ask_shares = level_top(as)->shares;
 	}
 	struct hc_bbo_change *l = &b->bbo_last;
 	if (c.bid_price_e4 == l->bid_price_e4 && c.ask_price_e4 == l->ask_price_e4 &&
@@ -553,14 +620,17 @@ static inline void trade_push(struct hc_stock *s, uint64_t ts, uint32_t price_e4
 	s->info.last_trade_price_e4 = price_e4;
 }
 
-/* Rest order idx (fields ref/shares/key/locate/side set) at the back of its level's queue. */
-static inline int order_rest(struct hc_books *b, struct hc_stock *s, uint32_t idx)
+/* Rest order idx (fields ref/shares/stock/side set) at the back of the queue of its level
+ * (side key `key`). */
+static inline int order_rest(struct hc_books *b, struct hc_stock *s, uint32_t idx, uint32_t key)
 {
 	struct hc_order *o = &b->pool[idx];
 	struct hc_side *sd = &s->side[order_side(o)];
-	struct hc_level *lv = level_get(b, sd, o->key);
-	if (UNLIKELY(!lv))
+	uint32_t li = level_get(b, sd, key);
+	if (UNLIKELY(!li))
 		return -ENOMEM;
+	struct hc_level *lv = &sd->lv[li];
+	o->lvl = li;
 	o->prev = lv->tail;
 	o->next = 0;
 	/* select the link to write, not the branch to take: queue positions are data */
@@ -569,7 +639,7 @@ static inline int order_rest(struct hc_books *b, struct hc_stock *s, uint32_t id
 	lv->tail = idx;
 	lv->orders++;
 	lv->shares += o->shares;
-	s->info.orders_live++;
+	s->orders_live++;
 	return 0;
 }
 
@@ -579,7 +649,7 @@ static inline void order_remove(struct hc_books *b, struct hc_stock *s, uint32_t
 {
 	struct hc_order *o = &b->pool[idx];
 	struct hc_side *sd = &s->side[order_side(o)];
-	struct hc_level *lv = level_find(sd, o->key);
+	struct hc_level *lv = &sd->lv[o->lvl];
 	uint32_t pv = o->prev, nx = o->next;
 	uint32_t *fwd = pv ? &b->pool[pv].next : &lv->head;
 	uint32_t *back = nx ? &b->pool[nx].prev : &lv->tail;
@@ -587,15 +657,15 @@ static inline void order_remove(struct hc_books *b, struct hc_stock *s, uint32_t
 	*back = pv;
 	lv->shares -= o->shares;
 	if (--lv->orders == 0)
-		level_remove(sd, lv);
-	s->info.orders_live--;
+		level_remove(sd, o->lvl);
+	s->orders_live--;
 	ref_erase(b, slot);
 	order_release(b, idx);
 	b->st.orders_live--;
 }
 
 /* Add a new order; returns 0 or -reason. */
-static inline int add_order(struct hc_books *b, struct hc_stock *s, uint64_t ref, int side,
+static INLINE int add_order(struct hc_books *b, struct hc_stock *s, uint64_t ref, int side,
 			    uint32_t shares, uint32_t price_e4)
 {
 	if (UNLIKELY(shares == 0))
@@ -611,9 +681,8 @@ static inline int add_order(struct hc_books *b, struct hc_stock *s, uint64_t ref
 	struct hc_order *o = &b->pool[idx];
 	o->ref = ref;
 	o->shares = shares;
-	o->key = side_key(side, price_e4);
 	o->stock_side = (uintptr_t)s | (uintptr_t)side;
-	if (UNLIKELY(order_rest(b, s, idx) < 0)) {
+	if (UNLIKELY(order_rest(b, s, idx, side_key(side, price_e4)) < 0)) {
 		order_release(b, idx);
 		return -HC_DROP_NO_MEMORY;
 	}
@@ -625,7 +694,7 @@ static inline int add_order(struct hc_books *b, struct hc_stock *s, uint64_t ref
 
 static inline void maybe_bbo(struct hc_books *b, struct hc_stock *s, uint64_t ts)
 {
-	if (UNLIKELY(b->bbo_locate == (int)s->info.locate))
+	if (UNLIKELY(s == b->bbo_stock))
 		bbo_record(b, s, ts);
 }
 
@@ -646,18 +715,19 @@ static INLINE void reduce(struct hc_books *b, uint64_t ref, uint32_t shares, uin
 		b->st.drops[HC_DROP_OVER_REDUCE]++;
 		amt = o->shares;
 	}
-	seq_begin(s);
-	s->info.messages++;
-	s->info.last_itch_ns = ts;
+	uint32_t sv = seq_begin(s);
+	s->messages++;
+	s->last_itch_ns = ts;
+	struct hc_level *lv = &s->side[order_side(o)].lv[o->lvl];
 	if (print)
-		trade_push(s, ts, exec_price_e4 ? exec_price_e4 : key_price(order_side(o), o->key), amt);
+		trade_push(s, ts, exec_price_e4 ? exec_price_e4 : key_price(order_side(o), lv->key), amt);
 	if (amt == o->shares) {
 		order_remove(b, s, idx, slot);
 	} else {
 		o->shares -= amt;
-		level_find(&s->side[order_side(o)], o->key)->shares -= amt;
+		lv->shares -= amt;
 	}
-	seq_end(s);
+	seq_end(s, sv);
 	maybe_bbo(b, s, ts);
 }
 
@@ -670,11 +740,11 @@ static INLINE void delete_order(struct hc_books *b, uint64_t ref, uint64_t ts)
 		return;
 	}
 	struct hc_stock *s = order_stock(&b->pool[idx]);
-	seq_begin(s);
-	s->info.messages++;
-	s->info.last_itch_ns = ts;
+	uint32_t sv = seq_begin(s);
+	s->messages++;
+	s->last_itch_ns = ts;
 	order_remove(b, s, idx, slot);
-	seq_end(s);
+	seq_end(s, sv);
 	maybe_bbo(b, s, ts);
 }
 
@@ -689,12 +759,12 @@ static INLINE void replace_order(struct hc_books *b, uint64_t old_ref, uint64_t 
 	}
 	struct hc_stock *s = order_stock(&b->pool[idx]);
 	int side = order_side(&b->pool[idx]);
-	seq_begin(s);
-	s->info.messages++;
-	s->info.last_itch_ns = ts;
+	uint32_t sv = seq_begin(s);
+	s->messages++;
+	s->last_itch_ns = ts;
 	order_remove(b, s, idx, slot);
 	int rc = add_order(b, s, new_ref, side, shares, price_e4);
-	seq_end(s);
+	seq_end(s, sv);
 	if (UNLIKELY(rc < 0))
 		b->st.drops[-rc]++;
 	maybe_bbo(b, s, ts);
@@ -712,11 +782,11 @@ static INLINE void apply_add(struct hc_books *b, uint16_t locate, uint64_t ts, u
 		b->st.drops[HC_DROP_NO_MEMORY]++;
 		return;
 	}
-	seq_begin(s);
-	s->info.messages++;
-	s->info.last_itch_ns = ts;
+	uint32_t sv = seq_begin(s);
+	s->messages++;
+	s->last_itch_ns = ts;
 	int rc = add_order(b, s, ref, sc == 'S', shares, price_e4);
-	seq_end(s);
+	seq_end(s, sv);
 	if (UNLIKELY(rc < 0))
 		b->st.drops[-rc]++;
 	maybe_bbo(b, s, ts);
@@ -739,9 +809,9 @@ static NOINLINE void apply_state(struct hc_books *b, const struct hc_itch_msg *m
 		b->st.drops[HC_DROP_NO_MEMORY]++;
 		return;
 	}
-	seq_begin(s);
-	s->info.messages++;
-	s->info.last_itch_ns = m->timestamp_ns;
+	uint32_t sv = seq_begin(s);
+	s->messages++;
+	s->last_itch_ns = m->timestamp_ns;
 	switch (m->type) {
 	case 'R':
 		copy_symbol(s->info.symbol, m->stock_directory.stock);
@@ -751,7 +821,7 @@ static NOINLINE void apply_state(struct hc_books *b, const struct hc_itch_msg *m
 		s->info.issue_classification = m->stock_directory.issue_classification;
 		s->info.round_lot_size = m->stock_directory.round_lot_size;
 		if (b->bbo_symbol[0] && strcmp(b->bbo_symbol, s->info.symbol) == 0)
-			b->bbo_locate = s->info.locate;
+			b->bbo_locate = s->info.locate, b->bbo_stock = s;
 		break;
 	case 'H':
 		s->info.trading_state = m->trading_action.trading_state;
@@ -778,7 +848,7 @@ static NOINLINE void apply_state(struct hc_books *b, const struct hc_itch_msg *m
 		b->st.broken_trades++;
 		break;
 	}
-	seq_end(s);
+	seq_end(s, sv);
 }
 
 void hc_books_apply(struct hc_books *b, const struct hc_itch_msg *m)
@@ -833,10 +903,53 @@ static NOINLINE int feed_other(struct hc_books *b, const uint8_t *p, uint32_t le
 }
 
 /* Fused decode + apply for the order messages (lengths of hc_itch_len and offsets of
- * ITCH50.md section 4, the same as hc_itch_decode's); each case checks its own fixed length
- * against a constant, so the common path does no table lookup. Everything else, and any
- * length mismatch, goes through feed_other (so even a wrong constant here would only make
- * that type slower, never change what is applied or counted). */
+ * ITCH50.md section 4, the same as hc_itch_decode's). Each type checks its own fixed length
+ * against a constant; everything else, and any length mismatch, goes through feed_other (so
+ * even a wrong constant here would only make that type slower, never change what is applied
+ * or counted). One list, used by the switch of feed_msg and by the steady loop of
+ * hc_books_feed_records (whose jump table names the same types). */
+#define TS(p) (hc_be64((p) + 3) & 0xFFFFFFFFFFFFull) /* 48 bits at 5, one load at 3 */
+#define HC_FEED_TYPES(M) M(A, 'A', 36) M(F, 'F', 40) M(E, 'E', 31) M(C, 'C', 36) M(X, 'X', 23) \
+	M(D, 'D', 19) M(U, 'U', 35)
+static INLINE void feed_A(struct hc_books *b, const uint8_t *p)
+{
+	b->st.messages['A']++;
+	apply_add(b, hc_be16(p + 1), TS(p), hc_be64(p + 11), (char)p[19], hc_be32(p + 20),
+		  hc_be32(p + 32));
+}
+static INLINE void feed_F(struct hc_books *b, const uint8_t *p)
+{
+	b->st.messages['F']++;
+	apply_add(b, hc_be16(p + 1), TS(p), hc_be64(p + 11), (char)p[19], hc_be32(p + 20),
+		  hc_be32(p + 32));
+}
+static INLINE void feed_E(struct hc_books *b, const uint8_t *p)
+{
+	b->st.messages['E']++;
+	reduce(b, hc_be64(p + 11), hc_be32(p + 19), TS(p), 1, 0);
+}
+static INLINE void feed_C(struct hc_books *b, const uint8_t *p)
+{
+	b->st.messages['C']++;
+	reduce(b, hc_be64(p + 11), hc_be32(p + 19), TS(p), p[31] == 'Y', hc_be32(p + 32));
+}
+static INLINE void feed_X(struct hc_books *b, const uint8_t *p)
+{
+	b->st.messages['X']++;
+	reduce(b, hc_be64(p + 11), hc_be32(p + 19), TS(p), 0, 0);
+}
+static INLINE void feed_D(struct hc_books *b, const uint8_t *p)
+{
+	b->st.messages['D']++;
+	delete_order(b, hc_be64(p + 11), TS(p));
+}
+static INLINE void feed_U(struct hc_books *b, const uint8_t *p)
+{
+	b->st.messages['U']++;
+	replace_order(b, hc_be64(p + 11), hc_be64(p + 19), hc_be32(p + 27), hc_be32(p + 31), TS(p));
+}
+#undef TS
+
 static inline __attribute__((always_inline)) int feed_msg(struct hc_books *b, const uint8_t *p,
 							 uint32_t len)
 {
@@ -844,56 +957,11 @@ static inline __attribute__((always_inline)) int feed_msg(struct hc_books *b, co
 		b->st.drops[HC_DROP_EMPTY]++;
 		return -HC_DROP_EMPTY;
 	}
-	uint8_t t = p[0];
-/* the 48-bit timestamp at 5 as the low bits of one 8-byte load at 3 (len >= 19 where used) */
-#define TS (hc_be64(p + 3) & 0xFFFFFFFFFFFFull)
-	switch (t) {
-	case 'A':
-		if (UNLIKELY(len != 36))
-			break;
-		b->st.messages['A']++;
-		apply_add(b, hc_be16(p + 1), TS, hc_be64(p + 11), (char)p[19], hc_be32(p + 20),
-			  hc_be32(p + 32));
-		return 0;
-	case 'F':
-		if (UNLIKELY(len != 40))
-			break;
-		b->st.messages['F']++;
-		apply_add(b, hc_be16(p + 1), TS, hc_be64(p + 11), (char)p[19], hc_be32(p + 20),
-			  hc_be32(p + 32));
-		return 0;
-	case 'E':
-		if (UNLIKELY(len != 31))
-			break;
-		b->st.messages['E']++;
-		reduce(b, hc_be64(p + 11), hc_be32(p + 19), TS, 1, 0);
-		return 0;
-	case 'C':
-		if (UNLIKELY(len != 36))
-			break;
-		b->st.messages['C']++;
-		reduce(b, hc_be64(p + 11), hc_be32(p + 19), TS, p[31] == 'Y', hc_be32(p + 32));
-		return 0;
-	case 'X':
-		if (UNLIKELY(len != 23))
-			break;
-		b->st.messages['X']++;
-		reduce(b, hc_be64(p + 11), hc_be32(p + 19), TS, 0, 0);
-		return 0;
-	case 'D':
-		if (UNLIKELY(len != 19))
-			break;
-		b->st.messages['D']++;
-		delete_order(b, hc_be64(p + 11), TS);
-		return 0;
-	case 'U':
-		if (UNLIKELY(len != 35))
-			break;
-		b->st.messages['U']++;
-		replace_order(b, hc_be64(p + 11), hc_be64(p + 19), hc_be32(p + 27), hc_be32(p + 31), TS);
-		return 0;
+	switch (p[0]) {
+#define CASE(t, c, n) case c: if (LIKELY(len == n)) { feed_##t(b, p); return 0; } break;
+	HC_FEED_TYPES(CASE)
+#undef CASE
 	}
-#undef TS
 	return feed_other(b, p, len);
 }
 
@@ -924,7 +992,9 @@ static inline int record_at(const uint8_t *p, size_t len, size_t a)
 
 size_t hc_books_feed_records(struct hc_books *b, const uint8_t *p, size_t len)
 {
-	uint64_t refs[HC_PF_SLOT];
+	const uint32_t *slots[HC_PF_SLOT];
+	const uint32_t *win = b->win; /* fixed for the books' life */
+	const uint64_t win_mask = b->win_mask;
 	uint32_t parsed = 0, done = 0; /* records seen by the lookahead / applied */
 	size_t off = 0, a = 0;
 	/* The lookahead step: warm the slot of the record at a, remember its reference (for a
@@ -934,16 +1004,17 @@ size_t hc_books_feed_records(struct hc_books *b, const uint8_t *p, size_t len)
 		uint64_t ref_ = (safe) || LIKELY(n_ >= 19) ? hc_be64(p + a + 2 + 11) : 0; \
 		if ((safe) || LIKELY(len - a > HC_PF_BYTES)) \
 			__builtin_prefetch(p + a + HC_PF_BYTES, 0, 0); \
-		__builtin_prefetch(&b->win[ref_ & b->win_mask], 0, 3); \
-		refs[parsed % HC_PF_SLOT] = ref_; \
+		const uint32_t *slot_ = &win[ref_ & win_mask]; \
+		__builtin_prefetch(slot_, 0, 3); \
+		slots[parsed % HC_PF_SLOT] = slot_; \
 		parsed++; \
 		a += 2 + (size_t)n_; \
 	} while (0)
 	/* The apply step: warm the order HC_PF_ORDER records ahead, apply the record at off. */
 #define APPLY(feed, ahead) do { \
 		if ((ahead) || parsed - done > HC_PF_ORDER) { \
-			uint32_t idx_ = b->win[refs[(done + HC_PF_ORDER) % HC_PF_SLOT] & b->win_mask]; \
-			__builtin_prefetch(&b->pool[idx_ < b->pool_cap ? idx_ : 0], 1, 3); \
+			/* a window slot holds 0 or a pool index, so this is in the pool */ \
+			__builtin_prefetch(&b->pool[*slots[(done + HC_PF_ORDER) % HC_PF_SLOT]], 1, 3); \
 		} \
 		uint32_t n_ = hc_be16(p + off); \
 		feed(b, p + off + 2, n_); \
@@ -957,10 +1028,32 @@ size_t hc_books_feed_records(struct hc_books *b, const uint8_t *p, size_t len)
 	 * reference is no longer needed). The only test is the distance to the buffer's end. */
 	if (parsed == HC_PF_SLOT && len > HC_FEED_SAFE) {
 		size_t safe_end = len - HC_FEED_SAFE;
+		/* APPLY(feed_msg), with the jump to the type's code taken straight from a
+		 * 256-entry table: one indirect jump per message, no range test first (the jump
+		 * is the one branch of the loop that random type mixes make mispredict) */
+		static const void *const jump[256] = { /* the types of HC_FEED_TYPES, in order */
+			[0 ... 'A' - 1] = &&other, ['A'] = &&type_A, ['B'] = &&other,
+			['C'] = &&type_C, ['D'] = &&type_D, ['E'] = &&type_E, ['F'] = &&type_F,
+			['G' ... 'T'] = &&other, ['U'] = &&type_U, ['V' ... 'W'] = &&other,
+			['X'] = &&type_X, ['Y' ... 255] = &&other,
+		};
+		const uint8_t *m;
+		uint32_t n;
+		/* here done == parsed - HC_PF_SLOT always: one counter is kept */
 		while (a < safe_end) {
 			LOOK_AHEAD(1);
-			APPLY(feed_msg, 1);
+			__builtin_prefetch(&b->pool[*slots[(parsed - 1 + HC_PF_ORDER) % HC_PF_SLOT]], 1, 3);
+			n = hc_be16(p + off);
+			m = p + off + 2;
+			off += 2 + (size_t)n;
+			goto *jump[m[0]]; /* m[0] of an empty record is the next length's: checked below */
+#define BODY(t, c, len) type_##t: if (UNLIKELY(n != len)) goto other; feed_##t(b, m); continue;
+			HC_FEED_TYPES(BODY)
+#undef BODY
+other:
+			feed_msg(b, m, n);
 		}
+		done = parsed - HC_PF_SLOT;
 	}
 	while (record_at(p, len, a)) { /* the last 64 KiB: every test, nothing inlined again */
 		LOOK_AHEAD(0);
@@ -1080,8 +1173,9 @@ static uint32_t copy_side(struct hc_side *sd, int side, uint32_t levels, struct 
 		n = a->cap; /* torn read: retried by the caller */
 	uint32_t k = n < levels ? n : levels;
 	for (uint32_t i = 0; i < k; i++) {
-		const struct hc_level *l = &a->l[n - 1 - i];
-		out[i].price_e4 = key_price(side, l->key);
+		uint32_t li = a->idx[n - 1 - i];
+		const struct hc_level *l = &a->lv[li <= a->cap ? li : 0]; /* torn: retried */
+		out[i].price_e4 = key_price(side, (uint32_t)a->keys[n - 1 - i] ^ HC_KEY_BIAS);
 		out[i].orders = l->orders;
 		out[i].shares = l->shares;
 	}
@@ -1132,6 +1226,9 @@ int hc_books_stock_info(struct hc_books *b, uint16_t locate, struct hc_stock_inf
 	do {
 		v = seq_read_begin(s);
 		*out = s->info;
+		out->messages = s->messages;
+		out->last_itch_ns = s->last_itch_ns;
+		out->orders_live = s->orders_live;
 		out->bid_levels = *(volatile uint32_t *)&s->side[0].n;
 		out->ask_levels = *(volatile uint32_t *)&s->side[1].n;
 	} while (seq_read_retry(s, v));
@@ -1154,6 +1251,7 @@ int hc_books_locates(struct hc_books *b, uint16_t *out, int cap)
 int hc_books_record_bbo(struct hc_books *b, int locate)
 {
 	b->bbo_locate = locate;
+	b->bbo_stock = locate >= 0 && locate < 65536 ? stock_peek(b, (uint16_t)locate) : NULL;
 	b->bbo_symbol[0] = 0;
 	b->bbo_n = 0;
 	memset(&b->bbo_last, 0, sizeof(b->bbo_last));
@@ -1184,12 +1282,12 @@ int hc_books_level_orders(struct hc_books *b, uint16_t locate, int side, uint32_
 	if (!s || side < 0 || side > 1)
 		return -ENOENT;
 	struct hc_side *sd = &s->side[side];
-	uint32_t key = side_key(side, price_e4);
-	uint32_t i = level_lb(sd->a->l, sd->n, key);
-	if (i >= sd->n || sd->a->l[i].key != key)
+	int32_t bk = bias_key(side_key(side, price_e4));
+	uint32_t i = level_lb(sd->a->keys, sd->n, bk);
+	if (i >= sd->n || sd->a->keys[i] != bk)
 		return -ENOENT;
 	int n = 0;
-	for (uint32_t o = sd->a->l[i].head; o; o = b->pool[o].next, n++)
+	for (uint32_t o = sd->lv[sd->a->idx[i]].head; o; o = b->pool[o].next, n++)
 		if (n < cap) {
 			refs[n] = b->pool[o].ref;
 			shares[n] = b->pool[o].shares;
@@ -1209,19 +1307,34 @@ int hc_books_check(struct hc_books *b)
 		uint64_t stock_orders = 0;
 		for (int side = 0; side < 2; side++) {
 			struct hc_side *sd = &s->side[side];
-			if (sd->n > sd->a->cap)
+			struct hc_level_arr *a = sd->a;
+			if (sd->n > a->cap || sd->lv != a->lv || sd->hw > a->cap + 1)
 				return -2;
+			uint32_t n_free = 0;
+			for (uint32_t li = sd->free_lv; li; li = sd->lv[li].head)
+				if (li >= sd->hw || ++n_free > a->cap)
+					return -2; /* free list out of range or looping */
+			if (sd->n + n_free != sd->hw - 1)
+				return -2; /* level slots lost or doubly used */
+			for (int k = 1; k <= HC_KEY_PAD; k++)
+				if (a->keys[-k] != INT32_MIN)
+					return -2;
 			for (uint32_t i = 0; i < sd->n; i++) {
-				struct hc_level *l = &sd->a->l[i];
-				if (i && sd->a->l[i - 1].key >= l->key)
+				uint32_t li = a->idx[i];
+				if (!li || li >= sd->hw)
+					return -2;
+				struct hc_level *l = &sd->lv[li];
+				if (i && a->keys[i - 1] >= a->keys[i])
 					return -3; /* not strictly sorted */
+				if (bias_key(l->key) != a->keys[i])
+					return -3; /* index and level disagree */
 				if (!l->orders || !l->shares)
 					return -4; /* empty level kept */
 				uint64_t cnt = 0, sh = 0;
 				uint32_t prev = 0;
 				for (uint32_t o = l->head; o; prev = o, o = b->pool[o].next) {
 					struct hc_order *od = &b->pool[o];
-					if (od->prev != prev || od->key != l->key || order_side(od) != side ||
+					if (od->prev != prev || od->lvl != li || order_side(od) != side ||
 					    order_stock(od) != s || !od->shares)
 						return -5;
 					if (*ref_slot(b, od->ref) != o)
@@ -1236,12 +1349,11 @@ int hc_books_check(struct hc_books *b)
 				stock_orders += cnt;
 			}
 		}
-		if (stock_orders != s->info.orders_live)
+		if (stock_orders != s->orders_live)
 			return -9;
 		total += stock_orders;
 		struct hc_side *bs = &s->side[0], *as = &s->side[1];
-		if (bs->n && as->n &&
-		    key_price(0, bs->a->l[bs->n - 1].key) >= key_price(1, as->a->l[as->n - 1].key))
+		if (bs->n && as->n && key_price(0, level_top(bs)->key) >= key_price(1, level_top(as)->key))
 			crossed = 1;
 	}
 	if (total != b->st.orders_live)

@@ -2,9 +2,12 @@
  *
  * One global reference index (day-unique references) maps a reference to an order in a pool;
  * each order sits in a FIFO queue at its price level. Each stock (indexed by stock locate)
- * has two sides, each a sorted array of levels with the best price at the end, so the BBO
- * is the last element (O(1)) and changes near the top move few bytes. Levels aggregate
- * shares and order counts.
+ * has two sides; a side keeps its levels in a pool where each level keeps its slot for its
+ * life (an order names its level by slot, so executions, cancels and deletes never search),
+ * and a sorted index of (price key, slot) with the best price at the end, so the BBO is the
+ * last entry (O(1)) and changes near the top move few bytes. Adds find their level in the
+ * index by one SIMD compare of the top 8 keys (a binary search below them). Levels
+ * aggregate shares and order counts.
  *
  * Reference index: NASDAQ references are dense and mostly increasing within a day, so most
  * live ones sit in a sliding window of W references indexed directly (slot = ref mod W); the
@@ -24,9 +27,11 @@
  * kept at most 70 % full, sized for expected_orders up front. For 10 million live orders
  * (hc_books_new(.., 10M)): pool 10M x 32 B = 320 MB (grown by doubling to 16.8M slots =
  * 512 MB worst case right after a growth), window 4M x 4 B = 16 MB, table 16M x 4 B = 64 MB
- * (32M x 4 B = 128 MB if 11.7M references ever sit in the table at once), levels 24 B each
- * per distinct price per side, and ~1.1 KB per stock (2 KB with the level arrays' initial 64
- * levels per side). So ~420-670 MB for 10M live orders. Pool and table are anonymous
+ * (32M x 4 B = 128 MB if 11.7M references ever sit in the table at once), levels 32 B per
+ * slot of capacity per side (a 24-byte level, a 4-byte key and a 4-byte slot in the index;
+ * capacity doubles from 64), and ~1 KB per stock (~5 KB with both sides' initial 64 level
+ * slots). So ~420-670 MB for 10M live orders, plus ~5 KB per stock (40 MB for 8,000
+ * stocks). Pool and table are anonymous
  * mappings, resident only as pages are touched; the window asks for transparent huge pages
  * and is faulted in by hc_books_new (all of it, at most 16 MB, resident from the start).
  * hc_books_new sizes all three for `expected_orders` up front, so a warm book never allocates

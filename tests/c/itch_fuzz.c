@@ -18,9 +18,10 @@ int main(int argc, char **argv){
 	if (hc_gen_fill(7, 4, 200000, g, cap, &len)) return 1;
 	struct hc_books *b; hc_books_new(&b, 1024);
 	for (int it = 0; it < 400; it++) {
-		size_t n = 1 + r() % 20000, off = r() % (len - n);
+		/* every 8th buffer is long enough for the pipelined loop of hc_books_feed_records */
+		size_t n = it % 8 ? 1 + r() % 20000 : 70000 + r() % 400000, off = r() % (len - n);
 		uint8_t *p = malloc(n); memcpy(p, g + off, n);
-		for (int k = 0; k < 20; k++) p[r() % n] = (uint8_t)r();
+		for (int k = 0; k < (n > 20000 ? 400 : 20); k++) p[r() % n] = (uint8_t)r();
 		hc_feed_nasdaq(b, p, n, 1);
 		struct hc_mold mold; hc_mold_init(&mold);
 		for (int k = 0; k < 50; k++) { size_t m = r() % (n < 1600 ? n : 1600); uint8_t *q = malloc(m ? m : 1); memcpy(q, p, m);
