@@ -975,7 +975,7 @@ NOINLINE int hc_books_feed_msg(struct hc_books *b, const uint8_t *p, uint32_t le
  * ahead, the order in that slot, the slot having been fetched by then. Hints only, with no
  * type test (a branch here would mispredict as often as types change): for other types, or
  * a reference outside the window, they warm a harmless slot. */
-#define HC_PF_SLOT 16 /* records ahead; a power of two (ring of references) */
+#define HC_PF_SLOT 16 /* records ahead; a power of two (ring of window-slot pointers) */
 #define HC_PF_ORDER 8
 #define HC_PF_BYTES 1024 /* the record stream itself, bytes ahead */
 
@@ -997,7 +997,7 @@ size_t hc_books_feed_records(struct hc_books *b, const uint8_t *p, size_t len)
 	const uint64_t win_mask = b->win_mask;
 	uint32_t parsed = 0, done = 0; /* records seen by the lookahead / applied */
 	size_t off = 0, a = 0;
-	/* The lookahead step: warm the slot of the record at a, remember its reference (for a
+	/* The lookahead step: warm the slot of the record at a and remember it (for a
 	 * record shorter than 19 bytes, whatever 8 bytes are there: a harmless hint). */
 #define LOOK_AHEAD(safe) do { \
 		uint32_t n_ = hc_be16(p + a); \
