@@ -698,16 +698,34 @@ static inline void maybe_bbo(struct hc_books *b, struct hc_stock *s, uint64_t ts
 		bbo_record(b, s, ts);
 }
 
+/* Pool index of live order ref (its index slot in *slot), or 0, counted as unknown_ref. */
+static inline uint32_t order_find(struct hc_books *b, uint64_t ref, uint32_t **slot)
+{
+	*slot = ref_slot(b, ref);
+	uint32_t idx = **slot;
+	if (UNLIKELY(!idx))
+		b->st.drops[HC_DROP_UNKNOWN_REF]++;
+	return idx;
+}
+
+/* Open a change of stock s by a message stamped ts (seq_begin and the per-message counters);
+ * returns what seq_end takes. */
+static inline uint32_t stock_begin(struct hc_stock *s, uint64_t ts)
+{
+	uint32_t sv = seq_begin(s);
+	s->messages++;
+	s->last_itch_ns = ts;
+	return sv;
+}
+
 /* E, C, X: take `shares` off order ref. exec_price_e4: 0 for X, else the print price. */
 static INLINE void reduce(struct hc_books *b, uint64_t ref, uint32_t shares, uint64_t ts,
 			  int print, uint32_t exec_price_e4)
 {
-	uint32_t *slot = ref_slot(b, ref);
-	uint32_t idx = *slot;
-	if (UNLIKELY(!idx)) {
-		b->st.drops[HC_DROP_UNKNOWN_REF]++;
+	uint32_t *slot;
+	uint32_t idx = order_find(b, ref, &slot);
+	if (UNLIKELY(!idx))
 		return;
-	}
 	struct hc_order *o = &b->pool[idx];
 	struct hc_stock *s = order_stock(o);
 	uint32_t amt = shares;
@@ -715,9 +733,7 @@ static INLINE void reduce(struct hc_books *b, uint64_t ref, uint32_t shares, uin
 		b->st.drops[HC_DROP_OVER_REDUCE]++;
 		amt = o->shares;
 	}
-	uint32_t sv = seq_begin(s);
-	s->messages++;
-	s->last_itch_ns = ts;
+	uint32_t sv = stock_begin(s, ts);
 	struct hc_level *lv = &s->side[order_side(o)].lv[o->lvl];
 	if (print)
 		trade_push(s, ts, exec_price_e4 ? exec_price_e4 : key_price(order_side(o), lv->key), amt);
@@ -733,16 +749,12 @@ static INLINE void reduce(struct hc_books *b, uint64_t ref, uint32_t shares, uin
 
 static INLINE void delete_order(struct hc_books *b, uint64_t ref, uint64_t ts)
 {
-	uint32_t *slot = ref_slot(b, ref);
-	uint32_t idx = *slot;
-	if (UNLIKELY(!idx)) {
-		b->st.drops[HC_DROP_UNKNOWN_REF]++;
+	uint32_t *slot;
+	uint32_t idx = order_find(b, ref, &slot);
+	if (UNLIKELY(!idx))
 		return;
-	}
 	struct hc_stock *s = order_stock(&b->pool[idx]);
-	uint32_t sv = seq_begin(s);
-	s->messages++;
-	s->last_itch_ns = ts;
+	uint32_t sv = stock_begin(s, ts);
 	order_remove(b, s, idx, slot);
 	seq_end(s, sv);
 	maybe_bbo(b, s, ts);
@@ -751,17 +763,13 @@ static INLINE void delete_order(struct hc_books *b, uint64_t ref, uint64_t ts)
 static INLINE void replace_order(struct hc_books *b, uint64_t old_ref, uint64_t new_ref,
 				 uint32_t shares, uint32_t price_e4, uint64_t ts)
 {
-	uint32_t *slot = ref_slot(b, old_ref);
-	uint32_t idx = *slot;
-	if (UNLIKELY(!idx)) {
-		b->st.drops[HC_DROP_UNKNOWN_REF]++;
+	uint32_t *slot;
+	uint32_t idx = order_find(b, old_ref, &slot);
+	if (UNLIKELY(!idx))
 		return;
-	}
 	struct hc_stock *s = order_stock(&b->pool[idx]);
 	int side = order_side(&b->pool[idx]);
-	uint32_t sv = seq_begin(s);
-	s->messages++;
-	s->last_itch_ns = ts;
+	uint32_t sv = stock_begin(s, ts);
 	order_remove(b, s, idx, slot);
 	int rc = add_order(b, s, new_ref, side, shares, price_e4);
 	seq_end(s, sv);
@@ -782,9 +790,7 @@ static INLINE void apply_add(struct hc_books *b, uint16_t locate, uint64_t ts, u
 		b->st.drops[HC_DROP_NO_MEMORY]++;
 		return;
 	}
-	uint32_t sv = seq_begin(s);
-	s->messages++;
-	s->last_itch_ns = ts;
+	uint32_t sv = stock_begin(s, ts);
 	int rc = add_order(b, s, ref, sc == 'S', shares, price_e4);
 	seq_end(s, sv);
 	if (UNLIKELY(rc < 0))
@@ -809,9 +815,7 @@ static NOINLINE void apply_state(struct hc_books *b, const struct hc_itch_msg *m
 		b->st.drops[HC_DROP_NO_MEMORY]++;
 		return;
 	}
-	uint32_t sv = seq_begin(s);
-	s->messages++;
-	s->last_itch_ns = m->timestamp_ns;
+	uint32_t sv = stock_begin(s, m->timestamp_ns);
 	switch (m->type) {
 	case 'R':
 		copy_symbol(s->info.symbol, m->stock_directory.stock);
