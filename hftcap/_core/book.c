@@ -983,12 +983,6 @@ NOINLINE int hc_books_feed_msg(struct hc_books *b, const uint8_t *p, uint32_t le
 #define HC_PF_ORDER 8
 #define HC_PF_BYTES 1024 /* the record stream itself, bytes ahead */
 
-/* Is there a complete record at offset a? */
-static inline int record_at(const uint8_t *p, size_t len, size_t a)
-{
-	return len - a >= 2 && len - a - 2 >= hc_be16(p + a);
-}
-
 /* While more than this many bytes remain past the lookahead cursor, the record there is
  * complete whatever its length says, and reading its reference (offset 11, 8 bytes) or
  * prefetching HC_PF_BYTES ahead stays inside the buffer: the steady loop tests nothing else. */
@@ -1025,7 +1019,7 @@ size_t hc_books_feed_records(struct hc_books *b, const uint8_t *p, size_t len)
 		off += 2 + (size_t)n_; \
 		done++; \
 	} while (0)
-	while (parsed < HC_PF_SLOT && record_at(p, len, a))
+	while (parsed < HC_PF_SLOT && hc_nasdaq_complete(p, len, a))
 		LOOK_AHEAD(0);
 	/* steady state: one record in at the front, one applied at the back (HC_PF_SLOT + 1
 	 * records in flight; the ring slot written is that of the record being applied, whose
@@ -1059,7 +1053,7 @@ other:
 		}
 		done = parsed - HC_PF_SLOT;
 	}
-	while (record_at(p, len, a)) { /* the last 64 KiB: every test, nothing inlined again */
+	while (hc_nasdaq_complete(p, len, a)) { /* the last 64 KiB: every test, nothing inlined again */
 		LOOK_AHEAD(0);
 		APPLY(hc_books_feed_msg, 0);
 	}

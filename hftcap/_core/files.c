@@ -21,18 +21,16 @@ size_t hc_feed_nasdaq(struct hc_books *b, const uint8_t *p, size_t len, int fina
 uint64_t hc_decode_nasdaq(const uint8_t *p, size_t len, uint64_t drops[HC_DROP__MAX])
 {
 	struct hc_itch_msg m;
+	const uint8_t *msg;
+	uint32_t n;
 	uint64_t ok = 0;
 	size_t off = 0;
-	while (len - off >= 2) {
-		uint32_t n = hc_be16(p + off);
-		if (len - off - 2 < n)
-			break;
-		int rc = hc_itch_decode(p + off + 2, n, &m);
+	while (hc_nasdaq_next(p, len, &off, &msg, &n)) {
+		int rc = hc_itch_decode(msg, n, &m);
 		if (UNLIKELY(rc < 0))
 			drops[-rc]++;
 		else
 			ok++;
-		off += 2 + (size_t)n;
 	}
 	if (off < len)
 		drops[HC_DROP_FILE_TRUNCATED]++;

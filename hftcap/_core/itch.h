@@ -137,6 +137,26 @@ static inline uint64_t hc_be48(const uint8_t *p)
 	return (uint64_t)hc_be16(p) << 32 | hc_be32(p + 2);
 }
 
+/* NASDAQ's file layout: each message after a 2-byte big-endian length. Is the record at off
+ * complete (its length prefix and all the bytes it announces inside len)? */
+static inline int hc_nasdaq_complete(const uint8_t *p, size_t len, size_t off)
+{
+	return len - off >= 2 && len - off - 2 >= hc_be16(p + off);
+}
+
+/* Take the complete record at *off: its message in *msg and *n, *off moved past it; returns 1.
+ * Returns 0, leaving *off, when no complete record is left. */
+static inline int hc_nasdaq_next(const uint8_t *p, size_t len, size_t *off, const uint8_t **msg,
+				 uint32_t *n)
+{
+	if (!hc_nasdaq_complete(p, len, *off))
+		return 0;
+	*n = hc_be16(p + *off);
+	*msg = p + *off + 2;
+	*off += 2 + (size_t)*n;
+	return 1;
+}
+
 /* 0, or -HC_DROP_{EMPTY,UNKNOWN_TYPE,TRUNCATED,BAD_LENGTH}. Reads at most len bytes. */
 int hc_itch_decode(const uint8_t *msg, uint32_t len, struct hc_itch_msg *out);
 

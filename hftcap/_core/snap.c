@@ -141,13 +141,10 @@ int64_t hc_snap_convert_size(const uint8_t *in, size_t len, uint32_t levels)
 		return -EINVAL;
 	size_t off = 0;
 	int64_t out = 0;
-	while (len - off >= 2) {
-		uint32_t n = hc_be16(in + off);
-		if (len - off - 2 < n)
-			break;
-		out += 2 + (is_book_msg(in + off + 2, n) ? hc_snap_len(levels) : n);
-		off += 2 + (size_t)n;
-	}
+	const uint8_t *m;
+	uint32_t n;
+	while (hc_nasdaq_next(in, len, &off, &m, &n))
+		out += 2 + (is_book_msg(m, n) ? hc_snap_len(levels) : n);
 	return out;
 }
 
@@ -167,12 +164,9 @@ int64_t hc_snap_convert(const uint8_t *in, size_t len, uint32_t levels, uint8_t 
 	struct hc_level_snap bids[HC_SNAP_MAX_LEVELS], asks[HC_SNAP_MAX_LEVELS];
 	uint32_t zlen = hc_snap_len(levels);
 	size_t off = 0, o = 0;
-	while (len - off >= 2) {
-		uint32_t n = hc_be16(in + off);
-		if (len - off - 2 < n)
-			break;
-		const uint8_t *m = in + off + 2;
-		off += 2 + (size_t)n;
+	const uint8_t *m;
+	uint32_t n;
+	while (hc_nasdaq_next(in, len, &off, &m, &n)) {
 		st->records++;
 		hc_books_feed_msg(b, m, n);
 		if (!is_book_msg(m, n)) {

@@ -110,18 +110,15 @@ static PyObject *books_feed_checked(BooksObject *self, PyObject *args, PyObject 
 		PyBuffer_Release(&buf);
 		return NULL;
 	}
-	const uint8_t *p = buf.buf;
-	size_t len = (size_t)buf.len, off = 0;
+	const uint8_t *msg;
+	uint32_t m;
+	size_t off = 0;
 	long long n = 0, bad = -1;
 	int code = 0;
 	self->busy = 1;
 	Py_BEGIN_ALLOW_THREADS
-	while (len - off >= 2) {
-		uint32_t m = hc_be16(p + off);
-		if (len - off - 2 < m)
-			break;
-		hc_books_feed_msg(self->b, p + off + 2, m);
-		off += 2 + (size_t)m;
+	while (hc_nasdaq_next(buf.buf, (size_t)buf.len, &off, &msg, &m)) {
+		hc_books_feed_msg(self->b, msg, m);
 		code = hc_books_check(self->b);
 		if (code && !(allow_crossed && code == -1000)) {
 			bad = n;

@@ -238,17 +238,14 @@ static PyObject *table_feed(SnapTableObject *self, PyObject *args)
 		PyBuffer_Release(&buf);
 		return NULL;
 	}
-	const uint8_t *p = buf.buf;
-	size_t len = (size_t)buf.len, off = 0;
+	const uint8_t *m;
+	uint32_t n;
+	size_t off = 0;
 	unsigned long long recs = 0, applied = 0;
 	self->busy = 1;
 	Py_BEGIN_ALLOW_THREADS
-	while (len - off >= 2) {
-		uint32_t n = hc_be16(p + off);
-		if (len - off - 2 < n)
-			break;
-		applied += hc_snap_table_feed(self->t, p + off + 2, n) == 0;
-		off += 2 + (size_t)n;
+	while (hc_nasdaq_next(buf.buf, (size_t)buf.len, &off, &m, &n)) {
+		applied += hc_snap_table_feed(self->t, m, n) == 0;
 		recs++;
 	}
 	Py_END_ALLOW_THREADS
