@@ -306,23 +306,26 @@ def get_ts_info(ifname: str, backend: IoctlBackend | None = None) -> TsInfo:
     return TsInfo(info.so_timestamping, info.phc_index, info.tx_types, info.rx_filters)
 
 
+def _ethtool_or_none(ifname: str, backend: IoctlBackend | None, req):
+    """req filled in by SIOCETHTOOL, or None when the driver does not answer it."""
+    try:
+        (backend or IoctlBackend()).if_ioctl(ifname, SIOCETHTOOL, req)
+    except OSError:
+        return None
+    return req
+
+
 def get_rx_queues(ifname: str, backend: IoctlBackend | None = None) -> int | None:
     """RX queues in use (ETHTOOL_GCHANNELS: rx + combined); None when the driver does not say."""
-    b = backend or IoctlBackend()
-    ch = EthtoolChannels(cmd=ETHTOOL_GCHANNELS)
-    try:
-        b.if_ioctl(ifname, SIOCETHTOOL, ch)
-    except OSError:
+    ch = _ethtool_or_none(ifname, backend, EthtoolChannels(cmd=ETHTOOL_GCHANNELS))
+    if ch is None:
         return None
     return (ch.rx_count + ch.combined_count) or None
 
 
 def get_driver(ifname: str, backend: IoctlBackend | None = None) -> str | None:
-    b = backend or IoctlBackend()
-    d = EthtoolDrvinfo(cmd=ETHTOOL_GDRVINFO)
-    try:
-        b.if_ioctl(ifname, SIOCETHTOOL, d)
-    except OSError:
+    d = _ethtool_or_none(ifname, backend, EthtoolDrvinfo(cmd=ETHTOOL_GDRVINFO))
+    if d is None:
         return None
     return d.driver.decode(errors="replace") or None
 
