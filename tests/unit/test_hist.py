@@ -1,21 +1,17 @@
 """The C histogram (hftcap/_core/hist.{h,c}) through hftcap._core.Histogram: geometry, exact
 counters, overflow, reset/merge, export layout, and the C file alone under ASan/UBSan."""
-import os
-import shutil
-import subprocess
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from hftcap import _core
+from sanitized import build_and_run
 
 G = _core.hist_geometry()
 LOW = np.frombuffer(G["low"], dtype=np.uint64)
 HIGH = np.frombuffer(G["high"], dtype=np.uint64)
 NB, OVF, LAST, MAX_NS = G["buckets"], G["overflow_index"], G["last_regular_index"], G["max_ns"]
-CORE = Path(__file__).resolve().parents[2] / "hftcap" / "_core"
 
 
 def expected_index(v: np.ndarray) -> np.ndarray:
@@ -170,17 +166,9 @@ int main(void) {
 """
 
 
-@pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc not installed")
 def test_c_core_alone_under_sanitizers(tmp_path):
     """hist.c compiled without Python, with ASan+UBSan: edge values index like the module."""
-    src = tmp_path / "t.c"
-    src.write_text(C_HARNESS)
-    exe = tmp_path / "t"
-    subprocess.run(["gcc", "-std=gnu11", "-O1", "-Wall", "-Werror", "-fsanitize=address,undefined",
-                    "-fno-sanitize-recover=all", f"-I{CORE}", str(src), str(CORE / "hist.c"),
-                    "-o", str(exe)], check=True)
-    r = subprocess.run([str(exe)], capture_output=True, text=True, check=True,
-                       env={**os.environ, "ASAN_OPTIONS": "detect_leaks=0"})
+    r = build_and_run(tmp_path, C_HARNESS, ["hist"], flags=["-Werror"], asan_options="detect_leaks=0")
     lines = r.stdout.splitlines()
     for line in lines[:10]:
         v, i = map(int, line.split())

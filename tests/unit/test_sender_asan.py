@@ -4,13 +4,7 @@ lengths), random configurations, requests of every length and tiny reply buffers
 run over an AF_UNIX datagram socketpair; any out-of-bounds access or UB aborts it."""
 from __future__ import annotations
 
-import shutil
-import subprocess
-from pathlib import Path
-
-import pytest
-
-CORE = Path(__file__).resolve().parents[2] / "hftcap" / "_core"
+from sanitized import build_and_run
 
 HARNESS = r"""
 #include "sender.h"
@@ -100,17 +94,5 @@ int main(void)
 
 
 def test_sender_core_under_asan_ubsan(tmp_path):
-    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-    assert cc, "a C compiler is needed to build the harness (the extension needs one too)"
-    src = tmp_path / "harness.c"
-    src.write_text(HARNESS)
-    exe = tmp_path / "harness"
-    cp = subprocess.run([cc, "-std=gnu11", "-D_GNU_SOURCE", "-O1", "-g", "-fsanitize=address,undefined",
-                         "-fno-sanitize-recover=all", "-Wall", "-I", str(CORE), str(src), str(CORE / "sender.c"),
-                         "-o", str(exe), "-lpthread"], capture_output=True, text=True, timeout=120)
-    if cp.returncode != 0 and "sanitize" in cp.stderr and "cannot find" in cp.stderr:
-        pytest.skip("the compiler has no ASan/UBSan runtime (libasan) installed")
-    assert cp.returncode == 0, cp.stderr
-    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stdout + run.stderr
+    run = build_and_run(tmp_path, HARNESS, ["sender"], libs=["-lpthread"], timeout=120)
     assert run.stdout.startswith("opened ")

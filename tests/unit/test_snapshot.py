@@ -303,21 +303,7 @@ def test_exchange_writes_the_snapshot_stream(tmp_path):
 
 def test_snapshot_path_under_asan_ubsan(tmp_path):
     """tests/c/snap_fuzz.c: mutated snapshot packets through feed.c + snap.c under sanitizers."""
-    import shutil
-    import subprocess
-    root = pathlib.Path(__file__).resolve().parents[2]
-    core = root / "hftcap" / "_core"
-    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-    assert cc, "a C compiler is needed to build the harness (the extension needs one too)"
-    exe = tmp_path / "snap_fuzz"
-    cp = subprocess.run([cc, "-std=gnu11", "-D_GNU_SOURCE", "-O1", "-g", "-fsanitize=address,undefined",
-                         "-fno-sanitize-recover=all", "-Wall", "-I", str(core), "-I", str(root / "xdp"),
-                         str(root / "tests" / "c" / "snap_fuzz.c"),
-                         *[str(core / f"{m}.c") for m in ("feed", "snap", "book", "itch", "mold", "hist", "gen")],
-                         "-o", str(exe)], capture_output=True, text=True, timeout=180)
-    if cp.returncode != 0 and "sanitize" in cp.stderr and "cannot find" in cp.stderr:
-        pytest.skip("the compiler has no ASan/UBSan runtime (libasan) installed")
-    assert cp.returncode == 0, cp.stderr
-    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stdout + run.stderr
+    from sanitized import ROOT, build_and_run
+    run = build_and_run(tmp_path, ROOT / "tests" / "c" / "snap_fuzz.c",
+                        ["feed", "snap", "book", "itch", "mold", "hist", "gen"], timeout=120)
     assert run.stdout.startswith("ok: ")
