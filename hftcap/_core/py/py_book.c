@@ -600,11 +600,8 @@ int hc_py_add_book(PyObject *m)
 {
 	if (PyType_Ready(&BooksType) < 0)
 		return -1;
-	Py_INCREF(&BooksType);
-	if (PyModule_AddObject(m, "Books", (PyObject *)&BooksType) < 0) {
-		Py_DECREF(&BooksType);
+	if (PyModule_AddObjectRef(m, "Books", (PyObject *)&BooksType) < 0)
 		return -1;
-	}
 	if (PyModule_AddFunctions(m, book_functions) < 0)
 		return -1;
 	return 0;

@@ -440,11 +440,8 @@ int hc_py_add_capture(PyObject *m)
 {
 	if (PyType_Ready(&CaptureType) < 0)
 		return -1;
-	Py_INCREF(&CaptureType);
-	if (PyModule_AddObject(m, "Capture", (PyObject *)&CaptureType) < 0) {
-		Py_DECREF(&CaptureType);
+	if (PyModule_AddObjectRef(m, "Capture", (PyObject *)&CaptureType) < 0)
 		return -1;
-	}
 	if (PyModule_AddFunctions(m, capture_funcs) < 0)
 		return -1;
 	PyObject *names = PyTuple_New(HC_NHOPS);

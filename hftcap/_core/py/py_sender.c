@@ -417,11 +417,8 @@ int hc_py_add_sender(PyObject *m)
 {
 	if (PyType_Ready(&SenderType) < 0)
 		return -1;
-	Py_INCREF(&SenderType);
-	if (PyModule_AddObject(m, "Sender", (PyObject *)&SenderType) < 0) {
-		Py_DECREF(&SenderType);
+	if (PyModule_AddObjectRef(m, "Sender", (PyObject *)&SenderType) < 0)
 		return -1;
-	}
 	if (PyModule_AddFunctions(m, sender_functions) < 0)
 		return -1;
 	return 0;

@@ -434,11 +434,8 @@ int hc_py_add_snap(PyObject *m)
 {
 	if (PyType_Ready(&SnapTableType) < 0)
 		return -1;
-	Py_INCREF(&SnapTableType);
-	if (PyModule_AddObject(m, "SnapTable", (PyObject *)&SnapTableType) < 0) {
-		Py_DECREF(&SnapTableType);
+	if (PyModule_AddObjectRef(m, "SnapTable", (PyObject *)&SnapTableType) < 0)
 		return -1;
-	}
 	if (PyModule_AddFunctions(m, snap_functions) < 0 ||
 	    PyModule_AddIntConstant(m, "SNAP_MAX_LEVELS", HC_SNAP_MAX_LEVELS) < 0)
 		return -1;
