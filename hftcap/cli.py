@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .errors import HftcapError
+from .errors import HftcapError, UsageError
 
 try:  # typer >= 0.22 vendors click
     from typer._click import exceptions as _cx
@@ -82,7 +82,7 @@ def lab_status(name: str = typer.Option("hftcap", "--name", "-n", help="Lab name
 
 # ---- listen ----
 
-def _print_summary(s: dict) -> None:
+def _print_summary(s: dict, console: Console | None = None) -> None:
     t = Table(title=f"hftcap listen: {s['interface']} ({s['path']} path)", show_header=False)
     t.add_column("k", style="bold")
     t.add_column("v")
@@ -106,9 +106,10 @@ def _print_summary(s: dict) -> None:
                                          f"best ask {ba[0] + ' x ' + str(ba[1]) if ba else '-'}")
     if s["xdp"]:
         t.add_row("XDP program", ", ".join(f"{k} {v:,}" for k, v in s["xdp"].items() if v) or "no packets")
-    out.print(t)
+    console = console or out
+    console.print(t)
     if s.get("warning"):
-        out.print(f"[yellow]warning:[/] {s['warning']}")
+        console.print(f"[yellow]warning:[/] {s['warning']}")
 
 
 @app.command()
@@ -133,18 +134,37 @@ def listen(
     symbol: Optional[str] = typer.Option(None, "--symbol", "-s", help="Stock shown in the live view (and its book in --json; '*' = every stock's)."),
     headless: bool = typer.Option(False, "--headless", help="No live view, even on a terminal."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object at exit."),
+    write: Optional[str] = typer.Option(None, "-w", "--write", help="Write every packet to FILE (pcapng; - = stdout)."),
+    capture_buffer: int = typer.Option(256, "--capture-buffer", help="MiB of ring between the data thread and the "
+                                                                      "file writer (rounded down to a power of two)."),
+    snaplen: int = typer.Option(262144, "--snaplen", help="Bytes kept of each packet (0 = 262144, as tcpdump)."),
+    file_size: Optional[str] = typer.Option(None, "-C", "--file-size", help="Rotate before a packet once the file "
+                                                                          "exceeds N x 10^6 bytes (or 512k, 64m, 2g)."),
+    rotate_seconds: Optional[float] = typer.Option(None, "-G", "--rotate-seconds",
+                                                   help="Rotate every S seconds (name it with strftime fields)."),
+    file_count: Optional[int] = typer.Option(None, "-W", "--file-count",
+                                             help="With -C: a ring of N files; with -G: stop after N files."),
 ):
     """Capture a feed and keep the books.
 
     Example: hftcap listen --netns hftcap-host -i hftcap-h0 --feed 239.1.1.1:26400 --duration 5
     """
     from .receive.options import ListenOptions, parse_feed
+    from .receive.pcapng import WriteOptions, parse_file_size
     from .listen import run_listen
     single = queue.isdigit()
+    wo = None
+    if write is not None:
+        wo = WriteOptions(write, capture_buffer_mib=capture_buffer, snaplen=snaplen,
+                          file_size=parse_file_size(file_size) if file_size is not None else None,
+                          rotate_seconds=rotate_seconds, file_count=file_count)
+    elif file_size or rotate_seconds or file_count:
+        raise UsageError("-C, -G and -W need --write FILE")
     o = ListenOptions(interface=interface, feeds=[parse_feed(f) for f in feed], netns=netns, path=path,
                       xdp_mode=xdp_mode, bind=bind, poll=poll, queue=int(queue) if single else 0,
                       queues=None if single else queue, cpu=cpu,
-                      duration=duration, count=count, itch_clock=itch_clock, warmup=warmup, save=save)
+                      duration=duration, count=count, itch_clock=itch_clock, warmup=warmup, save=save,
+                      write=wo)
 
     live = not as_json and not headless and sys.stdout.isatty() and sys.stdin.isatty()
 
@@ -157,12 +177,35 @@ def listen(
               f"{', '.join(i['feeds'])}; Ctrl-C stops", file=sys.stderr, flush=True)
 
     s = run_listen(o, on_started=started, live=live, symbol=symbol)
-    if as_json:
+    if s.get("capture"):
+        _print_capture_lines(s["capture"])
+    if write == "-":  # stdout is the capture
+        if as_json:
+            print(json.dumps(s), file=sys.stderr, flush=True)
+        else:
+            _print_summary(s, err_console)
+    elif as_json:
         _emit_json(s)
     else:
         _print_summary(s)
         if budget:
             _print_latency(s)
+
+
+def _print_capture_lines(c: dict) -> None:
+    """tcpdump's end-of-run lines, on stderr so stdout stays the file (--write -) or the JSON."""
+    k = c.get("kernel_drops") or {}
+    lines = [f"{c['packets_captured']} packets captured",
+             f"{c['packets_seen']} packets received by filter",
+             f"{c['capture_drops']} packets dropped by capture ring"]
+    if k:
+        lines.append(f"{sum(k.values())} packets dropped by kernel (AF_XDP rx_dropped {k['rx_dropped']}, "
+                     f"rx_ring_full {k['rx_ring_full']}, rx_fill_ring_empty_descs {k['rx_fill_ring_empty_descs']})")
+    else:
+        lines.append("0 packets dropped by kernel (kernel socket path: not counted per socket)")
+    if c.get("error"):
+        lines.append(f"capture file error: {c['error']}")
+    print("\n".join(lines), file=sys.stderr, flush=True)
 
 
 def _print_latency(s: dict) -> None:

@@ -114,6 +114,10 @@ def _wait(sess: Session, o: ListenOptions, stopper: "Stopper", t0: float, *stop_
             return stopper.reason
         if any(e is not None and e.is_set() for e in stop_events):
             return "quit"
+        if sess.capfile is not None:
+            r = sess.capfile.tick()
+            if r:
+                return r
         if o.duration is not None and time.monotonic() - t0 >= o.duration:
             return "duration"
 
@@ -168,7 +172,10 @@ def run_listen(o: ListenOptions, on_started=None, live: bool = False, symbol: st
                 reason = _wait(sess, o, stopper, t0, stop_event)
             sess.cap.stop()
             elapsed = time.monotonic() - t0
+            capture = sess.close_capture_file()
             result = summary(sess, elapsed, reason)
+            if capture is not None:
+                result["capture"] = capture
             if symbol and sess.books is not None and not live:
                 result.update(final_book(sess.books, symbol))
             if o.save:

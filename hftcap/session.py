@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 import time
 
 from .book.books import Books
 from .errors import HftcapError, UsageError, from_oserror
 from .feed.snapshots import SnapshotBooks
 from .measure import clocks, latency
+from .receive import pcapng
 from .receive.options import ListenOptions
 from .receive.path import (BIND_NAMES, XDP_MODE_NAMES, check_foreign_xdp, check_kernel, join_groups,
                            kernel_version, open_capture, resolve_interface)
@@ -57,6 +59,15 @@ class Session:
                 self.cap.close()
                 self._restore_hwts()
                 raise from_oserror(e, f"joining the multicast group on {o.interface}") from None
+        self.capfile = None
+        if o.write is not None:
+            try:
+                comment = "hftcap " + " ".join(sys.argv[1:])
+                self.capfile = pcapng.CaptureFile(o.write, [pcapng.feed_interface(self)], comment)
+                self.cap.set_writer(self.capfile.core)
+            except BaseException:
+                self.close()
+                raise
         self.started_mono = None
 
     def start(self):
@@ -80,7 +91,20 @@ class Session:
             cm, self._hwts_cm = self._hwts_cm, None
             cm.__exit__(None, None, None)
 
+    def close_capture_file(self) -> dict | None:
+        """Stop the data thread, then drain and close the capture file: its summary entry."""
+        if self.capfile is None:
+            return None
+        self.cap.stop()
+        kdrops = self.cap.xsk_drops() if self.o.path == "xdp" else {}
+        cf, self.capfile = self.capfile, None
+        out = cf.close()
+        out["kernel_drops"] = kdrops
+        return out
+
     def close(self):
+        if self.capfile is not None:
+            self.close_capture_file()
         self.cap.close()
         for s in self.members:
             s.close()

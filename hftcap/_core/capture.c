@@ -26,6 +26,7 @@
 
 #include "capture.h"
 #include "book.h"
+#include "pcapng.h"
 #include "snap.h"
 #include "hc_time.h"
 #include "hftcap.skel.h"
@@ -80,6 +81,9 @@ struct hc_capture {
 	struct mmsghdr msgs[HC_BATCH];
 	struct iovec iov[HC_BATCH];
 	uint8_t ctrl[HC_BATCH][256];
+	struct sockaddr_in src[HC_BATCH]; /* senders' addresses, for the capture writer */
+
+	struct hc_capring *ring;          /* listen --write (pcapng.h); NULL = no capture */
 
 	pthread_t thread;
 	int started;
@@ -317,6 +321,7 @@ static int udp_setup(struct hc_capture *c, const char **stage)
 		memset(&c->msgs[i], 0, sizeof(c->msgs[i]));
 		c->msgs[i].msg_hdr.msg_iov = &c->iov[i];
 		c->msgs[i].msg_hdr.msg_iovlen = 1;
+		c->msgs[i].msg_hdr.msg_name = &c->src[i];
 	}
 	for (uint32_t i = 0; i < c->cfg.nfeeds; i++) {
 		*stage = "udp-socket";
@@ -421,10 +426,15 @@ static inline uint32_t xsk_drain(struct hc_capture *c, struct hc_xsk *x, int bus
 		}
 		uint32_t plen;
 		const uint8_t *p = udp_payload(frame, d->len, &plen);
-		if (p)
+		if (p) {
 			hc_consumer_packet(&c->cons, feed, p, plen, &t);
-		else
+		} else {
 			c->cons.drop_bad_frame++;
+			c->cons.out_dec_tai_ns = 0;
+		}
+		if (c->ring)
+			hc_capring_put(c->ring, HC_PCAP_IF_FEED, HC_CAPREC_FRAME, frame, d->len, x->queue,
+				       &t, &c->cons, 0, 0, 0, 0);
 		*xsk_ring_prod__fill_addr(&x->fill, idx_fq + i) = xsk_umem__extract_addr(d->addr);
 	}
 	xsk_ring_prod__submit(&x->fill, n);
@@ -476,6 +486,7 @@ static void udp_drain(struct hc_capture *c, uint32_t feed)
 		c->msgs[i].msg_hdr.msg_control = c->ctrl[i];
 		c->msgs[i].msg_hdr.msg_controllen = sizeof(c->ctrl[i]);
 		c->msgs[i].msg_hdr.msg_flags = 0;
+		c->msgs[i].msg_hdr.msg_namelen = sizeof(c->src[i]);
 	}
 	int n = recvmmsg(c->udp_fd[feed], c->msgs, HC_BATCH, MSG_DONTWAIT, NULL);
 	if (n <= 0) {
@@ -498,6 +509,10 @@ static void udp_drain(struct hc_capture *c, uint32_t feed)
 			}
 		}
 		hc_consumer_packet(&c->cons, feed, c->iov[i].iov_base, c->msgs[i].msg_len, &t);
+		if (c->ring)
+			hc_capring_put(c->ring, HC_PCAP_IF_FEED, HC_CAPREC_UDP, c->iov[i].iov_base,
+				       c->msgs[i].msg_len, 0, &t, &c->cons, c->src[i].sin_addr.s_addr,
+				       c->src[i].sin_port, c->cfg.group_be[feed], c->cfg.port_be[feed]);
 		if (__atomic_load_n(&c->cons.done, __ATOMIC_RELAXED))
 			return;
 	}
@@ -707,6 +722,31 @@ void hc_capture_reset_hists(struct hc_capture *c)
 	__atomic_store_n(&c->cons.reset_hists, 1, __ATOMIC_RELEASE);
 }
 uint64_t hc_capture_thread_cpu_ns(struct hc_capture *c) { return c->thread_cpu_ns; }
+
+int hc_capture_set_ring(struct hc_capture *c, struct hc_capring *ring)
+{
+	if (c->started)
+		return -EBUSY;
+	c->ring = ring;
+	return 0;
+}
+
+int hc_capture_xsk_drops(void *arg, struct hc_xsk_drops *out)
+{
+	struct hc_capture *c = arg;
+	memset(out, 0, sizeof(*out));
+	for (uint32_t i = 0; i < c->nxs; i++) {
+		struct xdp_statistics st;
+		socklen_t len = sizeof(st);
+		memset(&st, 0, sizeof(st));
+		if (getsockopt(xsk_socket__fd(c->xs[i].xsk), SOL_XDP, XDP_STATISTICS, &st, &len))
+			return -errno;
+		out->rx_dropped += st.rx_dropped;
+		out->rx_ring_full += st.rx_ring_full;
+		out->rx_fill_ring_empty_descs += st.rx_fill_ring_empty_descs;
+	}
+	return 0;
+}
 
 int hc_capture_xdp_stats(struct hc_capture *c, uint64_t out[HC_XDP_NSTATS])
 {

@@ -69,6 +69,13 @@ uint64_t hc_capture_io_errors(struct hc_capture *c);
 /* CPU time the data thread used, summed over its runs (valid after hc_capture_stop). */
 uint64_t hc_capture_thread_cpu_ns(struct hc_capture *c);
 
+/* listen --write: the data thread copies every packet into ring (pcapng.h); before start. */
+struct hc_capring;
+struct hc_xsk_drops;
+int hc_capture_set_ring(struct hc_capture *c, struct hc_capring *ring);
+/* The AF_XDP sockets' XDP_STATISTICS drop counters, summed (hc_xsk_drops_fn of pcapng.h). */
+int hc_capture_xsk_drops(void *arg, struct hc_xsk_drops *out);
+
 /* The XDP program already on ifindex, if any: *prog_id = 0 when none. */
 int hc_xdp_query(int ifindex, uint32_t *prog_id, int *mode);
 int hc_prog_name(uint32_t prog_id, char *name, size_t len);

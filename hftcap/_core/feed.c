@@ -90,6 +90,7 @@ static inline uint64_t be48(const uint8_t *p)
 void hc_consumer_packet(struct hc_consumer *c, uint32_t feed, const uint8_t *payload,
 			uint32_t len, const struct hc_pkt_times *t)
 {
+	c->out_dec_tai_ns = 0;
 	if (feed >= c->nfeeds) {
 		c->drop_bad_feed++;
 		return;
@@ -149,6 +150,9 @@ void hc_consumer_packet(struct hc_consumer *c, uint32_t feed, const uint8_t *pay
 			hc_snap_table_commit(c->snaps);
 		uint64_t book_ns = hc_now_tai_ns();
 		record(c, t, dec_ns, book_ns, itch_ns);
+		c->out_dec_tai_ns = dec_ns;
+		c->out_book_tai_ns = book_ns;
+		c->out_itch_ns = itch_ns;
 	} else if (nz) {
 		hc_snap_table_commit(c->snaps);
 	}

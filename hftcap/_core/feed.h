@@ -60,6 +60,10 @@ struct hc_consumer {
 	int reset_hists;         /* set by a reader, honoured (and cleared) by the data thread */
 	uint64_t negative[HC_NHOPS]; /* later stamp before the earlier one: clocks disagree */
 	struct hc_hist hists[HC_NHOPS];
+
+	/* The last packet's own stamps, for the capture writer (pcapng.h); dec = 0 when the
+	 * packet was not recorded in the hop histograms, itch = UINT64_MAX when it had none. */
+	uint64_t out_dec_tai_ns, out_book_tai_ns, out_itch_ns;
 };
 
 void hc_consumer_init(struct hc_consumer *c, uint32_t nfeeds, uint64_t max_packets);

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from ..errors import UsageError
 from ..measure.clocks import ITCH_CLOCKS
+from .pcapng import WriteOptions, check_write_options
 
 PATHS = {"xdp": 0, "kernel": 1}
 XDP_MODES = {"auto": 0, "native": 1, "generic": 2}
@@ -64,6 +65,7 @@ class ListenOptions:
     itch_clock: str = "none"
     warmup: float = 0.0
     save: str | None = None
+    write: "WriteOptions | None" = None   # listen --write (hftcap.receive.pcapng)
     extra: dict = field(default_factory=dict)
 
 
@@ -96,4 +98,6 @@ def check_options(o: ListenOptions) -> None:
         raise UsageError("--duration must be positive")
     if o.count is not None and o.count <= 0:
         raise UsageError("--count must be positive")
+    if o.write is not None:
+        check_write_options(o.write)
 

@@ -23,6 +23,11 @@ struct hc_snap_table;
  * never frees t, refuses feed calls. New reference, or NULL with an exception. */
 PyObject *hc_py_snaps_wrap(struct hc_snap_table *t, PyObject *owner);
 
+int hc_py_add_pcapng(PyObject *m);
+struct hc_pcapng;
+/* The writer of a hftcap._core.PcapngWriter, or NULL with an exception. */
+struct hc_pcapng *hc_py_pcapng_get(PyObject *o);
+
 /* Raise OSError(errno) for a -errno from the core, with a short context string. */
 static inline PyObject *hc_py_errno(int neg_errno, const char *what)
 {

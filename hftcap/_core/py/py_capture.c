@@ -9,6 +9,7 @@
 #include "capture.h"
 #include "book.h"
 #include "snap.h"
+#include "pcapng.h"
 
 /* The books outlive the capture: close() stops the data thread and moves them here, so a
  * Books view taken before close() (which keeps this object alive) stays valid. */
@@ -17,15 +18,24 @@ typedef struct {
 	struct hc_capture *cap;
 	struct hc_books *books;
 	struct hc_snap_table *snaps; /* hftcap Book Snapshots, taken over like the books */
+	PyObject *writer;            /* PcapngWriter the data thread copies into, or NULL */
 } CaptureObject;
 
 static void capture_release(CaptureObject *self)
 {
 	struct hc_capture *c = self->cap;
 	self->cap = NULL;
+	struct hc_pcapng *w = NULL;
+	if (self->writer) {
+		w = hc_py_pcapng_get(self->writer);
+		if (!w)
+			PyErr_Clear(); /* already closed: nothing asks the sockets any more */
+	}
 	Py_BEGIN_ALLOW_THREADS
 	self->books = hc_capture_take_books(c);
 	self->snaps = hc_capture_take_snaps(c);
+	if (w)
+		hc_pcapng_set_xsk_drops(w, NULL, NULL); /* the sockets go with the capture */
 	hc_capture_close(c);
 	Py_END_ALLOW_THREADS
 }
@@ -150,6 +160,7 @@ static void Capture_dealloc(CaptureObject *self)
 	if (self->books)
 		hc_books_free(self->books);
 	hc_snap_table_free(self->snaps);
+	Py_XDECREF(self->writer);
 	Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -345,7 +356,43 @@ static PyObject *Capture_snapshots(CaptureObject *self, PyObject *unused)
 	return hc_py_snaps_wrap(t, (PyObject *)self);
 }
 
+/* set_writer(w): before start, copy every packet into w's ring (listen --write). */
+static PyObject *Capture_set_writer(CaptureObject *self, PyObject *arg)
+{
+	NEED_CAP(self);
+	if (self->writer) {
+		PyErr_SetString(PyExc_ValueError, "a writer is already set");
+		return NULL;
+	}
+	struct hc_pcapng *w = hc_py_pcapng_get(arg);
+	if (!w)
+		return NULL;
+	int err = hc_capture_set_ring(self->cap, hc_pcapng_ring(w));
+	if (err)
+		return hc_py_errno(err, "set_writer");
+	hc_pcapng_set_xsk_drops(w, hc_capture_xsk_drops, self->cap);
+	Py_INCREF(arg);
+	self->writer = arg;
+	Py_RETURN_NONE;
+}
+
+static PyObject *Capture_xsk_drops(CaptureObject *self, PyObject *unused)
+{
+	NEED_CAP(self);
+	struct hc_xsk_drops d;
+	int err = hc_capture_xsk_drops(self->cap, &d);
+	if (err)
+		return hc_py_errno(err, "XDP_STATISTICS");
+	return Py_BuildValue("{s:K,s:K,s:K}", "rx_dropped", (unsigned long long)d.rx_dropped,
+			     "rx_ring_full", (unsigned long long)d.rx_ring_full,
+			     "rx_fill_ring_empty_descs", (unsigned long long)d.rx_fill_ring_empty_descs);
+}
+
 static PyMethodDef Capture_methods[] = {
+	{ "set_writer", (PyCFunction)Capture_set_writer, METH_O,
+	  "set_writer(PcapngWriter): before start, copy every packet into its ring." },
+	{ "xsk_drops", (PyCFunction)Capture_xsk_drops, METH_NOARGS,
+	  "The AF_XDP sockets' XDP_STATISTICS drop counters, summed." },
 	{ "snapshots", (PyCFunction)Capture_snapshots, METH_NOARGS,
 	  "The live table of hftcap Book Snapshots 'Z' (None without books)." },
 	{ "books", (PyCFunction)Capture_books, METH_NOARGS, "The live books (None without books)." },

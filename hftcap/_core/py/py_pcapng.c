@@ -1,0 +1,209 @@
+/* py_pcapng.c: hftcap._core.PcapngWriter, the boundary of the capture writer (pcapng.h).
+ * The control plane builds the SHB and IDBs (hftcap/receive/pcapng.py), picks file names and
+ * asks for rotations; a Capture copies packets into the writer's ring once set_writer() is
+ * called. Close the writer only after the capture's data thread has stopped. */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include "py.h"
+#include "pcapng.h"
+
+typedef struct {
+	PyObject_HEAD
+	struct hc_pcapng *w;
+	int closed;
+} WriterObject;
+
+static int Writer_init(WriterObject *self, PyObject *args, PyObject *kw)
+{
+	static char *kwlist[] = { "path", "header", "ts_sources", "ring_bytes", "snaplen",
+				  "file_size", "part", "flush_ms", NULL };
+	const char *path;
+	Py_buffer hdr;
+	PyObject *srcs;
+	unsigned long long ring = 256ull << 20, fsize = 0;
+	unsigned int snaplen = 262144, flush_ms = 100;
+	int part = 1;
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "sy*O|KIKpI", kwlist, &path, &hdr, &srcs, &ring,
+					 &snaplen, &fsize, &part, &flush_ms))
+		return -1;
+	struct hc_pcapng_cfg cfg;
+	memset(&cfg, 0, sizeof(cfg));
+	PyObject *seq = PySequence_Fast(srcs, "ts_sources must be a sequence of ints");
+	if (!seq) {
+		PyBuffer_Release(&hdr);
+		return -1;
+	}
+	Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+	if (n < 1 || n > HC_PCAP_MAX_IF) {
+		Py_DECREF(seq);
+		PyBuffer_Release(&hdr);
+		PyErr_Format(PyExc_ValueError, "between 1 and %d interfaces", HC_PCAP_MAX_IF);
+		return -1;
+	}
+	for (Py_ssize_t i = 0; i < n; i++) {
+		long v = PyLong_AsLong(PySequence_Fast_GET_ITEM(seq, i));
+		if (v < HC_TSRC_HW || v > HC_TSRC_DEQ) {
+			Py_DECREF(seq);
+			PyBuffer_Release(&hdr);
+			if (!PyErr_Occurred())
+				PyErr_Format(PyExc_ValueError, "bad timestamp source %ld", v);
+			return -1;
+		}
+		cfg.ts_source[i] = (uint8_t)v;
+	}
+	Py_DECREF(seq);
+	cfg.nifaces = (uint32_t)n;
+	cfg.header = hdr.buf;
+	cfg.header_len = (size_t)hdr.len;
+	cfg.ring_bytes = ring;
+	cfg.snaplen = snaplen;
+	cfg.file_size = fsize;
+	cfg.part = part;
+	cfg.flush_ms = flush_ms;
+	int err;
+	Py_BEGIN_ALLOW_THREADS
+	err = hc_pcapng_open(&cfg, path, &self->w);
+	Py_END_ALLOW_THREADS
+	PyBuffer_Release(&hdr);
+	if (err) {
+		self->w = NULL;
+		hc_py_errno(err, path);
+		return -1;
+	}
+	return 0;
+}
+
+static void Writer_dealloc(WriterObject *self)
+{
+	if (self->w) {
+		Py_BEGIN_ALLOW_THREADS
+		hc_pcapng_free(self->w);
+		Py_END_ALLOW_THREADS
+	}
+	Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+#define NEED_W(self)                                                              \
+	do {                                                                      \
+		if (!(self)->w || (self)->closed) {                               \
+			PyErr_SetString(PyExc_ValueError, "writer is closed");   \
+			return NULL;                                              \
+		}                                                                 \
+	} while (0)
+
+static PyObject *Writer_set_next(WriterObject *self, PyObject *args)
+{
+	const char *path;
+	if (!PyArg_ParseTuple(args, "s", &path))
+		return NULL;
+	NEED_W(self);
+	int err = hc_pcapng_set_next(self->w, path);
+	if (err)
+		return hc_py_errno(err, path);
+	Py_RETURN_NONE;
+}
+
+static PyObject *Writer_rotate(WriterObject *self, PyObject *args)
+{
+	const char *path;
+	if (!PyArg_ParseTuple(args, "s", &path))
+		return NULL;
+	NEED_W(self);
+	int err = hc_pcapng_rotate(self->w, path);
+	if (err)
+		return hc_py_errno(err, path);
+	Py_RETURN_NONE;
+}
+
+static PyObject *Writer_stats(WriterObject *self, PyObject *unused)
+{
+	if (!self->w) {
+		PyErr_SetString(PyExc_ValueError, "writer is closed");
+		return NULL;
+	}
+	struct hc_pcapng_stats st;
+	hc_pcapng_stats(self->w, &st);
+	return Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:i,s:i}",
+			     "seen", (unsigned long long)st.seen[HC_PCAP_IF_FEED],
+			     "capture_drops", (unsigned long long)st.drops[HC_PCAP_IF_FEED],
+			     "recovery_seen", (unsigned long long)st.seen[HC_PCAP_IF_RECOVERY],
+			     "recovery_capture_drops", (unsigned long long)st.drops[HC_PCAP_IF_RECOVERY],
+			     "written", (unsigned long long)st.written,
+			     "bytes", (unsigned long long)st.bytes,
+			     "files_done", (unsigned long long)st.files_done,
+			     "rotations_late", (unsigned long long)st.rotations_late,
+			     "need_name", st.need_name, "error", st.error);
+}
+
+static PyObject *Writer_close(WriterObject *self, PyObject *unused)
+{
+	if (!self->w || self->closed)
+		Py_RETURN_NONE;
+	int err;
+	Py_BEGIN_ALLOW_THREADS
+	err = hc_pcapng_close(self->w);
+	Py_END_ALLOW_THREADS
+	self->closed = 1;
+	if (err)
+		return hc_py_errno(err, "capture file");
+	Py_RETURN_NONE;
+}
+
+static PyObject *Writer_ring_bytes(WriterObject *self, void *closure)
+{
+	if (!self->w)
+		Py_RETURN_NONE;
+	return PyLong_FromUnsignedLongLong(hc_pcapng_ring(self->w)->size);
+}
+
+static PyGetSetDef Writer_getset[] = {
+	{ "ring_bytes", (getter)Writer_ring_bytes, NULL, "The ring's size (a power of two).", NULL },
+	{ NULL },
+};
+
+static PyMethodDef Writer_methods[] = {
+	{ "set_next", (PyCFunction)Writer_set_next, METH_VARARGS,
+	  "set_next(path): the name the next size rotation uses." },
+	{ "rotate", (PyCFunction)Writer_rotate, METH_VARARGS, "rotate(path): rotate now." },
+	{ "stats", (PyCFunction)Writer_stats, METH_NOARGS, "Counters snapshot." },
+	{ "close", (PyCFunction)Writer_close, METH_NOARGS,
+	  "Drain the ring, write the ISBs, close and rename (after the capture stopped)." },
+	{ NULL },
+};
+
+static PyTypeObject WriterType = {
+	PyVarObject_HEAD_INIT(NULL, 0).tp_name = "hftcap._core.PcapngWriter",
+	.tp_basicsize = sizeof(WriterObject),
+	.tp_flags = Py_TPFLAGS_DEFAULT,
+	.tp_new = PyType_GenericNew,
+	.tp_init = (initproc)Writer_init,
+	.tp_dealloc = (destructor)Writer_dealloc,
+	.tp_methods = Writer_methods,
+	.tp_getset = Writer_getset,
+	.tp_doc = "The pcapng capture writer: a ring the data thread fills and a writer thread.",
+};
+
+struct hc_pcapng *hc_py_pcapng_get(PyObject *o)
+{
+	if (!PyObject_TypeCheck(o, &WriterType)) {
+		PyErr_SetString(PyExc_TypeError, "expected a PcapngWriter");
+		return NULL;
+	}
+	WriterObject *w = (WriterObject *)o;
+	if (!w->w || w->closed) {
+		PyErr_SetString(PyExc_ValueError, "writer is closed");
+		return NULL;
+	}
+	return w->w;
+}
+
+int hc_py_add_pcapng(PyObject *m)
+{
+	if (PyType_Ready(&WriterType) < 0)
+		return -1;
+	if (PyModule_AddObjectRef(m, "PcapngWriter", (PyObject *)&WriterType) < 0)
+		return -1;
+	if (PyModule_AddIntConstant(m, "PCAPNG_PEN", 32473) < 0)
+		return -1;
+	return 0;
+}
