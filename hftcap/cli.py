@@ -374,14 +374,16 @@ def demo(
 
 
 @app.command("budget")
-def budget_cmd(files: List[str] = typer.Argument(..., help="Result files from listen --save (two or more: side by side)."),
+def budget_cmd(files: List[str] = typer.Argument(..., help="Result files from listen --save, or pcapng captures from "
+                                                            "listen --write (two or more: side by side)."),
                as_json: bool = typer.Option(False, "--json", help="One JSON object.")):
     """Print the per-hop latency table of saved runs.
 
-    Example: hftcap budget run-xdp.json run-kernel.json
+    Example: hftcap budget run-xdp.json run-kernel.json;  hftcap budget capture.pcapng
     """
+    from .measure.capfile import load_any
     from .measure.latency import run_budget
-    code = run_budget(files, console=out, json_out=as_json)
+    code = run_budget(files, console=out, json_out=as_json, loader=load_any)
     if code:
         raise typer.Exit(code)
 

@@ -492,13 +492,14 @@ def _cond_str(v) -> str:
     return str(v)
 
 
-def run_budget(files: list[str], console=None, json_out: bool = False) -> int:
+def run_budget(files: list[str], console=None, json_out: bool = False, loader=None) -> int:
     """`hftcap budget FILE [FILE...]`: the per-hop latency table of one run, or several runs
-    side by side (columns per run, labelled A, B, ...), with the conditions under it."""
+    side by side (columns per run, labelled A, B, ...), with the conditions under it.
+    loader reads one file into a Result (default load_result; captures: measure.capfile)."""
     if not files:
         raise HftcapError("budget needs at least one result file",
                           hint="hftcap budget RUN.json [OTHER.json ...]", code=2)
-    results = [load_result(f) for f in files]
+    results = [(loader or load_result)(f) for f in files]
     labels = [chr(ord("A") + i) if i < 26 else f"R{i}" for i in range(len(results))]
     paths = [p for p in PATHS if any(p in r.hops for r in results)]
     if json_out:
