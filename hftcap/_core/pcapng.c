@@ -40,8 +40,8 @@ struct hc_pcapng {
 	pthread_t thread;
 	int started;
 	pthread_mutex_t mu;      /* guards the fields below */
-	char next[PATH_MAX];
-	int have_next;
+	char next[HC_PCAP_NEXT][PATH_MAX]; /* FIFO of names for size rotations */
+	uint32_t next_head, next_n;
 	char rot[PATH_MAX];
 	int want_rotate;
 	int stop;
@@ -365,11 +365,12 @@ static void *writer_loop(void *arg)
 			}
 			if (w->cfg.file_size && w->file_bytes >= w->cfg.file_size && !w->is_stdout) {
 				pthread_mutex_lock(&w->mu);
-				int have = w->have_next;
+				int have = w->next_n != 0;
 				if (have) {
-					memcpy(path, w->next, sizeof(path));
-					w->have_next = 0;
-					w->st.need_name = 1;
+					memcpy(path, w->next[w->next_head], sizeof(path));
+					w->next_head = (w->next_head + 1) % HC_PCAP_NEXT;
+					w->next_n--;
+					w->st.names_taken++;
 				} else if (!w->late) {
 					w->late = 1; /* one late rotation, however many packets wait */
 					w->st.rotations_late++;
@@ -474,21 +475,27 @@ int hc_pcapng_set_next(struct hc_pcapng *w, const char *path)
 {
 	if (strlen(path) + 6 > PATH_MAX)
 		return -ENAMETOOLONG;
+	int err = 0;
 	pthread_mutex_lock(&w->mu);
-	snprintf(w->next, sizeof(w->next), "%s", path);
-	w->have_next = 1;
-	w->st.need_name = 0;
+	if (w->next_n == HC_PCAP_NEXT) {
+		err = -ENOSPC;
+	} else {
+		snprintf(w->next[(w->next_head + w->next_n) % HC_PCAP_NEXT], PATH_MAX, "%s", path);
+		w->next_n++;
+	}
 	pthread_mutex_unlock(&w->mu);
-	return 0;
+	return err;
 }
 
-int hc_pcapng_rotate(struct hc_pcapng *w, const char *path)
+int hc_pcapng_rotate(struct hc_pcapng *w, const char *path, uint64_t *taken)
 {
 	if (strlen(path) + 6 > PATH_MAX)
 		return -ENAMETOOLONG;
 	pthread_mutex_lock(&w->mu);
 	snprintf(w->rot, sizeof(w->rot), "%s", path);
 	w->want_rotate = 1;
+	w->next_n = 0;
+	*taken = w->st.names_taken;
 	pthread_mutex_unlock(&w->mu);
 	return 0;
 }
@@ -497,6 +504,7 @@ void hc_pcapng_stats(struct hc_pcapng *w, struct hc_pcapng_stats *out)
 {
 	pthread_mutex_lock(&w->mu);
 	*out = w->st;
+	out->names_queued = w->next_n;
 	pthread_mutex_unlock(&w->mu);
 	out->written = __atomic_load_n(&w->st.written, __ATOMIC_RELAXED);
 	for (int i = 0; i < HC_PCAP_MAX_IF; i++) {

@@ -128,7 +128,8 @@ struct hc_pcapng_stats {
 	uint64_t bytes;           /* bytes written, every file */
 	uint64_t files_done;      /* files complete (closed and renamed) */
 	uint64_t rotations_late;  /* size rotations due with no next name queued yet */
-	int need_name;            /* a size rotation will want the next name */
+	uint64_t names_taken;     /* queued names size rotations used, since the start */
+	uint32_t names_queued;    /* queued names not used yet */
 	int error;                /* -errno of the first write/open/rename failure; writing stops */
 };
 
@@ -139,10 +140,12 @@ int hc_pcapng_open(const struct hc_pcapng_cfg *cfg, const char *path, struct hc_
 struct hc_capring *hc_pcapng_ring(struct hc_pcapng *w);
 /* Where the ISB's AF_XDP counters come from; fn = NULL stops asking (before the sockets go). */
 void hc_pcapng_set_xsk_drops(struct hc_pcapng *w, hc_xsk_drops_fn fn, void *arg);
-/* The name a size rotation will use next (the control plane keeps one queued). */
+/* Queue a name for a later size rotation (FIFO of HC_PCAP_NEXT; -ENOSPC when full): the
+ * control plane keeps it topped up, so rotations never wait for it. */
+#define HC_PCAP_NEXT 16
 int hc_pcapng_set_next(struct hc_pcapng *w, const char *path);
-/* Rotate now (time rotation) to path. */
-int hc_pcapng_rotate(struct hc_pcapng *w, const char *path);
+/* Rotate to path at once (time rotation) and empty the queue; *taken = names_taken then. */
+int hc_pcapng_rotate(struct hc_pcapng *w, const char *path, uint64_t *taken);
 void hc_pcapng_stats(struct hc_pcapng *w, struct hc_pcapng_stats *out);
 /* Drain the ring (the producer must have stopped), write the ISB, close, rename; join. */
 int hc_pcapng_close(struct hc_pcapng *w);

@@ -87,43 +87,24 @@ def check_write_options(w: WriteOptions) -> None:
 # ---- names (tcpdump's MakeFilename) ----
 
 class Namer:
-    """File names as tcpdump makes them: strftime fields when -G is given; a counter appended
-    with -C (none on the first file; zero-padded and cycling through -W files)."""
+    """File names as tcpdump makes them: strftime fields when -G is given (the interval's start,
+    local time); with -C a counter appended (none on the first file of an interval; with -W
+    zero-padded and cycling through the W names)."""
 
     def __init__(self, w: WriteOptions):
         self.w = w
-        self.template = w.path
         self.interval_start = time.time()
-        self.count = 0            # files in the current -G interval (or in all, without -G)
-
-    def _base(self) -> str:
-        if self.w.rotate_seconds:
-            return time.strftime(self.template, time.localtime(self.interval_start))
-        return self.template
 
     def name(self, index: int) -> str:
-        base = self._base()
+        base = self.w.path
+        if self.w.rotate_seconds:
+            base = time.strftime(base, time.localtime(self.interval_start))
         if not self.w.file_size:
             return base
         if self.w.file_count:
             width = len(str(self.w.file_count - 1))
             return f"{base}{index % self.w.file_count:0{width}d}"
         return base if index == 0 else f"{base}{index}"
-
-    def first(self) -> str:
-        self.count = 1
-        return self.name(0)
-
-    def next_size(self) -> str:
-        return self.name(self.count)
-
-    def took_size(self) -> None:
-        self.count += 1
-
-    def next_interval(self, now: float) -> str:
-        self.interval_start = now
-        self.count = 1
-        return self.name(0)
 
 
 def is_regular_target(path: str) -> bool:
@@ -224,15 +205,18 @@ def header(comment: str, interfaces: list[Interface], snaplen: int) -> bytes:
 # ---- the writer as the session uses it ----
 
 class CaptureFile:
-    """The C writer plus the rotation policy: the session calls tick() from its wait loop."""
+    """The C writer plus the rotation policy: the session calls tick() from its wait loop.
+    Size rotations happen in the writer thread, on names queued here ahead of time; time
+    rotations (-G) are asked for here."""
+
+    QUEUE = 16   # HC_PCAP_NEXT
 
     def __init__(self, w: WriteOptions, interfaces: list[Interface], comment: str):
         from .. import _core
         check_write_options(w)
         self.w = w
         self.namer = Namer(w)
-        self.files: list[str] = []
-        first = self.namer.first()
+        first = self.namer.name(0)
         self.part = not w.to_stdout and is_regular_target(first)
         try:
             self.core = _core.PcapngWriter(
@@ -242,37 +226,45 @@ class CaptureFile:
         except OSError as e:
             raise HftcapError(f"cannot write {first}: {os.strerror(e.errno or 0)}",
                               hint="check the directory and its permissions") from None
-        self.files.append(first)
+        self.files: list[str] = [first]   # in the order they were begun
         self.file_started = time.monotonic()
-        self.intervals = 1        # -G intervals begun
-        self._queued: str | None = None
-        self._done_seen = 0
-        self.stop_reason: str | None = None
-        self._queue_next()
+        self.intervals = 1                # -G intervals begun
+        self.pending: list[str] = []      # queued in the writer, not taken yet
+        self.index = 1                    # -C counter of the next name in this interval
+        self.taken = 0
+        self._top_up()
 
-    def _queue_next(self):
-        if self.w.file_size and not self.w.to_stdout:
-            self._queued = self.namer.next_size()
-            self.core.set_next(self._queued)
+    def _top_up(self):
+        if not self.w.file_size or self.w.to_stdout:
+            return
+        while len(self.pending) < self.QUEUE:
+            name = self.namer.name(self.index)
+            self.core.set_next(name)
+            self.pending.append(name)
+            self.index += 1
+
+    def _took(self, taken: int):
+        n, self.taken = taken - self.taken, taken
+        self.files += self.pending[:n]
+        self.pending = self.pending[n:]
 
     def tick(self) -> str | None:
-        """Queue names for size rotations, rotate on -G; 'file-count' when -G -W is done."""
+        """Keep the name queue full, rotate on -G; 'file-count' once -G -W has made W files."""
         st = self.core.stats()
         if st["error"]:
             return "write-error"
-        if self._queued and st["need_name"]:
-            self.files.append(self._queued)
-            self.namer.took_size()
-            self._queue_next()
+        self._took(st["names_taken"])
         if self.w.rotate_seconds and time.monotonic() - self.file_started >= self.w.rotate_seconds:
             if self.w.file_count and self.intervals >= self.w.file_count:
                 return "file-count"
             self.file_started = time.monotonic()
-            name = self.namer.next_interval(time.time())
-            self.core.rotate(name)
+            self.namer.interval_start = time.time()
+            name = self.namer.name(0)
+            self._took(self.core.rotate(name))
+            self.pending, self.index = [], 1
             self.files.append(name)
             self.intervals += 1
-            self._queue_next()
+        self._top_up()
         return None
 
     def close(self) -> dict:
@@ -283,9 +275,8 @@ class CaptureFile:
         except OSError as e:
             err = os.strerror(e.errno or 0)
         st = self.core.stats()
-        # A queued name the writer never took is not a file.
-        files = [f for f in dict.fromkeys(self.files) if self.w.to_stdout or os.path.exists(f)
-                 or os.path.exists(f + ".part")]
+        self._took(st["names_taken"])
+        files = list(dict.fromkeys(self.files))   # a -W ring reuses names
         out = {"files": files, "packets_captured": st["written"], "capture_drops": st["capture_drops"],
                "packets_seen": st["seen"], "bytes_written": st["bytes"], "ring_bytes": self.core.ring_bytes,
                "snaplen": self.w.snaplen, "rotations_late": st["rotations_late"]}

@@ -12,8 +12,9 @@ import time
 
 import pytest
 
+from capread import assert_tiles as _tiles, mold_fields, tshark
 from hftcap.receive import pcapng
-from listenproc import FEED, FEED_PORT, Listener, hftcap
+from listenproc import FEED, Listener, hftcap
 
 pytestmark = pytest.mark.root
 
@@ -21,29 +22,8 @@ GEN = ["--seed", 5, "--stocks", 4, "--messages", 24_000]
 K = 4
 
 
-def tshark(*args, timeout=120) -> str:
-    cp = subprocess.run(["tshark", *map(str, args)], capture_output=True, text=True, timeout=timeout)
-    errs = [line for line in cp.stderr.splitlines() if line.strip() and "Running as user" not in line]
-    assert cp.returncode == 0 and not errs, f"tshark {args}: rc {cp.returncode}: {cp.stderr}"
-    return cp.stdout
-
-
-def mold_fields(path) -> list[tuple[int, int]]:
-    out = tshark("-r", path, "-d", f"udp.port=={FEED_PORT},moldudp64", "-T", "fields",
-                 "-e", "moldudp64.sequence", "-e", "moldudp64.count")
-    return [tuple(int(x) for x in line.split("\t")) for line in out.splitlines()]
-
-
 def assert_tiles(fields, sent):
-    """The message packets' (sequence, count) are what the sender sent: consecutive, K each."""
-    msgs = [(s, c) for s, c in fields if 0 < c < 0xFFFF]
-    assert msgs, "no message packets"
-    assert msgs[0][0] == sent["first_seq"]
-    for (s0, c0), (s1, _) in zip(msgs, msgs[1:]):
-        assert s1 == s0 + c0, f"sequence {s1} after {s0}+{c0}"
-    assert msgs[-1][0] + msgs[-1][1] == sent["next_seq"]
-    assert all(c == K for _, c in msgs[:-1])
-    assert len(msgs) == sent["data_packets"]
+    _tiles(fields, sent, K)
 
 
 def send(lab, rate=60_000, gen=GEN):
@@ -114,15 +94,17 @@ def test_write_reads_back_everywhere(lab, tmp_path, path):
 
 def test_full_ring_counts_every_drop(lab, tmp_path):
     """A writer stalled on a FIFO nobody reads yet: the 1 MiB ring fills, and every packet is
-    either in the file or a counted capture drop; the books never notice."""
+    either in the file or a counted capture drop; the books never notice. 15,000 packets are
+    4.5 MB: more than the ring, the writer's 1 MiB chunk and the pipe hold."""
+    gen = ["--seed", 6, "--stocks", 4, "--messages", 60_000]
     fifo = tmp_path / "cap.fifo"
     os.mkfifo(fifo)
     rfd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)   # so the writer's open does not block
-    hftcap("exchange", *GEN, "--write", tmp_path / "stream.itch")
+    hftcap("exchange", *gen, "--write", tmp_path / "stream.itch")
     li = Listener(lab, "--symbol", "*", "--duration", 60, "--write", fifo, "--capture-buffer", 1).wait_ready()
     chunks = []
     try:
-        sent = send(lab, rate=100_000)
+        send(lab, rate=100_000, gen=gen)
         os.set_blocking(rfd, True)
         reader = threading.Thread(target=lambda: [chunks.append(b) for b in iter(lambda: os.read(rfd, 1 << 16), b"")])
         reader.start()
@@ -133,7 +115,7 @@ def test_full_ring_counts_every_drop(lab, tmp_path):
     finally:
         li.kill()
         os.close(rfd)
-    assert live["messages"] == 24_000 and live["gaps"] == 0
+    assert live["messages"] == 60_000 and live["gaps"] == 0
     out = tmp_path / "cap.pcapng"
     out.write_bytes(b"".join(chunks))
     rd = pcapng.read(str(out))

@@ -109,10 +109,11 @@ static PyObject *Writer_rotate(WriterObject *self, PyObject *args)
 	if (!PyArg_ParseTuple(args, "s", &path))
 		return NULL;
 	NEED_W(self);
-	int err = hc_pcapng_rotate(self->w, path);
+	uint64_t taken = 0;
+	int err = hc_pcapng_rotate(self->w, path, &taken);
 	if (err)
 		return hc_py_errno(err, path);
-	Py_RETURN_NONE;
+	return PyLong_FromUnsignedLongLong(taken);
 }
 
 static PyObject *Writer_stats(WriterObject *self, PyObject *unused)
@@ -123,7 +124,7 @@ static PyObject *Writer_stats(WriterObject *self, PyObject *unused)
 	}
 	struct hc_pcapng_stats st;
 	hc_pcapng_stats(self->w, &st);
-	return Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:i,s:i}",
+	return Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:I,s:i}",
 			     "seen", (unsigned long long)st.seen[HC_PCAP_IF_FEED],
 			     "capture_drops", (unsigned long long)st.drops[HC_PCAP_IF_FEED],
 			     "recovery_seen", (unsigned long long)st.seen[HC_PCAP_IF_RECOVERY],
@@ -132,7 +133,8 @@ static PyObject *Writer_stats(WriterObject *self, PyObject *unused)
 			     "bytes", (unsigned long long)st.bytes,
 			     "files_done", (unsigned long long)st.files_done,
 			     "rotations_late", (unsigned long long)st.rotations_late,
-			     "need_name", st.need_name, "error", st.error);
+			     "names_taken", (unsigned long long)st.names_taken,
+			     "names_queued", st.names_queued, "error", st.error);
 }
 
 static PyObject *Writer_close(WriterObject *self, PyObject *unused)
@@ -163,8 +165,9 @@ static PyGetSetDef Writer_getset[] = {
 
 static PyMethodDef Writer_methods[] = {
 	{ "set_next", (PyCFunction)Writer_set_next, METH_VARARGS,
-	  "set_next(path): the name the next size rotation uses." },
-	{ "rotate", (PyCFunction)Writer_rotate, METH_VARARGS, "rotate(path): rotate now." },
+	  "set_next(path): queue a name for a later size rotation (FIFO of 16)." },
+	{ "rotate", (PyCFunction)Writer_rotate, METH_VARARGS,
+	  "rotate(path) -> names_taken: rotate now, empty the queue." },
 	{ "stats", (PyCFunction)Writer_stats, METH_NOARGS, "Counters snapshot." },
 	{ "close", (PyCFunction)Writer_close, METH_NOARGS,
 	  "Drain the ring, write the ISBs, close and rename (after the capture stopped)." },
