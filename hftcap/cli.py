@@ -407,6 +407,31 @@ def book(
 
 
 @app.command()
+def decode(
+    file: Optional[str] = typer.Argument(None, help="NASDAQ-layout ITCH file (plain or .gz), pcap or pcapng of MoldUDP64."),
+    as_json: bool = typer.Option(False, "--json", help="JSON lines: one object per message."),
+    symbol: Optional[str] = typer.Option(None, "--symbol", "-s", help="Only this stock's messages."),
+    mtype: Optional[str] = typer.Option(None, "--type", "-t", help="Only these message types, e.g. A or A,F,U."),
+    dissector: bool = typer.Option(False, "--dissector", help="Print the path of the Wireshark ITCH 5.0 Lua "
+                                                              "dissector and how to run tshark with it."),
+):
+    """Print every ITCH 5.0 message with every field by its spec name.
+
+    Example: hftcap decode capture.pcapng --symbol AAPL --type A,E
+    """
+    from .feed.decode import run_decode
+    if dissector:
+        from .feed.wireshark import dissector_help
+        print(dissector_help())
+        return
+    if file is None:
+        raise UsageError("decode needs a FILE", hint="hftcap decode capture.pcapng, or --dissector")
+    code = run_decode(file, json_out=as_json, symbol=symbol, types=mtype)
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command()
 def trace(
     netns: Optional[str] = typer.Option(None, "--netns", help="Only receivers in this network namespace."),
     port: Optional[int] = typer.Option(None, "--port", help="Only receivers holding a UDP socket on this port."),
