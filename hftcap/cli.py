@@ -267,12 +267,13 @@ def send(
 def exchange(
     netns: Optional[str] = typer.Option(None, "--netns", help="Publish from this network namespace."),
     feed: str = typer.Option("239.1.1.1:26400", "--feed", help="GROUP:PORT to publish to."),
-    file: Optional[str] = typer.Option(None, "--file", help="NASDAQ-layout ITCH file (plain or .gz) to replay."),
+    file: Optional[str] = typer.Option(None, "--file", help="NASDAQ-layout ITCH file (plain or .gz) to publish, or a "
+                                                            "pcap/pcapng capture to replay as recorded."),
     seed: int = typer.Option(1, "--seed", help="Generator seed (without --file)."),
     stocks: int = typer.Option(8, "--stocks", help="Generated stocks."),
     messages: int = typer.Option(100_000, "--messages", help="Generated messages."),
     msg_rate: Optional[float] = typer.Option(None, "--msg-rate", help="Messages per second (0 = as fast as possible)."),
-    speed: Optional[float] = typer.Option(None, "--speed", help="The file's own pace scaled by X."),
+    speed: Optional[float] = typer.Option(None, "--speed", help="The file's own pace (a capture's recorded pace) scaled by X."),
     messages_per_packet: int = typer.Option(8, "--messages-per-packet", "-k", help="Messages per packet."),
     loss: float = typer.Option(0.0, "--loss", help="Packet loss probability."),
     dup: float = typer.Option(0.0, "--dup", help="Packet duplication probability."),
@@ -294,6 +295,20 @@ def exchange(
     Example: hftcap exchange --netns hftcap-ex --stocks 8 --messages 200000 --msg-rate 50000
     """
     from .lab.exchange import run_exchange
+    from .feed.decode import is_capture
+    if file and is_capture(file):
+        if msg_rate is not None or write or mode != "delta" or loss or dup or reorder:
+            raise UsageError("a capture is replayed as recorded: --msg-rate, --write, --mode, --loss, --dup and "
+                             "--reorder are for ITCH files and the generator", hint="pace it with --speed X")
+        from .lab.replay import run_replay
+        r = run_replay(netns, feed, file, speed, duration, interface)
+        if as_json:
+            _emit_json(r)
+        else:
+            out.print(f"replayed {r['packets_sent']:,} of {r['capture_packets']:,} packets of {file} to {r['feed']} "
+                      f"in {r['elapsed_ns'] / 1e9:.3f} s (CLOCK_MONOTONIC; recorded "
+                      f"{r['recorded_span_ns'] / 1e9:.3f} s, speed {r['speed']}), latest {r['late_max_ns']:,} ns late")
+        return
     source = file if file else {"seed": seed, "stocks": stocks, "messages": messages}
     r = run_exchange(netns, feed, source, msg_rate=msg_rate, speed=speed, messages_per_packet=messages_per_packet,
                      loss=loss, dup=dup, reorder=reorder, seed=seed, rerequest_port=rerequest_port, linger=linger,

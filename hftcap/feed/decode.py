@@ -42,23 +42,40 @@ def _read(f: IO[bytes], n: int) -> bytes | None:
     return b if len(b) == n else None
 
 
-def _frames_pcap(f: IO[bytes], magic: bytes) -> Iterator[tuple[int, bytes]]:
+def _frames_pcap(f: IO[bytes], magic: bytes) -> Iterator[tuple[int, int, bytes]]:
     bo = "<" if magic in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+    sub = 1 if magic in (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d") else 1000   # ns or us
     hdr = _read(f, 20)
     if hdr is None:
         return
     linktype = struct.unpack(bo + "I", hdr[16:20])[0]
     while (rh := _read(f, 16)) is not None:
-        incl = struct.unpack(bo + "I", rh[8:12])[0]
+        sec, frac, incl = struct.unpack(bo + "III", rh[:12])
         data = _read(f, incl)
         if data is None:
             return
-        yield linktype, data
+        yield linktype, sec * 1_000_000_000 + frac * sub, data
 
 
-def _frames_pcapng(f: IO[bytes]) -> Iterator[tuple[int, bytes]]:
+def _tsresol_ns(body: bytes, bo: str) -> tuple[float, int]:
+    """(ns per unit, if_tsoffset in ns) of an IDB body."""
+    res, offset, off = 1000.0, 0, 8
+    while off + 4 <= len(body):
+        code, ln = struct.unpack_from(bo + "HH", body, off)
+        v = body[off + 4:off + 4 + ln]
+        if code == 0:
+            break
+        if code == 9 and ln == 1:
+            res = (2.0 ** -(v[0] & 0x7F) if v[0] & 0x80 else 10.0 ** -v[0]) * 1e9
+        elif code == 14 and ln == 8:
+            offset = struct.unpack(bo + "q", v)[0] * 1_000_000_000
+        off += 4 + ln + (-ln % 4)
+    return res, offset
+
+
+def _frames_pcapng(f: IO[bytes]) -> Iterator[tuple[int, int, bytes]]:
     bo = "<"
-    links: list[int] = []
+    links: list[tuple[int, float, int]] = []
     while (h := _read(f, 8)) is not None:
         btype = struct.unpack("<I", h[:4])[0]
         if btype == 0x0A0D0D0A:
@@ -78,15 +95,42 @@ def _frames_pcapng(f: IO[bytes]) -> Iterator[tuple[int, bytes]]:
         if body is None:
             return
         if btype == 1:
-            links.append(struct.unpack(bo + "H", body[:2])[0])
+            links.append((struct.unpack(bo + "H", body[:2])[0], *_tsresol_ns(body, bo)))
         elif btype == 6 and len(body) >= 20:
-            iface, _, _, cap = struct.unpack(bo + "IIII", body[:16])
-            yield (links[iface] if iface < len(links) else 1), body[20:20 + cap]
+            iface, hi, lo, cap = struct.unpack(bo + "IIII", body[:16])
+            lt, res, offs = links[iface] if iface < len(links) else (1, 1000.0, 0)
+            yield lt, int((hi << 32 | lo) * res) + offs, body[20:20 + cap]
         elif btype == 3 and len(body) >= 4:
-            yield (links[0] if links else 1), body[4:]
+            yield (links[0][0] if links else 1), 0, body[4:]
 
 
-def _udp_payload(linktype: int, f: bytes) -> bytes | None:
+def frames(path: str) -> Iterator[tuple[int, int, bytes]] | None:
+    """(linktype, time in ns since 1970 UTC, frame) of a pcap / pcapng; None for other files."""
+    f = _open(path)
+    head = f.read(4)
+    f.seek(0)
+    if head == b"\x0a\x0d\x0d\x0a":
+        return _closing(f, _frames_pcapng(f))
+    if head in (b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d"):
+        f.read(4)
+        return _closing(f, _frames_pcap(f, head))
+    f.close()
+    return None
+
+
+def is_capture(path: str) -> bool:
+    """A pcap or pcapng (plain or gzip)."""
+    with _open(path) as f:
+        return f.read(4) in (b"\x0a\x0d\x0d\x0a", b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4",
+                             b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d")
+
+
+def _closing(f, it):
+    with f:
+        yield from it
+
+
+def udp_payload(linktype: int, f: bytes) -> bytes | None:
     if linktype != 1 or len(f) < 14:
         return None
     off, proto = 14, int.from_bytes(f[12:14], "big")
@@ -129,29 +173,28 @@ def _mold(p: bytes) -> tuple[str, int, list[bytes]] | None:
 
 def messages(path: str) -> Iterator[dict]:
     """{frame?, session?, sequence?, raw} per message, in file order."""
-    with _open(path) as f:
-        head = f.read(4)
-        f.seek(0)
-        if head == b"\x0a\x0d\x0d\x0a":
-            frames = _frames_pcapng(f)
-        elif head in (b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d"):
-            f.read(4)
-            frames = _frames_pcap(f, head)
-        else:
+    fr = frames(path)
+    if fr is None:
+        with _open(path) as f:
             while (h := _read(f, 2)) is not None:
                 m = _read(f, int.from_bytes(h, "big"))
                 if m is None:
                     return
                 yield {"raw": m}
-            return
-        for n, (lt, frame) in enumerate(frames, 1):
-            p = _udp_payload(lt, frame)
-            mold = _mold(p) if p is not None else None
-            if mold is None:
-                continue
-            session, seq, msgs = mold
-            for i, m in enumerate(msgs):
-                yield {"frame": n, "session": session, "sequence": seq + i, "raw": m}
+        return
+    for n, (lt, _, frame) in enumerate(fr, 1):
+        mold = mold_of(lt, frame)
+        if mold is None:
+            continue
+        session, seq, msgs = mold
+        for i, m in enumerate(msgs):
+            yield {"frame": n, "session": session, "sequence": seq + i, "raw": m}
+
+
+def mold_of(linktype: int, frame: bytes) -> tuple[str, int, list[bytes]] | None:
+    """(session, sequence, messages) of a frame carrying MoldUDP64 over UDP, else None."""
+    p = udp_payload(linktype, frame)
+    return _mold(p) if p is not None else None
 
 
 def decoded(path: str, symbol: str | None = None, types: set[str] | None = None) -> Iterator[dict]:

@@ -24,6 +24,7 @@ struct hc_snap_table;
 PyObject *hc_py_snaps_wrap(struct hc_snap_table *t, PyObject *owner);
 
 int hc_py_add_pcapng(PyObject *m);
+int hc_py_add_replay(PyObject *m);
 struct hc_pcapng;
 /* The writer of a hftcap._core.PcapngWriter, or NULL with an exception. */
 struct hc_pcapng *hc_py_pcapng_get(PyObject *o);
