@@ -439,6 +439,8 @@ static inline uint32_t xsk_drain(struct hc_capture *c, struct hc_xsk *x, int bus
 	}
 	xsk_ring_prod__submit(&x->fill, n);
 	xsk_ring_cons__release(&x->rx, n);
+	if (c->ring)
+		hc_capring_publish(c->ring);
 	if (!busy && xsk_ring_prod__needs_wakeup(&x->fill))
 		recvfrom(xsk_socket__fd(x->xsk), NULL, 0, MSG_DONTWAIT, NULL, NULL);
 	return n;
@@ -514,8 +516,10 @@ static void udp_drain(struct hc_capture *c, uint32_t feed)
 				       c->msgs[i].msg_len, 0, &t, &c->cons, c->src[i].sin_addr.s_addr,
 				       c->src[i].sin_port, c->cfg.group_be[feed], c->cfg.port_be[feed]);
 		if (__atomic_load_n(&c->cons.done, __ATOMIC_RELAXED))
-			return;
+			break;
 	}
+	if (c->ring)
+		hc_capring_publish(c->ring);
 }
 
 static void *udp_loop(void *arg)

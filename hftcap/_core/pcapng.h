@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <immintrin.h>
 #include "feed.h"
 
 /* Interfaces (IDB order in every file). Recovery replies (unicast re-request answers) go
@@ -28,7 +29,7 @@ enum { HC_TSRC_HW = 0, HC_TSRC_XDP = 1, HC_TSRC_SW = 2, HC_TSRC_DEQ = 3 };
 #define HC_PCAP_REBUILT_HDR 42u     /* Ethernet 14 + IPv4 20 + UDP 8 */
 
 struct hc_caprec {
-	uint32_t size;     /* bytes of the record incl. this header, multiple of 8 */
+	uint32_t size;     /* bytes of the record incl. this header, multiple of 16 */
 	uint16_t iface;
 	uint16_t kind;
 	uint32_t caplen;   /* bytes in data[] */
@@ -40,23 +41,43 @@ struct hc_caprec {
 	uint64_t drops;    /* capture drops on this interface before this packet, cumulative */
 	struct hc_pkt_times t;
 	uint64_t dec_tai_ns, book_tai_ns, itch_ns;
+	uint64_t pad;      /* header of 112 bytes: data[] 16-aligned for the streaming copy */
 	uint8_t data[];
 };
+_Static_assert(sizeof(struct hc_caprec) == 112, "ring record header: 112 bytes, 16-aligned data");
 
 struct hc_capring {
 	uint8_t *buf;
 	uint64_t size, mask;  /* size is a power of two */
 	uint32_t snaplen;
 	/* producer side: written by the data thread only */
-	__attribute__((aligned(64))) uint64_t head; /* published with release */
+	__attribute__((aligned(64))) uint64_t head_local; /* next free byte; not seen by the writer */
 	uint64_t cached_tail;
 	uint64_t seen[HC_PCAP_MAX_IF];  /* packets offered to the ring */
 	uint64_t drops[HC_PCAP_MAX_IF]; /* of those, dropped: ring full */
+	__attribute__((aligned(64))) uint64_t head; /* published by hc_capring_publish (release) */
 	/* consumer side: written by the writer thread only */
 	__attribute__((aligned(64))) uint64_t tail;
 };
 
-/* Copy one packet in. Data thread only; no allocation, no lock, no system call. */
+/* Copy n bytes to 16-aligned dst with non-temporal stores: the ring is written once and read
+ * by the writer thread's core, so the data thread neither reads the lines for ownership nor
+ * evicts its own working set (UMEM, books) for them. Never reads past src + n. */
+static inline void hc_stream_copy(uint8_t *dst, const uint8_t *src, size_t n)
+{
+	size_t i = 0;
+	for (; i + 16 <= n; i += 16)
+		_mm_stream_si128((__m128i *)(dst + i), _mm_loadu_si128((const __m128i *)(src + i)));
+	if (i < n) {
+		uint8_t tail[16] __attribute__((aligned(16))) = { 0 };
+		memcpy(tail, src + i, n - i);
+		_mm_stream_si128((__m128i *)(dst + i), _mm_load_si128((const __m128i *)tail));
+	}
+}
+
+/* Copy one packet in. Data thread only; no allocation, no lock, no system call. The writer
+ * sees it after the next hc_capring_publish (once per drained batch: the line holding head
+ * then moves between the cores once per batch, not once per packet). */
 static inline void hc_capring_put(struct hc_capring *r, uint16_t iface, uint16_t kind,
 				  const uint8_t *data, uint32_t len, uint32_t queue,
 				  const struct hc_pkt_times *t, const struct hc_consumer *cons,
@@ -67,8 +88,8 @@ static inline void hc_capring_put(struct hc_capring *r, uint16_t iface, uint16_t
 	if (kind == HC_CAPREC_UDP)
 		room = room > HC_PCAP_REBUILT_HDR ? room - HC_PCAP_REBUILT_HDR : 0;
 	uint32_t caplen = len < room ? len : room;
-	uint64_t need = (sizeof(struct hc_caprec) + caplen + 7) & ~7ull;
-	uint64_t head = r->head, off = head & r->mask, to_end = r->size - off;
+	uint64_t need = (sizeof(struct hc_caprec) + caplen + 15) & ~15ull;
+	uint64_t head = r->head_local, off = head & r->mask, to_end = r->size - off;
 	uint64_t total = to_end < need ? to_end + need : need;
 	r->seen[iface]++;
 	if (head + total - r->cached_tail > r->size) {
@@ -83,25 +104,25 @@ static inline void hc_capring_put(struct hc_capring *r, uint16_t iface, uint16_t
 		head += to_end;
 		off = 0;
 	}
-	struct hc_caprec *rec = (struct hc_caprec *)(r->buf + off);
-	rec->size = (uint32_t)need;
-	rec->iface = iface;
-	rec->kind = kind;
-	rec->caplen = caplen;
-	rec->origlen = len;
-	rec->queue = queue;
-	rec->src_ip_be = src_ip_be;
-	rec->dst_ip_be = dst_ip_be;
-	rec->src_port_be = src_port_be;
-	rec->dst_port_be = dst_port_be;
-	rec->recorded = cons->out_dec_tai_ns != 0;
-	rec->drops = r->drops[iface];
-	rec->t = *t;
-	rec->dec_tai_ns = cons->out_dec_tai_ns;
-	rec->book_tai_ns = cons->out_book_tai_ns;
-	rec->itch_ns = cons->out_itch_ns;
-	memcpy(rec->data, data, caplen);
-	__atomic_store_n(&r->head, head + need, __ATOMIC_RELEASE);
+	struct hc_caprec h = {
+		.size = (uint32_t)need, .iface = iface, .kind = kind, .caplen = caplen,
+		.origlen = len, .queue = queue, .src_ip_be = src_ip_be, .dst_ip_be = dst_ip_be,
+		.src_port_be = src_port_be, .dst_port_be = dst_port_be,
+		.recorded = cons->out_dec_tai_ns != 0, .drops = r->drops[iface], .t = *t,
+		.dec_tai_ns = cons->out_dec_tai_ns, .book_tai_ns = cons->out_book_tai_ns,
+		.itch_ns = cons->out_itch_ns, .pad = 0,
+	};
+	hc_stream_copy(r->buf + off, (const uint8_t *)&h, sizeof(h));
+	hc_stream_copy(r->buf + off + sizeof(h), data, caplen);
+	r->head_local = head + need;
+}
+
+static inline void hc_capring_publish(struct hc_capring *r)
+{
+	if (r->head_local != r->head) {
+		_mm_sfence(); /* the streaming stores are weakly ordered: complete them before head */
+		__atomic_store_n(&r->head, r->head_local, __ATOMIC_RELEASE);
+	}
 }
 
 /* The AF_XDP socket counters (XDP_STATISTICS) the ISB reports, summed over the sockets. */

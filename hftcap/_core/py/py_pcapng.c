@@ -5,6 +5,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include "py.h"
+#include <time.h>
 #include "pcapng.h"
 
 typedef struct {
@@ -151,6 +152,44 @@ static PyObject *Writer_close(WriterObject *self, PyObject *unused)
 	Py_RETURN_NONE;
 }
 
+/* bench_put(n, frame_len) -> ns: n hc_capring_put calls of one synthetic frame from this
+ * thread (GIL released) while the writer thread drains, published every 64 as the data thread
+ * does; this thread's CPU ns (CLOCK_THREAD_CPUTIME_ID) for all n, so preemption by the host
+ * or other processes is not counted. For benchmarks/bench_capture_write.py only. */
+static PyObject *Writer_bench_put(WriterObject *self, PyObject *args)
+{
+	unsigned long long n;
+	unsigned int flen;
+	if (!PyArg_ParseTuple(args, "KI", &n, &flen))
+		return NULL;
+	NEED_W(self);
+	if (flen < 42 || flen > 2048) {
+		PyErr_SetString(PyExc_ValueError, "frame_len 42..2048");
+		return NULL;
+	}
+	uint8_t frame[2048];
+	memset(frame, 0xab, sizeof(frame));
+	struct hc_consumer *cons = PyMem_Calloc(1, sizeof(*cons));
+	if (!cons)
+		return PyErr_NoMemory();
+	struct hc_capring *r = hc_pcapng_ring(self->w);
+	struct timespec a, b;
+	Py_BEGIN_ALLOW_THREADS
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &a);
+	for (unsigned long long i = 0; i < n; i++) {
+		struct hc_pkt_times t = { .xdp_tai_ns = i + 1, .deq_tai_ns = i + 2 };
+		cons->out_dec_tai_ns = i + 3;
+		hc_capring_put(r, HC_PCAP_IF_FEED, HC_CAPREC_FRAME, frame, flen, 0, &t, cons, 0, 0, 0, 0);
+		if ((i & 63) == 63) /* the data thread publishes once per batch of up to 64 */
+			hc_capring_publish(r);
+	}
+	hc_capring_publish(r);
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &b);
+	Py_END_ALLOW_THREADS
+	PyMem_Free(cons);
+	return PyLong_FromLongLong((long long)(b.tv_sec - a.tv_sec) * 1000000000ll + (b.tv_nsec - a.tv_nsec));
+}
+
 static PyObject *Writer_ring_bytes(WriterObject *self, void *closure)
 {
 	if (!self->w)
@@ -169,6 +208,8 @@ static PyMethodDef Writer_methods[] = {
 	{ "rotate", (PyCFunction)Writer_rotate, METH_VARARGS,
 	  "rotate(path) -> names_taken: rotate now, empty the queue." },
 	{ "stats", (PyCFunction)Writer_stats, METH_NOARGS, "Counters snapshot." },
+	{ "bench_put", (PyCFunction)Writer_bench_put, METH_VARARGS,
+	  "bench_put(n, frame_len) -> ns for n ring puts from this thread (benchmark only)." },
 	{ "close", (PyCFunction)Writer_close, METH_NOARGS,
 	  "Drain the ring, write the ISBs, close and rename (after the capture stopped)." },
 	{ NULL },
