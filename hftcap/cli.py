@@ -225,7 +225,9 @@ def exchange(
     feed: str = typer.Option("239.1.1.1:26400", "--feed", help="GROUP:PORT to publish to."),
     file: Optional[str] = typer.Option(None, "--file", help="NASDAQ-layout ITCH file (plain or .gz) to replay."),
     seed: int = typer.Option(1, "--seed", help="Generator seed (without --file)."),
-    stocks: int = typer.Option(8, "--stocks", help="Generated stocks."),
+    stocks: Optional[int] = typer.Option(None, "--stocks", help="Generated stocks (default 8; 8,900 with --profile day)."),
+    profile: str = typer.Option("basic", "--profile", help="Generator profile: basic, or day (the shape of a real "
+                                                          "NASDAQ day: Zipf activity, real mix, long-lived orders)."),
     messages: int = typer.Option(100_000, "--messages", help="Generated messages."),
     msg_rate: Optional[float] = typer.Option(None, "--msg-rate", help="Messages per second (0 = as fast as possible)."),
     speed: Optional[float] = typer.Option(None, "--speed", help="The file's own pace scaled by X."),
@@ -250,7 +252,7 @@ def exchange(
     Example: hftcap exchange --netns hftcap-ex --stocks 8 --messages 200000 --msg-rate 50000
     """
     from .exchange import run_exchange
-    source = file if file else {"seed": seed, "stocks": stocks, "messages": messages}
+    source = file if file else {"seed": seed, "stocks": stocks, "messages": messages, "profile": profile}
     r = run_exchange(netns, feed, source, msg_rate=msg_rate, speed=speed, messages_per_packet=messages_per_packet,
                      loss=loss, dup=dup, reorder=reorder, seed=seed, rerequest_port=rerequest_port, linger=linger,
                      write=write, duration=duration, max_packets=count, interface=interface, clock=clock,

@@ -141,19 +141,22 @@ def read_itch_file(path: str, max_messages: int | None = None) -> bytes:
         raise HftcapError(f"cannot read ITCH file '{path}': {e}") from None
 
 
-def generate(seed: int, stocks: int, messages: int) -> bytes:
+def generate(seed: int, stocks: int, messages: int, profile: str = "basic") -> bytes:
     """The built-in generator (hftcap.gen), imported only when used."""
     try:
         from . import gen
     except ImportError:
         raise HftcapError("the built-in ITCH generator is not in this build",
                           hint="give an ITCH file instead: --file FILE") from None
+    if profile not in gen.PROFILES:
+        raise UsageError(f"--profile {profile!r}: expected one of {', '.join(gen.PROFILES)}")
     try:
-        return bytes(gen.generate(seed, stocks, messages))
+        return bytes(gen.generate(seed, stocks, messages, profile))
     except ValueError:
-        raise UsageError(f"cannot generate {messages} messages for {stocks} stocks",
-                         hint=f"1-{gen.MAX_STOCKS} stocks and at least 2 x stocks + 3 messages (the "
-                              "directory, trading states and system events)") from None
+        raise UsageError(f"cannot generate {messages} messages for {stocks} stocks (profile {profile})",
+                         hint=f"1-{gen.MAX_STOCKS_BY_PROFILE[profile]} stocks and at least "
+                              f"{gen.min_messages(stocks, profile)} messages (the directory, trading "
+                              "states and system events)") from None
 
 
 def write_stream(path: str, stream: bytes) -> dict:
@@ -345,7 +348,8 @@ def run_exchange(netns: str | None, feed: str, source: str | dict | bytes | None
                  heartbeat_interval: float = 1.0, eos_count: int = 3, json_out: str | None = None,
                  mode: str = "delta", snapshot_levels: int = 5) -> dict:
     """`hftcap exchange`. source: a NASDAQ-layout file path, raw NASDAQ-layout bytes, or the
-    generator's parameters {"seed", "stocks", "messages"} (None: the generator's defaults).
+    generator's parameters {"seed", "stocks", "messages", "profile"} (None: the generator's
+    defaults; profile "day" imitates a real NASDAQ day, 8,900 stocks unless "stocks" is given).
     Pacing: msg_rate messages/s, or speed x the file's own timestamps, or neither (as fast as
     possible). With write, the stream is written to that file in NASDAQ layout and nothing is
     sent. Otherwise the feed goes out from namespace netns, bounded by duration (and
@@ -377,9 +381,12 @@ def run_exchange(netns: str | None, feed: str, source: str | dict | bytes | None
         stream = read_itch_file(source, max_messages)
         src_name = source
     else:
-        g = {"seed": seed, "stocks": 8, "messages": 100_000, **(source or {})}
-        stream = generate(int(g["seed"]), int(g["stocks"]), int(g["messages"]))
-        src_name = f"generator(seed={g['seed']}, stocks={g['stocks']}, messages={g['messages']})"
+        g = {"seed": seed, "messages": 100_000, "profile": "basic", **(source or {})}
+        if g.get("stocks") is None:
+            g["stocks"] = 8900 if g["profile"] == "day" else 8
+        stream = generate(int(g["seed"]), int(g["stocks"]), int(g["messages"]), g["profile"])
+        src_name = (f"generator(seed={g['seed']}, stocks={g['stocks']}, messages={g['messages']}, "
+                    f"profile={g['profile']})")
     conversion = None
     if mode == "snapshot":
         delta_bytes = len(stream)

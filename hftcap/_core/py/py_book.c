@@ -544,25 +544,30 @@ static PyObject *py_decode_only(PyObject *mod, PyObject *args)
 	return d ? Py_BuildValue("(KN)", (unsigned long long)n, d) : NULL;
 }
 
-/* generate(seed, n_stocks, n_messages) -> bytes (NASDAQ layout, deterministic). */
+/* generate(seed, n_stocks, n_messages, day=False) -> bytes (NASDAQ layout, deterministic);
+ * day: the "day" profile of gen.h. */
 static PyObject *py_generate(PyObject *mod, PyObject *args)
 {
 	unsigned long long seed, n_messages;
 	unsigned int n_stocks;
-	if (!PyArg_ParseTuple(args, "KIK", &seed, &n_stocks, &n_messages))
+	int day = 0;
+	if (!PyArg_ParseTuple(args, "KIK|p", &seed, &n_stocks, &n_messages, &day))
 		return NULL;
-	if (!n_stocks || n_stocks > HC_GEN_MAX_STOCKS || n_messages < 2ull * n_stocks + 3 ||
-	    n_messages > (1ull << 36))
-		return PyErr_Format(PyExc_ValueError,
-				    "need 1 <= n_stocks <= %u and 2*n_stocks+3 <= n_messages", HC_GEN_MAX_STOCKS);
-	size_t cap = hc_gen_max_bytes(n_stocks, n_messages), len = 0;
+	uint32_t max_stocks = day ? HC_GEN_DAY_MAX_STOCKS : HC_GEN_MAX_STOCKS;
+	uint64_t min_messages = day ? hc_gen_day_min_messages(n_stocks) : 2ull * n_stocks + 3;
+	if (!n_stocks || n_stocks > max_stocks || n_messages < min_messages || n_messages > (1ull << 36))
+		return PyErr_Format(PyExc_ValueError, "need 1 <= n_stocks <= %u and %s <= n_messages",
+				    max_stocks, day ? "3*n_stocks+16" : "2*n_stocks+3");
+	size_t cap = day ? hc_gen_day_max_bytes(n_stocks, n_messages) : hc_gen_max_bytes(n_stocks, n_messages);
+	size_t len = 0;
 	PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)cap);
 	if (!out)
 		return NULL;
 	int rc;
 	uint8_t *p = (uint8_t *)PyBytes_AS_STRING(out);
 	Py_BEGIN_ALLOW_THREADS
-	rc = hc_gen_fill(seed, n_stocks, n_messages, p, cap, &len);
+	rc = day ? hc_gen_fill_day(seed, n_stocks, n_messages, p, cap, &len) :
+		   hc_gen_fill(seed, n_stocks, n_messages, p, cap, &len);
 	Py_END_ALLOW_THREADS
 	if (rc < 0) {
 		Py_DECREF(out);
@@ -591,7 +596,7 @@ static PyObject *py_drop_names(PyObject *mod, PyObject *unused)
 static PyMethodDef book_functions[] = {
 	{ "itch_decode", py_itch_decode, METH_VARARGS, "itch_decode(msg) -> dict; ValueError(reason) on a drop." },
 	{ "decode_only", py_decode_only, METH_VARARGS, "decode_only(data) -> (decoded, drops); no books." },
-	{ "generate", py_generate, METH_VARARGS, "generate(seed, n_stocks, n_messages) -> bytes." },
+	{ "generate", py_generate, METH_VARARGS, "generate(seed, n_stocks, n_messages, day=False) -> bytes." },
 	{ "drop_names", py_drop_names, METH_NOARGS, "Drop reason names, in enum order." },
 	{ NULL },
 };
