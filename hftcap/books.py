@@ -6,6 +6,7 @@ Snapshots (`book`, `trades`, `info`) are safe while another thread feeds the sam
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -161,6 +162,14 @@ def _feed_with_progress(books: Books, path: str, console) -> dict:
             state["bar"].stop()
 
 
+def _read_hint(e: OSError) -> str:
+    if e.errno == errno.EPIPE:
+        return "the file is cut short (an interrupted download?): the books above that point were built"
+    if e.errno == errno.EBADMSG:
+        return "the file is damaged or not gzip: check it with gzip -t"
+    return "is the file a complete ITCH file or capture?"
+
+
 def _check_readable(path: str) -> None:
     try:
         with open(path, "rb"):
@@ -197,7 +206,7 @@ def run_book(path, symbol=None, levels=10, bbo=False, json_out=False, console=No
     try:
         feed = _feed_with_progress(books, path, console)
     except OSError as e:
-        raise HftcapError(f"{path}: {e.strerror or e}", hint="is the file a complete ITCH file or capture?") from None
+        raise HftcapError(f"{path}: {e.strerror or e}", hint=_read_hint(e)) from None
     elapsed = time.monotonic() - t0
     stats = books.stats()
     note = None
