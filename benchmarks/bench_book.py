@@ -3,7 +3,7 @@
 
 Generates an N-message file with hftcap's deterministic generator (default 10 million
 messages, 8 stocks; --profile day: the shape of a real NASDAQ day, 8,900 stocks, see
-hftcap/gen.py), and on one pinned core times, alternating run by run, each in its own process
+hftcap/lab/gen.py), and on one pinned core times, alternating run by run, each in its own process
 that reads the whole file into memory first:
   decode      hftcap._core.decode_only(buf): every message decoded into struct hc_itch_msg
   books       hftcap._core.Books().feed(buf): decode + order-by-order books for every stock
@@ -111,7 +111,7 @@ def main() -> int:
     ap.add_argument("--json", metavar="FILE", help="write the results as JSON")
     a = ap.parse_args()
 
-    from hftcap import gen
+    from hftcap.lab import gen
 
     stocks = a.stocks if a.stocks is not None else (gen.DAY_STOCKS if a.profile == "day" else 8)
     work = Path(a.workdir).resolve()

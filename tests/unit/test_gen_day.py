@@ -13,7 +13,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from refmodel import unframe  # noqa: E402
 from test_book_diff import compare  # noqa: E402
 
-from hftcap import _core, gen  # noqa: E402
+from hftcap import _core  # noqa: E402
+from hftcap.lab import gen  # noqa: E402
 
 STOCKS, MESSAGES = 300, 300_000
 

@@ -11,7 +11,8 @@ import threading
 
 import pytest
 
-from hftcap import _core, gen
+from hftcap import _core
+from hftcap.lab import gen
 
 # ~10 MiB: units straddle the reader's 4 MiB chunks and 8 MiB slices
 DATA = gen.generate(3, 400, 330_000, "day")

@@ -2,7 +2,7 @@
  * Books owns (or, for live capture, borrows) a struct hc_books. Feeding releases the GIL and
  * works in chunks; snapshots go through the books' seqlocks, so they are safe while another
  * thread (a feed_file call or the capture consumer) applies messages. Bulk data (levels,
- * trades, BBO changes) is returned as bytes of C structs that hftcap/books.py views with numpy. */
+ * trades, BBO changes) is returned as bytes of C structs that hftcap/book/books.py views with numpy. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <errno.h>
