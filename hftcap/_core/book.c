@@ -1038,15 +1038,6 @@ static INLINE void prefetch_levels(const struct hc_books *b, const uint8_t *m, c
  * tests nothing else. */
 #define HC_FEED_SAFE (2u + 65535u + HC_PF_BYTES)
 
-/* The records in flight: rings of the window slots and messages of the last HC_PF_SLOT records
- * the lookahead saw; `parsed` records seen, the lookahead at byte a, the next to apply at off. */
-struct feed_cur {
-	const uint32_t *slots[HC_PF_SLOT];
-	const uint8_t *recs[HC_PF_SLOT];
-	uint32_t parsed;
-	size_t off, a;
-};
-
 /* The lookahead step: warm the slot of the record at *a and remember it in the rings (for a
  * record shorter than 19 bytes, whatever 8 bytes are there: a harmless hint). The message
  * ring is kept only for the deep loop's hints; a deep step after a plain one reads entries
@@ -1069,33 +1060,22 @@ static INLINE void look_ahead(const uint32_t *win, uint64_t win_mask, const uint
 	*a += 2 + (size_t)n;
 }
 
-/* The steady state, while a < safe_end: one record in at the front, one applied at the back
+/* The steady state, while a < end: one record in at the front, one applied at the back
  * (HC_PF_SLOT + 1 records in flight; the ring slot written is that of the record being
  * applied, whose reference is no longer needed). The only test is the distance to the
  * buffer's end. The type's code is reached straight from a 256-entry table: one indirect
  * jump per message, no range test first (the jump is the one branch of the loop that random
- * type mixes make mispredict). Two copies: `deep` adds the stock and level hints, which pay
- * when the books outgrow the caches and cost ~4 ns a message when they fit (8 stocks). */
-#define FEED_STEADY(name, deep) \
-static NOINLINE void name(struct hc_books *b, const uint8_t *p, size_t len, size_t safe_end, \
-			  struct feed_cur *cur) \
-{ \
-	/* the cursor in locals: the stores of the books cannot alias them */ \
-	const uint32_t **slots = cur->slots; \
-	const uint8_t **recs = cur->recs; \
-	uint32_t parsed = cur->parsed; \
-	size_t off = cur->off, a = cur->a; \
-	const uint32_t *win = b->win; /* fixed for the books' life */ \
-	const uint64_t win_mask = b->win_mask; \
-	static const void *const jump[256] = { /* the types of HC_FEED_TYPES, in order */ \
-		[0 ... 'A' - 1] = &&other, ['A'] = &&type_A, ['B'] = &&other, \
+ * type mixes make mispredict). `deep` adds the stock and level hints. */
+#define FEED_STEADY(deep) do { \
+	static const void *const jump_[256] = { /* the types of HC_FEED_TYPES, in order */ \
+		[0 ... 'A' - 1] = &&other_, ['A'] = &&type_A, ['B'] = &&other_, \
 		['C'] = &&type_C, ['D'] = &&type_D, ['E'] = &&type_E, ['F'] = &&type_F, \
-		['G' ... 'T'] = &&other, ['U'] = &&type_U, ['V' ... 'W'] = &&other, \
-		['X'] = &&type_X, ['Y' ... 255] = &&other, \
+		['G' ... 'T'] = &&other_, ['U'] = &&type_U, ['V' ... 'W'] = &&other_, \
+		['X'] = &&type_X, ['Y' ... 255] = &&other_, \
 	}; \
-	const uint8_t *m; \
-	uint32_t n; \
-	while (a < safe_end) { \
+	const uint8_t *m_; \
+	uint32_t n_; \
+	while (a < end) { \
 		look_ahead(win, win_mask, p, len, slots, recs, &parsed, &a, 1, deep); \
 		if (deep) \
 			prefetch_stock(b, recs[(parsed - 1) % HC_PF_SLOT]); \
@@ -1103,69 +1083,89 @@ static NOINLINE void name(struct hc_books *b, const uint8_t *p, size_t len, size
 		if (deep) \
 			prefetch_levels(b, recs[(parsed - 1 + HC_PF_LEVEL) % HC_PF_SLOT], \
 					slots[(parsed - 1 + HC_PF_LEVEL) % HC_PF_SLOT]); \
-		n = hc_be16(p + off); \
-		m = p + off + 2; \
-		off += 2 + (size_t)n; \
-		goto *jump[m[0]]; /* m[0] of an empty record is the next length's: checked below */ \
+		n_ = hc_be16(p + off); \
+		m_ = p + off + 2; \
+		off += 2 + (size_t)n_; \
+		goto *jump_[m_[0]]; /* m[0] of an empty record is the next length's: checked below */ \
 		HC_FEED_TYPES(FEED_BODY) \
-other: \
-		feed_msg(b, m, n); \
+other_: \
+		feed_msg(b, m_, n_); \
 	} \
-	cur->parsed = parsed; \
-	cur->off = off; \
-	cur->a = a; \
+} while (0)
+#define FEED_BODY(t, c_, len_) type_##t: if (UNLIKELY(n_ != len_)) goto other_; feed_##t(b, m_); continue;
+
+/* The cursor handed to the deep loop (kept apart so the plain loop's stays in registers). */
+struct feed_cur { uint32_t parsed; size_t off, a; };
+
+/* FEED_STEADY(1) up to end, in a function of its own (its labels are its own). */
+static NOINLINE void feed_steady_deep(struct hc_books *b, const uint8_t *p, size_t len, size_t end,
+				      const uint32_t **slots, const uint8_t **recs, struct feed_cur *cur)
+{
+	const uint32_t *win = b->win;
+	const uint64_t win_mask = b->win_mask;
+	uint32_t parsed = cur->parsed;
+	size_t off = cur->off, a = cur->a;
+	FEED_STEADY(1);
+	cur->parsed = parsed;
+	cur->off = off;
+	cur->a = a;
 }
-#define FEED_BODY(t, c_, len_) type_##t: if (UNLIKELY(n != len_)) goto other; feed_##t(b, m); continue;
-FEED_STEADY(feed_steady, 0)
-FEED_STEADY(feed_steady_deep, 1)
-#undef FEED_BODY
-#undef FEED_STEADY
 
 /* Books past this many live orders or stocks take the deep loop (their order, level and
- * stock lines no longer stay in L1/L2 between messages). */
+ * stock lines no longer stay in L1/L2 between messages); the choice is made again every
+ * HC_FEED_STEP bytes. */
 #define HC_DEEP_ORDERS 65536u
 #define HC_DEEP_STOCKS 64u
 #define HC_FEED_STEP (1u << 20)
 
 size_t hc_books_feed_records(struct hc_books *b, const uint8_t *p, size_t len)
 {
-	struct feed_cur c;
-	uint32_t done = 0; /* records applied */
-	c.parsed = 0;
-	c.off = c.a = 0;
+	const uint32_t *slots[HC_PF_SLOT];
+	const uint8_t *recs[HC_PF_SLOT]; /* the messages of the records in flight */
+	const uint32_t *win = b->win; /* fixed for the books' life */
+	const uint64_t win_mask = b->win_mask;
+	uint32_t parsed = 0, done = 0; /* records seen by the lookahead / applied */
+	size_t off = 0, a = 0;
 	/* The apply step: warm the order HC_PF_ORDER records ahead, apply the record at off. */
 #define APPLY(feed) do { \
-		if (c.parsed - done > HC_PF_ORDER) { \
+		if (parsed - done > HC_PF_ORDER) { \
 			/* a window slot holds 0 or a pool index, so this is in the pool */ \
-			__builtin_prefetch(&b->pool[*c.slots[(done + HC_PF_ORDER) % HC_PF_SLOT]], 1, 3); \
+			__builtin_prefetch(&b->pool[*slots[(done + HC_PF_ORDER) % HC_PF_SLOT]], 1, 3); \
 		} \
-		uint32_t n_ = hc_be16(p + c.off); \
-		feed(b, p + c.off + 2, n_); \
-		c.off += 2 + (size_t)n_; \
+		uint32_t n_ = hc_be16(p + off); \
+		feed(b, p + off + 2, n_); \
+		off += 2 + (size_t)n_; \
 		done++; \
 	} while (0)
-	while (c.parsed < HC_PF_SLOT && hc_nasdaq_complete(p, len, c.a))
-		look_ahead(b->win, b->win_mask, p, len, c.slots, c.recs, &c.parsed, &c.a, 0, 1);
-	if (c.parsed == HC_PF_SLOT && len > HC_FEED_SAFE) {
-		/* in steps of HC_FEED_STEP bytes, each taking the loop the books' size asks for */
-		for (size_t safe_end = len - HC_FEED_SAFE; c.a < safe_end;) {
-			size_t end = safe_end - c.a > HC_FEED_STEP ? c.a + HC_FEED_STEP : safe_end;
-			if (b->st.orders_live > HC_DEEP_ORDERS || b->n_locs > HC_DEEP_STOCKS)
-				feed_steady_deep(b, p, len, end, &c);
-			else
-				feed_steady(b, p, len, end, &c);
+	while (parsed < HC_PF_SLOT && hc_nasdaq_complete(p, len, a))
+		look_ahead(win, win_mask, p, len, slots, recs, &parsed, &a, 0, 1);
+	if (parsed == HC_PF_SLOT && len > HC_FEED_SAFE) {
+		/* here done == parsed - HC_PF_SLOT always: one counter is kept */
+		for (size_t safe_end = len - HC_FEED_SAFE; a < safe_end;) {
+			size_t end = safe_end - a > HC_FEED_STEP ? a + HC_FEED_STEP : safe_end;
+			if (b->st.orders_live > HC_DEEP_ORDERS || b->n_locs > HC_DEEP_STOCKS) {
+				struct feed_cur c = { parsed, off, a };
+				feed_steady_deep(b, p, len, end, slots, recs, &c);
+				parsed = c.parsed;
+				off = c.off;
+				a = c.a;
+			} else {
+				FEED_STEADY(0);
+			}
 		}
-		done = c.parsed - HC_PF_SLOT;
+		done = parsed - HC_PF_SLOT;
 	}
-	while (hc_nasdaq_complete(p, len, c.a)) { /* the last 64 KiB: every test, nothing inlined again */
-		look_ahead(b->win, b->win_mask, p, len, c.slots, c.recs, &c.parsed, &c.a, 0, 0);
+	while (hc_nasdaq_complete(p, len, a)) { /* the last 64 KiB: every test, nothing inlined again */
+		look_ahead(win, win_mask, p, len, slots, recs, &parsed, &a, 0, 0);
 		APPLY(hc_books_feed_msg);
 	}
-	while (done != c.parsed)
+	while (done != parsed)
 		APPLY(hc_books_feed_msg);
 #undef APPLY
-	return c.off;
+	return off;
 }
+#undef FEED_BODY
+#undef FEED_STEADY
 
 /* A/F/E/C/X/D/U all carry an order reference at offset 11 (U: the original one). */
 void hc_books_prefetch_slot(const struct hc_books *b, const uint8_t *msg, uint32_t len)
