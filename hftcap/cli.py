@@ -361,6 +361,30 @@ def book(
 
 
 @app.command()
+def doctor(
+    interface: Optional[str] = typer.Argument(None, help="Interface listen will capture on."),
+    cpu: Optional[int] = typer.Option(None, "--cpu", help="The CPU listen's data thread will run on (listen --cpu)."),
+    netns: Optional[str] = typer.Option(None, "--netns", help="The interface's network namespace."),
+    queue: str = typer.Option("0", "--queue", help="The RX queues listen will bind (N, 0,1,2 or all)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object (schema hftcap.doctor/1)."),
+    root: str = typer.Option("/", "--root", help="Read /proc, /sys and /dev under DIR (a saved or fake tree)."),
+):
+    """Is this host tuned for a latency-critical receive core? Read-only: changes nothing.
+
+    Example: hftcap doctor eth1 --cpu 3
+    """
+    from .ops.doctor import parse_queues, render_lines, run_doctor
+    rep = run_doctor(interface, cpu=cpu, netns=netns, root=root, queues=parse_queues(queue))
+    if as_json:
+        _emit_json(rep.to_dict())
+    else:
+        for line in render_lines(rep):
+            print(line)
+    if rep.counts["fail"]:
+        raise typer.Exit(3)
+
+
+@app.command()
 def trace(
     netns: Optional[str] = typer.Option(None, "--netns", help="Only receivers in this network namespace."),
     port: Optional[int] = typer.Option(None, "--port", help="Only receivers holding a UDP socket on this port."),
