@@ -133,6 +133,9 @@ def listen(
     symbol: Optional[str] = typer.Option(None, "--symbol", "-s", help="Stock shown in the live view (and its book in --json; '*' = every stock's)."),
     headless: bool = typer.Option(False, "--headless", help="No live view, even on a terminal."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object at exit."),
+    metrics: Optional[str] = typer.Option(None, "--metrics", metavar="[ADDR:]PORT",
+                                          help="Serve Prometheus metrics (default address 127.0.0.1; "
+                                               "in the namespace listen starts in, also with --netns)."),
 ):
     """Capture a feed and keep the books.
 
@@ -143,7 +146,8 @@ def listen(
     o = ListenOptions(interface=interface, feeds=[parse_feed(f) for f in feed], netns=netns, path=path,
                       xdp_mode=xdp_mode, bind=bind, poll=poll, queue=int(queue) if single else 0,
                       queues=None if single else queue, cpu=cpu,
-                      duration=duration, count=count, itch_clock=itch_clock, warmup=warmup, save=save)
+                      duration=duration, count=count, itch_clock=itch_clock, warmup=warmup, save=save,
+                      metrics=metrics)
 
     live = not as_json and not headless and sys.stdout.isatty() and sys.stdin.isatty()
 
@@ -152,16 +156,24 @@ def listen(
             return
         i = sess.info()
         mode = f"XDP {i['xdp_mode']}, bind {i['bind_mode']}" if i["path"] == "xdp" else "kernel socket"
+        at = f"; metrics at {sess.metrics_url}" if sess.metrics_url else ""
         print(f"hftcap: listening on {i['interface']} ({mode}, poll {i['poll_mode']}) for "
-              f"{', '.join(i['feeds'])}; Ctrl-C stops", file=sys.stderr, flush=True)
+              f"{', '.join(i['feeds'])}{at}; Ctrl-C stops", file=sys.stderr, flush=True)
 
-    s = run_listen(o, on_started=started, live=live, symbol=symbol)
+    s = run_listen(o, on_started=started, live=live, symbol=symbol, on_doctor=_print_doctor_line)
     if as_json:
         _emit_json(s)
     else:
         _print_summary(s)
         if budget:
             _print_latency(s)
+
+
+def _print_doctor_line(rep) -> None:
+    """listen's one line on how the host is tuned (stderr: --json keeps stdout to itself)."""
+    args = " ".join(a for a in (rep.interface, f"--netns {rep.netns}" if rep.netns else "",
+                                f"--cpu {rep.cpu}" if rep.cpu is not None else "") if a)
+    print(f"hftcap: doctor: {rep.summary()} (see them: hftcap doctor {args})", file=sys.stderr, flush=True)
 
 
 def _print_latency(s: dict) -> None:
@@ -313,6 +325,8 @@ def demo(
     duration: Optional[float] = typer.Option(None, "--duration", help="Stop after S seconds."),
     headless: bool = typer.Option(False, "--headless", help="No live view: print the summary at the end."),
     as_json: bool = typer.Option(False, "--json", help="Headless, one JSON object at the end."),
+    metrics: Optional[str] = typer.Option(None, "--metrics", metavar="[ADDR:]PORT",
+                                          help="Serve Prometheus metrics (default address 127.0.0.1)."),
 ):
     """The whole tool in one command: lab, exchange, live view; q quits and cleans up.
 
@@ -321,7 +335,8 @@ def demo(
     from .demo import run_demo
     live = not as_json and not headless and sys.stdout.isatty() and sys.stdin.isatty()
     s = run_demo(name=name, stocks=stocks, rate=rate, k=k, seed=seed, minutes=minutes, path=path, poll=poll,
-                 symbol=symbol, live=live, duration=duration)
+                 symbol=symbol, live=live, duration=duration, metrics=metrics,
+                 on_doctor=None if live else _print_doctor_line)
     if as_json:
         _emit_json(s)
     else:
