@@ -294,6 +294,8 @@ def bench(
     snapshot_path: str = typer.Option("xdp-wakeup", "--snapshot-path",
                                       help="Path of the snapshot comparison (busy paths spin: their CPU is the "
                                            "trial's length)."),
+    plot: Optional[str] = typer.Option(None, "--plot", metavar="OUT.png|OUT.svg",
+                                       help="Also draw sender_to_book's percentile plot, one line per path."),
 ):
     """Kernel bypass vs kernel socket, measured per hop in a lab of its own.
 
@@ -307,8 +309,10 @@ def bench(
     doc = run_bench(rounds=rounds, seconds=seconds, msg_rate=rate, k=k, seed=seed, stocks=stocks, warmup=warmup,
                     paths=path, json_file=json_file, progress=progress, trace=trace,
                     compare_snapshots=compare_snapshots, snapshot_levels=snapshot_levels,
-                    snapshot_path=snapshot_path)
+                    snapshot_path=snapshot_path, plot=plot)
     render(doc, out)
+    if plot:
+        err_console.print(f"wrote {plot}")
 
 
 @app.command()
@@ -346,13 +350,22 @@ def demo(
 
 @app.command("budget")
 def budget_cmd(files: List[str] = typer.Argument(..., help="Result files from listen --save (two or more: side by side)."),
-               as_json: bool = typer.Option(False, "--json", help="One JSON object.")):
+               as_json: bool = typer.Option(False, "--json", help="One JSON object."),
+               plot: Optional[str] = typer.Option(None, "--plot", metavar="OUT.png|OUT.svg",
+                                                  help="Also draw the percentile plot (one line per run and path)."),
+               hop: Optional[List[str]] = typer.Option(None, "--hop", help="Hops to plot (repeatable; default the "
+                                                                           "longest measured span per path).")):
     """Print the per-hop latency table of saved runs.
 
-    Example: hftcap budget run-xdp.json run-kernel.json
+    Example: hftcap budget run-xdp.json run-kernel.json --plot budget.png
     """
     from .latency import run_budget
+    if plot:
+        from .measure.plot import budget_plot
+        budget_plot(files, plot, hop)
     code = run_budget(files, console=out, json_out=as_json)
+    if plot:
+        err_console.print(f"wrote {plot}")
     if code:
         raise typer.Exit(code)
 
