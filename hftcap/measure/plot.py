@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import UsageError
-from .. import latency
+from . import latency
 
 NINES_MIN, NINES_MAX = math.log10(2), 4.0
 TICKS = ((0.5, "50%"), (0.9, "90%"), (0.99, "99%"), (0.999, "99.9%"), (0.9999, "99.99%"))
@@ -135,16 +135,15 @@ def budget_plot(files: list[str], out: str, hops: list[str] | None = None):
     return fig
 
 
-def bench_plot(hists: dict, conditions: dict, out: str, hop: str = "sender_to_book"):
-    """`bench --plot OUT`: one line per bench path (mode) of `hop`, from the summed histograms
-    of all rounds. hists: {mode: {hop: HistSnapshot | Absent}}, path of a mode from bench."""
-    from .. import bench
+def bench_plot(hists: dict, paths: dict, conditions: dict, out: str, hop: str = "sender_to_book"):
+    """`bench --plot OUT`: one line per bench mode of `hop`, from the summed histograms of all
+    rounds. hists: {mode: {hop: HistSnapshot | Absent}}; paths: {mode: 'xdp' | 'kernel'}."""
     check_out(out)
     lines = []
     for mode, hs in hists.items():
         d = hs.get(hop)
         if isinstance(d, latency.HistSnapshot) and d.count:
-            path = bench.PATH_MODES[mode][0]
+            path = paths[mode]
             dom = "lab: tai-midnight" if hop == "sender_to_book" else latency.HOP_BY_NAME[hop].domain_short
             lines.append(Line(f"{mode}: {hop}, {path} path, {dom}", d))
     c = conditions

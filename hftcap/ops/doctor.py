@@ -200,7 +200,7 @@ class LiveProbes:
 
     def coalesce(self, ifname: str):
         """ETHTOOL_GCOALESCE: rx-usecs, rx-frames, adaptive-rx."""
-        from .. import clocks
+        from ..measure import clocks
         buf = (ctypes.c_uint32 * 23)(ETHTOOL_GCOALESCE)
         try:
             clocks.IoctlBackend().if_ioctl(ifname, clocks.SIOCETHTOOL, buf)
@@ -209,18 +209,18 @@ class LiveProbes:
         return {"rx_usecs": buf[1], "rx_frames": buf[2], "adaptive_rx": bool(buf[10])}, None
 
     def ts_info(self, ifname: str):
-        from .. import clocks
+        from ..measure import clocks
         try:
             return clocks.get_ts_info(ifname).to_dict(), None
         except OSError as e:
             return None, f"ETHTOOL_GET_TS_INFO: {os.strerror(e.errno or 0)}"
 
     def channels(self, ifname: str) -> int | None:
-        from .. import clocks
+        from ..measure import clocks
         return clocks.get_rx_queues(ifname)
 
     def driver(self, ifname: str) -> str | None:
-        from .. import clocks
+        from ..measure import clocks
         return clocks.get_driver(ifname)
 
     def xdp_prog(self, ifname: str):
@@ -231,11 +231,11 @@ class LiveProbes:
             return None, f"XDP query: {os.strerror(e.errno or 0)}"
 
     def tai_offset(self) -> int | None:
-        from .. import clocks
+        from ..measure import clocks
         return clocks.kernel_tai_offset_s()
 
     def pmc(self) -> dict | None:
-        from .. import clocks
+        from ..measure import clocks
         out = clocks.Host().pmc("GET PORT_DATA_SET", "GET TIME_STATUS_NP")
         return clocks._parse_pmc(out) if out else None
 
@@ -426,7 +426,7 @@ def _phc(f: dict | None) -> tuple[Check, bool]:
 
 
 def _ptp(tree: Tree, probes, have_phc: bool) -> Check:
-    from .. import clocks
+    from ..measure import clocks
     t = "ptp4l / phc2sys"
     procs = clocks.Host(proc_root=tree.p("/proc"), pmc_path=None).processes()
     names = {p.name for p in procs}

@@ -107,7 +107,7 @@ class MetricsServer:
 
 def _bucket_index() -> np.ndarray:
     """For each power-of-two edge, how many C buckets lie wholly at or below it."""
-    from ..latency import geometry
+    from ..measure.latency import geometry
     g = geometry()
     edges = np.array([(1 << k) + 1 for k in BUCKET_EXPONENTS], dtype=np.uint64)
     return np.searchsorted(g.high, edges, side="right")
@@ -188,7 +188,7 @@ class ListenCollector:
                                   "start (not in the histogram)", labels=["hop"])
         hist = HistogramMetricFamily("hftcap_hop_latency_seconds", "Per-hop latency since start (after "
                                      "warm-up); clock domains in DESIGN.md's hop table", labels=["hop"])
-        from ..latency import Absent
+        from ..measure.latency import Absent
         negative = s.cap.negative()
         for hop, data in s.hop_data().items():
             if isinstance(data, Absent):          # that hop's clock is missing: no series
@@ -207,5 +207,5 @@ class ListenCollector:
 
 
 def _hops(path: str):
-    from ..latency import hops_for
+    from ..measure.latency import hops_for
     return hops_for(path)

@@ -12,8 +12,9 @@ import pytest
 from conftest import run_hftcap
 from rich.console import Console
 
-from hftcap import _core, bench
-from hftcap import latency as L
+from hftcap import _core
+from hftcap.measure import bench
+from hftcap.measure import latency as L
 from hftcap.measure import plot
 
 
@@ -144,7 +145,8 @@ def test_bench_plot_one_line_per_path(tmp_path):
     hists = {m: {"sender_to_book": snap_of(rng.integers(10_000 * (i + 1), 50_000 * (i + 1), 2_003)),
                  "nic_to_book": L.Absent("no PHC")} for i, m in enumerate(bench.PATH_MODES)}
     hists["kernel-block"]["sender_to_book"] = L.Absent("not run")
-    fig = plot.bench_plot(hists, _bench_doc()["conditions"], str(tmp_path / "b.png"))
+    fig = plot.bench_plot(hists, {m: p for m, (p, _) in bench.PATH_MODES.items()},
+                          _bench_doc()["conditions"], str(tmp_path / "b.png"))
     lines = fig.axes[0].get_lines()
     assert [ln.get_label().split(" (n=")[0] for ln in lines] == [
         "xdp-busy: sender_to_book, xdp path, lab: tai-midnight",
