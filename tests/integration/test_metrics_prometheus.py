@@ -130,6 +130,7 @@ def test_prometheus_scrapes_listen(lab, tmp_path):
                             ("hftcap_doctor_checks", "severity")):
             by_label[q] = {r["metric"][lab_name]: float(r["value"][1]) for r in prom.query(q, at)}
         info = prom.query("hftcap_info", at)
+        stored = set(json.loads(_get(f"{prom.base}/api/v1/label/__name__/values"))["data"])
         li.p.send_signal(signal.SIGINT)
         res = li.result()
     finally:
@@ -154,9 +155,12 @@ def test_prometheus_scrapes_listen(lab, tmp_path):
     assert by_label["hftcap_hop_latency_seconds_bucket{le='+Inf'}"] == by_label["hftcap_hop_latency_seconds_count"]
     assert all(n == res["packets"] - res["end_of_session"] for h, n in hops.items() if h != "sender_to_book")
     assert by_label["hftcap_doctor_checks"] == {k: float(v) for k, v in res["doctor"]["counts"].items()}
+    import hftcap
+    dash = json.loads((Path(hftcap.__file__).parent / "ops" / "grafana-dashboard.json").read_text())
+    used = {m for p in dash["panels"] for t in p.get("targets", []) for m in re.findall(r"\bhftcap_[a-z0-9_]+", t["expr"])}
+    assert used <= stored, used - stored
     assert len(info) == 1
     m = info[0]["metric"]
-    import hftcap
     assert (m["path"], m["xdp_mode"], m["bind_mode"], m["poll_mode"], m["interface"], m["itch_clock"],
             m["version"], m["nic_clock"], m["xdp_clock"]) == \
         ("xdp", res["xdp_mode"], res["bind_mode"], "wakeup", lab.host_if, "tai-midnight", hftcap.__version__,
