@@ -437,8 +437,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
     try:
-        app(args=argv, prog_name="hftcap", standalone_mode=False)
-        return 0
+        rc = app(args=argv, prog_name="hftcap", standalone_mode=False)
+        return rc if isinstance(rc, int) else 0    # click returns a typer.Exit's code here
     except HftcapError as e:
         if debug:
             traceback.print_exc()

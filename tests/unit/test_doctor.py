@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 from conftest import run_hftcap
 from doubles.fakehost import CPU, IFACE, FakeProbes, make_tree, snapshot
 
@@ -152,3 +151,10 @@ def test_cli_errors(tmp_path):
     assert cp.returncode == 1 and cp.stderr.startswith("hftcap: error: unknown interface 'nosuch0'")
     cp = run_hftcap("doctor", IFACE, "--queue", "x", "--root", root)
     assert cp.returncode == 2 and "bad --queue" in cp.stderr and "Traceback" not in cp.stderr
+
+
+def test_cli_exit_code_3_on_a_failed_check(tmp_path):
+    root = make_tree(tmp_path / "root", tuned=True, release="4.14.0")
+    cp = run_hftcap("doctor", IFACE, "--cpu", CPU, "--root", root)
+    assert cp.returncode == 3
+    assert any(ln.startswith("fail  kernel ") and "fix: boot Linux 6.3" in ln for ln in cp.stdout.splitlines())

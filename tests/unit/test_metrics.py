@@ -125,3 +125,10 @@ def test_server_on_loopback_serves_landing_page_and_metrics():
             metrics.MetricsServer("127.0.0.1", port)
     finally:
         other.close()
+
+
+def test_listen_metrics_bad_address_is_a_usage_error():
+    from conftest import run_hftcap
+    cp = run_hftcap("listen", "-i", "lo", "--feed", "239.1.1.1:26400", "--metrics", "nohost:99")
+    assert cp.returncode == 2 and cp.stderr.startswith("hftcap: error: bad --metrics 'nohost:99'")
+    assert "hint: " in cp.stderr and "Traceback" not in cp.stderr
