@@ -12,7 +12,7 @@ import time
 from .book.books import Books
 from .errors import HftcapError, UsageError, from_oserror
 from .feed.snapshots import SnapshotBooks
-from .measure import clocks, latency
+from .measure import clocks, latency, progcost
 from .receive.options import ListenOptions
 from .receive.path import (BIND_NAMES, XDP_MODE_NAMES, check_foreign_xdp, check_kernel, join_groups,
                            kernel_version, open_capture, resolve_interface)
@@ -49,6 +49,8 @@ class Session:
         except HftcapError:
             self._restore_hwts()
             raise
+        # The XDP program's own run time (kernel BPF statistics, when the caller turned them on).
+        self.prog_cost = progcost.ProgCost(_core, self.cap.info()["prog_id"]) if o.path == "xdp" else None
         self.members = []
         if o.path == "xdp":
             try:
@@ -62,6 +64,15 @@ class Session:
     def start(self):
         self.cap.start()
         self.started_mono = time.monotonic()
+
+    def reset_hists(self):
+        """Measure from now on: the hop histograms and the XDP program's run time."""
+        self.cap.reset_hists()
+        if self.prog_cost is not None:
+            self.prog_cost.mark()
+
+    def xdp_program_cost(self) -> dict | None:
+        return self.prog_cost.read() if self.prog_cost is not None else None
 
     def _queues_to_bind(self) -> list[int]:
         o = self.o
