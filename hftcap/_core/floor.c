@@ -23,7 +23,9 @@
 #include "floor.skel.h"
 
 #define FL_FRAME_SIZE 2048u
-#define FL_FRAMES 2048u       /* 4 MiB: half in the fill ring, half for the RX ring */
+/* The same UMEM and ring sizes as hftcap's (capture.c): 16 MiB, half in the fill ring, half for
+ * the RX ring, so a preempted consumer loses packets in both or in neither. */
+#define FL_FRAMES 8192u
 #define FL_BATCH 64u
 #define FL_PAYLOAD_OFF 42u    /* Ethernet 14 + IPv4 20 (the program accepts ihl 5 only) + UDP 8 */
 #define FL_MAX_PAYLOAD 1472u
@@ -176,13 +178,11 @@ static void *xdp_loop(void *arg)
 	struct hc_floor_rx *r = arg;
 	while (!__atomic_load_n(&r->stop, __ATOMIC_RELAXED)) {
 		uint32_t idx_rx, idx_fq;
+		/* A plain spin, as hftcap's busy loop: no PAUSE, which under KVM's pause-loop exiting
+		 * hands the vCPU back to the host. */
 		uint32_t n = xsk_ring_cons__peek(&r->rx, FL_BATCH, &idx_rx);
-		if (!n) {
-			cpu_relax();
+		if (!n)
 			continue;
-		}
-		while (xsk_ring_prod__reserve(&r->fill, n, &idx_fq) != n)
-			;
 		for (uint32_t i = 0; i < n; i++) {
 			const struct xdp_desc *d = xsk_ring_cons__rx_desc(&r->rx, idx_rx + i);
 			uint64_t deq = hc_now_tai_ns();
@@ -202,8 +202,13 @@ static void *xdp_loop(void *arg)
 				}
 			}
 			m->magic = 0; /* a frame the program could not stamp must not show an old stamp */
-			*xsk_ring_prod__fill_addr(&r->fill, idx_fq + i) = xsk_umem__extract_addr(d->addr);
 		}
+		/* frames back after the stamps: the reserve may miss on the kernel's consumer index */
+		while (xsk_ring_prod__reserve(&r->fill, n, &idx_fq) != n)
+			;
+		for (uint32_t i = 0; i < n; i++)
+			*xsk_ring_prod__fill_addr(&r->fill, idx_fq + i) =
+				xsk_umem__extract_addr(xsk_ring_cons__rx_desc(&r->rx, idx_rx + i)->addr);
 		xsk_ring_prod__submit(&r->fill, n);
 		xsk_ring_cons__release(&r->rx, n);
 	}

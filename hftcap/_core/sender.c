@@ -610,6 +610,13 @@ static int64_t drive(struct hc_sender *s, struct sink *k, struct hc_send_stats *
 		if (g.kind == DG_DATA || g.kind == DG_LOST)
 			st->data_packets += g.mark == MARK_DUP ? 0 : 1;
 		add(s, k, &g, clk, st);
+		/* Paced: every datagram goes out in its own call right after its stamp, as the floor's
+		 * sender does. Batching the ones already due (after a preemption) would hold each
+		 * stamped packet back for the rest of the batch, and sender_to_book would show it. */
+		if (!dry && c->pace != HC_PACE_NONE && k->n) {
+			flush(s, k, st);
+			last_out = clock_ns(CLOCK_MONOTONIC);
+		}
 		if (k->n == HC_SEND_BATCH) {
 			if (flush(s, k, st) < 0) {
 				st->stop_reason = HC_STOP_BUFFER_FULL;

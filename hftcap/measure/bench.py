@@ -124,7 +124,8 @@ def _floor_trial(lb, mode: str, a: dict, payload: int, out_file: str) -> dict:
 
 
 def _new_floor() -> dict:
-    return {"hists": {}, "sender": None, "sent": 0, "received": 0, "trials": 0, "prog": [0, 0], "payload": None}
+    return {"hists": {}, "sender": None, "sent": 0, "received": 0, "trials": 0, "prog": [0, 0], "payload": None,
+            "rounds": {}}
 
 
 def _add_floor(x: dict, t: dict) -> None:
@@ -135,6 +136,7 @@ def _add_floor(x: dict, t: dict) -> None:
     x["payload"] = sent["payload_bytes"]
     for hop, d in got["hists"].items():
         x["hists"][hop] = latency.merge(x["hists"].get(hop), latency.from_sparse(d))
+        x["rounds"].setdefault(hop, []).append(got["hops"][hop].get("p50_ns"))
     x["sender"] = latency.merge(x["sender"], latency.from_sparse(sent["stamp_to_return"]["hist"]))
     c = got.get("xdp_program_cost") or {}
     if "runs" in c:
@@ -155,13 +157,23 @@ def _floor_doc(x: dict, mode: str) -> dict:
     for h in floor.HOPS[kind]:
         sm = latency.summary_ns(x["hists"][h]) if h in x["hists"] else None
         if sm:
-            hops[h] = {"span": floor.HOP_SPANS[h], **sm}
+            hops[h] = {"span": floor.HOP_SPANS[h], **sm, "rounds_p50_ns": x["rounds"].get(h, [])}
     snd = latency.summary_ns(x["sender"]) if x["sender"] is not None else None
     return {"kind": kind, "trials": x["trials"], "sent": x["sent"], "received": x["received"],
             "lost": x["sent"] - x["received"], "payload_bytes": x["payload"], "clock": floor.CLOCK,
             "hops": hops, "sender": {"stamp_to_return": snd, "clock": "CLOCK_TAI",
                                      "span": "stamp -> send() returned, one packet per send()"},
             "xdp_program_cost": _prog_doc(x["prog"])}
+
+
+def _median_diff(a: list | None, b: list | None) -> int | None:
+    """Median over rounds of (hftcap's p50 - the floor's p50 of the same round): each pair ran
+    back to back, so slow phases of the machine hit both sides of a difference alike."""
+    d = sorted(x - y for x, y in zip(a or [], b or []) if x is not None and y is not None)
+    if not d:
+        return None
+    n = len(d)
+    return d[n // 2] if n % 2 else (d[n // 2 - 1] + d[n // 2]) // 2
 
 
 def _excess(doc: dict) -> dict:
@@ -176,7 +188,9 @@ def _excess(doc: dict) -> dict:
                 continue
             rows[hop] = {"floor": f"{fm}/{fh}", "p50_ns": v["p50_ns"], "p99_ns": v["p99_ns"],
                          "floor_p50_ns": f["p50_ns"], "floor_p99_ns": f["p99_ns"],
-                         "excess_p50_ns": v["p50_ns"] - f["p50_ns"], "excess_p99_ns": v["p99_ns"] - f["p99_ns"]}
+                         "excess_p50_ns": v["p50_ns"] - f["p50_ns"], "excess_p99_ns": v["p99_ns"] - f["p99_ns"],
+                         "excess_p50_median_of_rounds_ns": _median_diff(v.get("rounds_p50_ns"),
+                                                                        f.get("rounds_p50_ns"))}
         fs = doc.get("floor", {}).get("floor-xdp" if PATH_MODES[m][0] == "xdp" else "floor-kernel", {})
         hs = (p.get("sender") or {}).get("stamp_to_send_return")
         ff = (fs.get("sender") or {}).get("stamp_to_return")
@@ -286,7 +300,7 @@ def _compare_doc(cmp: dict, path: str, levels: int) -> dict:
 
 
 def run_bench(rounds: int = 3, seconds: float = 3.0, msg_rate: float = 50_000, k: int = 4, seed: int = 7,
-              stocks: int = 16, warmup: float = 0.5, lab_name: str = "hbench", paths: list[str] | None = None,
+              stocks: int = 16, warmup: float = 0.5, lab_name: str | None = None, paths: list[str] | None = None,
               cpu_rx: int = 1, cpu_tx: int = 0, json_file: str | None = None, console=None,
               progress=None, trace: bool = False, compare_snapshots: bool = False, snapshot_levels: int = 5,
               snapshot_path: str = "xdp-wakeup", floor: bool = True) -> dict:
@@ -304,6 +318,8 @@ def run_bench(rounds: int = 3, seconds: float = 3.0, msg_rate: float = 50_000, k
     if max(cpu_rx, cpu_tx) >= ncpu:
         raise UsageError(f"--cpu-rx/--cpu-tx must be below {ncpu}")
     from ..lab import topology as labmod
+    # A lab of this run's own: two benches at once (or a test beside a bench) never share one.
+    lab_name = lab_name or f"hb{os.getpid() % 10_000_000}"
     a = dict(rounds=rounds, seconds=seconds, msg_rate=msg_rate, k=k, seed=seed, stocks=stocks, warmup=warmup,
              cpu_rx=cpu_rx, cpu_tx=cpu_tx, snapshot_levels=snapshot_levels)
     tracer_factory = None
@@ -329,7 +345,7 @@ def run_bench(rounds: int = 3, seconds: float = 3.0, msg_rate: float = 50_000, k
     cmp = {"delta": _new_side(), "snapshot": _new_side()}
     lb = labmod.up(lab_name)
     acc = {m: {"hists": {}, "stages": {}, "sent": 0, "received": 0, "cpu_s": 0.0, "bytes": 0, "packets": 0, "gaps": 0,
-               "updates": 0, "sender": None, "prog": [0, 0]} for m in modes}
+               "updates": 0, "sender": None, "prog": [0, 0], "rounds": {}} for m in modes}
     info = {}
     try:
         with tempfile.TemporaryDirectory(prefix="hftcap-bench-") as tmp:
@@ -364,6 +380,9 @@ def run_bench(rounds: int = 3, seconds: float = 3.0, msg_rate: float = 50_000, k
                     x["bytes"] += got["bytes"]
                     x["packets"] += got["packets"]
                     _merge(x["hists"], t["result"], PATH_MODES[m][0])
+                    for hop, d in t["result"].hops[PATH_MODES[m][0]].items():
+                        sm = None if isinstance(d, latency.Absent) else latency.summary_ns(d)
+                        x["rounds"].setdefault(hop, []).append(sm["p50_ns"] if sm else None)
                     sh = (s.get("stamp_to_send_return") or {}).get("hist")
                     if sh:
                         x["sender"] = latency.merge(x["sender"], latency.from_sparse(sh))
@@ -395,7 +414,7 @@ def run_bench(rounds: int = 3, seconds: float = 3.0, msg_rate: float = 50_000, k
             st = latency.hop_stats(PATH_MODES[m][0], hop, d)
             if st.absent:
                 continue
-            hops[hop] = st.ns_summary()
+            hops[hop] = {**st.ns_summary(), "rounds_p50_ns": x["rounds"].get(hop, [])}
         absent = {hop: d.reason for hop, d in x["hists"].items() if isinstance(d, latency.Absent)}
         doc["paths"][m] = {"hops": hops, "absent_hops": absent, "sent": x["sent"], "received": x["received"],
                            "lost": x["sent"] - x["received"], "gaps": x["gaps"], "cpu_s": round(x["cpu_s"], 6),
@@ -506,7 +525,9 @@ def render_floor(doc: dict, console) -> None:
                 continue
             x.add_row(m, f"{hop} vs {r['floor']}", f"{latency.fmt_ns(r['p50_ns'])} / {latency.fmt_ns(r['p99_ns'])}",
                       f"{latency.fmt_ns(r['floor_p50_ns'])} / {latency.fmt_ns(r['floor_p99_ns'])}",
-                      f"{r['excess_p50_ns']:+,} / {r['excess_p99_ns']:+,} ns")
+                      f"{r['excess_p50_ns']:+,} / {r['excess_p99_ns']:+,} ns"
+                      + (f" (median of rounds {r['excess_p50_median_of_rounds_ns']:+,})"
+                         if r.get("excess_p50_median_of_rounds_ns") is not None else ""))
     console.print(x)
 
 

@@ -35,7 +35,8 @@ def test_bench_json_has_every_path_and_hop(tmp_path):
             # Present with numbers, or left out with the reason in absent_hops; never zeros.
             assert (h.name in p["hops"]) != (h.name in p["absent_hops"]), (name, h.name)
         for hop, v in p["hops"].items():
-            assert set(v) == {"p50_ns", "p90_ns", "p99_ns", "p999_ns", "max_ns", "count"}
+            assert set(v) == {"p50_ns", "p90_ns", "p99_ns", "p999_ns", "max_ns", "count", "rounds_p50_ns"}
+            assert v["rounds_p50_ns"] == [v["p50_ns"]]  # one round: its p50 is the merged one
             assert v["count"] > 0 and 0 < v["p50_ns"] <= v["p99_ns"] <= v["max_ns"]
         assert "sender_to_book" in p["hops"]
         assert ("xdp_to_book" in p["hops"]) == (path == "xdp")
