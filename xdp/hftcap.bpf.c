@@ -125,6 +125,10 @@ int hftcap_xdp(struct xdp_md *ctx)
 	}
 	__u32 feed_idx = *feed;
 	__u32 q = ctx->rx_queue_index;
+	if (!bpf_map_lookup_elem(&xsks, &q)) {
+		count(HC_XDP_PASS_NO_SOCKET);
+		return XDP_PASS;
+	}
 
 	if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(struct hc_xdp_meta)) == 0) {
 		struct hc_xdp_meta *m = (void *)(long)ctx->data_meta;
@@ -153,11 +157,8 @@ int hftcap_xdp(struct xdp_md *ctx)
 	} else {
 		count(HC_XDP_META_FAILED);
 	}
-	/* No socket on this queue: the redirect returns XDP_PASS (the metadata then goes with the
-	 * frame to the stack, which ignores it). One map access fewer than a lookup first. */
-	long act = bpf_redirect_map(&xsks, q, XDP_PASS);
-	count(act == XDP_REDIRECT ? HC_XDP_REDIRECTED : HC_XDP_PASS_NO_SOCKET);
-	return act;
+	count(HC_XDP_REDIRECTED);
+	return bpf_redirect_map(&xsks, q, XDP_PASS);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
