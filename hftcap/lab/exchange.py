@@ -276,13 +276,13 @@ def _run_sender(sender, sock: socket.socket) -> dict:
 
 def _send_split(raw: bytes, clock: str) -> dict:
     """The sender's side of sender_to_book: per data packet, its stamp -> the return of the
-    sendmmsg() that sent it (batching and the send call itself), in the stamping clock."""
+    send call that sent it (batching and the call itself), in the stamping clock."""
     from ..measure import latency
     h = latency.parse_export(raw)[0]
     clk = {"tai-midnight": "CLOCK_TAI", "utc-midnight": "CLOCK_REALTIME"}.get(clock)
     if clk is None:
         return {"absent": "the stream's own timestamps are sent (--clock file): no stamp"}
-    return {"span": "packet stamped -> its sendmmsg() returned", "clock": clk,
+    return {"span": "packet stamped -> its send call returned", "clock": clk,
             **(latency.summary_ns(h) or {"absent": "no data packets sent"}), "hist": latency.sparse(h)}
 
 

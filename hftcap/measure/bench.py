@@ -423,7 +423,7 @@ def run_bench(rounds: int = 3, seconds: float = 3.0, msg_rate: float = 50_000, k
         if x["sender"] is not None:
             doc["paths"][m]["sender"] = {"stamp_to_send_return": latency.summary_ns(x["sender"]),
                                          "clock": "CLOCK_TAI",
-                                         "span": "exchange stamped a packet -> its sendmmsg() returned"}
+                                         "span": "exchange stamped a packet -> its send call returned"}
         if x["prog"][1]:
             doc["paths"][m]["xdp_program_cost"] = _prog_doc(x["prog"])
         if x["stages"]:
@@ -487,7 +487,7 @@ def render(doc: dict, console) -> None:
                           f"{pc['runs']:,} runs ({pc['clock']})")
         snd = (doc["paths"][p].get("sender") or {}).get("stamp_to_send_return")
         if snd:
-            console.print(f"{p} exchange, stamp -> sendmmsg() returned (CLOCK_TAI): p50 {latency.fmt_ns(snd['p50_ns'])}"
+            console.print(f"{p} exchange, stamp -> send call returned (CLOCK_TAI): p50 {latency.fmt_ns(snd['p50_ns'])}"
                           f" / p99 {latency.fmt_ns(snd['p99_ns'])} (n={snd['count']:,})")
     if doc.get("floor"):
         render_floor(doc, console)
