@@ -64,6 +64,7 @@ class ListenOptions:
     itch_clock: str = "none"
     warmup: float = 0.0
     save: str | None = None
+    metrics: str | None = None  # "[ADDR:]PORT" of the Prometheus endpoint
     extra: dict = field(default_factory=dict)
 
 
@@ -96,4 +97,7 @@ def check_options(o: ListenOptions) -> None:
         raise UsageError("--duration must be positive")
     if o.count is not None and o.count <= 0:
         raise UsageError("--count must be positive")
+    if o.metrics is not None:
+        from ..ops.metrics import parse_addr
+        parse_addr(o.metrics)
 
