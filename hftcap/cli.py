@@ -23,6 +23,9 @@ app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_e
                   help="Wire-to-book market data: XDP/AF_XDP capture, ITCH 5.0 books, per-hop latency.")
 lab_app = typer.Typer(no_args_is_help=True, help="The lab: two network namespaces joined by a veth pair.")
 app.add_typer(lab_app, name="lab")
+floor_app = typer.Typer(no_args_is_help=True,
+                        help="The floor: a bare sender and bare receivers (what bench --floor runs).")
+app.add_typer(floor_app, name="floor")
 
 _state = {"debug": False}
 out = Console()
@@ -189,6 +192,10 @@ def _print_latency(s: dict) -> None:
             t.add_row(hop, fmt_ns(v["p50_ns"]), fmt_ns(v["p99_ns"]), fmt_ns(v["p999_ns"]),
                       fmt_ns(v["max_ns"]), f"{v['count']:,}", v["domain"])
     out.print(t)
+    if s.get("xdp_program_cost"):
+        from .measure.progcost import describe
+        out.print(f"XDP program's own run time: {describe(s['xdp_program_cost'])} "
+                  "(the part of xdp_to_dequeue spent in the program; the rest is the handoff)")
 
 
 def _print_sent(r: dict, title: str) -> None:
@@ -204,6 +211,11 @@ def _print_sent(r: dict, title: str) -> None:
                           f"reordered {r['reordered_packets']} packets")
     t.add_row("heartbeats / end of session", f"{r['heartbeats_sent']} / {r['eos_sent']}")
     t.add_row("ITCH timestamps", f"clock {r['clock']}")
+    sp = r.get("stamp_to_send_return")
+    if sp and "p50_ns" in sp:
+        from .measure.latency import fmt_ns
+        t.add_row("stamp -> send returned", f"p50 {fmt_ns(sp['p50_ns'])}, p99 {fmt_ns(sp['p99_ns'])}, "
+                                            f"max {fmt_ns(sp['max_ns'])} ({sp['clock']}, {sp['count']:,} packets)")
     t.add_row("stopped by", r["stop_reason"])
     if r.get("send_errors"):
         t.add_row("send errors", f"{r['send_errors']} (last errno {r['last_errno']})")
@@ -299,6 +311,9 @@ def bench(
                                            "trial's length)."),
     plot: Optional[str] = typer.Option(None, "--plot", metavar="OUT.png|OUT.svg",
                                        help="Also draw sender_to_book's percentile plot, one line per path."),
+    floor: bool = typer.Option(True, "--floor/--no-floor",
+                               help="Also run the floor (bare sender, bare AF_XDP and socket receivers) in "
+                                    "every round and show hftcap's excess over it."),
 ):
     """Kernel bypass vs kernel socket, measured per hop in a lab of its own.
 
@@ -312,10 +327,54 @@ def bench(
     doc = run_bench(rounds=rounds, seconds=seconds, msg_rate=rate, k=k, seed=seed, stocks=stocks, warmup=warmup,
                     paths=path, json_file=json_file, progress=progress, trace=trace,
                     compare_snapshots=compare_snapshots, snapshot_levels=snapshot_levels,
-                    snapshot_path=snapshot_path, plot=plot)
+                    snapshot_path=snapshot_path, plot=plot, floor=floor)
     render(doc, out)
     if plot:
         err_console.print(f"wrote {plot}")
+
+
+@floor_app.command("recv")
+def floor_recv(
+    interface: str = typer.Option(..., "-i", "--interface", help="Interface to receive on."),
+    feed: str = typer.Option(..., "--feed", help="GROUP:PORT the floor sender sends to."),
+    netns: Optional[str] = typer.Option(None, "--netns", help="Run inside this network namespace."),
+    kind: str = typer.Option("xdp", "--kind", help="xdp (xdp/floor.bpf.c + AF_XDP) or kernel (UDP socket)."),
+    cpu: Optional[int] = typer.Option(None, "--cpu", help="Pin the receiving thread to this CPU."),
+    warmup: float = typer.Option(0.0, "--warmup", help="Discard the samples of the first S seconds."),
+    duration: float = typer.Option(10.0, "--duration", help="Stop after S seconds (or at Ctrl-C)."),
+    out_file: Optional[str] = typer.Option(None, "--out", help="Also write the result JSON to FILE."),
+):
+    """The bare receiver: spin, stamp at dequeue, nothing else.
+
+    Example: hftcap floor recv --netns hftcap-host -i hftcap-h0 --feed 239.1.1.1:26400 --duration 5
+    """
+    from .measure.floor import run_recv, write_json
+
+    def started():
+        print(f"hftcap floor: listening on {interface} ({kind}); Ctrl-C stops", file=sys.stderr, flush=True)
+
+    r = run_recv(netns, interface, feed, kind=kind, cpu=cpu, warmup=warmup, duration=duration, on_started=started)
+    if out_file:
+        write_json(r, out_file)
+    _emit_json({k: v for k, v in r.items() if k != "hists"})
+
+
+@floor_app.command("send")
+def floor_send(
+    feed: str = typer.Option(..., "--feed", help="GROUP:PORT to send to."),
+    netns: Optional[str] = typer.Option(None, "--netns", help="Run inside this network namespace."),
+    rate: float = typer.Option(12_500, "--rate", help="Packets per second."),
+    packets: int = typer.Option(..., "--packets", help="Datagrams to send."),
+    payload: int = typer.Option(64, "--payload", help="UDP payload bytes (16-1472)."),
+    duration: float = typer.Option(60.0, "--duration", help="Hard time bound (s)."),
+    interface: Optional[str] = typer.Option(None, "--interface", help="Multicast interface (default: the route's)."),
+):
+    """The bare sender: one packet per send(), stamped right before the call.
+
+    Example: hftcap floor send --netns hftcap-ex --feed 239.1.1.1:26400 --rate 12500 --packets 50000
+    """
+    from .measure.floor import run_send
+    _emit_json(run_send(netns, feed, rate, packets, payload=payload, duration=duration, interface=interface))
 
 
 @app.command()

@@ -11,7 +11,7 @@ import time
 from .book.books import _book_json
 from .errors import HftcapError
 from .lab import netns as _netns
-from .measure import latency
+from .measure import latency, progcost
 from .receive.options import ListenOptions, check_options
 from .session import Session
 
@@ -85,6 +85,7 @@ def summary(sess: Session, elapsed: float, stop_reason: str) -> dict:
         "messages_by_type": bst.get("messages", {}),
         "orders_live": bst.get("orders_live"),
         "xdp": sess.cap.xdp_stats() if sess.o.path == "xdp" else {},
+        "xdp_program_cost": sess.xdp_program_cost(),
         "latency": latency_summary(sess),
         "negative_samples": {k: v for k, v in sess.cap.negative().items() if v},
         "duration_s": round(elapsed, 6),
@@ -105,7 +106,7 @@ def _wait(sess: Session, o: ListenOptions, stopper: "Stopper", t0: float, *stop_
     warm = o.warmup > 0
     while True:
         if warm and time.monotonic() - t0 >= o.warmup:
-            sess.cap.reset_hists()
+            sess.reset_hists()
             warm = False
         step = 0.05
         if o.duration is not None:
@@ -182,7 +183,9 @@ def run_listen(o: ListenOptions, on_started=None, live: bool = False, symbol: st
 
 
 def _run_session(o, on_started, live, symbol, title, stop_event, doctor, server, on_doctor) -> dict:
-    with Stopper() as stopper:
+    from . import _core
+    # BPF run-time statistics on for the run (the XDP program's cost), off again on every exit.
+    with Stopper() as stopper, progcost.stats_enabled(_core, o.path == "xdp"):
         sess = Session(o)
         sess.doctor = doctor
         try:

@@ -266,7 +266,21 @@ def _run_sender(sender, sock: socket.socket) -> dict:
     return box.result
 
 
+def _send_split(raw: bytes, clock: str) -> dict:
+    """The sender's side of sender_to_book: per data packet, its stamp -> the return of the
+    send call that sent it (batching and the call itself), in the stamping clock."""
+    from ..measure import latency
+    h = latency.parse_export(raw)[0]
+    clk = {"tai-midnight": "CLOCK_TAI", "utc-midnight": "CLOCK_REALTIME"}.get(clock)
+    if clk is None:
+        return {"absent": "the stream's own timestamps are sent (--clock file): no stamp"}
+    return {"span": "packet stamped -> its send call returned", "clock": clk,
+            **(latency.summary_ns(h) or {"absent": "no data packets sent"}), "hist": latency.sparse(h)}
+
+
 def _finish(res: dict, json_out: str | None) -> dict:
+    if isinstance(res.get("stamp_to_send_return"), bytes):
+        res["stamp_to_send_return"] = _send_split(res["stamp_to_send_return"], res.get("clock"))
     el = res.get("elapsed_ns") or 0
     res["packet_rate_pps"] = round(res["packets_sent"] / (el / 1e9), 1) if el else None
     res["message_rate_mps"] = round(res["messages_sent"] / (el / 1e9), 1) if el else None
