@@ -15,6 +15,12 @@
  * resting, references far above, below or hostile) live in a hash table. Sliding costs are
  * budgeted per add, so no stream makes the index more than O(1) amortized per message.
  *
+ * Feeding a buffer (hc_books_feed_records) looks ahead: 16 records ahead it warms the window
+ * slot of each record's reference, 8 ahead the order in it; once the books hold more than
+ * 64 stocks or 65,536 live orders (a day's books, no longer in L1/L2 between messages) it
+ * also warms, 16 ahead, the stock each record names and, 4 ahead, the order's level and
+ * queue neighbours and the top of the side an add names.
+ *
  * Concurrency: one writer (the data thread calling hc_books_apply), any number of readers
  * taking snapshots (hc_books_snapshot, hc_books_trades, hc_books_stock_info). Each stock has
  * a seqlock the writer bumps around every change; readers retry, the writer never waits.
@@ -31,9 +37,8 @@
  * slot of capacity per side (a 24-byte level, a 4-byte key and a 4-byte slot in the index;
  * capacity doubles from 64), and ~1 KB per stock (~5 KB with both sides' initial 64 level
  * slots). So ~420-670 MB for 10M live orders, plus ~5 KB per stock (40 MB for 8,000
- * stocks). Pool and table are anonymous
- * mappings, resident only as pages are touched; the window asks for transparent huge pages
- * and is faulted in by hc_books_new (all of it, at most 16 MB, resident from the start).
+ * stocks). Window, pool and table are anonymous mappings that ask for transparent huge
+ * pages and are resident from hc_books_new on (faulted in there, and again after a growth).
  * hc_books_new sizes all three for `expected_orders` up front, so a warm book never allocates
  * per message; growth is by doubling (rehash of the table) and happens O(log n) times.
  */

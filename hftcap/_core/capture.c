@@ -404,9 +404,6 @@ static inline uint32_t xsk_drain(struct hc_capture *c, struct hc_xsk *x, int bus
 	uint32_t n = xsk_ring_cons__peek(&x->rx, HC_BATCH, &idx_rx);
 	if (!n)
 		return 0;
-	/* The fill ring has room for every frame we hold: this cannot spin long. */
-	while (xsk_ring_prod__reserve(&x->fill, n, &idx_fq) != n)
-		;
 	for (uint32_t i = 0; i < n; i++) {
 		const struct xdp_desc *d = xsk_ring_cons__rx_desc(&x->rx, idx_rx + i);
 		uint64_t addr = xsk_umem__add_offset_to_addr(d->addr);
@@ -435,8 +432,15 @@ static inline uint32_t xsk_drain(struct hc_capture *c, struct hc_xsk *x, int bus
 		if (c->ring)
 			hc_capring_put(c->ring, HC_PCAP_IF_FEED, HC_CAPREC_FRAME, frame, d->len, x->queue,
 				       &t, &c->cons, 0, 0, 0, 0);
-		*xsk_ring_prod__fill_addr(&x->fill, idx_fq + i) = xsk_umem__extract_addr(d->addr);
 	}
+	/* The frames go back after the books are updated: reserving reads the fill ring's consumer
+	 * index, which the kernel has just written on another CPU (a cache miss per batch). The
+	 * fill ring has room for every frame we hold: this cannot spin long. */
+	while (xsk_ring_prod__reserve(&x->fill, n, &idx_fq) != n)
+		;
+	for (uint32_t i = 0; i < n; i++)
+		*xsk_ring_prod__fill_addr(&x->fill, idx_fq + i) =
+			xsk_umem__extract_addr(xsk_ring_cons__rx_desc(&x->rx, idx_rx + i)->addr);
 	xsk_ring_prod__submit(&x->fill, n);
 	xsk_ring_cons__release(&x->rx, n);
 	if (c->ring)

@@ -66,6 +66,7 @@ class ListenOptions:
     warmup: float = 0.0
     save: str | None = None
     write: "WriteOptions | None" = None   # listen --write (hftcap.receive.pcapng)
+    metrics: str | None = None  # "[ADDR:]PORT" of the Prometheus endpoint
     extra: dict = field(default_factory=dict)
 
 
@@ -100,4 +101,7 @@ def check_options(o: ListenOptions) -> None:
         raise UsageError("--count must be positive")
     if o.write is not None:
         check_write_options(o.write)
+    if o.metrics is not None:
+        from ..ops.metrics import parse_addr
+        parse_addr(o.metrics)
 

@@ -9,11 +9,12 @@ FUZZ = ROOT / "tests" / "c"
 
 def test_consumer_under_sanitizers(tmp_path):
     out = build_and_run(tmp_path, FUZZ / "feed_fuzz.c",
-                        ["feed", "mold", "itch", "book", "files", "gen", "hist", "snap"], libs=["-lz"]).stdout
+                        ["feed", "mold", "itch", "book", "files", "src", "gen", "hist", "snap"],
+                        libs=["-lz", "-lm", "-lpthread"]).stdout
     assert out.startswith("ok ") and "samples=0" not in out
 
 
 def test_readers_and_books_under_sanitizers(tmp_path):
-    out = build_and_run(tmp_path, FUZZ / "itch_fuzz.c", ["itch", "book", "files", "gen", "mold"],
-                        [tmp_path / "f.bin"], libs=["-lz"]).stdout
+    out = build_and_run(tmp_path, FUZZ / "itch_fuzz.c", ["itch", "book", "files", "src", "gen", "mold"],
+                        [tmp_path / "f.bin"], libs=["-lz", "-lm", "-lpthread"]).stdout
     assert "ok" in out

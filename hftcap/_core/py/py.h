@@ -6,6 +6,7 @@
 int hc_py_add_capture(PyObject *m);
 int hc_py_add_sender(PyObject *m);
 int hc_py_add_hist(PyObject *m);
+int hc_py_add_floor(PyObject *m);
 
 /* bytes holding n contiguous histograms' export records (hist.h layout), for snapshots. */
 struct hc_hist;

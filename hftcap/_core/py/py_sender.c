@@ -223,7 +223,15 @@ static PyObject *Sender_run(SenderObject *self, PyObject *arg)
 	self->running = 0;
 	if (r < 0)
 		return hc_py_errno(r, "sendmmsg");
-	return send_stats_dict(&st, hc_sender_clock(self->s));
+	PyObject *d = send_stats_dict(&st, hc_sender_clock(self->s));
+	PyObject *h = d ? hc_py_hist_bytes(hc_sender_send_hist(self->s), 1) : NULL;
+	if (!h || PyDict_SetItemString(d, "stamp_to_send_return", h) < 0) {
+		Py_XDECREF(h);
+		Py_XDECREF(d);
+		return NULL;
+	}
+	Py_DECREF(h);
+	return d;
 }
 
 PyDoc_STRVAR(build_doc, "build(capacity) -> (bytes, dict)\n\nRun the schedule without a socket "
