@@ -4,6 +4,7 @@
 #include "book.h"
 #include "hc_time.h"
 #include "itch.h"
+#include "join.h"
 #include "snap.h"
 
 const char *const hc_hop_names[HC_NHOPS] = {
@@ -107,7 +108,14 @@ void hc_consumer_packet(struct hc_consumer *c, uint32_t feed, const uint8_t *pay
 	c->bytes += len;
 	if (t->hw_ns)
 		c->hw_stamped++;
+	if (__builtin_expect(c->join != NULL, 0) && hc_join_packet(c->join, c->books, m, payload, len))
+		goto out; /* buffered until the snapshot is in */
 	if (hc_mold_begin(m, payload, len, &it) > 0) {
+		if (__builtin_expect(!c->first_seq[feed], 0)) {
+			c->first_seq[feed] = it.seq;
+			if (it.seq != 1 && c->books && !c->join)
+				hc_books_set_incomplete(c->books, 1);
+		}
 		while (hc_mold_next(m, &it, &msg, &mlen)) {
 			if (!delivered && mlen >= 11)
 				itch_ns = be48(msg + 5); /* ITCH Timestamp, offset 5 (ITCH50.md sec. 2) */
@@ -152,6 +160,13 @@ void hc_consumer_packet(struct hc_consumer *c, uint32_t feed, const uint8_t *pay
 	} else if (nz) {
 		hc_snap_table_commit(c->snaps);
 	}
+out:
 	if (c->max_packets && c->packets >= c->max_packets)
 		__atomic_store_n(&c->done, 1, __ATOMIC_RELEASE);
+}
+
+void hc_consumer_idle(struct hc_consumer *c)
+{
+	if (c->join)
+		hc_join_poll(c->join, c->books);
 }
