@@ -26,7 +26,7 @@ REJECT_NOT_AUTHORIZED = b"A"
 REJECT_SESSION_UNAVAILABLE = b"S"
 REJECT_REASONS = {b"A": "not authorised (user or password)", b"S": "session not available"}
 
-LOGIN_LEN = 47   # payload of L after the type byte: 6 + 10 + 10 + 20
+LOGIN_LEN = 46  # payload of L after the type byte: 6 + 10 + 10 + 20 (length field 47)
 ACCEPTED_LEN = 30  # payload of A: session 10 + sequence 20
 
 # Timers (RECOVERY.md sections 4 and 8): heartbeat after 1 s idle, peer dead after 15 s.
