@@ -37,7 +37,7 @@ class SnapshotServer:
         self.stats = {"connections": 0, "logins_accepted": 0, "logins_rejected": 0, "snapshots": 0,
                       "snapshot_orders": 0, "snapshot_bytes": 0, "build_ms_max": 0.0,
                       "heartbeats_sent": 0, "heartbeats_received": 0, "logouts": 0,
-                      "client_timeouts": 0, "protocol_errors": 0, "disconnects": 0}
+                      "client_timeouts": 0, "protocol_errors": 0, "disconnects": 0, "spin_errors": 0}
         self.last_spins: list[dict] = []
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -90,6 +90,7 @@ class SnapshotServer:
     def _client(self, conn: socket.socket):
         try:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn.settimeout(self.dead_after_s)  # a client that stops reading is dropped, not waited for
             self._session(conn)
         except (OSError, soupbin.ProtocolError) as e:
             self._count("protocol_errors" if isinstance(e, soupbin.ProtocolError) else "disconnects")
@@ -138,13 +139,23 @@ class SnapshotServer:
         self._count("logins_accepted")
 
         box: dict = {}
-        builder = threading.Thread(target=lambda: box.update(spin=self.sender.spin()), daemon=True)
+
+        def build():
+            try:
+                box["spin"] = self.sender.spin()
+            except (OSError, MemoryError) as e:
+                box["error"] = e
+        builder = threading.Thread(target=build, name="hftcap-snapshot-spin", daemon=True)
         builder.start()
         while builder.is_alive():  # the client hears heartbeats while its spin is built
             builder.join(self.heartbeat_s)
             if builder.is_alive():
                 conn.sendall(soupbin.packet(soupbin.SERVER_HEARTBEAT))
                 self._count("heartbeats_sent")
+        if "spin" not in box:
+            self._count("spin_errors")
+            conn.sendall(soupbin.packet(soupbin.END_OF_SESSION))
+            return
         data, st = box["spin"]
         with self.lock:
             self.stats["snapshots"] += 1

@@ -73,7 +73,7 @@ def test_late_join_with_snapshot_books_equal(lab, tmp_path, path):
     assert snap["buffered"] == snap["buffered_applied"] + snap["buffered_discarded"]
     assert live["last_sequence"] == 60_000 and live["gaps"] == 0
     assert snap["orders_loaded"] > 0 and snap["framing"]["unknown_type"] == 0
-    assert live["late_join"] is None if "late_join" in live else True
+    assert "late_join" not in live, "with --snapshot the summary reports the snapshot instead"
     assert not any(v for v in live["drops"].values()), live["drops"]
     assert len(live["books"]) == 6
     for sym, book in live["books"].items():
@@ -98,3 +98,37 @@ def test_late_join_without_snapshot_is_incomplete(lab):
     assert lj["unknown_ref_incomplete"] == live["drops"]["itch_unknown_ref_incomplete"] > 0
     assert live["drops"]["itch_unknown_ref"] == 0, "unknown references are all counted apart"
     assert "mid-session" in lj["note"]
+
+
+def test_login_rejected_one_error_line(lab, tmp_path):
+    pw = tmp_path / "pw"
+    pw.write_text("s3cret\n")
+    ex = start_exchange(lab, "--snapshot-port", SNAP_PORT, "--snapshot-user", "me", "--snapshot-password-file", pw)
+    try:
+        cp = subprocess.run([str(BIN / "hftcap"), "listen", "--netns", lab.host_ns, "-i", lab.host_if, "--feed", FEED,
+                             "--path", "kernel", "--duration", "30", "--json", "--snapshot",
+                             f"{lab.ex_addr}:{SNAP_PORT}", "--snapshot-user", "me", "--snapshot-password-env",
+                             "HC_TEST_PW"],
+                            capture_output=True, text=True, timeout=60,
+                            env={"PATH": "/usr/sbin:/usr/bin:/bin", "HC_TEST_PW": "wrong"})
+    finally:
+        ex.kill()
+        ex.communicate()
+    assert cp.returncode == 1
+    errs = [ln for ln in cp.stderr.splitlines() if ln.startswith("hftcap: error:")]
+    assert errs == [f"hftcap: error: snapshot from {lab.ex_addr}:{SNAP_PORT}: login rejected: not authorised "
+                    "(user or password)"], cp.stderr
+    assert "Traceback" not in cp.stderr
+    summary = json.loads(cp.stdout)
+    assert summary["stopped_by"] == "snapshot_failed" and summary["snapshot"]["attempts"] == 1
+
+
+def test_snapshot_options_are_checked():
+    from conftest import run_hftcap
+    cp = run_hftcap("listen", "-i", "lo", "--feed", "239.1.1.1:26400", "--snapshot", "nohostport")
+    assert cp.returncode == 2 and "bad --snapshot 'nohostport'" in cp.stderr
+    cp = run_hftcap("listen", "-i", "lo", "--feed", "239.1.1.1:26400", "--snapshot", "127.0.0.1:1",
+                    "--snapshot-password-env", "HC_SURELY_UNSET_VAR")
+    assert cp.returncode == 2 and "HC_SURELY_UNSET_VAR: the variable is not set" in cp.stderr
+    cp = run_hftcap("listen", "-i", "lo", "--feed", "239.1.1.1:26400", "--join-buffer", "10")
+    assert cp.returncode == 2 and "bad --join-buffer 10" in cp.stderr

@@ -210,3 +210,69 @@ def test_one_million_resting_orders_load_and_join():
     full.feed(stream)
     same_books(full, books)
     assert books.stats()["orders_live"] == n - 1000
+
+
+def raw_login(port, user="", password=""):
+    import socket
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(soupbin.login_request(user, password, "", 1))
+    return s
+
+
+def read_until(s, reader, pred, timeout=10.0):
+    import time
+    end = time.monotonic() + timeout
+    got = []
+    while time.monotonic() < end:
+        data = s.recv(1 << 20)
+        if not data:
+            return got, True
+        reader.feed(data)
+        for p in reader.packets():
+            got.append(p)
+            if pred(p):
+                return got, False
+    raise AssertionError("server did not answer in time")
+
+
+def test_server_several_clients_heartbeats_and_timeouts():
+    srv = SnapshotServer(PrefixSender(STREAM, 5_000), 0, host="127.0.0.1", heartbeat_s=0.05,
+                         dead_after_s=0.3).start()
+    try:
+        socks = [raw_login(srv.port) for _ in range(3)]
+        ends = set()
+        for s in socks:
+            r = soupbin.Reader()
+            got, _ = read_until(s, r, lambda p: p[0] == b"S" and p[1][:1] == b"G")
+            assert got[0][0] == b"A" and soupbin.parse_login_accepted(got[0][1]) == ("HFTCAP0001", 1)
+            ends.add(int(got[-1][1][1:].decode()))
+        assert ends == {5_001}
+        # One logs out; the two others go silent and are dropped after dead_after_s, hearing
+        # server heartbeats until then.
+        socks[0].sendall(soupbin.packet(b"O"))
+        for s in socks[1:]:
+            got, closed = read_until(s, soupbin.Reader(), lambda p: False, timeout=10)
+            assert closed and {k for k, _ in got} == {b"H"}, "heartbeats, then closed"
+        for s in socks:
+            s.close()
+    finally:
+        res = srv.close()
+    assert res["snapshots"] == 3 and res["logouts"] == 1 and res["client_timeouts"] == 2
+    assert res["heartbeats_sent"] >= 1
+
+
+def test_server_refuses_a_packet_before_login_and_a_wrong_session():
+    import socket
+    srv = SnapshotServer(PrefixSender(STREAM, 100), 0, host="127.0.0.1").start()
+    try:
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+        s.sendall(soupbin.packet(b"R"))
+        assert s.recv(100) == b""  # closed without a word
+        s.close()
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+        s.sendall(soupbin.login_request("", "", "OTHER", 1))
+        assert s.recv(100) == soupbin.login_rejected(b"S")
+        s.close()
+    finally:
+        res = srv.close()
+    assert res["protocol_errors"] == 1 and res["logins_rejected"] == 1 and res["snapshots"] == 0
