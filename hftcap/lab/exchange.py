@@ -441,10 +441,11 @@ def run_exchange(netns: str | None, feed: str, source: str | dict | bytes | None
             server.start()
         res = _run_sender(sender, sock)
         if server is not None or snap_server is not None:
-            try:
+            try:  # re-requests and snapshots are still answered for `linger` seconds
                 (served_done.wait if server is not None else threading.Event().wait)(linger)
             except KeyboardInterrupt:
                 pass
+        if server is not None:
             sender.stop()
             served_done.wait()
             server.join()

@@ -83,7 +83,7 @@ def test_late_join_with_snapshot_books_equal(lab, tmp_path, path):
 
 
 def test_late_join_without_snapshot_is_incomplete(lab):
-    ex = start_exchange(lab, "--snapshot-port", SNAP_PORT)
+    ex = start_exchange(lab, "--snapshot-port", SNAP_PORT, "--rerequest-port", 0)  # snapshots alone
     li = None
     try:
         wait_published(lab, 20_000)
