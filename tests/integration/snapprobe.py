@@ -1,16 +1,20 @@
 """Run inside a namespace: log in to a snapshot server, read the spin to its End of Snapshot,
-print its sequence (or 0 when nothing answers). The tests' own client, independent of listen."""
+print its sequence (or 0 when nothing answers); with "connect", 1 once it accepts. The tests' own client, independent of listen."""
 import socket
 import sys
 
 from hftcap.feed import soupbin
 
 
-def main(host, port):
+def main(host, port, mode="spin"):
     try:
         s = socket.create_connection((host, int(port)), timeout=5)
     except OSError:
         print(0)
+        return
+    if mode == "connect":  # only: is it listening?
+        s.close()
+        print(1)
         return
     s.sendall(soupbin.login_request("", "", "", 1))
     r = soupbin.Reader()
@@ -29,4 +33,4 @@ def main(host, port):
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    main(*sys.argv[1:4])
