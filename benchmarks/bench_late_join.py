@@ -46,8 +46,9 @@ def one(msgs, stream, n):
             join.poll()
         r = c.result()
     finally:
-        spin = srv.close()["spins"][0]
+        spins = srv.close()["spins"]
     assert r["state"] == "live", r
+    spin = spins[0]
     return {"load_ms": r["load_ms"], "join_to_synced_ms": r["join_to_synced_ms"], "bytes": r["bytes"],
             "orders": r["orders_loaded"], "server_build_ms": spin["build_ns"] / 1e6}
 

@@ -79,12 +79,15 @@ def main():
             loader = None
             if kind == "loading":
                 loader = subprocess.Popen([sys.executable, "-c", LOADER, str(HERE), str(a.orders), str(a.seconds + 1)],
-                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                          cwd="/")  # the installed hftcap, not the checkout's sources
                 if loader.stdout.readline().strip() != "ready":
                     raise RuntimeError(loader.stderr.read())
             r = listen_round(lb, a.seconds)
             if loader is not None:
                 out, err = loader.communicate(timeout=120)
+                if loader.returncode:
+                    raise RuntimeError(f"loader failed: {err}")
                 r["loads"] = int(out.strip().splitlines()[-1])
             rows[kind].append(r)
             print(f"round {i} {kind:8} sender_to_book p50 {r['p50_ns'] / 1e3:8.1f} us  p99 {r['p99_ns'] / 1e3:8.1f} us  "
