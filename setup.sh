@@ -30,7 +30,7 @@ export DEBIAN_FRONTEND=noninteractive
 echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
 
 PKGS=(clang llvm libbpf-dev libxdp-dev pkg-config zlib1g-dev gcc make python3 python3-venv python3-dev
-      python3-bpfcc iproute2 iputils-ping util-linux ethtool linuxptp tshark tmux procps kmod)
+      python3-bpfcc iproute2 iputils-ping util-linux ethtool linuxptp tshark tmux procps kmod prometheus)
 case "${ID:-}" in
 	debian) PKGS+=(bpftool linux-headers-amd64 vagrant vagrant-libvirt) ;;
 	ubuntu) PKGS+=(linux-tools-common linux-headers-generic) ;;

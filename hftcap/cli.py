@@ -152,6 +152,9 @@ def listen(
                                                         help="Environment variable holding the snapshot password."),
     join_buffer: int = typer.Option(1 << 20, "--join-buffer", help="Messages buffered while the snapshot loads "
                                     "(64 bytes each, preallocated)."),
+    metrics: Optional[str] = typer.Option(None, "--metrics", metavar="[ADDR:]PORT",
+                                          help="Serve Prometheus metrics (default address 127.0.0.1; "
+                                               "in the namespace listen starts in, also with --netns)."),
 ):
     """Capture a feed and keep the books.
 
@@ -165,7 +168,8 @@ def listen(
                       queues=None if single else queue, cpu=cpu,
                       duration=duration, count=count, itch_clock=itch_clock, warmup=warmup, save=save,
                       snapshot=snapshot, snapshot_user=snapshot_user, join_buffer=join_buffer,
-                      snapshot_password=_snapshot_password(snapshot_password_file, snapshot_password_env) or "")
+                      snapshot_password=_snapshot_password(snapshot_password_file, snapshot_password_env) or "",
+                      metrics=metrics)
 
     live = not as_json and not headless and sys.stdout.isatty() and sys.stdin.isatty()
 
@@ -174,10 +178,11 @@ def listen(
             return
         i = sess.info()
         mode = f"XDP {i['xdp_mode']}, bind {i['bind_mode']}" if i["path"] == "xdp" else "kernel socket"
+        at = f"; metrics at {sess.metrics_url}" if sess.metrics_url else ""
         print(f"hftcap: listening on {i['interface']} ({mode}, poll {i['poll_mode']}) for "
-              f"{', '.join(i['feeds'])}; Ctrl-C stops", file=sys.stderr, flush=True)
+              f"{', '.join(i['feeds'])}{at}; Ctrl-C stops", file=sys.stderr, flush=True)
 
-    s = run_listen(o, on_started=started, live=live, symbol=symbol)
+    s = run_listen(o, on_started=started, live=live, symbol=symbol, on_doctor=_print_doctor_line)
     if as_json:
         _emit_json(s)
     else:
@@ -202,6 +207,13 @@ def _snapshot_password(path: Optional[str], env: Optional[str]) -> Optional[str]
             raise UsageError(f"--snapshot-password-env {env}: the variable is not set")
         return os.environ[env]
     return None
+
+
+def _print_doctor_line(rep) -> None:
+    """listen's one line on how the host is tuned (stderr: --json keeps stdout to itself)."""
+    args = " ".join(a for a in (rep.interface, f"--netns {rep.netns}" if rep.netns else "",
+                                f"--cpu {rep.cpu}" if rep.cpu is not None else "") if a)
+    print(f"hftcap: doctor: {rep.summary()} (see them: hftcap doctor {args})", file=sys.stderr, flush=True)
 
 
 def _print_latency(s: dict) -> None:
@@ -328,6 +340,8 @@ def bench(
     snapshot_path: str = typer.Option("xdp-wakeup", "--snapshot-path",
                                       help="Path of the snapshot comparison (busy paths spin: their CPU is the "
                                            "trial's length)."),
+    plot: Optional[str] = typer.Option(None, "--plot", metavar="OUT.png|OUT.svg",
+                                       help="Also draw sender_to_book's percentile plot, one line per path."),
 ):
     """Kernel bypass vs kernel socket, measured per hop in a lab of its own.
 
@@ -341,8 +355,10 @@ def bench(
     doc = run_bench(rounds=rounds, seconds=seconds, msg_rate=rate, k=k, seed=seed, stocks=stocks, warmup=warmup,
                     paths=path, json_file=json_file, progress=progress, trace=trace,
                     compare_snapshots=compare_snapshots, snapshot_levels=snapshot_levels,
-                    snapshot_path=snapshot_path)
+                    snapshot_path=snapshot_path, plot=plot)
     render(doc, out)
+    if plot:
+        err_console.print(f"wrote {plot}")
 
 
 @app.command()
@@ -359,6 +375,8 @@ def demo(
     duration: Optional[float] = typer.Option(None, "--duration", help="Stop after S seconds."),
     headless: bool = typer.Option(False, "--headless", help="No live view: print the summary at the end."),
     as_json: bool = typer.Option(False, "--json", help="Headless, one JSON object at the end."),
+    metrics: Optional[str] = typer.Option(None, "--metrics", metavar="[ADDR:]PORT",
+                                          help="Serve Prometheus metrics (default address 127.0.0.1)."),
 ):
     """The whole tool in one command: lab, exchange, live view; q quits and cleans up.
 
@@ -367,7 +385,8 @@ def demo(
     from .demo import run_demo
     live = not as_json and not headless and sys.stdout.isatty() and sys.stdin.isatty()
     s = run_demo(name=name, stocks=stocks, rate=rate, k=k, seed=seed, minutes=minutes, path=path, poll=poll,
-                 symbol=symbol, live=live, duration=duration)
+                 symbol=symbol, live=live, duration=duration, metrics=metrics,
+                 on_doctor=None if live else _print_doctor_line)
     if as_json:
         _emit_json(s)
     else:
@@ -377,13 +396,22 @@ def demo(
 
 @app.command("budget")
 def budget_cmd(files: List[str] = typer.Argument(..., help="Result files from listen --save (two or more: side by side)."),
-               as_json: bool = typer.Option(False, "--json", help="One JSON object.")):
+               as_json: bool = typer.Option(False, "--json", help="One JSON object."),
+               plot: Optional[str] = typer.Option(None, "--plot", metavar="OUT.png|OUT.svg",
+                                                  help="Also draw the percentile plot (one line per run and path)."),
+               hop: Optional[List[str]] = typer.Option(None, "--hop", help="Hops to plot (repeatable; default the "
+                                                                           "longest measured span per path).")):
     """Print the per-hop latency table of saved runs.
 
-    Example: hftcap budget run-xdp.json run-kernel.json
+    Example: hftcap budget run-xdp.json run-kernel.json --plot budget.png
     """
     from .measure.latency import run_budget
+    if plot:
+        from .measure.plot import budget_plot
+        budget_plot(files, plot, hop)
     code = run_budget(files, console=out, json_out=as_json)
+    if plot:
+        err_console.print(f"wrote {plot}")
     if code:
         raise typer.Exit(code)
 
@@ -404,6 +432,30 @@ def book(
     code = run_book(file, symbol=symbol, levels=levels, bbo=bbo, json_out=as_json, console=out)
     if code:
         raise typer.Exit(code)
+
+
+@app.command()
+def doctor(
+    interface: Optional[str] = typer.Argument(None, help="Interface listen will capture on."),
+    cpu: Optional[int] = typer.Option(None, "--cpu", help="The CPU listen's data thread will run on (listen --cpu)."),
+    netns: Optional[str] = typer.Option(None, "--netns", help="The interface's network namespace."),
+    queue: str = typer.Option("0", "--queue", help="The RX queues listen will bind (N, 0,1,2 or all)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object (schema hftcap.doctor/1)."),
+    root: str = typer.Option("/", "--root", help="Read /proc, /sys and /dev under DIR (a saved or fake tree)."),
+):
+    """Is this host tuned for a latency-critical receive core? Read-only: changes nothing.
+
+    Example: hftcap doctor eth1 --cpu 3
+    """
+    from .ops.doctor import parse_queues, render_lines, run_doctor
+    rep = run_doctor(interface, cpu=cpu, netns=netns, root=root, queues=parse_queues(queue))
+    if as_json:
+        _emit_json(rep.to_dict())
+    else:
+        for line in render_lines(rep):
+            print(line)
+    if rep.counts["fail"]:
+        raise typer.Exit(3)
 
 
 @app.command()
@@ -430,8 +482,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
     try:
-        app(args=argv, prog_name="hftcap", standalone_mode=False)
-        return 0
+        rc = app(args=argv, prog_name="hftcap", standalone_mode=False)
+        return rc if isinstance(rc, int) else 0    # click returns a typer.Exit's code here
     except HftcapError as e:
         if debug:
             traceback.print_exc()

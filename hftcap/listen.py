@@ -92,6 +92,8 @@ def summary(sess: Session, elapsed: float, stop_reason: str) -> dict:
         "stopped_by": stop_reason,
     })
     out.update(join_summary(sess, st, drops))
+    if sess.doctor is not None:
+        out["doctor"] = sess.doctor.to_dict()
     if sess.o.path == "xdp" and (sess.rx_queues or 1) > len(sess.bound_queues):
         out["warning"] = (f"{len(sess.bound_queues)} of {sess.rx_queues} RX queues bound: feed packets on the "
                           f"others reach the kernel (counted in xdp.pass_no_socket); bind them all with "
@@ -164,20 +166,53 @@ def _run_live_view(sess: Session, o: ListenOptions, stopper: "Stopper", t0: floa
     return r
 
 
+def host_doctor(o: ListenOptions):
+    """The doctor's Report for this capture (interface, namespace, CPU, queues), or None when
+    it cannot read the interface (Session then says why in its own words)."""
+    from .ops.doctor import run_doctor
+    queues = "all" if o.queues == "all" else [int(x) for x in o.queues.split(",")] if o.queues else [o.queue]
+    try:
+        return run_doctor(o.interface, cpu=o.cpu, netns=o.netns, queues=queues)
+    except HftcapError:
+        return None
+
+
 def run_listen(o: ListenOptions, on_started=None, live: bool = False, symbol: str | None = None,
-               title: str = "hftcap listen", stop_event=None) -> dict:
+               title: str = "hftcap listen", stop_event=None, on_doctor=None) -> dict:
     """Open, run until Ctrl-C/SIGTERM/--duration/--count (or q in the live view), close;
-    return the summary."""
+    return the summary. on_doctor(report) gets the doctor's report once the capture runs (an
+    error opening it stays the only thing said)."""
     check_options(o)
     if os.geteuid() != 0:
         raise HftcapError("listen needs root (CAP_BPF, CAP_NET_ADMIN, CAP_NET_RAW)",
                           hint="run it with sudo")
-    if o.netns:
-        _netns.enter(o.netns)
+    doctor = host_doctor(o)   # before --netns: it reads the host's init-namespace sysctls
+    server = None
+    if o.metrics is not None:
+        from .ops.metrics import MetricsServer, parse_addr
+        server = MetricsServer(*parse_addr(o.metrics))  # bound here, in the namespace listen started in
+    try:
+        if o.netns:
+            _netns.enter(o.netns)
+        return _run_session(o, on_started, live, symbol, title, stop_event, doctor, server, on_doctor)
+    finally:
+        if server is not None:
+            server.close()
+
+
+def _run_session(o, on_started, live, symbol, title, stop_event, doctor, server, on_doctor) -> dict:
     with Stopper() as stopper:
         sess = Session(o)
+        sess.doctor = doctor
         try:
             sess.start()
+            if server is not None:
+                from .ops.metrics import ListenCollector
+                sess.books      # made here, not first on a scrape thread
+                server.serve(ListenCollector(sess, doctor))
+                sess.metrics_url = server.url
+            if on_doctor and doctor is not None:
+                on_doctor(doctor)
             if on_started:
                 on_started(sess)
             t0 = time.monotonic()
@@ -191,6 +226,8 @@ def run_listen(o: ListenOptions, on_started=None, live: bool = False, symbol: st
             sess.cap.stop()
             elapsed = time.monotonic() - t0
             result = summary(sess, elapsed, reason)
+            if server is not None:
+                result["metrics"] = server.url
             if symbol and sess.books is not None and not live:
                 result.update(final_book(sess.books, symbol))
             if o.save:
@@ -198,5 +235,7 @@ def run_listen(o: ListenOptions, on_started=None, live: bool = False, symbol: st
                                     sess.conditions(elapsed, result["messages"]))
                 result["saved"] = o.save
         finally:
+            if server is not None:
+                server.close()  # no scrape may read a closed capture
             sess.close()
     return result

@@ -65,6 +65,8 @@ class Session:
             self.close()
             raise HftcapError(f"cannot arm the join buffer: {e}", hint="a smaller --join-buffer") from None
         self.snapshot_client = None
+        self.doctor = None          # the doctor's Report of this host, set by run_listen
+        self.metrics_url = None     # the Prometheus endpoint, when listen --metrics serves one
 
     def start(self):
         self.cap.start()
@@ -174,6 +176,8 @@ class Session:
             if messages is not None:
                 c["message_rate"] = round(messages / elapsed, 1)
         c["warmup_s"] = self.o.warmup
+        if self.doctor is not None:
+            c["doctor"] = self.doctor.conditions()
         return c
 
     def info(self) -> dict:

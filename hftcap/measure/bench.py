@@ -51,6 +51,8 @@ def _trial(lb, mode: str, a: dict, save: str, stream: str = "delta", tracer_fact
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = li.stderr.readline()
+        if line.startswith("hftcap: doctor:"):     # listen's line on the host's tuning comes first
+            line = li.stderr.readline()
         if "listening on" not in line:
             raise HftcapError(f"bench: listen ({mode}) did not start: {line.strip()} {li.stderr.read().strip()}")
         tracer = tracer_factory(li.pid) if tracer_factory and path == "kernel" else None
@@ -175,8 +177,11 @@ def run_bench(rounds: int = 3, seconds: float = 3.0, msg_rate: float = 50_000, k
               stocks: int = 16, warmup: float = 0.5, lab_name: str = "hbench", paths: list[str] | None = None,
               cpu_rx: int = 1, cpu_tx: int = 0, json_file: str | None = None, console=None,
               progress=None, trace: bool = False, compare_snapshots: bool = False, snapshot_levels: int = 5,
-              snapshot_path: str = "xdp-wakeup") -> dict:
+              snapshot_path: str = "xdp-wakeup", plot: str | None = None) -> dict:
     require_root("bench")
+    if plot:
+        from .plot import check_out
+        check_out(plot)
     modes = paths or list(PATH_MODES)
     for m in modes + ([snapshot_path] if compare_snapshots else []):
         if m not in PATH_MODES:
@@ -272,30 +277,71 @@ def run_bench(rounds: int = 3, seconds: float = 3.0, msg_rate: float = 50_000, k
         doc["snapshot_vs_delta"] = _compare_doc(cmp, snapshot_path, snapshot_levels)
     if json_file:
         Path(json_file).write_text(json.dumps(doc, indent=1) + "\n")
+    if plot:
+        from .plot import bench_plot
+        bench_plot({m: acc[m]["hists"] for m in modes}, {m: PATH_MODES[m][0] for m in modes},
+                   doc["conditions"], plot)
     return doc
 
 
+WIDE = 110   # columns the one-table layout needs with four paths
+
+
+def _hop_clock(h: str) -> str:
+    return latency.HOP_BY_NAME[h].domain_short if h != "sender_to_book" else "tai-midnight"
+
+
 def render(doc: dict, console) -> None:
+    """The bench tables: p50 / p99 side by side on a wide terminal; on a narrow one or a pipe
+    (80 columns) one table per percentile, the clocks in a line under them, so no cell wraps."""
     from rich.table import Table
     paths = list(doc["paths"])
     c = doc["conditions"]
-    t = Table(title=f"hftcap bench: {c['rounds']} rounds x {c['seconds_per_trial']} s per path, "
-                    f"{c['message_rate']:,.0f} msg/s, {c['messages_per_packet']} msg/packet (p50 / p99)")
-    t.add_column("hop (clock)")
-    for p in paths:
-        t.add_column(p, justify="right")
+    head = (f"hftcap bench: {c['rounds']} rounds x {c['seconds_per_trial']} s per path, "
+            f"{c['message_rate']:,.0f} msg/s, {c['messages_per_packet']} msg/packet")
     hop_names = [h.name for h in latency.HOPS if any(h.name in doc["paths"][p]["hops"] for p in paths)]
-    for h in hop_names:
-        row = [f"{h} ({latency.HOP_BY_NAME[h].domain_short if h != 'sender_to_book' else 'tai-midnight'})"]
+    counters = (("sent msgs", "sent"), ("received msgs", "received"), ("lost msgs", "lost"),
+                ("bytes (UDP payload)", "bytes"), ("data thread CPU s", "cpu_s"),
+                ("CPU ns / message", "cpu_ns_per_message"))
+
+    def cell(p, h, keys):
+        v = doc["paths"][p]["hops"].get(h)
+        return " / ".join(latency.fmt_ns(v[k]) for k in keys) if v else "[dim]-[/]"
+
+    def counter_rows(t):
+        for label, key in counters:
+            t.add_row(label, *[f"{doc['paths'][p][key]:,}" if doc["paths"][p][key] is not None else "-"
+                               for p in paths])
+
+    if console.width >= WIDE:
+        t = Table(title=head + " (p50 / p99)")
+        t.add_column("hop (clock)")
         for p in paths:
-            v = doc["paths"][p]["hops"].get(h)
-            row.append(f"{latency.fmt_ns(v['p50_ns'])} / {latency.fmt_ns(v['p99_ns'])}" if v else "[dim]-[/]")
-        t.add_row(*row)
-    for label, key in (("sent msgs", "sent"), ("received msgs", "received"), ("lost msgs", "lost"),
-                       ("bytes (UDP payload)", "bytes"), ("data thread CPU s", "cpu_s"),
-                       ("CPU ns / message", "cpu_ns_per_message")):
-        t.add_row(label, *[f"{doc['paths'][p][key]:,}" if doc["paths"][p][key] is not None else "-" for p in paths])
-    console.print(t)
+            t.add_column(p, justify="right")
+        for h in hop_names:
+            t.add_row(f"{h} ({_hop_clock(h)})", *[cell(p, h, ("p50_ns", "p99_ns")) for p in paths])
+        counter_rows(t)
+        console.print(t)
+    else:
+        console.print(head, highlight=False)
+        for title, key in (("p50", "p50_ns"), ("p99", "p99_ns")):
+            t = Table(title=f"{title} per hop", title_justify="left")
+            t.add_column("hop", no_wrap=True)
+            for p in paths:
+                t.add_column(p, justify="right", no_wrap=True)
+            for h in hop_names:
+                t.add_row(h, *[cell(p, h, (key,)) for p in paths])
+            console.print(t)
+        t = Table(title="counters", title_justify="left")
+        t.add_column("", no_wrap=True)
+        for p in paths:
+            t.add_column(p, justify="right", no_wrap=True)
+        counter_rows(t)
+        console.print(t)
+        clocks = {}
+        for h in hop_names:
+            clocks.setdefault(_hop_clock(h), []).append(h)
+        console.print("clocks: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in clocks.items()), highlight=False)
     ref = doc["paths"].get("xdp-busy", {}).get("hops", {}).get("sender_to_book")
     if ref:
         parts = []

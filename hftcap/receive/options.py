@@ -68,6 +68,7 @@ class ListenOptions:
     snapshot_user: str = ""
     snapshot_password: str = ""          # from a file or the environment, never an argument
     join_buffer: int = 1 << 20           # messages buffered while the snapshot loads
+    metrics: str | None = None  # "[ADDR:]PORT" of the Prometheus endpoint
     extra: dict = field(default_factory=dict)
 
 
@@ -105,4 +106,7 @@ def check_options(o: ListenOptions) -> None:
     if o.snapshot is not None:
         from ..feed.glimpse import parse_hostport
         parse_hostport(o.snapshot)
+    if o.metrics is not None:
+        from ..ops.metrics import parse_addr
+        parse_addr(o.metrics)
 
