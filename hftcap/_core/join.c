@@ -82,6 +82,7 @@ static void splice(struct hc_join *j, struct hc_books *b)
 	uint64_t i = j->head - held;
 	if (n < j->floor_seq || (held && j->ring[i % j->cap].seq > n)) {
 		j->st.behind++;
+		j->st.stale += n < j->floor_seq;
 		__atomic_store_n(&j->state, HC_JOIN_BEHIND, __ATOMIC_RELEASE);
 		return;
 	}

@@ -54,7 +54,8 @@ struct hc_join_stats {
 	uint64_t applied;         /* buffered messages >= N applied at a splice */
 	uint64_t discarded;       /* buffered messages < N discarded at a splice */
 	uint64_t splices;         /* successful splices */
-	uint64_t behind;          /* splices refused: the ring started after N */
+	uint64_t behind;          /* splices refused: the ring started after N (or N is stale) */
+	uint64_t stale;           /* of which N was below what the books had applied (re-arm) */
 	uint64_t first_seq;       /* sequence of the first message buffered since (re)arming */
 	uint64_t snapshot_next;   /* N of the last hand-over */
 	uint64_t armed_ns, first_packet_ns, ready_ns, live_ns;

@@ -276,3 +276,36 @@ def test_server_refuses_a_packet_before_login_and_a_wrong_session():
     finally:
         res = srv.close()
     assert res["protocol_errors"] == 1 and res["logins_rejected"] == 1 and res["snapshots"] == 0
+
+
+def test_rearm_restores_dirty_books_and_refuses_a_stale_snapshot():
+    """The restore after a gap declared lost reuses the hand-over: the data thread re-arms, the
+    loader clears the stale books; a snapshot behind what was applied is refused (stale)."""
+    books = _core.Books()
+    join = _core.Join(1 << 16, books)
+    feed(join, MSGS, 9_001, 12_000)
+    join.load_begin()
+    assert join.load(spin_of(10_000))[0] == 1
+    join.hand_over(10_001)
+    join.poll()
+    feed(join, MSGS, 12_001, 25_000)
+    feed(join, MSGS, 25_101, 30_000)  # 100 messages lost for good: the books are wrong now
+    join.rearm()                      # what issue 10's `degraded` will do
+    assert join.state == "buffering"
+    feed(join, MSGS, 30_001, 31_000)
+    join.load_begin()                 # clears the stale books
+    assert join.load(spin_of(20_000))[0] == 1
+    join.hand_over(20_001)            # N below the 30,000 already applied
+    join.poll()
+    assert join.state == "behind" and join.stats()["stale"] == 1
+    join.load_begin()
+    assert join.load(spin_of(30_500))[0] == 1
+    join.hand_over(30_501)
+    join.poll()
+    assert join.state == "live"
+    s = join.stats()
+    assert (s["loads"], s["clears"], s["splices"], s["behind"], s["stale"]) == (3, 2, 2, 1, 1)
+    feed(join, MSGS, 31_001, len(MSGS))
+    full = _core.Books()
+    full.feed(STREAM)
+    same_books(full, books)

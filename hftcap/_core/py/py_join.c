@@ -124,6 +124,7 @@ static PyObject *Join_stats(JoinObject *self, PyObject *unused)
 	U(d, "buffered", s->buffered); U(d, "overwritten", s->overwritten);
 	U(d, "oversize", s->oversize); U(d, "applied", s->applied);
 	U(d, "discarded", s->discarded); U(d, "splices", s->splices); U(d, "behind", s->behind);
+	U(d, "stale", s->stale);
 	U(d, "first_seq", s->first_seq); U(d, "snapshot_next", s->snapshot_next);
 	U(d, "armed_ns", s->armed_ns); U(d, "first_packet_ns", s->first_packet_ns);
 	U(d, "ready_ns", s->ready_ns); U(d, "live_ns", s->live_ns);
@@ -232,7 +233,21 @@ static PyObject *Join_poll(JoinObject *self, PyObject *unused)
 	Py_RETURN_NONE;
 }
 
+/* Standalone only: as the data thread after a gap declared lost, hand the books back to the
+ * loader (a snapshot below what was applied will be refused). */
+static PyObject *Join_rearm(JoinObject *self, PyObject *unused)
+{
+	NEED_JOIN(self);
+	if (!self->owns_join) {
+		PyErr_SetString(PyExc_RuntimeError, "this join belongs to a capture's data thread");
+		return NULL;
+	}
+	hc_join_rearm(self->j, self->mold.next);
+	Py_RETURN_NONE;
+}
+
 static PyMethodDef Join_methods[] = {
+	{ "rearm", (PyCFunction)Join_rearm, METH_NOARGS, "Standalone: back to buffering (restore)." },
 	{ "stats", (PyCFunction)Join_stats, METH_NOARGS, "Ring, splice and loader counters." },
 	{ "load_begin", (PyCFunction)Join_load_begin, METH_NOARGS,
 	  "Start a spin (clears the books if they hold anything)." },
