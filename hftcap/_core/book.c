@@ -1431,4 +1431,3 @@ void hc_books_set_incomplete(struct hc_books *b, int incomplete)
 	b->unknown_ref_reason = incomplete ? HC_DROP_UNKNOWN_REF_INCOMPLETE : HC_DROP_UNKNOWN_REF;
 }
 
-int hc_books_incomplete(const struct hc_books *b) { return b->incomplete; }

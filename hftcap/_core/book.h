@@ -140,6 +140,5 @@ void hc_books_clear(struct hc_books *b);
  * drops are counted as unknown_ref_incomplete, apart from unknown_ref, and every stock's info
  * says incomplete. Before the writer starts, or by the writer. */
 void hc_books_set_incomplete(struct hc_books *b, int incomplete);
-int hc_books_incomplete(const struct hc_books *b);
 
 #endif

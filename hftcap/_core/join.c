@@ -6,7 +6,6 @@
 #include "join.h"
 #include "book.h"
 #include "hc_time.h"
-#include "mold.h"
 #include "spin.h"
 
 #define HC_JOIN_MIN 1024u
@@ -56,7 +55,7 @@ int hc_join_state(const struct hc_join *j) { return __atomic_load_n(&j->state, _
 const struct hc_join_stats *hc_join_stats(const struct hc_join *j) { return &j->st; }
 uint64_t hc_join_capacity(const struct hc_join *j) { return j->cap; }
 
-static void push(struct hc_join *j, uint64_t seq, const uint8_t *msg, uint32_t len)
+void hc_join_push(struct hc_join *j, uint64_t seq, const uint8_t *msg, uint32_t len)
 {
 	if (len > HC_JOIN_SLOT_MSG) {
 		j->st.oversize++;
@@ -106,23 +105,15 @@ void hc_join_poll(struct hc_join *j, struct hc_books *b)
 		splice(j, b);
 }
 
-int hc_join_packet(struct hc_join *j, struct hc_books *b, struct hc_mold *m,
-		   const uint8_t *pkt, uint32_t len)
+int hc_join_buffering(struct hc_join *j, struct hc_books *b)
 {
 	int s = hc_join_state(j);
 	if (__builtin_expect(s == HC_JOIN_LIVE, 1))
 		return 0;
 	if (s == HC_JOIN_READY) {
 		splice(j, b);
-		if (hc_join_state(j) == HC_JOIN_LIVE)
-			return 0;
+		return hc_join_state(j) != HC_JOIN_LIVE;
 	}
-	struct hc_mold_iter it;
-	const uint8_t *msg;
-	uint32_t ml;
-	if (hc_mold_begin(m, pkt, len, &it) > 0)
-		while (hc_mold_next(m, &it, &msg, &ml))
-			push(j, it.seq - 1, msg, ml);
 	return 1;
 }
 

@@ -4,8 +4,8 @@
  * The writer role of the books belongs to exactly one thread at a time, passed by the
  * release/acquire `state`:
  *   BUFFERING  the loader owns the books (clears them, loads the spin); the data thread
- *              sequences every packet (mold) and keeps its messages in the join ring,
- *              touching no book. A join starts in this state, so the ring holds the feed
+ *              sequences every packet as always (feed.c) and puts each delivered message in
+ *              the join ring, touching no book. A join starts in this state, so the ring holds the feed
  *              from its first packet.
  *   READY      the loader handed over (hc_join_hand_over) with the spin's End of Snapshot N;
  *              from here the data thread owns the books. Between packets (and when idle) it
@@ -28,7 +28,6 @@
 #include <stddef.h>
 
 struct hc_books;
-struct hc_mold;
 
 enum hc_join_state {
 	HC_JOIN_BUFFERING = 1,
@@ -75,11 +74,12 @@ int hc_join_state(const struct hc_join *j);
 const struct hc_join_stats *hc_join_stats(const struct hc_join *j);
 uint64_t hc_join_capacity(const struct hc_join *j);
 
-/* Data thread. hc_join_packet: one downstream packet; returns 1 when the join took it
- * (sequenced by m into the ring), 0 when the feed is LIVE and the caller applies it. It first
- * splices if the loader has handed over. hc_join_poll: the splice alone (idle loops). */
-int hc_join_packet(struct hc_join *j, struct hc_books *b, struct hc_mold *m,
-		   const uint8_t *pkt, uint32_t len);
+/* Data thread. hc_join_buffering: once per packet, before its messages; first splices if the
+ * loader has handed over; returns 1 while the packet's messages go to the ring (hc_join_push,
+ * each with its sequence number, as sequencing delivers them: in order, exactly once), 0 when
+ * LIVE and the caller applies them. hc_join_poll: the splice alone (idle loops). */
+int hc_join_buffering(struct hc_join *j, struct hc_books *b);
+void hc_join_push(struct hc_join *j, uint64_t seq, const uint8_t *msg, uint32_t len);
 void hc_join_poll(struct hc_join *j, struct hc_books *b);
 void hc_join_rearm(struct hc_join *j, uint64_t applied_next); /* mold next: floor for N */
 

@@ -13,7 +13,7 @@
 #include "book.h"
 #include "gen.h"
 #include "join.h"
-#include "mold.h"
+#include "feed.h"
 #include "spin.h"
 
 static uint64_t s = 0x2545F4914F6CDD1Dull;
@@ -33,9 +33,10 @@ static size_t *index_stream(const uint8_t *p, size_t len, uint64_t *n)
 	return at;
 }
 
-/* One MoldUDP64 packet of records [a, b) (0-based) with sequence a + 1 into the join. */
-static void send_packet(struct hc_join *j, struct hc_books *b, struct hc_mold *m, const uint8_t *g,
-			const size_t *at, uint64_t a, uint64_t e, int *live_out)
+/* One MoldUDP64 packet of records [a, e) (0-based) with sequence a + 1 into the consumer
+ * (feed.c), which buffers it in its join or applies it. */
+static void send_packet(struct hc_consumer *c, const uint8_t *g, const size_t *at, uint64_t a,
+			uint64_t e, int *live_out)
 {
 	size_t body = at[e] - at[a];
 	uint8_t *p = malloc(20 + body);
@@ -45,15 +46,12 @@ static void send_packet(struct hc_join *j, struct hc_books *b, struct hc_mold *m
 	p[18] = (uint8_t)((e - a) >> 8);
 	p[19] = (uint8_t)(e - a);
 	memcpy(p + 20, g + at[a], body);
-	if (!hc_join_packet(j, b, m, p, (uint32_t)(20 + body))) {
-		struct hc_mold_iter it;
-		const uint8_t *msg;
-		uint32_t ml;
+	uint64_t before = hc_join_stats(c->join)->buffered;
+	struct hc_pkt_times t = { 0 };
+	t.deq_tai_ns = 1;
+	hc_consumer_packet(c, 0, p, (uint32_t)(20 + body), &t);
+	if (hc_join_stats(c->join)->buffered == before)
 		*live_out = 1;
-		if (hc_mold_begin(m, p, 20 + body, &it) > 0)
-			while (hc_mold_next(m, &it, &msg, &ml))
-				hc_books_feed_msg(b, msg, ml);
-	}
 	free(p);
 }
 
@@ -88,6 +86,7 @@ int main(void)
 	hc_books_new(&full, 1024);
 	hc_books_feed_records(full, g, len);
 	int trips = 0, behind = 0, closes = 0;
+	struct hc_consumer *c = malloc(sizeof(*c));
 
 	for (int round = 0; round < 40; round++) {
 		uint64_t k = 100 + r() % (nmsg - 200);             /* prefix in the spin */
@@ -100,10 +99,12 @@ int main(void)
 			FAIL("spin");
 		struct hc_books *b;
 		struct hc_join *j;
-		struct hc_mold m;
 		hc_books_new(&b, 1024);
 		hc_join_new(&j, ringcap);
-		hc_mold_init(&m);
+		hc_consumer_init(c, 1, 0);
+		c->books = b;
+		c->join = j;
+		c->timing = round & 1; /* buffered messages must never become samples */
 		int live = 0;
 		uint64_t i = start, stop = k + 20 + r() % 2000;
 		if (stop > nmsg)
@@ -112,7 +113,7 @@ int main(void)
 			uint64_t e = i + 1 + r() % 8;
 			if (e > stop)
 				e = stop;
-			send_packet(j, b, &m, g, at, i, e, &live);
+			send_packet(c, g, at, i, e, &live);
 			i = e;
 		}
 		if (live)
@@ -138,8 +139,11 @@ int main(void)
 		}
 		if (res != HC_SOUP_END || next != k + 1 || have)
 			FAIL("round %d: load result %d next %llu", round, res, (unsigned long long)next);
+		uint64_t samples = c->hists[HC_HOP_DECODE_TO_BOOK].count;
+		if (samples)
+			FAIL("round %d: %llu samples while buffering", round, (unsigned long long)samples);
 		hc_join_hand_over(j, next);
-		hc_join_poll(j, b);
+		hc_consumer_idle(c);
 		int state = hc_join_state(j);
 		if (state == HC_JOIN_BEHIND) {
 			if (start <= k && ringcap >= stop - start)
@@ -152,7 +156,7 @@ int main(void)
 				uint64_t e = i + 1 + r() % 8;
 				if (e > nmsg)
 					e = nmsg;
-				send_packet(j, b, &m, g, at, i, e, &live);
+				send_packet(c, g, at, i, e, &live);
 				i = e;
 			}
 			same(full, b);
@@ -203,6 +207,7 @@ int main(void)
 	if (hc_glimpse_end_parse(gm, 21, &v) || v != 1234567)
 		FAIL("G round trip");
 	hc_books_free(full);
+	free(c);
 	free(at);
 	free(g);
 	if (trips < 10 || behind < 2)

@@ -10,7 +10,7 @@
 #include "py.h"
 #include "book.h"
 #include "join.h"
-#include "mold.h"
+#include "feed.h"
 #include "spin.h"
 
 typedef struct {
@@ -19,7 +19,7 @@ typedef struct {
 	struct hc_books *b;
 	PyObject *owner;          /* the capture or Books keeping b (and, for a capture, j) alive */
 	int owns_join;            /* standalone: j is freed here */
-	struct hc_mold mold;      /* standalone: the caller's packets are sequenced here */
+	struct hc_consumer *cons; /* standalone: the consumer (feed.c) the caller's packets go through */
 	struct hc_soup_stats soup;
 	int loading;              /* a load() is running without the GIL */
 } JoinObject;
@@ -58,11 +58,20 @@ static int Join_init(JoinObject *self, PyObject *args, PyObject *kw)
 			hc_py_errno(rc, "join buffer");
 		return -1;
 	}
+	self->cons = malloc(sizeof(*self->cons));
+	if (!self->cons) {
+		hc_join_free(self->j);
+		self->j = NULL;
+		PyErr_NoMemory();
+		return -1;
+	}
+	hc_consumer_init(self->cons, 1, 0);
+	self->cons->books = b;
+	self->cons->join = self->j;
 	self->owns_join = 1;
 	self->b = b;
 	self->owner = books;
 	Py_INCREF(books);
-	hc_mold_init(&self->mold);
 	return 0;
 }
 
@@ -75,7 +84,6 @@ PyObject *hc_py_join_wrap(struct hc_join *j, struct hc_books *b, PyObject *owner
 	o->b = b;
 	o->owner = owner;
 	Py_INCREF(owner);
-	hc_mold_init(&o->mold);
 	return (PyObject *)o;
 }
 
@@ -83,6 +91,7 @@ static void Join_dealloc(JoinObject *self)
 {
 	if (self->owns_join)
 		hc_join_free(self->j);
+	free(self->cons);
 	Py_XDECREF(self->owner);
 	Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -197,8 +206,8 @@ static PyObject *Join_hand_over(JoinObject *self, PyObject *arg)
 	Py_RETURN_NONE;
 }
 
-/* Standalone only: play the data thread for one downstream packet. Returns True when the
- * join buffered it; False when live (the caller's Books would take it: applied here too). */
+/* Standalone only: play the data thread for one downstream packet (feed.c's consumer, no hop
+ * timing). Returns True when the join buffered it, False when it went to the books. */
 static PyObject *Join_packet(JoinObject *self, PyObject *arg)
 {
 	NEED_JOIN(self);
@@ -209,17 +218,11 @@ static PyObject *Join_packet(JoinObject *self, PyObject *arg)
 	Py_buffer v;
 	if (PyObject_GetBuffer(arg, &v, PyBUF_SIMPLE))
 		return NULL;
-	int took = hc_join_packet(self->j, self->b, &self->mold, v.buf, (uint32_t)v.len);
-	if (!took) {
-		struct hc_mold_iter it;
-		const uint8_t *msg;
-		uint32_t ml;
-		if (hc_mold_begin(&self->mold, v.buf, v.len, &it) > 0)
-			while (hc_mold_next(&self->mold, &it, &msg, &ml))
-				hc_books_feed_msg(self->b, msg, ml);
-	}
+	uint64_t before = hc_join_stats(self->j)->buffered;
+	struct hc_pkt_times t = { 0 };
+	hc_consumer_packet(self->cons, 0, v.buf, (uint32_t)v.len, &t);
 	PyBuffer_Release(&v);
-	return PyBool_FromLong(took);
+	return PyBool_FromLong(hc_join_stats(self->j)->buffered != before);
 }
 
 static PyObject *Join_poll(JoinObject *self, PyObject *unused)
@@ -229,7 +232,7 @@ static PyObject *Join_poll(JoinObject *self, PyObject *unused)
 		PyErr_SetString(PyExc_RuntimeError, "this join belongs to a capture's data thread");
 		return NULL;
 	}
-	hc_join_poll(self->j, self->b);
+	hc_consumer_idle(self->cons);
 	Py_RETURN_NONE;
 }
 
@@ -242,7 +245,7 @@ static PyObject *Join_rearm(JoinObject *self, PyObject *unused)
 		PyErr_SetString(PyExc_RuntimeError, "this join belongs to a capture's data thread");
 		return NULL;
 	}
-	hc_join_rearm(self->j, self->mold.next);
+	hc_join_rearm(self->j, self->cons->mold[0].next);
 	Py_RETURN_NONE;
 }
 
