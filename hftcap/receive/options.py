@@ -64,6 +64,10 @@ class ListenOptions:
     itch_clock: str = "none"
     warmup: float = 0.0
     save: str | None = None
+    snapshot: str | None = None          # HOST:PORT of a SoupBinTCP snapshot server: late join
+    snapshot_user: str = ""
+    snapshot_password: str = ""          # from a file or the environment, never an argument
+    join_buffer: int = 1 << 20           # messages buffered while the snapshot loads
     metrics: str | None = None  # "[ADDR:]PORT" of the Prometheus endpoint
     extra: dict = field(default_factory=dict)
 
@@ -97,6 +101,11 @@ def check_options(o: ListenOptions) -> None:
         raise UsageError("--duration must be positive")
     if o.count is not None and o.count <= 0:
         raise UsageError("--count must be positive")
+    if not 1024 <= o.join_buffer <= 1 << 24:
+        raise UsageError(f"bad --join-buffer {o.join_buffer}", hint="1024 to 16777216 messages (64 bytes each)")
+    if o.snapshot is not None:
+        from ..feed.glimpse import parse_hostport
+        parse_hostport(o.snapshot)
     if o.metrics is not None:
         from ..ops.metrics import parse_addr
         parse_addr(o.metrics)
