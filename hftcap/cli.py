@@ -3,6 +3,7 @@ in one place, as one line plus at most one `hint:` line (a traceback only with -
 from __future__ import annotations
 
 import json
+import os
 import sys
 import traceback
 from typing import List, Optional
@@ -109,8 +110,17 @@ def _print_summary(s: dict, console: Console | None = None) -> None:
                                          f"best ask {ba[0] + ' x ' + str(ba[1]) if ba else '-'}")
     if s["xdp"]:
         t.add_row("XDP program", ", ".join(f"{k} {v:,}" for k, v in s["xdp"].items() if v) or "no packets")
+    snap = s.get("snapshot")
+    if snap:
+        t.add_row("snapshot", f"{snap['state']}: {snap['orders_loaded']:,} orders, {snap['bytes']:,} bytes in "
+                              f"{snap['load_ms']} ms; join to synced {snap['join_to_synced_ms']} ms; buffered "
+                              f"{snap['buffered_applied']:,} applied, {snap['buffered_discarded']:,} discarded "
+                              f"(CLOCK_MONOTONIC)")
     console = console or out
     console.print(t)
+    if s.get("late_join"):
+        console.print(f"[yellow]incomplete:[/] {s['late_join']['note']}; "
+                      f"{s['late_join']['unknown_ref_incomplete']:,} such drops")
     if s.get("warning"):
         console.print(f"[yellow]warning:[/] {s['warning']}")
 
@@ -147,6 +157,15 @@ def listen(
                                                    help="Rotate every S seconds (name it with strftime fields)."),
     file_count: Optional[int] = typer.Option(None, "-W", "--file-count",
                                              help="With -C: a ring of N files; with -G: stop after N files."),
+    snapshot: Optional[str] = typer.Option(None, "--snapshot", help="HOST:PORT of a SoupBinTCP (GLIMPSE-style) "
+                                           "snapshot server: join mid-session with complete books."),
+    snapshot_user: str = typer.Option("", "--snapshot-user", help="Snapshot login user."),
+    snapshot_password_file: Optional[str] = typer.Option(None, "--snapshot-password-file",
+                                                         help="File whose first line is the snapshot password."),
+    snapshot_password_env: Optional[str] = typer.Option(None, "--snapshot-password-env",
+                                                        help="Environment variable holding the snapshot password."),
+    join_buffer: int = typer.Option(1 << 20, "--join-buffer", help="Messages buffered while the snapshot loads "
+                                    "(64 bytes each, preallocated)."),
     metrics: Optional[str] = typer.Option(None, "--metrics", metavar="[ADDR:]PORT",
                                           help="Serve Prometheus metrics (default address 127.0.0.1; "
                                                "in the namespace listen starts in, also with --netns)."),
@@ -170,6 +189,8 @@ def listen(
                       xdp_mode=xdp_mode, bind=bind, poll=poll, queue=int(queue) if single else 0,
                       queues=None if single else queue, cpu=cpu,
                       duration=duration, count=count, itch_clock=itch_clock, warmup=warmup, save=save,
+                      snapshot=snapshot, snapshot_user=snapshot_user, join_buffer=join_buffer,
+                      snapshot_password=_snapshot_password(snapshot_password_file, snapshot_password_env) or "",
                       write=wo, metrics=metrics)
 
     live = not as_json and not headless and sys.stdout.isatty() and sys.stdin.isatty()
@@ -197,6 +218,24 @@ def listen(
         _print_summary(s)
         if budget:
             _print_latency(s)
+    snap = s.get("snapshot") or {}
+    if snap.get("error"):
+        raise HftcapError(f"snapshot from {snap['server']}: {snap['error']}",
+                          hint=None if "rejected" in snap["error"] else "is the exchange's --snapshot-port up?")
+
+
+def _snapshot_password(path: Optional[str], env: Optional[str]) -> Optional[str]:
+    """A snapshot password from a file or an environment variable, never the command line."""
+    if path and env:
+        raise UsageError("--snapshot-password-file and --snapshot-password-env are exclusive")
+    if path:
+        from .feed.soupbin import read_password_file
+        return read_password_file(path)
+    if env:
+        if env not in os.environ:
+            raise UsageError(f"--snapshot-password-env {env}: the variable is not set")
+        return os.environ[env]
+    return None
 
 
 def _print_capture_lines(c: dict) -> None:
@@ -313,6 +352,11 @@ def exchange(
     mode: str = typer.Option("delta", "--mode", help="delta (ITCH as is) or snapshot (each book message becomes an "
                                                     "hftcap Book Snapshot 'Z' of its stock's top levels; not ITCH)."),
     levels: int = typer.Option(5, "--levels", help="Levels per side in each snapshot (--mode snapshot)."),
+    snapshot_port: Optional[int] = typer.Option(None, "--snapshot-port", help="Serve GLIMPSE-style book snapshots over "
+                                                "SoupBinTCP on this TCP port (late join; see listen --snapshot)."),
+    snapshot_user: Optional[str] = typer.Option(None, "--snapshot-user", help="Login the snapshot server accepts."),
+    snapshot_password_file: Optional[str] = typer.Option(None, "--snapshot-password-file",
+                                                         help="File whose first line is the snapshot password."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object."),
 ):
     """The simulated exchange: publish an ITCH stream over MoldUDP64 multicast.
@@ -338,7 +382,8 @@ def exchange(
     r = run_exchange(netns, feed, source, msg_rate=msg_rate, speed=speed, messages_per_packet=messages_per_packet,
                      loss=loss, dup=dup, reorder=reorder, seed=seed, rerequest_port=rerequest_port, linger=linger,
                      write=write, duration=duration, max_packets=count, interface=interface, clock=clock,
-                     mode=mode, snapshot_levels=levels)
+                     mode=mode, snapshot_levels=levels, snapshot_port=snapshot_port, snapshot_user=snapshot_user,
+                     snapshot_password=_snapshot_password(snapshot_password_file, None))
     if as_json:
         _emit_json(r)
     elif write:

@@ -92,6 +92,7 @@ def summary(sess: Session, elapsed: float, stop_reason: str) -> dict:
         "data_thread_cpu_s": round(sess.cap.info()["thread_cpu_ns"] / 1e9, 6),
         "stopped_by": stop_reason,
     })
+    out.update(join_summary(sess, st, drops))
     if sess.doctor is not None:
         out["doctor"] = sess.doctor.to_dict()
     if sess.o.path == "xdp" and (sess.rx_queues or 1) > len(sess.bound_queues):
@@ -99,6 +100,24 @@ def summary(sess: Session, elapsed: float, stop_reason: str) -> dict:
                           f"others reach the kernel (counted in xdp.pass_no_socket); bind them all with "
                           f"--queue all, or steer the feed with ethtool -N")
     return out
+
+
+def join_summary(sess: Session, st: dict, drops: dict) -> dict:
+    """The late join: the snapshot's figures with --snapshot; without it, whether the feed was
+    joined mid-session (first sequence not 1): its stocks are then incomplete and unknown
+    references to orders added before the join are counted apart."""
+    if sess.snapshot_client is not None:
+        return {"snapshot": sess.snapshot_client.result()}
+    firsts = st.get("first_sequence", [])
+    late = [s for s in firsts if s and s != 1]
+    if not late:
+        return {"late_join": None}
+    return {"late_join": {
+        "first_sequence": firsts, "incomplete": True,
+        "unknown_ref_incomplete": drops.get("itch_unknown_ref_incomplete", 0),
+        "note": (f"joined mid-session at sequence {min(late)} without --snapshot: every stock is "
+                 "incomplete (orders added before the join are unknown); their unknown-reference "
+                 "drops are counted apart (itch_unknown_ref_incomplete)")}}
 
 
 def _wait(sess: Session, o: ListenOptions, stopper: "Stopper", t0: float, *stop_events) -> str:
@@ -204,10 +223,13 @@ def _run_session(o, on_started, live, symbol, title, stop_event, doctor, server,
             if on_started:
                 on_started(sess)
             t0 = time.monotonic()
+            failed = sess.snapshot_client.failed if sess.snapshot_client is not None else None
             if live:
                 reason = _run_live_view(sess, o, stopper, t0, symbol, title, stop_event)
             else:
-                reason = _wait(sess, o, stopper, t0, stop_event)
+                reason = _wait(sess, o, stopper, t0, stop_event, failed)
+                if failed is not None and failed.is_set():
+                    reason = "snapshot_failed"
             sess.cap.stop()
             elapsed = time.monotonic() - t0
             capture = sess.close_capture_file()

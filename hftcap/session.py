@@ -76,12 +76,25 @@ class Session:
                 self.close()
                 raise
         self.started_mono = None
+        # Late join: the data thread buffers from the first packet until the snapshot is in.
+        try:
+            self.join = self.cap.arm_join(o.join_buffer) if o.snapshot else None
+        except (ValueError, OSError) as e:
+            self.close()
+            raise HftcapError(f"cannot arm the join buffer: {e}", hint="a smaller --join-buffer") from None
+        self.snapshot_client = None
         self.doctor = None          # the doctor's Report of this host, set by run_listen
         self.metrics_url = None     # the Prometheus endpoint, when listen --metrics serves one
 
     def start(self):
         self.cap.start()
         self.started_mono = time.monotonic()
+        if self.join is not None:
+            from .feed.glimpse import SnapshotClient, parse_hostport
+            host, port = parse_hostport(self.o.snapshot)
+            books = self.cap.books()
+            self.snapshot_client = SnapshotClient(self.join, books.stats, host, port, self.o.snapshot_user,
+                                                  self.o.snapshot_password).start()
 
     def reset_hists(self):
         """Measure from now on: the hop histograms and the XDP program's run time."""
@@ -123,6 +136,8 @@ class Session:
     def close(self):
         if self.capfile is not None:
             self.close_capture_file()
+        if getattr(self, "snapshot_client", None) is not None:
+            self.snapshot_client.stop()
         self.cap.close()
         for s in self.members:
             s.close()

@@ -115,6 +115,8 @@ struct hc_books {
 	struct hc_bbo_change *bbo;
 	size_t bbo_n, bbo_cap;
 	struct hc_bbo_change bbo_last;
+	int incomplete;           /* joined mid-session without a snapshot (hc_books_set_incomplete) */
+	int unknown_ref_reason;   /* where an unknown reference is counted: apart while incomplete */
 };
 
 /* ---- big arrays: anonymous mappings (zeroed). The window, the pool and the table are hit
@@ -708,7 +710,7 @@ static inline uint32_t order_find(struct hc_books *b, uint64_t ref, uint32_t **s
 	*slot = ref_slot(b, ref);
 	uint32_t idx = **slot;
 	if (UNLIKELY(!idx))
-		b->st.drops[HC_DROP_UNKNOWN_REF]++;
+		b->st.drops[b->unknown_ref_reason]++;
 	return idx;
 }
 
@@ -1203,6 +1205,7 @@ int hc_books_new(struct hc_books **out, uint64_t expected_orders)
 	b->pool = big_alloc((size_t)b->pool_cap * sizeof(*b->pool));
 	b->pool_used = 1;
 	b->bbo_locate = -1;
+	b->unknown_ref_reason = HC_DROP_UNKNOWN_REF;
 	uint64_t w = HC_WIN_MIN;
 	while (w < expected_orders * 2 && w < HC_WIN_MAX)
 		w *= 2;
@@ -1334,6 +1337,7 @@ int hc_books_stock_info(struct hc_books *b, uint16_t locate, struct hc_stock_inf
 		out->ask_levels = *(volatile uint32_t *)&s->side[1].n;
 	} while (seq_read_retry(s, v));
 	out->symbol[8] = 0;
+	out->incomplete = (char)b->incomplete;
 	return 0;
 }
 
@@ -1482,3 +1486,51 @@ int hc_books_check(struct hc_books *b)
 		return -13;
 	return crossed ? -1000 : 0;
 }
+
+/* ---- snapshot support: walk (the exchange's spin) and clear (a client about to load) ---- */
+int hc_books_walk(struct hc_books *b, uint16_t locate, hc_books_walk_fn fn, void *ctx)
+{
+	struct hc_stock *s = stock_peek(b, locate);
+	if (!s)
+		return -ENOENT;
+	int n = 0;
+	for (int side = 0; side < 2; side++) {
+		struct hc_side *sd = &s->side[side];
+		for (uint32_t i = sd->n; i-- > 0;) { /* best level first */
+			const struct hc_level *lv = &sd->lv[sd->a->idx[i]];
+			uint32_t price = key_price(side, lv->key);
+			for (uint32_t o = lv->head; o; o = b->pool[o].next, n++)
+				fn(ctx, side, price, b->pool[o].ref, b->pool[o].shares);
+		}
+	}
+	return n;
+}
+
+void hc_books_clear(struct hc_books *b)
+{
+	for (uint32_t k = 0; k < b->n_locs; k++) {
+		struct hc_stock *s = b->stocks[b->locs[k]];
+		uint32_t sv = seq_begin(s);
+		for (int side = 0; side < 2; side++) {
+			struct hc_side *sd = &s->side[side];
+			while (sd->n) { /* order_remove drops a level once it empties */
+				uint32_t idx = sd->lv[sd->a->idx[sd->n - 1]].head;
+				order_remove(b, s, idx, ref_slot(b, b->pool[idx].ref));
+			}
+		}
+		uint16_t locate = s->info.locate;
+		memset(&s->info, 0, sizeof(s->info));
+		s->info.locate = locate;
+		s->messages = 0;
+		s->last_itch_ns = 0;
+		s->trades_total = 0;
+		seq_end(s, sv);
+	}
+}
+
+void hc_books_set_incomplete(struct hc_books *b, int incomplete)
+{
+	b->incomplete = incomplete != 0;
+	b->unknown_ref_reason = incomplete ? HC_DROP_UNKNOWN_REF_INCOMPLETE : HC_DROP_UNKNOWN_REF;
+}
+

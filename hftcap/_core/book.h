@@ -88,6 +88,7 @@ struct hc_stock_info {
 	uint64_t messages;             /* messages applied to this stock */
 	uint64_t orders_live;
 	uint32_t bid_levels, ask_levels;
+	char incomplete;               /* the books joined mid-session: orders before it unknown */
 };
 
 int hc_books_new(struct hc_books **out, uint64_t expected_orders);
@@ -129,5 +130,20 @@ int hc_books_level_orders(struct hc_books *b, uint16_t locate, int side, uint32_
 			  uint64_t *refs, uint32_t *shares, int cap);
 /* Full consistency check (tests). 0, or a negative code; -1000 means crossed book only. */
 int hc_books_check(struct hc_books *b);
+
+/* Every resting order of one stock: bids then asks, best level first, each level in queue
+ * (time priority) order. Writer side only (the exchange's snapshot, on its own books).
+ * Returns the orders visited, or -ENOENT. */
+typedef void (*hc_books_walk_fn)(void *ctx, int side, uint32_t price_e4, uint64_t ref,
+				 uint32_t shares);
+int hc_books_walk(struct hc_books *b, uint16_t locate, hc_books_walk_fn fn, void *ctx);
+/* Remove every order and reset every stock's state (symbol, trading state, trades), each
+ * stock under its seqlock, so readers stay safe. For the thread that owns the writer role
+ * (a snapshot loader, join.h); levels keep their memory. */
+void hc_books_clear(struct hc_books *b);
+/* Mark the books as joined mid-session (1) or whole (0). While incomplete, unknown-reference
+ * drops are counted as unknown_ref_incomplete, apart from unknown_ref, and every stock's info
+ * says incomplete. Before the writer starts, or by the writer. */
+void hc_books_set_incomplete(struct hc_books *b, int incomplete);
 
 #endif

@@ -468,6 +468,7 @@ static void *xdp_loop(void *arg)
 			got += xsk_drain(c, &c->xs[i], busy);
 		if (got)
 			continue;
+		hc_consumer_idle(&c->cons);
 		if (!busy) {
 			if (poll(pfd, nx, 100) < 0 && errno != EINTR)
 				c->io_errors++;
@@ -538,6 +539,7 @@ static void *udp_loop(void *arg)
 	const int busy = c->cfg.poll_mode == HC_POLL_BUSY;
 	while (!__atomic_load_n(&c->stop, __ATOMIC_RELAXED) &&
 	       !__atomic_load_n(&c->cons.done, __ATOMIC_RELAXED)) {
+		hc_consumer_idle(&c->cons);
 		if (busy) {
 			for (uint32_t i = 0; i < nf; i++)
 				udp_drain(c, i);
@@ -706,6 +708,14 @@ void hc_capture_close(struct hc_capture *c)
 const struct hc_capture_info *hc_capture_info(struct hc_capture *c) { return &c->info; }
 const struct hc_consumer *hc_capture_consumer(struct hc_capture *c) { return &c->cons; }
 struct hc_books *hc_capture_books(struct hc_capture *c) { return c->cons.books; }
+
+int hc_capture_set_join(struct hc_capture *c, struct hc_join *j)
+{
+	if (!c->cons.books)
+		return -EINVAL;
+	c->cons.join = j;
+	return 0;
+}
 
 struct hc_books *hc_capture_take_books(struct hc_capture *c)
 {

@@ -791,3 +791,9 @@ int hc_sender_serve(struct hc_sender *s, int fd, uint64_t max_ns, struct hc_serv
 		}
 	}
 }
+
+uint64_t hc_sender_published(const struct hc_sender *s, uint64_t *first_seq)
+{
+	*first_seq = s->cfg.first_seq;
+	return atomic_load_explicit(&((struct hc_sender *)s)->sent_upto, memory_order_acquire);
+}

@@ -128,6 +128,10 @@ const struct hc_hist *hc_sender_send_hist(const struct hc_sender *s);
 /* The stream as sent so far (stamps included); valid until close. */
 const uint8_t *hc_sender_stream(const struct hc_sender *s, size_t *len);
 
+/* Messages [0, n) are final (handed to the kernel or lost by injection; stamps written):
+ * returns n, any thread, with acquire. *first_seq: sequence number of message 0. */
+uint64_t hc_sender_published(const struct hc_sender *s, uint64_t *first_seq);
+
 /* Sends the schedule to a connected UDP socket. Returns 0, or -errno if nothing could be
  * sent at all (the refusals are in st). Blocks up to max_duration_ns + the EOS tail. */
 int hc_sender_run(struct hc_sender *s, int fd, struct hc_send_stats *st);

@@ -349,7 +349,8 @@ def run_exchange(netns: str | None, feed: str, source: str | dict | bytes | None
                  max_messages: int | None = None, interface: str | None = None,
                  session: bytes = DEFAULT_SESSION, clock: str = "tai-midnight",
                  heartbeat_interval: float = 1.0, eos_count: int = 3, json_out: str | None = None,
-                 mode: str = "delta", snapshot_levels: int = 5) -> dict:
+                 mode: str = "delta", snapshot_levels: int = 5, snapshot_port: int | None = None,
+                 snapshot_user: str | None = None, snapshot_password: str | None = None) -> dict:
     """`hftcap exchange`. source: a NASDAQ-layout file path, raw NASDAQ-layout bytes, or the
     generator's parameters {"seed", "stocks", "messages", "profile"} (None: the generator's
     defaults; profile "day" imitates a real NASDAQ day, 8,900 stocks unless "stocks" is given).
@@ -361,7 +362,10 @@ def run_exchange(netns: str | None, feed: str, source: str | dict | bytes | None
     (End of Session still goes out) and returns the counters with stop_reason "stopped".
     mode "snapshot": every book message of the stream is replaced by one hftcap Book Snapshot
     'Z' of its stock's top snapshot_levels levels (hftcap.feed.snapshots; not ITCH 5.0), so the
-    same pacing gives the same update rate; the sender publishes it unchanged."""
+    same pacing gives the same update rate; the sender publishes it unchanged.
+    snapshot_port: a SoupBinTCP snapshot server (hftcap.lab.snapshot_server) on that TCP port in
+    the exchange namespace while the feed runs and lingers (login checked against snapshot_user
+    and snapshot_password when given)."""
     if msg_rate is not None and speed is not None:
         raise UsageError("--msg-rate and --speed are exclusive", hint="pace by one of them, or by neither")
     if msg_rate is not None and msg_rate <= 0:
@@ -420,6 +424,17 @@ def run_exchange(netns: str | None, feed: str, source: str | dict | bytes | None
     except HftcapError:
         sock.close()
         raise
+    snap_server = None
+    if snapshot_port is not None:
+        from .snapshot_server import SnapshotServer
+        try:
+            snap_server = SnapshotServer(sender, snapshot_port, session=session, user=snapshot_user,
+                                         password=snapshot_password).start()
+        except HftcapError:
+            sock.close()
+            if rsock is not None:
+                rsock.close()
+            raise
     served: dict = {}
     served_done = threading.Event()
     server = None
@@ -435,11 +450,12 @@ def run_exchange(netns: str | None, feed: str, source: str | dict | bytes | None
             server = threading.Thread(target=serve_body, name="hftcap-rerequest", daemon=True)
             server.start()
         res = _run_sender(sender, sock)
-        if server is not None:
-            try:
-                served_done.wait(linger)
+        if server is not None or snap_server is not None:
+            try:  # re-requests and snapshots are still answered for `linger` seconds
+                (served_done.wait if server is not None else threading.Event().wait)(linger)
             except KeyboardInterrupt:
                 pass
+        if server is not None:
             sender.stop()
             served_done.wait()
             server.join()
@@ -451,13 +467,14 @@ def run_exchange(netns: str | None, feed: str, source: str | dict | bytes | None
         sock.close()
         if rsock is not None:
             rsock.close()
+        snapshots = snap_server.close() if snap_server is not None else None
     res.update({"command": "exchange", "netns": netns, "feed": f"{f.group}:{f.port}", "interface": ifname,
                 "source": src_name, "session": session.decode("ascii", "replace"),
                 "messages_per_packet": messages_per_packet, "pace": pace,
                 "msg_rate": msg_rate, "speed": speed, "loss": loss, "dup": dup, "reorder": reorder,
                 "seed": seed, "stream_messages": sender.messages, "stream_packets": sender.packets,
                 "rerequest_port": rport if rsock is not None else None,
-                "rerequests": served or None, **stream_info})
+                "rerequests": served or None, "snapshot_server": snapshots, **stream_info})
     return _finish(res, json_out)
 
 

@@ -66,6 +66,10 @@ class ListenOptions:
     warmup: float = 0.0
     save: str | None = None
     write: "WriteOptions | None" = None   # listen --write (hftcap.receive.pcapng)
+    snapshot: str | None = None          # HOST:PORT of a SoupBinTCP snapshot server: late join
+    snapshot_user: str = ""
+    snapshot_password: str = ""          # from a file or the environment, never an argument
+    join_buffer: int = 1 << 20           # messages buffered while the snapshot loads
     metrics: str | None = None  # "[ADDR:]PORT" of the Prometheus endpoint
     extra: dict = field(default_factory=dict)
 
@@ -101,6 +105,11 @@ def check_options(o: ListenOptions) -> None:
         raise UsageError("--count must be positive")
     if o.write is not None:
         check_write_options(o.write)
+    if not 1024 <= o.join_buffer <= 1 << 24:
+        raise UsageError(f"bad --join-buffer {o.join_buffer}", hint="1024 to 16777216 messages (64 bytes each)")
+    if o.snapshot is not None:
+        from ..feed.glimpse import parse_hostport
+        parse_hostport(o.snapshot)
     if o.metrics is not None:
         from ..ops.metrics import parse_addr
         parse_addr(o.metrics)

@@ -30,6 +30,14 @@ struct hc_pcapng;
 /* The writer of a hftcap._core.PcapngWriter, or NULL with an exception. */
 struct hc_pcapng *hc_py_pcapng_get(PyObject *o);
 
+/* The books of a hftcap._core.Books (owned or a view), or NULL with TypeError. */
+struct hc_books *hc_py_books_ptr(PyObject *o);
+
+int hc_py_add_join(PyObject *m);
+struct hc_join;
+/* A hftcap._core.Join over a capture's join and books: keeps `owner` alive. New reference. */
+PyObject *hc_py_join_wrap(struct hc_join *j, struct hc_books *b, PyObject *owner);
+
 /* Raise OSError(errno) for a -errno from the core, with a short context string. */
 static inline PyObject *hc_py_errno(int neg_errno, const char *what)
 {
