@@ -12,6 +12,7 @@
 
 struct hc_books;
 struct hc_snap_table;
+struct hc_recov;
 
 /* The most messages one packet can carry in a 1500-byte frame (12-byte S + 2-byte block
  * header each); larger packets are decoded and applied in several batches. */
@@ -52,6 +53,7 @@ struct hc_consumer {
 	int done;                /* set by the data thread when max_packets is reached */
 	struct hc_books *books;  /* ITCH decoder target; NULL = sequencing and counting only */
 	struct hc_snap_table *snaps; /* target of hftcap's Book Snapshots 'Z' (snap.h); NULL = none */
+	struct hc_recov *recov;  /* gap recovery (recovery.h) sequences every packet; NULL = mold.c */
 
 	/* Latency. Config is set before the data thread starts. */
 	int timing;              /* record hop histograms */
@@ -65,5 +67,12 @@ struct hc_consumer {
 void hc_consumer_init(struct hc_consumer *c, uint32_t nfeeds, uint64_t max_packets);
 void hc_consumer_packet(struct hc_consumer *c, uint32_t feed, const uint8_t *payload,
 			uint32_t len, const struct hc_pkt_times *t);
+/* For recovery.c. The plain path for one packet (mold.c sequencing, timed delivery). */
+void hc_consumer_sequence(struct hc_consumer *c, uint32_t feed, const uint8_t *payload,
+			  uint32_t len, const struct hc_pkt_times *t);
+/* One held or recovered message to the books: counted, never timed (its wire time is not
+ * its own). */
+void hc_consumer_apply_msg(struct hc_consumer *c, struct hc_mold *m, const uint8_t *msg,
+			   uint32_t len);
 
 #endif

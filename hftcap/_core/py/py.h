@@ -23,6 +23,14 @@ struct hc_snap_table;
  * never frees t, refuses feed calls. New reference, or NULL with an exception. */
 PyObject *hc_py_snaps_wrap(struct hc_snap_table *t, PyObject *owner);
 
+int hc_py_add_recovery(PyObject *m);
+struct hc_recov;
+struct hc_recov_cfg;
+/* The settings dict of hftcap.feed.recovery into cfg; 0, or -1 with an exception. */
+int hc_py_recov_cfg(PyObject *d, struct hc_recov_cfg *cfg);
+/* The figures of a recovery (per feed and of its socket) as a dict. */
+PyObject *hc_py_recov_report(const struct hc_recov *r, uint32_t nfeeds);
+
 /* Raise OSError(errno) for a -errno from the core, with a short context string. */
 static inline PyObject *hc_py_errno(int neg_errno, const char *what)
 {

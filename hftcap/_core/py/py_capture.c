@@ -45,7 +45,8 @@ static int Capture_init(CaptureObject *self, PyObject *args, PyObject *kw)
 	static char *kwlist[] = { "ifname", "ifindex", "feeds", "path", "xdp_mode", "bind_mode",
 				  "poll_mode", "cpu", "queue", "max_packets", "want_hw_ts",
 				  "tai_clock", "busy_poll_us", "timing", "phc_is_tai",
-				  "itch_epoch_tai_ns", "books", "expected_orders", "queues", NULL };
+				  "itch_epoch_tai_ns", "books", "expected_orders", "queues",
+				  "recovery", NULL };
 	struct hc_capture_cfg cfg;
 	memset(&cfg, 0, sizeof(cfg));
 	const char *ifname;
@@ -58,14 +59,19 @@ static int Capture_init(CaptureObject *self, PyObject *args, PyObject *kw)
 	cfg.timing = 1;
 	unsigned long long epoch = 0, expected_orders = 1 << 20;
 	cfg.books = 1;
-	PyObject *queues = Py_None;
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "siO|iiiiiIKppippKpKO", kwlist, &ifname,
+	PyObject *queues = Py_None, *recovery = Py_None;
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "siO|iiiiiIKppippKpKOO", kwlist, &ifname,
 					 &cfg.ifindex, &feeds, &cfg.path, &cfg.xdp_mode,
 					 &cfg.bind_mode, &cfg.poll_mode, &cfg.cpu, &cfg.queue,
 					 &max_packets, &cfg.want_hw_ts, &cfg.tai_clock,
 					 &cfg.busy_poll_us, &cfg.timing, &cfg.phc_is_tai, &epoch,
-					 &cfg.books, &expected_orders, &queues))
+					 &cfg.books, &expected_orders, &queues, &recovery))
 		return -1;
+	if (recovery != Py_None) {
+		if (hc_py_recov_cfg(recovery, &cfg.recov) < 0)
+			return -1;
+		cfg.recovery = 1;
+	}
 	if (queues != Py_None) {
 		PyObject *qs = PySequence_Fast(queues, "queues must be a sequence of ints");
 		if (!qs)
@@ -345,7 +351,19 @@ static PyObject *Capture_snapshots(CaptureObject *self, PyObject *unused)
 	return hc_py_snaps_wrap(t, (PyObject *)self);
 }
 
+/* recovery() -> None, or the recovery figures (hc_py_recov_report). */
+static PyObject *Capture_recovery(CaptureObject *self, PyObject *unused)
+{
+	NEED_CAP(self);
+	struct hc_recov *r = hc_capture_recov(self->cap);
+	if (!r)
+		Py_RETURN_NONE;
+	return hc_py_recov_report(r, hc_capture_consumer(self->cap)->nfeeds);
+}
+
 static PyMethodDef Capture_methods[] = {
+	{ "recovery", (PyCFunction)Capture_recovery, METH_NOARGS,
+	  "Gap recovery figures per feed (None when not configured)." },
 	{ "snapshots", (PyCFunction)Capture_snapshots, METH_NOARGS,
 	  "The live table of hftcap Book Snapshots 'Z' (None without books)." },
 	{ "books", (PyCFunction)Capture_books, METH_NOARGS, "The live books (None without books)." },
