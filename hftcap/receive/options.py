@@ -64,6 +64,8 @@ class ListenOptions:
     itch_clock: str = "none"
     warmup: float = 0.0
     save: str | None = None
+    recovery: object = None      # hftcap.feed.recovery.RecoveryOptions: gap recovery by re-request
+    levels: int = 10             # depth of the --symbol book in --json
     extra: dict = field(default_factory=dict)
 
 
@@ -96,4 +98,9 @@ def check_options(o: ListenOptions) -> None:
         raise UsageError("--duration must be positive")
     if o.count is not None and o.count <= 0:
         raise UsageError("--count must be positive")
+    if o.levels < 1:
+        raise UsageError(f"--levels {o.levels}: expected 1 or more")
+    if o.recovery is not None:
+        from ..feed.recovery import check
+        check(o.recovery)
 
