@@ -32,6 +32,7 @@ _Static_assert(sizeof(struct slot) == HC_RECOV_SLOT_BYTES, "64-byte slots");
 struct req {
 	uint64_t first;    /* where the reply must start */
 	uint64_t sent_ns;
+	uint64_t first_sent_ns; /* the first send of this entry: the loss bound counts from it */
 	uint32_t count;
 	uint32_t attempts; /* re-sends to the current server */
 	uint8_t used, given_up;
@@ -53,6 +54,7 @@ struct rfeed {
 	uint32_t nlost;
 	int state;
 	struct hc_hist hist;     /* gap seen -> filled, CLOCK_TAI ns */
+	struct hc_hist lost_hist; /* first request -> declared lost, CLOCK_TAI ns */
 };
 
 struct hc_recov {
@@ -110,6 +112,7 @@ int hc_recov_new(struct hc_recov **out, const struct hc_recov_cfg *cfg, uint32_t
 		r->f[i].high = 1;
 		r->f[i].req_upto = 1;
 		hc_hist_init(&r->f[i].hist);
+		hc_hist_init(&r->f[i].lost_hist);
 	}
 	for (uint32_t s = 0; s < cfg->nservers; s++) {
 		r->srv[s].sin_family = AF_INET;
@@ -265,7 +268,10 @@ static void drain(struct hc_recov *r, struct hc_consumer *c, struct hc_mold *m, 
 		uint64_t end = g->first + g->count, s = m->next;
 		while (m->next < end && !parked(r, f, m->next))
 			m->next++;
-		lose_run(c, m, f, s, m->next - s);
+		if (m->next > s) {
+			lose_run(c, m, f, s, m->next - s);
+			hc_hist_record(&f->lost_hist, now - g->first_sent_ns);
+		}
 	}
 	for (int i = 0; i < NREQ; i++) {
 		struct req *q = &f->reqs[i];
@@ -621,7 +627,8 @@ static void issue(struct hc_recov *r, struct hc_consumer *c, struct hc_mold *m, 
 		uint64_t e = s;
 		while (e < f->high && e - s < r->cfg.request_max && !parked(r, f, e))
 			e++;
-		*q = (struct req){ .first = s, .count = (uint32_t)(e - s), .used = 1 };
+		*q = (struct req){ .first = s, .count = (uint32_t)(e - s), .used = 1,
+				   .first_sent_ns = now };
 		f->inflight++;
 		send_req(r, m, f, q, now);
 		s = e;
@@ -708,9 +715,9 @@ uint32_t hc_recov_lost(const struct hc_recov *r, uint32_t feed, struct hc_recov_
 	memcpy(out, r->f[feed].lost, n * sizeof(*out));
 	return n;
 }
-const struct hc_hist *hc_recov_hist(const struct hc_recov *r, uint32_t feed)
+const struct hc_hist *hc_recov_hist(const struct hc_recov *r, uint32_t feed, int lost)
 {
-	return &r->f[feed].hist;
+	return lost ? &r->f[feed].lost_hist : &r->f[feed].hist;
 }
 uint32_t hc_recov_sent(const struct hc_recov *r, uint32_t *server, uint8_t (*pkts)[20], uint32_t cap)
 {

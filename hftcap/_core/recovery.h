@@ -106,7 +106,9 @@ int hc_recov_state(const struct hc_recov *r, uint32_t feed);
 const struct hc_recov_stats *hc_recov_stats(const struct hc_recov *r, uint32_t feed);
 /* Lost ranges of a feed (the first HC_RECOV_LOST_RANGES); returns how many are stored. */
 uint32_t hc_recov_lost(const struct hc_recov *r, uint32_t feed, struct hc_recov_range *out);
-const struct hc_hist *hc_recov_hist(const struct hc_recov *r, uint32_t feed);
+/* lost = 0: gap seen -> nothing missing any more (one sample per episode);
+ * lost = 1: first request of a run -> run declared lost. CLOCK_TAI ns. */
+const struct hc_hist *hc_recov_hist(const struct hc_recov *r, uint32_t feed, int lost);
 /* Lab mode: the requests "sent", in order, as (server index, 20-byte packet). */
 uint32_t hc_recov_sent(const struct hc_recov *r, uint32_t *server, uint8_t (*pkts)[20], uint32_t cap);
 

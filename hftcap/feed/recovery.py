@@ -25,9 +25,10 @@ class RecoveryOptions:
     request_retries: int = 4
 
     def declare_bound_s(self) -> float:
-        """Longest a gap waits before it is declared lost when no server answers: the gap
-        timeout, then every attempt (first + retries) on every server timing out."""
-        return self.gap_timeout_s + (self.request_retries + 1) * self.request_timeout_s * max(1, len(self.servers))
+        """Longest from a run's first request to its declaration as lost when no server
+        answers: every attempt (first + retries) on every server timing out. The first request
+        goes out gap_timeout after the gap is seen, or when one of max_outstanding frees."""
+        return (self.request_retries + 1) * self.request_timeout_s * max(1, len(self.servers))
 
     def core(self) -> dict:
         return {"servers": list(self.servers), "reorder_buffer": self.reorder_buffer,
@@ -78,13 +79,20 @@ def shape(report: dict | None, feeds: list) -> dict | None:
     from ..measure import latency
     out = {"feeds": {}, "socket_drops": {k: v for k, v in report["socket"].items() if k.startswith("drop_")}}
     for f, r in zip(feeds, report["feeds"]):
-        (h,) = latency.parse_export(r["recovery_time"])
         st = r["stats"]
+
+        def pct(raw):
+            (h,) = latency.parse_export(raw)
+            return {"domain": "CLOCK_TAI", "count": h.count, "max_ns": h.max_ns,
+                    **{f"{k}_ns": v for k, v in latency.percentiles(h.counts, h.min_ns, h.max_ns).items()}}
         out["feeds"][str(f)] = {
             "state": r["state"], **st,
             "lost_ranges": [[first, first + n - 1] for first, n in r["lost"]],
-            "recovery_time": {"domain": "CLOCK_TAI", "count": h.count, "max_ns": h.max_ns,
-                              **{f"{k}_ns": v for k, v in latency.percentiles(h.counts, h.min_ns, h.max_ns).items()}},
+            # gap seen -> nothing missing any more; one sample per episode (gaps that overlap
+            # in time make one episode)
+            "recovery_time": pct(r["recovery_time"]),
+            # a run's first request -> the run declared lost (no server answered)
+            "loss_declared_after": pct(r["loss_declared_after"]),
         }
     return out
 

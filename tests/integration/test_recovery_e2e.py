@@ -54,7 +54,7 @@ def test_server_down_declares_gaps_lost_and_books_suspect(lab, path):
     li = Listener(lab, "--path", path, "--symbol", "*", "--duration", 40,
                   "--rerequest", f"{lab.ex_addr}:{FEED_PORT + 7}").wait_ready()   # nothing listens there
     try:
-        sent = _exchange(lab, "--loss", 0.01, "--rerequest-port", 0, "--linger", 0)
+        sent = _exchange(lab, "--loss", 0.002, "--rerequest-port", 0, "--linger", 0.2)
         li.p.send_signal(2)
         live = li.result()
         err = "".join(li.err_lines)
@@ -63,12 +63,14 @@ def test_server_down_declares_gaps_lost_and_books_suspect(lab, path):
     rec = live["recovery"]["feeds"][FEED]
     assert sent["lost_packets"] > 0
     assert rec["state"] == "degraded" and rec["messages_lost"] == sent["lost_messages"]
-    assert rec["messages_recovered"] == 0 and rec["requests_sent"] >= 5 * min(rec["gaps_lost"], 1)
-    assert rec["timeouts"] == rec["requests_sent"]
-    # every message that was sent is in the books: the listener kept going past each loss
-    assert live["messages"] == sent["messages_sent"] - sent.get("duplicated_messages", 0) or \
-        live["messages"] == 60_000 - sent["lost_messages"]
+    assert rec["messages_recovered"] == 0 and rec["replies"] == 0
+    assert rec["timeouts"] == rec["requests_sent"] and rec["requests_sent"] >= 5 * rec["gaps_lost"]
+    # every message that went out is in the books: the listener kept going past each loss
+    assert live["messages"] == 60_000 - sent["lost_messages"]
     assert live["suspect_books"] == 6 and sorted(live["suspect"]) == sorted(live["books"])
-    assert rec["recovery_time"]["max_ns"] <= (bound + 0.05) * 1e9, rec["recovery_time"]
+    # the documented bound, plus 50 ms for the VM's preemptions (1-20 ms)
+    decl = rec["loss_declared_after"]
+    assert decl["count"] == rec["gaps_lost"] and decl["max_ns"] <= (bound + 0.05) * 1e9, decl
+    assert decl["p50_ns"] >= bound * 1e9 * 0.9, "declared lost before the retries were spent"
     assert live["recovery_warning"].startswith("warning: feed degraded")
     assert live["recovery_warning"].count("\n") == 0

@@ -118,13 +118,16 @@ PyObject *hc_py_recov_report(const struct hc_recov *r, uint32_t nfeeds)
 			PyList_SET_ITEM(ll, i, Py_BuildValue("(KK)", (unsigned long long)lost[i].first,
 							     (unsigned long long)lost[i].count));
 		PyObject *st = stats_dict(hc_recov_stats(r, k));
-		PyObject *h = hc_py_hist_bytes(hc_recov_hist(r, k), 1);
+		PyObject *h = hc_py_hist_bytes(hc_recov_hist(r, k, 0), 1);
+		PyObject *hl = hc_py_hist_bytes(hc_recov_hist(r, k, 1), 1);
 		int s = hc_recov_state(r, k);
-		PyObject *fd = (st && h) ? Py_BuildValue("{s:s,s:O,s:O,s:O}", "state", state_names[s],
-							 "stats", st, "lost", ll, "recovery_time", h)
-					 : NULL;
+		PyObject *fd = (st && h && hl)
+			? Py_BuildValue("{s:s,s:O,s:O,s:O,s:O}", "state", state_names[s], "stats", st,
+					"lost", ll, "recovery_time", h, "loss_declared_after", hl)
+			: NULL;
 		Py_XDECREF(st);
 		Py_XDECREF(h);
+		Py_XDECREF(hl);
 		Py_DECREF(ll);
 		if (!fd || PyList_Append(feeds, fd)) {
 			Py_XDECREF(fd);
