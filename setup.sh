@@ -29,8 +29,8 @@ export DEBIAN_FRONTEND=noninteractive
 # tshark asks whether non-root users may capture: answer no, without a prompt.
 echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
 
-PKGS=(clang llvm libbpf-dev libxdp-dev pkg-config zlib1g-dev gcc make python3 python3-venv python3-dev
-      python3-bpfcc iproute2 iputils-ping util-linux ethtool linuxptp tshark tmux procps kmod)
+PKGS=(clang llvm libbpf-dev libxdp-dev pkg-config zlib1g-dev libisal-dev gcc make python3 python3-venv python3-dev
+      python3-bpfcc iproute2 iputils-ping util-linux ethtool linuxptp tshark tmux procps kmod prometheus)
 case "${ID:-}" in
 	debian) PKGS+=(bpftool linux-headers-amd64 vagrant vagrant-libvirt) ;;
 	ubuntu) PKGS+=(linux-tools-common linux-headers-generic) ;;

@@ -12,7 +12,7 @@ from .book.books import _book_json
 from .errors import HftcapError
 from .feed import recovery
 from .lab import netns as _netns
-from .measure import latency
+from .measure import latency, progcost
 from .receive.options import ListenOptions, check_options
 from .session import Session
 
@@ -89,6 +89,7 @@ def summary(sess: Session, elapsed: float, stop_reason: str) -> dict:
         "messages_by_type": bst.get("messages", {}),
         "orders_live": bst.get("orders_live"),
         "xdp": sess.cap.xdp_stats() if sess.o.path == "xdp" else {},
+        "xdp_program_cost": sess.xdp_program_cost(),
         "latency": latency_summary(sess),
         "negative_samples": {k: v for k, v in sess.cap.negative().items() if v},
         "duration_s": round(elapsed, 6),
@@ -105,6 +106,9 @@ def summary(sess: Session, elapsed: float, stop_reason: str) -> dict:
         line = recovery.exit_line(rec, suspect)
         if line:
             out["recovery_warning"] = line
+    out.update(join_summary(sess, st, drops))
+    if sess.doctor is not None:
+        out["doctor"] = sess.doctor.to_dict()
     if sess.o.path == "xdp" and (sess.rx_queues or 1) > len(sess.bound_queues):
         out["warning"] = (f"{len(sess.bound_queues)} of {sess.rx_queues} RX queues bound: feed packets on the "
                           f"others reach the kernel (counted in xdp.pass_no_socket); bind them all with "
@@ -112,12 +116,30 @@ def summary(sess: Session, elapsed: float, stop_reason: str) -> dict:
     return out
 
 
+def join_summary(sess: Session, st: dict, drops: dict) -> dict:
+    """The late join: the snapshot's figures with --snapshot; without it, whether the feed was
+    joined mid-session (first sequence not 1): its stocks are then incomplete and unknown
+    references to orders added before the join are counted apart."""
+    if sess.snapshot_client is not None:
+        return {"snapshot": sess.snapshot_client.result()}
+    firsts = st.get("first_sequence", [])
+    late = [s for s in firsts if s and s != 1]
+    if not late:
+        return {"late_join": None}
+    return {"late_join": {
+        "first_sequence": firsts, "incomplete": True,
+        "unknown_ref_incomplete": drops.get("itch_unknown_ref_incomplete", 0),
+        "note": (f"joined mid-session at sequence {min(late)} without --snapshot: every stock is "
+                 "incomplete (orders added before the join are unknown); their unknown-reference "
+                 "drops are counted apart (itch_unknown_ref_incomplete)")}}
+
+
 def _wait(sess: Session, o: ListenOptions, stopper: "Stopper", t0: float, *stop_events) -> str:
     """Until --count, --duration, a signal or one of stop_events; discards the warm-up's samples."""
     warm = o.warmup > 0
     while True:
         if warm and time.monotonic() - t0 >= o.warmup:
-            sess.cap.reset_hists()
+            sess.reset_hists()
             warm = False
         step = 0.05
         if o.duration is not None:
@@ -159,30 +181,70 @@ def _run_live_view(sess: Session, o: ListenOptions, stopper: "Stopper", t0: floa
     return r
 
 
+def host_doctor(o: ListenOptions):
+    """The doctor's Report for this capture (interface, namespace, CPU, queues), or None when
+    it cannot read the interface (Session then says why in its own words)."""
+    from .ops.doctor import run_doctor
+    queues = "all" if o.queues == "all" else [int(x) for x in o.queues.split(",")] if o.queues else [o.queue]
+    try:
+        return run_doctor(o.interface, cpu=o.cpu, netns=o.netns, queues=queues)
+    except HftcapError:
+        return None
+
+
 def run_listen(o: ListenOptions, on_started=None, live: bool = False, symbol: str | None = None,
-               title: str = "hftcap listen", stop_event=None) -> dict:
+               title: str = "hftcap listen", stop_event=None, on_doctor=None) -> dict:
     """Open, run until Ctrl-C/SIGTERM/--duration/--count (or q in the live view), close;
-    return the summary."""
+    return the summary. on_doctor(report) gets the doctor's report once the capture runs (an
+    error opening it stays the only thing said)."""
     check_options(o)
     if os.geteuid() != 0:
         raise HftcapError("listen needs root (CAP_BPF, CAP_NET_ADMIN, CAP_NET_RAW)",
                           hint="run it with sudo")
-    if o.netns:
-        _netns.enter(o.netns)
-    with Stopper() as stopper:
+    doctor = host_doctor(o)   # before --netns: it reads the host's init-namespace sysctls
+    server = None
+    if o.metrics is not None:
+        from .ops.metrics import MetricsServer, parse_addr
+        server = MetricsServer(*parse_addr(o.metrics))  # bound here, in the namespace listen started in
+    try:
+        if o.netns:
+            _netns.enter(o.netns)
+        return _run_session(o, on_started, live, symbol, title, stop_event, doctor, server, on_doctor)
+    finally:
+        if server is not None:
+            server.close()
+
+
+def _run_session(o, on_started, live, symbol, title, stop_event, doctor, server, on_doctor) -> dict:
+    from . import _core
+    # BPF run-time statistics on for the run (the XDP program's cost), off again on every exit.
+    with Stopper() as stopper, progcost.stats_enabled(_core, o.path == "xdp"):
         sess = Session(o)
+        sess.doctor = doctor
         try:
             sess.start()
+            if server is not None:
+                from .ops.metrics import ListenCollector
+                sess.books      # made here, not first on a scrape thread
+                server.serve(ListenCollector(sess, doctor))
+                sess.metrics_url = server.url
+            if on_doctor and doctor is not None:
+                on_doctor(doctor)
             if on_started:
                 on_started(sess)
             t0 = time.monotonic()
+            failed = sess.snapshot_client.failed if sess.snapshot_client is not None else None
             if live:
                 reason = _run_live_view(sess, o, stopper, t0, symbol, title, stop_event)
             else:
-                reason = _wait(sess, o, stopper, t0, stop_event)
+                reason = _wait(sess, o, stopper, t0, stop_event, failed)
+                if failed is not None and failed.is_set():
+                    reason = "snapshot_failed"
             sess.cap.stop()
             elapsed = time.monotonic() - t0
             result = summary(sess, elapsed, reason)
+            if server is not None:
+                result["metrics"] = server.url
             if symbol and sess.books is not None and not live:
                 result.update(final_book(sess.books, symbol, o.levels))
             if o.save:
@@ -190,5 +252,7 @@ def run_listen(o: ListenOptions, on_started=None, live: bool = False, symbol: st
                                     sess.conditions(elapsed, result["messages"]))
                 result["saved"] = o.save
         finally:
+            if server is not None:
+                server.close()  # no scrape may read a closed capture
             sess.close()
     return result

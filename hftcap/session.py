@@ -5,6 +5,7 @@ clocks and turns the C histograms into hops; the book stage (hftcap.book, hftcap
 views of the live books. The session holds them together and knows none of their insides."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import time
@@ -12,7 +13,7 @@ import time
 from .book.books import Books
 from .errors import HftcapError, UsageError, from_oserror
 from .feed.snapshots import SnapshotBooks
-from .measure import clocks, latency
+from .measure import clocks, latency, progcost
 from .receive.options import ListenOptions
 from .receive.path import (BIND_NAMES, XDP_MODE_NAMES, check_foreign_xdp, check_kernel, join_groups,
                            kernel_version, open_capture, resolve_interface)
@@ -43,12 +44,18 @@ class Session:
                            "synced_to_tai": False, "status": f"hw clock: unknown (probe failed: {e})"}
         tai_off = clocks.kernel_tai_offset_s() or 0
         self.itch_epoch = clocks.itch_epoch_tai_ns(o.itch_clock, tai_off)
+        # Without a PHC the RX-timestamp kfunc can only return 0 (veth) or an error: the plain
+        # program then does the same work without the call (about 70 ns a packet fewer on veth).
+        self.no_phc = self.clocks.get("phc") is None and not str(self.clocks.get("phc_reason") or "").startswith("probe")
+        cap_o = dataclasses.replace(o, want_hw_ts=False) if self.no_phc else o
         try:
-            self.cap = open_capture(_core, o, self.ifindex, self.bound_queues, self.tai_clock,
+            self.cap = open_capture(_core, cap_o, self.ifindex, self.bound_queues, self.tai_clock,
                                     bool(self.clocks.get("synced_to_tai")), self.itch_epoch)
         except HftcapError:
             self._restore_hwts()
             raise
+        # The XDP program's own run time (kernel BPF statistics, when the caller turned them on).
+        self.prog_cost = progcost.ProgCost(_core, self.cap.info()["prog_id"]) if o.path == "xdp" else None
         self.members = []
         if o.path == "xdp":
             try:
@@ -58,10 +65,34 @@ class Session:
                 self._restore_hwts()
                 raise from_oserror(e, f"joining the multicast group on {o.interface}") from None
         self.started_mono = None
+        # Late join: the data thread buffers from the first packet until the snapshot is in.
+        try:
+            self.join = self.cap.arm_join(o.join_buffer) if o.snapshot else None
+        except (ValueError, OSError) as e:
+            self.close()
+            raise HftcapError(f"cannot arm the join buffer: {e}", hint="a smaller --join-buffer") from None
+        self.snapshot_client = None
+        self.doctor = None          # the doctor's Report of this host, set by run_listen
+        self.metrics_url = None     # the Prometheus endpoint, when listen --metrics serves one
 
     def start(self):
         self.cap.start()
         self.started_mono = time.monotonic()
+        if self.join is not None:
+            from .feed.glimpse import SnapshotClient, parse_hostport
+            host, port = parse_hostport(self.o.snapshot)
+            books = self.cap.books()
+            self.snapshot_client = SnapshotClient(self.join, books.stats, host, port, self.o.snapshot_user,
+                                                  self.o.snapshot_password).start()
+
+    def reset_hists(self):
+        """Measure from now on: the hop histograms and the XDP program's run time."""
+        self.cap.reset_hists()
+        if self.prog_cost is not None:
+            self.prog_cost.mark()
+
+    def xdp_program_cost(self) -> dict | None:
+        return self.prog_cost.read() if self.prog_cost is not None else None
 
     def _queues_to_bind(self) -> list[int]:
         o = self.o
@@ -81,6 +112,8 @@ class Session:
             cm.__exit__(None, None, None)
 
     def close(self):
+        if getattr(self, "snapshot_client", None) is not None:
+            self.snapshot_client.stop()
         self.cap.close()
         for s in self.members:
             s.close()
@@ -159,6 +192,8 @@ class Session:
             if messages is not None:
                 c["message_rate"] = round(messages / elapsed, 1)
         c["warmup_s"] = self.o.warmup
+        if self.doctor is not None:
+            c["doctor"] = self.doctor.conditions()
         return c
 
     def info(self) -> dict:
@@ -192,14 +227,15 @@ class Session:
                 d["hw_program_reason"] = (
                     "the device-bound program with bpf_xdp_metadata_rx_timestamp did not load "
                     f"({os.strerror(err)}): needs Linux 6.3+ and a driver with XDP RX metadata"
-                    if err else "hardware timestamps not requested")
+                    if err else f"plain program loaded: {self.clocks.get('phc_reason')}" if self.no_phc
+                    else "hardware timestamps not requested")
         return d
 
     def hw_timestamps(self, stats: dict) -> tuple[bool, str]:
         i = self.cap.info()
         if stats.get("hw_stamped"):
             return True, f"NIC hardware RX timestamps on {stats['hw_stamped']} packets"
-        if self.o.path == "xdp" and not i["hw_program"]:
+        if self.o.path == "xdp" and not i["hw_program"] and not self.no_phc:
             return False, self.info()["hw_program_reason"]
         if stats.get("packets"):
             return False, (f"{self.o.interface} gave no hardware RX timestamp "

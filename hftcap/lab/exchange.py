@@ -117,43 +117,35 @@ def request_packet(session: bytes, seq: int, count: int) -> bytes:
 # ------------------------------------------------------------------ sources
 
 def read_itch_file(path: str, max_messages: int | None = None) -> bytes:
-    """A NASDAQ-layout file (plain or .gz), the first max_messages records if given."""
-    opener = gzip.open if path.endswith(".gz") else open
+    """A NASDAQ-layout file (plain, or gzip inflated on the C reader's own thread: ISA-L or
+    zlib), the first max_messages complete records if given."""
+    from .. import _core
     try:
-        with opener(path, "rb") as f:
-            if not max_messages:
-                return f.read()
-            chunks, n = [], 0
-            while n < max_messages:
-                h = f.read(2)
-                if len(h) < 2:
-                    break
-                ln = int.from_bytes(h, "big")
-                body = f.read(ln)
-                if len(body) < ln:  # a truncated last record is not sent
-                    break
-                chunks.append(h + body)
-                n += 1
-            return b"".join(chunks)
+        return _core.read_file(os.fspath(path), int(max_messages or 0))
     except FileNotFoundError:
         raise HftcapError(f"ITCH file '{path}' not found") from None
-    except (OSError, EOFError) as e:
-        raise HftcapError(f"cannot read ITCH file '{path}': {e}") from None
+    except OSError as e:
+        raise HftcapError(f"cannot read ITCH file '{path}': {e.strerror or e}",
+                          hint="check it with gzip -t" if e.errno in (_errno.EPIPE, _errno.EBADMSG)
+                          else None) from None
 
 
-def generate(seed: int, stocks: int, messages: int) -> bytes:
+def generate(seed: int, stocks: int, messages: int, profile: str = "basic") -> bytes:
     """The built-in generator (hftcap.lab.gen), imported only when used."""
     try:
         from . import gen
     except ImportError:
         raise HftcapError("the built-in ITCH generator is not in this build",
                           hint="give an ITCH file instead: --file FILE") from None
+    if profile not in gen.PROFILES:
+        raise UsageError(f"--profile {profile!r}: expected one of {', '.join(gen.PROFILES)}")
     try:
-        return bytes(gen.generate(seed, stocks, messages))
+        return bytes(gen.generate(seed, stocks, messages, profile))
     except ValueError:
-        raise UsageError(f"cannot generate {messages} messages for {stocks} stocks",
-                         hint=f"1-{gen.MAX_STOCKS} stocks and at least 2 x stocks + 3 messages (the "
-                              "directory, trading states and system events)") from None
+        raise UsageError(f"cannot generate {messages} messages for {stocks} stocks (profile {profile})",
+                         hint=f"1-{gen.MAX_STOCKS_BY_PROFILE[profile]} stocks and at least "
+                              f"{gen.min_messages(stocks, profile)} messages (the directory, trading "
+                              "states and system events)") from None
 
 
 def write_stream(path: str, stream: bytes) -> dict:
@@ -274,7 +266,21 @@ def _run_sender(sender, sock: socket.socket) -> dict:
     return box.result
 
 
+def _send_split(raw: bytes, clock: str) -> dict:
+    """The sender's side of sender_to_book: per data packet, its stamp -> the return of the
+    send call that sent it (batching and the call itself), in the stamping clock."""
+    from ..measure import latency
+    h = latency.parse_export(raw)[0]
+    clk = {"tai-midnight": "CLOCK_TAI", "utc-midnight": "CLOCK_REALTIME"}.get(clock)
+    if clk is None:
+        return {"absent": "the stream's own timestamps are sent (--clock file): no stamp"}
+    return {"span": "packet stamped -> its send call returned", "clock": clk,
+            **(latency.summary_ns(h) or {"absent": "no data packets sent"}), "hist": latency.sparse(h)}
+
+
 def _finish(res: dict, json_out: str | None) -> dict:
+    if isinstance(res.get("stamp_to_send_return"), bytes):
+        res["stamp_to_send_return"] = _send_split(res["stamp_to_send_return"], res.get("clock"))
     el = res.get("elapsed_ns") or 0
     res["packet_rate_pps"] = round(res["packets_sent"] / (el / 1e9), 1) if el else None
     res["message_rate_mps"] = round(res["messages_sent"] / (el / 1e9), 1) if el else None
@@ -343,9 +349,11 @@ def run_exchange(netns: str | None, feed: str, source: str | dict | bytes | None
                  max_messages: int | None = None, interface: str | None = None,
                  session: bytes = DEFAULT_SESSION, clock: str = "tai-midnight",
                  heartbeat_interval: float = 1.0, eos_count: int = 3, json_out: str | None = None,
-                 mode: str = "delta", snapshot_levels: int = 5) -> dict:
+                 mode: str = "delta", snapshot_levels: int = 5, snapshot_port: int | None = None,
+                 snapshot_user: str | None = None, snapshot_password: str | None = None) -> dict:
     """`hftcap exchange`. source: a NASDAQ-layout file path, raw NASDAQ-layout bytes, or the
-    generator's parameters {"seed", "stocks", "messages"} (None: the generator's defaults).
+    generator's parameters {"seed", "stocks", "messages", "profile"} (None: the generator's
+    defaults; profile "day" imitates a real NASDAQ day, 8,900 stocks unless "stocks" is given).
     Pacing: msg_rate messages/s, or speed x the file's own timestamps, or neither (as fast as
     possible). With write, the stream is written to that file in NASDAQ layout and nothing is
     sent. Otherwise the feed goes out from namespace netns, bounded by duration (and
@@ -354,7 +362,10 @@ def run_exchange(netns: str | None, feed: str, source: str | dict | bytes | None
     (End of Session still goes out) and returns the counters with stop_reason "stopped".
     mode "snapshot": every book message of the stream is replaced by one hftcap Book Snapshot
     'Z' of its stock's top snapshot_levels levels (hftcap.feed.snapshots; not ITCH 5.0), so the
-    same pacing gives the same update rate; the sender publishes it unchanged."""
+    same pacing gives the same update rate; the sender publishes it unchanged.
+    snapshot_port: a SoupBinTCP snapshot server (hftcap.lab.snapshot_server) on that TCP port in
+    the exchange namespace while the feed runs and lingers (login checked against snapshot_user
+    and snapshot_password when given)."""
     if msg_rate is not None and speed is not None:
         raise UsageError("--msg-rate and --speed are exclusive", hint="pace by one of them, or by neither")
     if msg_rate is not None and msg_rate <= 0:
@@ -377,9 +388,12 @@ def run_exchange(netns: str | None, feed: str, source: str | dict | bytes | None
         stream = read_itch_file(source, max_messages)
         src_name = source
     else:
-        g = {"seed": seed, "stocks": 8, "messages": 100_000, **(source or {})}
-        stream = generate(int(g["seed"]), int(g["stocks"]), int(g["messages"]))
-        src_name = f"generator(seed={g['seed']}, stocks={g['stocks']}, messages={g['messages']})"
+        g = {"seed": seed, "messages": 100_000, "profile": "basic", **(source or {})}
+        if g.get("stocks") is None:
+            g["stocks"] = 8900 if g["profile"] == "day" else 8
+        stream = generate(int(g["seed"]), int(g["stocks"]), int(g["messages"]), g["profile"])
+        src_name = (f"generator(seed={g['seed']}, stocks={g['stocks']}, messages={g['messages']}, "
+                    f"profile={g['profile']})")
     conversion = None
     if mode == "snapshot":
         delta_bytes = len(stream)
@@ -410,6 +424,17 @@ def run_exchange(netns: str | None, feed: str, source: str | dict | bytes | None
     except HftcapError:
         sock.close()
         raise
+    snap_server = None
+    if snapshot_port is not None:
+        from .snapshot_server import SnapshotServer
+        try:
+            snap_server = SnapshotServer(sender, snapshot_port, session=session, user=snapshot_user,
+                                         password=snapshot_password).start()
+        except HftcapError:
+            sock.close()
+            if rsock is not None:
+                rsock.close()
+            raise
     served: dict = {}
     served_done = threading.Event()
     server = None
@@ -425,11 +450,12 @@ def run_exchange(netns: str | None, feed: str, source: str | dict | bytes | None
             server = threading.Thread(target=serve_body, name="hftcap-rerequest", daemon=True)
             server.start()
         res = _run_sender(sender, sock)
-        if server is not None:
-            try:
-                served_done.wait(linger)
+        if server is not None or snap_server is not None:
+            try:  # re-requests and snapshots are still answered for `linger` seconds
+                (served_done.wait if server is not None else threading.Event().wait)(linger)
             except KeyboardInterrupt:
                 pass
+        if server is not None:
             sender.stop()
             served_done.wait()
             server.join()
@@ -441,13 +467,14 @@ def run_exchange(netns: str | None, feed: str, source: str | dict | bytes | None
         sock.close()
         if rsock is not None:
             rsock.close()
+        snapshots = snap_server.close() if snap_server is not None else None
     res.update({"command": "exchange", "netns": netns, "feed": f"{f.group}:{f.port}", "interface": ifname,
                 "source": src_name, "session": session.decode("ascii", "replace"),
                 "messages_per_packet": messages_per_packet, "pace": pace,
                 "msg_rate": msg_rate, "speed": speed, "loss": loss, "dup": dup, "reorder": reorder,
                 "seed": seed, "stream_messages": sender.messages, "stream_packets": sender.packets,
                 "rerequest_port": rport if rsock is not None else None,
-                "rerequests": served or None, **stream_info})
+                "rerequests": served or None, "snapshot_server": snapshots, **stream_info})
     return _finish(res, json_out)
 
 

@@ -1,1 +1,1 @@
-"""Measurement: clocks, latency histograms and hops, the bench and the kernel-path tracer."""
+"""Measurement: clocks, latency histograms and hops, the bench, the kernel-path tracer and plots."""

@@ -435,6 +435,51 @@ def load_result(path: str | os.PathLike) -> Result:
 
 
 # ---------------------------------------------------------------------------------------------
+# Histograms outside the hop table (the floor, the sender): sparse JSON, merge, summary
+
+
+def sparse(data) -> dict:
+    """A histogram as JSON: exact extremes and sum plus [bucket, count] pairs."""
+    s = HistSnapshot.of(data)
+    nz = np.flatnonzero(s.counts)
+    return {"min_ns": s.min_ns, "max_ns": s.max_ns, "sum_ns": s.sum_ns,
+            "counts": [[int(i), int(s.counts[i])] for i in nz]}
+
+
+def from_sparse(d: Mapping[str, Any]) -> HistSnapshot:
+    g = geometry()
+    counts = np.zeros(g.buckets, dtype=np.uint64)
+    for i, c in d["counts"]:
+        if not (0 <= i < g.buckets) or c < 0:
+            raise ValueError(f"bad bucket entry [{i}, {c}]")
+        counts[i] += c
+    return HistSnapshot(counts, d.get("min_ns"), d.get("max_ns"), d.get("sum_ns"))
+
+
+def merge(a: HistSnapshot | None, b: HistSnapshot) -> HistSnapshot:
+    """a + b (a may be None): counts and sums add, extremes combine."""
+    if a is None:
+        return HistSnapshot(b.counts.copy(), b.min_ns, b.max_ns, b.sum_ns)
+    mins = [x for x in (a.min_ns, b.min_ns) if x is not None]
+    maxs = [x for x in (a.max_ns, b.max_ns) if x is not None]
+    return HistSnapshot(a.counts + b.counts, min(mins) if mins else None, max(maxs) if maxs else None,
+                        (a.sum_ns or 0) + (b.sum_ns or 0))
+
+
+def summary_ns(data) -> dict | None:
+    """The ns_summary() keys of any histogram; None when it has no samples."""
+    s = HistSnapshot.of(data)
+    n = s.count
+    if not n:
+        return None
+    p = percentiles(s.counts, s.min_ns, s.max_ns)
+    nz = np.flatnonzero(s.counts)
+    mx = s.max_ns if s.max_ns is not None else int(geometry().rep[nz[-1]])
+    return {"p50_ns": p["p50"], "p90_ns": p["p90"], "p99_ns": p["p99"], "p999_ns": p["p99.9"],
+            "max_ns": mx, "count": n}
+
+
+# ---------------------------------------------------------------------------------------------
 # `hftcap budget`
 
 

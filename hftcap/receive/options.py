@@ -66,6 +66,11 @@ class ListenOptions:
     save: str | None = None
     recovery: object = None      # hftcap.feed.recovery.RecoveryOptions: gap recovery by re-request
     levels: int = 10             # depth of the --symbol book in --json
+    snapshot: str | None = None          # HOST:PORT of a SoupBinTCP snapshot server: late join
+    snapshot_user: str = ""
+    snapshot_password: str = ""          # from a file or the environment, never an argument
+    join_buffer: int = 1 << 20           # messages buffered while the snapshot loads
+    metrics: str | None = None  # "[ADDR:]PORT" of the Prometheus endpoint
     extra: dict = field(default_factory=dict)
 
 
@@ -103,4 +108,12 @@ def check_options(o: ListenOptions) -> None:
     if o.recovery is not None:
         from ..feed.recovery import check
         check(o.recovery)
+    if not 1024 <= o.join_buffer <= 1 << 24:
+        raise UsageError(f"bad --join-buffer {o.join_buffer}", hint="1024 to 16777216 messages (64 bytes each)")
+    if o.snapshot is not None:
+        from ..feed.glimpse import parse_hostport
+        parse_hostport(o.snapshot)
+    if o.metrics is not None:
+        from ..ops.metrics import parse_addr
+        parse_addr(o.metrics)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from collections import deque
 
-from ..measure import latency
+from ..measure import latency, progcost
 
 SPARK_POINTS = 40
 
@@ -33,6 +33,8 @@ class LiveCapture:
             "hw_clock": (clk.get("status") or "unknown").removeprefix("hw clock: "),
             "ptp": _ptp_state(clk),
             "uptime_s": time.monotonic() - (self.sess.started_mono or time.monotonic()),
+            "xdp_program": (progcost.describe(self.sess.xdp_program_cost())
+                            if hasattr(self.sess, "xdp_program_cost") and i["path"] == "xdp" else None),
         }
 
     def counters(self) -> dict:
@@ -85,7 +87,7 @@ class LiveCapture:
         return out
 
     def reset_latency(self) -> None:
-        self.sess.cap.reset_hists()
+        self.sess.reset_hists()
         self._prev = None
         self._interval = {}
         self._spark = {}

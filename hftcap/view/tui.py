@@ -399,6 +399,7 @@ def _status_lines(st: Mapping[str, Any], width: int, paused: bool, title: str) -
         Text(f"hw clock {st.get('hw_clock') or '-'}"),
         Text(f"ptp {st.get('ptp') or '-'}"),
         Text(f"up {fmt_uptime(st.get('uptime_s'))}"),
+        Text(f"XDP program {st['xdp_program']}") if st.get("xdp_program") else None,
     ]
     sep = "  "
     lines: list = []

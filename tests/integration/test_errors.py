@@ -116,3 +116,10 @@ def test_kernel_without_af_xdp(monkeypatch):
 def test_generator_arguments_are_a_usage_error():
     assert_one_error(run("exchange", "--stocks", "8", "--messages", "10", "--write", "/dev/null"), 2,
                      "cannot generate 10 messages for 8 stocks")
+
+
+def test_generator_profile_errors():
+    assert_one_error(run("exchange", "--profile", "night", "--write", "/dev/null"), 2, "--profile 'night'")
+    assert_one_error(run("exchange", "--profile", "day", "--stocks", "100", "--messages", "200",
+                         "--write", "/dev/null"), 2, "cannot generate 200 messages for 100 stocks",
+                     "at least 316 messages")
