@@ -160,7 +160,7 @@ def test_server_that_never_answers_declares_the_gap_lost_within_the_bound():
     lab.packet(pkts[0], MS)
     lab.packet(pkts[5], MS)               # 2..5 missing
     lab.packet(pkts[6], MS)
-    bound = int(o.declare_bound_s() * 1e9)
+    bound = int((o.gap_timeout_s + o.declare_bound_s()) * 1e9)
     now = MS
     while feed(lab)[0]["state"] != "degraded":
         now += 100_000
