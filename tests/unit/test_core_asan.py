@@ -23,5 +23,6 @@ def test_readers_and_books_under_sanitizers(tmp_path):
 def test_late_join_under_sanitizers(tmp_path):
     """Spin -> SoupBinTCP loader in random segments -> splice equals a full replay; a ring that
     no longer holds N ends behind; mutated spins only ever close (tests/c/join_fuzz.c)."""
-    out = build_and_run(tmp_path, FUZZ / "join_fuzz.c", ["join", "spin", "feed", "snap", "hist", "book", "itch", "mold", "gen"]).stdout
+    out = build_and_run(tmp_path, FUZZ / "join_fuzz.c", ["join", "spin", "feed", "snap", "hist", "book", "itch", "mold", "gen"],
+                         libs=["-lm"]).stdout
     assert out.startswith("ok ")
