@@ -108,6 +108,10 @@ def _print_summary(s: dict, console: Console | None = None) -> None:
         ba = s["book"]["asks"][0] if s["book"]["asks"] else None
         t.add_row(f"book {s['symbol']}", f"best bid {bb[0] + ' x ' + str(bb[1]) if bb else '-'}, "
                                          f"best ask {ba[0] + ' x ' + str(ba[1]) if ba else '-'}")
+    for f, r in (s.get("recovery") or {}).get("feeds", {}).items():
+        t.add_row(f"recovery {f}", f"{r['state']}: {r['gaps_seen']:,} gaps seen, {r['messages_recovered']:,} "
+                                   f"messages recovered, {r['messages_late']:,} late, {r['gaps_lost']:,} gaps lost "
+                                   f"({r['messages_lost']:,} messages), {r['requests_sent']:,} requests")
     if s["xdp"]:
         t.add_row("XDP program", ", ".join(f"{k} {v:,}" for k, v in s["xdp"].items() if v) or "no packets")
     snap = s.get("snapshot")
@@ -157,6 +161,16 @@ def listen(
                                                    help="Rotate every S seconds (name it with strftime fields)."),
     file_count: Optional[int] = typer.Option(None, "-W", "--file-count",
                                              help="With -C: a ring of N files; with -G: stop after N files."),
+    levels: int = typer.Option(10, "--levels", help="Depth of the --symbol book in --json."),
+    rerequest: List[str] = typer.Option([], "--rerequest",
+                                        help="IPV4:PORT of a MoldUDP64 re-request server (repeatable: the first is "
+                                             "the primary, the others failover in order). Turns gap recovery on."),
+    reorder_buffer: int = typer.Option(65_536, "--reorder-buffer", help="Messages held per feed while a gap is open."),
+    gap_timeout: float = typer.Option(0.001, "--gap-timeout", help="Seconds a gap waits for a late packet before asking."),
+    request_timeout: float = typer.Option(0.005, "--request-timeout", help="Seconds before a request is sent again."),
+    request_max: int = typer.Option(64, "--request-max", help="Messages per request (at most 2000)."),
+    max_outstanding: int = typer.Option(4, "--max-outstanding", help="Requests in flight per feed (at most 16)."),
+    request_retries: int = typer.Option(4, "--request-retries", help="Re-sends to one server before the next one."),
     snapshot: Optional[str] = typer.Option(None, "--snapshot", help="HOST:PORT of a SoupBinTCP (GLIMPSE-style) "
                                            "snapshot server: join mid-session with complete books."),
     snapshot_user: str = typer.Option("", "--snapshot-user", help="Snapshot login user."),
@@ -189,9 +203,16 @@ def listen(
                       xdp_mode=xdp_mode, bind=bind, poll=poll, queue=int(queue) if single else 0,
                       queues=None if single else queue, cpu=cpu,
                       duration=duration, count=count, itch_clock=itch_clock, warmup=warmup, save=save,
+                      levels=levels,
                       snapshot=snapshot, snapshot_user=snapshot_user, join_buffer=join_buffer,
                       snapshot_password=_snapshot_password(snapshot_password_file, snapshot_password_env) or "",
                       write=wo, metrics=metrics)
+    if rerequest:
+        from .feed.recovery import RecoveryOptions, parse_server
+        o.recovery = RecoveryOptions(servers=[parse_server(r) for r in rerequest], reorder_buffer=reorder_buffer,
+                                     gap_timeout_s=gap_timeout, request_timeout_s=request_timeout,
+                                     request_max=request_max, max_outstanding=max_outstanding,
+                                     request_retries=request_retries)
 
     live = not as_json and not headless and sys.stdout.isatty() and sys.stdin.isatty()
 
@@ -205,6 +226,8 @@ def listen(
               f"{', '.join(i['feeds'])}{at}; Ctrl-C stops", file=sys.stderr, flush=True)
 
     s = run_listen(o, on_started=started, live=live, symbol=symbol, on_doctor=_print_doctor_line)
+    if s.get("recovery_warning"):
+        print(f"hftcap: {s['recovery_warning']}", file=sys.stderr)
     if s.get("capture"):
         _print_capture_lines(s["capture"])
     if write == "-":  # stdout is the capture

@@ -10,6 +10,7 @@ import time
 
 from .book.books import _book_json
 from .errors import HftcapError
+from .feed import recovery
 from .lab import netns as _netns
 from .measure import latency, progcost
 from .receive.options import ListenOptions, check_options
@@ -55,12 +56,15 @@ def final_book(books, symbol: str, levels: int = 10) -> dict:
     """The book of `symbol` in the form `hftcap book --json` gives it; symbol '*' gives every
     stock's, as {"books": {symbol: book}}."""
     if symbol == "*":
-        return {"books": {sym: _book_json(books.book(loc, levels)) for loc, sym in books.symbols()}}
+        return {"books": {sym: _book_json(books.book(loc, levels)) for loc, sym in books.symbols()},
+                "suspect": sorted(sym for loc, sym in books.symbols() if books.info(loc).get("suspect"))}
     try:
         loc = books.locate(symbol)
     except KeyError:
         return {"symbol": symbol, "book": None, "book_note": f"symbol {symbol!r} not seen on the feed"}
-    return {"symbol": books.info(loc)["symbol"], "book": _book_json(books.book(loc, levels))}
+    info = books.info(loc)
+    return {"symbol": info["symbol"], "book": _book_json(books.book(loc, levels)),
+            "suspect": bool(info.get("suspect"))}
 
 
 def summary(sess: Session, elapsed: float, stop_reason: str) -> dict:
@@ -92,6 +96,16 @@ def summary(sess: Session, elapsed: float, stop_reason: str) -> dict:
         "data_thread_cpu_s": round(sess.cap.info()["thread_cpu_ns"] / 1e9, 6),
         "stopped_by": stop_reason,
     })
+    rec = recovery.shape(sess.cap.recovery(), sess.o.feeds)
+    if rec is not None:
+        out["recovery"] = rec
+        out["feed_states"] = {f: r["state"] for f, r in rec["feeds"].items()}
+        b = sess.books
+        suspect = sum(1 for loc, _ in b.symbols() if b.info(loc).get("suspect")) if b is not None else 0
+        out["suspect_books"] = suspect
+        line = recovery.exit_line(rec, suspect)
+        if line:
+            out["recovery_warning"] = line
     out.update(join_summary(sess, st, drops))
     if sess.doctor is not None:
         out["doctor"] = sess.doctor.to_dict()
@@ -239,7 +253,7 @@ def _run_session(o, on_started, live, symbol, title, stop_event, doctor, server,
             if server is not None:
                 result["metrics"] = server.url
             if symbol and sess.books is not None and not live:
-                result.update(final_book(sess.books, symbol))
+                result.update(final_book(sess.books, symbol, o.levels))
             if o.save:
                 latency.save_result(o.save, {o.path: sess.hop_data()},
                                     sess.conditions(elapsed, result["messages"]))

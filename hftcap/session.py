@@ -181,7 +181,8 @@ class Session:
                 if len(bk.ask_price_e4) else np.zeros((0, 3), np.int64),
                 "state": info.get("trading_state", ""),
                 "last_trade_price_e4": info["last_trade_price_e4"] if info.get("trades") else None,
-                "volume": info.get("volume", 0)}
+                "volume": info.get("volume", 0),
+                "suspect": bool(info.get("suspect"))}
 
     def trades(self, locate: int, n: int):
         t = self.books.trades(locate, n)

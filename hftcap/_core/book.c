@@ -115,6 +115,7 @@ struct hc_books {
 	struct hc_bbo_change *bbo;
 	size_t bbo_n, bbo_cap;
 	struct hc_bbo_change bbo_last;
+	_Atomic int suspect;      /* hc_books_mark_suspect: read by readers, never by the hot path */
 	int incomplete;           /* joined mid-session without a snapshot (hc_books_set_incomplete) */
 	int unknown_ref_reason;   /* where an unknown reference is counted: apart while incomplete */
 };
@@ -1337,8 +1338,14 @@ int hc_books_stock_info(struct hc_books *b, uint16_t locate, struct hc_stock_inf
 		out->ask_levels = *(volatile uint32_t *)&s->side[1].n;
 	} while (seq_read_retry(s, v));
 	out->symbol[8] = 0;
+	out->suspect = atomic_load_explicit(&b->suspect, memory_order_relaxed);
 	out->incomplete = (char)b->incomplete;
 	return 0;
+}
+
+void hc_books_mark_suspect(struct hc_books *b)
+{
+	atomic_store_explicit(&b->suspect, 1, memory_order_relaxed);
 }
 
 int hc_books_locates(struct hc_books *b, uint16_t *out, int cap)

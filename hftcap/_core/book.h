@@ -88,6 +88,7 @@ struct hc_stock_info {
 	uint64_t messages;             /* messages applied to this stock */
 	uint64_t orders_live;
 	uint32_t bid_levels, ask_levels;
+	int suspect;                   /* a gap was lost on the feed since start (hc_books_mark_suspect) */
 	char incomplete;               /* the books joined mid-session: orders before it unknown */
 };
 
@@ -96,6 +97,9 @@ void hc_books_free(struct hc_books *b);
 void hc_books_apply(struct hc_books *b, const struct hc_itch_msg *m);
 void hc_books_count_drop(struct hc_books *b, int reason); /* reason: a negative hc_drop */
 const struct hc_books_stats *hc_books_stats(const struct hc_books *b);
+/* A gap was declared lost (recovery.c): every stock, and every stock seen later, is suspect
+ * (a lost message may have been for any of them) until a snapshot restores the books. */
+void hc_books_mark_suspect(struct hc_books *b);
 
 /* Cache warming for a packet's messages before they are applied (the live consumer): the
  * window slot of the message's order reference, then (once that slot is in cache) the order

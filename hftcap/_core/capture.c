@@ -450,15 +450,52 @@ static inline uint32_t xsk_drain(struct hc_capture *c, struct hc_xsk *x, int bus
 	return n;
 }
 
+/* ---- recovery's socket and timers, serviced by the data thread (recovery.h) ---- */
+
+#define HC_IDLE_WAIT_NS 100000000ull
+
+/* Replies are read while something is missing (or when poll saw them); timers run then too. */
+static inline void recov_service(struct hc_capture *c, int sock_ready)
+{
+	struct hc_recov *r = c->cons.recov;
+	if (!r)
+		return;
+	int active = hc_recov_active(r);
+	if (sock_ready || active)
+		hc_recov_drain_socket(r, &c->cons);
+	if (active || hc_recov_active(r))
+		hc_recov_tick(r, &c->cons, hc_now_tai_ns());
+}
+
+/* How long the wakeup-mode poll may sleep: until the next recovery timer at most. */
+static inline struct timespec wait_for(struct hc_capture *c)
+{
+	uint64_t ns = HC_IDLE_WAIT_NS;
+	struct hc_recov *r = c->cons.recov;
+	if (r && hc_recov_active(r)) {
+		uint64_t t = hc_recov_next_timer_ns(r, hc_now_tai_ns());
+		if (t < ns)
+			ns = t;
+	}
+	return (struct timespec){ .tv_sec = (time_t)(ns / 1000000000ull),
+				  .tv_nsec = (long)(ns % 1000000000ull) };
+}
+
 static void *xdp_loop(void *arg)
 {
 	struct hc_capture *c = arg;
-	struct pollfd pfd[HC_MAX_QUEUES];
+	struct pollfd pfd[HC_MAX_QUEUES + 1];
 	const uint32_t nx = c->nxs;
 	const int busy = c->cfg.poll_mode == HC_POLL_BUSY;
 	for (uint32_t i = 0; i < nx; i++) {
 		pfd[i].fd = xsk_socket__fd(c->xs[i].xsk);
 		pfd[i].events = POLLIN;
+	}
+	/* The re-request socket: its replies are unicast, passed to the kernel by the program. */
+	const uint32_t np = nx + (c->cons.recov != NULL);
+	if (c->cons.recov) {
+		pfd[nx].fd = hc_recov_fd(c->cons.recov);
+		pfd[nx].events = POLLIN;
 	}
 
 	while (!__atomic_load_n(&c->stop, __ATOMIC_RELAXED) &&
@@ -466,12 +503,17 @@ static void *xdp_loop(void *arg)
 		uint32_t got = 0;
 		for (uint32_t i = 0; i < nx; i++)
 			got += xsk_drain(c, &c->xs[i], busy);
+		recov_service(c, busy && !got);
 		if (got)
 			continue;
 		hc_consumer_idle(&c->cons);
 		if (!busy) {
-			if (poll(pfd, nx, 100) < 0 && errno != EINTR)
+			struct timespec ts = wait_for(c);
+			int r = ppoll(pfd, np, &ts, NULL);
+			if (r < 0 && errno != EINTR)
 				c->io_errors++;
+			if (r > 0 && np > nx && (pfd[nx].revents & POLLIN))
+				recov_service(c, 1);
 		} else {
 			for (uint32_t i = 0; i < nx; i++)
 				if (xsk_ring_prod__needs_wakeup(&c->xs[i].fill))
@@ -530,11 +572,16 @@ static void udp_drain(struct hc_capture *c, uint32_t feed)
 static void *udp_loop(void *arg)
 {
 	struct hc_capture *c = arg;
-	struct pollfd pfd[HC_MAX_FEEDS];
+	struct pollfd pfd[HC_MAX_FEEDS + 1];
 	const uint32_t nf = c->cfg.nfeeds;
 	for (uint32_t i = 0; i < nf; i++) {
 		pfd[i].fd = c->udp_fd[i];
 		pfd[i].events = POLLIN;
+	}
+	const uint32_t np = nf + (c->cons.recov != NULL);
+	if (c->cons.recov) {
+		pfd[nf].fd = hc_recov_fd(c->cons.recov);
+		pfd[nf].events = POLLIN;
 	}
 	const int busy = c->cfg.poll_mode == HC_POLL_BUSY;
 	while (!__atomic_load_n(&c->stop, __ATOMIC_RELAXED) &&
@@ -543,9 +590,11 @@ static void *udp_loop(void *arg)
 		if (busy) {
 			for (uint32_t i = 0; i < nf; i++)
 				udp_drain(c, i);
+			recov_service(c, 1);
 			continue;
 		}
-		int r = poll(pfd, nf, 100);
+		struct timespec ts = wait_for(c);
+		int r = ppoll(pfd, np, &ts, NULL);
 		if (r < 0) {
 			if (errno != EINTR)
 				c->io_errors++;
@@ -554,6 +603,7 @@ static void *udp_loop(void *arg)
 		for (uint32_t i = 0; i < nf && r > 0; i++)
 			if (pfd[i].revents & POLLIN)
 				udp_drain(c, i);
+		recov_service(c, r > 0 && np > nf && (pfd[nf].revents & POLLIN));
 	}
 	note_thread_cpu(c);
 	return NULL;
@@ -583,6 +633,12 @@ int hc_capture_open(const struct hc_capture_cfg *cfg, struct hc_capture **out, c
 	c->cons.timing = cfg->timing;
 	c->cons.phc_is_tai = cfg->phc_is_tai;
 	c->cons.itch_epoch_tai_ns = cfg->itch_epoch_tai_ns;
+	if (cfg->recovery) {
+		*stage = "recovery";
+		err = hc_recov_new(&c->cons.recov, &cfg->recov, cfg->nfeeds);
+		if (err)
+			goto fail;
+	}
 	if (cfg->books) {
 		*stage = "books";
 		err = hc_books_new(&c->cons.books, cfg->expected_orders);
@@ -702,12 +758,14 @@ void hc_capture_close(struct hc_capture *c)
 	if (c->cons.books)
 		hc_books_free(c->cons.books);
 	hc_snap_table_free(c->cons.snaps);
+	hc_recov_free(c->cons.recov);
 	free(c);
 }
 
 const struct hc_capture_info *hc_capture_info(struct hc_capture *c) { return &c->info; }
 const struct hc_consumer *hc_capture_consumer(struct hc_capture *c) { return &c->cons; }
 struct hc_books *hc_capture_books(struct hc_capture *c) { return c->cons.books; }
+struct hc_recov *hc_capture_recov(struct hc_capture *c) { return c->cons.recov; }
 
 int hc_capture_set_join(struct hc_capture *c, struct hc_join *j)
 {

@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <net/if.h>
 #include "feed.h"
+#include "recovery.h"
 
 enum { HC_PATH_XDP = 0, HC_PATH_KERNEL = 1 };
 enum { HC_XDPM_AUTO = 0, HC_XDPM_NATIVE = 1, HC_XDPM_GENERIC = 2 };
@@ -34,6 +35,8 @@ struct hc_capture_cfg {
 	uint64_t itch_epoch_tai_ns; /* CLOCK_TAI of the ITCH timestamps' midnight; 0 = unknown */
 	int books;              /* decode ITCH and keep order books */
 	uint64_t expected_orders; /* order pool sized up front */
+	int recovery;           /* sequence through recovery.c with the settings below */
+	struct hc_recov_cfg recov;
 };
 
 struct hc_capture_info {
@@ -79,6 +82,8 @@ struct hc_xsk_drops;
 int hc_capture_set_ring(struct hc_capture *c, struct hc_capring *ring);
 /* The AF_XDP sockets' XDP_STATISTICS drop counters, summed (hc_xsk_drops_fn of pcapng.h). */
 int hc_capture_xsk_drops(void *arg, struct hc_xsk_drops *out);
+/* The recovery state (recovery.h), NULL when not configured. */
+struct hc_recov *hc_capture_recov(struct hc_capture *c);
 
 /* The XDP program already on ifindex, if any: *prog_id = 0 when none. */
 int hc_xdp_query(int ifindex, uint32_t *prog_id, int *mode);

@@ -6,6 +6,7 @@
 #include "itch.h"
 #include "join.h"
 #include "snap.h"
+#include "recovery.h"
 
 const char *const hc_hop_names[HC_NHOPS] = {
 	[HC_HOP_NIC_TO_XDP] = "nic_to_xdp",
@@ -88,6 +89,24 @@ static inline uint64_t be48(const uint8_t *p)
 	       (uint64_t)p[3] << 16 | (uint64_t)p[4] << 8 | p[5];
 }
 
+void hc_consumer_apply_msg(struct hc_consumer *c, struct hc_mold *m, const uint8_t *msg,
+			   uint32_t len)
+{
+	m->st.messages++;
+	if (c->join && hc_join_buffering(c->join, c->books)) { /* m->next: this message's sequence */
+		hc_join_push(c->join, m->next, msg, len);
+		return;
+	}
+	if (!c->books)
+		return;
+	if (len && msg[0] == HC_SNAP_TYPE && c->snaps) {
+		if (hc_snap_table_stage(c->snaps, msg, len) == 0)
+			hc_snap_table_commit(c->snaps);
+		return;
+	}
+	hc_books_feed_msg(c->books, msg, len);
+}
+
 void hc_consumer_packet(struct hc_consumer *c, uint32_t feed, const uint8_t *payload,
 			uint32_t len, const struct hc_pkt_times *t)
 {
@@ -96,6 +115,21 @@ void hc_consumer_packet(struct hc_consumer *c, uint32_t feed, const uint8_t *pay
 		c->drop_bad_feed++;
 		return;
 	}
+	c->packets++;
+	c->bytes += len;
+	if (t->hw_ns)
+		c->hw_stamped++;
+	if (c->recov)
+		hc_recov_packet(c->recov, c, feed, payload, len, t, t->deq_tai_ns);
+	else
+		hc_consumer_sequence(c, feed, payload, len, t);
+	if (c->max_packets && c->packets >= c->max_packets)
+		__atomic_store_n(&c->done, 1, __ATOMIC_RELEASE);
+}
+
+void hc_consumer_sequence(struct hc_consumer *c, uint32_t feed, const uint8_t *payload,
+			  uint32_t len, const struct hc_pkt_times *t)
+{
 	struct hc_mold *m = &c->mold[feed];
 	struct hc_mold_iter it;
 	struct hc_itch_msg dec[HC_DECODE_BATCH];
@@ -105,10 +139,6 @@ void hc_consumer_packet(struct hc_consumer *c, uint32_t feed, const uint8_t *pay
 	uint32_t mlen, delivered = 0, n = 0, nz = 0;
 	uint64_t itch_ns = UINT64_MAX;
 
-	c->packets++;
-	c->bytes += len;
-	if (t->hw_ns)
-		c->hw_stamped++;
 	/* Late join: until the snapshot is in, delivered messages go to the join ring, not the books */
 	const int buffering = __builtin_expect(c->join != NULL, 0) && hc_join_buffering(c->join, c->books);
 	if (hc_mold_begin(m, payload, len, &it) > 0) {
@@ -168,8 +198,6 @@ void hc_consumer_packet(struct hc_consumer *c, uint32_t feed, const uint8_t *pay
 	} else if (nz) {
 		hc_snap_table_commit(c->snaps);
 	}
-	if (c->max_packets && c->packets >= c->max_packets)
-		__atomic_store_n(&c->done, 1, __ATOMIC_RELEASE);
 }
 
 void hc_consumer_idle(struct hc_consumer *c)

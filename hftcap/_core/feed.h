@@ -12,6 +12,7 @@
 
 struct hc_books;
 struct hc_snap_table;
+struct hc_recov;
 struct hc_join;
 
 /* The most messages one packet can carry in a 1500-byte frame (12-byte S + 2-byte block
@@ -53,6 +54,7 @@ struct hc_consumer {
 	int done;                /* set by the data thread when max_packets is reached */
 	struct hc_books *books;  /* ITCH decoder target; NULL = sequencing and counting only */
 	struct hc_snap_table *snaps; /* target of hftcap's Book Snapshots 'Z' (snap.h); NULL = none */
+	struct hc_recov *recov;  /* gap recovery (recovery.h) sequences every packet; NULL = mold.c */
 	struct hc_join *join;    /* late join from a snapshot (join.h); NULL = none. Set before start */
 	/* Sequence of each feed's first delivered message; != 1 means it joined mid-session
 	 * (without a join, the books are then marked incomplete, book.h). 0 = none yet. */
@@ -74,6 +76,13 @@ struct hc_consumer {
 void hc_consumer_init(struct hc_consumer *c, uint32_t nfeeds, uint64_t max_packets);
 void hc_consumer_packet(struct hc_consumer *c, uint32_t feed, const uint8_t *payload,
 			uint32_t len, const struct hc_pkt_times *t);
+/* For recovery.c. The plain path for one packet (mold.c sequencing, timed delivery). */
+void hc_consumer_sequence(struct hc_consumer *c, uint32_t feed, const uint8_t *payload,
+			  uint32_t len, const struct hc_pkt_times *t);
+/* One held or recovered message to the books: counted, never timed (its wire time is not
+ * its own). */
+void hc_consumer_apply_msg(struct hc_consumer *c, struct hc_mold *m, const uint8_t *msg,
+			   uint32_t len);
 /* Between packets when the receive loop found none: work that must not wait for the next
  * packet (a snapshot hand-over, join.h). */
 void hc_consumer_idle(struct hc_consumer *c);

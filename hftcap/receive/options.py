@@ -66,6 +66,8 @@ class ListenOptions:
     warmup: float = 0.0
     save: str | None = None
     write: "WriteOptions | None" = None   # listen --write (hftcap.receive.pcapng)
+    recovery: object = None      # hftcap.feed.recovery.RecoveryOptions: gap recovery by re-request
+    levels: int = 10             # depth of the --symbol book in --json
     snapshot: str | None = None          # HOST:PORT of a SoupBinTCP snapshot server: late join
     snapshot_user: str = ""
     snapshot_password: str = ""          # from a file or the environment, never an argument
@@ -105,6 +107,11 @@ def check_options(o: ListenOptions) -> None:
         raise UsageError("--count must be positive")
     if o.write is not None:
         check_write_options(o.write)
+    if o.levels < 1:
+        raise UsageError(f"--levels {o.levels}: expected 1 or more")
+    if o.recovery is not None:
+        from ..feed.recovery import check
+        check(o.recovery)
     if not 1024 <= o.join_buffer <= 1 << 24:
         raise UsageError(f"bad --join-buffer {o.join_buffer}", hint="1024 to 16777216 messages (64 bytes each)")
     if o.snapshot is not None:

@@ -47,7 +47,18 @@ class LiveCapture:
             "gaps": st["gaps"], "duplicates": st["duplicates"], "drops": drops,
             "xdp": self.sess.cap.xdp_stats() if self.sess.o.path == "xdp" else {},
             "messages_by_type": books.get("messages", {}),
+            "recovery": self._recovery(),
         }
+
+    def _recovery(self) -> dict:
+        """{feed: {state, gaps_seen, messages_recovered, gaps_lost, requests_sent}}; {} without
+        --rerequest."""
+        rep = self.sess.cap.recovery() if hasattr(self.sess.cap, "recovery") else None
+        if not rep:
+            return {}
+        keys = ("gaps_seen", "messages_recovered", "messages_late", "gaps_lost", "requests_sent")
+        return {str(f): {"state": r["state"], **{k: r["stats"][k] for k in keys}}
+                for f, r in zip(self.sess.o.feeds, rep["feeds"])}
 
     # -- books (filled in by the session's books, when it keeps them) --
     def symbols(self):

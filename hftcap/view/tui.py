@@ -499,6 +499,8 @@ def _book_header(fr: Frame) -> Text:
         state = state.decode("ascii", "replace")
     t.append(f" #{fr.locate}", style="dim")
     t.append(f"  state {state or '-'}")
+    if b.get("suspect"):
+        t.append("  SUSPECT: a gap was lost, this book may be wrong ", style="bold white on red")
     if bids is not None and len(bids) and asks is not None and len(asks):
         bb, ba = int(bids[0][0]), int(asks[0][0])
         t.append(f"  spread {fmt_price(ba - bb)}  mid {fmt_mid(bb, ba)}")
@@ -635,11 +637,17 @@ def _counters_compact(fr: Frame, rates: RateMeter, width: int, n_lines: int) -> 
         l1.append("  by type/s ", style="dim")
         l1.append(" ".join(f"{t} {fmt_rate(r)}" for t, r in by_type if r))
     l2 = Text()
+    for r in (c.get("recovery") or {}).values():  # first: the line is cut at the width
+        l2.append(r["state"], style=FEED_STATE_STYLE.get(r["state"], ""))
+        l2.append(f" rec {r['messages_recovered']:,} ")
+        l2.append(f"lost {r['gaps_lost']:,}", style="bold red" if r["gaps_lost"] else "")
+        l2.append("  ")
     l2.append("total ", style="bold")
     l2.append(f"pkt {fmt_int(c.get('packets'))}  msg {fmt_int(c.get('messages'))}  "
               f"gaps {fmt_int(c.get('gaps'))}  dup {fmt_int(c.get('duplicates'))}  ")
     ndrop = sum(int(v) for v in drops.values())
     l2.append(f"drops {ndrop:,}", style="bold red" if ndrop else "")
+
     l3 = Text() if n_lines >= 3 else l2
     if n_lines >= 3:
         l3.append("xdp ", style="bold")
@@ -653,6 +661,10 @@ def _counters_compact(fr: Frame, rates: RateMeter, width: int, n_lines: int) -> 
     return [l1, l2] if l3 is l2 else [l1, l2, l3]
 
 
+FEED_STATE_STYLE = {"synced": "bold green", "gap_wait": "yellow", "recovering": "bold yellow",
+                    "degraded": "bold white on red"}
+
+
 def _counters_wide(fr: Frame, rates: RateMeter, max_rows: int) -> list:
     c = fr.counters
     rows: list = [["packets", fmt_int(c.get("packets")), fmt_rate(rates.rate("packets"))],
@@ -660,10 +672,14 @@ def _counters_wide(fr: Frame, rates: RateMeter, max_rows: int) -> list:
                   ["bytes", fmt_int(c.get("bytes")), fmt_bytes_rate(rates.rate("bytes"))],
                   ["gaps", fmt_int(c.get("gaps")), ""],
                   ["duplicates", fmt_int(c.get("duplicates")), ""]]
+    for feed, r in (c.get("recovery") or {}).items():
+        rows.append([Text(r["state"], style=FEED_STATE_STYLE.get(r["state"], "")),
+                     Text(f"lost {r['gaps_lost']:,}", style="bold red" if r["gaps_lost"] else ""),
+                     f"rec {r['messages_recovered']:,}"])
     rest = [("drop " + k, int(v), "bold red" if int(v) else "")
             for k, v in (c.get("drops") or {}).items()]
     rest += [("xdp " + k, int(v), "") for k, v in (c.get("xdp") or {}).items()]
-    room = max_rows - 6
+    room = max_rows - 6 - len(c.get("recovery") or {})
     if len(rest) > room:   # not all fit: keep the non-zero ones first
         rest = sorted(rest, key=lambda r: r[1] == 0)[:max(room, 0)]
     rows += [[Text(name, style=st), Text(f"{v:,}", style=st), ""] for name, v, st in rest]

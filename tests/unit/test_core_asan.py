@@ -9,7 +9,7 @@ FUZZ = ROOT / "tests" / "c"
 
 def test_consumer_under_sanitizers(tmp_path):
     out = build_and_run(tmp_path, FUZZ / "feed_fuzz.c",
-                        ["feed", "mold", "itch", "book", "files", "src", "gen", "hist", "snap", "join", "spin"],
+                        ["feed", "mold", "itch", "book", "files", "src", "gen", "hist", "snap", "join", "spin", "recovery"],
                         libs=["-lz", "-lm", "-lpthread"]).stdout
     assert out.startswith("ok ") and "samples=0" not in out
 
@@ -23,6 +23,16 @@ def test_readers_and_books_under_sanitizers(tmp_path):
 def test_late_join_under_sanitizers(tmp_path):
     """Spin -> SoupBinTCP loader in random segments -> splice equals a full replay; a ring that
     no longer holds N ends behind; mutated spins only ever close (tests/c/join_fuzz.c)."""
-    out = build_and_run(tmp_path, FUZZ / "join_fuzz.c", ["join", "spin", "feed", "snap", "hist", "book", "itch", "mold", "gen"],
+    out = build_and_run(tmp_path, FUZZ / "join_fuzz.c", ["join", "spin", "feed", "snap", "hist", "book", "itch", "mold", "gen", "recovery"],
                          libs=["-lm"]).stdout
     assert out.startswith("ok ")
+
+
+def test_recovery_under_sanitizers(tmp_path):
+    """Loss, duplicates, reordering and hostile live packets; requests answered by a server
+    model, some answers cut, lying, foreign, late or twice; exact accounting at the end
+    (tests/c/recovery_fuzz.c)."""
+    out = build_and_run(tmp_path, FUZZ / "recovery_fuzz.c",
+                        ["recovery", "feed", "mold", "itch", "book", "hist", "snap", "join", "spin", "gen"],
+                        libs=["-lm", "-lpthread"]).stdout
+    assert out.startswith("ok ") and "recovered=0" not in out and "malformed=0" not in out

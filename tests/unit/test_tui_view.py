@@ -369,3 +369,27 @@ def test_ascii_only_terminal_gets_no_box_or_block_characters():
         text = con.export_text()
         assert text.isascii(), [c for c in text if not c.isascii()][:5]
         assert re.search(r"\d+\.\d{4} \| \d+\.\d{4}", text)
+
+
+class _Degraded(FakeSource):
+    """A source whose feed lost a gap: recovery figures and a suspect book."""
+
+    def counters(self) -> dict:
+        c = super().counters()
+        c["recovery"] = {"239.1.1.1:26400": {"state": "degraded", "gaps_seen": 9, "messages_recovered": 40,
+                                             "messages_late": 3, "gaps_lost": 2, "requests_sent": 17}}
+        return c
+
+    def book(self, locate: int, levels: int) -> dict:
+        return dict(super().book(locate, levels), suspect=True)
+
+
+def test_degraded_feed_state_recovery_counters_and_suspect_mark():
+    size = (80, 24)
+    view = LiveView(_Degraded(), None)
+    view.poll()
+    text = render_text(view, *size)
+    assert "SUSPECT: a gap was lost" in text
+    assert "degraded rec 40 lost 2" in text
+    styled = render_text(view, *size, styles=True)
+    assert "\x1b[1;37;41mdegraded" in styled, "the degraded state is not marked in red"

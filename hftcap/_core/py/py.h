@@ -30,6 +30,13 @@ struct hc_pcapng;
 /* The writer of a hftcap._core.PcapngWriter, or NULL with an exception. */
 struct hc_pcapng *hc_py_pcapng_get(PyObject *o);
 
+int hc_py_add_recovery(PyObject *m);
+struct hc_recov;
+struct hc_recov_cfg;
+/* The settings dict of hftcap.feed.recovery into cfg; 0, or -1 with an exception. */
+int hc_py_recov_cfg(PyObject *d, struct hc_recov_cfg *cfg);
+/* The figures of a recovery (per feed and of its socket) as a dict. */
+PyObject *hc_py_recov_report(const struct hc_recov *r, uint32_t nfeeds);
 /* The books of a hftcap._core.Books (owned or a view), or NULL with TypeError. */
 struct hc_books *hc_py_books_ptr(PyObject *o);
 

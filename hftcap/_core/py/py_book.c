@@ -319,14 +319,15 @@ static PyObject *books_info(BooksObject *self, PyObject *args)
 	char hq[4] = { i.halted_markets[0] ? i.halted_markets[0] : '-',
 		       i.halted_markets[1] ? i.halted_markets[1] : '-',
 		       i.halted_markets[2] ? i.halted_markets[2] : '-', 0 };
-	return Py_BuildValue("{s:I,s:s,s:s,s:s,s:s,s:I,s:s,s:s,s:I,s:K,s:K,s:K,s:K,s:K,s:K,s:I,s:I,s:O}",
+	return Py_BuildValue("{s:I,s:s,s:s,s:s,s:s,s:I,s:s,s:s,s:I,s:K,s:K,s:K,s:K,s:K,s:K,s:I,s:I,s:O,s:O}",
 		"locate", (unsigned)i.locate, "symbol", i.symbol, "market_category", mc,
 		"authenticity", au, "trading_state", ts, "round_lot_size", i.round_lot_size,
 		"reg_sho_action", rs, "operational_halts_QBX", hq,
 		"last_trade_price_e4", i.last_trade_price_e4, "last_itch_ns", i.last_itch_ns,
 		"volume", i.volume, "trades", i.trades, "broken_trades", i.broken_trades,
 		"messages", i.messages, "orders_live", i.orders_live, "bid_levels", i.bid_levels,
-		"ask_levels", i.ask_levels, "incomplete", i.incomplete ? Py_True : Py_False);
+		"ask_levels", i.ask_levels, "incomplete", i.incomplete ? Py_True : Py_False,
+		"suspect", i.suspect ? Py_True : Py_False);
 }
 
 static PyObject *books_book_raw(BooksObject *self, PyObject *args)

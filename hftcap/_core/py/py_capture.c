@@ -58,7 +58,8 @@ static int Capture_init(CaptureObject *self, PyObject *args, PyObject *kw)
 	static char *kwlist[] = { "ifname", "ifindex", "feeds", "path", "xdp_mode", "bind_mode",
 				  "poll_mode", "cpu", "queue", "max_packets", "want_hw_ts",
 				  "tai_clock", "busy_poll_us", "timing", "phc_is_tai",
-				  "itch_epoch_tai_ns", "books", "expected_orders", "queues", NULL };
+				  "itch_epoch_tai_ns", "books", "expected_orders", "queues",
+				  "recovery", NULL };
 	struct hc_capture_cfg cfg;
 	memset(&cfg, 0, sizeof(cfg));
 	const char *ifname;
@@ -71,14 +72,19 @@ static int Capture_init(CaptureObject *self, PyObject *args, PyObject *kw)
 	cfg.timing = 1;
 	unsigned long long epoch = 0, expected_orders = 1 << 20;
 	cfg.books = 1;
-	PyObject *queues = Py_None;
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "siO|iiiiiIKppippKpKO", kwlist, &ifname,
+	PyObject *queues = Py_None, *recovery = Py_None;
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "siO|iiiiiIKppippKpKOO", kwlist, &ifname,
 					 &cfg.ifindex, &feeds, &cfg.path, &cfg.xdp_mode,
 					 &cfg.bind_mode, &cfg.poll_mode, &cfg.cpu, &cfg.queue,
 					 &max_packets, &cfg.want_hw_ts, &cfg.tai_clock,
 					 &cfg.busy_poll_us, &cfg.timing, &cfg.phc_is_tai, &epoch,
-					 &cfg.books, &expected_orders, &queues))
+					 &cfg.books, &expected_orders, &queues, &recovery))
 		return -1;
+	if (recovery != Py_None) {
+		if (hc_py_recov_cfg(recovery, &cfg.recov) < 0)
+			return -1;
+		cfg.recovery = 1;
+	}
 	if (queues != Py_None) {
 		PyObject *qs = PySequence_Fast(queues, "queues must be a sequence of ints");
 		if (!qs)
@@ -401,6 +407,16 @@ static PyObject *Capture_xsk_drops(CaptureObject *self, PyObject *unused)
 			     "rx_fill_ring_empty_descs", (unsigned long long)d.rx_fill_ring_empty_descs);
 }
 
+/* recovery() -> None, or the recovery figures (hc_py_recov_report). */
+static PyObject *Capture_recovery(CaptureObject *self, PyObject *unused)
+{
+	NEED_CAP(self);
+	struct hc_recov *r = hc_capture_recov(self->cap);
+	if (!r)
+		Py_RETURN_NONE;
+	return hc_py_recov_report(r, hc_capture_consumer(self->cap)->nfeeds);
+}
+
 /* arm_join(capacity) -> hftcap._core.Join: before start(), buffer the feed from its first
  * packet until a snapshot is handed over (join.h). */
 static PyObject *Capture_arm_join(CaptureObject *self, PyObject *arg)
@@ -428,6 +444,8 @@ static PyObject *Capture_arm_join(CaptureObject *self, PyObject *arg)
 }
 
 static PyMethodDef Capture_methods[] = {
+	{ "recovery", (PyCFunction)Capture_recovery, METH_NOARGS,
+	  "Gap recovery figures per feed (None when not configured)." },
 	{ "arm_join", (PyCFunction)Capture_arm_join, METH_O,
 	  "arm_join(capacity) -> Join: buffer the feed until a snapshot is in (before start)." },
 	{ "set_writer", (PyCFunction)Capture_set_writer, METH_O,

@@ -1,0 +1,312 @@
+/* py_recovery.c: the boundary of recovery.c. hc_py_recov_cfg() parses the settings the
+ * Python side chose (hftcap.feed.recovery), hc_py_recov_report() copies the figures of a
+ * running recovery into a dict, and hftcap._core.RecoveryLab drives one consumer with books
+ * and a lab-mode recovery (no socket, requests recorded) on a clock the caller gives: the
+ * hostile-reply and ordering tests run through exactly the data thread's code. */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <arpa/inet.h>
+#include <string.h>
+
+#include "py.h"
+#include "feed.h"
+#include "book.h"
+#include "recovery.h"
+
+static const char *state_names[] = { "synced", "gap_wait", "recovering", "degraded" };
+
+#define STAT(f) { #f, offsetof(struct hc_recov_stats, f) }
+static const struct { const char *name; size_t off; } stat_fields[] = {
+	STAT(gaps_seen), STAT(gaps_lost), STAT(messages_missing), STAT(messages_late),
+	STAT(messages_recovered), STAT(messages_lost), STAT(held_messages), STAT(reorder_peak),
+	STAT(overflows), STAT(oversize), STAT(requests_sent), STAT(retries), STAT(remainders),
+	STAT(timeouts), STAT(failovers), STAT(send_errors), STAT(replies), STAT(reply_duplicates),
+	STAT(replies_late), STAT(drop_unknown_source), STAT(drop_wrong_session),
+	STAT(drop_unrequested), STAT(drop_malformed), STAT(session_changes), STAT(backwards),
+	STAT(episodes),
+};
+
+int hc_py_recov_cfg(PyObject *d, struct hc_recov_cfg *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	if (!PyDict_Check(d)) {
+		PyErr_SetString(PyExc_TypeError, "recovery must be a dict");
+		return -1;
+	}
+	unsigned long long gap = 0, rto = 0;
+	unsigned int rb = 0, rmax = 0, mo = 0, rr = 0;
+	PyObject *servers = PyDict_GetItemString(d, "servers");
+	PyObject *empty = PyTuple_New(0);
+	if (!empty)
+		return -1;
+	static char *kw[] = { "servers", "reorder_buffer", "gap_timeout_ns", "request_timeout_ns",
+			      "request_max", "max_outstanding", "request_retries", NULL };
+	PyObject *ign;
+	int ok = PyArg_ParseTupleAndKeywords(empty, d, "OIKKIII", kw, &ign, &rb, &gap, &rto, &rmax,
+					     &mo, &rr);
+	Py_DECREF(empty);
+	if (!ok)
+		return -1;
+	cfg->reorder_buffer = rb;
+	cfg->gap_timeout_ns = gap;
+	cfg->request_timeout_ns = rto;
+	cfg->request_max = rmax;
+	cfg->max_outstanding = mo;
+	cfg->request_retries = rr;
+	PyObject *seq = PySequence_Fast(servers, "servers must be a sequence of (ip, port)");
+	if (!seq)
+		return -1;
+	Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+	if (n > HC_RECOV_MAX_SERVERS) {
+		Py_DECREF(seq);
+		PyErr_Format(PyExc_ValueError, "at most %d re-request servers", HC_RECOV_MAX_SERVERS);
+		return -1;
+	}
+	for (Py_ssize_t i = 0; i < n; i++) {
+		const char *ip;
+		int port;
+		struct in_addr a;
+		if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i), "si", &ip, &port)) {
+			Py_DECREF(seq);
+			return -1;
+		}
+		if (inet_pton(AF_INET, ip, &a) != 1 || port <= 0 || port > 65535) {
+			Py_DECREF(seq);
+			PyErr_Format(PyExc_ValueError, "bad re-request server %s:%d", ip, port);
+			return -1;
+		}
+		cfg->server_ip_be[i] = a.s_addr;
+		cfg->server_port_be[i] = htons((uint16_t)port);
+	}
+	cfg->nservers = (uint32_t)n;
+	Py_DECREF(seq);
+	return 0;
+}
+
+static PyObject *stats_dict(const struct hc_recov_stats *st)
+{
+	PyObject *d = PyDict_New();
+	if (!d)
+		return NULL;
+	for (size_t i = 0; i < sizeof(stat_fields) / sizeof(stat_fields[0]); i++) {
+		uint64_t v = __atomic_load_n((const uint64_t *)((const char *)st + stat_fields[i].off),
+					     __ATOMIC_RELAXED);
+		PyObject *o = PyLong_FromUnsignedLongLong(v);
+		if (!o || PyDict_SetItemString(d, stat_fields[i].name, o)) {
+			Py_XDECREF(o);
+			Py_DECREF(d);
+			return NULL;
+		}
+		Py_DECREF(o);
+	}
+	return d;
+}
+
+/* {"feeds": [{state, stats, lost: [(first, count)], hist: bytes}], "socket": stats}. */
+PyObject *hc_py_recov_report(const struct hc_recov *r, uint32_t nfeeds)
+{
+	PyObject *out = PyDict_New(), *feeds = PyList_New(0);
+	struct hc_recov_range *lost = PyMem_Malloc(sizeof(*lost) * HC_RECOV_LOST_RANGES);
+	if (!out || !feeds || !lost)
+		goto fail;
+	for (uint32_t k = 0; k < nfeeds; k++) {
+		uint32_t nl = hc_recov_lost(r, k, lost);
+		PyObject *ll = PyList_New(nl);
+		if (!ll)
+			goto fail;
+		for (uint32_t i = 0; i < nl; i++)
+			PyList_SET_ITEM(ll, i, Py_BuildValue("(KK)", (unsigned long long)lost[i].first,
+							     (unsigned long long)lost[i].count));
+		PyObject *st = stats_dict(hc_recov_stats(r, k));
+		PyObject *h = hc_py_hist_bytes(hc_recov_hist(r, k, 0), 1);
+		PyObject *hl = hc_py_hist_bytes(hc_recov_hist(r, k, 1), 1);
+		int s = hc_recov_state(r, k);
+		PyObject *fd = (st && h && hl)
+			? Py_BuildValue("{s:s,s:O,s:O,s:O,s:O}", "state", state_names[s], "stats", st,
+					"lost", ll, "recovery_time", h, "loss_declared_after", hl)
+			: NULL;
+		Py_XDECREF(st);
+		Py_XDECREF(h);
+		Py_XDECREF(hl);
+		Py_DECREF(ll);
+		if (!fd || PyList_Append(feeds, fd)) {
+			Py_XDECREF(fd);
+			goto fail;
+		}
+		Py_DECREF(fd);
+	}
+	PyObject *sock = stats_dict(hc_recov_stats(r, nfeeds));
+	if (!sock || PyDict_SetItemString(out, "socket", sock)) {
+		Py_XDECREF(sock);
+		goto fail;
+	}
+	Py_DECREF(sock);
+	if (PyDict_SetItemString(out, "feeds", feeds))
+		goto fail;
+	Py_DECREF(feeds);
+	PyMem_Free(lost);
+	return out;
+fail:
+	PyMem_Free(lost);
+	Py_XDECREF(out);
+	Py_XDECREF(feeds);
+	return NULL;
+}
+
+/* ---- RecoveryLab ---- */
+
+typedef struct {
+	PyObject_HEAD
+	struct hc_consumer *c;
+	struct hc_recov *r;
+} LabObject;
+
+static int Lab_init(LabObject *self, PyObject *args, PyObject *kw)
+{
+	PyObject *cfgd;
+	if (!PyArg_ParseTuple(args, "O", &cfgd))
+		return -1;
+	struct hc_recov_cfg cfg;
+	if (hc_py_recov_cfg(cfgd, &cfg) < 0)
+		return -1;
+	cfg.lab = 1;
+	self->c = PyMem_Calloc(1, sizeof(*self->c));
+	if (!self->c) {
+		PyErr_NoMemory();
+		return -1;
+	}
+	hc_consumer_init(self->c, 1, 0);
+	int err = hc_books_new(&self->c->books, 1 << 16);
+	if (!err)
+		err = hc_recov_new(&self->r, &cfg, 1);
+	if (err) {
+		hc_py_errno(err, "recovery lab");
+		return -1;
+	}
+	self->c->recov = self->r;
+	return 0;
+}
+
+static void Lab_dealloc(LabObject *self)
+{
+	if (self->c && self->c->books)
+		hc_books_free(self->c->books);
+	hc_recov_free(self->r);
+	PyMem_Free(self->c);
+	Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *Lab_packet(LabObject *self, PyObject *args)
+{
+	Py_buffer b;
+	unsigned long long now;
+	if (!PyArg_ParseTuple(args, "y*K", &b, &now))
+		return NULL;
+	struct hc_pkt_times t = { .deq_tai_ns = now };
+	hc_consumer_packet(self->c, 0, b.buf, (uint32_t)b.len, &t);
+	PyBuffer_Release(&b);
+	Py_RETURN_NONE;
+}
+
+static PyObject *Lab_reply(LabObject *self, PyObject *args)
+{
+	Py_buffer b;
+	const char *ip;
+	int port;
+	unsigned long long now;
+	if (!PyArg_ParseTuple(args, "y*siK", &b, &ip, &port, &now))
+		return NULL;
+	struct in_addr a;
+	if (inet_pton(AF_INET, ip, &a) != 1) {
+		PyBuffer_Release(&b);
+		return PyErr_Format(PyExc_ValueError, "bad address %s", ip);
+	}
+	hc_recov_reply(self->r, self->c, b.buf, (uint32_t)b.len, a.s_addr, htons((uint16_t)port), now);
+	PyBuffer_Release(&b);
+	Py_RETURN_NONE;
+}
+
+static PyObject *Lab_tick(LabObject *self, PyObject *args)
+{
+	unsigned long long now;
+	if (!PyArg_ParseTuple(args, "K", &now))
+		return NULL;
+	hc_recov_tick(self->r, self->c, now);
+	uint64_t t = hc_recov_next_timer_ns(self->r, now);
+	if (t == UINT64_MAX)
+		Py_RETURN_NONE;
+	return PyLong_FromUnsignedLongLong(t);
+}
+
+static PyObject *Lab_sent(LabObject *self, PyObject *unused)
+{
+	enum { CAP = 4096 };
+	uint32_t *srv = PyMem_Malloc(CAP * sizeof(*srv));
+	uint8_t(*pk)[20] = PyMem_Malloc(CAP * 20);
+	if (!srv || !pk) {
+		PyMem_Free(srv);
+		PyMem_Free(pk);
+		return PyErr_NoMemory();
+	}
+	uint32_t n = hc_recov_sent(self->r, srv, pk, CAP);
+	PyObject *l = PyList_New(n);
+	for (uint32_t i = 0; l && i < n; i++)
+		PyList_SET_ITEM(l, i, Py_BuildValue("(Iy#)", srv[i], (const char *)pk[i], (Py_ssize_t)20));
+	PyMem_Free(srv);
+	PyMem_Free(pk);
+	return l;
+}
+
+static PyObject *Lab_report(LabObject *self, PyObject *unused)
+{
+	PyObject *d = hc_py_recov_report(self->r, 1);
+	if (!d)
+		return NULL;
+	const struct hc_mold *m = &self->c->mold[0];
+	PyObject *mold = Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:K,s:K}", "next", m->next,
+				       "messages", m->st.messages, "duplicates", m->st.duplicates,
+				       "gaps", m->st.gaps, "gap_events", m->st.gap_events,
+				       "drop_truncated", m->st.drop_truncated, "packets", m->st.packets);
+	if (!mold || PyDict_SetItemString(d, "mold", mold)) {
+		Py_XDECREF(mold);
+		Py_DECREF(d);
+		return NULL;
+	}
+	Py_DECREF(mold);
+	return d;
+}
+
+static PyObject *Lab_books(LabObject *self, PyObject *unused)
+{
+	return hc_py_books_wrap(self->c->books, (PyObject *)self);
+}
+
+static PyMethodDef Lab_methods[] = {
+	{ "packet", (PyCFunction)Lab_packet, METH_VARARGS, "packet(datagram, now_ns): a live packet" },
+	{ "reply", (PyCFunction)Lab_reply, METH_VARARGS,
+	  "reply(datagram, ip, port, now_ns): a datagram on the request socket" },
+	{ "tick", (PyCFunction)Lab_tick, METH_VARARGS,
+	  "tick(now_ns) -> ns to the next timer (None: none armed)" },
+	{ "sent", (PyCFunction)Lab_sent, METH_NOARGS, "[(server index, request bytes)] so far" },
+	{ "report", (PyCFunction)Lab_report, METH_NOARGS, "figures, as Capture.recovery() gives them" },
+	{ "books", (PyCFunction)Lab_books, METH_NOARGS, "the books fed" },
+	{ NULL },
+};
+
+static PyTypeObject LabType = {
+	PyVarObject_HEAD_INIT(NULL, 0).tp_name = "hftcap._core.RecoveryLab",
+	.tp_basicsize = sizeof(LabObject),
+	.tp_flags = Py_TPFLAGS_DEFAULT,
+	.tp_new = PyType_GenericNew,
+	.tp_init = (initproc)Lab_init,
+	.tp_dealloc = (destructor)Lab_dealloc,
+	.tp_methods = Lab_methods,
+	.tp_doc = "One feed's consumer, books and recovery on a caller-given clock (tests).",
+};
+
+int hc_py_add_recovery(PyObject *m)
+{
+	if (PyType_Ready(&LabType) < 0)
+		return -1;
+	return PyModule_AddObjectRef(m, "RecoveryLab", (PyObject *)&LabType);
+}

@@ -1,0 +1,728 @@
+/* recovery.c: see recovery.h. Per feed: `next` (the mold state's next expected sequence) is
+ * the next message to deliver and `high` is one past the highest sequence known to exist;
+ * [next, high) holds parked messages and missing ones. Invariant after every call: the slot
+ * of `next` is never parked (it would have been drained) and high <= next + ring size, so
+ * every sequence in [next, high) has its own slot. A request entry is matched by the first
+ * sequence it asked for, which is where a reply must start (MOLDUDP64.md sec. 2). */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <netinet/in.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+
+#include "recovery.h"
+#include "book.h"
+#include "feed.h"
+#include "mold.h"
+#include "hc_time.h"
+
+#define NREQ (2 * HC_RECOV_MAX_OUTSTANDING) /* in flight + given up (lost when next gets there) */
+#define LAB_SENT_CAP 4096
+#define RX_BUF 2048
+
+struct slot {
+	uint64_t seq; /* the parked message's sequence; any other value: empty */
+	uint16_t len;
+	uint8_t data[HC_RECOV_SLOT_DATA];
+};
+_Static_assert(sizeof(struct slot) == HC_RECOV_SLOT_BYTES, "64-byte slots");
+
+struct req {
+	uint64_t first;    /* where the reply must start */
+	uint64_t sent_ns;
+	uint64_t first_sent_ns; /* the first send of this entry: the loss bound counts from it */
+	uint32_t count;
+	uint32_t attempts; /* re-sends to the current server */
+	uint8_t used, given_up;
+};
+
+struct rfeed {
+	struct slot *ring;
+	uint64_t high;
+	uint64_t req_upto;       /* missing messages below this are asked for (or given up) */
+	uint64_t unreq_since_ns; /* when the oldest missing message not asked for yet was seen; 0: none */
+	uint64_t episode_ns;     /* when the feed last went from nothing missing to missing */
+	uint32_t server;         /* index of the server requests go to */
+	uint32_t inflight;
+	uint64_t held;           /* messages parked now */
+	int missing;             /* high > next */
+	struct req reqs[NREQ];
+	struct hc_recov_stats st;
+	struct hc_recov_range lost[HC_RECOV_LOST_RANGES];
+	uint32_t nlost;
+	int state;
+	struct hc_hist hist;     /* gap seen -> filled, CLOCK_TAI ns */
+	struct hc_hist lost_hist; /* first request -> declared lost, CLOCK_TAI ns */
+};
+
+struct hc_recov {
+	struct hc_recov_head head; /* first: hc_recov_active() reads it */
+	struct hc_recov_cfg cfg;
+	uint32_t nfeeds;
+	uint64_t cap, mask;
+	int fd;
+	struct sockaddr_in srv[HC_RECOV_MAX_SERVERS];
+	struct hc_recov_stats sock; /* drops before a datagram is matched to a feed */
+	struct rfeed *f;
+	size_t ring_bytes;
+	uint8_t rx[RX_BUF];
+	uint32_t nsent;
+	uint32_t sent_server[LAB_SENT_CAP];
+	uint8_t sent[LAB_SENT_CAP][20];
+};
+
+static inline void bump(uint64_t *v, uint64_t by)
+{
+	__atomic_store_n(v, *v + by, __ATOMIC_RELAXED);
+}
+
+int hc_recov_new(struct hc_recov **out, const struct hc_recov_cfg *cfg, uint32_t nfeeds)
+{
+	if (!nfeeds || cfg->nservers > HC_RECOV_MAX_SERVERS || !cfg->request_max ||
+	    cfg->request_max > HC_RECOV_REQUEST_MAX_LIMIT || !cfg->max_outstanding ||
+	    cfg->max_outstanding > HC_RECOV_MAX_OUTSTANDING || cfg->reorder_buffer < 16 ||
+	    cfg->reorder_buffer > (1u << 24) || !cfg->request_timeout_ns)
+		return -EINVAL;
+	struct hc_recov *r = calloc(1, sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	int err = -ENOMEM;
+	r->cfg = *cfg;
+	r->nfeeds = nfeeds;
+	r->fd = -1;
+	r->cap = 16;
+	while (r->cap < cfg->reorder_buffer)
+		r->cap <<= 1;
+	r->mask = r->cap - 1;
+	r->f = calloc(nfeeds, sizeof(*r->f));
+	if (!r->f)
+		goto fail;
+	/* Faulted in now: the first gap must not page-fault megabytes in the data thread. */
+	r->ring_bytes = (size_t)r->cap * sizeof(struct slot);
+	for (uint32_t i = 0; i < nfeeds; i++) {
+		void *p = mmap(NULL, r->ring_bytes, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+		if (p == MAP_FAILED) {
+			err = -errno;
+			goto fail;
+		}
+		r->f[i].ring = p;
+		r->f[i].high = 1;
+		r->f[i].req_upto = 1;
+		hc_hist_init(&r->f[i].hist);
+		hc_hist_init(&r->f[i].lost_hist);
+	}
+	for (uint32_t s = 0; s < cfg->nservers; s++) {
+		r->srv[s].sin_family = AF_INET;
+		r->srv[s].sin_addr.s_addr = cfg->server_ip_be[s];
+		r->srv[s].sin_port = cfg->server_port_be[s];
+	}
+	if (!cfg->lab) {
+		r->fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		if (r->fd < 0) {
+			err = -errno;
+			goto fail;
+		}
+		struct sockaddr_in any = { .sin_family = AF_INET };
+		if (bind(r->fd, (struct sockaddr *)&any, sizeof(any))) {
+			err = -errno;
+			goto fail;
+		}
+	}
+	*out = r;
+	return 0;
+fail:
+	hc_recov_free(r);
+	return err;
+}
+
+void hc_recov_free(struct hc_recov *r)
+{
+	if (!r)
+		return;
+	if (r->fd >= 0)
+		close(r->fd);
+	if (r->f)
+		for (uint32_t i = 0; i < r->nfeeds; i++)
+			if (r->f[i].ring)
+				munmap(r->f[i].ring, r->ring_bytes);
+	free(r->f);
+	free(r);
+}
+
+int hc_recov_fd(const struct hc_recov *r) { return r->fd; }
+
+/* ---- small pieces ---- */
+
+static inline struct slot *slot_of(struct hc_recov *r, struct rfeed *f, uint64_t seq)
+{
+	return &f->ring[seq & r->mask];
+}
+static inline int parked(struct hc_recov *r, struct rfeed *f, uint64_t seq)
+{
+	return slot_of(r, f, seq)->seq == seq;
+}
+
+/* Deliver the parked message of next and move on. */
+static inline void take_parked(struct hc_recov *r, struct hc_consumer *c, struct hc_mold *m,
+			       struct rfeed *f)
+{
+	struct slot *s = slot_of(r, f, m->next);
+	hc_consumer_apply_msg(c, m, s->data, s->len);
+	s->seq = 0;
+	f->held--;
+	m->next++;
+}
+
+static void set_state(struct hc_recov *r, struct rfeed *f, struct hc_mold *m)
+{
+	int s = f->st.gaps_lost ? HC_FEED_DEGRADED
+		: f->missing ? (f->inflight ? HC_FEED_RECOVERING : HC_FEED_GAP_WAIT)
+			     : HC_FEED_SYNCED;
+	__atomic_store_n(&f->state, s, __ATOMIC_RELAXED);
+}
+
+static void set_missing(struct hc_recov *r, struct rfeed *f, int missing, uint64_t now)
+{
+	if (missing == f->missing)
+		return;
+	f->missing = missing;
+	if (missing) {
+		f->episode_ns = now;
+		__atomic_add_fetch(&r->head.active, 1, __ATOMIC_RELAXED);
+	} else {
+		hc_hist_record(&f->hist, now >= f->episode_ns ? now - f->episode_ns : 0);
+		bump(&f->st.episodes, 1);
+		__atomic_sub_fetch(&r->head.active, 1, __ATOMIC_RELAXED);
+	}
+}
+
+static void send_req(struct hc_recov *r, struct hc_mold *m, struct rfeed *f, struct req *q,
+		     uint64_t now)
+{
+	uint8_t pkt[20];
+	memcpy(pkt, m->session, 10);
+	uint64_t be = __builtin_bswap64(q->first);
+	memcpy(pkt + 10, &be, 8);
+	pkt[18] = (uint8_t)(q->count >> 8);
+	pkt[19] = (uint8_t)q->count;
+	q->sent_ns = now;
+	bump(&f->st.requests_sent, 1);
+	if (r->cfg.lab) {
+		if (r->nsent < LAB_SENT_CAP) {
+			r->sent_server[r->nsent] = f->server;
+			memcpy(r->sent[r->nsent], pkt, 20);
+			r->nsent++;
+		}
+		return;
+	}
+	/* A refusal is not retried here: the request times out like a lost one. */
+	if (sendto(r->fd, pkt, 20, MSG_DONTWAIT, (struct sockaddr *)&r->srv[f->server],
+		   sizeof(r->srv[0])) != 20)
+		bump(&f->st.send_errors, 1);
+}
+
+static void req_free(struct rfeed *f, struct req *q)
+{
+	if (!q->given_up)
+		f->inflight--;
+	q->used = 0;
+}
+
+/* Record a lost run [first, first + n): counted, remembered, the books suspect. */
+static void lose_run(struct hc_consumer *c, struct hc_mold *m, struct rfeed *f, uint64_t first,
+		     uint64_t n)
+{
+	if (f->nlost < HC_RECOV_LOST_RANGES) {
+		f->lost[f->nlost].first = first;
+		f->lost[f->nlost].count = n;
+		__atomic_store_n(&f->nlost, f->nlost + 1, __ATOMIC_RELEASE);
+	}
+	bump(&f->st.gaps_lost, 1);
+	bump(&f->st.messages_lost, n);
+	bump(&m->st.gaps, n);
+	bump(&m->st.gap_events, 1);
+	if (c->books)
+		hc_books_mark_suspect(c->books);
+}
+
+/* Deliver parked messages from next on; skip runs whose request was given up (lost). */
+static void drain(struct hc_recov *r, struct hc_consumer *c, struct hc_mold *m, struct rfeed *f,
+		  uint64_t now)
+{
+	for (;;) {
+		while (m->next < f->high && parked(r, f, m->next))
+			take_parked(r, c, m, f);
+		if (m->next >= f->high)
+			break;
+		struct req *g = NULL;
+		for (int i = 0; i < NREQ; i++) {
+			struct req *q = &f->reqs[i];
+			if (q->used && q->given_up && q->first <= m->next && m->next < q->first + q->count)
+				g = q;
+		}
+		if (!g)
+			break;
+		uint64_t end = g->first + g->count, s = m->next;
+		while (m->next < end && !parked(r, f, m->next))
+			m->next++;
+		if (m->next > s) {
+			lose_run(c, m, f, s, m->next - s);
+			hc_hist_record(&f->lost_hist, now - g->first_sent_ns);
+		}
+	}
+	for (int i = 0; i < NREQ; i++) {
+		struct req *q = &f->reqs[i];
+		if (q->used && q->first + q->count <= m->next)
+			req_free(f, q);
+	}
+	if (f->req_upto < m->next)
+		f->req_upto = m->next;
+	if (m->next >= f->high) {
+		f->high = m->next;
+		f->unreq_since_ns = 0;
+		if (f->missing && f->st.gaps_lost && f->server + 1 >= r->cfg.nservers)
+			f->server = 0; /* every server failed: the next gap starts at the primary again */
+		set_missing(r, f, 0, now);
+	}
+	set_state(r, f, m);
+}
+
+/* Declare lost every missing message below upto (parked ones are delivered). */
+static void lose_until(struct hc_recov *r, struct hc_consumer *c, struct hc_mold *m,
+		       struct rfeed *f, uint64_t upto, uint64_t now)
+{
+	while (m->next < upto) {
+		if (parked(r, f, m->next)) {
+			take_parked(r, c, m, f);
+			continue;
+		}
+		uint64_t s = m->next;
+		while (m->next < upto && !parked(r, f, m->next))
+			m->next++;
+		lose_run(c, m, f, s, m->next - s);
+	}
+	drain(r, c, m, f, now);
+}
+
+/* Sequences up to e exist: a new missing run [high, from) when from > high. */
+static void note_end(struct hc_recov *r, struct rfeed *f, struct hc_mold *m, uint64_t from,
+		     uint64_t e, uint64_t now)
+{
+	if (from > f->high) {
+		bump(&f->st.gaps_seen, 1);
+		bump(&f->st.messages_missing, from - f->high);
+		if (!f->unreq_since_ns)
+			f->unreq_since_ns = now ? now : 1;
+		set_missing(r, f, 1, now);
+	}
+	if (e > f->high)
+		f->high = e;
+}
+
+/* Park one message ahead of next (the ring cannot overflow: callers made room). */
+static void park(struct hc_recov *r, struct rfeed *f, struct hc_mold *m, uint64_t seq,
+		 const uint8_t *msg, uint32_t len, int recovered, uint64_t now)
+{
+	struct slot *s = slot_of(r, f, seq);
+	if (s->seq == seq) {
+		if (recovered)
+			bump(&f->st.reply_duplicates, 1);
+		else
+			bump(&m->st.duplicates, 1);
+		return;
+	}
+	if (len > HC_RECOV_SLOT_DATA) {
+		/* Not ITCH 5.0 (largest 50 B): left missing, so it is asked for (and lost if the
+		 * reply cannot be parked either). */
+		bump(&f->st.oversize, 1);
+		if (!f->unreq_since_ns)
+			f->unreq_since_ns = now ? now : 1;
+		if (f->req_upto > seq)
+			f->req_upto = seq;
+		return;
+	}
+	s->seq = seq;
+	s->len = (uint16_t)len;
+	memcpy(s->data, msg, len);
+	f->held++;
+	if (f->held > f->st.reorder_peak)
+		__atomic_store_n(&f->st.reorder_peak, f->held, __ATOMIC_RELAXED);
+	bump(&f->st.held_messages, 1);
+	if (recovered)
+		bump(&f->st.messages_recovered, 1);
+}
+
+/* Walk count blocks; 0 = they fit exactly, 1 = fit with trailing bytes, -1 = truncated. */
+static int walk(const uint8_t *p, const uint8_t *end, uint32_t count)
+{
+	for (uint32_t i = 0; i < count; i++) {
+		if (end - p < 2)
+			return -1;
+		uint32_t n = hc_be16(p);
+		if ((size_t)(end - p - 2) < n)
+			return -1;
+		p += 2 + n;
+	}
+	return p == end ? 0 : 1;
+}
+
+/* ---- the live feed ---- */
+
+static void session_reset(struct hc_recov *r, struct hc_consumer *c, struct hc_mold *m,
+			  struct rfeed *f, uint64_t now)
+{
+	bump(&f->st.session_changes, 1);
+	if (f->missing) /* the old session's holes can no longer be asked for */
+		lose_until(r, c, m, f, f->high, now);
+	for (int i = 0; i < NREQ; i++)
+		if (f->reqs[i].used)
+			req_free(f, &f->reqs[i]);
+	f->server = 0;
+}
+
+void hc_recov_packet(struct hc_recov *r, struct hc_consumer *c, uint32_t feed,
+		     const uint8_t *pkt, uint32_t len, const void *times, uint64_t now)
+{
+	const struct hc_pkt_times *t = times;
+	struct hc_mold *m = &c->mold[feed];
+	struct rfeed *f = &r->f[feed];
+	if (len < HC_MOLD_HDR || !m->have_session || memcmp(m->session, pkt, 10)) {
+		if (len >= HC_MOLD_HDR && m->have_session)
+			session_reset(r, c, m, f, now);
+		hc_consumer_sequence(c, feed, pkt, len, t); /* counts, or takes the new session */
+		if (m->have_session && !f->missing)
+			f->high = f->req_upto = m->next;
+		set_state(r, f, m);
+		return;
+	}
+	uint64_t seq = hc_be64(pkt + 10);
+	uint32_t count = hc_be16(pkt + 18);
+	if (count == HC_MOLD_HEARTBEAT || count == HC_MOLD_END_OF_SESSION) {
+		bump(&m->st.packets, 1);
+		bump(count == HC_MOLD_HEARTBEAT ? &m->st.heartbeats : &m->st.end_of_session, 1);
+		if (len != HC_MOLD_HDR)
+			bump(&m->st.drop_trailing, 1);
+		if (seq > m->next + r->cap) { /* tail gap beyond the ring: the oldest part is lost */
+			bump(&f->st.overflows, 1);
+			lose_until(r, c, m, f, seq - r->cap, now);
+		}
+		note_end(r, f, m, seq, seq, now);
+		set_state(r, f, m);
+		return;
+	}
+	uint64_t end = seq + count;
+	int shape = walk(pkt + HC_MOLD_HDR, pkt + len, count);
+	if (shape < 0) { /* whole packet dropped: its messages stay missing and are asked for */
+		bump(&m->st.packets, 1);
+		bump(&m->st.drop_truncated, 1);
+		return;
+	}
+	if (end <= m->next) {
+		if (m->next - seq > r->cap) { /* far behind: a reset, not a duplicate; not merged */
+			bump(&m->st.packets, 1);
+			bump(&f->st.backwards, 1);
+			return;
+		}
+		hc_consumer_sequence(c, feed, pkt, len, t); /* counts the duplicate */
+		return;
+	}
+	if (seq <= m->next) {
+		uint64_t old = m->next, high = f->high;
+		hc_consumer_sequence(c, feed, pkt, len, t);
+		if (old < high) {
+			/* Messages below high were missing or parked: the parked copies are duplicates. */
+			uint64_t upto = m->next < high ? m->next : high, dups = 0;
+			for (uint64_t s = old; s < upto; s++) {
+				struct slot *sl = slot_of(r, f, s);
+				if (sl->seq == s) {
+					sl->seq = 0;
+					f->held--;
+					dups++;
+				}
+			}
+			bump(&f->st.messages_late, upto - old - dups);
+			bump(&m->st.duplicates, dups);
+		}
+		if (m->next > f->high)
+			f->high = m->next;
+		if (f->missing)
+			drain(r, c, m, f, now);
+		return;
+	}
+	/* Ahead of next: park each block. */
+	bump(&m->st.packets, 1);
+	if (shape)
+		bump(&m->st.drop_trailing, 1);
+	if (end > m->next + r->cap) { /* beyond the ring: the oldest missing messages are lost */
+		bump(&f->st.overflows, 1);
+		lose_until(r, c, m, f, end - r->cap, now);
+	}
+	uint64_t first_new = seq > f->high ? seq : f->high; /* below it: these were missing */
+	const uint8_t *p = pkt + HC_MOLD_HDR;
+	uint64_t late = 0, missing_oversize = 0;
+	for (uint32_t i = 0; i < count; i++) {
+		uint32_t n = hc_be16(p);
+		uint64_t s = seq + i;
+		if (s >= m->next) {
+			if (n > HC_RECOV_SLOT_DATA)
+				missing_oversize += s >= first_new; /* missing now, asked for */
+			else if (s < first_new && !parked(r, f, s))
+				late++;
+			park(r, f, m, s, p + 2, n, 0, now);
+		} else {
+			bump(&m->st.duplicates, 1);
+		}
+		p += 2 + n;
+	}
+	bump(&f->st.messages_late, late);
+	bump(&f->st.messages_missing, missing_oversize);
+	note_end(r, f, m, seq, end, now);
+	if (parked(r, f, m->next)) /* an overflow moved next onto this packet */
+		drain(r, c, m, f, now);
+	set_state(r, f, m);
+}
+
+/* ---- replies ---- */
+
+void hc_recov_reply(struct hc_recov *r, struct hc_consumer *c, const uint8_t *pkt, uint32_t len,
+		    uint32_t src_ip_be, uint16_t src_port_be, uint64_t now)
+{
+	uint32_t sv = 0;
+	while (sv < r->cfg.nservers &&
+	       (r->cfg.server_ip_be[sv] != src_ip_be || r->cfg.server_port_be[sv] != src_port_be))
+		sv++;
+	if (sv == r->cfg.nservers) {
+		bump(&r->sock.drop_unknown_source, 1);
+		return;
+	}
+	if (len < HC_MOLD_HDR) {
+		bump(&r->sock.drop_malformed, 1);
+		return;
+	}
+	uint64_t seq = hc_be64(pkt + 10);
+	uint32_t count = hc_be16(pkt + 18);
+	if (count == HC_MOLD_HEARTBEAT || count == HC_MOLD_END_OF_SESSION ||
+	    walk(pkt + HC_MOLD_HDR, pkt + len, count) != 0) {
+		bump(&r->sock.drop_malformed, 1);
+		return;
+	}
+	uint32_t fi = 0;
+	while (fi < r->nfeeds &&
+	       !(c->mold[fi].have_session && !memcmp(c->mold[fi].session, pkt, 10)))
+		fi++;
+	if (fi == r->nfeeds) {
+		bump(&r->sock.drop_wrong_session, 1);
+		return;
+	}
+	/* Feeds sharing a session id: the one with a request starting there. */
+	struct req *q = NULL;
+	for (uint32_t k = fi; k < r->nfeeds && !q; k++) {
+		if (!c->mold[k].have_session || memcmp(c->mold[k].session, pkt, 10))
+			continue;
+		for (int i = 0; i < NREQ; i++) {
+			struct req *e = &r->f[k].reqs[i];
+			if (e->used && e->first == seq && count <= e->count) {
+				q = e;
+				fi = k;
+				break;
+			}
+		}
+	}
+	struct hc_mold *m = &c->mold[fi];
+	struct rfeed *f = &r->f[fi];
+	if (!q) {
+		if (seq + count <= m->next)
+			bump(&f->st.replies_late, 1); /* answered late or twice: harmless */
+		else
+			bump(&f->st.drop_unrequested, 1);
+		return;
+	}
+	const uint8_t *p = pkt + HC_MOLD_HDR;
+	uint64_t fresh = 0;
+	for (uint32_t i = 0; i < count; i++) {
+		uint32_t n = hc_be16(p);
+		uint64_t s = seq + i;
+		if (s < m->next) {
+			bump(&f->st.reply_duplicates, 1);
+		} else if (s == m->next && !parked(r, f, s)) {
+			hc_consumer_apply_msg(c, m, p + 2, n);
+			bump(&f->st.messages_recovered, 1);
+			m->next++;
+			fresh++;
+			/* The next ones may be parked already. */
+			while (m->next < f->high && parked(r, f, m->next))
+				take_parked(r, c, m, f);
+		} else {
+			uint64_t before = f->st.messages_recovered;
+			park(r, f, m, s, p + 2, n, 1, now);
+			fresh += f->st.messages_recovered - before;
+		}
+		p += 2 + n;
+	}
+	bump(fresh ? &f->st.replies : &f->st.replies_late, 1);
+	int rest = count < q->count; /* one datagram's worth: ask for the rest at once */
+	if (rest) {
+		q->first += count;
+		q->count -= count;
+		q->attempts = 0;
+	} else {
+		req_free(f, q);
+	}
+	drain(r, c, m, f, now); /* frees the entry if the rest came meanwhile */
+	if (rest && q->used && !q->given_up) {
+		if (q->first < m->next) {
+			q->count -= (uint32_t)(m->next - q->first);
+			q->first = m->next;
+		}
+		bump(&f->st.remainders, 1);
+		send_req(r, m, f, q, now);
+	}
+}
+
+int hc_recov_drain_socket(struct hc_recov *r, struct hc_consumer *c)
+{
+	if (r->fd < 0)
+		return 0;
+	int got = 0;
+	for (; got < 64; got++) {
+		struct sockaddr_in from;
+		socklen_t fl = sizeof(from);
+		ssize_t n = recvfrom(r->fd, r->rx, sizeof(r->rx), MSG_DONTWAIT | MSG_TRUNC,
+				     (struct sockaddr *)&from, &fl);
+		if (n < 0)
+			break;
+		uint32_t len = n > (ssize_t)sizeof(r->rx) ? 0 : (uint32_t)n; /* cut: malformed */
+		hc_recov_reply(r, c, r->rx, len, from.sin_addr.s_addr, from.sin_port,
+			       hc_now_tai_ns());
+	}
+	return got;
+}
+
+/* ---- timers ---- */
+
+static void issue(struct hc_recov *r, struct hc_consumer *c, struct hc_mold *m, struct rfeed *f,
+		  uint64_t now)
+{
+	if (!f->unreq_since_ns || now < f->unreq_since_ns + r->cfg.gap_timeout_ns)
+		return;
+	if (!r->cfg.nservers) {
+		lose_until(r, c, m, f, f->high, now);
+		return;
+	}
+	uint64_t s = f->req_upto > m->next ? f->req_upto : m->next;
+	while (f->inflight < r->cfg.max_outstanding) {
+		while (s < f->high && parked(r, f, s))
+			s++;
+		if (s >= f->high)
+			break;
+		struct req *q = NULL;
+		for (int i = 0; i < NREQ && !q; i++)
+			if (!f->reqs[i].used)
+				q = &f->reqs[i];
+		if (!q)
+			break;
+		uint64_t e = s;
+		while (e < f->high && e - s < r->cfg.request_max && !parked(r, f, e))
+			e++;
+		*q = (struct req){ .first = s, .count = (uint32_t)(e - s), .used = 1,
+				   .first_sent_ns = now };
+		f->inflight++;
+		send_req(r, m, f, q, now);
+		s = e;
+	}
+	while (s < f->high && parked(r, f, s))
+		s++;
+	f->req_upto = s;
+	if (s >= f->high)
+		f->unreq_since_ns = 0;
+	set_state(r, f, m);
+}
+
+void hc_recov_tick(struct hc_recov *r, struct hc_consumer *c, uint64_t now)
+{
+	for (uint32_t k = 0; k < r->nfeeds; k++) {
+		struct rfeed *f = &r->f[k];
+		struct hc_mold *m = &c->mold[k];
+		if (!f->missing)
+			continue;
+		int gave_up = 0;
+		for (int i = 0; i < NREQ; i++) {
+			struct req *q = &f->reqs[i];
+			if (!q->used || q->given_up || now < q->sent_ns + r->cfg.request_timeout_ns)
+				continue;
+			bump(&f->st.timeouts, 1);
+			if (q->attempts < r->cfg.request_retries) {
+				q->attempts++;
+				bump(&f->st.retries, 1);
+			} else if (f->server + 1 < r->cfg.nservers) {
+				f->server++;
+				bump(&f->st.failovers, 1);
+				q->attempts = 0;
+			} else {
+				q->given_up = 1;
+				f->inflight--;
+				gave_up = 1;
+				continue;
+			}
+			send_req(r, m, f, q, now);
+		}
+		if (gave_up)
+			drain(r, c, m, f, now);
+		if (f->missing)
+			issue(r, c, m, f, now);
+	}
+}
+
+uint64_t hc_recov_next_timer_ns(const struct hc_recov *r, uint64_t now)
+{
+	uint64_t due = UINT64_MAX;
+	for (uint32_t k = 0; k < r->nfeeds; k++) {
+		const struct rfeed *f = &r->f[k];
+		if (!f->missing)
+			continue;
+		if (f->unreq_since_ns && f->inflight < r->cfg.max_outstanding) {
+			uint64_t d = f->unreq_since_ns + r->cfg.gap_timeout_ns;
+			if (d < due)
+				due = d;
+		}
+		for (int i = 0; i < NREQ; i++) {
+			const struct req *q = &f->reqs[i];
+			if (q->used && !q->given_up && q->sent_ns + r->cfg.request_timeout_ns < due)
+				due = q->sent_ns + r->cfg.request_timeout_ns;
+		}
+	}
+	if (due == UINT64_MAX)
+		return due;
+	return due > now ? due - now : 0;
+}
+
+/* ---- readers ---- */
+
+int hc_recov_state(const struct hc_recov *r, uint32_t feed)
+{
+	return __atomic_load_n(&r->f[feed].state, __ATOMIC_RELAXED);
+}
+const struct hc_recov_stats *hc_recov_stats(const struct hc_recov *r, uint32_t feed)
+{
+	return feed < r->nfeeds ? &r->f[feed].st : &r->sock;
+}
+uint32_t hc_recov_lost(const struct hc_recov *r, uint32_t feed, struct hc_recov_range *out)
+{
+	uint32_t n = __atomic_load_n(&r->f[feed].nlost, __ATOMIC_ACQUIRE);
+	memcpy(out, r->f[feed].lost, n * sizeof(*out));
+	return n;
+}
+const struct hc_hist *hc_recov_hist(const struct hc_recov *r, uint32_t feed, int lost)
+{
+	return lost ? &r->f[feed].lost_hist : &r->f[feed].hist;
+}
+uint32_t hc_recov_sent(const struct hc_recov *r, uint32_t *server, uint8_t (*pkts)[20], uint32_t cap)
+{
+	uint32_t n = r->nsent < cap ? r->nsent : cap;
+	memcpy(server, r->sent_server, n * sizeof(*server));
+	memcpy(pkts, r->sent, n * 20);
+	return n;
+}

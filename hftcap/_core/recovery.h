@@ -1,0 +1,121 @@
+/* recovery.h: MoldUDP64 gap recovery by re-request, in the data thread
+ * (../shared/specs/MOLDUDP64.md sec. 2-3, ../shared/specs/RECOVERY.md sec. 1-3, 8).
+ *
+ * With recovery configured, every packet of a feed goes through hc_recov_packet() instead of
+ * the plain sequencing of mold.c. Messages are delivered to the books exactly once and in
+ * sequence order: a packet ahead of the next expected sequence is parked, message by
+ * message, in a preallocated reorder ring; after the gap timeout the missing runs are asked
+ * for (at most max_outstanding requests of at most request_max messages) from a non-blocking
+ * UDP socket this module owns; replies are validated whole before any block is used; a
+ * request that times out is retried, then failed over to the next server; when every server
+ * failed (or the ring would overflow) the run is declared lost, counted with its range, and
+ * the feed's books are marked suspect. Nothing here allocates, locks or blocks after
+ * hc_recov_new(). All times are CLOCK_TAI ns, passed in by the caller (the tests drive a
+ * fake clock through the same functions). Functions return 0 or -errno. */
+#ifndef HC_RECOVERY_H
+#define HC_RECOVERY_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include "hist.h"
+
+struct hc_consumer;
+
+#define HC_RECOV_MAX_SERVERS 8
+#define HC_RECOV_MAX_OUTSTANDING 16
+#define HC_RECOV_REQUEST_MAX_LIMIT 2000 /* molderl drops larger requests (RECOVERY.md sec. 1) */
+#define HC_RECOV_SLOT_BYTES 64           /* largest ITCH 5.0 message is 50 B (RECOVERY.md sec. 1) */
+#define HC_RECOV_SLOT_DATA (HC_RECOV_SLOT_BYTES - 10)
+#define HC_RECOV_LOST_RANGES 100        /* lost ranges remembered per feed (the first ones) */
+
+enum hc_feed_state {
+	HC_FEED_SYNCED = 0,     /* nothing missing, nothing ever lost */
+	HC_FEED_GAP_WAIT = 1,   /* messages missing, waiting for a late packet before asking */
+	HC_FEED_RECOVERING = 2, /* requests out */
+	HC_FEED_DEGRADED = 3,   /* a gap was declared lost since start (books suspect) */
+};
+
+struct hc_recov_cfg {
+	uint32_t nservers;                  /* 0: no re-request: a gap is lost after gap_timeout */
+	uint32_t server_ip_be[HC_RECOV_MAX_SERVERS];
+	uint16_t server_port_be[HC_RECOV_MAX_SERVERS];
+	uint32_t reorder_buffer;            /* messages held per feed; rounded up to a power of 2 */
+	uint64_t gap_timeout_ns;
+	uint64_t request_timeout_ns;
+	uint32_t request_max;               /* messages per request, 1..2000 */
+	uint32_t max_outstanding;           /* requests in flight per feed, 1..16 */
+	uint32_t request_retries;           /* re-sends to one server before failing over */
+	int lab;                            /* no socket: requests are recorded (hc_recov_sent) */
+};
+
+/* Per feed, read by other threads with relaxed loads (all u64). */
+struct hc_recov_stats {
+	uint64_t gaps_seen;          /* missing runs discovered (a packet or heartbeat past the end) */
+	uint64_t gaps_lost;          /* runs declared lost */
+	uint64_t messages_missing;   /* messages in the runs discovered */
+	uint64_t messages_late;      /* missing messages a later live packet brought */
+	uint64_t messages_recovered; /* missing messages a reply brought */
+	uint64_t messages_lost;
+	uint64_t held_messages;      /* messages parked in the reorder ring */
+	uint64_t reorder_peak;       /* most messages parked at once */
+	uint64_t overflows;          /* a message beyond the ring: the oldest missing run lost at once */
+	uint64_t oversize;           /* parked message longer than a slot: not parked, asked for again */
+	uint64_t requests_sent;      /* request datagrams (first sends, retries, remainders) */
+	uint64_t retries;            /* re-sends after a timeout */
+	uint64_t remainders;         /* requests for the rest of a reply that stopped short */
+	uint64_t timeouts;
+	uint64_t failovers;
+	uint64_t send_errors;
+	uint64_t replies;            /* replies used */
+	uint64_t reply_duplicates;   /* blocks of used replies already delivered (late / twice) */
+	uint64_t replies_late;       /* replies whose every block was already delivered */
+	uint64_t drop_unknown_source;/* datagram from an address that is no configured server */
+	uint64_t drop_wrong_session;
+	uint64_t drop_unrequested;   /* no request out starts at that sequence, or more than asked */
+	uint64_t drop_malformed;     /* short, truncated block, lying count, trailing bytes, no blocks */
+	uint64_t session_changes;    /* a new session id on the live feed: state reset, not merged */
+	uint64_t backwards;          /* live packet far below the window (not merged, not a dup) */
+	uint64_t episodes;           /* times the feed went from synced to missing and back */
+};
+
+struct hc_recov_range { uint64_t first, count; };
+
+struct hc_recov;
+
+int hc_recov_new(struct hc_recov **out, const struct hc_recov_cfg *cfg, uint32_t nfeeds);
+void hc_recov_free(struct hc_recov *r);
+/* The request/reply socket (-1 in lab mode), for the data thread's poll set. */
+int hc_recov_fd(const struct hc_recov *r);
+
+/* A live packet of `feed` (the consumer calls this instead of its own sequencing). */
+void hc_recov_packet(struct hc_recov *r, struct hc_consumer *c, uint32_t feed,
+		     const uint8_t *pkt, uint32_t len, const void *times, uint64_t now_ns);
+/* One datagram that arrived on the request socket from ip:port (network order). */
+void hc_recov_reply(struct hc_recov *r, struct hc_consumer *c, const uint8_t *pkt, uint32_t len,
+		    uint32_t src_ip_be, uint16_t src_port_be, uint64_t now_ns);
+/* Read every waiting reply off the socket (non-blocking). Returns datagrams read. */
+int hc_recov_drain_socket(struct hc_recov *r, struct hc_consumer *c);
+/* Timers: gap timeouts, request timeouts, retries, failover, loss. */
+void hc_recov_tick(struct hc_recov *r, struct hc_consumer *c, uint64_t now_ns);
+/* ns until the next timer is due (0: due now), UINT64_MAX: none armed. */
+uint64_t hc_recov_next_timer_ns(const struct hc_recov *r, uint64_t now_ns);
+/* Nonzero while any feed has something missing (the loops tick only then). */
+static inline int hc_recov_active(const struct hc_recov *r);
+
+int hc_recov_state(const struct hc_recov *r, uint32_t feed);
+const struct hc_recov_stats *hc_recov_stats(const struct hc_recov *r, uint32_t feed);
+/* Lost ranges of a feed (the first HC_RECOV_LOST_RANGES); returns how many are stored. */
+uint32_t hc_recov_lost(const struct hc_recov *r, uint32_t feed, struct hc_recov_range *out);
+/* lost = 0: gap seen -> nothing missing any more (one sample per episode);
+ * lost = 1: first request of a run -> run declared lost. CLOCK_TAI ns. */
+const struct hc_hist *hc_recov_hist(const struct hc_recov *r, uint32_t feed, int lost);
+/* Lab mode: the requests "sent", in order, as (server index, 20-byte packet). */
+uint32_t hc_recov_sent(const struct hc_recov *r, uint32_t *server, uint8_t (*pkts)[20], uint32_t cap);
+
+struct hc_recov_head { int active; };
+static inline int hc_recov_active(const struct hc_recov *r)
+{
+	return __atomic_load_n(&((const struct hc_recov_head *)r)->active, __ATOMIC_RELAXED);
+}
+
+#endif
