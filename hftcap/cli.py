@@ -282,6 +282,7 @@ def bench(
     snapshot_path: str = typer.Option("xdp-wakeup", "--snapshot-path",
                                       help="Path of the snapshot comparison (busy paths spin: their CPU is the "
                                            "trial's length)."),
+    lab_name: str = typer.Option("hbench", "--lab-name", help="Name prefix of the bench's own lab."),
 ):
     """Kernel bypass vs kernel socket, measured per hop in a lab of its own.
 
@@ -295,7 +296,7 @@ def bench(
     doc = run_bench(rounds=rounds, seconds=seconds, msg_rate=rate, k=k, seed=seed, stocks=stocks, warmup=warmup,
                     paths=path, json_file=json_file, progress=progress, trace=trace,
                     compare_snapshots=compare_snapshots, snapshot_levels=snapshot_levels,
-                    snapshot_path=snapshot_path)
+                    snapshot_path=snapshot_path, lab_name=lab_name)
     render(doc, out)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -15,10 +16,15 @@ pytestmark = pytest.mark.root
 HFTCAP = str(Path(sys.executable).parent / "hftcap")
 
 
+def _lab_name():
+    """Unique: another run of the suite on this machine may be benching at the same time."""
+    return "b" + uuid.uuid4().hex[:6]
+
+
 def test_bench_json_has_every_path_and_hop(tmp_path):
     out = tmp_path / "bench.json"
     cp = subprocess.run([HFTCAP, "bench", "--rounds", "1", "--seconds", "0.5", "--warmup", "0.2", "--rate", "20000",
-                         "--stocks", "4", "--json", str(out)], capture_output=True, text=True, timeout=300)
+                         "--stocks", "4", "--json", str(out), "--lab-name", _lab_name()], capture_output=True, text=True, timeout=300)
     assert cp.returncode == 0, cp.stderr
     doc = json.loads(out.read_text())
     assert set(doc["paths"]) == {"xdp-busy", "xdp-wakeup", "kernel-busy", "kernel-block"}
@@ -47,12 +53,20 @@ def test_bench_json_has_every_path_and_hop(tmp_path):
 def test_bench_trace_splits_the_kernel_path(tmp_path):
     out = tmp_path / "bench.json"
     cp = subprocess.run([HFTCAP, "bench", "--rounds", "1", "--seconds", "0.5", "--warmup", "0.2", "--rate", "20000",
-                         "--stocks", "2", "--path", "kernel-block", "--trace", "--json", str(out)],
+                         "--stocks", "2", "--path", "kernel-block", "--trace", "--json", str(out),
+                         "--lab-name", _lab_name()],
                         capture_output=True, text=True, timeout=300)
     assert cp.returncode == 0, cp.stderr
     p = json.loads(out.read_text())["paths"]["kernel-block"]
     st = p["kernel_stages"]
     for stage in ("driver_to_stack", "stack_to_queue", "copy_to_user"):
         assert st[stage]["count"] > 0 and st[stage]["p50_ns"] > 0, (stage, st)
-    # Every datagram the listener received was seen by the tracer, at most (filter = its pid).
+    # Every datagram the listener received was seen by the tracer, at most (filter = its pid), and
+    # each one it saw is matched or unmatched by reason, exactly.
     assert st["copy_to_user"]["count"] <= p["packets"]
+    a = p["kernel_stages_accounting"]
+    assert a["returned"] == a["matched"] + sum(a["unmatched_by_reason"].values()), a
+    assert a["returned"] <= p["packets"], (a, p["packets"])
+    assert a["unmatched_by_reason"]["queued_before_trace"] == 0, a   # traced before the first packet
+    assert st["queue_to_user"]["count"] == a["matched"], (st, a)
+    assert "traced datagrams: returned" in cp.stdout
