@@ -2,10 +2,12 @@
 # setup.sh: install everything hftcap needs on a fresh Debian 12 or Ubuntu 24.04 machine, as root,
 # then optionally run the demo or the tests. Idempotent: run it as often as you like.
 #
-#   sudo ./setup.sh            install only
-#   sudo ./setup.sh demo       install, then run the one-command demo (the main job)
-#   sudo ./setup.sh test       install, then run the whole test suite
+#   ./setup.sh            install only
+#   ./setup.sh demo       install, then run the one-command demo (the main job)
+#   ./setup.sh test       install, then run the whole test suite
 #
+# As root it runs as it is; as another user it runs itself again through sudo (it installs
+# packages and creates network namespaces, so it needs root either way).
 # The Vagrant provisioner and CI (.ci/run) call this same script.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -13,8 +15,12 @@ ROOT=$PWD
 say() { printf 'setup: %s\n' "$*"; }
 
 if [ "$(id -u)" != 0 ]; then
-	echo "setup: error: needs root (installs packages, creates namespaces)" >&2
-	echo "hint: sudo ./setup.sh ${1:-}" >&2
+	if command -v sudo >/dev/null; then
+		say "not root: running again through sudo"
+		exec sudo -- "$ROOT/setup.sh" "$@"
+	fi
+	echo "setup: error: needs root (installs packages, creates namespaces) and sudo is not installed" >&2
+	echo "hint: run it as root: su -c '$ROOT/setup.sh ${1:-}'" >&2
 	exit 1
 fi
 
@@ -23,8 +29,8 @@ export DEBIAN_FRONTEND=noninteractive
 # tshark asks whether non-root users may capture: answer no, without a prompt.
 echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
 
-PKGS=(clang llvm libbpf-dev libxdp-dev pkg-config zlib1g-dev gcc make python3 python3-venv python3-dev
-      python3-bpfcc iproute2 iputils-ping util-linux ethtool linuxptp tshark tmux procps kmod)
+PKGS=(clang llvm libbpf-dev libxdp-dev pkg-config zlib1g-dev libisal-dev gcc make python3 python3-venv python3-dev
+      python3-bpfcc iproute2 iputils-ping util-linux ethtool linuxptp tshark tmux procps kmod prometheus)
 case "${ID:-}" in
 	debian) PKGS+=(bpftool linux-headers-amd64 vagrant vagrant-libvirt) ;;
 	ubuntu) PKGS+=(linux-tools-common linux-headers-generic) ;;
@@ -69,5 +75,5 @@ case "${1:-}" in
 	"") ;;
 	demo) shift; exec .venv/bin/hftcap demo "$@" ;;
 	test) shift; exec .venv/bin/pytest -p no:cacheprovider "$@" ;;
-	*) echo "setup: error: unknown action '$1'" >&2; echo "hint: sudo ./setup.sh [demo|test]" >&2; exit 2 ;;
+	*) echo "setup: error: unknown action '$1'" >&2; echo "hint: ./setup.sh [demo|test]" >&2; exit 2 ;;
 esac

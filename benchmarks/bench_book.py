@@ -2,14 +2,17 @@
 """ITCH 5.0 decode and decode+books throughput on a generated file, against PyPI itch-book.
 
 Generates an N-message file with hftcap's deterministic generator (default 10 million
-messages, 8 stocks), reads it into memory, and on one pinned core times, alternating run by run:
+messages, 8 stocks; --profile day: the shape of a real NASDAQ day, 8,900 stocks, see
+hftcap/lab/gen.py), and on one pinned core times, alternating run by run, each in its own process
+that reads the whole file into memory first:
   decode      hftcap._core.decode_only(buf): every message decoded into struct hc_itch_msg
   books       hftcap._core.Books().feed(buf): decode + order-by-order books for every stock
   itch-book   itch_book._core.Session([], 0, []).feed(buf) (its C++ core: parse + apply for
-              all symbols, no output table), in its own venv under the work dir, run in a
-              subprocess pinned to the same core; timed inside that process
+              all symbols, no output table), in its own venv under the work dir
 Each figure is wall time from time.perf_counter_ns (CLOCK_MONOTONIC) around one call over the
-whole in-memory buffer; file reading and process start are excluded. Medians over --runs.
+whole in-memory buffer; file reading and process start are excluded. Peak RSS is the
+process's ru_maxrss (getrusage), the file's bytes in memory included (the same for all three).
+Medians over --runs.
 Never part of the CI gate. On a shared or virtual machine the numbers are noisy: the JSON
 records the load average before and after. The default 8 stocks keep the whole book in cache;
 --stocks 1000 (800k live orders) shows the cache-missing regime of a full NASDAQ day. For the
@@ -29,15 +32,41 @@ import time
 from pathlib import Path
 
 ITCH_BOOK_RUNNER = r"""
-import json, sys, time
+import json, resource, sys, time
 from itch_book._core import Session
 data = open(sys.argv[1], "rb").read()
 s = Session([], 0, [])
 t = time.perf_counter_ns(); s.feed(data); e = time.perf_counter_ns() - t
 st = s.stats()
 print(json.dumps({"ns": e, "messages": st["messages"], "live_orders": st["live_orders"],
-                  "missing_ref": st["missing_ref"], "crossed_books": st["crossed_books"]}))
+                  "missing_ref": st["missing_ref"], "crossed_books": st["crossed_books"],
+                  "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
 """
+
+HFTCAP_RUNNER = r"""
+import json, resource, sys, time
+from hftcap import _core
+data = open(sys.argv[1], "rb").read()
+if sys.argv[2] == "decode":
+    t = time.perf_counter_ns(); decoded, drops = _core.decode_only(data); e = time.perf_counter_ns() - t
+    out = {"decoded": decoded, "drops": sum(drops.values())}
+else:
+    b = _core.Books(int(sys.argv[3]))
+    t = time.perf_counter_ns(); b.feed(data); e = time.perf_counter_ns() - t
+    st = b.stats()
+    out = {"live_orders": st["orders_live"], "peak_orders": st["orders_peak"],
+           "drops": sum(st["drops"].values())}
+out.update(ns=e, maxrss_kib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print(json.dumps(out))
+"""
+
+
+def run_json(cmd):
+    # cwd /: `import hftcap` must find the installed package, not a source tree in the cwd
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd="/")
+    if r.returncode:
+        return None, r.stderr.strip()[-300:]
+    return json.loads(r.stdout), None
 
 
 def cpu_model() -> str:
@@ -70,7 +99,8 @@ def setup_itch_book(workdir: Path):
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--messages", type=int, default=10_000_000)
-    ap.add_argument("--stocks", type=int, default=8)
+    ap.add_argument("--stocks", type=int, default=None, help="default 8 (basic), 8,900 (day)")
+    ap.add_argument("--profile", choices=("basic", "day"), default="basic")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--cpu", type=int, default=None, help="core to pin to (default: the last one)")
@@ -81,18 +111,19 @@ def main() -> int:
     ap.add_argument("--json", metavar="FILE", help="write the results as JSON")
     a = ap.parse_args()
 
-    from hftcap import _core, gen
+    from hftcap.lab import gen
 
-    work = Path(a.workdir)
+    stocks = a.stocks if a.stocks is not None else (gen.DAY_STOCKS if a.profile == "day" else 8)
+    work = Path(a.workdir).resolve()
     work.mkdir(parents=True, exist_ok=True)
     cpu = a.cpu if a.cpu is not None else max(os.sched_getaffinity(0))
     os.sched_setaffinity(0, {cpu})
-    path = work / f"gen-s{a.seed}-k{a.stocks}-n{a.messages}.itch"
+    tag = "" if a.profile == "basic" else f"-{a.profile}"
+    path = work / f"gen{tag}-s{a.seed}-k{stocks}-n{a.messages}.itch"
     if not path.exists():
         t = time.perf_counter_ns()
-        gen.write_file(path, a.seed, a.stocks, a.messages)
+        gen.write_file(path, a.seed, stocks, a.messages, profile=a.profile)
         print(f"generated {path} ({path.stat().st_size} bytes) in {(time.perf_counter_ns() - t) / 1e9:.2f} s")
-    data = path.read_bytes()
     n = a.messages
 
     ib_py, ib_reason = (None, "disabled with --no-itch-book") if a.no_itch_book else setup_itch_book(work)
@@ -101,32 +132,32 @@ def main() -> int:
 
     load_before = os.getloadavg()
     res = {"decode": [], "books": [], "itch_book": []}
+    rss = {"decode": [], "books": [], "itch_book": []}
     check = {}
+    py = sys.executable
     for i in range(a.runs):
-        t = time.perf_counter_ns()
-        decoded, drops = _core.decode_only(data)
-        res["decode"].append(time.perf_counter_ns() - t)
-        assert decoded == n and not drops, (decoded, drops)
+        out, err = run_json([py, "-c", HFTCAP_RUNNER, str(path), "decode"])
+        assert out and out["decoded"] == n and not out["drops"], (out, err)
+        res["decode"].append(out["ns"])
+        rss["decode"].append(out["maxrss_kib"])
 
-        b = _core.Books(a.expected_orders)
-        t = time.perf_counter_ns()
-        b.feed(data)
-        res["books"].append(time.perf_counter_ns() - t)
-        st = b.stats()
-        check["hftcap_live_orders"] = st["orders_live"]
-        check["hftcap_drops"] = sum(st["drops"].values())
-        del b
+        out, err = run_json([py, "-c", HFTCAP_RUNNER, str(path), "books", str(a.expected_orders)])
+        assert out, err
+        res["books"].append(out["ns"])
+        rss["books"].append(out["maxrss_kib"])
+        check["hftcap_live_orders"] = out["live_orders"]
+        check["hftcap_peak_orders"] = out["peak_orders"]
+        check["hftcap_drops"] = out["drops"]
 
         if ib_py is not None:
-            r = subprocess.run([str(ib_py), "-c", ITCH_BOOK_RUNNER, str(path)], capture_output=True,
-                               text=True)
-            if r.returncode:
-                ib_reason = f"itch-book run failed: {r.stderr.strip()[-300:]}"
+            out, err = run_json([str(ib_py), "-c", ITCH_BOOK_RUNNER, str(path)])
+            if out is None:
+                ib_reason = f"itch-book run failed: {err}"
                 print(ib_reason)
                 ib_py = None
             else:
-                out = json.loads(r.stdout)
                 res["itch_book"].append(out["ns"])
+                rss["itch_book"].append(out["maxrss_kib"])
                 check["itch_book_live_orders"] = out["live_orders"]
                 check["itch_book_missing_ref"] = out["missing_ref"]
                 check["itch_book_messages"] = out["messages"]
@@ -140,21 +171,23 @@ def main() -> int:
         if v:
             med = statistics.median(v)
             summary[k] = {"median_ns_per_msg": med / n, "median_msgs_per_s": n / (med / 1e9),
-                          "runs_ns": v}
-    print(f"\n{n} messages, {a.stocks} stocks, seed {a.seed}, in memory, one core (cpu {cpu}), "
-          f"median of {a.runs} alternating runs, wall time CLOCK_MONOTONIC:")
+                          "peak_rss_mib": max(rss[k]) / 1024, "runs_ns": v}
+    print(f"\n{n} messages, profile {a.profile}, {stocks} stocks, seed {a.seed}, in memory, one core "
+          f"(cpu {cpu}), median of {a.runs} alternating runs, wall time CLOCK_MONOTONIC; peak RSS "
+          f"includes the file's {path.stat().st_size / 2**20:.0f} MiB in memory:")
     for k, s in summary.items():
-        print(f"  {k:10s} {s['median_ns_per_msg']:7.2f} ns/msg  {s['median_msgs_per_s'] / 1e6:7.2f} M msg/s")
+        print(f"  {k:10s} {s['median_ns_per_msg']:7.2f} ns/msg  {s['median_msgs_per_s'] / 1e6:7.2f} M msg/s"
+              f"  peak RSS {s['peak_rss_mib']:7.0f} MiB")
     ratio = None
     if "itch_book" in summary:
         ratio = summary["itch_book"]["median_ns_per_msg"] / summary["books"]["median_ns_per_msg"]
-        print(f"  hftcap decode+books is {ratio:.2f}x itch-book's throughput (target >= 2x)")
+        print(f"  hftcap decode+books is {ratio:.2f}x itch-book's throughput")
         print(f"  cross-check: live orders at end hftcap {check['hftcap_live_orders']}, "
-              f"itch-book {check['itch_book_live_orders']}")
+              f"itch-book {check['itch_book_live_orders']} (hftcap peak {check['hftcap_peak_orders']})")
     print(f"  load average before {load_before[0]:.2f}, after {load_after[0]:.2f} "
           f"({os.cpu_count()} CPUs: other work on the machine skews these numbers)")
     if a.json:
-        doc = {"bench": "bench_book", "messages": n, "stocks": a.stocks, "seed": a.seed,
+        doc = {"bench": "bench_book", "messages": n, "profile": a.profile, "stocks": stocks, "seed": a.seed,
                "runs": a.runs, "cpu": cpu, "cpu_model": cpu_model(), "cpus": os.cpu_count(),
                "python": platform.python_version(), "clock": "CLOCK_MONOTONIC (time.perf_counter_ns)",
                "expected_orders": a.expected_orders, "results": summary,

@@ -36,6 +36,8 @@ def trial(lb, path, poll, rate, packets, cpu_rx, cpu_tx):
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = li.stderr.readline()
+        if line.startswith("hftcap: doctor:"):
+            line = li.stderr.readline()
         if "listening on" not in line:
             raise RuntimeError(f"listen did not start: {line}{li.stderr.read()}")
         snd = subprocess.run(["taskset", "-c", str(cpu_tx), HFTCAP, "send", "--netns", lb.ex_ns, "--feed", FEED,

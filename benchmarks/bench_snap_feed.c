@@ -3,7 +3,7 @@
  * converted to hftcap Book Snapshots 'Z', in memory, no network, no Python. Build it against a
  * chosen feed.c to compare consumer versions on the delta path:
  *   cc -std=gnu11 -O3 -D_GNU_SOURCE -Ihftcap/_core -Ixdp benchmarks/bench_snap_feed.c \
- *      hftcap/_core/{feed,snap,book,itch,mold,hist,gen}.c -o /tmp/bench_snap_feed
+ *      hftcap/_core/{feed,snap,book,itch,mold,hist,gen,join,spin}.c -lm -o /tmp/bench_snap_feed
  *   /tmp/bench_snap_feed [messages=2000000] [stocks=16] [k=4] [levels=5] [runs=7]
  * Prints the median over runs (alternating delta and snapshot) of wall time per message
  * (CLOCK_MONOTONIC around the whole packet loop, fresh books each run). Never gates CI. */

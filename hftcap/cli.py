@@ -3,6 +3,7 @@ in one place, as one line plus at most one `hint:` line (a traceback only with -
 from __future__ import annotations
 
 import json
+import os
 import sys
 import traceback
 from typing import List, Optional
@@ -11,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .errors import HftcapError
+from .errors import HftcapError, UsageError
 
 try:  # typer >= 0.22 vendors click
     from typer._click import exceptions as _cx
@@ -23,6 +24,9 @@ app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_e
                   help="Wire-to-book market data: XDP/AF_XDP capture, ITCH 5.0 books, per-hop latency.")
 lab_app = typer.Typer(no_args_is_help=True, help="The lab: two network namespaces joined by a veth pair.")
 app.add_typer(lab_app, name="lab")
+floor_app = typer.Typer(no_args_is_help=True,
+                        help="The floor: a bare sender and bare receivers (what bench --floor runs).")
+app.add_typer(floor_app, name="floor")
 
 _state = {"debug": False}
 out = Console()
@@ -44,7 +48,7 @@ def _emit_json(obj) -> None:
 @lab_app.command("up")
 def lab_up(name: str = typer.Option("hftcap", "--name", "-n", help="Lab name prefix.")):
     """Create the lab (idempotent).  Example: hftcap lab up --name demo"""
-    from . import lab
+    from .lab import topology as lab
     lb = lab.up(name)
     out.print(f"lab '{lb.name}': {lb.ex_ns} ({lb.ex_if} {lb.ex_addr}/24, multicast route) "
               f"<-> {lb.host_ns} ({lb.host_if} {lb.host_addr}/24)")
@@ -54,7 +58,7 @@ def lab_up(name: str = typer.Option("hftcap", "--name", "-n", help="Lab name pre
 @lab_app.command("down")
 def lab_down(name: str = typer.Option("hftcap", "--name", "-n", help="Lab name prefix.")):
     """Remove everything the lab made (idempotent).  Example: hftcap lab down"""
-    from . import lab
+    from .lab import topology as lab
     removed = lab.down(name)
     out.print(f"lab '{name}': removed {', '.join(removed)}" if removed else f"lab '{name}': nothing to remove")
 
@@ -63,7 +67,7 @@ def lab_down(name: str = typer.Option("hftcap", "--name", "-n", help="Lab name p
 def lab_status(name: str = typer.Option("hftcap", "--name", "-n", help="Lab name prefix."),
                as_json: bool = typer.Option(False, "--json", help="One JSON object.")):
     """Show what exists of the lab.  Example: hftcap lab status --json"""
-    from . import lab
+    from .lab import topology as lab
     st = lab.status(name)
     if as_json:
         _emit_json(st)
@@ -106,7 +110,16 @@ def _print_summary(s: dict) -> None:
                                          f"best ask {ba[0] + ' x ' + str(ba[1]) if ba else '-'}")
     if s["xdp"]:
         t.add_row("XDP program", ", ".join(f"{k} {v:,}" for k, v in s["xdp"].items() if v) or "no packets")
+    snap = s.get("snapshot")
+    if snap:
+        t.add_row("snapshot", f"{snap['state']}: {snap['orders_loaded']:,} orders, {snap['bytes']:,} bytes in "
+                              f"{snap['load_ms']} ms; join to synced {snap['join_to_synced_ms']} ms; buffered "
+                              f"{snap['buffered_applied']:,} applied, {snap['buffered_discarded']:,} discarded "
+                              f"(CLOCK_MONOTONIC)")
     out.print(t)
+    if s.get("late_join"):
+        out.print(f"[yellow]incomplete:[/] {s['late_join']['note']}; "
+                  f"{s['late_join']['unknown_ref_incomplete']:,} such drops")
     if s.get("warning"):
         out.print(f"[yellow]warning:[/] {s['warning']}")
 
@@ -133,17 +146,33 @@ def listen(
     symbol: Optional[str] = typer.Option(None, "--symbol", "-s", help="Stock shown in the live view (and its book in --json; '*' = every stock's)."),
     headless: bool = typer.Option(False, "--headless", help="No live view, even on a terminal."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object at exit."),
+    snapshot: Optional[str] = typer.Option(None, "--snapshot", help="HOST:PORT of a SoupBinTCP (GLIMPSE-style) "
+                                           "snapshot server: join mid-session with complete books."),
+    snapshot_user: str = typer.Option("", "--snapshot-user", help="Snapshot login user."),
+    snapshot_password_file: Optional[str] = typer.Option(None, "--snapshot-password-file",
+                                                         help="File whose first line is the snapshot password."),
+    snapshot_password_env: Optional[str] = typer.Option(None, "--snapshot-password-env",
+                                                        help="Environment variable holding the snapshot password."),
+    join_buffer: int = typer.Option(1 << 20, "--join-buffer", help="Messages buffered while the snapshot loads "
+                                    "(64 bytes each, preallocated)."),
+    metrics: Optional[str] = typer.Option(None, "--metrics", metavar="[ADDR:]PORT",
+                                          help="Serve Prometheus metrics (default address 127.0.0.1; "
+                                               "in the namespace listen starts in, also with --netns)."),
 ):
     """Capture a feed and keep the books.
 
     Example: hftcap listen --netns hftcap-host -i hftcap-h0 --feed 239.1.1.1:26400 --duration 5
     """
-    from .capture import ListenOptions, parse_feed, run_listen
+    from .receive.options import ListenOptions, parse_feed
+    from .listen import run_listen
     single = queue.isdigit()
     o = ListenOptions(interface=interface, feeds=[parse_feed(f) for f in feed], netns=netns, path=path,
                       xdp_mode=xdp_mode, bind=bind, poll=poll, queue=int(queue) if single else 0,
                       queues=None if single else queue, cpu=cpu,
-                      duration=duration, count=count, itch_clock=itch_clock, warmup=warmup, save=save)
+                      duration=duration, count=count, itch_clock=itch_clock, warmup=warmup, save=save,
+                      snapshot=snapshot, snapshot_user=snapshot_user, join_buffer=join_buffer,
+                      snapshot_password=_snapshot_password(snapshot_password_file, snapshot_password_env) or "",
+                      metrics=metrics)
 
     live = not as_json and not headless and sys.stdout.isatty() and sys.stdin.isatty()
 
@@ -152,20 +181,46 @@ def listen(
             return
         i = sess.info()
         mode = f"XDP {i['xdp_mode']}, bind {i['bind_mode']}" if i["path"] == "xdp" else "kernel socket"
+        at = f"; metrics at {sess.metrics_url}" if sess.metrics_url else ""
         print(f"hftcap: listening on {i['interface']} ({mode}, poll {i['poll_mode']}) for "
-              f"{', '.join(i['feeds'])}; Ctrl-C stops", file=sys.stderr, flush=True)
+              f"{', '.join(i['feeds'])}{at}; Ctrl-C stops", file=sys.stderr, flush=True)
 
-    s = run_listen(o, on_started=started, live=live, symbol=symbol)
+    s = run_listen(o, on_started=started, live=live, symbol=symbol, on_doctor=_print_doctor_line)
     if as_json:
         _emit_json(s)
     else:
         _print_summary(s)
         if budget:
             _print_latency(s)
+    snap = s.get("snapshot") or {}
+    if snap.get("error"):
+        raise HftcapError(f"snapshot from {snap['server']}: {snap['error']}",
+                          hint=None if "rejected" in snap["error"] else "is the exchange's --snapshot-port up?")
+
+
+def _snapshot_password(path: Optional[str], env: Optional[str]) -> Optional[str]:
+    """A snapshot password from a file or an environment variable, never the command line."""
+    if path and env:
+        raise UsageError("--snapshot-password-file and --snapshot-password-env are exclusive")
+    if path:
+        from .feed.soupbin import read_password_file
+        return read_password_file(path)
+    if env:
+        if env not in os.environ:
+            raise UsageError(f"--snapshot-password-env {env}: the variable is not set")
+        return os.environ[env]
+    return None
+
+
+def _print_doctor_line(rep) -> None:
+    """listen's one line on how the host is tuned (stderr: --json keeps stdout to itself)."""
+    args = " ".join(a for a in (rep.interface, f"--netns {rep.netns}" if rep.netns else "",
+                                f"--cpu {rep.cpu}" if rep.cpu is not None else "") if a)
+    print(f"hftcap: doctor: {rep.summary()} (see them: hftcap doctor {args})", file=sys.stderr, flush=True)
 
 
 def _print_latency(s: dict) -> None:
-    from .latency import fmt_ns
+    from .measure.latency import fmt_ns
     t = Table(title=f"per-hop latency, {s['path']} path (since start, after warm-up)")
     for col in ("hop", "p50", "p99", "p99.9", "max", "count", "clock domain"):
         t.add_column(col, justify="right" if col in ("p50", "p99", "p99.9", "max", "count") else "left")
@@ -176,6 +231,10 @@ def _print_latency(s: dict) -> None:
             t.add_row(hop, fmt_ns(v["p50_ns"]), fmt_ns(v["p99_ns"]), fmt_ns(v["p999_ns"]),
                       fmt_ns(v["max_ns"]), f"{v['count']:,}", v["domain"])
     out.print(t)
+    if s.get("xdp_program_cost"):
+        from .measure.progcost import describe
+        out.print(f"XDP program's own run time: {describe(s['xdp_program_cost'])} "
+                  "(the part of xdp_to_dequeue spent in the program; the rest is the handoff)")
 
 
 def _print_sent(r: dict, title: str) -> None:
@@ -191,6 +250,11 @@ def _print_sent(r: dict, title: str) -> None:
                           f"reordered {r['reordered_packets']} packets")
     t.add_row("heartbeats / end of session", f"{r['heartbeats_sent']} / {r['eos_sent']}")
     t.add_row("ITCH timestamps", f"clock {r['clock']}")
+    sp = r.get("stamp_to_send_return")
+    if sp and "p50_ns" in sp:
+        from .measure.latency import fmt_ns
+        t.add_row("stamp -> send returned", f"p50 {fmt_ns(sp['p50_ns'])}, p99 {fmt_ns(sp['p99_ns'])}, "
+                                            f"max {fmt_ns(sp['max_ns'])} ({sp['clock']}, {sp['count']:,} packets)")
     t.add_row("stopped by", r["stop_reason"])
     if r.get("send_errors"):
         t.add_row("send errors", f"{r['send_errors']} (last errno {r['last_errno']})")
@@ -214,7 +278,7 @@ def send(
 
     Example: hftcap send --netns hftcap-ex --feed 239.1.1.1:26400 --rate 10000 --count 5000 -k 4
     """
-    from .exchange import run_send
+    from .lab.exchange import run_send
     r = run_send(netns, feed, rate, count, messages_per_packet, interface=interface, max_seconds=max_seconds)
     _emit_json(r) if as_json else _print_sent(r, f"hftcap send: {feed}")
 
@@ -225,7 +289,9 @@ def exchange(
     feed: str = typer.Option("239.1.1.1:26400", "--feed", help="GROUP:PORT to publish to."),
     file: Optional[str] = typer.Option(None, "--file", help="NASDAQ-layout ITCH file (plain or .gz) to replay."),
     seed: int = typer.Option(1, "--seed", help="Generator seed (without --file)."),
-    stocks: int = typer.Option(8, "--stocks", help="Generated stocks."),
+    stocks: Optional[int] = typer.Option(None, "--stocks", help="Generated stocks (default 8; 8,900 with --profile day)."),
+    profile: str = typer.Option("basic", "--profile", help="Generator profile: basic, or day (the shape of a real "
+                                                          "NASDAQ day: Zipf activity, real mix, long-lived orders)."),
     messages: int = typer.Option(100_000, "--messages", help="Generated messages."),
     msg_rate: Optional[float] = typer.Option(None, "--msg-rate", help="Messages per second (0 = as fast as possible)."),
     speed: Optional[float] = typer.Option(None, "--speed", help="The file's own pace scaled by X."),
@@ -243,18 +309,24 @@ def exchange(
     mode: str = typer.Option("delta", "--mode", help="delta (ITCH as is) or snapshot (each book message becomes an "
                                                     "hftcap Book Snapshot 'Z' of its stock's top levels; not ITCH)."),
     levels: int = typer.Option(5, "--levels", help="Levels per side in each snapshot (--mode snapshot)."),
+    snapshot_port: Optional[int] = typer.Option(None, "--snapshot-port", help="Serve GLIMPSE-style book snapshots over "
+                                                "SoupBinTCP on this TCP port (late join; see listen --snapshot)."),
+    snapshot_user: Optional[str] = typer.Option(None, "--snapshot-user", help="Login the snapshot server accepts."),
+    snapshot_password_file: Optional[str] = typer.Option(None, "--snapshot-password-file",
+                                                         help="File whose first line is the snapshot password."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object."),
 ):
     """The simulated exchange: publish an ITCH stream over MoldUDP64 multicast.
 
     Example: hftcap exchange --netns hftcap-ex --stocks 8 --messages 200000 --msg-rate 50000
     """
-    from .exchange import run_exchange
-    source = file if file else {"seed": seed, "stocks": stocks, "messages": messages}
+    from .lab.exchange import run_exchange
+    source = file if file else {"seed": seed, "stocks": stocks, "messages": messages, "profile": profile}
     r = run_exchange(netns, feed, source, msg_rate=msg_rate, speed=speed, messages_per_packet=messages_per_packet,
                      loss=loss, dup=dup, reorder=reorder, seed=seed, rerequest_port=rerequest_port, linger=linger,
                      write=write, duration=duration, max_packets=count, interface=interface, clock=clock,
-                     mode=mode, snapshot_levels=levels)
+                     mode=mode, snapshot_levels=levels, snapshot_port=snapshot_port, snapshot_user=snapshot_user,
+                     snapshot_password=_snapshot_password(snapshot_password_file, None))
     if as_json:
         _emit_json(r)
     elif write:
@@ -282,13 +354,17 @@ def bench(
     snapshot_path: str = typer.Option("xdp-wakeup", "--snapshot-path",
                                       help="Path of the snapshot comparison (busy paths spin: their CPU is the "
                                            "trial's length)."),
-    lab_name: str = typer.Option("hbench", "--lab-name", help="Name prefix of the bench's own lab."),
+    plot: Optional[str] = typer.Option(None, "--plot", metavar="OUT.png|OUT.svg",
+                                       help="Also draw sender_to_book's percentile plot, one line per path."),
+    floor: bool = typer.Option(True, "--floor/--no-floor",
+                               help="Also run the floor (bare sender, bare AF_XDP and socket receivers) in "
+                                    "every round and show hftcap's excess over it."),
 ):
     """Kernel bypass vs kernel socket, measured per hop in a lab of its own.
 
     Example: hftcap bench --rounds 3 --seconds 3 --rate 50000 --json bench.json
     """
-    from .bench import render, run_bench
+    from .measure.bench import render, run_bench
 
     def progress(rnd, mode, got, sent):
         err_console.print(f"round {rnd + 1}/{rounds} {mode:13s} received {got['messages']:,}/{sent['messages_sent']:,}")
@@ -296,8 +372,54 @@ def bench(
     doc = run_bench(rounds=rounds, seconds=seconds, msg_rate=rate, k=k, seed=seed, stocks=stocks, warmup=warmup,
                     paths=path, json_file=json_file, progress=progress, trace=trace,
                     compare_snapshots=compare_snapshots, snapshot_levels=snapshot_levels,
-                    snapshot_path=snapshot_path, lab_name=lab_name)
+                    snapshot_path=snapshot_path, plot=plot, floor=floor)
     render(doc, out)
+    if plot:
+        err_console.print(f"wrote {plot}")
+
+
+@floor_app.command("recv")
+def floor_recv(
+    interface: str = typer.Option(..., "-i", "--interface", help="Interface to receive on."),
+    feed: str = typer.Option(..., "--feed", help="GROUP:PORT the floor sender sends to."),
+    netns: Optional[str] = typer.Option(None, "--netns", help="Run inside this network namespace."),
+    kind: str = typer.Option("xdp", "--kind", help="xdp (xdp/floor.bpf.c + AF_XDP) or kernel (UDP socket)."),
+    cpu: Optional[int] = typer.Option(None, "--cpu", help="Pin the receiving thread to this CPU."),
+    warmup: float = typer.Option(0.0, "--warmup", help="Discard the samples of the first S seconds."),
+    duration: float = typer.Option(10.0, "--duration", help="Stop after S seconds (or at Ctrl-C)."),
+    out_file: Optional[str] = typer.Option(None, "--out", help="Also write the result JSON to FILE."),
+):
+    """The bare receiver: spin, stamp at dequeue, nothing else.
+
+    Example: hftcap floor recv --netns hftcap-host -i hftcap-h0 --feed 239.1.1.1:26400 --duration 5
+    """
+    from .measure.floor import run_recv, write_json
+
+    def started():
+        print(f"hftcap floor: listening on {interface} ({kind}); Ctrl-C stops", file=sys.stderr, flush=True)
+
+    r = run_recv(netns, interface, feed, kind=kind, cpu=cpu, warmup=warmup, duration=duration, on_started=started)
+    if out_file:
+        write_json(r, out_file)
+    _emit_json({k: v for k, v in r.items() if k != "hists"})
+
+
+@floor_app.command("send")
+def floor_send(
+    feed: str = typer.Option(..., "--feed", help="GROUP:PORT to send to."),
+    netns: Optional[str] = typer.Option(None, "--netns", help="Run inside this network namespace."),
+    rate: float = typer.Option(12_500, "--rate", help="Packets per second."),
+    packets: int = typer.Option(..., "--packets", help="Datagrams to send."),
+    payload: int = typer.Option(64, "--payload", help="UDP payload bytes (16-1472)."),
+    duration: float = typer.Option(60.0, "--duration", help="Hard time bound (s)."),
+    interface: Optional[str] = typer.Option(None, "--interface", help="Multicast interface (default: the route's)."),
+):
+    """The bare sender: one packet per send(), stamped right before the call.
+
+    Example: hftcap floor send --netns hftcap-ex --feed 239.1.1.1:26400 --rate 12500 --packets 50000
+    """
+    from .measure.floor import run_send
+    _emit_json(run_send(netns, feed, rate, packets, payload=payload, duration=duration, interface=interface))
 
 
 @app.command()
@@ -314,6 +436,8 @@ def demo(
     duration: Optional[float] = typer.Option(None, "--duration", help="Stop after S seconds."),
     headless: bool = typer.Option(False, "--headless", help="No live view: print the summary at the end."),
     as_json: bool = typer.Option(False, "--json", help="Headless, one JSON object at the end."),
+    metrics: Optional[str] = typer.Option(None, "--metrics", metavar="[ADDR:]PORT",
+                                          help="Serve Prometheus metrics (default address 127.0.0.1)."),
 ):
     """The whole tool in one command: lab, exchange, live view; q quits and cleans up.
 
@@ -322,7 +446,8 @@ def demo(
     from .demo import run_demo
     live = not as_json and not headless and sys.stdout.isatty() and sys.stdin.isatty()
     s = run_demo(name=name, stocks=stocks, rate=rate, k=k, seed=seed, minutes=minutes, path=path, poll=poll,
-                 symbol=symbol, live=live, duration=duration)
+                 symbol=symbol, live=live, duration=duration, metrics=metrics,
+                 on_doctor=None if live else _print_doctor_line)
     if as_json:
         _emit_json(s)
     else:
@@ -332,13 +457,22 @@ def demo(
 
 @app.command("budget")
 def budget_cmd(files: List[str] = typer.Argument(..., help="Result files from listen --save (two or more: side by side)."),
-               as_json: bool = typer.Option(False, "--json", help="One JSON object.")):
+               as_json: bool = typer.Option(False, "--json", help="One JSON object."),
+               plot: Optional[str] = typer.Option(None, "--plot", metavar="OUT.png|OUT.svg",
+                                                  help="Also draw the percentile plot (one line per run and path)."),
+               hop: Optional[List[str]] = typer.Option(None, "--hop", help="Hops to plot (repeatable; default the "
+                                                                           "longest measured span per path).")):
     """Print the per-hop latency table of saved runs.
 
-    Example: hftcap budget run-xdp.json run-kernel.json
+    Example: hftcap budget run-xdp.json run-kernel.json --plot budget.png
     """
-    from .latency import run_budget
+    from .measure.latency import run_budget
+    if plot:
+        from .measure.plot import budget_plot
+        budget_plot(files, plot, hop)
     code = run_budget(files, console=out, json_out=as_json)
+    if plot:
+        err_console.print(f"wrote {plot}")
     if code:
         raise typer.Exit(code)
 
@@ -355,10 +489,34 @@ def book(
 
     Example: hftcap book 01302019.NASDAQ_ITCH50.gz --symbol AAPL --levels 5
     """
-    from .books import run_book
+    from .book.books import run_book
     code = run_book(file, symbol=symbol, levels=levels, bbo=bbo, json_out=as_json, console=out)
     if code:
         raise typer.Exit(code)
+
+
+@app.command()
+def doctor(
+    interface: Optional[str] = typer.Argument(None, help="Interface listen will capture on."),
+    cpu: Optional[int] = typer.Option(None, "--cpu", help="The CPU listen's data thread will run on (listen --cpu)."),
+    netns: Optional[str] = typer.Option(None, "--netns", help="The interface's network namespace."),
+    queue: str = typer.Option("0", "--queue", help="The RX queues listen will bind (N, 0,1,2 or all)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object (schema hftcap.doctor/1)."),
+    root: str = typer.Option("/", "--root", help="Read /proc, /sys and /dev under DIR (a saved or fake tree)."),
+):
+    """Is this host tuned for a latency-critical receive core? Read-only: changes nothing.
+
+    Example: hftcap doctor eth1 --cpu 3
+    """
+    from .ops.doctor import parse_queues, render_lines, run_doctor
+    rep = run_doctor(interface, cpu=cpu, netns=netns, root=root, queues=parse_queues(queue))
+    if as_json:
+        _emit_json(rep.to_dict())
+    else:
+        for line in render_lines(rep):
+            print(line)
+    if rep.counts["fail"]:
+        raise typer.Exit(3)
 
 
 @app.command()
@@ -374,7 +532,7 @@ def trace(
 
     Example: hftcap trace --netns hftcap-host --port 26400 --duration 5
     """
-    from .trace import run_trace
+    from .measure.trace import run_trace
     code = run_trace(netns=netns, port=port, pid=pid, duration=duration, interval=interval,
                      json_out=as_json, console=out)
     if code:
@@ -385,8 +543,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
     try:
-        app(args=argv, prog_name="hftcap", standalone_mode=False)
-        return 0
+        rc = app(args=argv, prog_name="hftcap", standalone_mode=False)
+        return rc if isinstance(rc, int) else 0    # click returns a typer.Exit's code here
     except HftcapError as e:
         if debug:
             traceback.print_exc()

@@ -15,8 +15,9 @@ import tempfile
 import threading
 from pathlib import Path
 
-from . import lab as labmod
-from .capture import Feed, ListenOptions, run_listen
+from .lab import topology as labmod
+from .receive.options import Feed, ListenOptions
+from .listen import run_listen
 from .errors import HftcapError, UsageError, require_root
 
 FEED = Feed("239.1.1.1", 26400)
@@ -43,7 +44,8 @@ def exchange_cmd(lb, stocks: int, rate: float, k: int, seed: int, minutes: float
 
 def run_demo(name: str = "demo", stocks: int = 8, rate: float = 20_000, k: int = 4, seed: int = 42,
              minutes: float = 10.0, path: str = "xdp", poll: str = "wakeup", symbol: str | None = None,
-             live: bool = True, duration: float | None = None) -> dict:
+             live: bool = True, duration: float | None = None, metrics: str | None = None,
+             on_doctor=None) -> dict:
     if not (rate > 0 and minutes > 0 and k >= 1 and 1 <= stocks <= 8192):
         raise UsageError("--rate, --minutes, --messages-per-packet and --stocks must be positive",
                          hint="for example: hftcap demo --stocks 8 --rate 20000 --minutes 10")
@@ -67,9 +69,9 @@ def run_demo(name: str = "demo", stocks: int = 8, rate: float = 20_000, k: int =
             threading.Thread(target=watch_exchange, name="hftcap-demo-exchange", daemon=True).start()
 
         o = ListenOptions(interface=lb.host_if, feeds=[FEED], netns=lb.host_ns, path=path, poll=poll,
-                          itch_clock="tai-midnight", warmup=1.0, duration=duration)
+                          itch_clock="tai-midnight", warmup=1.0, duration=duration, metrics=metrics)
         result = run_listen(o, on_started=start_exchange, live=live, symbol=symbol, title="hftcap demo",
-                            stop_event=failed)
+                            stop_event=failed, on_doctor=on_doctor)
         if ex is not None and ex.poll() not in (None, 0):
             log.flush()
             msg = Path(log.name).read_text().strip().splitlines()

@@ -54,6 +54,7 @@ struct hc_side {
 	uint32_t n;             /* levels (sorted entries) */
 	uint32_t free_lv;       /* free level slots, linked through head (0: none) */
 	uint32_t hw;            /* next never-used level slot */
+	uint32_t cap;           /* the writer's copy of a->cap (for the prefetch hints) */
 };
 
 /* Field order matters: what every order message touches (seq, the counters, the sides) is
@@ -114,24 +115,27 @@ struct hc_books {
 	struct hc_bbo_change *bbo;
 	size_t bbo_n, bbo_cap;
 	struct hc_bbo_change bbo_last;
+	int incomplete;           /* joined mid-session without a snapshot (hc_books_set_incomplete) */
+	int unknown_ref_reason;   /* where an unknown reference is counted: apart while incomplete */
 };
 
-/* ---- big arrays: anonymous mappings (zeroed, faulted in as touched). The window, small and
- * hit by every order message, asks for transparent huge pages (a cold lookup then costs one
- * cache miss, not a page walk too) and is faulted in up front by hc_books_new: a huge-page
- * fault zeroes 2 MiB and may compact memory, which must not happen inside a message. ---- */
-static void *big_alloc(size_t bytes, int huge)
+/* ---- big arrays: anonymous mappings (zeroed). The window, the pool and the table are hit
+ * at random by the order messages of a day-scale book: they ask for transparent huge pages
+ * (a cold lookup then costs one cache miss, not a page walk too; measured 5 % on the day
+ * profile) and are faulted in when allocated (hc_books_new, or a growth, which copies
+ * anyway): a huge-page fault zeroes 2 MiB and may compact memory, which must not happen
+ * inside a message. ---- */
+static void *big_alloc(size_t bytes)
 {
 	void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (p == MAP_FAILED)
 		return NULL;
 #ifdef MADV_HUGEPAGE
-	if (huge && bytes >= (2u << 20))
+	if (bytes >= (2u << 20))
 		madvise(p, bytes, MADV_HUGEPAGE);
 #endif
-	if (huge)
-		for (size_t i = 0; i < bytes; i += 4096)
-			((volatile uint8_t *)p)[i] = 0;
+	for (size_t i = 0; i < bytes; i += 4096)
+		((volatile uint8_t *)p)[i] = 0;
 	return p;
 }
 static void big_free(void *p, size_t bytes)
@@ -204,7 +208,7 @@ static int table_alloc(struct hc_books *b, uint64_t slots)
 	int bits = 10;
 	while ((1ull << bits) < slots)
 		bits++;
-	uint32_t *t = big_alloc((1ull << bits) * sizeof(*t), 0);
+	uint32_t *t = big_alloc((1ull << bits) * sizeof(*t));
 	if (!t)
 		return -ENOMEM;
 	uint32_t *old = b->table;
@@ -394,7 +398,7 @@ static NOINLINE int pool_grow(struct hc_books *b)
 	uint64_t cap = (uint64_t)b->pool_cap * 2;
 	if (cap > UINT32_MAX)
 		return -ENOMEM;
-	struct hc_order *p = big_alloc(cap * sizeof(*p), 0);
+	struct hc_order *p = big_alloc(cap * sizeof(*p));
 	if (!p)
 		return -ENOMEM;
 	memcpy(p, b->pool, (size_t)b->pool_used * sizeof(*p));
@@ -459,6 +463,7 @@ static NOINLINE struct hc_stock *stock_new(struct hc_books *b, uint16_t locate)
 		}
 		s->side[k].a = a;
 		s->side[k].lv = a->lv;
+		s->side[k].cap = a->cap;
 		s->side[k].hw = 1;
 	}
 	b->locs[b->n_locs++] = locate;
@@ -521,6 +526,7 @@ static NOINLINE int side_grow(struct hc_books *b, struct hc_side *sd)
 	o->retired = b->retired;
 	b->retired = o;
 	sd->lv = a->lv;
+	sd->cap = a->cap;
 	atomic_store_explicit((struct hc_level_arr *_Atomic *)&sd->a, a, memory_order_release);
 	return 0;
 }
@@ -704,7 +710,7 @@ static inline uint32_t order_find(struct hc_books *b, uint64_t ref, uint32_t **s
 	*slot = ref_slot(b, ref);
 	uint32_t idx = **slot;
 	if (UNLIKELY(!idx))
-		b->st.drops[HC_DROP_UNKNOWN_REF]++;
+		b->st.drops[b->unknown_ref_reason]++;
 	return idx;
 }
 
@@ -981,36 +987,150 @@ NOINLINE int hc_books_feed_msg(struct hc_books *b, const uint8_t *p, uint32_t le
  * a reference outside the window, they warm a harmless slot. */
 #define HC_PF_SLOT 16 /* records ahead; a power of two (ring of window-slot pointers) */
 #define HC_PF_ORDER 8
+/* In the steady loop also: HC_PF_SLOT records ahead, the stock the record names (offset 1);
+ * HC_PF_LEVEL records ahead (the order and stock fetched by then), what applying it will
+ * touch next: the order's level and its queue neighbours (a message by reference), and the
+ * top keys and the next free level slot of the side an add names (offset 19). Both for every
+ * record, with no test of its type: for the wrong kind they warm harmless lines. */
+#define HC_PF_LEVEL 4
+
+/* Stands in for a missing stock or order in those hints, so they need no branch. */
+static struct hc_stock pf_dummy;
+
+static INLINE void pf_addr(uintptr_t a) { __builtin_prefetch((const void *)a, 1, 3); }
+
+static INLINE void prefetch_stock(const struct hc_books *b, const uint8_t *m)
+{
+	uintptr_t s = (uintptr_t)atomic_load_explicit(&b->stocks[hc_be16(m + 1)], memory_order_relaxed);
+	pf_addr(s);
+	pf_addr(s + 64);
+}
+
+/* The top 8 keys of a side and the index entry of its best level: keys[] starts HC_KEY_PAD
+ * ints after the struct and idx[] right after keys[cap] (level_arr_new). */
+static INLINE void prefetch_top(const struct hc_side *sd)
+{
+	uintptr_t keys = (uintptr_t)sd->a + sizeof(struct hc_level_arr) + HC_KEY_PAD * sizeof(int32_t);
+	pf_addr(keys + (uintptr_t)sd->n * sizeof(int32_t) - 32);
+	pf_addr(keys + (uintptr_t)sd->n * sizeof(int32_t) - 4);
+	pf_addr(keys + ((uintptr_t)sd->cap + sd->n) * sizeof(int32_t) - 4);
+}
+
+static INLINE void prefetch_levels(const struct hc_books *b, const uint8_t *m, const uint32_t *slot)
+{
+	const struct hc_order *o = &b->pool[*slot];
+	const struct hc_stock *os = order_stock(o);
+	const struct hc_side *osd = &(os ? os : &pf_dummy)->side[order_side(o)];
+	pf_addr((uintptr_t)osd->lv + (uintptr_t)o->lvl * sizeof(struct hc_level));
+	pf_addr((uintptr_t)&b->pool[o->prev]);
+	pf_addr((uintptr_t)&b->pool[o->next]);
+	prefetch_top(osd); /* a level that empties is found in the index */
+	const struct hc_stock *as = atomic_load_explicit(&b->stocks[hc_be16(m + 1)], memory_order_relaxed);
+	const struct hc_side *asd = &(as ? as : &pf_dummy)->side[m[19] == 'S'];
+	prefetch_top(asd);
+	pf_addr((uintptr_t)asd->lv + (uintptr_t)asd->free_lv * sizeof(struct hc_level));
+	pf_addr((uintptr_t)&b->pool[b->free_head]);
+}
+
 #define HC_PF_BYTES 1024 /* the record stream itself, bytes ahead */
 
 /* While more than this many bytes remain past the lookahead cursor, the record there is
- * complete whatever its length says, and reading its reference (offset 11, 8 bytes) or
- * prefetching HC_PF_BYTES ahead stays inside the buffer: the steady loop tests nothing else. */
+ * complete whatever its length says, and reading its reference (offset 11, 8 bytes), its
+ * side (offset 19) or prefetching HC_PF_BYTES ahead stays inside the buffer: the steady loop
+ * tests nothing else. */
 #define HC_FEED_SAFE (2u + 65535u + HC_PF_BYTES)
+
+/* The lookahead step: warm the slot of the record at *a and remember it in the rings (for a
+ * record shorter than 19 bytes, whatever 8 bytes are there: a harmless hint). The message
+ * ring is kept only for the deep loop's hints; a deep step after a plain one reads entries
+ * that are older records of this buffer (before safe_end, so in bounds): wrong hints for
+ * 16 records, nothing worse. */
+static INLINE void look_ahead(const uint32_t *win, uint64_t win_mask, const uint8_t *p, size_t len,
+			      const uint32_t **slots, const uint8_t **recs, uint32_t *parsed,
+			      size_t *a, int safe, int keep_rec)
+{
+	uint32_t n = hc_be16(p + *a);
+	uint64_t ref = safe || LIKELY(n >= 19) ? hc_be64(p + *a + 2 + 11) : 0;
+	if (safe || LIKELY(len - *a > HC_PF_BYTES))
+		__builtin_prefetch(p + *a + HC_PF_BYTES, 0, 0);
+	const uint32_t *slot = &win[ref & win_mask];
+	__builtin_prefetch(slot, 0, 3);
+	slots[*parsed % HC_PF_SLOT] = slot;
+	if (keep_rec)
+		recs[*parsed % HC_PF_SLOT] = p + *a + 2;
+	++*parsed;
+	*a += 2 + (size_t)n;
+}
+
+/* The steady state, while a < end: one record in at the front, one applied at the back
+ * (HC_PF_SLOT + 1 records in flight; the ring slot written is that of the record being
+ * applied, whose reference is no longer needed). The only test is the distance to the
+ * buffer's end. The type's code is reached straight from a 256-entry table: one indirect
+ * jump per message, no range test first (the jump is the one branch of the loop that random
+ * type mixes make mispredict). `deep` adds the stock and level hints. */
+#define FEED_STEADY(deep) do { \
+	static const void *const jump_[256] = { /* the types of HC_FEED_TYPES, in order */ \
+		[0 ... 'A' - 1] = &&other_, ['A'] = &&type_A, ['B'] = &&other_, \
+		['C'] = &&type_C, ['D'] = &&type_D, ['E'] = &&type_E, ['F'] = &&type_F, \
+		['G' ... 'T'] = &&other_, ['U'] = &&type_U, ['V' ... 'W'] = &&other_, \
+		['X'] = &&type_X, ['Y' ... 255] = &&other_, \
+	}; \
+	const uint8_t *m_; \
+	uint32_t n_; \
+	while (a < end) { \
+		look_ahead(win, win_mask, p, len, slots, recs, &parsed, &a, 1, deep); \
+		if (deep) \
+			prefetch_stock(b, recs[(parsed - 1) % HC_PF_SLOT]); \
+		__builtin_prefetch(&b->pool[*slots[(parsed - 1 + HC_PF_ORDER) % HC_PF_SLOT]], 1, 3); \
+		if (deep) \
+			prefetch_levels(b, recs[(parsed - 1 + HC_PF_LEVEL) % HC_PF_SLOT], \
+					slots[(parsed - 1 + HC_PF_LEVEL) % HC_PF_SLOT]); \
+		n_ = hc_be16(p + off); \
+		m_ = p + off + 2; \
+		off += 2 + (size_t)n_; \
+		goto *jump_[m_[0]]; /* m[0] of an empty record is the next length's: checked below */ \
+		HC_FEED_TYPES(FEED_BODY) \
+other_: \
+		feed_msg(b, m_, n_); \
+	} \
+} while (0)
+#define FEED_BODY(t, c_, len_) type_##t: if (UNLIKELY(n_ != len_)) goto other_; feed_##t(b, m_); continue;
+
+/* The cursor handed to the deep loop (kept apart so the plain loop's stays in registers). */
+struct feed_cur { uint32_t parsed; size_t off, a; };
+
+/* FEED_STEADY(1) up to end, in a function of its own (its labels are its own). */
+static NOINLINE void feed_steady_deep(struct hc_books *b, const uint8_t *p, size_t len, size_t end,
+				      const uint32_t **slots, const uint8_t **recs, struct feed_cur *cur)
+{
+	const uint32_t *win = b->win;
+	const uint64_t win_mask = b->win_mask;
+	uint32_t parsed = cur->parsed;
+	size_t off = cur->off, a = cur->a;
+	FEED_STEADY(1);
+	cur->parsed = parsed;
+	cur->off = off;
+	cur->a = a;
+}
+
+/* Books past this many live orders or stocks take the deep loop (their order, level and
+ * stock lines no longer stay in L1/L2 between messages); the choice is made again every
+ * HC_FEED_STEP bytes. */
+#define HC_DEEP_ORDERS 65536u
+#define HC_DEEP_STOCKS 64u
+#define HC_FEED_STEP (1u << 20)
 
 size_t hc_books_feed_records(struct hc_books *b, const uint8_t *p, size_t len)
 {
 	const uint32_t *slots[HC_PF_SLOT];
+	const uint8_t *recs[HC_PF_SLOT]; /* the messages of the records in flight */
 	const uint32_t *win = b->win; /* fixed for the books' life */
 	const uint64_t win_mask = b->win_mask;
 	uint32_t parsed = 0, done = 0; /* records seen by the lookahead / applied */
 	size_t off = 0, a = 0;
-	/* The lookahead step: warm the slot of the record at a and remember it (for a
-	 * record shorter than 19 bytes, whatever 8 bytes are there: a harmless hint). */
-#define LOOK_AHEAD(safe) do { \
-		uint32_t n_ = hc_be16(p + a); \
-		uint64_t ref_ = (safe) || LIKELY(n_ >= 19) ? hc_be64(p + a + 2 + 11) : 0; \
-		if ((safe) || LIKELY(len - a > HC_PF_BYTES)) \
-			__builtin_prefetch(p + a + HC_PF_BYTES, 0, 0); \
-		const uint32_t *slot_ = &win[ref_ & win_mask]; \
-		__builtin_prefetch(slot_, 0, 3); \
-		slots[parsed % HC_PF_SLOT] = slot_; \
-		parsed++; \
-		a += 2 + (size_t)n_; \
-	} while (0)
 	/* The apply step: warm the order HC_PF_ORDER records ahead, apply the record at off. */
-#define APPLY(feed, ahead) do { \
-		if ((ahead) || parsed - done > HC_PF_ORDER) { \
+#define APPLY(feed) do { \
+		if (parsed - done > HC_PF_ORDER) { \
 			/* a window slot holds 0 or a pool index, so this is in the pool */ \
 			__builtin_prefetch(&b->pool[*slots[(done + HC_PF_ORDER) % HC_PF_SLOT]], 1, 3); \
 		} \
@@ -1020,49 +1140,34 @@ size_t hc_books_feed_records(struct hc_books *b, const uint8_t *p, size_t len)
 		done++; \
 	} while (0)
 	while (parsed < HC_PF_SLOT && hc_nasdaq_complete(p, len, a))
-		LOOK_AHEAD(0);
-	/* steady state: one record in at the front, one applied at the back (HC_PF_SLOT + 1
-	 * records in flight; the ring slot written is that of the record being applied, whose
-	 * reference is no longer needed). The only test is the distance to the buffer's end. */
+		look_ahead(win, win_mask, p, len, slots, recs, &parsed, &a, 0, 1);
 	if (parsed == HC_PF_SLOT && len > HC_FEED_SAFE) {
-		size_t safe_end = len - HC_FEED_SAFE;
-		/* APPLY(feed_msg), with the jump to the type's code taken straight from a
-		 * 256-entry table: one indirect jump per message, no range test first (the jump
-		 * is the one branch of the loop that random type mixes make mispredict) */
-		static const void *const jump[256] = { /* the types of HC_FEED_TYPES, in order */
-			[0 ... 'A' - 1] = &&other, ['A'] = &&type_A, ['B'] = &&other,
-			['C'] = &&type_C, ['D'] = &&type_D, ['E'] = &&type_E, ['F'] = &&type_F,
-			['G' ... 'T'] = &&other, ['U'] = &&type_U, ['V' ... 'W'] = &&other,
-			['X'] = &&type_X, ['Y' ... 255] = &&other,
-		};
-		const uint8_t *m;
-		uint32_t n;
 		/* here done == parsed - HC_PF_SLOT always: one counter is kept */
-		while (a < safe_end) {
-			LOOK_AHEAD(1);
-			__builtin_prefetch(&b->pool[*slots[(parsed - 1 + HC_PF_ORDER) % HC_PF_SLOT]], 1, 3);
-			n = hc_be16(p + off);
-			m = p + off + 2;
-			off += 2 + (size_t)n;
-			goto *jump[m[0]]; /* m[0] of an empty record is the next length's: checked below */
-#define BODY(t, c, len) type_##t: if (UNLIKELY(n != len)) goto other; feed_##t(b, m); continue;
-			HC_FEED_TYPES(BODY)
-#undef BODY
-other:
-			feed_msg(b, m, n);
+		for (size_t safe_end = len - HC_FEED_SAFE; a < safe_end;) {
+			size_t end = safe_end - a > HC_FEED_STEP ? a + HC_FEED_STEP : safe_end;
+			if (b->st.orders_live > HC_DEEP_ORDERS || b->n_locs > HC_DEEP_STOCKS) {
+				struct feed_cur c = { parsed, off, a };
+				feed_steady_deep(b, p, len, end, slots, recs, &c);
+				parsed = c.parsed;
+				off = c.off;
+				a = c.a;
+			} else {
+				FEED_STEADY(0);
+			}
 		}
 		done = parsed - HC_PF_SLOT;
 	}
 	while (hc_nasdaq_complete(p, len, a)) { /* the last 64 KiB: every test, nothing inlined again */
-		LOOK_AHEAD(0);
-		APPLY(hc_books_feed_msg, 0);
+		look_ahead(win, win_mask, p, len, slots, recs, &parsed, &a, 0, 0);
+		APPLY(hc_books_feed_msg);
 	}
 	while (done != parsed)
-		APPLY(hc_books_feed_msg, 0);
-#undef LOOK_AHEAD
+		APPLY(hc_books_feed_msg);
 #undef APPLY
 	return off;
 }
+#undef FEED_BODY
+#undef FEED_STEADY
 
 /* A/F/E/C/X/D/U all carry an order reference at offset 11 (U: the original one). */
 void hc_books_prefetch_slot(const struct hc_books *b, const uint8_t *msg, uint32_t len)
@@ -1097,13 +1202,14 @@ int hc_books_new(struct hc_books **out, uint64_t expected_orders)
 	if (expected_orders > (1u << 31))
 		expected_orders = 1u << 31;
 	b->pool_cap = (uint32_t)expected_orders + 1;
-	b->pool = big_alloc((size_t)b->pool_cap * sizeof(*b->pool), 0);
+	b->pool = big_alloc((size_t)b->pool_cap * sizeof(*b->pool));
 	b->pool_used = 1;
 	b->bbo_locate = -1;
+	b->unknown_ref_reason = HC_DROP_UNKNOWN_REF;
 	uint64_t w = HC_WIN_MIN;
 	while (w < expected_orders * 2 && w < HC_WIN_MAX)
 		w *= 2;
-	b->win = big_alloc(w * sizeof(*b->win), 1);
+	b->win = big_alloc(w * sizeof(*b->win));
 	b->win_mask = w - 1;
 	b->slide_budget = 2 * w;
 	b->above_lo = UINT64_MAX;
@@ -1231,6 +1337,7 @@ int hc_books_stock_info(struct hc_books *b, uint16_t locate, struct hc_stock_inf
 		out->ask_levels = *(volatile uint32_t *)&s->side[1].n;
 	} while (seq_read_retry(s, v));
 	out->symbol[8] = 0;
+	out->incomplete = (char)b->incomplete;
 	return 0;
 }
 
@@ -1379,3 +1486,51 @@ int hc_books_check(struct hc_books *b)
 		return -13;
 	return crossed ? -1000 : 0;
 }
+
+/* ---- snapshot support: walk (the exchange's spin) and clear (a client about to load) ---- */
+int hc_books_walk(struct hc_books *b, uint16_t locate, hc_books_walk_fn fn, void *ctx)
+{
+	struct hc_stock *s = stock_peek(b, locate);
+	if (!s)
+		return -ENOENT;
+	int n = 0;
+	for (int side = 0; side < 2; side++) {
+		struct hc_side *sd = &s->side[side];
+		for (uint32_t i = sd->n; i-- > 0;) { /* best level first */
+			const struct hc_level *lv = &sd->lv[sd->a->idx[i]];
+			uint32_t price = key_price(side, lv->key);
+			for (uint32_t o = lv->head; o; o = b->pool[o].next, n++)
+				fn(ctx, side, price, b->pool[o].ref, b->pool[o].shares);
+		}
+	}
+	return n;
+}
+
+void hc_books_clear(struct hc_books *b)
+{
+	for (uint32_t k = 0; k < b->n_locs; k++) {
+		struct hc_stock *s = b->stocks[b->locs[k]];
+		uint32_t sv = seq_begin(s);
+		for (int side = 0; side < 2; side++) {
+			struct hc_side *sd = &s->side[side];
+			while (sd->n) { /* order_remove drops a level once it empties */
+				uint32_t idx = sd->lv[sd->a->idx[sd->n - 1]].head;
+				order_remove(b, s, idx, ref_slot(b, b->pool[idx].ref));
+			}
+		}
+		uint16_t locate = s->info.locate;
+		memset(&s->info, 0, sizeof(s->info));
+		s->info.locate = locate;
+		s->messages = 0;
+		s->last_itch_ns = 0;
+		s->trades_total = 0;
+		seq_end(s, sv);
+	}
+}
+
+void hc_books_set_incomplete(struct hc_books *b, int incomplete)
+{
+	b->incomplete = incomplete != 0;
+	b->unknown_ref_reason = incomplete ? HC_DROP_UNKNOWN_REF_INCOMPLETE : HC_DROP_UNKNOWN_REF;
+}
+

@@ -15,6 +15,12 @@
  * resting, references far above, below or hostile) live in a hash table. Sliding costs are
  * budgeted per add, so no stream makes the index more than O(1) amortized per message.
  *
+ * Feeding a buffer (hc_books_feed_records) looks ahead: 16 records ahead it warms the window
+ * slot of each record's reference, 8 ahead the order in it; once the books hold more than
+ * 64 stocks or 65,536 live orders (a day's books, no longer in L1/L2 between messages) it
+ * also warms, 16 ahead, the stock each record names and, 4 ahead, the order's level and
+ * queue neighbours and the top of the side an add names.
+ *
  * Concurrency: one writer (the data thread calling hc_books_apply), any number of readers
  * taking snapshots (hc_books_snapshot, hc_books_trades, hc_books_stock_info). Each stock has
  * a seqlock the writer bumps around every change; readers retry, the writer never waits.
@@ -31,9 +37,8 @@
  * slot of capacity per side (a 24-byte level, a 4-byte key and a 4-byte slot in the index;
  * capacity doubles from 64), and ~1 KB per stock (~5 KB with both sides' initial 64 level
  * slots). So ~420-670 MB for 10M live orders, plus ~5 KB per stock (40 MB for 8,000
- * stocks). Pool and table are anonymous
- * mappings, resident only as pages are touched; the window asks for transparent huge pages
- * and is faulted in by hc_books_new (all of it, at most 16 MB, resident from the start).
+ * stocks). Window, pool and table are anonymous mappings that ask for transparent huge
+ * pages and are resident from hc_books_new on (faulted in there, and again after a growth).
  * hc_books_new sizes all three for `expected_orders` up front, so a warm book never allocates
  * per message; growth is by doubling (rehash of the table) and happens O(log n) times.
  */
@@ -83,6 +88,7 @@ struct hc_stock_info {
 	uint64_t messages;             /* messages applied to this stock */
 	uint64_t orders_live;
 	uint32_t bid_levels, ask_levels;
+	char incomplete;               /* the books joined mid-session: orders before it unknown */
 };
 
 int hc_books_new(struct hc_books **out, uint64_t expected_orders);
@@ -124,5 +130,20 @@ int hc_books_level_orders(struct hc_books *b, uint16_t locate, int side, uint32_
 			  uint64_t *refs, uint32_t *shares, int cap);
 /* Full consistency check (tests). 0, or a negative code; -1000 means crossed book only. */
 int hc_books_check(struct hc_books *b);
+
+/* Every resting order of one stock: bids then asks, best level first, each level in queue
+ * (time priority) order. Writer side only (the exchange's snapshot, on its own books).
+ * Returns the orders visited, or -ENOENT. */
+typedef void (*hc_books_walk_fn)(void *ctx, int side, uint32_t price_e4, uint64_t ref,
+				 uint32_t shares);
+int hc_books_walk(struct hc_books *b, uint16_t locate, hc_books_walk_fn fn, void *ctx);
+/* Remove every order and reset every stock's state (symbol, trading state, trades), each
+ * stock under its seqlock, so readers stay safe. For the thread that owns the writer role
+ * (a snapshot loader, join.h); levels keep their memory. */
+void hc_books_clear(struct hc_books *b);
+/* Mark the books as joined mid-session (1) or whole (0). While incomplete, unknown-reference
+ * drops are counted as unknown_ref_incomplete, apart from unknown_ref, and every stock's info
+ * says incomplete. Before the writer starts, or by the writer. */
+void hc_books_set_incomplete(struct hc_books *b, int incomplete);
 
 #endif

@@ -399,9 +399,6 @@ static inline uint32_t xsk_drain(struct hc_capture *c, struct hc_xsk *x, int bus
 	uint32_t n = xsk_ring_cons__peek(&x->rx, HC_BATCH, &idx_rx);
 	if (!n)
 		return 0;
-	/* The fill ring has room for every frame we hold: this cannot spin long. */
-	while (xsk_ring_prod__reserve(&x->fill, n, &idx_fq) != n)
-		;
 	for (uint32_t i = 0; i < n; i++) {
 		const struct xdp_desc *d = xsk_ring_cons__rx_desc(&x->rx, idx_rx + i);
 		uint64_t addr = xsk_umem__add_offset_to_addr(d->addr);
@@ -425,8 +422,15 @@ static inline uint32_t xsk_drain(struct hc_capture *c, struct hc_xsk *x, int bus
 			hc_consumer_packet(&c->cons, feed, p, plen, &t);
 		else
 			c->cons.drop_bad_frame++;
-		*xsk_ring_prod__fill_addr(&x->fill, idx_fq + i) = xsk_umem__extract_addr(d->addr);
 	}
+	/* The frames go back after the books are updated: reserving reads the fill ring's consumer
+	 * index, which the kernel has just written on another CPU (a cache miss per batch). The
+	 * fill ring has room for every frame we hold: this cannot spin long. */
+	while (xsk_ring_prod__reserve(&x->fill, n, &idx_fq) != n)
+		;
+	for (uint32_t i = 0; i < n; i++)
+		*xsk_ring_prod__fill_addr(&x->fill, idx_fq + i) =
+			xsk_umem__extract_addr(xsk_ring_cons__rx_desc(&x->rx, idx_rx + i)->addr);
 	xsk_ring_prod__submit(&x->fill, n);
 	xsk_ring_cons__release(&x->rx, n);
 	if (!busy && xsk_ring_prod__needs_wakeup(&x->fill))
@@ -452,6 +456,7 @@ static void *xdp_loop(void *arg)
 			got += xsk_drain(c, &c->xs[i], busy);
 		if (got)
 			continue;
+		hc_consumer_idle(&c->cons);
 		if (!busy) {
 			if (poll(pfd, nx, 100) < 0 && errno != EINTR)
 				c->io_errors++;
@@ -515,6 +520,7 @@ static void *udp_loop(void *arg)
 	const int busy = c->cfg.poll_mode == HC_POLL_BUSY;
 	while (!__atomic_load_n(&c->stop, __ATOMIC_RELAXED) &&
 	       !__atomic_load_n(&c->cons.done, __ATOMIC_RELAXED)) {
+		hc_consumer_idle(&c->cons);
 		if (busy) {
 			for (uint32_t i = 0; i < nf; i++)
 				udp_drain(c, i);
@@ -683,6 +689,14 @@ void hc_capture_close(struct hc_capture *c)
 const struct hc_capture_info *hc_capture_info(struct hc_capture *c) { return &c->info; }
 const struct hc_consumer *hc_capture_consumer(struct hc_capture *c) { return &c->cons; }
 struct hc_books *hc_capture_books(struct hc_capture *c) { return c->cons.books; }
+
+int hc_capture_set_join(struct hc_capture *c, struct hc_join *j)
+{
+	if (!c->cons.books)
+		return -EINVAL;
+	c->cons.join = j;
+	return 0;
+}
 
 struct hc_books *hc_capture_take_books(struct hc_capture *c)
 {

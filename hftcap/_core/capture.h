@@ -56,6 +56,10 @@ void hc_capture_close(struct hc_capture *c);
 const struct hc_capture_info *hc_capture_info(struct hc_capture *c);
 const struct hc_consumer *hc_capture_consumer(struct hc_capture *c);
 struct hc_books *hc_capture_books(struct hc_capture *c); /* NULL without books */
+/* Late join (join.h): the data thread buffers into j until a snapshot is handed over. Before
+ * hc_capture_start; -EINVAL without books. j must outlive the capture's data thread. */
+struct hc_join;
+int hc_capture_set_join(struct hc_capture *c, struct hc_join *j);
 /* Stop the data thread and hand the books over to the caller (who frees them). */
 struct hc_books *hc_capture_take_books(struct hc_capture *c);
 /* The same for the table of hftcap Book Snapshots (snap.h); NULL without books. */

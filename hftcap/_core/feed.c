@@ -4,6 +4,7 @@
 #include "book.h"
 #include "hc_time.h"
 #include "itch.h"
+#include "join.h"
 #include "snap.h"
 
 const char *const hc_hop_names[HC_NHOPS] = {
@@ -107,11 +108,22 @@ void hc_consumer_packet(struct hc_consumer *c, uint32_t feed, const uint8_t *pay
 	c->bytes += len;
 	if (t->hw_ns)
 		c->hw_stamped++;
+	/* Late join: until the snapshot is in, delivered messages go to the join ring, not the books */
+	const int buffering = __builtin_expect(c->join != NULL, 0) && hc_join_buffering(c->join, c->books);
 	if (hc_mold_begin(m, payload, len, &it) > 0) {
+		if (__builtin_expect(!c->first_seq[feed], 0)) {
+			c->first_seq[feed] = it.seq;
+			if (it.seq != 1 && c->books && !c->join)
+				hc_books_set_incomplete(c->books, 1);
+		}
 		while (hc_mold_next(m, &it, &msg, &mlen)) {
 			if (!delivered && mlen >= 11)
 				itch_ns = be48(msg + 5); /* ITCH Timestamp, offset 5 (ITCH50.md sec. 2) */
 			delivered++;
+			if (__builtin_expect(buffering, 0)) {
+				hc_join_push(c->join, it.seq - 1, msg, mlen);
+				continue;
+			}
 			if (!c->books)
 				continue;
 			if (__builtin_expect(mlen && msg[0] == HC_SNAP_TYPE && c->snaps, 0)) {
@@ -139,7 +151,7 @@ void hc_consumer_packet(struct hc_consumer *c, uint32_t feed, const uint8_t *pay
 			}
 		}
 	}
-	if (delivered && c->timing) {
+	if (delivered && c->timing && !buffering) { /* buffered messages are never samples */
 		uint64_t dec_ns = hc_now_tai_ns();
 		for (uint32_t i = 0; i < n; i++) /* the orders' misses overlap each other */
 			hc_books_prefetch_order(c->books, raw[i], rawlen[i]);
@@ -154,4 +166,10 @@ void hc_consumer_packet(struct hc_consumer *c, uint32_t feed, const uint8_t *pay
 	}
 	if (c->max_packets && c->packets >= c->max_packets)
 		__atomic_store_n(&c->done, 1, __ATOMIC_RELEASE);
+}
+
+void hc_consumer_idle(struct hc_consumer *c)
+{
+	if (c->join)
+		hc_join_poll(c->join, c->books);
 }

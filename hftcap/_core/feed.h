@@ -12,6 +12,7 @@
 
 struct hc_books;
 struct hc_snap_table;
+struct hc_join;
 
 /* The most messages one packet can carry in a 1500-byte frame (12-byte S + 2-byte block
  * header each); larger packets are decoded and applied in several batches. */
@@ -52,6 +53,10 @@ struct hc_consumer {
 	int done;                /* set by the data thread when max_packets is reached */
 	struct hc_books *books;  /* ITCH decoder target; NULL = sequencing and counting only */
 	struct hc_snap_table *snaps; /* target of hftcap's Book Snapshots 'Z' (snap.h); NULL = none */
+	struct hc_join *join;    /* late join from a snapshot (join.h); NULL = none. Set before start */
+	/* Sequence of each feed's first delivered message; != 1 means it joined mid-session
+	 * (without a join, the books are then marked incomplete, book.h). 0 = none yet. */
+	uint64_t first_seq[HC_MAX_FEEDS];
 
 	/* Latency. Config is set before the data thread starts. */
 	int timing;              /* record hop histograms */
@@ -65,5 +70,8 @@ struct hc_consumer {
 void hc_consumer_init(struct hc_consumer *c, uint32_t nfeeds, uint64_t max_packets);
 void hc_consumer_packet(struct hc_consumer *c, uint32_t feed, const uint8_t *payload,
 			uint32_t len, const struct hc_pkt_times *t);
+/* Between packets when the receive loop found none: work that must not wait for the next
+ * packet (a snapshot hand-over, join.h). */
+void hc_consumer_idle(struct hc_consumer *c);
 
 #endif

@@ -1,11 +1,11 @@
 /* files.c: NASDAQ file layout, pcap and pcapng readers (see files.h). */
 #include <errno.h>
 #include <stdlib.h>
-#include <zlib.h>
+#include <string.h>
 #include "files.h"
+#include "src.h"
 
 #define UNLIKELY(x) __builtin_expect(!!(x), 0)
-#define HC_READ_BUF (4u << 20)
 #define HC_MAX_UNIT (64u << 20) /* a pcap record / pcapng block larger than this is corrupt */
 
 size_t hc_feed_nasdaq(struct hc_books *b, const uint8_t *p, size_t len, int final)
@@ -80,15 +80,18 @@ not_mold:
 }
 
 struct hc_reader {
-	gzFile gz;
+	struct hc_src *src;
 	int fmt;
-	int eof, stopped, started;
+	int stopped, started;
 	int swap;            /* pcap / current pcapng section: file integers are big-endian */
 	uint32_t linktype;   /* pcap */
 	uint32_t if_link[256]; /* pcapng interfaces of the current section */
 	uint32_t n_if;
-	uint8_t *buf;
-	size_t cap, lo, hi;
+	const uint8_t *cp;   /* what is left of the current span of hc_src */
+	size_t cn;
+	/* the unit that straddles two spans, copied here (only it: one per span boundary) */
+	uint8_t *acc;
+	size_t acc_len, acc_cap;
 	struct hc_mold mold;
 };
 
@@ -105,43 +108,28 @@ static inline uint16_t rd16(const uint8_t *p, int be)
 	return be ? __builtin_bswap16(v) : v;
 }
 
-static int fill(struct hc_reader *r)
+static int acc_reserve(struct hc_reader *r, size_t need)
 {
-	if (r->lo) {
-		memmove(r->buf, r->buf + r->lo, r->hi - r->lo);
-		r->hi -= r->lo;
-		r->lo = 0;
-	}
-	while (!r->eof && r->hi < r->cap) {
-		unsigned want = r->cap - r->hi > (1u << 30) ? (1u << 30) : (unsigned)(r->cap - r->hi);
-		int got = gzread(r->gz, r->buf + r->hi, want);
-		if (got < 0) {
-			int e;
-			gzerror(r->gz, &e);
-			return e == Z_ERRNO ? -(errno ? errno : EIO) : -EILSEQ;
-		}
-		if (got == 0) {
-			r->eof = 1;
-			break;
-		}
-		r->hi += (size_t)got;
-	}
+	if (need <= r->acc_cap)
+		return 0;
+	size_t cap = r->acc_cap ? r->acc_cap : 1u << 16;
+	while (cap < need)
+		cap *= 2;
+	uint8_t *p = realloc(r->acc, cap);
+	if (!p)
+		return -ENOMEM;
+	r->acc = p;
+	r->acc_cap = cap;
 	return 0;
 }
 
-static int grow(struct hc_reader *r, size_t need)
+/* The next span into cp/cn: 1, 0 at the end, -errno. */
+static int next_span(struct hc_reader *r)
 {
-	if (need <= r->cap)
-		return 0;
-	size_t cap = r->cap;
-	while (cap < need)
-		cap *= 2;
-	uint8_t *p = realloc(r->buf, cap);
-	if (!p)
-		return -ENOMEM;
-	r->buf = p;
-	r->cap = cap;
-	return 0;
+	int rc = hc_src_next(r->src, &r->cp, &r->cn);
+	if (rc <= 0)
+		r->cn = 0;
+	return rc;
 }
 
 int hc_reader_open(struct hc_reader **out, const char *path)
@@ -149,30 +137,20 @@ int hc_reader_open(struct hc_reader **out, const char *path)
 	struct hc_reader *r = calloc(1, sizeof(*r));
 	if (!r)
 		return -ENOMEM;
-	errno = 0;
-	r->gz = gzopen(path, "rb");
-	if (!r->gz) {
-		int e = errno ? errno : ENOMEM;
+	int rc = hc_src_open(&r->src, path);
+	if (rc < 0) {
 		free(r);
-		return -e;
-	}
-	gzbuffer(r->gz, 1u << 20);
-	r->cap = HC_READ_BUF;
-	r->buf = malloc(r->cap);
-	if (!r->buf) {
-		gzclose(r->gz);
-		free(r);
-		return -ENOMEM;
+		return rc;
 	}
 	hc_mold_init(&r->mold);
-	int rc = fill(r);
+	rc = next_span(r);
 	if (rc < 0) {
 		hc_reader_close(r);
 		return rc;
 	}
 	r->fmt = HC_FMT_NASDAQ;
-	if (r->hi >= 4) {
-		uint32_t m = hc_be32(r->buf);
+	if (r->cn >= 4) {
+		uint32_t m = hc_be32(r->cp);
 		if (m == 0xa1b2c3d4 || m == 0xd4c3b2a1 || m == 0xa1b23c4d || m == 0x4d3cb2a1)
 			r->fmt = HC_FMT_PCAP;
 		else if (m == 0x0a0d0d0a)
@@ -280,56 +258,89 @@ bad:
 	return len;
 }
 
+/* Complete units at the front of p[0, len): bytes consumed; *need: the size of the unit at
+ * the front when none could be consumed. */
+static size_t parse(struct hc_reader *r, struct hc_books *b, const uint8_t *p, size_t len, size_t *need)
+{
+	if (r->fmt == HC_FMT_NASDAQ) {
+		size_t used = hc_books_feed_records(b, p, len);
+		if (!used)
+			*need = 2 + (len >= 2 ? hc_be16(p) : 0);
+		return used;
+	}
+	if (r->fmt == HC_FMT_PCAP)
+		return parse_pcap(r, b, p, len, need);
+	return parse_pcapng(r, b, p, len, need);
+}
+
+/* The end of the data with a partial unit carried: one file_truncated drop. */
+static void truncated(struct hc_reader *r, struct hc_books *b)
+{
+	if (r->acc_len)
+		hc_books_count_drop(b, -HC_DROP_FILE_TRUNCATED);
+	r->acc_len = 0;
+}
+
 int hc_reader_step(struct hc_reader *r, struct hc_books *b, size_t max_bytes)
 {
-	size_t done = 0;
+	size_t done = 0, need, used;
+	int rc;
 	while (done < max_bytes) {
 		if (r->stopped)
 			return 0;
-		size_t avail = r->hi - r->lo, need = 0, used;
-		if (avail == 0 && r->eof)
-			return 0;
-		const uint8_t *p = r->buf + r->lo;
-		if (r->fmt == HC_FMT_NASDAQ) {
-			used = hc_feed_nasdaq(b, p, avail, r->eof);
-			need = 2 + (avail >= 2 ? hc_be16(p) : 0);
-		} else if (r->fmt == HC_FMT_PCAP) {
-			used = parse_pcap(r, b, p, avail, &need);
-		} else {
-			used = parse_pcapng(r, b, p, avail, &need);
-		}
-		r->lo += used;
-		done += used;
-		if (used)
+		if (r->acc_len) { /* complete the straddling unit from the next span */
+			need = 0;
+			used = parse(r, b, r->acc, r->acc_len, &need);
+			if (used) {
+				memmove(r->acc, r->acc + used, r->acc_len - used);
+				r->acc_len -= used;
+				done += used;
+				continue;
+			}
+			if (!r->cn && (rc = next_span(r)) <= 0) {
+				truncated(r, b);
+				return rc;
+			}
+			if (acc_reserve(r, need) < 0)
+				return -ENOMEM;
+			size_t take = need - r->acc_len < r->cn ? need - r->acc_len : r->cn;
+			memcpy(r->acc + r->acc_len, r->cp, take);
+			r->acc_len += take;
+			r->cp += take;
+			r->cn -= take;
 			continue;
-		if (r->eof) { /* a partial unit at the end of the file */
-			if (r->fmt != HC_FMT_NASDAQ)
-				hc_books_count_drop(b, -HC_DROP_FILE_TRUNCATED);
-			r->lo = r->hi;
-			return 0;
 		}
-		int rc = grow(r, need);
-		if (rc == 0)
-			rc = fill(r);
-		if (rc < 0)
+		if (!r->cn && (rc = next_span(r)) <= 0)
 			return rc;
+		need = 0;
+		used = parse(r, b, r->cp, r->cn, &need);
+		if (used) {
+			r->cp += used;
+			r->cn -= used;
+			done += used;
+			continue;
+		}
+		/* a partial unit ends the span: carry it over */
+		if (acc_reserve(r, need > r->cn ? need : r->cn) < 0)
+			return -ENOMEM;
+		memcpy(r->acc, r->cp, r->cn);
+		r->acc_len = r->cn;
+		r->cn = 0;
 	}
 	return 1;
 }
 
 int hc_reader_format(const struct hc_reader *r) { return r->fmt; }
-uint64_t hc_reader_offset(struct hc_reader *r)
-{
-	z_off_t o = gzoffset(r->gz);
-	return o < 0 ? 0 : (uint64_t)o;
-}
+int hc_reader_gzip(const struct hc_reader *r) { return hc_src_is_gzip(r->src); }
+uint64_t hc_reader_offset(struct hc_reader *r) { return hc_src_offset(r->src); }
+uint64_t hc_reader_error_at(const struct hc_reader *r) { return hc_src_out_bytes(r->src); }
 const struct hc_mold_stats *hc_reader_mold(const struct hc_reader *r) { return &r->mold.st; }
 
 void hc_reader_close(struct hc_reader *r)
 {
 	if (!r)
 		return;
-	gzclose(r->gz);
-	free(r->buf);
+	hc_src_close(r->src);
+	free(r->acc);
 	free(r);
 }

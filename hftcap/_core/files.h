@@ -27,12 +27,18 @@ uint64_t hc_decode_nasdaq(const uint8_t *p, size_t len, uint64_t drops[HC_DROP__
 void hc_feed_frame(struct hc_books *b, struct hc_mold *mold, uint32_t linktype,
 		   const uint8_t *f, size_t len);
 
-/* Streaming file reader. open: 0 or -errno. step: processes about max_bytes of
- * (decompressed) input; returns 1 while there is more, 0 at end, -errno on read error. */
+/* Streaming file reader over hc_src (src.h: a plain file mapped, gzip inflated on its own
+ * thread). Units are parsed in place in the spans; only a unit that straddles two spans is
+ * copied. open: 0 or -errno. step: processes about max_bytes of (decompressed) input;
+ * returns 1 while there is more, 0 at end, -errno: -EBADMSG corrupt gzip, -EPIPE truncated
+ * gzip (the books keep what came before), other read errors. */
 int hc_reader_open(struct hc_reader **out, const char *path);
 int hc_reader_step(struct hc_reader *r, struct hc_books *b, size_t max_bytes);
 int hc_reader_format(const struct hc_reader *r);
-uint64_t hc_reader_offset(struct hc_reader *r); /* bytes of the file on disk consumed */
+uint64_t hc_reader_offset(struct hc_reader *r); /* bytes of the file on disk read so far */
+int hc_reader_gzip(const struct hc_reader *r);
+/* After an error: the decompressed offset where the inflater found it. */
+uint64_t hc_reader_error_at(const struct hc_reader *r);
 const struct hc_mold_stats *hc_reader_mold(const struct hc_reader *r);
 void hc_reader_close(struct hc_reader *r);
 

@@ -1,5 +1,6 @@
 /* gen.c: deterministic ITCH stream generator (see gen.h). */
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include "gen.h"
@@ -120,14 +121,14 @@ static uint32_t pick_tick(struct gen *g, struct gstock *s, uint8_t side)
 	return t > s->best_bid ? t : 0;
 }
 
-static uint32_t pick_shares(struct gen *g)
+static uint32_t pick_shares(struct rng *r)
 {
-	uint32_t r = rnd_below(&g->r, 16);
-	if (r < 12)
-		return 100 * (1 + rnd_below(&g->r, 10));
-	if (r < 15)
-		return 1 + rnd_below(&g->r, 99);
-	return 100 * (10 + rnd_below(&g->r, 200));
+	uint32_t u = rnd_below(r, 16);
+	if (u < 12)
+		return 100 * (1 + rnd_below(r, 10));
+	if (u < 15)
+		return 1 + rnd_below(r, 99);
+	return 100 * (10 + rnd_below(r, 200));
 }
 
 static int push_order(struct gstock *s, struct gorder o)
@@ -174,7 +175,7 @@ static int emit_add(struct gen *g, struct gstock *s, uint16_t loc)
 	}
 	if (s->cnt[side][tick] == UINT16_MAX)
 		return 1;
-	struct gorder o = { .ref = g->next_ref, .tick = tick, .shares = pick_shares(g), .side = side };
+	struct gorder o = { .ref = g->next_ref, .tick = tick, .shares = pick_shares(&g->r), .side = side };
 	g->next_ref += 1 + (rnd_below(&g->r, 4) == 0);
 	int f = rnd_below(&g->r, 10) == 0;
 	uint8_t *m = hdr(g, f ? 'F' : 'A', f ? 40 : 36, loc);
@@ -224,7 +225,7 @@ static int step(struct gen *g)
 			uint8_t *m = hdr(g, 'P', 44, loc);
 			put64(m + 11, 0);
 			m[19] = 'B';
-			put32(m + 20, pick_shares(g));
+			put32(m + 20, pick_shares(&g->r));
 			memcpy(m + 24, s->sym, 8);
 			put32(m + 32, order_price(s->mid));
 			put64(m + 36, ++g->match);
@@ -261,7 +262,7 @@ static int step(struct gen *g)
 			put64(m + 11, old);
 			return 0;
 		}
-		struct gorder n = { .ref = g->next_ref++, .tick = tick, .shares = pick_shares(g), .side = side };
+		struct gorder n = { .ref = g->next_ref++, .tick = tick, .shares = pick_shares(&g->r), .side = side };
 		uint8_t *m = hdr(g, 'U', 35, loc);
 		put64(m + 11, old);
 		put64(m + 19, n.ref);
@@ -359,5 +360,470 @@ out:
 		free(g.st[i].cnt[1]);
 	}
 	free(g.st);
+	return rc;
+}
+
+/* ---- the "day" profile (see gen.h) ---- */
+#define DW 4096u               /* ticks per stock ladder */
+#define D_BUILD_MAX 1800000ull /* long-lived orders rested before the open */
+#define D_GATEWAYS 2
+#define D_BLOCK 1024u
+#define D_DEEP_MAX 1900u       /* deepest resting order, ticks from the inside */
+
+struct dorder { uint64_t ref; uint32_t tick, shares; uint8_t side; };
+
+struct dpool { struct dorder *o; uint32_t n, cap; };
+
+struct dstock {
+	char sym[8];
+	uint32_t base;                 /* price of tick 0, in ticks */
+	uint32_t best_bid, best_ask;   /* best_bid 0: none; best_ask DW: none */
+	struct dpool sh, lg;           /* short-lived (newest last) and long-lived orders */
+	uint16_t *cnt[2];
+};
+
+struct dgen {
+	struct rng r;
+	uint8_t *p;
+	uint64_t ts, ts_step, match, next_block;
+	uint64_t gw_ref[D_GATEWAYS], gw_end[D_GATEWAYS];
+	uint64_t long_live, long_target;
+	struct dstock *st;
+	uint32_t ns;
+	uint32_t *alias_p, *alias_i;   /* Vose alias table of the Zipf weights */
+};
+
+static inline uint8_t *dhdr(struct dgen *g, char type, uint16_t len, uint16_t locate)
+{
+	uint8_t *m = g->p + 2;
+	put16(g->p, len);
+	g->p += 2 + len;
+	g->ts += 1 + rnd_below(&g->r, (uint32_t)(2 * g->ts_step));
+	m[0] = (uint8_t)type;
+	put16(m + 1, locate);
+	put16(m + 3, 0);
+	put16(m + 5, (uint16_t)(g->ts >> 32));
+	put32(m + 7, (uint32_t)g->ts);
+	return m;
+}
+
+static void dsysevent(struct dgen *g, char code)
+{
+	uint8_t *m = dhdr(g, 'S', 12, 0);
+	m[11] = (uint8_t)code;
+}
+
+/* Next reference: a random gateway numbers its own block with strides 1-3 (mean 2.2). */
+static uint64_t dref(struct dgen *g)
+{
+	uint32_t k = rnd_below(&g->r, D_GATEWAYS);
+	if (g->gw_ref[k] >= g->gw_end[k]) {
+		g->gw_ref[k] = g->next_block;
+		g->gw_end[k] = g->next_block + D_BLOCK;
+		g->next_block += D_BLOCK;
+	}
+	uint64_t ref = g->gw_ref[k];
+	static const uint8_t stride[5] = { 1, 2, 2, 3, 3 };
+	g->gw_ref[k] += stride[rnd_below(&g->r, 5)];
+	return ref;
+}
+
+static uint32_t dstock_pick(struct dgen *g)
+{
+	uint32_t i = rnd_below(&g->r, g->ns);
+	return (uint32_t)(rnd(&g->r) >> 32) < g->alias_p[i] ? i : g->alias_i[i];
+}
+
+/* Depth from the inside, in ticks, of a new short-lived order: median 1, p90 ~14. */
+static uint32_t depth_short(struct dgen *g)
+{
+	uint32_t u = rnd_below(&g->r, 100);
+	if (u < 38)
+		return 0;
+	if (u < 56)
+		return 1;
+	if (u < 70)
+		return 2 + rnd_below(&g->r, 3);
+	if (u < 82)
+		return 5 + rnd_below(&g->r, 10);
+	if (u < 93)
+		return 15 + rnd_below(&g->r, 60);
+	if (u < 99)
+		return 75 + rnd_below(&g->r, 625);
+	return 700 + rnd_below(&g->r, 1200);
+}
+
+/* Depth of a long-lived order: log-uniform in [1, D_DEEP_MAX] by octaves (integers only, so
+ * the stream does not depend on libm). */
+static uint32_t depth_long(struct dgen *g)
+{
+	uint32_t e = rnd_below(&g->r, 11), d = (1u << e) + rnd_below(&g->r, 1u << e);
+	return d < D_DEEP_MAX ? d : D_DEEP_MAX;
+}
+
+/* A tick on `side` at depth d from that side's inside, never crossing or locking; 0: none. */
+static uint32_t dtick(const struct dstock *s, uint8_t side, uint32_t d)
+{
+	if (side == 0) {
+		uint32_t top = s->best_bid ? s->best_bid : (s->best_ask < DW ? s->best_ask - 1 : DW / 2);
+		if (!d && s->best_bid && s->best_ask < DW && s->best_ask - s->best_bid > 1)
+			top = s->best_bid + 1; /* improve the inside when the spread allows */
+		uint32_t t = top > d ? top - d : 1;
+		if (t >= s->best_ask)
+			t = s->best_ask - 1;
+		return t >= 1 ? t : 0;
+	}
+	uint32_t top = s->best_ask < DW ? s->best_ask : (s->best_bid ? s->best_bid + 1 : DW / 2);
+	if (!d && s->best_bid && s->best_ask < DW && s->best_ask - s->best_bid > 1)
+		top = s->best_ask - 1;
+	uint32_t t = top + d < DW - 1 ? top + d : DW - 2;
+	if (t <= s->best_bid)
+		t = s->best_bid + 1;
+	return t > s->best_bid && t < DW - 1 ? t : 0;
+}
+
+static void dbook_add(struct dstock *s, uint8_t side, uint32_t tick)
+{
+	s->cnt[side][tick]++;
+	if (side == 0 && tick > s->best_bid)
+		s->best_bid = tick;
+	if (side == 1 && tick < s->best_ask)
+		s->best_ask = tick;
+}
+
+static void dbook_del(struct dstock *s, uint8_t side, uint32_t tick)
+{
+	if (--s->cnt[side][tick])
+		return;
+	if (side == 0 && tick == s->best_bid)
+		while (s->best_bid > 0 && !s->cnt[0][s->best_bid])
+			s->best_bid--;
+	if (side == 1 && tick == s->best_ask)
+		while (s->best_ask < DW && !s->cnt[1][s->best_ask])
+			s->best_ask++;
+}
+
+static int dpush(struct dpool *q, struct dorder o)
+{
+	if (q->n == q->cap) {
+		uint32_t cap = q->cap ? q->cap * 2 : 64;
+		struct dorder *p = realloc(q->o, cap * sizeof(*p));
+		if (!p)
+			return -ENOMEM;
+		q->o = p;
+		q->cap = cap;
+	}
+	q->o[q->n++] = o;
+	return 0;
+}
+
+/* Rest a new order of s (ref from the gateways, or `ref` when nonzero) on `side` at depth d;
+ * writes the A/F unless `u_old` is nonzero (then a U replacing u_old). 1: no room. */
+static int dadd(struct dgen *g, struct dstock *s, uint16_t loc, uint8_t side, int lng, uint64_t u_old)
+{
+	uint32_t tick = dtick(s, side, lng ? depth_long(g) : depth_short(g));
+	if (!tick || s->cnt[side][tick] == UINT16_MAX)
+		return 1;
+	struct dorder o = { .ref = dref(g), .tick = tick, .shares = pick_shares(&g->r), .side = side };
+	if (u_old) {
+		uint8_t *m = dhdr(g, 'U', 35, loc);
+		put64(m + 11, u_old);
+		put64(m + 19, o.ref);
+		put32(m + 27, o.shares);
+		put32(m + 31, (s->base + tick) * TICK_E4);
+	} else {
+		int f = rnd_below(&g->r, 10000) < 124; /* F: 0.55 of 44.15 % */
+		uint8_t *m = dhdr(g, f ? 'F' : 'A', f ? 40 : 36, loc);
+		put64(m + 11, o.ref);
+		m[19] = side ? 'S' : 'B';
+		put32(m + 20, o.shares);
+		memcpy(m + 24, s->sym, 8);
+		put32(m + 32, (s->base + tick) * TICK_E4);
+		if (f)
+			memcpy(m + 36, "GSCO", 4);
+	}
+	dbook_add(s, side, tick);
+	if (lng)
+		g->long_live++;
+	return dpush(lng ? &s->lg : &s->sh, o) < 0 ? -ENOMEM : 0;
+}
+
+/* An order for D/U/E/X/C: usually one of the newest short-lived ones (so most orders die
+ * young), sometimes a random short-lived one, and a long-lived one at the rate that keeps
+ * their number near its target. Returns the pool and index, or NULL. */
+static struct dpool *dpick(struct dgen *g, struct dstock *s, uint32_t *i)
+{
+	uint32_t lr = g->long_live > g->long_target ? 48 : 64;
+	int lng = s->lg.n && (!s->sh.n || rnd_below(&g->r, lr) == 0);
+	struct dpool *q = lng ? &s->lg : &s->sh;
+	if (!q->n)
+		return NULL;
+	if (lng || rnd_below(&g->r, 16) == 0) {
+		*i = rnd_below(&g->r, q->n);
+	} else {
+		uint32_t k = (uint32_t)__builtin_ctzll(rnd(&g->r) | (1ull << 40));
+		*i = k < q->n ? q->n - 1 - k : 0;
+	}
+	return q;
+}
+
+static void dremove(struct dgen *g, struct dstock *s, struct dpool *q, uint32_t i)
+{
+	dbook_del(s, q->o[i].side, q->o[i].tick);
+	if (q == &s->lg)
+		g->long_live--;
+	q->o[i] = q->o[--q->n];
+}
+
+static int dstep(struct dgen *g)
+{
+	uint32_t si = dstock_pick(g);
+	struct dstock *s = &g->st[si];
+	uint16_t loc = (uint16_t)(si + 1);
+	uint32_t r = rnd_below(&g->r, 10000);
+	if (r < 4415 || (r < 9801 && !s->sh.n && !s->lg.n)) { /* A, F */
+		int lng = rnd_below(&g->r, 50) == 0;
+		uint8_t side = (uint8_t)rnd_below(&g->r, 2);
+		int rc = dadd(g, s, loc, side, lng, 0);
+		if (rc == 1)
+			rc = dadd(g, s, loc, side ^ 1, lng, 0);
+		if (rc != 1)
+			return rc;
+		r = 9950; /* no room on either side: print a trade */
+	}
+	if (r >= 9801) {
+		uint8_t *m;
+		uint32_t mid = s->best_bid ? s->best_bid : DW / 2;
+		if (r < 9951) { /* I */
+			m = dhdr(g, 'I', 50, loc);
+			put64(m + 11, 100ull * rnd_below(&g->r, 5000));
+			put64(m + 19, 100ull * rnd_below(&g->r, 1000));
+			m[27] = "BSNO"[rnd_below(&g->r, 4)];
+			memcpy(m + 28, s->sym, 8);
+			put32(m + 36, 0);
+			put32(m + 40, 0);
+			put32(m + 44, (s->base + mid) * TICK_E4);
+			m[48] = 'C';
+			m[49] = ' ';
+		} else if (r < 9996) { /* P */
+			m = dhdr(g, 'P', 44, loc);
+			put64(m + 11, 0);
+			m[19] = 'B';
+			put32(m + 20, pick_shares(&g->r));
+			memcpy(m + 24, s->sym, 8);
+			put32(m + 32, (s->base + mid) * TICK_E4);
+			put64(m + 36, ++g->match);
+		} else if (r < 9997) { /* Q */
+			m = dhdr(g, 'Q', 40, loc);
+			put64(m + 11, 1000ull * (1 + rnd_below(&g->r, 5000)));
+			memcpy(m + 19, s->sym, 8);
+			put32(m + 27, (s->base + mid) * TICK_E4);
+			put64(m + 31, ++g->match);
+			m[39] = 'C';
+		} else if (r < 9998) { /* Y */
+			m = dhdr(g, 'Y', 20, loc);
+			memcpy(m + 11, s->sym, 8);
+			m[19] = rnd_below(&g->r, 2) ? '0' : '1';
+		} else { /* L */
+			m = dhdr(g, 'L', 26, loc);
+			memcpy(m + 11, "NSDQ", 4);
+			memcpy(m + 15, s->sym, 8);
+			m[23] = 'N';
+			m[24] = 'N';
+			m[25] = 'A';
+		}
+		return 0;
+	}
+	uint32_t i;
+	struct dpool *q = dpick(g, s, &i);
+	struct dorder *o = &q->o[i];
+	int lng = q == &s->lg;
+	if (r < 8675 || (r >= 9693 && r < 9797 && o->shares < 2)) { /* D (and X of 1 share) */
+		uint8_t *m = dhdr(g, 'D', 19, loc);
+		put64(m + 11, o->ref);
+		dremove(g, s, q, i);
+	} else if (r < 9480) { /* U */
+		uint64_t old = o->ref;
+		uint8_t side = o->side;
+		dremove(g, s, q, i);
+		int rc = dadd(g, s, loc, side, lng, old);
+		if (rc == 1) {
+			uint8_t *m = dhdr(g, 'D', 19, loc);
+			put64(m + 11, old);
+			return 0;
+		}
+		return rc;
+	} else if (r >= 9693 && r < 9797) { /* X */
+		uint32_t c = 1 + rnd_below(&g->r, o->shares - 1);
+		uint8_t *m = dhdr(g, 'X', 23, loc);
+		put64(m + 11, o->ref);
+		put32(m + 19, c);
+		o->shares -= c;
+	} else { /* E, C */
+		int c = r >= 9797;
+		uint32_t ex = o->shares;
+		if (ex > 1 && rnd_below(&g->r, 2))
+			ex = 1 + rnd_below(&g->r, ex - 1);
+		uint8_t *m = dhdr(g, c ? 'C' : 'E', c ? 36 : 31, loc);
+		put64(m + 11, o->ref);
+		put32(m + 19, ex);
+		put64(m + 23, ++g->match);
+		if (c) {
+			m[31] = 'Y';
+			put32(m + 32, (s->base + o->tick) * TICK_E4);
+		}
+		if (ex == o->shares)
+			dremove(g, s, q, i);
+		else
+			o->shares -= ex;
+	}
+	return 0;
+}
+
+/* Vose's alias method over weights (rank + 1)^-0.7: O(1) draws. */
+static int dalias(struct dgen *g)
+{
+	uint32_t n = g->ns;
+	double *w = malloc(n * sizeof(*w)), sum = 0;
+	uint32_t *small = malloc(n * sizeof(*small)), *large = malloc(n * sizeof(*large));
+	g->alias_p = malloc(n * sizeof(*g->alias_p));
+	g->alias_i = malloc(n * sizeof(*g->alias_i));
+	int rc = -ENOMEM;
+	if (!w || !small || !large || !g->alias_p || !g->alias_i)
+		goto out;
+	for (uint32_t i = 0; i < n; i++)
+		sum += w[i] = pow((double)(i + 1), -0.7);
+	uint32_t ns = 0, nl = 0;
+	for (uint32_t i = 0; i < n; i++) {
+		w[i] = w[i] * n / sum;
+		if (w[i] < 1.0)
+			small[ns++] = i;
+		else
+			large[nl++] = i;
+	}
+	while (ns && nl) {
+		uint32_t a = small[--ns], l = large[nl - 1];
+		g->alias_p[a] = (uint32_t)(w[a] * 4294967295.0);
+		g->alias_i[a] = l;
+		w[l] -= 1.0 - w[a];
+		if (w[l] < 1.0) {
+			nl--;
+			small[ns++] = l;
+		}
+	}
+	while (nl)
+		g->alias_p[large[--nl]] = UINT32_MAX, g->alias_i[large[nl]] = large[nl];
+	while (ns)
+		g->alias_p[small[--ns]] = UINT32_MAX, g->alias_i[small[ns]] = small[ns];
+	rc = 0;
+out:
+	free(w);
+	free(small);
+	free(large);
+	return rc;
+}
+
+/* Mean timestamp step (dhdr draws 1 + [0, 2 step)) that spreads n messages over span_ns. */
+static uint64_t dstep_ns(uint64_t span_ns, uint64_t n)
+{
+	uint64_t v = n ? span_ns / n : 1;
+	return v < 1 ? 1 : v > (1u << 30) ? (1u << 30) : v;
+}
+
+uint64_t hc_gen_day_min_messages(uint32_t n_stocks) { return 3ull * n_stocks + 16; }
+
+size_t hc_gen_day_max_bytes(uint32_t n_stocks, uint64_t n_messages)
+{
+	return (size_t)n_messages * 52 + (size_t)n_stocks * 70 + 64;
+}
+
+int hc_gen_fill_day(uint64_t seed, uint32_t n_stocks, uint64_t n_messages, uint8_t *buf, size_t cap,
+		    size_t *len)
+{
+	if (!n_stocks || n_stocks > HC_GEN_DAY_MAX_STOCKS ||
+	    n_messages < hc_gen_day_min_messages(n_stocks) || cap < hc_gen_day_max_bytes(n_stocks, n_messages))
+		return -EINVAL;
+	uint64_t build = n_messages / 28 < D_BUILD_MAX ? n_messages / 28 : D_BUILD_MAX;
+	uint64_t flow = n_messages - 2ull * n_stocks - 6 - build;
+	struct dgen g = { .p = buf, .ts = 4ull * 3600 * 1000000000ull, .next_block = 1,
+			  .ns = n_stocks, .long_target = build };
+	uint64_t z = seed + 0x9E3779B97F4A7C15ull;
+	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+	z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+	g.r.s = (z ^ (z >> 31)) | 1;
+	int rc = -ENOMEM;
+	g.st = calloc(n_stocks, sizeof(*g.st));
+	if (!g.st || dalias(&g) < 0)
+		goto out;
+	for (uint32_t i = 0; i < n_stocks; i++) {
+		struct dstock *s = &g.st[i];
+		ticker(i, s->sym);
+		s->base = rnd_below(&g.r, 20000);
+		s->best_ask = DW;
+		s->cnt[0] = calloc(DW, sizeof(uint16_t));
+		s->cnt[1] = calloc(DW, sizeof(uint16_t));
+		if (!s->cnt[0] || !s->cnt[1])
+			goto out;
+	}
+	g.ts_step = 1000;
+	dsysevent(&g, 'O');
+	for (uint32_t i = 0; i < n_stocks; i++) {
+		uint8_t *m = dhdr(&g, 'R', 39, (uint16_t)(i + 1));
+		memcpy(m + 11, g.st[i].sym, 8);
+		m[19] = "QGS"[i % 3];
+		m[20] = 'N';
+		put32(m + 21, 100);
+		m[25] = 'N';
+		m[26] = 'C';
+		memcpy(m + 27, "  ", 2);
+		m[29] = 'P';
+		m[30] = 'N';
+		m[31] = 'N';
+		m[32] = i % 5 ? '2' : '1';
+		m[33] = 'N';
+		put32(m + 34, 0);
+		m[38] = 'N';
+	}
+	for (uint32_t i = 0; i < n_stocks; i++) {
+		uint8_t *m = dhdr(&g, 'H', 25, (uint16_t)(i + 1));
+		memcpy(m + 11, g.st[i].sym, 8);
+		m[19] = 'T';
+		m[20] = ' ';
+		memcpy(m + 21, "    ", 4);
+	}
+	dsysevent(&g, 'S');
+	/* pre-open: 4:00 + ~0.1 s of directory, then up to 9:30 resting the long-lived orders */
+	g.ts_step = dstep_ns((34200ull - 14400ull) * 1000000000ull, build);
+	uint64_t built = 0;
+	for (uint64_t k = 0; k < 4 * build && built < build; k++) { /* a full tick writes nothing */
+		uint32_t si = dstock_pick(&g);
+		int ra = dadd(&g, &g.st[si], (uint16_t)(si + 1), (uint8_t)rnd_below(&g.r, 2), 1, 0);
+		if (ra < 0)
+			goto out;
+		built += ra == 0;
+	}
+	flow += build - built;
+	if (g.ts < 34200ull * 1000000000ull)
+		g.ts = 34200ull * 1000000000ull;
+	dsysevent(&g, 'Q');
+	g.ts_step = dstep_ns((57600ull - 34200ull) * 1000000000ull, flow);
+	for (uint64_t k = 0; k < flow; k++)
+		if (dstep(&g) < 0)
+			goto out;
+	dsysevent(&g, 'M');
+	dsysevent(&g, 'E');
+	dsysevent(&g, 'C');
+	*len = (size_t)(g.p - buf);
+	rc = 0;
+out:
+	for (uint32_t i = 0; g.st && i < n_stocks; i++) {
+		free(g.st[i].sh.o);
+		free(g.st[i].lg.o);
+		free(g.st[i].cnt[0]);
+		free(g.st[i].cnt[1]);
+	}
+	free(g.st);
+	free(g.alias_p);
+	free(g.alias_i);
 	return rc;
 }

@@ -11,4 +11,12 @@ static inline uint64_t hc_now_tai_ns(void)
 	clock_gettime(CLOCK_TAI, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
+
+/* Durations that no clock step may bend (snapshot load and join times). */
+static inline uint64_t hc_now_mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
 #endif

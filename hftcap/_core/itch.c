@@ -17,6 +17,7 @@ const char *const hc_drop_names[HC_DROP__MAX] = {
 	[HC_DROP_ZERO_SHARES] = "zero_shares",
 	[HC_DROP_BAD_SIDE] = "bad_side",
 	[HC_DROP_NO_MEMORY] = "no_memory",
+	[HC_DROP_UNKNOWN_REF_INCOMPLETE] = "unknown_ref_incomplete",
 };
 
 const uint8_t hc_itch_len[256] = {

@@ -29,6 +29,7 @@ enum hc_drop {
 	HC_DROP_ZERO_SHARES,      /* A/F/U with 0 shares: nothing rests */
 	HC_DROP_BAD_SIDE,         /* A/F side not 'B' or 'S' */
 	HC_DROP_NO_MEMORY,        /* a pool could not grow: the add is dropped */
+	HC_DROP_UNKNOWN_REF_INCOMPLETE, /* unknown_ref while the books joined mid-session */
 	HC_DROP__MAX
 };
 extern const char *const hc_drop_names[HC_DROP__MAX]; /* [0] is NULL */

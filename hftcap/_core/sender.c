@@ -2,6 +2,7 @@
  * produces the datagrams in wire order with their deadlines; two sinks consume it: the
  * socket (wait, stamp, sendmmsg) and a buffer (stamp, copy) for tests. */
 #include "sender.h"
+#include "hist.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -40,6 +41,7 @@ struct hc_sender {
 	uint64_t *pkt_ts;    /* PACE_FILE only: ITCH timestamp of each packet's first message */
 	uint8_t *reply_buf;  /* max_payload_bytes, used by hc_sender_serve only */
 	_Atomic uint64_t sent_upto; /* messages [0, sent_upto) are final and may be replied */
+	struct hc_hist send_hist;   /* stamp of a data packet -> return of its sendmmsg() */
 	_Atomic int stop;
 };
 
@@ -219,6 +221,7 @@ int hc_sender_open(struct hc_sender **out, const uint8_t *stream, size_t len,
 	s->n_pkts = p;
 	atomic_init(&s->sent_upto, 0);
 	atomic_init(&s->stop, 0);
+	hc_hist_init(&s->send_hist);
 	*out = s;
 	return 0;
 
@@ -241,6 +244,7 @@ void hc_sender_close(struct hc_sender *s)
 
 uint64_t hc_sender_messages(const struct hc_sender *s) { return s->n_msgs; }
 uint64_t hc_sender_packets(const struct hc_sender *s) { return s->n_pkts; }
+const struct hc_hist *hc_sender_send_hist(const struct hc_sender *s) { return &s->send_hist; }
 int hc_sender_clock(const struct hc_sender *s) { return s->cfg.clock; }
 
 const uint8_t *hc_sender_stream(const struct hc_sender *s, size_t *len)
@@ -373,11 +377,12 @@ static int sched_next(const struct hc_sender *s, struct sched *q, struct dgram *
 	return 1;
 }
 
-static void stamp_packet(struct hc_sender *s, uint64_t p, clockid_t clk, struct hc_send_stats *st)
+/* Returns the clock reading the packet was stamped with (0: the stream's own timestamps). */
+static uint64_t stamp_packet(struct hc_sender *s, uint64_t p, clockid_t clk, struct hc_send_stats *st)
 {
 	if (s->cfg.clock == HC_STAMP_NONE)
-		return;
-	uint64_t itch_ns = clock_ns(clk) % HC_NS_PER_DAY;
+		return 0;
+	uint64_t now = clock_ns(clk), itch_ns = now % HC_NS_PER_DAY;
 	for (uint64_t i = s->pkt_msg[p]; i < s->pkt_msg[p + 1]; i++) {
 		uint8_t *m = s->buf + s->off[i];
 		if (get_be16(m) >= HC_ITCH_TS_OFF + 6)
@@ -386,6 +391,7 @@ static void stamp_packet(struct hc_sender *s, uint64_t p, clockid_t clk, struct 
 	if (!st->first_stamp_itch_ns)
 		st->first_stamp_itch_ns = itch_ns;
 	st->last_stamp_itch_ns = itch_ns;
+	return now;
 }
 
 static void fill_header(const struct hc_sender *s, uint8_t *h, uint64_t seq, uint16_t count)
@@ -409,6 +415,9 @@ struct sink {
 	int kind[HC_SEND_BATCH];
 	uint32_t count[HC_SEND_BATCH];
 	uint64_t deadline[HC_SEND_BATCH];
+	uint64_t stamp[HC_SEND_BATCH]; /* clock reading of a data packet's stamp; 0 = none */
+	uint8_t one[HC_SEND_MAX_PAYLOAD_LIMIT]; /* a lone datagram, contiguous for send() */
+	clockid_t clk;
 	uint64_t publish;    /* sent_upto once the batch is out */
 	uint64_t start_mono;
 };
@@ -450,7 +459,18 @@ static int flush(struct hc_sender *s, struct sink *k, struct hc_send_stats *st)
 	} else {
 		int done = 0;
 		while (done < k->n) {
-			int r = sendmmsg(k->fd, k->msg + done, (unsigned)(k->n - done), 0);
+			int r;
+			if (k->n - done == 1) {
+				/* A lone datagram (every paced one) goes out as the floor's does: one
+				 * buffer, send(). sendmmsg's vector and two-iovec import cost more. */
+				size_t l0 = k->iov[done][0].iov_len, l1 = k->iov[done][1].iov_len;
+				memcpy(k->one, k->iov[done][0].iov_base, l0);
+				if (l1)
+					memcpy(k->one + l0, k->iov[done][1].iov_base, l1);
+				r = send(k->fd, k->one, l0 + l1, 0) < 0 ? -1 : 1;
+			} else {
+				r = sendmmsg(k->fd, k->msg + done, (unsigned)(k->n - done), 0);
+			}
 			st->batches++;
 			if (r < 0) {
 				if (errno == EINTR)
@@ -461,9 +481,13 @@ static int flush(struct hc_sender *s, struct sink *k, struct hc_send_stats *st)
 				done++;
 				continue;
 			}
-			for (int i = done; i < done + r; i++)
+			uint64_t back = r > 0 ? clock_ns(k->clk) : 0;
+			for (int i = done; i < done + r; i++) {
 				account(st, k->kind[i], k->count[i],
 					k->iov[i][0].iov_len + k->iov[i][1].iov_len);
+				if (k->stamp[i] && back >= k->stamp[i])
+					hc_hist_record(&s->send_hist, back - k->stamp[i]);
+			}
 			done += r;
 		}
 	}
@@ -484,10 +508,11 @@ static void add(struct hc_sender *s, struct sink *k, const struct dgram *g, cloc
 	k->iov[i][1].iov_base = NULL;
 	k->iov[i][1].iov_len = 0;
 	k->count[i] = 0;
+	k->stamp[i] = 0;
 	if (g->kind == DG_DATA || g->kind == DG_LOST) {
 		uint64_t a = s->pkt_msg[g->pkt], b = s->pkt_msg[g->pkt + 1];
 		if (g->mark != MARK_DUP) /* a duplicate carries the stamp of its original */
-			stamp_packet(s, g->pkt, clk, st);
+			k->stamp[i] = stamp_packet(s, g->pkt, clk, st);
 		if (g->mark == MARK_DUP)
 			st->duplicated_packets++;
 		else if (g->mark == MARK_REORDERED)
@@ -550,6 +575,8 @@ static int64_t drive(struct hc_sender *s, struct sink *k, struct hc_send_stats *
 	int dry = k->fd < 0;
 
 	memset(st, 0, sizeof(*st));
+	hc_hist_reset(&s->send_hist);
+	k->clk = clk;
 	sched_init(s, &q);
 	atomic_store_explicit(&s->sent_upto, 0, memory_order_release);
 	st->first_seq = c->first_seq;
@@ -595,6 +622,13 @@ static int64_t drive(struct hc_sender *s, struct sink *k, struct hc_send_stats *
 		if (g.kind == DG_DATA || g.kind == DG_LOST)
 			st->data_packets += g.mark == MARK_DUP ? 0 : 1;
 		add(s, k, &g, clk, st);
+		/* Paced: every datagram goes out in its own call right after its stamp, as the floor's
+		 * sender does. Batching the ones already due (after a preemption) would hold each
+		 * stamped packet back for the rest of the batch, and sender_to_book would show it. */
+		if (!dry && c->pace != HC_PACE_NONE && k->n) {
+			flush(s, k, st);
+			last_out = clock_ns(CLOCK_MONOTONIC);
+		}
 		if (k->n == HC_SEND_BATCH) {
 			if (flush(s, k, st) < 0) {
 				st->stop_reason = HC_STOP_BUFFER_FULL;
@@ -756,4 +790,10 @@ int hc_sender_serve(struct hc_sender *s, int fd, uint64_t max_ns, struct hc_serv
 			}
 		}
 	}
+}
+
+uint64_t hc_sender_published(const struct hc_sender *s, uint64_t *first_seq)
+{
+	*first_seq = s->cfg.first_seq;
+	return atomic_load_explicit(&((struct hc_sender *)s)->sent_upto, memory_order_acquire);
 }

@@ -93,7 +93,7 @@ struct hc_send_stats {
 	uint64_t first_stamp_itch_ns, last_stamp_itch_ns; /* in the configured clock, mod 1 day */
 	uint64_t elapsed_ns;         /* CLOCK_MONOTONIC, first to last datagram */
 	uint64_t late_max_ns;        /* worst lateness of a datagram against its deadline */
-	uint64_t batches;            /* sendmmsg calls */
+	uint64_t batches;            /* send calls: sendmmsg, or send() for a lone datagram */
 };
 
 struct hc_serve_stats {
@@ -121,8 +121,16 @@ void hc_sender_close(struct hc_sender *s);
 uint64_t hc_sender_messages(const struct hc_sender *s);
 uint64_t hc_sender_packets(const struct hc_sender *s); /* data packets of the whole stream */
 int hc_sender_clock(const struct hc_sender *s);        /* enum hc_send_clock */
+/* Per data packet of the last run: its stamp -> the return of the send call that sent it, in
+ * the stamping clock (struct hc_hist, hist.h); empty for the stream's own timestamps. */
+struct hc_hist;
+const struct hc_hist *hc_sender_send_hist(const struct hc_sender *s);
 /* The stream as sent so far (stamps included); valid until close. */
 const uint8_t *hc_sender_stream(const struct hc_sender *s, size_t *len);
+
+/* Messages [0, n) are final (handed to the kernel or lost by injection; stamps written):
+ * returns n, any thread, with acquire. *first_seq: sequence number of message 0. */
+uint64_t hc_sender_published(const struct hc_sender *s, uint64_t *first_seq);
 
 /* Sends the schedule to a connected UDP socket. Returns 0, or -errno if nothing could be
  * sent at all (the refusals are in st). Blocks up to max_duration_ns + the EOS tail. */

@@ -3,7 +3,7 @@
  * (some lying), random truncation, random byte flips, duplicates, gaps. Checks that every
  * packet is counted, that the books stay consistent, and that nothing reads out of bounds.
  *   cc -std=gnu11 -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -Ixdp \
- *      -Ihftcap/_core tests/c/feed_fuzz.c hftcap/_core/{feed,mold,itch,book,files,gen,hist,snap}.c \
+ *      -Ihftcap/_core tests/c/feed_fuzz.c hftcap/_core/{feed,mold,itch,book,files,gen,hist,snap,join,spin}.c \
  *      -lz -o /tmp/feed_fuzz && /tmp/feed_fuzz      # prints "ok ..." and exits 0 */
 #include <stdio.h>
 #include <stdlib.h>

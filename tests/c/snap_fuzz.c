@@ -4,7 +4,7 @@
  * and a snapshot table, with and without hop timing; every Z applied or counted as a drop,
  * nothing read out of bounds. Build and run:
  *   cc -std=gnu11 -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -D_GNU_SOURCE \
- *      -Ihftcap/_core -Ixdp tests/c/snap_fuzz.c hftcap/_core/{feed,snap,book,itch,mold,hist,gen}.c \
+ *      -Ihftcap/_core -Ixdp tests/c/snap_fuzz.c hftcap/_core/{feed,snap,book,itch,mold,hist,gen,join,spin}.c \
  *      -o /tmp/snap_fuzz && /tmp/snap_fuzz    # exit 0 and "ok" on success */
 #include <stdio.h>
 #include <stdlib.h>

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import select
 import subprocess
 import sys
@@ -23,15 +24,22 @@ class Listener:
         self.err_lines: list[str] = []
 
     def wait_ready(self, timeout=15.0):
+        """Until listen's 'listening on' line. Reads the raw pipe: select() on a buffered file
+        misses lines already in its buffer (listen prints a doctor line just before)."""
         deadline = time.monotonic() + timeout
+        fd, buf = self.p.stderr.fileno(), b""
         while time.monotonic() < deadline:
-            r, _, _ = select.select([self.p.stderr], [], [], 0.2)
+            r, _, _ = select.select([fd], [], [], 0.2)
             if r:
-                line = self.p.stderr.readline()
-                if not line:
+                chunk = os.read(fd, 65536)
+                if not chunk:
                     break
-                self.err_lines.append(line)
-                if "listening on" in line:
+                buf += chunk
+                *lines, buf = buf.split(b"\n")
+                self.err_lines += [ln.decode(errors="replace") + "\n" for ln in lines]
+                if any("listening on" in ln for ln in self.err_lines):
+                    if buf:
+                        self.err_lines.append(buf.decode(errors="replace"))
                     return self
         self.p.kill()
         out, err = self.p.communicate()
@@ -56,7 +64,7 @@ def send_test_packets(lab, npkts, k, port=FEED_PORT, first=1):
 
 
 def xdp_prog_on(lab) -> int | None:
-    from hftcap import lab as labmod
+    from hftcap.lab import topology as labmod
     return labmod.status(lab.name)["namespaces"][lab.host_ns]["xdp_prog_id"]
 
 

@@ -5,26 +5,20 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
 
-from hftcap import latency
+from hftcap.measure import latency
 
 pytestmark = pytest.mark.root
 HFTCAP = str(Path(sys.executable).parent / "hftcap")
 
 
-def _lab_name():
-    """Unique: another run of the suite on this machine may be benching at the same time."""
-    return "b" + uuid.uuid4().hex[:6]
-
-
 def test_bench_json_has_every_path_and_hop(tmp_path):
     out = tmp_path / "bench.json"
     cp = subprocess.run([HFTCAP, "bench", "--rounds", "1", "--seconds", "0.5", "--warmup", "0.2", "--rate", "20000",
-                         "--stocks", "4", "--json", str(out), "--lab-name", _lab_name()], capture_output=True, text=True, timeout=300)
+                         "--stocks", "4", "--json", str(out)], capture_output=True, text=True, timeout=300)
     assert cp.returncode == 0, cp.stderr
     doc = json.loads(out.read_text())
     assert set(doc["paths"]) == {"xdp-busy", "xdp-wakeup", "kernel-busy", "kernel-block"}
@@ -41,20 +35,53 @@ def test_bench_json_has_every_path_and_hop(tmp_path):
             # Present with numbers, or left out with the reason in absent_hops; never zeros.
             assert (h.name in p["hops"]) != (h.name in p["absent_hops"]), (name, h.name)
         for hop, v in p["hops"].items():
-            assert set(v) == {"p50_ns", "p90_ns", "p99_ns", "p999_ns", "max_ns", "count"}
+            assert set(v) == {"p50_ns", "p90_ns", "p99_ns", "p999_ns", "max_ns", "count", "rounds_p50_ns"}
+            assert v["rounds_p50_ns"] == [v["p50_ns"]]  # one round: its p50 is the merged one
             assert v["count"] > 0 and 0 < v["p50_ns"] <= v["p99_ns"] <= v["max_ns"]
         assert "sender_to_book" in p["hops"]
         assert ("xdp_to_book" in p["hops"]) == (path == "xdp")
         assert ("stack_to_book" in p["hops"]) == (path == "kernel")
         assert "nic_to_book" in p["absent_hops"]  # veth has no PHC
     assert "sender_to_book" in cp.stdout and "xdp-busy" in cp.stdout
+    # The floor ran in the same round, same packet rate, and has every hop it defines.
+    from hftcap.measure import floor
+    assert set(doc["floor"]) == {"floor-xdp", "floor-kernel"}
+    for fm, f in doc["floor"].items():
+        assert set(f["hops"]) == set(floor.HOPS[f["kind"]]), fm
+        assert f["trials"] == 1 and f["sent"] == int(20000 / 4 * (0.5 + 0.2))
+        assert f["lost"] == f["sent"] - f["received"] and f["received"] > 0
+        for v in f["hops"].values():
+            assert v["count"] > 0 and 0 < v["p50_ns"] <= v["p99_ns"] <= v["max_ns"]
+        assert f["sender"]["stamp_to_return"]["count"] == f["sent"]
+    assert doc["floor"]["floor-xdp"]["xdp_program_cost"]["runs"] >= doc["floor"]["floor-xdp"]["received"]
+    # Excess: hftcap minus the floor, from the figures of this same document.
+    for name, rows in doc["excess"].items():
+        p = doc["paths"][name]
+        kind = name.split("-")[0]
+        fm = f"floor-{kind}"
+        want = {"sender_to_book", "xdp_to_dequeue" if kind == "xdp" else "stack_to_dequeue",
+                "sender_stamp_to_send_return"} | ({"xdp_program"} if kind == "xdp" else set())
+        assert set(rows) == want, (name, set(rows))
+        for hop, r in rows.items():
+            if hop == "xdp_program":
+                assert r["mean_ns"] == p["xdp_program_cost"]["ns_per_run"]
+                assert r["excess_mean_ns"] == round(r["mean_ns"] - doc["floor"][fm]["xdp_program_cost"]["ns_per_run"], 1)
+                continue
+            if hop == "sender_stamp_to_send_return":
+                mine, base = p["sender"]["stamp_to_send_return"], doc["floor"][fm]["sender"]["stamp_to_return"]
+            else:
+                mine, base = p["hops"][hop], doc["floor"][fm]["hops"][r["floor"].split("/")[1]]
+            assert (r["p50_ns"], r["floor_p50_ns"]) == (mine["p50_ns"], base["p50_ns"])
+            assert r["excess_p50_ns"] == mine["p50_ns"] - base["p50_ns"]
+            assert r["excess_p99_ns"] == mine["p99_ns"] - base["p99_ns"]
+    assert set(doc["excess"]) == set(doc["paths"])
+    assert "excess over the floor" in cp.stdout
 
 
 def test_bench_trace_splits_the_kernel_path(tmp_path):
     out = tmp_path / "bench.json"
     cp = subprocess.run([HFTCAP, "bench", "--rounds", "1", "--seconds", "0.5", "--warmup", "0.2", "--rate", "20000",
-                         "--stocks", "2", "--path", "kernel-block", "--trace", "--json", str(out),
-                         "--lab-name", _lab_name()],
+                         "--stocks", "2", "--path", "kernel-block", "--trace", "--json", str(out)],
                         capture_output=True, text=True, timeout=300)
     assert cp.returncode == 0, cp.stderr
     p = json.loads(out.read_text())["paths"]["kernel-block"]

@@ -9,11 +9,20 @@ FUZZ = ROOT / "tests" / "c"
 
 def test_consumer_under_sanitizers(tmp_path):
     out = build_and_run(tmp_path, FUZZ / "feed_fuzz.c",
-                        ["feed", "mold", "itch", "book", "files", "gen", "hist", "snap"], libs=["-lz"]).stdout
+                        ["feed", "mold", "itch", "book", "files", "src", "gen", "hist", "snap", "join", "spin"],
+                        libs=["-lz", "-lm", "-lpthread"]).stdout
     assert out.startswith("ok ") and "samples=0" not in out
 
 
 def test_readers_and_books_under_sanitizers(tmp_path):
-    out = build_and_run(tmp_path, FUZZ / "itch_fuzz.c", ["itch", "book", "files", "gen", "mold"],
-                        [tmp_path / "f.bin"], libs=["-lz"]).stdout
+    out = build_and_run(tmp_path, FUZZ / "itch_fuzz.c", ["itch", "book", "files", "src", "gen", "mold"],
+                        [tmp_path / "f.bin"], libs=["-lz", "-lm", "-lpthread"]).stdout
     assert "ok" in out
+
+
+def test_late_join_under_sanitizers(tmp_path):
+    """Spin -> SoupBinTCP loader in random segments -> splice equals a full replay; a ring that
+    no longer holds N ends behind; mutated spins only ever close (tests/c/join_fuzz.c)."""
+    out = build_and_run(tmp_path, FUZZ / "join_fuzz.c", ["join", "spin", "feed", "snap", "hist", "book", "itch", "mold", "gen"],
+                         libs=["-lm"]).stdout
+    assert out.startswith("ok ")

@@ -94,5 +94,5 @@ int main(void)
 
 
 def test_sender_core_under_asan_ubsan(tmp_path):
-    run = build_and_run(tmp_path, HARNESS, ["sender"], libs=["-lpthread"], timeout=120)
+    run = build_and_run(tmp_path, HARNESS, ["sender", "hist"], libs=["-lpthread"], timeout=120)
     assert run.stdout.startswith("opened ")

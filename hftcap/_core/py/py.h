@@ -6,6 +6,7 @@
 int hc_py_add_capture(PyObject *m);
 int hc_py_add_sender(PyObject *m);
 int hc_py_add_hist(PyObject *m);
+int hc_py_add_floor(PyObject *m);
 
 /* bytes holding n contiguous histograms' export records (hist.h layout), for snapshots. */
 struct hc_hist;
@@ -22,6 +23,14 @@ struct hc_snap_table;
 /* A hftcap._core.SnapTable view of a table fed elsewhere (live capture): keeps `owner` alive,
  * never frees t, refuses feed calls. New reference, or NULL with an exception. */
 PyObject *hc_py_snaps_wrap(struct hc_snap_table *t, PyObject *owner);
+
+/* The books of a hftcap._core.Books (owned or a view), or NULL with TypeError. */
+struct hc_books *hc_py_books_ptr(PyObject *o);
+
+int hc_py_add_join(PyObject *m);
+struct hc_join;
+/* A hftcap._core.Join over a capture's join and books: keeps `owner` alive. New reference. */
+PyObject *hc_py_join_wrap(struct hc_join *j, struct hc_books *b, PyObject *owner);
 
 /* Raise OSError(errno) for a -errno from the core, with a short context string. */
 static inline PyObject *hc_py_errno(int neg_errno, const char *what)

@@ -2,7 +2,7 @@
  * Books owns (or, for live capture, borrows) a struct hc_books. Feeding releases the GIL and
  * works in chunks; snapshots go through the books' seqlocks, so they are safe while another
  * thread (a feed_file call or the capture consumer) applies messages. Bulk data (levels,
- * trades, BBO changes) is returned as bytes of C structs that hftcap/books.py views with numpy. */
+ * trades, BBO changes) is returned as bytes of C structs that hftcap/book/books.py views with numpy. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <errno.h>
@@ -11,6 +11,7 @@
 #include "book.h"
 #include "files.h"
 #include "gen.h"
+#include "src.h"
 
 typedef struct {
 	PyObject_HEAD
@@ -57,6 +58,15 @@ PyObject *hc_py_books_wrap(struct hc_books *b, PyObject *owner)
 	o->owner = owner ? owner : Py_None;
 	Py_INCREF(o->owner);
 	return (PyObject *)o;
+}
+
+struct hc_books *hc_py_books_ptr(PyObject *o)
+{
+	if (!PyObject_TypeCheck(o, &BooksType) || !((BooksObject *)o)->b) {
+		PyErr_SetString(PyExc_TypeError, "expected initialised hftcap._core.Books");
+		return NULL;
+	}
+	return ((BooksObject *)o)->b;
 }
 
 static int ready(BooksObject *self, int feeding)
@@ -142,6 +152,29 @@ static PyObject *mold_dict(const struct hc_mold_stats *m)
 		"drop_truncated", m->drop_truncated, "drop_trailing", m->drop_trailing);
 }
 
+/* OSError(errno, text, path) for a reader error; a corrupt or truncated gzip stream says so,
+ * with the decompressed offset where it was found. */
+static void src_error(int rc, uint64_t at, PyObject *path)
+{
+	char msg[160];
+	if (rc == -EBADMSG)
+		snprintf(msg, sizeof(msg), "the gzip stream is corrupt (bad header, data or checksum "
+			 "after %llu decompressed bytes)", (unsigned long long)at);
+	else if (rc == -EPIPE)
+		snprintf(msg, sizeof(msg), "the gzip stream is truncated (the file ends after %llu "
+			 "decompressed bytes)", (unsigned long long)at);
+	else {
+		errno = -rc;
+		PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
+		return;
+	}
+	PyObject *e = Py_BuildValue("(isO)", -rc, msg, path);
+	if (e) {
+		PyErr_SetObject(PyExc_OSError, e);
+		Py_DECREF(e);
+	}
+}
+
 /* feed_file(path, progress=None, chunk_bytes=8 MiB) -> dict. progress(done_bytes) is called
  * at most every 100 ms with on-disk bytes consumed. */
 static PyObject *books_feed_file(BooksObject *self, PyObject *args, PyObject *kw)
@@ -163,8 +196,7 @@ static PyObject *books_feed_file(BooksObject *self, PyObject *args, PyObject *kw
 	rc = hc_reader_open(&r, path);
 	Py_END_ALLOW_THREADS
 	if (rc < 0) {
-		errno = -rc;
-		PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, PyTuple_GET_ITEM(args, 0));
+		src_error(rc, 0, PyTuple_GET_ITEM(args, 0));
 		Py_DECREF(path_obj);
 		return NULL;
 	}
@@ -198,14 +230,15 @@ static PyObject *books_feed_file(BooksObject *self, PyObject *args, PyObject *kw
 	if (rc == -EINTR) {
 		/* exception set by the signal handler or the callback */
 	} else if (rc < 0) {
-		errno = -rc;
-		PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, PyTuple_GET_ITEM(args, 0));
+		src_error(rc, hc_reader_error_at(r), PyTuple_GET_ITEM(args, 0));
 	} else {
 		static const char *fmts[] = { "?", "nasdaq", "pcap", "pcapng" };
 		PyObject *mold = mold_dict(hc_reader_mold(r));
 		if (mold) {
-			out = Py_BuildValue("{s:s,s:K,s:N}", "format", fmts[hc_reader_format(r)],
-					    "bytes", (unsigned long long)hc_reader_offset(r), "mold", mold);
+			int gz = hc_reader_gzip(r);
+			out = Py_BuildValue("{s:s,s:K,s:N,s:O,s:s}", "format", fmts[hc_reader_format(r)],
+					    "bytes", (unsigned long long)hc_reader_offset(r), "mold", mold,
+					    "gzip", gz ? Py_True : Py_False, "inflater", gz ? hc_src_inflater() : "none");
 		}
 	}
 	hc_reader_close(r);
@@ -286,14 +319,14 @@ static PyObject *books_info(BooksObject *self, PyObject *args)
 	char hq[4] = { i.halted_markets[0] ? i.halted_markets[0] : '-',
 		       i.halted_markets[1] ? i.halted_markets[1] : '-',
 		       i.halted_markets[2] ? i.halted_markets[2] : '-', 0 };
-	return Py_BuildValue("{s:I,s:s,s:s,s:s,s:s,s:I,s:s,s:s,s:I,s:K,s:K,s:K,s:K,s:K,s:K,s:I,s:I}",
+	return Py_BuildValue("{s:I,s:s,s:s,s:s,s:s,s:I,s:s,s:s,s:I,s:K,s:K,s:K,s:K,s:K,s:K,s:I,s:I,s:O}",
 		"locate", (unsigned)i.locate, "symbol", i.symbol, "market_category", mc,
 		"authenticity", au, "trading_state", ts, "round_lot_size", i.round_lot_size,
 		"reg_sho_action", rs, "operational_halts_QBX", hq,
 		"last_trade_price_e4", i.last_trade_price_e4, "last_itch_ns", i.last_itch_ns,
 		"volume", i.volume, "trades", i.trades, "broken_trades", i.broken_trades,
 		"messages", i.messages, "orders_live", i.orders_live, "bid_levels", i.bid_levels,
-		"ask_levels", i.ask_levels);
+		"ask_levels", i.ask_levels, "incomplete", i.incomplete ? Py_True : Py_False);
 }
 
 static PyObject *books_book_raw(BooksObject *self, PyObject *args)
@@ -544,25 +577,30 @@ static PyObject *py_decode_only(PyObject *mod, PyObject *args)
 	return d ? Py_BuildValue("(KN)", (unsigned long long)n, d) : NULL;
 }
 
-/* generate(seed, n_stocks, n_messages) -> bytes (NASDAQ layout, deterministic). */
+/* generate(seed, n_stocks, n_messages, day=False) -> bytes (NASDAQ layout, deterministic);
+ * day: the "day" profile of gen.h. */
 static PyObject *py_generate(PyObject *mod, PyObject *args)
 {
 	unsigned long long seed, n_messages;
 	unsigned int n_stocks;
-	if (!PyArg_ParseTuple(args, "KIK", &seed, &n_stocks, &n_messages))
+	int day = 0;
+	if (!PyArg_ParseTuple(args, "KIK|p", &seed, &n_stocks, &n_messages, &day))
 		return NULL;
-	if (!n_stocks || n_stocks > HC_GEN_MAX_STOCKS || n_messages < 2ull * n_stocks + 3 ||
-	    n_messages > (1ull << 36))
-		return PyErr_Format(PyExc_ValueError,
-				    "need 1 <= n_stocks <= %u and 2*n_stocks+3 <= n_messages", HC_GEN_MAX_STOCKS);
-	size_t cap = hc_gen_max_bytes(n_stocks, n_messages), len = 0;
+	uint32_t max_stocks = day ? HC_GEN_DAY_MAX_STOCKS : HC_GEN_MAX_STOCKS;
+	uint64_t min_messages = day ? hc_gen_day_min_messages(n_stocks) : 2ull * n_stocks + 3;
+	if (!n_stocks || n_stocks > max_stocks || n_messages < min_messages || n_messages > (1ull << 36))
+		return PyErr_Format(PyExc_ValueError, "need 1 <= n_stocks <= %u and %s <= n_messages",
+				    max_stocks, day ? "3*n_stocks+16" : "2*n_stocks+3");
+	size_t cap = day ? hc_gen_day_max_bytes(n_stocks, n_messages) : hc_gen_max_bytes(n_stocks, n_messages);
+	size_t len = 0;
 	PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)cap);
 	if (!out)
 		return NULL;
 	int rc;
 	uint8_t *p = (uint8_t *)PyBytes_AS_STRING(out);
 	Py_BEGIN_ALLOW_THREADS
-	rc = hc_gen_fill(seed, n_stocks, n_messages, p, cap, &len);
+	rc = day ? hc_gen_fill_day(seed, n_stocks, n_messages, p, cap, &len) :
+		   hc_gen_fill(seed, n_stocks, n_messages, p, cap, &len);
 	Py_END_ALLOW_THREADS
 	if (rc < 0) {
 		Py_DECREF(out);
@@ -571,6 +609,64 @@ static PyObject *py_generate(PyObject *mod, PyObject *args)
 	if (_PyBytes_Resize(&out, (Py_ssize_t)len) < 0)
 		return NULL;
 	return out;
+}
+
+/* read_file(path, max_messages=0) -> bytes: a NASDAQ-layout file (plain, or gzip inflated
+ * on the reader's thread), whole or its first max_messages complete records; a partial last
+ * record is left out. GIL released. */
+static PyObject *py_read_file(PyObject *mod, PyObject *args)
+{
+	PyObject *path_obj;
+	unsigned long long max_messages = 0;
+	if (!PyArg_ParseTuple(args, "O&|K", PyUnicode_FSConverter, &path_obj, &max_messages))
+		return NULL;
+	struct hc_src *s = NULL;
+	uint8_t *buf = NULL;
+	size_t len = 0, cap = 0, rec_end, scan = 0;
+	uint64_t n = 0;
+	int rc;
+	Py_BEGIN_ALLOW_THREADS
+	rc = hc_src_open(&s, PyBytes_AS_STRING(path_obj));
+	const uint8_t *p;
+	size_t k;
+	while (rc >= 0 && (rc = hc_src_next(s, &p, &k)) > 0) {
+		if (len + k > cap) {
+			size_t nc = cap ? cap : (64u << 20);
+			while (nc < len + k)
+				nc *= 2;
+			uint8_t *q = realloc(buf, nc);
+			if (!q) {
+				rc = -ENOMEM;
+				break;
+			}
+			buf = q;
+			cap = nc;
+		}
+		memcpy(buf + len, p, k);
+		len += k;
+		const uint8_t *msg;
+		uint32_t m;
+		while (max_messages && n < max_messages && hc_nasdaq_next(buf, len, &scan, &msg, &m))
+			n++;
+		if (max_messages && n == max_messages)
+			break;
+	}
+	rec_end = max_messages ? scan : len;
+	Py_END_ALLOW_THREADS
+	PyObject *out = NULL;
+	if (rc < 0)
+		src_error(rc, s ? hc_src_out_bytes(s) : 0, PyTuple_GET_ITEM(args, 0));
+	else
+		out = PyBytes_FromStringAndSize((const char *)buf, (Py_ssize_t)rec_end);
+	hc_src_close(s);
+	free(buf);
+	Py_DECREF(path_obj);
+	return out;
+}
+
+static PyObject *py_inflater(PyObject *mod, PyObject *unused)
+{
+	return PyUnicode_FromString(hc_src_inflater());
 }
 
 static PyObject *py_drop_names(PyObject *mod, PyObject *unused)
@@ -591,8 +687,10 @@ static PyObject *py_drop_names(PyObject *mod, PyObject *unused)
 static PyMethodDef book_functions[] = {
 	{ "itch_decode", py_itch_decode, METH_VARARGS, "itch_decode(msg) -> dict; ValueError(reason) on a drop." },
 	{ "decode_only", py_decode_only, METH_VARARGS, "decode_only(data) -> (decoded, drops); no books." },
-	{ "generate", py_generate, METH_VARARGS, "generate(seed, n_stocks, n_messages) -> bytes." },
+	{ "generate", py_generate, METH_VARARGS, "generate(seed, n_stocks, n_messages, day=False) -> bytes." },
 	{ "drop_names", py_drop_names, METH_NOARGS, "Drop reason names, in enum order." },
+	{ "read_file", py_read_file, METH_VARARGS, "read_file(path, max_messages=0) -> bytes (NASDAQ layout, plain or gzip)." },
+	{ "inflater", (PyCFunction)(void (*)(void))py_inflater, METH_NOARGS, "The gzip inflater of this build: 'isa-l' or 'zlib'." },
 	{ NULL },
 };
 

@@ -3,12 +3,14 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <arpa/inet.h>
+#include <errno.h>
 #include <string.h>
 #include <time.h>
 #include "py.h"
 #include "capture.h"
 #include "book.h"
 #include "snap.h"
+#include "join.h"
 
 /* The books outlive the capture: close() stops the data thread and moves them here, so a
  * Books view taken before close() (which keeps this object alive) stays valid. */
@@ -17,6 +19,7 @@ typedef struct {
 	struct hc_capture *cap;
 	struct hc_books *books;
 	struct hc_snap_table *snaps; /* hftcap Book Snapshots, taken over like the books */
+	struct hc_join *join;        /* late join (arm_join), freed after the data thread stops */
 } CaptureObject;
 
 static void capture_release(CaptureObject *self)
@@ -150,6 +153,7 @@ static void Capture_dealloc(CaptureObject *self)
 	if (self->books)
 		hc_books_free(self->books);
 	hc_snap_table_free(self->snaps);
+	hc_join_free(self->join);
 	Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -246,6 +250,15 @@ static PyObject *consumer_stats(const struct hc_consumer *cons, uint64_t io_erro
 	    put_u64(d, "hw_stamped", __atomic_load_n(&cons->hw_stamped, __ATOMIC_RELAXED)) ||
 	    put_u64(d, "io_errors", io_errors))
 		goto fail;
+	PyObject *firsts = PyList_New(cons->nfeeds);
+	if (!firsts || PyDict_SetItemString(d, "first_sequence", firsts)) {
+		Py_XDECREF(firsts);
+		goto fail;
+	}
+	Py_DECREF(firsts);
+	for (uint32_t i = 0; i < cons->nfeeds; i++)
+		PyList_SET_ITEM(firsts, i, PyLong_FromUnsignedLongLong(
+			__atomic_load_n(&cons->first_seq[i], __ATOMIC_RELAXED)));
 	if (put_u64(drops, "mold_short", sum.drop_short) ||
 	    put_u64(drops, "mold_truncated", sum.drop_truncated) ||
 	    put_u64(drops, "mold_trailing", sum.drop_trailing) ||
@@ -345,7 +358,35 @@ static PyObject *Capture_snapshots(CaptureObject *self, PyObject *unused)
 	return hc_py_snaps_wrap(t, (PyObject *)self);
 }
 
+/* arm_join(capacity) -> hftcap._core.Join: before start(), buffer the feed from its first
+ * packet until a snapshot is handed over (join.h). */
+static PyObject *Capture_arm_join(CaptureObject *self, PyObject *arg)
+{
+	NEED_CAP(self);
+	unsigned long long cap = PyLong_AsUnsignedLongLong(arg);
+	if (PyErr_Occurred())
+		return NULL;
+	struct hc_books *b = hc_capture_books(self->cap);
+	if (!b || self->join) {
+		PyErr_SetString(PyExc_ValueError, self->join ? "join already armed" : "a join needs books");
+		return NULL;
+	}
+	int rc = hc_join_new(&self->join, cap);
+	if (rc) {
+		self->join = NULL;
+		if (rc == -EINVAL) {
+			PyErr_SetString(PyExc_ValueError, "join buffer: 1024 to 16777216 messages");
+			return NULL;
+		}
+		return hc_py_errno(rc, "join buffer");
+	}
+	hc_capture_set_join(self->cap, self->join);
+	return hc_py_join_wrap(self->join, b, (PyObject *)self);
+}
+
 static PyMethodDef Capture_methods[] = {
+	{ "arm_join", (PyCFunction)Capture_arm_join, METH_O,
+	  "arm_join(capacity) -> Join: buffer the feed until a snapshot is in (before start)." },
 	{ "snapshots", (PyCFunction)Capture_snapshots, METH_NOARGS,
 	  "The live table of hftcap Book Snapshots 'Z' (None without books)." },
 	{ "books", (PyCFunction)Capture_books, METH_NOARGS, "The live books (None without books)." },

@@ -3,9 +3,11 @@
  * the GIL released (they may run in two threads at once), build() for tests, stop(). */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stdlib.h>
 #include <string.h>
 #include "py.h"
 #include "sender.h"
+#include "spin.h"
 
 typedef struct {
 	PyObject_HEAD
@@ -223,7 +225,15 @@ static PyObject *Sender_run(SenderObject *self, PyObject *arg)
 	self->running = 0;
 	if (r < 0)
 		return hc_py_errno(r, "sendmmsg");
-	return send_stats_dict(&st, hc_sender_clock(self->s));
+	PyObject *d = send_stats_dict(&st, hc_sender_clock(self->s));
+	PyObject *h = d ? hc_py_hist_bytes(hc_sender_send_hist(self->s), 1) : NULL;
+	if (!h || PyDict_SetItemString(d, "stamp_to_send_return", h) < 0) {
+		Py_XDECREF(h);
+		Py_XDECREF(d);
+		return NULL;
+	}
+	Py_DECREF(h);
+	return d;
 }
 
 PyDoc_STRVAR(build_doc, "build(capacity) -> (bytes, dict)\n\nRun the schedule without a socket "
@@ -337,6 +347,36 @@ static PyObject *Sender_stream(SenderObject *self, PyObject *unused)
 	return PyBytes_FromStringAndSize((const char *)p, (Py_ssize_t)len);
 }
 
+PyDoc_STRVAR(spin_doc, "spin() -> (bytes, stats)\n\nThe GLIMPSE-style snapshot (spin.h) of every message "
+	     "published so far, as SoupBinTCP packets; built without the GIL, beside run().");
+static PyObject *Sender_spin(SenderObject *self, PyObject *unused)
+{
+	if (check_open(self) < 0)
+		return NULL;
+	uint64_t first, n = hc_sender_published(self->s, &first);
+	size_t len;
+	const uint8_t *p = hc_sender_stream(self->s, &len);
+	uint8_t *out = NULL;
+	size_t olen = 0;
+	struct hc_spin_stats st;
+	int rc;
+	Py_BEGIN_ALLOW_THREADS
+	rc = hc_spin_build(p, len, n, first, &out, &olen, &st);
+	Py_END_ALLOW_THREADS
+	if (rc)
+		return hc_py_errno(rc, "snapshot spin");
+	PyObject *b = PyBytes_FromStringAndSize((const char *)out, (Py_ssize_t)olen);
+	free(out);
+	if (!b)
+		return NULL;
+	return Py_BuildValue("N{s:K,s:K,s:K,s:K,s:K,s:K,s:K}", b, "replayed",
+			     (unsigned long long)st.replayed, "orders", (unsigned long long)st.orders,
+			     "attributed", (unsigned long long)st.attributed, "stocks",
+			     (unsigned long long)st.stocks, "bytes", (unsigned long long)st.bytes,
+			     "next_seq", (unsigned long long)st.next_seq, "build_ns",
+			     (unsigned long long)st.build_ns);
+}
+
 static PyObject *Sender_get_messages(SenderObject *self, void *c)
 {
 	return check_open(self) < 0 ? NULL : PyLong_FromUnsignedLongLong(hc_sender_messages(self->s));
@@ -354,6 +394,7 @@ static PyMethodDef Sender_methods[] = {
 	{ "reply", (PyCFunction)Sender_reply, METH_O, reply_doc },
 	{ "stop", (PyCFunction)Sender_stop, METH_NOARGS, "Ask run() and serve() to return." },
 	{ "stream", (PyCFunction)Sender_stream, METH_NOARGS, stream_doc },
+	{ "spin", (PyCFunction)Sender_spin, METH_NOARGS, spin_doc },
 	{ NULL },
 };
 

@@ -1,0 +1,119 @@
+#!/usr/bin/env python3
+"""Whole-process replay of a file: `hftcap book` on .gz and plain against PyPI itch-book.
+
+Generates an N-message stream (default 5 million, the basic 8-stock profile; --profile day for
+the day shape), writes it plain and gzip (level 6, like NASDAQ's files), and times, alternating
+run by run, each as a whole process (fork to exit, wall time CLOCK_MONOTONIC):
+  hftcap-gz     hftcap book FILE.gz --json (the inflater thread + the books)
+  itch-book-gz  itch2parquet verify FILE.gz (itch-book's replay of every book with its checks)
+  hftcap-plain  hftcap book FILE --json (the file mapped, no copy)
+and inside one process (no start-up, no imports):
+  feed-plain    Books().feed_file(FILE)     feed-gz  Books().feed_file(FILE.gz)
+  memory        Books().feed(bytes)         (the file already in memory: the in-memory figure)
+Medians over --runs. Never part of the CI gate; the machine's load is recorded.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_book import run_json, setup_itch_book  # noqa: E402
+
+INPROC = r"""
+import json, sys, time
+from hftcap import _core
+path, gz = sys.argv[1], sys.argv[2]
+out = {}
+b = _core.Books(1 << 20); t = time.perf_counter_ns(); b.feed_file(path); out["feed_plain"] = time.perf_counter_ns() - t
+b = _core.Books(1 << 20); t = time.perf_counter_ns(); b.feed_file(gz); out["feed_gz"] = time.perf_counter_ns() - t
+data = open(path, "rb").read()
+b = _core.Books(1 << 20); t = time.perf_counter_ns(); b.feed(data); out["memory"] = time.perf_counter_ns() - t
+out["live"] = b.stats()["orders_live"]
+print(json.dumps(out))
+"""
+
+
+def whole(cmd) -> int:
+    t = time.perf_counter_ns()
+    r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd="/")
+    e = time.perf_counter_ns() - t
+    if r.returncode not in (0, 1):  # itch2parquet verify exits 1 when a check fails (reported)
+        raise SystemExit(f"{cmd[0]} failed: {r.stderr[-300:]}")
+    return e
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--messages", type=int, default=5_000_000)
+    ap.add_argument("--profile", choices=("basic", "day"), default="basic")
+    ap.add_argument("--stocks", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--workdir", default="bench-out/bench_book")
+    ap.add_argument("--json", metavar="FILE")
+    a = ap.parse_args()
+    from hftcap import _core
+    from hftcap.lab import gen
+
+    stocks = a.stocks if a.stocks is not None else (gen.DAY_STOCKS if a.profile == "day" else 8)
+    work = Path(a.workdir).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    base = work / f"file-{a.profile}-s{a.seed}-k{stocks}-n{a.messages}.itch"
+    gz = base.with_suffix(".itch.gz")
+    if not gz.exists():
+        data = gen.generate(a.seed, stocks, a.messages, a.profile)
+        base.write_bytes(data)
+        with gzip.open(gz, "wb", compresslevel=6) as f:
+            f.write(data)
+        del data
+    ib_py, reason = setup_itch_book(work)
+    if ib_py is None:
+        raise SystemExit(f"itch-book not available: {reason}")
+    itch2parquet = str(Path(ib_py).parent / "itch2parquet")
+    hftcap = str(Path(sys.executable).parent / "hftcap")
+    n = a.messages
+    res = {k: [] for k in ("hftcap_gz", "itch_book_gz", "hftcap_plain", "feed_plain", "feed_gz", "memory")}
+    load_before = os.getloadavg()
+    for i in range(a.runs):
+        res["hftcap_gz"].append(whole([hftcap, "book", str(gz), "--json"]))
+        res["itch_book_gz"].append(whole([itch2parquet, "verify", str(gz), "--date", "2019-12-30"]))
+        res["hftcap_plain"].append(whole([hftcap, "book", str(base), "--json"]))
+        out, err = run_json([sys.executable, "-c", INPROC, str(base), str(gz)])
+        assert out, err
+        for k in ("feed_plain", "feed_gz", "memory"):
+            res[k].append(out[k])
+        print(f"run {i + 1}/{a.runs}: " + ", ".join(f"{k} {v[-1] / 1e6:.0f} ms" for k, v in res.items()))
+    load_after = os.getloadavg()
+    med = {k: statistics.median(v) for k, v in res.items()}
+    print(f"\n{n} messages, profile {a.profile}, {stocks} stocks; plain {base.stat().st_size / 2**20:.0f} MiB, "
+          f"gzip -6 {gz.stat().st_size / 2**20:.0f} MiB; inflater {_core.inflater()}; median of {a.runs} "
+          "alternating runs, wall time CLOCK_MONOTONIC:")
+    for k, v in med.items():
+        print(f"  {k:13s} {v / 1e6:8.1f} ms  {v / n:7.1f} ns/msg")
+    ratios = {"gz_whole_process_vs_itch_book": med["itch_book_gz"] / med["hftcap_gz"],
+              "plain_feed_file_vs_memory": med["feed_plain"] / med["memory"],
+              "gz_feed_file_vs_memory": med["feed_gz"] / med["memory"],
+              "plain_whole_process_vs_memory": med["hftcap_plain"] / med["memory"]}
+    print(f"  whole process on .gz: hftcap {ratios['gz_whole_process_vs_itch_book']:.2f}x itch-book's speed")
+    print(f"  feed_file plain / in memory: {ratios['plain_feed_file_vs_memory']:.2f}; .gz / in memory: "
+          f"{ratios['gz_feed_file_vs_memory']:.2f}; whole process plain / in memory "
+          f"{ratios['plain_whole_process_vs_memory']:.2f} (includes Python start-up and imports)")
+    print(f"  load average before {load_before[0]:.2f}, after {load_after[0]:.2f} ({os.cpu_count()} CPUs, shared)")
+    if a.json:
+        Path(a.json).write_text(json.dumps({"bench": "bench_file", "messages": n, "profile": a.profile,
+                                            "stocks": stocks, "runs_ns": res, "median_ns": med,
+                                            "ratios": ratios, "inflater": _core.inflater(),
+                                            "load_average": [load_before, load_after]}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,441 @@
+/* src.c: file bytes, mapped or inflated on their own thread (see src.h). */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+#ifdef HC_HAVE_ISAL
+#include <isa-l/igzip_lib.h>
+#endif
+#include "src.h"
+
+#define HC_SRC_IN (1u << 20)  /* compressed bytes per read() */
+#define HC_SRC_SLICE (8u << 20) /* a mapped file's span */
+
+struct hc_chunk {
+	uint8_t *data;
+	size_t len;
+};
+
+struct hc_src {
+	int fd, gzip;
+	/* mapped plain file */
+	const uint8_t *map;
+	size_t map_len, map_off;
+	/* ring (gzip or unmappable file): slots [head, tail) are filled and not yet taken; the
+	 * reader holds slot `held` (-1: none) until its next call */
+	struct hc_chunk ring[HC_SRC_CHUNKS];
+	uint8_t *mem;
+	unsigned head, tail;
+	int held;
+	int done, err;            /* the thread finished; its error (-errno) or 0 */
+	int stop;
+	pthread_mutex_t mu;
+	pthread_cond_t filled, freed;
+	pthread_t th;
+	int th_started;
+	_Atomic uint64_t in_bytes;
+	uint64_t out_bytes, err_at;
+	uint8_t *in;
+	size_t pre_n;             /* bytes of a pipe read at open (to tell gzip) already in `in` */
+};
+
+const char *hc_src_inflater(void)
+{
+#ifdef HC_HAVE_ISAL
+	return "isa-l";
+#else
+	return "zlib";
+#endif
+}
+
+/* ---- the thread's side ---- */
+/* The next free slot's buffer, waiting while the ring is full; NULL when told to stop. */
+static uint8_t *slot_wait(struct hc_src *s)
+{
+	pthread_mutex_lock(&s->mu);
+	while (!s->stop && s->tail - s->head >= HC_SRC_CHUNKS)
+		pthread_cond_wait(&s->freed, &s->mu);
+	uint8_t *p = s->stop ? NULL : s->ring[s->tail % HC_SRC_CHUNKS].data;
+	pthread_mutex_unlock(&s->mu);
+	return p;
+}
+
+static void slot_publish(struct hc_src *s, size_t len)
+{
+	pthread_mutex_lock(&s->mu);
+	s->ring[s->tail % HC_SRC_CHUNKS].len = len;
+	s->tail++;
+	pthread_cond_signal(&s->filled);
+	pthread_mutex_unlock(&s->mu);
+}
+
+static void finish(struct hc_src *s, int err)
+{
+	pthread_mutex_lock(&s->mu);
+	s->done = 1;
+	s->err = err;
+	pthread_cond_signal(&s->filled);
+	pthread_mutex_unlock(&s->mu);
+}
+
+/* Read more compressed input: bytes read, 0 at end of file, -errno. */
+static ssize_t read_in(struct hc_src *s, uint8_t *dst, size_t cap)
+{
+	for (;;) {
+		ssize_t n = read(s->fd, dst, cap);
+		if (n >= 0) {
+			atomic_fetch_add_explicit(&s->in_bytes, (uint64_t)n, memory_order_relaxed);
+			return n;
+		}
+		if (errno != EINTR)
+			return -errno;
+	}
+}
+
+static int is_member_start(const uint8_t *p, size_t n) { return n >= 2 && p[0] == 0x1f && p[1] == 0x8b; }
+
+#ifdef HC_HAVE_ISAL
+static int inflate_all(struct hc_src *s)
+{
+	struct inflate_state *st = malloc(sizeof(*st));
+	if (!st)
+		return -ENOMEM;
+	isal_inflate_init(st);
+	st->crc_flag = ISAL_GZIP;
+	st->next_in = s->in;
+	st->avail_in = (uint32_t)s->pre_n;
+	int rc = 0, in_eof = 0, member_done = 0;
+	uint8_t *out = NULL;
+	size_t used = 0;
+	for (;;) {
+		if (!out) {
+			if (!(out = slot_wait(s)))
+				break;
+			used = 0;
+		}
+		if (!st->avail_in && !in_eof) {
+			ssize_t n = read_in(s, s->in, HC_SRC_IN);
+			if (n < 0) {
+				rc = (int)n;
+				break;
+			}
+			in_eof = n == 0;
+			st->next_in = s->in;
+			st->avail_in = (uint32_t)n;
+		}
+		if (member_done) { /* after a member: another one, or the end */
+			if (st->avail_in < 2 && !in_eof && st->avail_in) {
+				memmove(s->in, st->next_in, st->avail_in);
+				ssize_t n = read_in(s, s->in + st->avail_in, HC_SRC_IN - st->avail_in);
+				if (n < 0) {
+					rc = (int)n;
+					break;
+				}
+				in_eof = n == 0;
+				st->next_in = s->in;
+				st->avail_in += (uint32_t)n;
+			}
+			if (!is_member_start(st->next_in, st->avail_in))
+				break;
+			uint8_t *ni = st->next_in;
+			uint32_t ai = st->avail_in;
+			isal_inflate_reset(st);
+			st->crc_flag = ISAL_GZIP;
+			st->next_in = ni;
+			st->avail_in = ai;
+			member_done = 0;
+		}
+		st->next_out = out + used;
+		st->avail_out = (uint32_t)(HC_SRC_CHUNK - used);
+		int r = isal_inflate(st);
+		size_t got = (size_t)(st->next_out - (out + used));
+		used += got;
+		s->out_bytes += got;
+		if (r < 0) {
+			rc = -EBADMSG;
+			break;
+		}
+		if (st->block_state == ISAL_BLOCK_FINISH)
+			member_done = 1;
+		else if (in_eof && !st->avail_in && !got) {
+			rc = -EPIPE; /* the file ended inside the stream */
+			break;
+		}
+		if (used == HC_SRC_CHUNK) {
+			slot_publish(s, used);
+			out = NULL;
+		}
+	}
+	if (out && used)
+		slot_publish(s, used);
+	free(st);
+	return rc;
+}
+#else
+static int inflate_all(struct hc_src *s)
+{
+	z_stream z;
+	memset(&z, 0, sizeof(z));
+	if (inflateInit2(&z, 16 + MAX_WBITS) != Z_OK)
+		return -ENOMEM;
+	z.next_in = s->in;
+	z.avail_in = (uInt)s->pre_n;
+	int rc = 0, in_eof = 0, member_done = 0;
+	uint8_t *out = NULL;
+	size_t used = 0;
+	for (;;) {
+		if (!out) {
+			if (!(out = slot_wait(s)))
+				break;
+			used = 0;
+		}
+		if (!z.avail_in && !in_eof) {
+			ssize_t n = read_in(s, s->in, HC_SRC_IN);
+			if (n < 0) {
+				rc = (int)n;
+				break;
+			}
+			in_eof = n == 0;
+			z.next_in = s->in;
+			z.avail_in = (uInt)n;
+		}
+		if (member_done) {
+			if (z.avail_in < 2 && !in_eof && z.avail_in) {
+				memmove(s->in, z.next_in, z.avail_in);
+				ssize_t n = read_in(s, s->in + z.avail_in, HC_SRC_IN - z.avail_in);
+				if (n < 0) {
+					rc = (int)n;
+					break;
+				}
+				in_eof = n == 0;
+				z.next_in = s->in;
+				z.avail_in += (uInt)n;
+			}
+			if (!is_member_start(z.next_in, z.avail_in))
+				break;
+			inflateReset(&z);
+			member_done = 0;
+		}
+		z.next_out = out + used;
+		z.avail_out = (uInt)(HC_SRC_CHUNK - used);
+		int r = inflate(&z, Z_NO_FLUSH);
+		size_t got = (size_t)(z.next_out - (out + used));
+		used += got;
+		s->out_bytes += got;
+		if (r == Z_STREAM_END) {
+			member_done = 1;
+		} else if (r == Z_BUF_ERROR && in_eof && !z.avail_in) {
+			rc = -EPIPE;
+			break;
+		} else if (r != Z_OK && r != Z_BUF_ERROR) {
+			rc = r == Z_MEM_ERROR ? -ENOMEM : -EBADMSG;
+			break;
+		} else if (in_eof && !z.avail_in && !got) {
+			rc = -EPIPE;
+			break;
+		}
+		if (used == HC_SRC_CHUNK) {
+			slot_publish(s, used);
+			out = NULL;
+		}
+	}
+	if (out && used)
+		slot_publish(s, used);
+	inflateEnd(&z);
+	return rc;
+}
+#endif
+
+/* An unmappable plain file (a pipe): read() into the chunks. */
+static int copy_all(struct hc_src *s)
+{
+	for (size_t pre = s->pre_n;; pre = 0) {
+		uint8_t *out = slot_wait(s);
+		if (!out)
+			return 0;
+		size_t used = pre;
+		memcpy(out, s->in, pre);
+		while (used < HC_SRC_CHUNK) {
+			ssize_t n = read_in(s, out + used, HC_SRC_CHUNK - used);
+			if (n < 0)
+				return (int)n;
+			if (!n)
+				break;
+			used += (size_t)n;
+		}
+		s->out_bytes += used;
+		if (used)
+			slot_publish(s, used);
+		if (used < HC_SRC_CHUNK)
+			return 0;
+	}
+}
+
+static void *thread_main(void *arg)
+{
+	struct hc_src *s = arg;
+	int rc = s->gzip ? inflate_all(s) : copy_all(s);
+	s->err_at = s->out_bytes;
+	finish(s, rc);
+	return NULL;
+}
+
+/* ---- the reader's side ---- */
+int hc_src_next(struct hc_src *s, const uint8_t **p, size_t *len)
+{
+	if (s->map || (!s->gzip && !s->th_started)) {
+		if (s->map_off >= s->map_len)
+			return 0;
+		size_t n = s->map_len - s->map_off < HC_SRC_SLICE ? s->map_len - s->map_off : HC_SRC_SLICE;
+		*p = s->map + s->map_off;
+		*len = n;
+		s->map_off += n;
+		return 1;
+	}
+	pthread_mutex_lock(&s->mu);
+	if (s->held >= 0) {
+		s->held = -1;
+		s->head++;
+		pthread_cond_signal(&s->freed);
+	}
+	while (s->head == s->tail && !s->done)
+		pthread_cond_wait(&s->filled, &s->mu);
+	int rc;
+	if (s->head != s->tail) {
+		struct hc_chunk *c = &s->ring[s->head % HC_SRC_CHUNKS];
+		s->held = (int)(s->head % HC_SRC_CHUNKS);
+		*p = c->data;
+		*len = c->len;
+		rc = 1;
+	} else {
+		rc = s->err;
+	}
+	pthread_mutex_unlock(&s->mu);
+	return rc;
+}
+
+int hc_src_is_gzip(const struct hc_src *s) { return s->gzip; }
+
+uint64_t hc_src_offset(const struct hc_src *s)
+{
+	if (s->map)
+		return s->map_off;
+	return atomic_load_explicit(&((struct hc_src *)s)->in_bytes, memory_order_relaxed);
+}
+
+uint64_t hc_src_out_bytes(const struct hc_src *s) { return s->map ? s->map_off : s->err_at; }
+
+int hc_src_open(struct hc_src **out, const char *path)
+{
+	struct hc_src *s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->held = -1;
+	s->fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (s->fd < 0) {
+		int e = errno;
+		free(s);
+		return -e;
+	}
+	int rc;
+	struct stat sb;
+	uint8_t magic[2];
+	if (fstat(s->fd, &sb) < 0) {
+		rc = -errno;
+		goto fail;
+	}
+	if (S_ISDIR(sb.st_mode)) {
+		rc = -EISDIR;
+		goto fail;
+	}
+	if (S_ISREG(sb.st_mode)) {
+		ssize_t n = pread(s->fd, magic, 2, 0);
+		if (n < 0) {
+			rc = -errno;
+			goto fail;
+		}
+		s->gzip = is_member_start(magic, (size_t)n);
+		if (!s->gzip) {
+			if (sb.st_size == 0) {
+				*out = s;
+				return 0;
+			}
+			void *m = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, s->fd, 0);
+			if (m != MAP_FAILED) {
+				madvise(m, (size_t)sb.st_size, MADV_SEQUENTIAL);
+				madvise(m, (size_t)sb.st_size, MADV_WILLNEED);
+				s->map = m;
+				s->map_len = (size_t)sb.st_size;
+				*out = s;
+				return 0;
+			}
+		}
+	}
+	s->mem = malloc((size_t)HC_SRC_CHUNKS * HC_SRC_CHUNK + HC_SRC_IN);
+	if (!s->mem) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	for (int i = 0; i < HC_SRC_CHUNKS; i++)
+		s->ring[i].data = s->mem + (size_t)i * HC_SRC_CHUNK;
+	s->in = s->mem + (size_t)HC_SRC_CHUNKS * HC_SRC_CHUNK;
+	if (!S_ISREG(sb.st_mode)) { /* a pipe: its first bytes tell gzip; the thread sees them too */
+		while (s->pre_n < 2) {
+			ssize_t n = read_in(s, s->in + s->pre_n, 2 - s->pre_n);
+			if (n < 0) {
+				rc = (int)n;
+				free(s->mem);
+				goto fail;
+			}
+			if (!n)
+				break;
+			s->pre_n += (size_t)n;
+		}
+		s->gzip = is_member_start(s->in, s->pre_n);
+	}
+	pthread_mutex_init(&s->mu, NULL);
+	pthread_cond_init(&s->filled, NULL);
+	pthread_cond_init(&s->freed, NULL);
+	rc = -pthread_create(&s->th, NULL, thread_main, s);
+	if (rc < 0) {
+		pthread_mutex_destroy(&s->mu);
+		pthread_cond_destroy(&s->filled);
+		pthread_cond_destroy(&s->freed);
+		free(s->mem);
+		goto fail;
+	}
+	s->th_started = 1;
+	*out = s;
+	return 0;
+fail:
+	close(s->fd);
+	free(s);
+	return rc;
+}
+
+void hc_src_close(struct hc_src *s)
+{
+	if (!s)
+		return;
+	if (s->th_started) {
+		pthread_mutex_lock(&s->mu);
+		s->stop = 1;
+		pthread_cond_signal(&s->freed);
+		pthread_mutex_unlock(&s->mu);
+		pthread_join(s->th, NULL);
+		pthread_mutex_destroy(&s->mu);
+		pthread_cond_destroy(&s->filled);
+		pthread_cond_destroy(&s->freed);
+		free(s->mem);
+	}
+	if (s->map)
+		munmap((void *)s->map, s->map_len);
+	close(s->fd);
+	free(s);
+}

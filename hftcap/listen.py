@@ -1,0 +1,244 @@
+"""`hftcap listen`: run a session until it is told to stop, then summarise it.
+
+Python owns every check and decision (privileges, namespace, options), the session
+(hftcap.session) composes the stages, and this module only waits, stops and reports."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from .book.books import _book_json
+from .errors import HftcapError
+from .lab import netns as _netns
+from .measure import latency, progcost
+from .receive.options import ListenOptions, check_options
+from .session import Session
+
+
+class Stopper:
+    """Turns SIGINT/SIGTERM into a flag the wait loop polls; restores the old handlers."""
+
+    def __init__(self):
+        self.reason: str | None = None
+        self._old = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.reason = signal.Signals(signum).name
+
+    def __exit__(self, *exc):
+        for sig, h in self._old.items():
+            signal.signal(sig, h)
+        return False
+
+
+
+def latency_summary(sess: Session) -> dict:
+    """Per hop: percentiles in ns with the clock domain, or {"absent": reason}."""
+    out = {}
+    for hop, data in sess.hop_data().items():
+        st = latency.hop_stats(sess.o.path, hop, data,
+                               domain=sess.o.itch_clock if hop == "sender_to_book" else None)
+        if st.absent:
+            out[hop] = {"domain": st.domain, "absent": st.absent}
+        else:
+            out[hop] = {"domain": st.domain, **st.ns_summary()}
+    return out
+
+
+def final_book(books, symbol: str, levels: int = 10) -> dict:
+    """The book of `symbol` in the form `hftcap book --json` gives it; symbol '*' gives every
+    stock's, as {"books": {symbol: book}}."""
+    if symbol == "*":
+        return {"books": {sym: _book_json(books.book(loc, levels)) for loc, sym in books.symbols()}}
+    try:
+        loc = books.locate(symbol)
+    except KeyError:
+        return {"symbol": symbol, "book": None, "book_note": f"symbol {symbol!r} not seen on the feed"}
+    return {"symbol": books.info(loc)["symbol"], "book": _book_json(books.book(loc, levels))}
+
+
+def summary(sess: Session, elapsed: float, stop_reason: str) -> dict:
+    st = sess.cap.stats()
+    hw, why = sess.hw_timestamps(st)
+    out = dict(sess.info())
+    bst = sess.books_stats()
+    drops = dict(st["drops"])
+    drops.update(bst.get("drops", {}))
+    out.update({
+        "hw_timestamps": hw,
+        "hw_timestamps_reason": why,
+        "packets": st["packets"],
+        "messages": st["messages"],
+        "bytes": st["bytes"],
+        "gaps": st["gaps"],
+        "duplicates": st["duplicates"],
+        "last_sequence": st["last_sequence"],
+        "heartbeats": st["heartbeats"],
+        "end_of_session": st["end_of_session"],
+        "drops": drops,
+        "messages_by_type": bst.get("messages", {}),
+        "orders_live": bst.get("orders_live"),
+        "xdp": sess.cap.xdp_stats() if sess.o.path == "xdp" else {},
+        "xdp_program_cost": sess.xdp_program_cost(),
+        "latency": latency_summary(sess),
+        "negative_samples": {k: v for k, v in sess.cap.negative().items() if v},
+        "duration_s": round(elapsed, 6),
+        "data_thread_cpu_s": round(sess.cap.info()["thread_cpu_ns"] / 1e9, 6),
+        "stopped_by": stop_reason,
+    })
+    out.update(join_summary(sess, st, drops))
+    if sess.doctor is not None:
+        out["doctor"] = sess.doctor.to_dict()
+    if sess.o.path == "xdp" and (sess.rx_queues or 1) > len(sess.bound_queues):
+        out["warning"] = (f"{len(sess.bound_queues)} of {sess.rx_queues} RX queues bound: feed packets on the "
+                          f"others reach the kernel (counted in xdp.pass_no_socket); bind them all with "
+                          f"--queue all, or steer the feed with ethtool -N")
+    return out
+
+
+def join_summary(sess: Session, st: dict, drops: dict) -> dict:
+    """The late join: the snapshot's figures with --snapshot; without it, whether the feed was
+    joined mid-session (first sequence not 1): its stocks are then incomplete and unknown
+    references to orders added before the join are counted apart."""
+    if sess.snapshot_client is not None:
+        return {"snapshot": sess.snapshot_client.result()}
+    firsts = st.get("first_sequence", [])
+    late = [s for s in firsts if s and s != 1]
+    if not late:
+        return {"late_join": None}
+    return {"late_join": {
+        "first_sequence": firsts, "incomplete": True,
+        "unknown_ref_incomplete": drops.get("itch_unknown_ref_incomplete", 0),
+        "note": (f"joined mid-session at sequence {min(late)} without --snapshot: every stock is "
+                 "incomplete (orders added before the join are unknown); their unknown-reference "
+                 "drops are counted apart (itch_unknown_ref_incomplete)")}}
+
+
+def _wait(sess: Session, o: ListenOptions, stopper: "Stopper", t0: float, *stop_events) -> str:
+    """Until --count, --duration, a signal or one of stop_events; discards the warm-up's samples."""
+    warm = o.warmup > 0
+    while True:
+        if warm and time.monotonic() - t0 >= o.warmup:
+            sess.reset_hists()
+            warm = False
+        step = 0.05
+        if o.duration is not None:
+            step = max(0.0, min(step, o.duration - (time.monotonic() - t0)))
+        if sess.cap.wait(step):
+            return "count"
+        if stopper.reason:
+            return stopper.reason
+        if any(e is not None and e.is_set() for e in stop_events):
+            return "quit"
+        if o.duration is not None and time.monotonic() - t0 >= o.duration:
+            return "duration"
+
+
+def _run_live_view(sess: Session, o: ListenOptions, stopper: "Stopper", t0: float, symbol, title,
+                   stop_event=None) -> str:
+    """The rich live view in this (main) thread; a watcher thread ends it on --count,
+    --duration or a signal. Returns the stop reason."""
+    import threading
+
+    from .view.live import LiveCapture
+    from .view.tui import run_live
+    view_done = threading.Event()
+    stop_view = threading.Event()
+    reason = {}
+
+    def watch():
+        reason["r"] = _wait(sess, o, stopper, t0, view_done, stop_event)
+        stop_view.set()
+
+    w = threading.Thread(target=watch, name="hftcap-watch", daemon=True)
+    w.start()
+    try:
+        run_live(LiveCapture(sess), symbol=symbol, stop_event=stop_view, title=title)
+    finally:
+        view_done.set()
+        w.join()
+    r = reason.get("r", "quit")
+    return r
+
+
+def host_doctor(o: ListenOptions):
+    """The doctor's Report for this capture (interface, namespace, CPU, queues), or None when
+    it cannot read the interface (Session then says why in its own words)."""
+    from .ops.doctor import run_doctor
+    queues = "all" if o.queues == "all" else [int(x) for x in o.queues.split(",")] if o.queues else [o.queue]
+    try:
+        return run_doctor(o.interface, cpu=o.cpu, netns=o.netns, queues=queues)
+    except HftcapError:
+        return None
+
+
+def run_listen(o: ListenOptions, on_started=None, live: bool = False, symbol: str | None = None,
+               title: str = "hftcap listen", stop_event=None, on_doctor=None) -> dict:
+    """Open, run until Ctrl-C/SIGTERM/--duration/--count (or q in the live view), close;
+    return the summary. on_doctor(report) gets the doctor's report once the capture runs (an
+    error opening it stays the only thing said)."""
+    check_options(o)
+    if os.geteuid() != 0:
+        raise HftcapError("listen needs root (CAP_BPF, CAP_NET_ADMIN, CAP_NET_RAW)",
+                          hint="run it with sudo")
+    doctor = host_doctor(o)   # before --netns: it reads the host's init-namespace sysctls
+    server = None
+    if o.metrics is not None:
+        from .ops.metrics import MetricsServer, parse_addr
+        server = MetricsServer(*parse_addr(o.metrics))  # bound here, in the namespace listen started in
+    try:
+        if o.netns:
+            _netns.enter(o.netns)
+        return _run_session(o, on_started, live, symbol, title, stop_event, doctor, server, on_doctor)
+    finally:
+        if server is not None:
+            server.close()
+
+
+def _run_session(o, on_started, live, symbol, title, stop_event, doctor, server, on_doctor) -> dict:
+    from . import _core
+    # BPF run-time statistics on for the run (the XDP program's cost), off again on every exit.
+    with Stopper() as stopper, progcost.stats_enabled(_core, o.path == "xdp"):
+        sess = Session(o)
+        sess.doctor = doctor
+        try:
+            sess.start()
+            if server is not None:
+                from .ops.metrics import ListenCollector
+                sess.books      # made here, not first on a scrape thread
+                server.serve(ListenCollector(sess, doctor))
+                sess.metrics_url = server.url
+            if on_doctor and doctor is not None:
+                on_doctor(doctor)
+            if on_started:
+                on_started(sess)
+            t0 = time.monotonic()
+            failed = sess.snapshot_client.failed if sess.snapshot_client is not None else None
+            if live:
+                reason = _run_live_view(sess, o, stopper, t0, symbol, title, stop_event)
+            else:
+                reason = _wait(sess, o, stopper, t0, stop_event, failed)
+                if failed is not None and failed.is_set():
+                    reason = "snapshot_failed"
+            sess.cap.stop()
+            elapsed = time.monotonic() - t0
+            result = summary(sess, elapsed, reason)
+            if server is not None:
+                result["metrics"] = server.url
+            if symbol and sess.books is not None and not live:
+                result.update(final_book(sess.books, symbol))
+            if o.save:
+                latency.save_result(o.save, {o.path: sess.hop_data()},
+                                    sess.conditions(elapsed, result["messages"]))
+                result["saved"] = o.save
+        finally:
+            if server is not None:
+                server.close()  # no scrape may read a closed capture
+            sess.close()
+    return result

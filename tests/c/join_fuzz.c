@@ -1,0 +1,217 @@
+/* join_fuzz.c: the late-join path alone under ASan/UBSan (no Python, no sockets).
+ * 1. Round trips: a generated stream; the exchange's spin (spin.c) of a random prefix; a live
+ *    feed buffered in the join ring from a random point before the prefix's end (join.c); the
+ *    spin fed to the SoupBinTCP loader in random chunk sizes; hand-over, splice, the rest of the
+ *    feed live. The books must equal a full replay, level by level, and pass hc_books_check.
+ *    A ring too small, or a join starting after N, must end `behind`, never wrong books.
+ * 2. Hostile framing: the same spin with random bytes mutated (lengths, types, G) in random
+ *    chunks: every call returns MORE, END or CLOSE, nothing is read out of bounds.
+ * Prints "ok <round trips> <behind> <closes>" and exits 0. Build: see tests/unit/test_core_asan.py. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "book.h"
+#include "gen.h"
+#include "join.h"
+#include "feed.h"
+#include "spin.h"
+
+static uint64_t s = 0x2545F4914F6CDD1Dull;
+static uint64_t r(void) { s ^= s << 13; s ^= s >> 7; s ^= s << 17; return s; }
+
+#define FAIL(...) do { fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); exit(1); } while (0)
+
+/* Offsets of every record of a NASDAQ-layout stream. */
+static size_t *index_stream(const uint8_t *p, size_t len, uint64_t *n)
+{
+	size_t *at = malloc(sizeof(size_t) * (len / 3 + 1)), off = 0;
+	const uint8_t *m;
+	uint32_t ml;
+	*n = 0;
+	while (at[*n] = off, hc_nasdaq_next(p, len, &off, &m, &ml))
+		(*n)++;
+	return at;
+}
+
+/* One MoldUDP64 packet of records [a, e) (0-based) with sequence a + 1 into the consumer
+ * (feed.c), which buffers it in its join or applies it. */
+static void send_packet(struct hc_consumer *c, const uint8_t *g, const size_t *at, uint64_t a,
+			uint64_t e, int *live_out)
+{
+	size_t body = at[e] - at[a];
+	uint8_t *p = malloc(20 + body);
+	memcpy(p, "JOINFUZZ01", 10);
+	for (int k = 0; k < 8; k++)
+		p[10 + k] = (uint8_t)((a + 1) >> (56 - 8 * k));
+	p[18] = (uint8_t)((e - a) >> 8);
+	p[19] = (uint8_t)(e - a);
+	memcpy(p + 20, g + at[a], body);
+	uint64_t before = hc_join_stats(c->join)->buffered;
+	struct hc_pkt_times t = { 0 };
+	t.deq_tai_ns = 1;
+	hc_consumer_packet(c, 0, p, (uint32_t)(20 + body), &t);
+	if (hc_join_stats(c->join)->buffered == before)
+		*live_out = 1;
+	free(p);
+}
+
+static void same(struct hc_books *x, struct hc_books *y)
+{
+	static struct hc_level_snap xb[4096], xa[4096], yb[4096], ya[4096];
+	uint16_t locs[64];
+	int n = hc_books_locates(x, locs, 64);
+	for (int i = 0; i < n; i++) {
+		uint32_t nxb, nxa, nyb, nya;
+		if (hc_books_snapshot(x, locs[i], 4096, xb, &nxb, xa, &nxa) ||
+		    hc_books_snapshot(y, locs[i], 4096, yb, &nyb, ya, &nya))
+			FAIL("locate %u missing", locs[i]);
+		if (nxb != nyb || nxa != nya || memcmp(xb, yb, nxb * sizeof(*xb)) ||
+		    memcmp(xa, ya, nxa * sizeof(*xa)))
+			FAIL("locate %u differs", locs[i]);
+	}
+	int c = hc_books_check(y);
+	if (c && c != -1000)
+		FAIL("check %d", c);
+}
+
+int main(void)
+{
+	size_t cap = hc_gen_max_bytes(4, 30000), len;
+	uint8_t *g = malloc(cap);
+	if (hc_gen_fill(9, 4, 30000, g, cap, &len))
+		return 1;
+	uint64_t nmsg;
+	size_t *at = index_stream(g, len, &nmsg);
+	struct hc_books *full;
+	hc_books_new(&full, 1024);
+	hc_books_feed_records(full, g, len);
+	int trips = 0, behind = 0, closes = 0;
+	struct hc_consumer *c = malloc(sizeof(*c));
+
+	for (int round = 0; round < 40; round++) {
+		uint64_t k = 100 + r() % (nmsg - 200);             /* prefix in the spin */
+		uint64_t start = r() % (k + 50);                   /* first buffered (0-based) */
+		uint64_t ringcap = round % 5 == 4 ? 1024 : 65536;  /* sometimes too small */
+		uint8_t *spin;
+		size_t slen;
+		struct hc_spin_stats st;
+		if (hc_spin_build(g, len, k, 1, &spin, &slen, &st))
+			FAIL("spin");
+		struct hc_books *b;
+		struct hc_join *j;
+		hc_books_new(&b, 1024);
+		hc_join_new(&j, ringcap);
+		hc_consumer_init(c, 1, 0);
+		c->books = b;
+		c->join = j;
+		c->timing = round & 1; /* buffered messages must never become samples */
+		int live = 0;
+		uint64_t i = start, stop = k + 20 + r() % 2000;
+		if (stop > nmsg)
+			stop = nmsg;
+		for (; i < stop;) { /* buffered while the spin is on its way */
+			uint64_t e = i + 1 + r() % 8;
+			if (e > stop)
+				e = stop;
+			send_packet(c, g, at, i, e, &live);
+			i = e;
+		}
+		if (live)
+			FAIL("live before the hand-over");
+		struct hc_soup_stats ss = { 0 };
+		if (hc_join_load_begin(j, b))
+			FAIL("load_begin");
+		size_t off = 0, used;
+		uint64_t next = 0;
+		int res = HC_SOUP_MORE;
+		uint8_t *buf = malloc(slen);
+		size_t have = 0;
+		while (res == HC_SOUP_MORE && off < slen) { /* random TCP segments, leftovers kept */
+			size_t chunk = 1 + r() % 3000;
+			if (chunk > slen - off)
+				chunk = slen - off;
+			memcpy(buf + have, spin + off, chunk);
+			have += chunk;
+			off += chunk;
+			res = hc_soup_load(j, b, &ss, buf, have, &used, &next);
+			memmove(buf, buf + used, have - used);
+			have -= used;
+		}
+		if (res != HC_SOUP_END || next != k + 1 || have)
+			FAIL("round %d: load result %d next %llu", round, res, (unsigned long long)next);
+		uint64_t samples = c->hists[HC_HOP_DECODE_TO_BOOK].count;
+		if (samples)
+			FAIL("round %d: %llu samples while buffering", round, (unsigned long long)samples);
+		hc_join_hand_over(j, next);
+		hc_consumer_idle(c);
+		int state = hc_join_state(j);
+		if (state == HC_JOIN_BEHIND) {
+			if (start <= k && ringcap >= stop - start)
+				FAIL("round %d: behind although the ring held N", round);
+			behind++;
+		} else if (state == HC_JOIN_LIVE) {
+			if (start > k)
+				FAIL("round %d: live although the ring started after N", round);
+			for (; i < nmsg;) {
+				uint64_t e = i + 1 + r() % 8;
+				if (e > nmsg)
+					e = nmsg;
+				send_packet(c, g, at, i, e, &live);
+				i = e;
+			}
+			same(full, b);
+			trips++;
+		} else {
+			FAIL("state %d", state);
+		}
+		/* Hostile: mutate the spin and feed it into the (re-owned or fresh) loader. */
+		struct hc_join *h;
+		struct hc_books *hb;
+		hc_books_new(&hb, 1024);
+		hc_join_new(&h, 1024);
+		hc_join_load_begin(h, hb);
+		for (int q = (int)(1 + r() % 8); q > 0; q--)
+			spin[r() % slen] = (uint8_t)r();
+		off = 0;
+		have = 0;
+		res = HC_SOUP_MORE;
+		while (res == HC_SOUP_MORE && off < slen) {
+			size_t chunk = 1 + r() % 5000;
+			if (chunk > slen - off)
+				chunk = slen - off;
+			memcpy(buf + have, spin + off, chunk);
+			have += chunk;
+			off += chunk;
+			res = hc_soup_load(h, hb, &ss, buf, have, &used, &next);
+			if (used > have)
+				FAIL("used past the buffer");
+			memmove(buf, buf + used, have - used);
+			have -= used;
+		}
+		closes += res == HC_SOUP_CLOSE;
+		free(buf);
+		free(spin);
+		hc_join_free(h);
+		hc_books_free(hb);
+		hc_join_free(j);
+		hc_books_free(b);
+	}
+	uint64_t v;
+	const uint8_t bad[][21] = { "G                    ", "G 12 3               ", "Gx                   ",
+				    "G99999999999999999999" };
+	for (int q = 0; q < 4; q++)
+		if (hc_glimpse_end_parse(bad[q], 21, &v) == 0)
+			FAIL("bad G %d parsed", q);
+	uint8_t gm[21];
+	hc_glimpse_end(gm, 1234567);
+	if (hc_glimpse_end_parse(gm, 21, &v) || v != 1234567)
+		FAIL("G round trip");
+	hc_books_free(full);
+	free(c);
+	free(at);
+	free(g);
+	if (trips < 10 || behind < 2)
+		FAIL("too few cases: %d trips, %d behind", trips, behind);
+	printf("ok %d %d %d\n", trips, behind, closes);
+	return 0;
+}

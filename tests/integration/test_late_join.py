@@ -1,0 +1,144 @@
+"""Late join in the lab: the exchange publishes a third of a generated stream, then `listen`
+starts. With --snapshot it loads the exchange's GLIMPSE-style spin and its final books equal
+`hftcap book` on the whole stream's --write file; without it, it says the books are incomplete."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from listenproc import FEED, Listener, hftcap
+
+pytestmark = pytest.mark.root
+
+HERE = Path(__file__).parent
+BIN = Path(sys.executable).parent
+GEN = ["--seed", 23, "--stocks", 6, "--messages", 60_000]
+SNAP_PORT = 26510
+
+
+def start_exchange(lab, *extra):
+    return subprocess.Popen([str(BIN / "hftcap"), "exchange", "--netns", lab.ex_ns, "--feed", FEED, *map(str, GEN),
+                             *map(str, ["--msg-rate", 12_000, "-k", 6, "--linger", 2, "--json", *extra])],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def published(lab, port=SNAP_PORT, mode="spin") -> int:
+    cp = subprocess.run(["ip", "netns", "exec", lab.host_ns, sys.executable, str(HERE / "snapprobe.py"),
+                         lab.ex_addr, str(port), mode], capture_output=True, text=True, timeout=30)
+    return int(cp.stdout.strip() or 0)
+
+
+def wait_listening(lab, timeout=20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if published(lab, mode="connect"):
+            return
+    raise AssertionError(f"the snapshot server did not listen within {timeout} s")
+
+
+def wait_published(lab, at_least: int, timeout=20.0) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        n = published(lab)
+        if n > at_least:
+            return n
+    raise AssertionError(f"the exchange did not publish {at_least} messages within {timeout} s")
+
+
+def finish(ex, li):
+    out, err = ex.communicate(timeout=60)
+    assert ex.returncode == 0, err
+    li.p.send_signal(2)
+    return json.loads(out), li.result()
+
+
+@pytest.mark.parametrize("path", ["xdp", "kernel"])
+def test_late_join_with_snapshot_books_equal(lab, tmp_path, path):
+    hftcap("exchange", *GEN, "--write", tmp_path / "stream.itch")
+    ex = start_exchange(lab, "--snapshot-port", SNAP_PORT)
+    li = None
+    try:
+        third = wait_published(lab, 20_000)
+        li = Listener(lab, "--path", path, "--symbol", "*", "--duration", 60,
+                      "--snapshot", f"{lab.ex_addr}:{SNAP_PORT}").wait_ready()
+        sent, live = finish(ex, li)
+    finally:
+        ex.kill()
+        if li:
+            li.kill()
+    assert sent["messages_sent"] == 60_000
+    snap = live["snapshot"]
+    assert snap["state"] == "live" and snap["error"] is None, snap
+    n = snap["end_of_snapshot_sequence"]
+    assert n > third, "the snapshot was taken after the probe saw a third"
+    assert snap["first_buffered_sequence"] <= n
+    # Every message from the join on is either discarded (< N) or applied, exactly.
+    assert snap["buffered"] == snap["buffered_applied"] + snap["buffered_discarded"]
+    assert live["last_sequence"] == 60_000 and live["gaps"] == 0, f"a lossy run cannot be compared: {live['gaps']}"
+    assert snap["orders_loaded"] > 0 and snap["framing"]["unknown_type"] == 0
+    assert "late_join" not in live, "with --snapshot the summary reports the snapshot instead"
+    assert not any(v for v in live["drops"].values()), live["drops"]
+    assert len(live["books"]) == 6
+    for sym, book in live["books"].items():
+        off = json.loads(hftcap("book", tmp_path / "stream.itch", "--symbol", sym, "--json"))
+        assert off["book"] == book, sym
+        assert book["bids"] and book["asks"], f"{sym}: an empty side proves nothing"
+
+
+def test_late_join_without_snapshot_is_incomplete(lab):
+    ex = start_exchange(lab, "--snapshot-port", SNAP_PORT, "--rerequest-port", 0)  # snapshots alone
+    li = None
+    try:
+        wait_published(lab, 20_000)
+        li = Listener(lab, "--path", "kernel", "--duration", 60).wait_ready()
+        sent, live = finish(ex, li)
+    finally:
+        ex.kill()
+        if li:
+            li.kill()
+    lj = live["late_join"]
+    assert lj and lj["incomplete"] and lj["first_sequence"][0] > 20_000, lj
+    assert lj["unknown_ref_incomplete"] == live["drops"]["itch_unknown_ref_incomplete"] > 0
+    assert live["drops"]["itch_unknown_ref"] == 0, "unknown references are all counted apart"
+    assert "mid-session" in lj["note"]
+
+
+def test_login_rejected_one_error_line(lab, tmp_path):
+    pw = tmp_path / "pw"
+    pw.write_text("s3cret\n")
+    ex = start_exchange(lab, "--snapshot-port", SNAP_PORT, "--snapshot-user", "me", "--snapshot-password-file", pw)
+    try:
+        wait_listening(lab)  # so the one attempt meets the server, not a refused connect
+        cp = subprocess.run([str(BIN / "hftcap"), "listen", "--netns", lab.host_ns, "-i", lab.host_if, "--feed", FEED,
+                             "--path", "kernel", "--duration", "30", "--json", "--snapshot",
+                             f"{lab.ex_addr}:{SNAP_PORT}", "--snapshot-user", "me", "--snapshot-password-env",
+                             "HC_TEST_PW"],
+                            capture_output=True, text=True, timeout=60,
+                            env={"PATH": "/usr/sbin:/usr/bin:/bin", "HC_TEST_PW": "wrong"})
+    finally:
+        ex.kill()
+        ex.communicate()
+    assert cp.returncode == 1
+    errs = [ln for ln in cp.stderr.splitlines() if ln.startswith("hftcap: error:")]
+    assert errs == [f"hftcap: error: snapshot from {lab.ex_addr}:{SNAP_PORT}: login rejected: not authorised "
+                    "(user or password)"], cp.stderr
+    assert "Traceback" not in cp.stderr
+    summary = json.loads(cp.stdout)
+    assert summary["stopped_by"] == "snapshot_failed" and summary["snapshot"]["attempts"] == 1
+    assert summary["snapshot"]["failures"] == [], "a rejected login is not retried"
+
+
+def test_snapshot_options_are_checked():
+    from conftest import run_hftcap
+    cp = run_hftcap("listen", "-i", "lo", "--feed", "239.1.1.1:26400", "--snapshot", "nohostport")
+    assert cp.returncode == 2 and "bad --snapshot 'nohostport'" in cp.stderr
+    cp = run_hftcap("listen", "-i", "lo", "--feed", "239.1.1.1:26400", "--snapshot", "127.0.0.1:1",
+                    "--snapshot-password-env", "HC_SURELY_UNSET_VAR")
+    assert cp.returncode == 2 and "HC_SURELY_UNSET_VAR: the variable is not set" in cp.stderr
+    cp = run_hftcap("listen", "-i", "lo", "--feed", "239.1.1.1:26400", "--join-buffer", "10")
+    assert cp.returncode == 2 and "bad --join-buffer 10" in cp.stderr

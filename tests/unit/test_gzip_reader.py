@@ -1,0 +1,152 @@
+"""Files through the C reader (src.c + files.c): a plain file (mapped), gzip inflated on its own
+thread (ISA-L, or zlib), gzip of several members and a pipe give the same books as the bytes fed
+from memory; a truncated or corrupt gzip gives one clear error."""
+import errno
+import gzip
+import os
+import struct
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from hftcap import _core
+from hftcap.lab import gen
+
+# ~10 MiB: units straddle the reader's 4 MiB chunks and 8 MiB slices
+DATA = gen.generate(3, 400, 330_000, "day")
+
+
+def books_state(b):
+    st = b.stats()
+    books = {}
+    for loc, sym in b.symbols():
+        raw_b, raw_a = b.book_raw(loc, 1 << 20)
+        books[loc] = (sym, raw_b, raw_a, b.info(loc)["volume"])
+    return st, books
+
+
+@pytest.fixture(scope="module")
+def in_memory():
+    b = _core.Books(1024)
+    b.feed(DATA)
+    return books_state(b)
+
+
+def write_gz(path, data, members=1):
+    step = len(data) // members + 1
+    with open(path, "wb") as f:
+        for i in range(0, len(data), step):  # members split at arbitrary bytes, mid-record
+            f.write(gzip.compress(data[i:i + step], compresslevel=1))
+
+
+def fed(path):
+    b = _core.Books(1024)
+    res = b.feed_file(str(path))
+    return res, books_state(b)
+
+
+def test_isal_is_the_inflater():
+    assert _core.inflater() == "isa-l"  # setup.sh installs libisal-dev; zlib is the fallback
+
+
+@pytest.mark.parametrize("kind", ["plain", "gzip", "gzip-3-members", "pipe-plain", "pipe-gzip"])
+def test_same_books_from_every_input(tmp_path, in_memory, kind):
+    p = tmp_path / ("f.itch" + (".gz" if "gzip" in kind else ""))
+    if kind.endswith("gzip") or kind == "gzip-3-members":
+        write_gz(p, DATA, 3 if "members" in kind else 1)
+    else:
+        p.write_bytes(DATA)
+    if kind.startswith("pipe"):
+        fifo = tmp_path / "fifo"
+        os.mkfifo(fifo)
+        src = p.read_bytes()
+
+        def writer():
+            with open(fifo, "wb") as f:
+                f.write(src)
+        t = threading.Thread(target=writer)
+        t.start()
+        res, state = fed(fifo)
+        t.join(timeout=60)
+        assert not t.is_alive()
+    else:
+        res, state = fed(p)
+    assert res["format"] == "nasdaq" and res["gzip"] == ("gzip" in kind)
+    assert res["inflater"] == ("isa-l" if "gzip" in kind else "none")
+    assert state == in_memory
+    assert state[0]["drops"]["file_truncated"] == 0
+
+
+def test_read_file_plain_gzip_and_first_records(tmp_path):
+    p, g = tmp_path / "f.itch", tmp_path / "f.itch.gz"
+    p.write_bytes(DATA)
+    write_gz(g, DATA, 2)
+    assert _core.read_file(str(p)) == DATA == _core.read_file(str(g))
+    first = _core.read_file(str(g), 1000)
+    off = 0
+    for _ in range(1000):
+        off += 2 + struct.unpack_from(">H", DATA, off)[0]
+    assert first == DATA[:off]
+
+
+@pytest.mark.parametrize("cut", [5, 11, 4000, 1 << 20, -9, -1])
+def test_truncated_gzip_is_one_error(tmp_path, cut):
+    g = tmp_path / "t.itch.gz"
+    whole = gzip.compress(DATA, compresslevel=1)
+    g.write_bytes(whole[:cut])
+    b = _core.Books(1024)
+    with pytest.raises(OSError) as e:
+        b.feed_file(str(g))
+    assert e.value.errno == errno.EPIPE and "truncated" in e.value.strerror
+    with pytest.raises(OSError) as e:
+        _core.read_file(str(g))
+    assert e.value.errno == errno.EPIPE
+
+
+@pytest.mark.parametrize("where", [0.001, 0.3, 0.7])
+def test_corrupt_gzip_is_one_error(tmp_path, where):
+    whole = bytearray(gzip.compress(DATA, compresslevel=1))
+    i = int(len(whole) * where) + 10
+    whole[i:i + 8] = bytes(x ^ 0x5A for x in whole[i:i + 8])
+    g = tmp_path / "c.itch.gz"
+    g.write_bytes(whole)
+    with pytest.raises(OSError) as e:
+        _core.Books(1024).feed_file(str(g))
+    assert e.value.errno in (errno.EBADMSG, errno.EPIPE), e.value
+    assert "gzip stream is" in e.value.strerror
+
+
+def test_bad_checksum_is_corrupt(tmp_path):
+    whole = bytearray(gzip.compress(DATA[:100_000]))
+    whole[-8] ^= 1  # the CRC32 in the trailer
+    g = tmp_path / "crc.itch.gz"
+    g.write_bytes(whole)
+    with pytest.raises(OSError) as e:
+        _core.Books(1024).feed_file(str(g))
+    assert e.value.errno == errno.EBADMSG and "corrupt" in e.value.strerror
+
+
+def test_hftcap_book_on_a_truncated_gz_is_one_error_line(tmp_path):
+    g = tmp_path / "t.itch.gz"
+    g.write_bytes(gzip.compress(DATA, compresslevel=1)[:-100])
+    exe = os.path.join(os.path.dirname(sys.executable), "hftcap")
+    cp = subprocess.run([exe, "book", str(g)], capture_output=True, text=True, timeout=120)
+    assert cp.returncode == 1, cp
+    lines = cp.stderr.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("hftcap: error: ") and "truncated" in lines[0], cp.stderr
+    assert lines[1].startswith("hint: ") and "Traceback" not in cp.stderr
+
+
+@pytest.mark.parametrize("inflater", ["isa-l", "zlib"])
+def test_reader_under_sanitizers(tmp_path, inflater):
+    """tests/c/src_fuzz.c: plain, gzip, 2-member gzip, 40 cuts and 40 corruptions, an early
+    close, under ASan/UBSan, with each inflater."""
+    from sanitized import ROOT, build_and_run
+    isal = inflater == "isa-l"
+    run = build_and_run(tmp_path, ROOT / "tests" / "c" / "src_fuzz.c",
+                        ["files", "src", "book", "itch", "mold", "gen"], [tmp_path],
+                        flags=["-DHC_HAVE_ISAL"] if isal else [],
+                        libs=(["-lisal"] if isal else []) + ["-lz", "-lm", "-lpthread"], timeout=300)
+    assert run.stdout.startswith(f"ok inflater={inflater} "), run.stdout
