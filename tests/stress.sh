@@ -10,7 +10,7 @@ set -u
 n=${1:?usage: tests/stress.sh N [pytest args...]}
 shift
 cd "$(dirname "$0")/.." || exit 2
-py=.venv/bin/python
+py=.venv/bin/pytest                      # not `python -m pytest`: that imports the unbuilt source tree
 [ -x "$py" ] || { echo "stress: no .venv here (run ./setup.sh first)" >&2; exit 2; }
 ncpu=$(nproc)
 hog_s=$((n * 1200))                      # bound: 20 min per run at most
@@ -28,7 +28,7 @@ failed_runs=0
 r=1
 while [ "$r" -le "$n" ]; do
     start=$(date +%s)
-    "$py" -m pytest -p no:cacheprovider -q -rfE "$@" >"$log/run$r.txt" 2>&1
+    "$py" -p no:cacheprovider -q -rfE "$@" >"$log/run$r.txt" 2>&1
     rc=$?
     summary=$(tail -n 1 "$log/run$r.txt")
     echo "run $r/$n: rc=$rc $(($(date +%s) - start)) s: $summary"
