@@ -276,12 +276,14 @@ def test_ctrl_c_stops_the_feed_with_end_of_session(lab):
     p = subprocess.Popen([sys.executable, "-c", code, lab.ex_ns, f"{GROUP}:{port}"], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True, cwd="/")
     try:
-        first = collect_one(rx, 10)
-        assert first is not None, "no packet from the exchange"
-        time.sleep(1.0)
+        early = []                        # stop once 5 packets are out, not after a fixed sleep
+        while len(early) < 5:
+            pkt = collect_one(rx, 10)
+            assert pkt is not None, f"the exchange stopped sending after {len(early)} packets"
+            early.append(pkt)
         p.send_signal(signal.SIGINT)
         out, err = p.communicate(timeout=5)
-        got = [first] + collect(rx, 3, 3)
+        got = early + collect(rx, 3, 3)
     finally:
         if p.poll() is None:
             p.kill()
