@@ -270,7 +270,10 @@ def test_file_pace_speed_heartbeats_and_stamps_in_real_time(lab):
 def test_ctrl_c_stops_the_feed_with_end_of_session(lab):
     port = 26450
     rx = receiver(lab, port)
-    code = ("import json,sys; from hftcap.lab.exchange import run_exchange, synthetic_stream; "
+    # SIGINT raises KeyboardInterrupt even when this suite was started with SIGINT ignored (a
+    # background job of a script, as tests/stress.sh under nohup): ignored is inherited.
+    code = ("import json,signal,sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            "from hftcap.lab.exchange import run_exchange, synthetic_stream; "
             "print(json.dumps(run_exchange(sys.argv[1], sys.argv[2], synthetic_stream(100000), msg_rate=200, "
             "messages_per_packet=8, duration=20, linger=0.2)))")
     p = subprocess.Popen([sys.executable, "-c", code, lab.ex_ns, f"{GROUP}:{port}"], stdout=subprocess.PIPE,
