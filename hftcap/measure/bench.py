@@ -67,9 +67,10 @@ def _trial(lb, mode: str, a: dict, save: str, stream: str = "delta", tracer_fact
             raise HftcapError(f"bench: exchange failed: {ex.stderr.strip()}")
         sent = json.loads(ex.stdout)
         time.sleep(0.2)  # the last packets in flight
-        stages = None
+        stages = accounting = None
         if tracer is not None:
             stages = tracer.read()
+            accounting = tracer.accounting()
             tracer.stop()
         li.send_signal(signal.SIGINT)
         out, err = li.communicate(timeout=30)
@@ -80,7 +81,8 @@ def _trial(lb, mode: str, a: dict, save: str, stream: str = "delta", tracer_fact
         if li.poll() is None:
             li.kill()
             li.communicate()
-    return {"sent": sent, "listen": got, "result": latency.load_result(save), "stages": stages}
+    return {"sent": sent, "listen": got, "result": latency.load_result(save), "stages": stages,
+            "trace_accounting": accounting}
 
 
 FLOOR_PATHS = {"floor-xdp": "xdp", "floor-kernel": "kernel"}
@@ -221,6 +223,14 @@ def _merge_stages(acc: dict, stages: dict) -> None:
         a["max_ns"] = max(a["max_ns"], st["max_ns"] or 0)
 
 
+def _merge_accounting(acc: dict, a: dict) -> None:
+    acc["returned"] = acc.get("returned", 0) + a["returned"]
+    acc["matched"] = acc.get("matched", 0) + a["matched"]
+    by = acc.setdefault("unmatched_by_reason", {})
+    for k, v in a["unmatched_by_reason"].items():
+        by[k] = by.get(k, 0) + v
+
+
 def _stage_summary(acc: dict) -> dict:
     from .trace import summarize
     out = {}
@@ -350,7 +360,8 @@ def run_bench(rounds: int = 3, seconds: float = 3.0, msg_rate: float = 50_000, k
     cmp = {"delta": _new_side(), "snapshot": _new_side()}
     lb = labmod.up(lab_name)
     acc = {m: {"hists": {}, "stages": {}, "sent": 0, "received": 0, "cpu_s": 0.0, "bytes": 0, "packets": 0, "gaps": 0,
-               "updates": 0, "sender": None, "prog": [0, 0], "rounds": {}} for m in modes}
+               "updates": 0, "sender": None, "prog": [0, 0], "rounds": {}, "trace_accounting": {}}
+           for m in modes}
     info = {}
     try:
         with tempfile.TemporaryDirectory(prefix="hftcap-bench-") as tmp:
@@ -397,6 +408,7 @@ def run_bench(rounds: int = 3, seconds: float = 3.0, msg_rate: float = 50_000, k
                         x["prog"][1] += pc["runs"]
                     if t["stages"]:
                         _merge_stages(x["stages"], t["stages"])
+                        _merge_accounting(x["trace_accounting"], t["trace_accounting"])
                     info.setdefault(m, {k2: got.get(k2) for k2 in ("xdp_mode", "bind_mode", "poll_mode", "hw_clock")})
                     if progress:
                         progress(rnd, m, got, s)
@@ -433,6 +445,9 @@ def run_bench(rounds: int = 3, seconds: float = 3.0, msg_rate: float = 50_000, k
             doc["paths"][m]["xdp_program_cost"] = _prog_doc(x["prog"])
         if x["stages"]:
             doc["paths"][m]["kernel_stages"] = _stage_summary(x["stages"])
+            # datagrams the traced listener returned while traced (read before it stops; packets
+            # still in flight then are in neither): matched + unmatched by reason
+            doc["paths"][m]["kernel_stages_accounting"] = x["trace_accounting"]
             doc["paths"][m]["kernel_stages_clock"] = ("CLOCK_MONOTONIC (bpf_ktime_get_ns); percentiles are "
                                                       "bucket upper edges, at most 12.5% high")
     if floors:
@@ -526,6 +541,9 @@ def render(doc: dict, console) -> None:
             console.print(f"{p} kernel stages (bcc tracepoints, CLOCK_MONOTONIC, p50 / p99 upper bounds): "
                           + "; ".join(f"{k} {latency.fmt_ns(v['p50_ns'])} / {latency.fmt_ns(v['p99_ns'])} (n={v['count']:,})"
                                       for k, v in ks.items() if v["count"]))
+            a = doc["paths"][p]["kernel_stages_accounting"]
+            console.print(f"{p} traced datagrams: returned {a['returned']:,} = matched {a['matched']:,} + "
+                          + " + ".join(f"{k} {v:,}" for k, v in a["unmatched_by_reason"].items()))
     for p in paths:
         pc = doc["paths"][p].get("xdp_program_cost")
         if pc:

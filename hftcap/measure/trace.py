@@ -22,10 +22,15 @@ another kernel version, see scripts/bcc-headers.sh; only tracepoint arguments ar
 keyed by address from the driver to the stack; the softirq that runs netif_receive_skb for an skb
 also queues it and signals the socket on the same CPU, which gives the (skb, socket) pair; each
 socket's queue is FIFO, so the n-th signalled datagram of a socket is the n-th one its recvmsg
-returns. A signal that finds more datagrams returned than signalled (the queue held datagrams that
-were never signalled: queued before attach, or a kernel that signals only an empty queue) realigns
-the position, so attribution recovers at the first time the queue drains; datagrams without a
-signalled position are counted as "unmatched".
+returns. Positions are taken atomically on both sides. A datagram can be returned before its
+signal: UDP signals after it releases the queue lock, so when the producing CPU is interrupted
+(or its vCPU preempted by the host) in between, a receiver already inside recv on the other CPU
+takes the datagram first. The return then leaves a placeholder at its position and the late
+signal, finding it, counts it; a signal whose skb reached the stack only after that return
+instead means the returned datagram was queued before the socket's first signal since attach,
+and takes the next position to be returned (attribution recovers when the queue drains).
+Every datagram returned to a traced receiver is counted once: matched (its stages recorded) or
+unmatched by reason (UNMATCHED_REASONS); accounting() adds them up, returned = matched + reasons.
 skb:skb_copy_datagram_iovec is not used: UDP copies linear skbs with copy_linear_skb(), which has no
 tracepoint.
 
@@ -33,7 +38,9 @@ Filter: the receiving process (--pid: its thread group; --port: processes holdin
 to it; --netns: processes in that network namespace; all given must hold), resolved from /proc
 into an in-kernel tgid set at start and every interval. Every stage is attributed when a filtered
 thread receives the datagram, so other traffic on the machine never reaches a histogram.
-Multicast clones and UDP GSO segments take the stamps of the skb they came from. Not covered:
+Multicast clones and UDP GSO segments take the stamps of the skb they came from; so do datagrams
+another CPU queued in the same batch (kernels with per-NUMA UDP producer queues let the CPU that
+moves a batch to the socket signal for all of it). Not covered:
 read() and io_uring receivers, MSG_PEEK.
 """
 
@@ -56,7 +63,17 @@ STAGE_POINTS = {   # from -> to, as tracepoints (the module docstring has the de
                     "sock:sock_recv_length",
     "wakeup_to_running": "sched:sched_wakeup (thread blocked in recv*) -> sched:sched_switch in",
 }
-COUNTERS = ("datagrams", "unmatched", "no_stack_stamp", "no_driver_stamp", "discarded_over_10s")
+COUNTERS = ("datagrams", "unmatched", "no_stack_stamp", "no_driver_stamp", "discarded_over_10s",
+            "untraced_call", "no_socket_state", "returned_before_signal", "late_signals")
+# Why a datagram returned to a receiver has no stages; accounting() gives returned = matched + these.
+UNMATCHED_REASONS = {
+    "untraced_call": "returned by a receive call whose entry was not traced: it began before attach "
+                     "or before its process joined the filter, or it is read()/io_uring (not covered)",
+    "queued_before_trace": "queued before its socket's first signal since attach: never signalled "
+                           "to the tracer",
+    "signal_after_return": "returned before its sk_data_ready ran: the producing CPU was interrupted "
+                           "between queueing and signalling and a receiver already in recv took it",
+}
 
 SUB_BITS = 3                     # 8 linear sub-buckets per power of two: bucket width <= 1/8 of value
 SUB = 1 << SUB_BITS
@@ -146,12 +163,15 @@ _BPF_TEXT = r"""
 #define HC_MSG_PEEK 2
 
 enum { ST_DRIVER_STACK, ST_STACK_QUEUE, ST_QUEUE_USER, ST_COPY_USER, ST_WAKE_RUN };
-enum { C_DATAGRAMS, C_UNMATCHED, C_NO_STACK, C_NO_DRIVER, C_DISCARDED, NCOUNTERS };
+enum { C_DATAGRAMS, C_UNMATCHED, C_NO_STACK, C_NO_DRIVER, C_DISCARDED, C_UNTRACED_CALL,
+       C_NO_SOCKET, C_BEFORE_SIGNAL, C_LATE_SIGNAL, NCOUNTERS };
 
 struct hc_skb_ts {
     u64 driver_ns;
     u64 stack_ns;
     u64 queue_ns;
+    u64 returned_ns;             /* in `queued`: returned before its signal (a placeholder) */
+    u64 returned_traced;         /* that return was to a traced receive call */
 };
 struct hc_sk_seq {               /* FIFO position in one socket's receive queue */
     u64 sk;
@@ -259,8 +279,7 @@ TRACEPOINT_PROBE(net, netif_receive_skb)
 }
 
 /* UDP enqueues and signals inside the softirq that ran netif_receive_skb for that skb, on the
- * same CPU. Every signalled datagram takes the next FIFO position of its socket; a signal with an
- * empty queue (enq <= deq: kernels >= 6.10 signal only then) realigns the position. */
+ * same CPU. Every signalled datagram takes the next FIFO position of its socket. */
 TRACEPOINT_PROBE(sock, sk_data_ready)
 {
     if (args->protocol != HC_IPPROTO_UDP)
@@ -271,11 +290,6 @@ TRACEPOINT_PROBE(sock, sk_data_ready)
     struct hc_sk_state *st = socks.lookup_or_try_init(&sk, &zero);
     if (!st)
         return 0;
-    if (st->enq < st->deq)
-        st->enq = st->deq;
-    struct hc_sk_seq pos = { .sk = sk, .seq = st->enq };
-    st->enq += 1;
-
     struct hc_skb_ts v = {};
     v.queue_ns = now;
     u32 z = 0;
@@ -288,6 +302,28 @@ TRACEPOINT_PROBE(sock, sk_data_ready)
             v.stack_ns = e->stack_ns;
         }
     }
+    /* Positions are taken atomically and entries inserted only where none is (per-key atomic),
+     * so a signal and a return racing for one position on two CPUs meet exactly once. */
+    struct hc_sk_seq pos = { .sk = sk, .seq = __sync_fetch_and_add(&st->enq, 1) };
+    if (queued.insert(&pos, &v) == 0)
+        return 0;
+    /* The position holds a placeholder: its datagram was returned before this signal. */
+    struct hc_skb_ts *e = queued.lookup(&pos);
+    if (!e || !e->returned_ns)
+        return 0;
+    u64 returned_ns = e->returned_ns, traced = e->returned_traced;
+    queued.delete(&pos);
+    if (!v.stack_ns || v.stack_ns <= returned_ns) {
+        /* This is that datagram's signal, late: UDP signals after it releases the queue lock,
+         * and a receiver already in recv on another CPU took the datagram first. */
+        if (traced)
+            hc_count(C_LATE_SIGNAL);
+        return 0;
+    }
+    /* The stack took this skb after that return: the returned datagram was queued before the
+     * socket's first signal since attach, and this one is the next to be returned. */
+    pos.seq = st->deq;
+    st->enq = pos.seq + 1;
     queued.update(&pos, &v);
     return 0;
 }
@@ -297,15 +333,22 @@ TRACEPOINT_PROBE(sock, sk_data_ready)
 RAW_TRACEPOINT_PROBE(kfree_skb) { u64 key = ctx->args[0]; skbs.delete(&key); return 0; }
 RAW_TRACEPOINT_PROBE(consume_skb) { u64 key = ctx->args[0]; skbs.delete(&key); return 0; }
 
+static __always_inline int hc_receiver(u64 id)
+{
+#if HC_FILTER
+    u32 tgid = id >> 32;
+    return allowed.lookup(&tgid) != 0;
+#else
+    return 1;
+#endif
+}
+
 static __always_inline int hc_recv_enter(void)
 {
     u64 id = bpf_get_current_pid_tgid();
     u32 tid = (u32)id;
-#if HC_FILTER
-    u32 tgid = id >> 32;
-    if (!allowed.lookup(&tgid))
+    if (!hc_receiver(id))
         return 0;
-#endif
     u64 now = bpf_ktime_get_ns();
     in_recv.update(&tid, &now);
     return 0;
@@ -338,30 +381,41 @@ TRACEPOINT_PROBE(sock, sock_recv_length)
     u64 now = bpf_ktime_get_ns();
     /* Every dequeue advances the socket's FIFO position, whoever the reader is. */
     u64 sk = (u64)args->sk;
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tid = (u32)id;
+    u64 *start = in_recv.lookup(&tid);   /* only receivers that pass the filter are here */
     struct hc_skb_ts v = {};
     int matched = 0;
     struct hc_sk_state *st = socks.lookup(&sk);
     if (st) {
-        struct hc_sk_seq pos = { .sk = sk, .seq = st->deq };
-        st->deq += 1;
+        struct hc_sk_seq pos = { .sk = sk, .seq = __sync_fetch_and_add(&st->deq, 1) };
         struct hc_skb_ts *e = queued.lookup(&pos);
-        if (e) {
+        if (!e) {                 /* not signalled yet: leave a placeholder for its signal */
+            struct hc_skb_ts ph = {};
+            ph.returned_ns = now;
+            ph.returned_traced = start != 0;
+            if (queued.insert(&pos, &ph) != 0)
+                e = queued.lookup(&pos);      /* the signal came meanwhile */
+        }
+        if (e && !e->returned_ns) {
             v = *e;
             matched = 1;
             queued.delete(&pos);
         }
     }
 
-    u32 tid = (u32)bpf_get_current_pid_tgid();
-    u64 *start = in_recv.lookup(&tid);   /* only receivers that pass the filter are here */
-    if (!start)
+    if (!start) {
+        if (hc_receiver(id))      /* a receiver's call that began before it was traced */
+            hc_count(C_UNTRACED_CALL);
         return 0;
+    }
     if (*start && *start <= now)
         hc_record(ST_COPY_USER, now - *start);
     *start = now;                 /* the next datagram of a recvmmsg starts here */
     hc_count(C_DATAGRAMS);
     if (!matched) {
         hc_count(C_UNMATCHED);
+        hc_count(st ? C_BEFORE_SIGNAL : C_NO_SOCKET);
         return 0;
     }
     if (v.queue_ns <= now)
@@ -549,6 +603,18 @@ def resolve_receivers(netns=None, port=None, pid=None, strict=True):
     return out
 
 
+def accounting_of(counters):
+    """{returned, matched, unmatched_by_reason}: returned = matched + sum(unmatched_by_reason), exact
+    by construction. Matched datagrams have a signalled FIFO position; their stages are recorded."""
+    pending = counters["returned_before_signal"] - counters["late_signals"]
+    reasons = {"untraced_call": counters["untraced_call"],
+               "queued_before_trace": counters["no_socket_state"] + pending,
+               "signal_after_return": counters["late_signals"]}
+    return {"returned": counters["datagrams"] + counters["untraced_call"],
+            "matched": counters["datagrams"] - counters["unmatched"],
+            "unmatched_by_reason": reasons}
+
+
 class KernelPathTracer:
     """Attach the kernel-path tracepoints, read the in-kernel histograms, detach.
 
@@ -648,6 +714,11 @@ class KernelPathTracer:
         vals = self._read_array(self._bpf[b"counters"])
         return dict(zip(COUNTERS, vals))
 
+    def accounting(self, counters=None):
+        """Every datagram returned to a traced receiver since start(), matched or unmatched by reason
+        (accounting_of)."""
+        return accounting_of(self.counters() if counters is None else counters)
+
     def stop(self):
         if self._bpf is not None:
             self._bpf.cleanup()
@@ -684,6 +755,9 @@ def _render(console, stats, counters, tracer, elapsed_s, final):
                   _fmt_ns(s["max_ns"]))
     console.print(t)
     console.print("counters: " + ", ".join(f"{k}={v}" for k, v in counters.items()))
+    acc = accounting_of(counters)
+    console.print(f"datagrams returned {acc['returned']} = matched {acc['matched']} + unmatched "
+                  + " + ".join(f"{k} {v}" for k, v in acc["unmatched_by_reason"].items()))
 
 
 def run_trace(netns=None, port=None, pid=None, duration=10.0, interval=1.0, json_out=False,
@@ -727,7 +801,8 @@ def run_trace(netns=None, port=None, pid=None, duration=10.0, interval=1.0, json
                    "receivers": sorted(tracer.receivers_seen) if tracer.filtering else None,
                    "tracefs_mounted": tracer.tracefs_mounted,
                    "percentiles": "bucket upper edge, < 12.5% above the true value; max exact",
-                   "stage_points": STAGE_POINTS, "stages": stats, "counters": counters}
+                   "stage_points": STAGE_POINTS, "stages": stats, "counters": counters,
+                   "accounting": accounting_of(counters), "unmatched_reasons": UNMATCHED_REASONS}
             console.print(json.dumps(doc), markup=False, highlight=False, soft_wrap=True)
         else:
             _render(console, stats, counters, tracer, elapsed, final=True)

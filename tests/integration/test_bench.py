@@ -88,5 +88,12 @@ def test_bench_trace_splits_the_kernel_path(tmp_path):
     st = p["kernel_stages"]
     for stage in ("driver_to_stack", "stack_to_queue", "copy_to_user"):
         assert st[stage]["count"] > 0 and st[stage]["p50_ns"] > 0, (stage, st)
-    # Every datagram the listener received was seen by the tracer, at most (filter = its pid).
+    # Every datagram the listener received was seen by the tracer, at most (filter = its pid), and
+    # each one it saw is matched or unmatched by reason, exactly.
     assert st["copy_to_user"]["count"] <= p["packets"]
+    a = p["kernel_stages_accounting"]
+    assert a["returned"] == a["matched"] + sum(a["unmatched_by_reason"].values()), a
+    assert a["returned"] <= p["packets"], (a, p["packets"])
+    assert a["unmatched_by_reason"]["queued_before_trace"] == 0, a   # traced before the first packet
+    assert st["queue_to_user"]["count"] == a["matched"], (st, a)
+    assert "traced datagrams: returned" in cp.stdout

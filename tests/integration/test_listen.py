@@ -73,10 +73,12 @@ def test_non_feed_traffic_reaches_the_kernel(lab):
         assert ping.returncode == 0, ping.stdout + ping.stderr
         # Unicast UDP to another port, received by an ordinary socket in the host namespace.
         code = ("import socket,sys;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);"
-                "s.bind(('0.0.0.0',26999));s.settimeout(10);print(s.recv(100).decode());")
+                "s.bind(('0.0.0.0',26999));s.settimeout(10);print('bound',flush=True);"
+                "print(s.recv(100).decode());")
         rx = subprocess.Popen(["ip", "netns", "exec", lab.host_ns, sys.executable, "-c", code],
                               stdout=subprocess.PIPE, text=True)
-        time.sleep(0.5)
+        # bounded: the receiver exits within 10 s even if nothing comes
+        assert rx.stdout.readline().strip() == "bound", "receiver did not bind"
         send = ("import socket;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);"
                 f"[s.sendto(b'not-the-feed',('{lab.host_addr}',26999)) for _ in range(3)]")
         assert _ns(lab, lab.ex_ns, sys.executable, "-c", send).returncode == 0

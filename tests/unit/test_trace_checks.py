@@ -82,3 +82,15 @@ def test_netns_filter_by_path_and_unknown_name():
 def test_filter_description_names_every_condition():
     d = trace.KernelPathTracer(netns="rx", port=4000, pid=42).describe_filter()
     assert "pid 42" in d and "port 4000" in d and "namespace rx" in d
+
+
+def test_accounting_adds_every_returned_datagram_up():
+    c = dict.fromkeys(trace.COUNTERS, 0)
+    c.update(datagrams=100, unmatched=5, untraced_call=1, no_socket_state=2,
+             returned_before_signal=3, late_signals=2)
+    a = trace.accounting_of(c)
+    assert a == {"returned": 101, "matched": 95,
+                 "unmatched_by_reason": {"untraced_call": 1, "queued_before_trace": 3,
+                                         "signal_after_return": 2}}
+    assert a["returned"] == a["matched"] + sum(a["unmatched_by_reason"].values())
+    assert set(a["unmatched_by_reason"]) == set(trace.UNMATCHED_REASONS)
