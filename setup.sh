@@ -5,6 +5,7 @@
 #   sudo ./setup.sh            install only
 #   sudo ./setup.sh demo       install, then run the one-command demo (the main job)
 #   sudo ./setup.sh test       install, then run the whole test suite
+#   ./setup.sh packages [debian|ubuntu]   print the apt packages it installs, install nothing
 #
 # The Vagrant provisioner and CI (.ci/run) call this same script.
 set -euo pipefail
@@ -12,24 +13,30 @@ cd "$(dirname "$0")"
 ROOT=$PWD
 say() { printf 'setup: %s\n' "$*"; }
 
+. /etc/os-release
+PKGS=(clang llvm libbpf-dev libxdp-dev pkg-config zlib1g-dev gcc make python3 python3-venv python3-dev
+      python3-bpfcc iproute2 iputils-ping util-linux ethtool linuxptp tshark tmux procps kmod)
+# `./setup.sh packages [debian|ubuntu]` prints the list and installs nothing (vagrant/build-box.sh
+# pre-installs it in the offline box).
+dist=${ID:-}
+if [ "${1:-}" = packages ]; then dist=${2:-$dist}; fi
+case "$dist" in
+	debian) PKGS+=(bpftool linux-headers-amd64 vagrant vagrant-libvirt) ;;
+	ubuntu) PKGS+=(linux-tools-common linux-headers-generic) ;;
+	*) say "unknown distribution '${dist:-?}': trying the Debian package names" >&2; PKGS+=(bpftool) ;;
+esac
+if [ "${1:-}" = packages ]; then echo "${PKGS[*]}"; exit 0; fi
+
 if [ "$(id -u)" != 0 ]; then
 	echo "setup: error: needs root (installs packages, creates namespaces)" >&2
 	echo "hint: sudo ./setup.sh ${1:-}" >&2
 	exit 1
 fi
 
-. /etc/os-release
 export DEBIAN_FRONTEND=noninteractive
 # tshark asks whether non-root users may capture: answer no, without a prompt.
 echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
 
-PKGS=(clang llvm libbpf-dev libxdp-dev pkg-config zlib1g-dev gcc make python3 python3-venv python3-dev
-      python3-bpfcc iproute2 iputils-ping util-linux ethtool linuxptp tshark tmux procps kmod)
-case "${ID:-}" in
-	debian) PKGS+=(bpftool linux-headers-amd64 vagrant vagrant-libvirt) ;;
-	ubuntu) PKGS+=(linux-tools-common linux-headers-generic) ;;
-	*) say "unknown distribution '${ID:-?}': trying the Debian package names"; PKGS+=(bpftool) ;;
-esac
 missing=()
 for p in "${PKGS[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
