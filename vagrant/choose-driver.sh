@@ -19,21 +19,22 @@ if [ -z "$kernel" ]; then
 		2>/dev/null | head -n 1 || true)
 	[ -n "$kernel" ] || kernel=$(ls /boot/vmlinuz-* 2>/dev/null | sort -V | tail -n 1 || true)
 fi
+kvm=${HFTCAP_KVM_DEVICE:-/dev/kvm}   # override only to test this script
 why() { printf 'choose-driver: %s\n' "$*" >&2; }
 
-if [ ! -e /dev/kvm ]; then
-	why "qemu (TCG): /dev/kvm does not exist (no hardware virtualisation here)"; echo qemu; exit 0
+if [ ! -e "$kvm" ]; then
+	why "qemu (TCG): $kvm does not exist (no hardware virtualisation here)"; echo qemu; exit 0
 fi
-if ! : 2>/dev/null <>/dev/kvm; then
-	why "qemu (TCG): /dev/kvm is not readable and writable by $(id -un)"; echo qemu; exit 0
+if ! : 2>/dev/null <>"$kvm"; then
+	why "qemu (TCG): $kvm is not readable and writable by $(id -un)"; echo qemu; exit 0
 fi
 qemu=$(command -v qemu-system-x86_64 || true)
 if [ -z "$qemu" ]; then
-	why "kvm: /dev/kvm opens; qemu-system-x86_64 is not installed here, so no test boot was made"
+	why "kvm: $kvm opens; qemu-system-x86_64 is not installed here, so no test boot was made"
 	echo kvm; exit 0
 fi
 if [ -z "$kernel" ] || [ ! -r "$kernel" ]; then
-	why "kvm: /dev/kvm opens; no kernel to test-boot (build the box: vagrant/build-box.sh)"
+	why "kvm: $kvm opens; no kernel to test-boot (build the box: vagrant/build-box.sh)"
 	echo kvm; exit 0
 fi
 log=$(mktemp)
