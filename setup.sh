@@ -2,11 +2,13 @@
 # setup.sh: install everything hftcap needs on a fresh Debian 12 or Ubuntu 24.04 machine, as root,
 # then optionally run the demo or the tests. Idempotent: run it as often as you like.
 #
-#   sudo ./setup.sh            install only
-#   sudo ./setup.sh demo       install, then run the one-command demo (the main job)
-#   sudo ./setup.sh test       install, then run the whole test suite
+#   ./setup.sh            install only
+#   ./setup.sh demo       install, then run the one-command demo (the main job)
+#   ./setup.sh test       install, then run the whole test suite
 #   ./setup.sh packages [debian|ubuntu]   print the apt packages it installs, install nothing
 #
+# As root it runs as it is; as another user it runs itself again through sudo (it installs
+# packages and creates network namespaces, so it needs root either way).
 # The Vagrant provisioner and CI (.ci/run) call this same script.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -28,8 +30,12 @@ esac
 if [ "${1:-}" = packages ]; then echo "${PKGS[*]}"; exit 0; fi
 
 if [ "$(id -u)" != 0 ]; then
-	echo "setup: error: needs root (installs packages, creates namespaces)" >&2
-	echo "hint: sudo ./setup.sh ${1:-}" >&2
+	if command -v sudo >/dev/null; then
+		say "not root: running again through sudo"
+		exec sudo -- "$ROOT/setup.sh" "$@"
+	fi
+	echo "setup: error: needs root (installs packages, creates namespaces) and sudo is not installed" >&2
+	echo "hint: run it as root: su -c '$ROOT/setup.sh ${1:-}'" >&2
 	exit 1
 fi
 
@@ -76,5 +82,5 @@ case "${1:-}" in
 	"") ;;
 	demo) shift; exec .venv/bin/hftcap demo "$@" ;;
 	test) shift; exec .venv/bin/pytest -p no:cacheprovider "$@" ;;
-	*) echo "setup: error: unknown action '$1'" >&2; echo "hint: sudo ./setup.sh [demo|test]" >&2; exit 2 ;;
+	*) echo "setup: error: unknown action '$1'" >&2; echo "hint: ./setup.sh [demo|test]" >&2; exit 2 ;;
 esac

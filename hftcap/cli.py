@@ -44,7 +44,7 @@ def _emit_json(obj) -> None:
 @lab_app.command("up")
 def lab_up(name: str = typer.Option("hftcap", "--name", "-n", help="Lab name prefix.")):
     """Create the lab (idempotent).  Example: hftcap lab up --name demo"""
-    from . import lab
+    from .lab import topology as lab
     lb = lab.up(name)
     out.print(f"lab '{lb.name}': {lb.ex_ns} ({lb.ex_if} {lb.ex_addr}/24, multicast route) "
               f"<-> {lb.host_ns} ({lb.host_if} {lb.host_addr}/24)")
@@ -54,7 +54,7 @@ def lab_up(name: str = typer.Option("hftcap", "--name", "-n", help="Lab name pre
 @lab_app.command("down")
 def lab_down(name: str = typer.Option("hftcap", "--name", "-n", help="Lab name prefix.")):
     """Remove everything the lab made (idempotent).  Example: hftcap lab down"""
-    from . import lab
+    from .lab import topology as lab
     removed = lab.down(name)
     out.print(f"lab '{name}': removed {', '.join(removed)}" if removed else f"lab '{name}': nothing to remove")
 
@@ -63,7 +63,7 @@ def lab_down(name: str = typer.Option("hftcap", "--name", "-n", help="Lab name p
 def lab_status(name: str = typer.Option("hftcap", "--name", "-n", help="Lab name prefix."),
                as_json: bool = typer.Option(False, "--json", help="One JSON object.")):
     """Show what exists of the lab.  Example: hftcap lab status --json"""
-    from . import lab
+    from .lab import topology as lab
     st = lab.status(name)
     if as_json:
         _emit_json(st)
@@ -138,7 +138,8 @@ def listen(
 
     Example: hftcap listen --netns hftcap-host -i hftcap-h0 --feed 239.1.1.1:26400 --duration 5
     """
-    from .capture import ListenOptions, parse_feed, run_listen
+    from .receive.options import ListenOptions, parse_feed
+    from .listen import run_listen
     single = queue.isdigit()
     o = ListenOptions(interface=interface, feeds=[parse_feed(f) for f in feed], netns=netns, path=path,
                       xdp_mode=xdp_mode, bind=bind, poll=poll, queue=int(queue) if single else 0,
@@ -165,7 +166,7 @@ def listen(
 
 
 def _print_latency(s: dict) -> None:
-    from .latency import fmt_ns
+    from .measure.latency import fmt_ns
     t = Table(title=f"per-hop latency, {s['path']} path (since start, after warm-up)")
     for col in ("hop", "p50", "p99", "p99.9", "max", "count", "clock domain"):
         t.add_column(col, justify="right" if col in ("p50", "p99", "p99.9", "max", "count") else "left")
@@ -214,7 +215,7 @@ def send(
 
     Example: hftcap send --netns hftcap-ex --feed 239.1.1.1:26400 --rate 10000 --count 5000 -k 4
     """
-    from .exchange import run_send
+    from .lab.exchange import run_send
     r = run_send(netns, feed, rate, count, messages_per_packet, interface=interface, max_seconds=max_seconds)
     _emit_json(r) if as_json else _print_sent(r, f"hftcap send: {feed}")
 
@@ -249,7 +250,7 @@ def exchange(
 
     Example: hftcap exchange --netns hftcap-ex --stocks 8 --messages 200000 --msg-rate 50000
     """
-    from .exchange import run_exchange
+    from .lab.exchange import run_exchange
     source = file if file else {"seed": seed, "stocks": stocks, "messages": messages}
     r = run_exchange(netns, feed, source, msg_rate=msg_rate, speed=speed, messages_per_packet=messages_per_packet,
                      loss=loss, dup=dup, reorder=reorder, seed=seed, rerequest_port=rerequest_port, linger=linger,
@@ -287,7 +288,7 @@ def bench(
 
     Example: hftcap bench --rounds 3 --seconds 3 --rate 50000 --json bench.json
     """
-    from .bench import render, run_bench
+    from .measure.bench import render, run_bench
 
     def progress(rnd, mode, got, sent):
         err_console.print(f"round {rnd + 1}/{rounds} {mode:13s} received {got['messages']:,}/{sent['messages_sent']:,}")
@@ -336,7 +337,7 @@ def budget_cmd(files: List[str] = typer.Argument(..., help="Result files from li
 
     Example: hftcap budget run-xdp.json run-kernel.json
     """
-    from .latency import run_budget
+    from .measure.latency import run_budget
     code = run_budget(files, console=out, json_out=as_json)
     if code:
         raise typer.Exit(code)
@@ -354,7 +355,7 @@ def book(
 
     Example: hftcap book 01302019.NASDAQ_ITCH50.gz --symbol AAPL --levels 5
     """
-    from .books import run_book
+    from .book.books import run_book
     code = run_book(file, symbol=symbol, levels=levels, bbo=bbo, json_out=as_json, console=out)
     if code:
         raise typer.Exit(code)
@@ -373,7 +374,7 @@ def trace(
 
     Example: hftcap trace --netns hftcap-host --port 26400 --duration 5
     """
-    from .trace import run_trace
+    from .measure.trace import run_trace
     code = run_trace(netns=netns, port=port, pid=pid, duration=duration, interval=interval,
                      json_out=as_json, console=out)
     if code:

@@ -15,8 +15,9 @@ import tempfile
 import threading
 from pathlib import Path
 
-from . import lab as labmod
-from .capture import Feed, ListenOptions, run_listen
+from .lab import topology as labmod
+from .receive.options import Feed, ListenOptions
+from .listen import run_listen
 from .errors import HftcapError, UsageError, require_root
 
 FEED = Feed("239.1.1.1", 26400)

@@ -47,7 +47,7 @@ def run_hftcap(*args, timeout=60, check=False, env=None, **kw):
 @pytest.fixture
 def lab():
     """A fresh lab with a unique name, removed afterwards whatever happens."""
-    from hftcap import lab as labmod
+    from hftcap.lab import topology as labmod
     name = "t" + uuid.uuid4().hex[:6]
     lb = labmod.up(name)
     try:

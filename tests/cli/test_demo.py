@@ -65,7 +65,7 @@ def stream(tmp_path):
     f = tmp_path / "demo.itch"
     subprocess.run([HFTCAP, "exchange", "--seed", str(SEED), "--stocks", str(STOCKS), "--messages", str(MESSAGES),
                     "--write", str(f)], check=True, capture_output=True, timeout=60)
-    from hftcap.books import Books
+    from hftcap.book.books import Books
     b = Books()
     b.feed_file(str(f))
     return f, [s for _, s in b.symbols()]

@@ -1,4 +1,4 @@
-"""The live view in a real terminal: `python -m hftcap.tui_fake` in tmux at 80x24 and 160x48.
+"""The live view in a real terminal: `python -m tui_fake` in tmux at 80x24 and 160x48.
 
 What is checked is what a user sees: the ladder for the chosen stock (prices with 4 decimals,
 bids falling, asks rising, best bid below best ask), latency numbers with units in the latency
@@ -31,6 +31,9 @@ HOP_ROW = re.compile(rf"^(\w+)\s+(TAI|tai-midnight|PHC->TAI)\s+({DURATION})\s+({
                      rf"({DURATION})\s+({DURATION})\s+([\d,]+)")
 
 
+DOUBLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "doubles")
+
+
 @pytest.fixture(autouse=True)
 def _need_tmux():
     if not have_tmux():
@@ -42,8 +45,9 @@ def _need_tmux():
 def fake_cmd(*args: str) -> str:
     """The fake live view, run with this interpreter and this test run's hftcap package."""
     pkg_root = os.path.dirname(os.path.dirname(os.path.abspath(hftcap.__file__)))
-    return (f"env PYTHONPATH={shlex.quote(pkg_root)} {shlex.quote(sys.executable)} "
-            f"-m hftcap.tui_fake --seconds 60 " + " ".join(shlex.quote(a) for a in args))
+    path = pkg_root + os.pathsep + DOUBLES
+    return (f"env PYTHONPATH={shlex.quote(path)} {shlex.quote(sys.executable)} "
+            f"-m tui_fake --seconds 60 " + " ".join(shlex.quote(a) for a in args))
 
 
 def ladder(lines: list) -> list:

@@ -3,7 +3,7 @@
 Each TmuxTerm runs its own tmux server (`tmux -L <unique socket> -f /dev/null`), so tests never
 touch a user's sessions, and `close()` kills that server (and with it the command) on every path:
 
-    with TmuxTerm("python -m hftcap.tui_fake", width=80, height=24) as term:
+    with TmuxTerm("python -m tui_fake", width=80, height=24) as term:
         term.wait_for("latency per hop", timeout=10)
         term.send("/", "MSFT", "Enter")
         screen = term.capture()

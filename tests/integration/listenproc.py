@@ -56,7 +56,7 @@ def send_test_packets(lab, npkts, k, port=FEED_PORT, first=1):
 
 
 def xdp_prog_on(lab) -> int | None:
-    from hftcap import lab as labmod
+    from hftcap.lab import topology as labmod
     return labmod.status(lab.name)["namespaces"][lab.host_ns]["xdp_prog_id"]
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hftcap import latency
+from hftcap.measure import latency
 
 pytestmark = pytest.mark.root
 HFTCAP = str(Path(sys.executable).parent / "hftcap")

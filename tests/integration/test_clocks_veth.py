@@ -11,13 +11,14 @@ import pytest
 from rich.console import Console
 
 from hftcap import _core
-from hftcap import latency as L
+from hftcap.measure import latency as L
 
 pytestmark = pytest.mark.root
 
 PROBE = r"""
 import json, sys
-from hftcap import clocks, latency
+from hftcap.measure import clocks
+from hftcap.measure import latency
 d = clocks.describe_clocks(sys.argv[1])
 with clocks.hw_rx_timestamping(sys.argv[1]) as st:
     hw = {"enabled": st.enabled, "reason": st.reason, "changed": st.changed,

@@ -17,7 +17,7 @@ import time
 import pytest
 
 from hftcap import _core
-from hftcap.exchange import (frame, itch_add, parse_build, parse_packet, request_packet, run_exchange,
+from hftcap.lab.exchange import (frame, itch_add, parse_build, parse_packet, request_packet, run_exchange,
                              run_send)
 
 pytestmark = pytest.mark.root
@@ -215,7 +215,7 @@ def test_send_rate_report_200k_single_message_packets(lab, capsys):
 
 def _send_process(lab, *args):
     """run_send in its own process, entering the namespace from the main thread as the CLI does."""
-    code = ("import json,sys; from hftcap.exchange import run_send; "
+    code = ("import json,sys; from hftcap.lab.exchange import run_send; "
             "print(json.dumps(run_send(sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4]), "
             "int(sys.argv[5]), max_seconds=10, eos_count=0)))")
     cp = subprocess.run([sys.executable, "-c", code, lab.ex_ns, *map(str, args)], capture_output=True,
@@ -270,7 +270,7 @@ def test_file_pace_speed_heartbeats_and_stamps_in_real_time(lab):
 def test_ctrl_c_stops_the_feed_with_end_of_session(lab):
     port = 26450
     rx = receiver(lab, port)
-    code = ("import json,sys; from hftcap.exchange import run_exchange, synthetic_stream; "
+    code = ("import json,sys; from hftcap.lab.exchange import run_exchange, synthetic_stream; "
             "print(json.dumps(run_exchange(sys.argv[1], sys.argv[2], synthetic_stream(100000), msg_rate=200, "
             "messages_per_packet=8, duration=20, linger=0.2)))")
     p = subprocess.Popen([sys.executable, "-c", code, lab.ex_ns, f"{GROUP}:{port}"], stdout=subprocess.PIPE,

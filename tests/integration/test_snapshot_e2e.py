@@ -47,7 +47,7 @@ def test_bench_compare_snapshots():
 
     from rich.console import Console
 
-    from hftcap.bench import render, run_bench
+    from hftcap.measure.bench import render, run_bench
     doc = run_bench(rounds=1, seconds=1.0, warmup=0.2, msg_rate=20_000, stocks=8, paths=["xdp-wakeup"],
                     lab_name="b" + uuid.uuid4().hex[:6], compare_snapshots=True, snapshot_levels=5)
     con = Console(record=True, width=160)

@@ -97,7 +97,7 @@ def _send(ns, addr, n, port, gap_s=0.0):
 
 
 def test_trace_burst_fills_every_stage(netpair):
-    from hftcap.trace import STAGES, KernelPathTracer
+    from hftcap.measure.trace import STAGES, KernelPathTracer
 
     _bcc_ready()
     tx, rx, addr = netpair
@@ -147,7 +147,7 @@ def test_trace_burst_fills_every_stage(netpair):
 
 
 def test_run_trace_json_reports_filter_and_stages(netpair, capsys):
-    from hftcap.trace import STAGES, run_trace
+    from hftcap.measure.trace import STAGES, run_trace
 
     _bcc_ready()
     tx, rx, addr = netpair
@@ -176,7 +176,7 @@ def test_trace_known_queueing_delays(netpair):
     """10 datagrams 100 ms apart queue while the receiver holds off for 1.5 s, then it reads them
     all without blocking: every datagram is matched to its own enqueue, the queue times spread over
     ~0.9 s, and no wakeup is measured."""
-    from hftcap.trace import KernelPathTracer
+    from hftcap.measure.trace import KernelPathTracer
 
     _bcc_ready()
     tx, rx, addr = netpair

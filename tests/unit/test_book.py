@@ -10,7 +10,9 @@ import pytest
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from refmodel import RefBooks, decode, encode, frame, unframe  # noqa: E402
 
-from hftcap import _core, books as books_mod, gen  # noqa: E402
+from hftcap import _core  # noqa: E402
+from hftcap.book import books as books_mod  # noqa: E402
+from hftcap.lab import gen  # noqa: E402
 from hftcap.errors import HftcapError  # noqa: E402
 
 

@@ -9,7 +9,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from refmodel import RefBooks, decode, encode, frame, unframe  # noqa: E402
 from test_book import nasty_stream  # noqa: E402
 
-from hftcap import _core, gen  # noqa: E402
+from hftcap import _core  # noqa: E402
+from hftcap.lab import gen  # noqa: E402
 
 
 def c_book(b, loc):

@@ -1,4 +1,4 @@
-"""hftcap.clocks through a fake NIC/PHC backend and a fake host: the real code paths (struct
+"""hftcap.measure.clocks through a fake NIC/PHC backend and a fake host: the real code paths (struct
 filling, ioctl choice, fallbacks, offset arithmetic, restore-on-exit, TAI rules) with
 hand-made device answers."""
 import ctypes
@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from hftcap import clocks as C
-from hftcap import latency as L
+from hftcap.measure import clocks as C
+from hftcap.measure import latency as L
 from hftcap.errors import HftcapError
 
 S = 1_000_000_000

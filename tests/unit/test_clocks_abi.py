@@ -1,4 +1,4 @@
-"""The ctypes structures and ioctl numbers of hftcap.clocks against the kernel headers: a tiny
+"""The ctypes structures and ioctl numbers of hftcap.measure.clocks against the kernel headers: a tiny
 C program prints sizeof/offsetof and the C macros' values; any mismatch fails the test."""
 import ctypes
 import shutil
@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from hftcap import clocks as C
+from hftcap.measure import clocks as C
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc not installed")
 

@@ -10,7 +10,8 @@ import pytest
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from refmodel import RefBooks, decode, unframe  # noqa: E402
 
-from hftcap import _core, gen  # noqa: E402
+from hftcap import _core  # noqa: E402
+from hftcap.lab import gen  # noqa: E402
 
 
 def test_deterministic_and_seed_sensitive():

@@ -1,5 +1,6 @@
-"""The C consumer's hop order is the one hftcap.latency (and DESIGN.md) names."""
-from hftcap import _core, latency
+"""The C consumer's hop order is the one hftcap.measure.latency (and DESIGN.md) names."""
+from hftcap import _core
+from hftcap.measure import latency
 
 
 def test_c_hop_names_match_latency_table():
@@ -9,7 +10,7 @@ def test_c_hop_names_match_latency_table():
 def test_itch_epoch_is_a_midnight_of_its_clock():
     import time
 
-    from hftcap.capture import DAY_NS, itch_epoch_tai_ns
+    from hftcap.measure.clocks import DAY_NS, itch_epoch_tai_ns
     assert itch_epoch_tai_ns("none", 0) == 0
     e = itch_epoch_tai_ns("tai-midnight", 0)
     assert e % DAY_NS == 0 and 0 <= time.clock_gettime_ns(time.CLOCK_TAI) - e < DAY_NS

@@ -11,7 +11,8 @@ import pytest
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from refmodel import encode, frame  # noqa: E402
 
-from hftcap import _core, gen  # noqa: E402
+from hftcap import _core  # noqa: E402
+from hftcap.lab import gen  # noqa: E402
 
 
 def add(ref, loc=1, side="B", shares=100, price=1_000_000):

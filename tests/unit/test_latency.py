@@ -1,4 +1,4 @@
-"""hftcap.latency: percentile accuracy against numpy, hop table, intervals, result files and
+"""hftcap.measure.latency: percentile accuracy against numpy, hop table, intervals, result files and
 the `hftcap budget` renderer.
 
 Accuracy reference: numpy.percentile(..., method="inverted_cdf") -- the smallest sample whose
@@ -16,7 +16,7 @@ import pytest
 from rich.console import Console
 
 from hftcap import _core
-from hftcap import latency as L
+from hftcap.measure import latency as L
 from hftcap.errors import HftcapError
 
 N = 100_003

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from hftcap import _core
-from hftcap.exchange import (frame, itch_add, parse_build, parse_packet,
+from hftcap.lab.exchange import (frame, itch_add, parse_build, parse_packet,
                              request_packet, synthetic_stream)
 
 SESSION = b"HFTCAP0001"
@@ -301,7 +301,7 @@ def test_empty_stream_sends_only_end_of_session():
 
 def test_netns_missing_is_one_line_error():
     from hftcap.errors import HftcapError
-    from hftcap.exchange import run_send
+    from hftcap.lab.exchange import run_send
     with pytest.raises(HftcapError) as e:
         run_send("hftcap-no-such-ns-x", "239.1.1.1:26400", 10, 1, 1)
     assert "does not exist" in e.value.msg and e.value.hint
@@ -309,7 +309,7 @@ def test_netns_missing_is_one_line_error():
 
 def test_usage_errors():
     from hftcap.errors import UsageError
-    from hftcap.exchange import run_exchange, run_send
+    from hftcap.lab.exchange import run_exchange, run_send
     with pytest.raises(UsageError):
         run_send(None, "10.0.0.1:26400", 10, 1, 1)  # not multicast
     with pytest.raises(UsageError):
@@ -321,7 +321,7 @@ def test_usage_errors():
 
 
 def test_write_nasdaq_layout(tmp_path):
-    from hftcap.exchange import read_itch_file, run_exchange
+    from hftcap.lab.exchange import read_itch_file, run_exchange
     stream = synthetic_stream(50)
     for name in ("x.itch", "x.itch.gz"):
         p = str(tmp_path / name)
@@ -333,11 +333,11 @@ def test_write_nasdaq_layout(tmp_path):
 
 
 def test_generator_source():
-    """The built-in generator when this build has it (hftcap.gen), else a one-line error."""
+    """The built-in generator when this build has it (hftcap.lab.gen), else a one-line error."""
     from hftcap.errors import HftcapError
-    from hftcap.exchange import run_exchange
+    from hftcap.lab.exchange import run_exchange
     try:
-        import hftcap.gen  # noqa: F401
+        import hftcap.lab.gen  # noqa: F401
     except ImportError:
         with pytest.raises(HftcapError) as e:
             run_exchange(None, "239.1.1.1:26400", {"seed": 1, "stocks": 3, "messages": 100}, write="/dev/null")

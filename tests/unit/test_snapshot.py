@@ -12,8 +12,9 @@ import pytest
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from refmodel import RefBooks, decode, encode, frame, unframe  # noqa: E402
 
-from hftcap import _core, snapshots  # noqa: E402
-from hftcap.books import Books  # noqa: E402
+from hftcap import _core  # noqa: E402
+from hftcap.feed import snapshots  # noqa: E402
+from hftcap.book.books import Books  # noqa: E402
 from hftcap.errors import UsageError  # noqa: E402
 
 SESSION = b"SNAPTEST01"
@@ -287,7 +288,7 @@ def test_snapshot_books_view():
 
 
 def test_exchange_writes_the_snapshot_stream(tmp_path):
-    from hftcap.exchange import run_exchange
+    from hftcap.lab.exchange import run_exchange
     out = tmp_path / "snap.itch"
     r = run_exchange(None, "239.1.1.1:26400", {"seed": 4, "stocks": 4, "messages": 5000}, write=str(out),
                      mode="snapshot", snapshot_levels=3)

@@ -1,11 +1,11 @@
-"""Bucket <-> value and bucket -> percentile arithmetic of hftcap.trace (the BPF program uses the
+"""Bucket <-> value and bucket -> percentile arithmetic of hftcap.measure.trace (the BPF program uses the
 same bucket formula; the integration test checks the kernel side)."""
 
 import random
 
 import pytest
 
-from hftcap.trace import (NBUCKETS, SUB, bucket_bounds, bucket_index, percentile_ns, summarize)
+from hftcap.measure.trace import (NBUCKETS, SUB, bucket_bounds, bucket_index, percentile_ns, summarize)
 
 
 def test_small_values_have_exact_buckets():

@@ -1,4 +1,4 @@
-"""hftcap.trace without root: the checks that turn a missing piece into one error with a hint, and
+"""hftcap.measure.trace without root: the checks that turn a missing piece into one error with a hint, and
 the /proc resolution of the receiver filter."""
 
 import os
@@ -8,7 +8,7 @@ import types
 
 import pytest
 
-from hftcap import trace
+from hftcap.measure import trace
 from hftcap.errors import HftcapError
 
 

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from hftcap import tui
-from hftcap.tui import (LiveView, RateMeter, changed_prices, fmt_bytes_rate, fmt_itch_time,
+from hftcap.view import tui
+from hftcap.view.tui import (LiveView, RateMeter, changed_prices, fmt_bytes_rate, fmt_itch_time,
                         fmt_mid, fmt_ns, fmt_price, fmt_rate, levels_map, run_live, sparkline)
-from hftcap.tui_fake import FakeSource
+from tui_fake import FakeSource
 
 
 class Clock:

@@ -17,7 +17,7 @@ import struct
 import threading
 from dataclasses import dataclass
 
-from .errors import HftcapError, UsageError, from_oserror
+from ..errors import HftcapError, UsageError, from_oserror
 
 DEFAULT_SESSION = b"HFTCAP0001"
 DEFAULT_TTL = 1
@@ -142,7 +142,7 @@ def read_itch_file(path: str, max_messages: int | None = None) -> bytes:
 
 
 def generate(seed: int, stocks: int, messages: int) -> bytes:
-    """The built-in generator (hftcap.gen), imported only when used."""
+    """The built-in generator (hftcap.lab.gen), imported only when used."""
     try:
         from . import gen
     except ImportError:
@@ -157,7 +157,7 @@ def generate(seed: int, stocks: int, messages: int) -> bytes:
 
 
 def write_stream(path: str, stream: bytes) -> dict:
-    from . import _core
+    from .. import _core
     n = _core.stream_count(stream, 65507)
     tmp = path + ".tmp"
     try:
@@ -172,7 +172,7 @@ def write_stream(path: str, stream: bytes) -> dict:
 # ------------------------------------------------------------------ sockets (inside the namespace)
 
 def _parse_feed(feed: str):
-    from .capture import parse_feed
+    from ..receive.options import parse_feed
     return parse_feed(feed)
 
 
@@ -290,7 +290,7 @@ def _finish(res: dict, json_out: str | None) -> dict:
 
 
 def _make_sender(stream: bytes, **kw):
-    from . import _core
+    from .. import _core
     try:
         return _core.Sender(stream, **kw)
     except ValueError as e:
@@ -353,7 +353,7 @@ def run_exchange(netns: str | None, feed: str, source: str | dict | bytes | None
     serve=False: none) until `linger` seconds after the last packet. Ctrl-C stops the feed
     (End of Session still goes out) and returns the counters with stop_reason "stopped".
     mode "snapshot": every book message of the stream is replaced by one hftcap Book Snapshot
-    'Z' of its stock's top snapshot_levels levels (hftcap.snapshots; not ITCH 5.0), so the
+    'Z' of its stock's top snapshot_levels levels (hftcap.feed.snapshots; not ITCH 5.0), so the
     same pacing gives the same update rate; the sender publishes it unchanged."""
     if msg_rate is not None and speed is not None:
         raise UsageError("--msg-rate and --speed are exclusive", hint="pace by one of them, or by neither")
@@ -366,7 +366,7 @@ def run_exchange(netns: str | None, feed: str, source: str | dict | bytes | None
             raise UsageError(f"{name} {p}: expected a probability in [0, 1]")
     if not 0 < duration <= 86400:
         raise UsageError(f"--duration {duration}: expected 0 < S <= 86400")
-    from . import snapshots
+    from ..feed import snapshots
     if mode not in snapshots.MODES:
         raise UsageError(f"--mode {mode!r}: expected one of {', '.join(snapshots.MODES)}")
     snapshots.check_levels(snapshot_levels)

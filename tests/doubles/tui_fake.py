@@ -7,7 +7,7 @@ The simulation advances on each call by the monotonic time elapsed since the pre
 trade; packet/message/byte counters; log-normal per-hop latencies in log-spaced histograms
 (since start, and 1 s intervals whose p50 history is the sparkline).
 
-`python -m hftcap.tui_fake [--symbol AAPL] [--seconds N] [--seed N] [--hz 10]` runs the view on it.
+`python -m tui_fake [--symbol AAPL] [--seconds N] [--seed N] [--hz 10]` runs the view on it.
 """
 from __future__ import annotations
 
@@ -254,8 +254,8 @@ class FakeSource:
 
 
 def main(argv=None) -> int:
-    from hftcap.tui import run_live
-    ap = argparse.ArgumentParser(prog="python -m hftcap.tui_fake",
+    from hftcap.view.tui import run_live
+    ap = argparse.ArgumentParser(prog="python -m tui_fake",
                                  description="the live view on synthetic data")
     ap.add_argument("--symbol", default=None)
     ap.add_argument("--seconds", type=float, default=None, help="quit after this long")

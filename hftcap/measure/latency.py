@@ -30,7 +30,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from hftcap.errors import HftcapError
+from ..errors import HftcapError
 
 PATHS = ("xdp", "kernel")
 RESULT_FORMAT = "hftcap-latency-result"
@@ -129,7 +129,7 @@ class Geometry:
 
 @lru_cache(maxsize=1)
 def geometry() -> Geometry:
-    from hftcap import _core
+    from .. import _core
     g = _core.hist_geometry()
     low = np.frombuffer(g["low"], dtype=np.uint64).copy()
     high = np.frombuffer(g["high"], dtype=np.uint64).copy()

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import _core
-from .errors import HftcapError
+from .. import _core
+from ..errors import HftcapError
 
 LEVEL_DTYPE = np.dtype([("price_e4", "<u4"), ("orders", "<u4"), ("shares", "<u8")])
 TRADE_DTYPE = np.dtype([("itch_ns", "<u8"), ("shares", "<u8"), ("price_e4", "<u4"), ("pad", "<u4")])

@@ -44,7 +44,7 @@ import os
 import re
 import time
 
-from hftcap.errors import HftcapError
+from ..errors import HftcapError
 
 STAGES = ("driver_to_stack", "stack_to_queue", "queue_to_user", "copy_to_user", "wakeup_to_running")
 STAGE_POINTS = {   # from -> to, as tracepoints (the module docstring has the details)

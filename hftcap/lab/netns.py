@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from .errors import HftcapError
+from ..errors import HftcapError
 
 NETNS_DIR = "/var/run/netns"
 

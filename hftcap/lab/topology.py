@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 
 from . import netns
-from .errors import HftcapError, UsageError, require_root
+from ..errors import HftcapError, UsageError, require_root
 
 DEFAULT_NAME = "hftcap"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,8}$")

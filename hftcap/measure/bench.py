@@ -9,7 +9,7 @@ per path. Percentiles come from those sums; a hop whose clock is missing is left
 
 With compare_snapshots, one path also receives the same stream converted to hftcap Book
 Snapshots (`exchange --mode snapshot`: each book update re-sends the top N levels of its
-stock; hftcap.snapshots) at the same message rate, hence the same update rate, right after
+stock; hftcap.feed.snapshots) at the same message rate, hence the same update rate, right after
 its delta trial in every round: bytes and packets on the wire, data-thread CPU per book update
 and sender_to_book for both, under "snapshot_vs_delta". The default path for it is xdp-wakeup:
 a busy-polling data thread spins for the whole trial, so its CPU time measures the trial's
@@ -28,7 +28,7 @@ from pathlib import Path
 
 
 from . import latency
-from .errors import HftcapError, UsageError, require_root
+from ..errors import HftcapError, UsageError, require_root
 
 PATH_MODES = {"xdp-busy": ("xdp", "busy"), "xdp-wakeup": ("xdp", "wakeup"),
               "kernel-busy": ("kernel", "busy"), "kernel-block": ("kernel", "wakeup")}
@@ -121,7 +121,7 @@ def _new_side() -> dict:
 
 
 def _add_side(x: dict, t: dict, path: str) -> None:
-    from .snapshots import book_updates
+    from ..feed.snapshots import book_updates
     got = t["listen"]
     x["sent"] += t["sent"]["messages_sent"]
     x["received"] += got["messages"]
@@ -150,7 +150,7 @@ def _side_doc(x: dict, path: str) -> dict:
 
 
 def _compare_doc(cmp: dict, path: str, levels: int) -> dict:
-    from .snapshots import snapshot_len
+    from ..feed.snapshots import snapshot_len
     dl, sn = _side_doc(cmp["delta"], PATH_MODES[path][0]), _side_doc(cmp["snapshot"], PATH_MODES[path][0])
 
     def ratio(a, b):
@@ -182,14 +182,14 @@ def run_bench(rounds: int = 3, seconds: float = 3.0, msg_rate: float = 50_000, k
         if m not in PATH_MODES:
             raise UsageError(f"unknown path '{m}'", hint="one of: " + ", ".join(PATH_MODES))
     if compare_snapshots:
-        from .snapshots import check_levels
+        from ..feed.snapshots import check_levels
         check_levels(snapshot_levels)
     if rounds < 1 or seconds <= 0 or msg_rate <= 0 or k < 1:
         raise UsageError("rounds, seconds, rate and messages per packet must be positive")
     ncpu = os.cpu_count() or 1
     if max(cpu_rx, cpu_tx) >= ncpu:
         raise UsageError(f"--cpu-rx/--cpu-tx must be below {ncpu}")
-    from . import lab as labmod
+    from ..lab import topology as labmod
     a = dict(rounds=rounds, seconds=seconds, msg_rate=msg_rate, k=k, seed=seed, stocks=stocks, warmup=warmup,
              cpu_rx=cpu_rx, cpu_tx=cpu_tx, snapshot_levels=snapshot_levels)
     tracer_factory = None

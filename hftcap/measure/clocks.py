@@ -28,10 +28,11 @@ import os
 import shutil
 import socket
 import subprocess
+import time
 from ctypes import c_char, c_int, c_int64, c_long, c_uint, c_uint32, c_void_p
 from typing import Iterator
 
-from hftcap.errors import HftcapError
+from ..errors import HftcapError
 
 # ---------------------------------------------------------------------------------------------
 # Kernel ABI: structures (<linux/net_tstamp.h>, <linux/ethtool.h>, <linux/ptp_clock.h>,
@@ -730,3 +731,32 @@ def describe_clocks(ifname: str, backend: IoctlBackend | None = None,
     """probe_clocks() as a JSON-able dict for the result file's conditions; its "status" key is
     the TUI status line."""
     return probe_clocks(ifname, backend, host).to_dict()
+
+
+# -- the ITCH timestamps' clock (the sender -> book hop) --
+
+ITCH_CLOCKS = ("none", "tai-midnight", "utc-midnight", "et-midnight")
+DAY_NS = 86_400 * 1_000_000_000
+
+
+def itch_epoch_tai_ns(clock: str, tai_offset_s: int) -> int:
+    """CLOCK_TAI time of a midnight of the ITCH timestamps' clock (the consumer wraps to the
+    nearest day, so any day's midnight serves). 0 = unknown: the sender hop is then absent.
+
+    tai-midnight: the lab exchange stamps CLOCK_TAI mod 1 day; utc-midnight: CLOCK_REALTIME
+    mod 1 day; et-midnight: NASDAQ's ns since midnight US Eastern (ITCH50.md sec. 1)."""
+    if clock == "none":
+        return 0
+    now_tai = time.clock_gettime_ns(time.CLOCK_TAI)
+    if clock == "tai-midnight":
+        return now_tai - now_tai % DAY_NS
+    now_utc = time.clock_gettime_ns(time.CLOCK_REALTIME)
+    if clock == "utc-midnight":
+        midnight_utc = now_utc - now_utc % DAY_NS
+    else:
+        from datetime import datetime
+        from zoneinfo import ZoneInfo
+        et = datetime.fromtimestamp(now_utc / 1e9, ZoneInfo("America/New_York"))
+        midnight_utc = int(et.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()) * 1_000_000_000
+    return midnight_utc + tai_offset_s * 1_000_000_000
+

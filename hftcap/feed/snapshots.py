@@ -17,9 +17,9 @@ import struct
 
 import numpy as np
 
-from . import _core
-from .books import LEVEL_DTYPE, Book, Books
-from .errors import UsageError
+from .. import _core
+from ..book.books import LEVEL_DTYPE, Book, Books
+from ..errors import UsageError
 
 MODES = ("delta", "snapshot")
 MAX_LEVELS = _core.SNAP_MAX_LEVELS

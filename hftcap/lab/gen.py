@@ -10,7 +10,7 @@ from __future__ import annotations
 import gzip as _gzip
 import os
 
-from . import _core
+from .. import _core
 
 MAX_STOCKS = 8192
 

@@ -1,20 +1,20 @@
 """The live view's data source: a running capture Session seen through snapshots.
 
-Implements hftcap.tui.LiveSource. Every call copies from the C core (counters, books under
+Implements hftcap.view.tui.LiveSource. Every call copies from the C core (counters, books under
 their seqlock, histograms as one buffer) and never blocks the data thread."""
 from __future__ import annotations
 
 import time
 from collections import deque
 
-from . import latency
-from .capture import Session
+from ..measure import latency
 
 SPARK_POINTS = 40
 
 
 class LiveCapture:
-    def __init__(self, sess: Session):
+    def __init__(self, sess):
+        # sess: a running hftcap.session.Session, handed in: the view never imports the pipeline
         self.sess = sess
         self._prev: dict[str, latency.HistSnapshot] | None = None
         self._prev_t = 0.0

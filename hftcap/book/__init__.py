@@ -1,0 +1,1 @@
+"""The books: views of the C order books and the offline replay (`hftcap book`)."""

@@ -1,0 +1,1 @@
+"""The lab: network namespaces and veth pairs, the ITCH generator and the simulated exchange."""

@@ -1,0 +1,1 @@
+"""Operations: host audit (doctor) and metrics for a fleet."""

@@ -1,0 +1,1 @@
+"""The receive path: options, checks and opening of the capture (AF_XDP or kernel socket)."""

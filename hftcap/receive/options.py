@@ -1,0 +1,99 @@
+"""What `hftcap listen` is asked to do: feeds, paths and modes, checked before anything opens."""
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field
+
+from ..errors import UsageError
+from ..measure.clocks import ITCH_CLOCKS
+
+PATHS = {"xdp": 0, "kernel": 1}
+XDP_MODES = {"auto": 0, "native": 1, "generic": 2}
+BIND_MODES = {"auto": 0, "zerocopy": 1, "copy": 2}
+POLL_MODES = {"wakeup": 0, "busy": 1}
+
+
+@dataclass
+class Feed:
+    group: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.group}:{self.port}"
+
+
+def parse_feed(text: str) -> Feed:
+    """GROUP:PORT, GROUP an IPv4 multicast address (224.0.0.0/4), PORT 1-65535."""
+    group, sep, port = text.rpartition(":")
+    if not sep or not group:
+        raise UsageError(f"bad feed '{text}': expected GROUP:PORT", hint="for example --feed 239.1.1.1:26400")
+    try:
+        addr = ipaddress.IPv4Address(group)
+    except ValueError:
+        raise UsageError(f"bad feed '{text}': '{group}' is not an IPv4 address",
+                         hint="for example --feed 239.1.1.1:26400") from None
+    if not addr.is_multicast:
+        raise UsageError(f"bad feed '{text}': {group} is not a multicast group",
+                         hint="multicast groups are 224.0.0.0 to 239.255.255.255") from None
+    try:
+        p = int(port)
+    except ValueError:
+        p = -1
+    if not 1 <= p <= 65535:
+        raise UsageError(f"bad feed '{text}': port '{port}' is not 1-65535",
+                         hint="for example --feed 239.1.1.1:26400")
+    return Feed(str(addr), p)
+
+
+@dataclass
+class ListenOptions:
+    interface: str
+    feeds: list[Feed]
+    netns: str | None = None
+    path: str = "xdp"
+    xdp_mode: str = "auto"
+    bind: str = "auto"
+    poll: str = "wakeup"
+    queue: int = 0
+    queues: str | None = None   # "all" or "0,2,5": one AF_XDP socket per queue (else `queue` only)
+    cpu: int | None = None
+    duration: float | None = None
+    count: int | None = None
+    want_hw_ts: bool = True
+    itch_clock: str = "none"
+    warmup: float = 0.0
+    save: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+
+def check_options(o: ListenOptions) -> None:
+    for name, val, allowed in (("--path", o.path, PATHS), ("--xdp-mode", o.xdp_mode, XDP_MODES),
+                               ("--bind", o.bind, BIND_MODES), ("--poll", o.poll, POLL_MODES)):
+        if val not in allowed:
+            raise UsageError(f"bad {name} '{val}'", hint="one of: " + ", ".join(allowed))
+    if not o.feeds:
+        raise UsageError("no feed given", hint="add --feed GROUP:PORT, e.g. --feed 239.1.1.1:26400")
+    if len({(f.group, f.port) for f in o.feeds}) != len(o.feeds):
+        raise UsageError("the same feed is given twice")
+    if o.queue < 0 or o.queue >= 64:
+        raise UsageError(f"bad --queue {o.queue}", hint="0-63, or --queue all")
+    if o.queues is not None and o.queues != "all":
+        try:
+            qs = [int(x) for x in o.queues.split(",")]
+        except ValueError:
+            qs = [-1]
+        if not qs or any(not 0 <= q < 64 for q in qs) or len(set(qs)) != len(qs):
+            raise UsageError(f"bad --queue '{o.queues}'", hint="a queue number, a list like 0,1,2, or all")
+    if o.cpu is not None and not 0 <= o.cpu < os.cpu_count():
+        raise UsageError(f"bad --cpu {o.cpu}", hint=f"this machine has CPUs 0-{os.cpu_count() - 1}")
+    if o.itch_clock not in ITCH_CLOCKS:
+        raise UsageError(f"bad --itch-clock '{o.itch_clock}'", hint="one of: " + ", ".join(ITCH_CLOCKS))
+    if o.warmup < 0:
+        raise UsageError("--warmup must be 0 or more seconds")
+    if o.duration is not None and o.duration <= 0:
+        raise UsageError("--duration must be positive")
+    if o.count is not None and o.count <= 0:
+        raise UsageError("--count must be positive")
+

@@ -1,0 +1,208 @@
+"""A listening session: composes the stages of the pipeline for one `hftcap listen` run.
+
+The receive path (hftcap.receive) opens the C capture; measurement (hftcap.measure) names the
+clocks and turns the C histograms into hops; the book stage (hftcap.book, hftcap.feed) gives
+views of the live books. The session holds them together and knows none of their insides."""
+from __future__ import annotations
+
+import os
+import platform
+import time
+
+from .book.books import Books
+from .errors import HftcapError, UsageError, from_oserror
+from .feed.snapshots import SnapshotBooks
+from .measure import clocks, latency
+from .receive.options import ListenOptions
+from .receive.path import (BIND_NAMES, XDP_MODE_NAMES, check_foreign_xdp, check_kernel, join_groups,
+                           kernel_version, open_capture, resolve_interface)
+
+
+class Session:
+    """An open receive path: the C capture plus what Python holds around it."""
+
+    def __init__(self, o: ListenOptions):
+        from . import _core
+        self.o = o
+        self.core = _core
+        self.ifindex = resolve_interface(o.interface, o.netns)
+        check_kernel(o.path)
+        if o.path == "xdp":
+            check_foreign_xdp(_core, self.ifindex, o.interface, o.netns)
+        self.rx_queues = clocks.get_rx_queues(o.interface)
+        self.bound_queues = self._queues_to_bind()
+        self.kernel = kernel_version()
+        self.tai_clock = self.kernel >= (6, 1)
+        # Device-wide NIC setting: turned on for the run, restored by close() (also on errors).
+        self._hwts_cm = clocks.hw_rx_timestamping(o.interface) if o.want_hw_ts else None
+        self.hwts = self._hwts_cm.__enter__() if self._hwts_cm else None
+        try:
+            self.clocks = clocks.describe_clocks(o.interface)
+        except Exception as e:  # a probe failure must not stop the capture: report it
+            self.clocks = {"interface": o.interface, "phc": None, "phc_reason": f"probe failed: {e}",
+                           "synced_to_tai": False, "status": f"hw clock: unknown (probe failed: {e})"}
+        tai_off = clocks.kernel_tai_offset_s() or 0
+        self.itch_epoch = clocks.itch_epoch_tai_ns(o.itch_clock, tai_off)
+        try:
+            self.cap = open_capture(_core, o, self.ifindex, self.bound_queues, self.tai_clock,
+                                    bool(self.clocks.get("synced_to_tai")), self.itch_epoch)
+        except HftcapError:
+            self._restore_hwts()
+            raise
+        self.members = []
+        if o.path == "xdp":
+            try:
+                self.members = join_groups(self.ifindex, o.feeds)
+            except OSError as e:
+                self.cap.close()
+                self._restore_hwts()
+                raise from_oserror(e, f"joining the multicast group on {o.interface}") from None
+        self.started_mono = None
+
+    def start(self):
+        self.cap.start()
+        self.started_mono = time.monotonic()
+
+    def _queues_to_bind(self) -> list[int]:
+        o = self.o
+        if o.queues is None:
+            return [o.queue]
+        if o.queues == "all":
+            return list(range(min(self.rx_queues or 1, 64)))
+        qs = [int(x) for x in o.queues.split(",")]
+        if self.rx_queues and max(qs) >= self.rx_queues:
+            raise UsageError(f"--queue {max(qs)}: {o.interface} has {self.rx_queues} RX queues",
+                             hint=f"use 0-{self.rx_queues - 1}, or --queue all")
+        return qs
+
+    def _restore_hwts(self):
+        if self._hwts_cm is not None:
+            cm, self._hwts_cm = self._hwts_cm, None
+            cm.__exit__(None, None, None)
+
+    def close(self):
+        self.cap.close()
+        for s in self.members:
+            s.close()
+        self.members = []
+        self._restore_hwts()
+
+    # -- books (the live ones, snapshots under their seqlock) --
+    @property
+    def books(self):
+        if getattr(self, "_books", None) is None:
+            core, snaps = self.cap.books(), self.cap.snapshots()
+            # hftcap Book Snapshots 'Z' (not ITCH) land in their own table: a stock that has
+            # one is answered from it (hftcap.feed.snapshots), any other from the order books.
+            self._books = (None if core is None else Books(core=core) if snaps is None
+                           else SnapshotBooks(core, snaps))
+        return self._books
+
+    def books_stats(self) -> dict:
+        b = self.books
+        if b is None:
+            return {}
+        st = b.stats()
+        return {"messages": {k: v for k, v in st["messages"].items() if v},
+                "drops": {**{f"itch_{k}": v for k, v in st["drops"].items()},
+                          **{f"snapshot_{k}": v for k, v in st.get("snapshot_drops", {}).items()}},
+                "orders_live": st.get("orders_live")}
+
+    def symbols(self) -> list[tuple[int, str, int]]:
+        b = self.books
+        if b is None:
+            return []
+        return [(loc, sym, b.info(loc)["messages"]) for loc, sym in b.symbols()]
+
+    def book(self, locate: int, levels: int) -> dict:
+        import numpy as np
+        bk = self.books.book(locate, levels)
+        info = bk.info
+        return {"bids": np.stack([bk.bid_price_e4, bk.bid_shares, bk.bid_orders], axis=1).astype(np.int64)
+                if len(bk.bid_price_e4) else np.zeros((0, 3), np.int64),
+                "asks": np.stack([bk.ask_price_e4, bk.ask_shares, bk.ask_orders], axis=1).astype(np.int64)
+                if len(bk.ask_price_e4) else np.zeros((0, 3), np.int64),
+                "state": info.get("trading_state", ""),
+                "last_trade_price_e4": info["last_trade_price_e4"] if info.get("trades") else None,
+                "volume": info.get("volume", 0)}
+
+    def trades(self, locate: int, n: int):
+        t = self.books.trades(locate, n)
+        return [(int(x["itch_ns"]), int(x["price_e4"]), int(x["shares"])) for x in t[::-1]]
+
+    def hop_data(self) -> dict:
+        """{hop: HistSnapshot | Absent} for this path's hops, from a live snapshot."""
+        snaps = dict(zip(self.core.HOP_NAMES, latency.parse_export(self.cap.hists())))
+        out = {}
+        for h in latency.hops_for(self.o.path):
+            why = self.absent_reason(h.name)
+            out[h.name] = latency.Absent(why) if why else snaps[h.name]
+        return out
+
+    def absent_reason(self, hop: str) -> str | None:
+        why = latency.hop_absent_reason(hop, self.clocks)
+        if why:
+            return why
+        if hop == "sender_to_book" and not self.itch_epoch:
+            return "the ITCH timestamps' clock is not given (--itch-clock)"
+        return None
+
+    def conditions(self, elapsed: float | None = None, messages: int | None = None) -> dict:
+        i = self.info()
+        c = {k: i.get(k) for k in ("path", "xdp_mode", "bind_mode", "poll_mode", "cpu", "kernel",
+                                   "interface", "queue", "netns", "feeds")}
+        c["clock_sources"] = {"user": "CLOCK_TAI", "xdp": i.get("xdp_clock"),
+                              "itch": self.o.itch_clock, "nic": self.clocks}
+        c["hop_domains"] = {"sender_to_book": self.o.itch_clock}
+        if elapsed:
+            c["duration_s"] = round(elapsed, 3)
+            if messages is not None:
+                c["message_rate"] = round(messages / elapsed, 1)
+        c["warmup_s"] = self.o.warmup
+        return c
+
+    def info(self) -> dict:
+        i = self.cap.info()
+        o = self.o
+        d = {
+            "interface": o.interface,
+            "netns": o.netns,
+            "path": o.path,
+            "xdp_mode": XDP_MODE_NAMES.get(i["xdp_mode"]) if o.path == "xdp" else None,
+            "bind_mode": BIND_NAMES.get(i["bind_mode"]) if o.path == "xdp" else "socket",
+            "poll_mode": o.poll,
+            "queue": o.queue if len(self.bound_queues) == 1 else ",".join(map(str, self.bound_queues)),
+            "cpu": o.cpu,
+            "feeds": [str(f) for f in o.feeds],
+            "kernel": platform.release(),
+            "xdp_clock": ("CLOCK_TAI" if self.tai_clock else "CLOCK_MONOTONIC") if o.path == "xdp" else None,
+            "tai_offset_s": i["tai_offset_s"],
+            "rx_queues": self.rx_queues,
+            "hw_clock": self.clocks.get("status"),
+            "itch_clock": o.itch_clock,
+        }
+        if self.hwts is not None:
+            d["hw_rx_timestamping"] = ("enabled for the run" if self.hwts.enabled
+                                       else f"not enabled: {self.hwts.reason}")
+        if o.path == "xdp":
+            d["prog_id"] = i["prog_id"]
+            d["hw_program"] = bool(i["hw_program"])
+            if not i["hw_program"]:
+                err = -i["hw_program_err"]
+                d["hw_program_reason"] = (
+                    "the device-bound program with bpf_xdp_metadata_rx_timestamp did not load "
+                    f"({os.strerror(err)}): needs Linux 6.3+ and a driver with XDP RX metadata"
+                    if err else "hardware timestamps not requested")
+        return d
+
+    def hw_timestamps(self, stats: dict) -> tuple[bool, str]:
+        i = self.cap.info()
+        if stats.get("hw_stamped"):
+            return True, f"NIC hardware RX timestamps on {stats['hw_stamped']} packets"
+        if self.o.path == "xdp" and not i["hw_program"]:
+            return False, self.info()["hw_program_reason"]
+        if stats.get("packets"):
+            return False, (f"{self.o.interface} gave no hardware RX timestamp "
+                           "(no PHC, e.g. veth, or hardware RX stamping not enabled)")
+        return False, "no packet received"
+
