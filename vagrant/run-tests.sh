@@ -80,7 +80,14 @@ finish() {
 	local rc=$?
 	if (( vm_up )); then
 		say "destroying the VM"
-		(cd "$root" && timeout -k 10 300 vagrant destroy -f >/dev/null 2>&1) || say "vagrant destroy failed: check 'virsh list --all'"
+		(cd "$root" && timeout -k 10 300 vagrant destroy -f >/dev/null 2>&1) || say "vagrant destroy failed"
+		# Whatever vagrant left (a timeout can stop it before it recorded the domain): by name.
+		local dom
+		for dom in $(virsh -q -c qemu:///system list --all --name | grep "^$HFTCAP_VM_PREFIX" || true); do
+			virsh -q -c qemu:///system destroy "$dom" >/dev/null 2>&1 || true
+			virsh -q -c qemu:///system undefine --remove-all-storage "$dom" >/dev/null 2>&1 \
+				|| say "could not remove domain $dom: virsh undefine --remove-all-storage $dom"
+		done
 	fi
 	rm -rf "$VAGRANT_DOTFILE_PATH"
 	stop_daemons
