@@ -5,6 +5,7 @@
 #   ./setup.sh            install only
 #   ./setup.sh demo       install, then run the one-command demo (the main job)
 #   ./setup.sh test       install, then run the whole test suite
+#   ./setup.sh packages [debian|ubuntu]   print the apt packages it installs, install nothing
 #
 # As root it runs as it is; as another user it runs itself again through sudo (it installs
 # packages and creates network namespaces, so it needs root either way).
@@ -13,6 +14,20 @@ set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$PWD
 say() { printf 'setup: %s\n' "$*"; }
+
+. /etc/os-release
+PKGS=(clang llvm libbpf-dev libxdp-dev pkg-config zlib1g-dev libisal-dev gcc make python3 python3-venv python3-dev
+      python3-bpfcc iproute2 iputils-ping util-linux ethtool linuxptp tshark tmux procps kmod prometheus)
+# `./setup.sh packages [debian|ubuntu]` prints the list and installs nothing (vagrant/build-box.sh
+# pre-installs it in the offline box).
+dist=${ID:-}
+if [ "${1:-}" = packages ]; then dist=${2:-$dist}; fi
+case "$dist" in
+	debian) PKGS+=(bpftool linux-headers-amd64 vagrant vagrant-libvirt) ;;
+	ubuntu) PKGS+=(linux-tools-common linux-headers-generic) ;;
+	*) say "unknown distribution '${dist:-?}': trying the Debian package names" >&2; PKGS+=(bpftool) ;;
+esac
+if [ "${1:-}" = packages ]; then echo "${PKGS[*]}"; exit 0; fi
 
 if [ "$(id -u)" != 0 ]; then
 	if command -v sudo >/dev/null; then
@@ -24,18 +39,10 @@ if [ "$(id -u)" != 0 ]; then
 	exit 1
 fi
 
-. /etc/os-release
 export DEBIAN_FRONTEND=noninteractive
 # tshark asks whether non-root users may capture: answer no, without a prompt.
 echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
 
-PKGS=(clang llvm libbpf-dev libxdp-dev pkg-config zlib1g-dev libisal-dev gcc make python3 python3-venv python3-dev
-      python3-bpfcc iproute2 iputils-ping util-linux ethtool linuxptp tshark tmux procps kmod prometheus)
-case "${ID:-}" in
-	debian) PKGS+=(bpftool linux-headers-amd64 vagrant vagrant-libvirt) ;;
-	ubuntu) PKGS+=(linux-tools-common linux-headers-generic) ;;
-	*) say "unknown distribution '${ID:-?}': trying the Debian package names"; PKGS+=(bpftool) ;;
-esac
 missing=()
 for p in "${PKGS[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
