@@ -155,14 +155,36 @@ def _hftcap_send(lab, count, k=1, rate=0):
     return json.loads(cp.stdout)
 
 
+def _wait_end_of_session(li, timeout: float) -> None:
+    """Until the listener has counted an End of Session packet (its Prometheus endpoint), or fail."""
+    import re
+    import urllib.request
+    line = next(x for x in li.err_lines if "metrics at" in x)
+    url = re.search(r"metrics at (http://127\.0\.0\.1:\d+/metrics)", line).group(1)
+    deadline, seen = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        body = urllib.request.urlopen(url, timeout=5).read().decode()
+        m = re.search(r"^hftcap_moldudp64_end_of_session_total(?:\{[^}]*\})? (\S+)$", body, re.M)
+        seen = float(m.group(1)) if m else None
+        if seen and seen >= 1:
+            return
+        time.sleep(0.05)
+    pytest.fail(f"no End of Session counted within {timeout} s of the send's end (metric: {seen})")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("path,poll", MODES, ids=[f"{p}-{m}" for p, m in MODES])
 def test_200k_packets_at_full_rate_loss_reported_exactly(lab, path, poll):
     """The sender's fastest rate: whatever is lost is reported as gaps (the End of Session
     packets carry the next sequence number), never hidden: received + gaps == sent."""
-    li = Listener(lab, "--path", path, "--poll", poll, "--duration", 6).wait_ready()
+    # No fixed duration: a loaded host can take longer than any guess to start the sender. The
+    # listener runs under a 90 s bound and is stopped (SIGTERM) once its own counters show the
+    # End of Session packets, read from its metrics endpoint on loopback.
+    li = Listener(lab, "--path", path, "--poll", poll, "--duration", 90, "--metrics", "127.0.0.1:0").wait_ready()
     try:
         sent = _hftcap_send(lab, 200_000)
+        _wait_end_of_session(li, timeout=30.0)
+        li.p.send_signal(signal.SIGTERM)
         r = li.result()
     finally:
         li.kill()
