@@ -30,14 +30,6 @@
 #define FL_PAYLOAD_OFF 42u    /* Ethernet 14 + IPv4 20 (the program accepts ihl 5 only) + UDP 8 */
 #define FL_MAX_PAYLOAD 1472u
 
-#if defined(__x86_64__) || defined(__i386__)
-#define cpu_relax() __builtin_ia32_pause()
-#elif defined(__aarch64__)
-#define cpu_relax() __asm__ __volatile__("yield")
-#else
-#define cpu_relax() __asm__ __volatile__("" ::: "memory")
-#endif
-
 const char *const hc_floor_hop_names[HC_FLOOR_NHOPS] = {
 	[HC_FLOOR_SEND_TO_XDP] = "send_to_xdp",
 	[HC_FLOOR_XDP_TO_APP] = "xdp_to_app",

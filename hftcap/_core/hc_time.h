@@ -19,4 +19,12 @@ static inline uint64_t hc_now_mono_ns(void)
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
+/* One pause in a spin-wait loop (the waits of the sender's pacing and the floor's spin). */
+#if defined(__x86_64__) || defined(__i386__)
+#define cpu_relax() __builtin_ia32_pause()
+#elif defined(__aarch64__)
+#define cpu_relax() __asm__ __volatile__("yield")
+#else
+#define cpu_relax() __asm__ __volatile__("" ::: "memory")
+#endif
 #endif

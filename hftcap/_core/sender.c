@@ -2,6 +2,7 @@
  * produces the datagrams in wire order with their deadlines; two sinks consume it: the
  * socket (wait, stamp, sendmmsg) and a buffer (stamp, copy) for tests. */
 #include "sender.h"
+#include "hc_time.h"
 #include "hist.h"
 
 #include <errno.h>
@@ -21,14 +22,6 @@
 #define HC_SEND_SLEEP_SLICE_NS 100000000ull /* re-check stop / time bound this often */
 #define HC_SEND_EOS_MAX 16
 #define HC_SERVE_BATCH 16
-
-#if defined(__x86_64__) || defined(__i386__)
-#define cpu_relax() __builtin_ia32_pause()
-#elif defined(__aarch64__)
-#define cpu_relax() __asm__ __volatile__("yield")
-#else
-#define cpu_relax() __asm__ __volatile__("" ::: "memory")
-#endif
 
 struct hc_sender {
 	struct hc_send_cfg cfg;
