@@ -120,6 +120,8 @@ def _print_summary(s: dict, console: Console | None = None) -> None:
                               f"{snap['load_ms']} ms; join to synced {snap['join_to_synced_ms']} ms; buffered "
                               f"{snap['buffered_applied']:,} applied, {snap['buffered_discarded']:,} discarded "
                               f"(CLOCK_MONOTONIC)")
+        if s.get("restore_note"):
+            t.add_row("restores", s["restore_note"] + " (CLOCK_MONOTONIC)")
     console = console or out
     console.print(t)
     if s.get("late_join"):
@@ -228,6 +230,8 @@ def listen(
     s = run_listen(o, on_started=started, live=live, symbol=symbol, on_doctor=_print_doctor_line)
     if s.get("recovery_warning"):
         print(f"hftcap: {s['recovery_warning']}", file=sys.stderr)
+    if s.get("restore_note"):
+        print(f"hftcap: {s['restore_note']}", file=sys.stderr)
     if s.get("capture"):
         _print_capture_lines(s["capture"])
     if write == "-":  # stdout is the capture

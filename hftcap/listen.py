@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 
 from .book.books import _book_json
@@ -121,7 +122,16 @@ def join_summary(sess: Session, st: dict, drops: dict) -> dict:
     joined mid-session (first sequence not 1): its stocks are then incomplete and unknown
     references to orders added before the join are counted apart."""
     if sess.snapshot_client is not None:
-        return {"snapshot": sess.snapshot_client.result()}
+        snap = sess.snapshot_client.result()
+        out = {"snapshot": snap}
+        r = snap["restores"]
+        if r["started"]:
+            out["restore_note"] = (f"{r['completed']} of {r['started']} restores from the snapshot after a gap "
+                                   f"declared lost" + (" (one under way at the end: books incomplete)"
+                                                       if r["in_progress"] else "")
+                                   + (f"; last synced {r['last_ms']} ms after its loss" if r["last_ms"] is not None
+                                      else ""))
+        return out
     firsts = st.get("first_sequence", [])
     late = [s for s in firsts if s and s != 1]
     if not late:
@@ -225,6 +235,8 @@ def _run_session(o, on_started, live, symbol, title, stop_event, doctor, server,
     with Stopper() as stopper, progcost.stats_enabled(_core, o.path == "xdp"):
         sess = Session(o)
         sess.doctor = doctor
+        if not live:  # the live view shows restores itself; here one stderr line each
+            sess.on_snapshot_event = lambda kind, text: print(f"hftcap: {text}", file=sys.stderr, flush=True)
         try:
             sess.start()
             if server is not None:

@@ -83,6 +83,7 @@ class Session:
             self.close()
             raise HftcapError(f"cannot arm the join buffer: {e}", hint="a smaller --join-buffer") from None
         self.snapshot_client = None
+        self.on_snapshot_event = None  # (kind, text): restore progress (listen prints it in --json mode)
         self.doctor = None          # the doctor's Report of this host, set by run_listen
         self.metrics_url = None     # the Prometheus endpoint, when listen --metrics serves one
 
@@ -93,8 +94,11 @@ class Session:
             from .feed.glimpse import SnapshotClient, parse_hostport
             host, port = parse_hostport(self.o.snapshot)
             books = self.cap.books()
+            # restore=True: after a gap declared lost the data thread re-arms the join and this
+            # thread restores the books from a fresh snapshot (hftcap.feed.glimpse).
             self.snapshot_client = SnapshotClient(self.join, books.stats, host, port, self.o.snapshot_user,
-                                                  self.o.snapshot_password).start()
+                                                  self.o.snapshot_password, restore=True,
+                                                  on_event=self.on_snapshot_event).start()
 
     def reset_hists(self):
         """Measure from now on: the hop histograms and the XDP program's run time."""

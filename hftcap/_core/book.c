@@ -1348,6 +1348,11 @@ void hc_books_mark_suspect(struct hc_books *b)
 	atomic_store_explicit(&b->suspect, 1, memory_order_relaxed);
 }
 
+void hc_books_clear_suspect(struct hc_books *b)
+{
+	atomic_store_explicit(&b->suspect, 0, memory_order_relaxed);
+}
+
 int hc_books_locates(struct hc_books *b, uint16_t *out, int cap)
 {
 	int n = 0;

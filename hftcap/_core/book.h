@@ -100,6 +100,8 @@ const struct hc_books_stats *hc_books_stats(const struct hc_books *b);
 /* A gap was declared lost (recovery.c): every stock, and every stock seen later, is suspect
  * (a lost message may have been for any of them) until a snapshot restores the books. */
 void hc_books_mark_suspect(struct hc_books *b);
+/* The books were restored whole from a snapshot (join.c): no longer suspect. */
+void hc_books_clear_suspect(struct hc_books *b);
 
 /* Cache warming for a packet's messages before they are applied (the live consumer): the
  * window slot of the message's order reference, then (once that slot is in cache) the order

@@ -771,7 +771,7 @@ int hc_capture_set_join(struct hc_capture *c, struct hc_join *j)
 {
 	if (!c->cons.books)
 		return -EINVAL;
-	c->cons.join = j;
+	hc_consumer_attach_join(&c->cons, j);
 	return 0;
 }
 

@@ -1,4 +1,5 @@
 /* feed.c: see feed.h. */
+#include <errno.h>
 #include <string.h>
 #include "feed.h"
 #include "book.h"
@@ -197,6 +198,44 @@ void hc_consumer_sequence(struct hc_consumer *c, uint32_t feed, const uint8_t *p
 		c->out_itch_ns = itch_ns;
 	} else if (nz) {
 		hc_snap_table_commit(c->snaps);
+	}
+}
+
+void hc_consumer_lost(struct hc_consumer *c, struct hc_mold *m, uint64_t end)
+{
+	(void)m;
+	if (c->books)
+		hc_books_mark_suspect(c->books);
+	if (!c->join)
+		return;
+	if (hc_join_state(c->join) == HC_JOIN_LIVE)
+		hc_join_rearm(c->join, end);
+	else
+		hc_join_note_lost(c->join, end);
+}
+
+/* The join's feed is feed 0 (a join serves one feed: its ring holds one sequence space). */
+static int join_hole(void *ctx, uint64_t first, uint64_t end)
+{
+	struct hc_consumer *c = ctx;
+	if (!c->recov)
+		return -ENOTCONN;
+	return hc_recov_hole(c->recov, c, 0, first, end, 0);
+}
+
+static void join_restored(void *ctx)
+{
+	struct hc_consumer *c = ctx;
+	if (c->recov)
+		hc_recov_restored(c->recov, 0);
+}
+
+void hc_consumer_attach_join(struct hc_consumer *c, struct hc_join *j)
+{
+	c->join = j;
+	if (j) {
+		struct hc_join_hooks h = { .ctx = c, .hole = join_hole, .restored = join_restored };
+		hc_join_set_hooks(j, &h);
 	}
 }
 

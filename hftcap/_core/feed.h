@@ -83,6 +83,13 @@ void hc_consumer_sequence(struct hc_consumer *c, uint32_t feed, const uint8_t *p
  * its own). */
 void hc_consumer_apply_msg(struct hc_consumer *c, struct hc_mold *m, const uint8_t *msg,
 			   uint32_t len);
+/* A run of `m`'s feed ending before `end` was declared lost (recovery.c): the books are
+ * suspect; with a join, a LIVE feed is re-armed (join.h: the snapshot loader restores the
+ * books), a feed already buffering notes the loss. Data thread. */
+void hc_consumer_lost(struct hc_consumer *c, struct hc_mold *m, uint64_t end);
+/* Set the late join before the data thread starts, with its hooks: a hole is re-requested
+ * through recovery (when configured), a restore tells recovery the feed is whole. */
+void hc_consumer_attach_join(struct hc_consumer *c, struct hc_join *j);
 /* Between packets when the receive loop found none: work that must not wait for the next
  * packet (a snapshot hand-over, join.h). */
 void hc_consumer_idle(struct hc_consumer *c);

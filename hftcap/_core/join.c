@@ -20,6 +20,9 @@ struct hc_join {
 	struct hc_join_slot *ring;
 	uint64_t head;           /* messages pushed since (re)arming */
 	uint64_t floor_seq;      /* a hand-over below this (already applied) is refused */
+	uint64_t last_seq;       /* the last message pushed */
+	int rearmed;             /* the next splice ends a restore */
+	struct hc_join_hooks hooks;
 	struct hc_join_stats st;
 };
 
@@ -51,6 +54,13 @@ void hc_join_free(struct hc_join *j)
 	free(j);
 }
 
+void hc_join_set_hooks(struct hc_join *j, const struct hc_join_hooks *h) { j->hooks = *h; }
+
+static inline void bump(uint64_t *v, uint64_t by)
+{
+	__atomic_store_n(v, *v + by, __ATOMIC_RELAXED);
+}
+
 int hc_join_state(const struct hc_join *j) { return __atomic_load_n(&j->state, __ATOMIC_ACQUIRE); }
 const struct hc_join_stats *hc_join_stats(const struct hc_join *j) { return &j->st; }
 uint64_t hc_join_capacity(const struct hc_join *j) { return j->cap; }
@@ -69,23 +79,22 @@ void hc_join_push(struct hc_join *j, uint64_t seq, const uint8_t *msg, uint32_t 
 	s->seq = seq;
 	s->len = (uint8_t)len;
 	memcpy(s->msg, msg, len);
+	j->last_seq = seq;
 	j->head++;
 	j->st.buffered++;
 }
 
-/* The data thread has the books from here on (READY acquired). */
-static void splice(struct hc_join *j, struct hc_books *b)
+static void go_behind(struct hc_join *j)
 {
-	uint64_t n = j->st.snapshot_next;
+	bump(&j->st.behind, 1);
+	__atomic_store_n(&j->state, HC_JOIN_BEHIND, __ATOMIC_RELEASE);
+}
+
+/* Apply the ring's messages from n on (discarding those below), then LIVE. */
+static void finish(struct hc_join *j, struct hc_books *b, uint64_t n)
+{
 	uint64_t held = j->head < j->cap ? j->head : j->cap;
-	uint64_t i = j->head - held;
-	if (n < j->floor_seq || (held && j->ring[i % j->cap].seq > n)) {
-		j->st.behind++;
-		j->st.stale += n < j->floor_seq;
-		__atomic_store_n(&j->state, HC_JOIN_BEHIND, __ATOMIC_RELEASE);
-		return;
-	}
-	for (; i < j->head; i++) {
+	for (uint64_t i = j->head - held; i < j->head; i++) {
 		const struct hc_join_slot *s = &j->ring[i % j->cap];
 		if (s->seq < n) {
 			j->st.discarded++;
@@ -96,7 +105,99 @@ static void splice(struct hc_join *j, struct hc_books *b)
 	}
 	j->st.splices++;
 	j->st.live_ns = hc_now_mono_ns();
+	if (j->rearmed) {
+		uint64_t d = j->st.live_ns - j->st.armed_ns;
+		j->rearmed = 0;
+		bump(&j->st.restore_ns_sum, d);
+		__atomic_store_n(&j->st.restore_ns_last, d, __ATOMIC_RELAXED);
+		if (d > j->st.restore_ns_max)
+			__atomic_store_n(&j->st.restore_ns_max, d, __ATOMIC_RELAXED);
+		hc_books_clear_suspect(b);
+		bump(&j->st.restores, 1);
+		if (j->hooks.restored)
+			j->hooks.restored(j->hooks.ctx);
+	}
 	__atomic_store_n(&j->state, HC_JOIN_LIVE, __ATOMIC_RELEASE);
+}
+
+/* The first sequence the ring holds, or (empty) the next one the feed will deliver. */
+static uint64_t ring_start(const struct hc_join *j)
+{
+	uint64_t held = j->head < j->cap ? j->head : j->cap;
+	if (held)
+		return j->ring[(j->head - held) % j->cap].seq;
+	return j->st.lost_upto > j->floor_seq ? j->st.lost_upto : j->floor_seq;
+}
+
+/* The data thread has the books from here on (READY acquired). */
+static void splice(struct hc_join *j, struct hc_books *b)
+{
+	uint64_t n = j->st.snapshot_next;
+	uint64_t reached = j->head ? j->last_seq + 1 : j->floor_seq; /* next the feed delivers */
+	if (j->st.lost_upto > reached)
+		reached = j->st.lost_upto;
+	if (j->st.lost_upto > n) { /* a run at or after N is missing from the ring */
+		bump(&j->st.lost_after_n, 1);
+		go_behind(j);
+		return;
+	}
+	if (n > reached)
+		return; /* N is ahead of the packets still on their way: wait for them */
+	uint64_t start = ring_start(j);
+	if (n < j->floor_seq || start > n) {
+		j->st.stale += n < j->floor_seq;
+		if (j->hooks.hole) {
+			j->st.hole_first = j->st.hole_next = n;
+			j->st.hole_end = start;
+			__atomic_store_n(&j->state, HC_JOIN_HOLE, __ATOMIC_RELEASE);
+			if (j->hooks.hole(j->hooks.ctx, n, start) == 0) {
+				bump(&j->st.holes, 1);
+				return;
+			}
+		}
+		go_behind(j);
+		return;
+	}
+	finish(j, b, n);
+}
+
+void hc_join_hole_msg(struct hc_join *j, struct hc_books *b, uint64_t seq, const uint8_t *msg,
+		      uint32_t len)
+{
+	if (hc_join_state(j) != HC_JOIN_HOLE || seq != j->st.hole_next)
+		return;
+	hc_books_feed_msg(b, msg, len);
+	bump(&j->st.hole_next, 1);
+	bump(&j->st.hole_messages, 1);
+}
+
+void hc_join_hole_done(struct hc_join *j, struct hc_books *b, int ok)
+{
+	if (hc_join_state(j) != HC_JOIN_HOLE)
+		return;
+	uint64_t end = j->st.hole_end;
+	if (!ok || j->st.hole_next != end) {
+		bump(&j->st.holes_failed, 1);
+		go_behind(j);
+		return;
+	}
+	bump(&j->st.holes_filled, 1);
+	if (j->st.lost_upto > end) {
+		bump(&j->st.lost_after_n, 1);
+		go_behind(j);
+		return;
+	}
+	if (ring_start(j) > end) { /* the ring overwrote its start meanwhile */
+		go_behind(j);
+		return;
+	}
+	finish(j, b, end);
+}
+
+void hc_join_note_lost(struct hc_join *j, uint64_t end)
+{
+	if (end > j->st.lost_upto)
+		__atomic_store_n(&j->st.lost_upto, end, __ATOMIC_RELAXED);
 }
 
 void hc_join_poll(struct hc_join *j, struct hc_books *b)
@@ -122,6 +223,9 @@ void hc_join_rearm(struct hc_join *j, uint64_t applied_next)
 	j->head = 0;
 	j->floor_seq = applied_next;
 	j->dirty = 1;
+	j->rearmed = 1;
+	j->st.lost_upto = 0;
+	bump(&j->st.rearms, 1);
 	j->st.armed_ns = hc_now_mono_ns();
 	j->st.first_packet_ns = j->st.ready_ns = j->st.live_ns = 0;
 	__atomic_store_n(&j->state, HC_JOIN_BUFFERING, __ATOMIC_RELEASE);

@@ -14,8 +14,19 @@
  *              overwrote it), BEHIND, handing the books back.
  *   LIVE       normal operation: packets go to the books.
  *   BEHIND     as BUFFERING (the loader owns the books again and must snapshot again).
- * A re-arm (hc_join_rearm, by the data thread, e.g. after a gap declared lost) goes from LIVE
- * back to BUFFERING with an empty ring: the same loader procedure then restores the books.
+ *   HOLE       the ring starts after N (or N is below what the books had applied) and a
+ *              re-request hook is set: the data thread keeps the books and fills [N, start of
+ *              the ring) from re-request replies (recovery.c: hc_recov_hole), buffering the
+ *              live feed meanwhile; then splices the ring (LIVE), or, when the re-request
+ *              fails, goes BEHIND.
+ * A splice waits (stays READY, buffering) until the feed has reached N: a snapshot taken
+ * ahead of the packets still in flight must not see them applied a second time.
+ * A re-arm (hc_join_rearm, by the data thread, on a gap declared lost: feed.c
+ * hc_consumer_lost) goes from LIVE back to BUFFERING with an empty ring: the same loader
+ * procedure then restores the books; the splice that ends it clears the books' suspect flag
+ * and calls the `restored` hook (the feed goes back to synced). A run lost while not LIVE
+ * (hc_join_note_lost) that reaches N or beyond makes the splice refuse N (BEHIND). The
+ * restore time is armed_ns -> live_ns (degraded -> synced), CLOCK_MONOTONIC.
  *
  * The ring is preallocated: `capacity` slots of 64 bytes (sequence, length, message; ITCH's
  * largest message is 50 bytes), overwritten oldest first when full (the newest are kept, so
@@ -34,6 +45,7 @@ enum hc_join_state {
 	HC_JOIN_READY = 2,
 	HC_JOIN_LIVE = 3,
 	HC_JOIN_BEHIND = 4,
+	HC_JOIN_HOLE = 5,
 };
 
 #define HC_JOIN_SLOT_MSG 55
@@ -58,6 +70,18 @@ struct hc_join_stats {
 	uint64_t first_seq;       /* sequence of the first message buffered since (re)arming */
 	uint64_t snapshot_next;   /* N of the last hand-over */
 	uint64_t armed_ns, first_packet_ns, ready_ns, live_ns;
+	/* restore after a gap declared lost (data thread) */
+	uint64_t rearms;          /* re-arms (restores started) */
+	uint64_t restores;        /* splices that ended a re-arm */
+	uint64_t restore_ns_last, restore_ns_max, restore_ns_sum; /* armed -> live, CLOCK_MONOTONIC */
+	uint64_t lost_after_n;    /* splices refused: a run at or after N was lost while buffering */
+	uint64_t lost_upto;       /* one past the highest run lost while not LIVE (since arming) */
+	/* the hole [N, start of the ring) re-requested (data thread) */
+	uint64_t holes;           /* holes asked for through the hook */
+	uint64_t holes_filled;    /* of which every message came */
+	uint64_t holes_failed;    /* of which the re-request failed (then BEHIND: a new snapshot) */
+	uint64_t hole_messages;   /* messages of holes applied to the books */
+	uint64_t hole_first, hole_end, hole_next; /* the last hole: [first, end), next to apply */
 	/* loader side */
 	uint64_t loads;           /* spins started (hc_join_load_begin) */
 	uint64_t clears;          /* of which on books that were not empty */
@@ -67,6 +91,17 @@ struct hc_join_stats {
 };
 
 struct hc_join;
+
+/* Set by the owner of the consumer before the data thread starts (feed.c). hole: ask for
+ * [first, end) to be re-requested, the replies coming back through hc_join_hole_msg and
+ * hc_join_hole_done; 0 = asked, else -errno (no re-request server: BEHIND). restored: a
+ * splice ended a re-arm (the feed is whole again). Both run in the data thread. */
+struct hc_join_hooks {
+	void *ctx;
+	int (*hole)(void *ctx, uint64_t first, uint64_t end);
+	void (*restored)(void *ctx);
+};
+void hc_join_set_hooks(struct hc_join *j, const struct hc_join_hooks *h);
 
 int hc_join_new(struct hc_join **out, uint64_t capacity);
 void hc_join_free(struct hc_join *j);
@@ -82,6 +117,13 @@ int hc_join_buffering(struct hc_join *j, struct hc_books *b);
 void hc_join_push(struct hc_join *j, uint64_t seq, const uint8_t *msg, uint32_t len);
 void hc_join_poll(struct hc_join *j, struct hc_books *b);
 void hc_join_rearm(struct hc_join *j, uint64_t applied_next); /* mold next: floor for N */
+/* A run ending before `end` was lost while the join is not LIVE. */
+void hc_join_note_lost(struct hc_join *j, uint64_t end);
+/* HOLE (data thread): the re-requested message `seq` (applied when it is the next one), and
+ * the end of the re-request (ok: every message came). */
+void hc_join_hole_msg(struct hc_join *j, struct hc_books *b, uint64_t seq, const uint8_t *msg,
+		      uint32_t len);
+void hc_join_hole_done(struct hc_join *j, struct hc_books *b, int ok);
 
 /* Loader (owner of the books while BUFFERING or BEHIND; -EBUSY otherwise). load_begin
  * clears the books if anything was loaded or applied to them before; hand_over gives them to

@@ -17,6 +17,7 @@
 #include "feed.h"
 #include "mold.h"
 #include "hc_time.h"
+#include "join.h"
 
 #define NREQ (2 * HC_RECOV_MAX_OUTSTANDING) /* in flight + given up (lost when next gets there) */
 #define LAB_SENT_CAP 4096
@@ -38,6 +39,13 @@ struct req {
 	uint8_t used, given_up;
 };
 
+struct hole {
+	int active;
+	uint64_t next, end; /* next to ask for, one past the last */
+	uint32_t server;
+	struct req q;       /* the one request out */
+};
+
 struct rfeed {
 	struct slot *ring;
 	uint64_t high;
@@ -55,6 +63,9 @@ struct rfeed {
 	int state;
 	struct hc_hist hist;     /* gap seen -> filled, CLOCK_TAI ns */
 	struct hc_hist lost_hist; /* first request -> declared lost, CLOCK_TAI ns */
+	uint64_t restored_lost;  /* gaps_lost when a snapshot last restored the books */
+	struct hole hole;
+	struct hc_recov_hole_stats hst;
 };
 
 struct hc_recov {
@@ -63,6 +74,7 @@ struct hc_recov {
 	uint32_t nfeeds;
 	uint64_t cap, mask;
 	int fd;
+	uint64_t last_now;       /* the latest clock a call brought (the lab's clock for a hole) */
 	struct sockaddr_in srv[HC_RECOV_MAX_SERVERS];
 	struct hc_recov_stats sock; /* drops before a datagram is matched to a feed */
 	struct rfeed *f;
@@ -178,7 +190,7 @@ static inline void take_parked(struct hc_recov *r, struct hc_consumer *c, struct
 
 static void set_state(struct hc_recov *r, struct rfeed *f, struct hc_mold *m)
 {
-	int s = f->st.gaps_lost ? HC_FEED_DEGRADED
+	int s = f->st.gaps_lost > f->restored_lost ? HC_FEED_DEGRADED
 		: f->missing ? (f->inflight ? HC_FEED_RECOVERING : HC_FEED_GAP_WAIT)
 			     : HC_FEED_SYNCED;
 	__atomic_store_n(&f->state, s, __ATOMIC_RELAXED);
@@ -199,8 +211,18 @@ static void set_missing(struct hc_recov *r, struct rfeed *f, int missing, uint64
 	}
 }
 
+static void send_to(struct hc_recov *r, struct hc_mold *m, struct rfeed *f, uint32_t server,
+		    struct req *q, uint64_t now);
+
 static void send_req(struct hc_recov *r, struct hc_mold *m, struct rfeed *f, struct req *q,
 		     uint64_t now)
+{
+	bump(&f->st.requests_sent, 1);
+	send_to(r, m, f, f->server, q, now);
+}
+
+static void send_to(struct hc_recov *r, struct hc_mold *m, struct rfeed *f, uint32_t server,
+		    struct req *q, uint64_t now)
 {
 	uint8_t pkt[20];
 	memcpy(pkt, m->session, 10);
@@ -209,17 +231,16 @@ static void send_req(struct hc_recov *r, struct hc_mold *m, struct rfeed *f, str
 	pkt[18] = (uint8_t)(q->count >> 8);
 	pkt[19] = (uint8_t)q->count;
 	q->sent_ns = now;
-	bump(&f->st.requests_sent, 1);
 	if (r->cfg.lab) {
 		if (r->nsent < LAB_SENT_CAP) {
-			r->sent_server[r->nsent] = f->server;
+			r->sent_server[r->nsent] = server;
 			memcpy(r->sent[r->nsent], pkt, 20);
 			r->nsent++;
 		}
 		return;
 	}
 	/* A refusal is not retried here: the request times out like a lost one. */
-	if (sendto(r->fd, pkt, 20, MSG_DONTWAIT, (struct sockaddr *)&r->srv[f->server],
+	if (sendto(r->fd, pkt, 20, MSG_DONTWAIT, (struct sockaddr *)&r->srv[server],
 		   sizeof(r->srv[0])) != 20)
 		bump(&f->st.send_errors, 1);
 }
@@ -244,8 +265,7 @@ static void lose_run(struct hc_consumer *c, struct hc_mold *m, struct rfeed *f, 
 	bump(&f->st.messages_lost, n);
 	bump(&m->st.gaps, n);
 	bump(&m->st.gap_events, 1);
-	if (c->books)
-		hc_books_mark_suspect(c->books);
+	hc_consumer_lost(c, m, first + n); /* books suspect; with a join, restored (feed.c) */
 }
 
 /* Deliver parked messages from next on; skip runs whose request was given up (lost). */
@@ -389,6 +409,7 @@ void hc_recov_packet(struct hc_recov *r, struct hc_consumer *c, uint32_t feed,
 	const struct hc_pkt_times *t = times;
 	struct hc_mold *m = &c->mold[feed];
 	struct rfeed *f = &r->f[feed];
+	r->last_now = now;
 	if (len < HC_MOLD_HDR || !m->have_session || memcmp(m->session, pkt, 10)) {
 		if (len >= HC_MOLD_HDR && m->have_session)
 			session_reset(r, c, m, f, now);
@@ -485,12 +506,119 @@ void hc_recov_packet(struct hc_recov *r, struct hc_consumer *c, uint32_t feed,
 	set_state(r, f, m);
 }
 
+/* ---- the hole of a join (join.h HOLE) ---- */
+
+static void hole_send(struct hc_recov *r, struct hc_mold *m, struct rfeed *f, uint64_t now)
+{
+	struct hole *h = &f->hole;
+	uint64_t n = h->end - h->next;
+	h->q = (struct req){ .first = h->next, .used = 1, .first_sent_ns = now,
+			     .count = (uint32_t)(n < r->cfg.request_max ? n : r->cfg.request_max) };
+	bump(&f->hst.requests, 1);
+	send_to(r, m, f, h->server, &h->q, now);
+}
+
+static void hole_end(struct hc_recov *r, struct hc_consumer *c, struct rfeed *f, int ok)
+{
+	f->hole.active = 0;
+	__atomic_sub_fetch(&r->head.active, 1, __ATOMIC_RELAXED);
+	bump(ok ? &f->hst.filled : &f->hst.failed, 1);
+	if (c->join && c->books)
+		hc_join_hole_done(c->join, c->books, ok);
+}
+
+int hc_recov_hole(struct hc_recov *r, struct hc_consumer *c, uint32_t feed, uint64_t first,
+		  uint64_t end, uint64_t now)
+{
+	if (feed >= r->nfeeds || end <= first)
+		return -EINVAL;
+	if (!now) /* from the join's hook: the lab runs on its caller's clock */
+		now = r->cfg.lab ? r->last_now : hc_now_tai_ns();
+	struct rfeed *f = &r->f[feed];
+	struct hc_mold *m = &c->mold[feed];
+	if (!r->cfg.nservers || !m->have_session)
+		return -ENOTCONN;
+	if (f->hole.active)
+		return -EBUSY;
+	f->hole = (struct hole){ .active = 1, .next = first, .end = end };
+	__atomic_add_fetch(&r->head.active, 1, __ATOMIC_RELAXED);
+	bump(&f->hst.holes, 1);
+	hole_send(r, m, f, now);
+	return 0;
+}
+
+/* A reply that starts where the hole's request does (of a feed with this session): used. */
+static int hole_reply(struct hc_recov *r, struct hc_consumer *c, uint32_t fi, const uint8_t *pkt,
+		      uint64_t seq, uint32_t count, uint64_t now)
+{
+	for (uint32_t k = fi; k < r->nfeeds; k++) {
+		struct rfeed *f = &r->f[k];
+		struct hole *h = &f->hole;
+		if (!h->active || h->q.first != seq || !count || count > h->q.count ||
+		    !c->mold[k].have_session || memcmp(c->mold[k].session, pkt, 10))
+			continue;
+		const uint8_t *p = pkt + HC_MOLD_HDR;
+		for (uint32_t i = 0; i < count; i++) {
+			uint32_t n = hc_be16(p);
+			if (c->join && c->books)
+				hc_join_hole_msg(c->join, c->books, seq + i, p + 2, n);
+			p += 2 + n;
+		}
+		bump(&f->hst.replies, 1);
+		bump(&f->hst.messages, count);
+		h->next = seq + count;
+		if (h->next >= h->end)
+			hole_end(r, c, f, 1);
+		else
+			hole_send(r, &c->mold[k], f, now);
+		return 1;
+	}
+	return 0;
+}
+
+static void hole_tick(struct hc_recov *r, struct hc_consumer *c, struct hc_mold *m,
+		      struct rfeed *f, uint64_t now)
+{
+	struct hole *h = &f->hole;
+	if (now < h->q.sent_ns + r->cfg.request_timeout_ns)
+		return;
+	bump(&f->hst.timeouts, 1);
+	if (h->q.attempts < r->cfg.request_retries) {
+		h->q.attempts++;
+		bump(&f->hst.retries, 1);
+	} else if (h->server + 1 < r->cfg.nservers) {
+		h->server++;
+		h->q.attempts = 0;
+		bump(&f->hst.failovers, 1);
+	} else {
+		hole_end(r, c, f, 0);
+		return;
+	}
+	bump(&f->hst.requests, 1);
+	send_to(r, m, f, h->server, &h->q, now);
+}
+
+const struct hc_recov_hole_stats *hc_recov_hole_stats(const struct hc_recov *r, uint32_t feed)
+{
+	return &r->f[feed < r->nfeeds ? feed : 0].hst;
+}
+
+void hc_recov_restored(struct hc_recov *r, uint32_t feed)
+{
+	if (feed >= r->nfeeds)
+		return;
+	struct rfeed *f = &r->f[feed];
+	f->restored_lost = f->st.gaps_lost;
+	set_state(r, f, NULL);
+}
+
 /* ---- replies ---- */
 
 void hc_recov_reply(struct hc_recov *r, struct hc_consumer *c, const uint8_t *pkt, uint32_t len,
 		    uint32_t src_ip_be, uint16_t src_port_be, uint64_t now)
 {
 	uint32_t sv = 0;
+	r->last_now = now;
 	while (sv < r->cfg.nservers &&
 	       (r->cfg.server_ip_be[sv] != src_ip_be || r->cfg.server_port_be[sv] != src_port_be))
 		sv++;
@@ -517,6 +645,8 @@ void hc_recov_reply(struct hc_recov *r, struct hc_consumer *c, const uint8_t *pk
 		bump(&r->sock.drop_wrong_session, 1);
 		return;
 	}
+	if (hole_reply(r, c, fi, pkt, seq, count, now))
+		return;
 	/* Feeds sharing a session id: the one with a request starting there. */
 	struct req *q = NULL;
 	for (uint32_t k = fi; k < r->nfeeds && !q; k++) {
@@ -643,9 +773,12 @@ static void issue(struct hc_recov *r, struct hc_consumer *c, struct hc_mold *m, 
 
 void hc_recov_tick(struct hc_recov *r, struct hc_consumer *c, uint64_t now)
 {
+	r->last_now = now;
 	for (uint32_t k = 0; k < r->nfeeds; k++) {
 		struct rfeed *f = &r->f[k];
 		struct hc_mold *m = &c->mold[k];
+		if (f->hole.active)
+			hole_tick(r, c, m, f, now);
 		if (!f->missing)
 			continue;
 		int gave_up = 0;
@@ -681,6 +814,8 @@ uint64_t hc_recov_next_timer_ns(const struct hc_recov *r, uint64_t now)
 	uint64_t due = UINT64_MAX;
 	for (uint32_t k = 0; k < r->nfeeds; k++) {
 		const struct rfeed *f = &r->f[k];
+		if (f->hole.active && f->hole.q.sent_ns + r->cfg.request_timeout_ns < due)
+			due = f->hole.q.sent_ns + r->cfg.request_timeout_ns;
 		if (!f->missing)
 			continue;
 		if (f->unreq_since_ns && f->inflight < r->cfg.max_outstanding) {

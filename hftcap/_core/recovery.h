@@ -32,7 +32,7 @@ enum hc_feed_state {
 	HC_FEED_SYNCED = 0,     /* nothing missing, nothing ever lost */
 	HC_FEED_GAP_WAIT = 1,   /* messages missing, waiting for a late packet before asking */
 	HC_FEED_RECOVERING = 2, /* requests out */
-	HC_FEED_DEGRADED = 3,   /* a gap was declared lost since start (books suspect) */
+	HC_FEED_DEGRADED = 3,   /* a gap was declared lost since start or the last restore (books suspect) */
 };
 
 struct hc_recov_cfg {
@@ -80,6 +80,21 @@ struct hc_recov_stats {
 
 struct hc_recov_range { uint64_t first, count; };
 
+/* The hole of a late join or restore (join.h HOLE): [N, start of the join ring) asked for
+ * from the re-request servers, one request of at most request_max messages at a time, with
+ * the same timeout, retries and failover as a gap. Per feed, relaxed u64s. */
+struct hc_recov_hole_stats {
+	uint64_t holes;      /* holes asked for */
+	uint64_t filled;     /* every message came */
+	uint64_t failed;     /* every server failed: the join goes behind (a new snapshot) */
+	uint64_t requests;   /* request datagrams (first sends, retries, the next part) */
+	uint64_t retries;
+	uint64_t timeouts;
+	uint64_t failovers;
+	uint64_t replies;    /* replies used */
+	uint64_t messages;   /* messages the replies brought */
+};
+
 struct hc_recov;
 
 int hc_recov_new(struct hc_recov **out, const struct hc_recov_cfg *cfg, uint32_t nfeeds);
@@ -101,6 +116,17 @@ void hc_recov_tick(struct hc_recov *r, struct hc_consumer *c, uint64_t now_ns);
 uint64_t hc_recov_next_timer_ns(const struct hc_recov *r, uint64_t now_ns);
 /* Nonzero while any feed has something missing (the loops tick only then). */
 static inline int hc_recov_active(const struct hc_recov *r);
+
+/* Ask for the hole [first, end) of `feed` (join.h hooks, data thread); each reply's messages go
+ * to hc_join_hole_msg, the end (filled or failed) to hc_join_hole_done. -ENOTCONN: no server
+ * or no session yet; -EBUSY: a hole is out. now_ns 0: the clock of the latest call (lab) or
+ * CLOCK_TAI now. */
+int hc_recov_hole(struct hc_recov *r, struct hc_consumer *c, uint32_t feed, uint64_t first,
+		  uint64_t end, uint64_t now_ns);
+const struct hc_recov_hole_stats *hc_recov_hole_stats(const struct hc_recov *r, uint32_t feed);
+/* The feed's books were restored from a snapshot (join.h): the runs lost so far no longer
+ * make it degraded. */
+void hc_recov_restored(struct hc_recov *r, uint32_t feed);
 
 int hc_recov_state(const struct hc_recov *r, uint32_t feed);
 const struct hc_recov_stats *hc_recov_stats(const struct hc_recov *r, uint32_t feed);

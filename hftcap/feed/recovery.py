@@ -93,6 +93,8 @@ def shape(report: dict | None, feeds: list) -> dict | None:
             "recovery_time": pct(r["recovery_time"]),
             # a run's first request -> the run declared lost (no server answered)
             "loss_declared_after": pct(r["loss_declared_after"]),
+            # the hole [N, start of the join buffer) of a late join or restore, re-requested
+            "hole": r.get("hole", {}),
         }
     return out
 
@@ -101,7 +103,9 @@ def exit_line(rec: dict | None, suspect: int) -> str | None:
     """One line for the end of a run in which books became unreliable, else None."""
     if not rec:
         return None
-    bad = {f: r for f, r in rec["feeds"].items() if r["gaps_lost"]}
+    # A feed whose books a snapshot restored after its losses is synced again (listen's
+    # snapshot summary says so); only one still degraded is warned about.
+    bad = {f: r for f, r in rec["feeds"].items() if r["gaps_lost"] and r.get("state") == "degraded"}
     if not bad:
         return None
     parts = [f"{f}: {r['gaps_lost']} gaps lost ({r['messages_lost']} messages)" for f, r in bad.items()]

@@ -62,3 +62,21 @@ class ScriptedServer:
         for c in self.held:
             c.close()
         self.sock.close()
+
+
+class StepSender:
+    """spin() of the first ns[i] messages of `stream` on its i-th call (the last one repeats):
+    a snapshot server whose exchange goes on publishing between two snapshots. With a gate
+    (threading.Event), each spin waits for it first (bounded), so a test can look at the feed
+    while a restore is under way."""
+
+    def __init__(self, stream: bytes, ns: list[int], gate=None, gate_timeout_s: float = 20.0):
+        self.stream, self.ns, self.gate, self.gate_timeout_s = stream, list(ns), gate, gate_timeout_s
+        self.calls = 0
+
+    def spin(self):
+        if self.gate is not None and not self.gate.wait(self.gate_timeout_s):
+            raise OSError("StepSender: the test never opened the gate")
+        n = self.ns[min(self.calls, len(self.ns) - 1)]
+        self.calls += 1
+        return _core.spin_build(self.stream, n, 1)

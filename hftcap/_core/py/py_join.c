@@ -67,7 +67,7 @@ static int Join_init(JoinObject *self, PyObject *args, PyObject *kw)
 	}
 	hc_consumer_init(self->cons, 1, 0);
 	self->cons->books = b;
-	self->cons->join = self->j;
+	hc_consumer_attach_join(self->cons, self->j);
 	self->owns_join = 1;
 	self->b = b;
 	self->owner = books;
@@ -111,6 +111,7 @@ static const char *state_name(int s)
 	case HC_JOIN_READY: return "ready";
 	case HC_JOIN_LIVE: return "live";
 	case HC_JOIN_BEHIND: return "behind";
+	case HC_JOIN_HOLE: return "hole";
 	}
 	return "unknown";
 }
@@ -140,6 +141,13 @@ static PyObject *Join_stats(JoinObject *self, PyObject *unused)
 	U(d, "loads", s->loads); U(d, "clears", s->clears);
 	U(d, "load_messages", s->load_messages); U(d, "load_bytes", s->load_bytes);
 	U(d, "load_start_ns", s->load_start_ns); U(d, "load_end_ns", s->load_end_ns);
+	U(d, "rearms", s->rearms); U(d, "restores", s->restores);
+	U(d, "restore_ns_last", s->restore_ns_last); U(d, "restore_ns_max", s->restore_ns_max);
+	U(d, "restore_ns_sum", s->restore_ns_sum); U(d, "lost_after_n", s->lost_after_n);
+	U(d, "lost_upto", s->lost_upto); U(d, "holes", s->holes);
+	U(d, "holes_filled", s->holes_filled); U(d, "holes_failed", s->holes_failed);
+	U(d, "hole_messages", s->hole_messages); U(d, "hole_first", s->hole_first);
+	U(d, "hole_end", s->hole_end); U(d, "hole_next", s->hole_next);
 	U(soup, "packets", q->packets); U(soup, "sequenced", q->sequenced);
 	U(soup, "heartbeats", q->heartbeats); U(soup, "debug", q->debug);
 	U(soup, "unsequenced", q->unsequenced); U(soup, "bad_length", q->bad_length);
@@ -264,7 +272,7 @@ static PyMethodDef Join_methods[] = {
 };
 
 static PyGetSetDef Join_getset[] = {
-	{ "state", (getter)Join_get_state, NULL, "buffering, ready, live or behind", NULL },
+	{ "state", (getter)Join_get_state, NULL, "buffering, ready, live, behind or hole", NULL },
 	{ NULL },
 };
 

@@ -12,6 +12,7 @@
 #include "feed.h"
 #include "book.h"
 #include "recovery.h"
+#include "join.h"
 
 static const char *state_names[] = { "synced", "gap_wait", "recovering", "degraded" };
 
@@ -83,6 +84,28 @@ int hc_py_recov_cfg(PyObject *d, struct hc_recov_cfg *cfg)
 	return 0;
 }
 
+#define HSTAT(f) { #f, offsetof(struct hc_recov_hole_stats, f) }
+static const struct { const char *name; size_t off; } hole_fields[] = {
+	HSTAT(holes), HSTAT(filled), HSTAT(failed), HSTAT(requests), HSTAT(retries),
+	HSTAT(timeouts), HSTAT(failovers), HSTAT(replies), HSTAT(messages),
+};
+
+static PyObject *hole_dict(const struct hc_recov_hole_stats *st)
+{
+	PyObject *d = PyDict_New();
+	for (size_t i = 0; d && i < sizeof(hole_fields) / sizeof(hole_fields[0]); i++) {
+		uint64_t v = __atomic_load_n((const uint64_t *)((const char *)st + hole_fields[i].off),
+					     __ATOMIC_RELAXED);
+		PyObject *o = PyLong_FromUnsignedLongLong(v);
+		if (!o || PyDict_SetItemString(d, hole_fields[i].name, o)) {
+			Py_XDECREF(o);
+			Py_CLEAR(d);
+		}
+		Py_XDECREF(o);
+	}
+	return d;
+}
+
 static PyObject *stats_dict(const struct hc_recov_stats *st)
 {
 	PyObject *d = PyDict_New();
@@ -120,11 +143,13 @@ PyObject *hc_py_recov_report(const struct hc_recov *r, uint32_t nfeeds)
 		PyObject *st = stats_dict(hc_recov_stats(r, k));
 		PyObject *h = hc_py_hist_bytes(hc_recov_hist(r, k, 0), 1);
 		PyObject *hl = hc_py_hist_bytes(hc_recov_hist(r, k, 1), 1);
+		PyObject *ho = hole_dict(hc_recov_hole_stats(r, k));
 		int s = hc_recov_state(r, k);
-		PyObject *fd = (st && h && hl)
-			? Py_BuildValue("{s:s,s:O,s:O,s:O,s:O}", "state", state_names[s], "stats", st,
-					"lost", ll, "recovery_time", h, "loss_declared_after", hl)
+		PyObject *fd = (st && h && hl && ho)
+			? Py_BuildValue("{s:s,s:O,s:O,s:O,s:O,s:O}", "state", state_names[s], "stats", st,
+					"lost", ll, "recovery_time", h, "loss_declared_after", hl, "hole", ho)
 			: NULL;
+		Py_XDECREF(ho);
 		Py_XDECREF(st);
 		Py_XDECREF(h);
 		Py_XDECREF(hl);
@@ -159,6 +184,7 @@ typedef struct {
 	PyObject_HEAD
 	struct hc_consumer *c;
 	struct hc_recov *r;
+	struct hc_join *j; /* arm_join: a late join on the lab's consumer */
 } LabObject;
 
 static int Lab_init(LabObject *self, PyObject *args, PyObject *kw)
@@ -192,6 +218,7 @@ static void Lab_dealloc(LabObject *self)
 	if (self->c && self->c->books)
 		hc_books_free(self->c->books);
 	hc_recov_free(self->r);
+	hc_join_free(self->j);
 	PyMem_Free(self->c);
 	Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -281,7 +308,34 @@ static PyObject *Lab_books(LabObject *self, PyObject *unused)
 	return hc_py_books_wrap(self->c->books, (PyObject *)self);
 }
 
+/* arm_join(capacity) -> Join: the lab's consumer buffers into a join (its hooks re-request a
+ * hole through this recovery); the caller plays the loader with the Join, the data thread
+ * with packet/reply/tick/idle. */
+static PyObject *Lab_arm_join(LabObject *self, PyObject *arg)
+{
+	unsigned long long cap = PyLong_AsUnsignedLongLong(arg);
+	if (PyErr_Occurred())
+		return NULL;
+	if (self->j) {
+		PyErr_SetString(PyExc_ValueError, "join already armed");
+		return NULL;
+	}
+	int rc = hc_join_new(&self->j, cap);
+	if (rc)
+		return hc_py_errno(rc, "join buffer");
+	hc_consumer_attach_join(self->c, self->j);
+	return hc_py_join_wrap(self->j, self->c->books, (PyObject *)self);
+}
+
+static PyObject *Lab_idle(LabObject *self, PyObject *unused)
+{
+	hc_consumer_idle(self->c);
+	Py_RETURN_NONE;
+}
+
 static PyMethodDef Lab_methods[] = {
+	{ "arm_join", (PyCFunction)Lab_arm_join, METH_O, "arm_join(capacity) -> Join (late join / restore)" },
+	{ "idle", (PyCFunction)Lab_idle, METH_NOARGS, "the data thread between packets (a splice)" },
 	{ "packet", (PyCFunction)Lab_packet, METH_VARARGS, "packet(datagram, now_ns): a live packet" },
 	{ "reply", (PyCFunction)Lab_reply, METH_VARARGS,
 	  "reply(datagram, ip, port, now_ns): a datagram on the request socket" },
