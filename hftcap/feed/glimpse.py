@@ -77,6 +77,7 @@ class SnapshotClient:
         self.restore_failures: list[str] = []
         self.restore_error: str | None = None
         self.restore_log: list[dict] = []  # one entry per restore that joined
+        self._load_base = (0, 0)           # loader counters when the load under way began
         self.thread = threading.Thread(target=self._run, name="hftcap-snapshot-client", daemon=True)
 
     def start(self) -> "SnapshotClient":
@@ -230,6 +231,8 @@ class SnapshotClient:
                 except soupbin.ProtocolError as e:
                     raise SnapshotFailed(f"bad login reply: {e}") from None
             pending = bytes(reader.buf)
+            s0 = self.join.stats()
+            self._load_base = (s0["load_messages"], s0["load_bytes"])
             self.join.load_begin()
             while True:
                 if pending:
@@ -254,7 +257,7 @@ class SnapshotClient:
         # feed has reached N; with a hole it first re-requests [N, start of the buffer).
         until = time.monotonic() + self.splice_timeout_s
         while self.join.state in ("ready", "hole"):
-            if time.monotonic() > until or self.stop_event.wait(0.002):
+            if time.monotonic() > until or (self.stop_event.wait(0.002) and self.join.state in ("ready", "hole")):
                 raise SnapshotFailed("the data thread did not take the snapshot (no packets, stopped?)")
         return self.join.state == "live"
 
@@ -294,7 +297,12 @@ class SnapshotClient:
         """For the live view: what the join is doing now (racy reads, monotonic counters)."""
         s = self.join.stats()
         phase = ("live" if s["state"] == "live" else "restoring" if s["rearms"] else "loading")
-        return {"phase": phase, "state": s["state"], "messages_loaded": s["load_messages"],
-                "bytes": s["load_bytes"], "buffered": s["buffered"], "restores": s["restores"],
+        m0, b0 = self._load_base
+        loading = phase != "live"
+        return {"phase": phase, "state": s["state"],
+                "orders_loaded": self.books_stats().get("orders_live", 0) if loading else None,
+                "messages_loaded": s["load_messages"] - m0 if loading else None,
+                "bytes": s["load_bytes"] - b0 if loading else None,
+                "buffered": s["buffered"], "restores": s["restores"],
                 "rearms": s["rearms"], "hole_messages": s["hole_messages"],
                 "hole_left": (s["hole_end"] - s["hole_next"]) if s["state"] == "hole" else 0}

@@ -48,7 +48,16 @@ class LiveCapture:
             "xdp": self.sess.cap.xdp_stats() if self.sess.o.path == "xdp" else {},
             "messages_by_type": books.get("messages", {}),
             "recovery": self._recovery(),
+            "join": self._join(),
         }
+
+    def _join(self) -> dict | None:
+        """With --snapshot: {feed, phase (loading / restoring / live), state, orders_loaded,
+        messages_loaded, bytes (of the load under way), restores, hole_left}; else None."""
+        client = getattr(self.sess, "snapshot_client", None)
+        if client is None:
+            return None
+        return {"feed": str(self.sess.o.feeds[0]), **client.progress()}
 
     def _recovery(self) -> dict:
         """{feed: {state, gaps_seen, messages_recovered, gaps_lost, requests_sent}}; {} without

@@ -637,6 +637,7 @@ def _counters_compact(fr: Frame, rates: RateMeter, width: int, n_lines: int) -> 
         l1.append("  by type/s ", style="dim")
         l1.append(" ".join(f"{t} {fmt_rate(r)}" for t, r in by_type if r))
     l2 = Text()
+    _join_text(l2, c.get("join"))
     for r in (c.get("recovery") or {}).values():  # first: the line is cut at the width
         l2.append(r["state"], style=FEED_STATE_STYLE.get(r["state"], ""))
         l2.append(f" rec {r['messages_recovered']:,} ")
@@ -663,6 +664,24 @@ def _counters_compact(fr: Frame, rates: RateMeter, width: int, n_lines: int) -> 
 
 FEED_STATE_STYLE = {"synced": "bold green", "gap_wait": "yellow", "recovering": "bold yellow",
                     "degraded": "bold white on red"}
+JOIN_STYLE = {"loading": "bold black on yellow", "restoring": "bold black on yellow"}
+
+
+def _join_text(t: Text, j: Optional[Mapping[str, Any]]) -> None:
+    """The snapshot join of the feed: while its books load (late join) or reload (restore after
+    a gap declared lost), the progress of the load under way; once live, how many restores."""
+    if not j:
+        return
+    if j["phase"] == "live":
+        if j.get("restores"):
+            t.append(f"restored {j['restores']:,}  ", style="cyan")
+        return
+    t.append(j["phase"].upper(), style=JOIN_STYLE.get(j["phase"], ""))
+    if j.get("hole_left"):
+        t.append(f" hole {j['hole_left']:,} left")
+    else:
+        t.append(f" {fmt_int(j.get('orders_loaded'))} orders {fmt_int(j.get('bytes'))} B")
+    t.append(f" buf {fmt_int(j.get('buffered'))}  ")
 
 
 def _counters_wide(fr: Frame, rates: RateMeter, max_rows: int) -> list:
@@ -755,7 +774,9 @@ def render_frame(view: LiveView, width: int, height: int, *,
                   [Text("")] + _counters_wide(fr, view.rates, max(top_rows, trade_rows + 1))]
         if width - 142 >= 14:
             blocks.append([Text("")] + _by_type(fr, view.rates, max(top_rows, trade_rows)))
-        body += [Text("")] + _hstack(blocks, gap=2) + [Text("")]
+        jline = Text()  # the snapshot join's line (loading / restoring), in the blank line's place
+        _join_text(jline, fr.counters.get("join"))
+        body += [jline] + _hstack(blocks, gap=2) + [Text("")]
         body += _latency(fr, width, wide=True, spark_w=max(0, min(30, width - 136)),
                          ascii_only=ascii_only, absent_rows=True)
     else:

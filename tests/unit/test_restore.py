@@ -204,8 +204,11 @@ def test_gap_declared_lost_is_restored_from_a_snapshot():
         b = Books(core=rig.books)
         assert b.info(1)["suspect"] and rig.join.stats()["rearms"] == 1
         rig.until(lambda: rig.join.state == "buffering" and c.restoring, "the restore under way")
+        p = c.progress()   # what the live view shows meanwhile
+        assert (p["phase"], p["state"], p["buffered"], p["restores"], p["rearms"]) == \
+            ("restoring", "buffering", 1000 + 992, 0, 1)
         gate.set()
-        rig.until(lambda: rig.join.stats()["restores"] == 1, "the restore")
+        rig.until(lambda: len(c.restore_log) == 1, "the restore")
     finally:
         c.stop()
         srv.close()
@@ -221,5 +224,7 @@ def test_gap_declared_lost_is_restored_from_a_snapshot():
     res = c.result()["restores"]
     assert (res["started"], res["completed"], res["in_progress"], res["error"]) == (1, 1, False, None)
     assert events == ["restoring", "restored"]
+    p = c.progress()
+    assert (p["phase"], p["restores"], p["orders_loaded"], p["bytes"]) == ("live", 1, None, None)
     rig.send(2001, N_MSGS + 1)
     books_equal(rig.books, STREAM)

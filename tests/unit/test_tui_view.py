@@ -393,3 +393,40 @@ def test_degraded_feed_state_recovery_counters_and_suspect_mark():
     assert "degraded rec 40 lost 2" in text
     styled = render_text(view, *size, styles=True)
     assert "\x1b[1;37;41mdegraded" in styled, "the degraded state is not marked in red"
+
+
+class _Restoring(_Degraded):
+    """A feed whose lost gap is being restored from a snapshot: the load under way."""
+
+    def counters(self) -> dict:
+        c = super().counters()
+        c["join"] = {"feed": "239.1.1.1:26400", "phase": "restoring", "state": "buffering",
+                     "orders_loaded": 4321, "messages_loaded": 4400, "bytes": 187_654, "buffered": 900,
+                     "restores": 2, "rearms": 3, "hole_messages": 0, "hole_left": 0}
+        return c
+
+
+def test_restoring_feed_shows_the_snapshot_progress():
+    for size in ((80, 24), (160, 48)):
+        view = LiveView(_Restoring(), None)
+        view.poll()
+        text = render_text(view, *size)
+        assert "RESTORING 4,321 orders 187,654 B buf 900" in text, size
+        styled = render_text(view, *size, styles=True)
+        assert "\x1b[1;30;43mRESTORING" in styled, "the restore is not marked"
+
+
+class _Restored(FakeSource):
+    def counters(self) -> dict:
+        c = super().counters()
+        c["join"] = {"feed": "239.1.1.1:26400", "phase": "live", "state": "live", "orders_loaded": None,
+                     "messages_loaded": None, "bytes": None, "buffered": 10, "restores": 2, "rearms": 2,
+                     "hole_messages": 0, "hole_left": 0}
+        return c
+
+
+def test_restored_feed_says_how_many_restores_and_no_progress():
+    view = LiveView(_Restored(), None)
+    view.poll()
+    text = render_text(view, 80, 24)
+    assert "restored 2" in text and "RESTORING" not in text and "LOADING" not in text
