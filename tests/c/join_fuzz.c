@@ -6,7 +6,11 @@
  *    A ring too small, or a join starting after N, must end `behind`, never wrong books.
  * 2. Hostile framing: the same spin with random bytes mutated (lengths, types, G) in random
  *    chunks: every call returns MORE, END or CLOSE, nothing is read out of bounds.
- * Prints "ok <round trips> <behind> <closes>" and exits 0. Build: see tests/unit/test_core_asan.py. */
+ * 3. Holes and restores: a join whose ring starts after N asks its hook for the hole; the
+ *    hole's messages come (some twice or out of order, ignored), or stop short (BEHIND); a
+ *    LIVE join re-armed by a loss (hc_consumer_lost) restores from a newer spin: books equal,
+ *    no longer suspect.
+ * Prints "ok <round trips> <behind> <closes> <holes> <restores>" and exits 0. Build: see tests/unit/test_core_asan.py. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +57,35 @@ static void send_packet(struct hc_consumer *c, const uint8_t *g, const size_t *a
 	if (hc_join_stats(c->join)->buffered == before)
 		*live_out = 1;
 	free(p);
+}
+
+static struct { int calls; uint64_t first, end; int refuse; } hole;
+static int hole_hook(void *ctx, uint64_t first, uint64_t end)
+{
+	(void)ctx;
+	hole.calls++;
+	hole.first = first;
+	hole.end = end;
+	return hole.refuse ? -107 : 0;
+}
+
+/* The whole spin of the first k records into the loader at once; returns N. */
+static uint64_t load_spin(struct hc_join *j, struct hc_books *b, const uint8_t *g, size_t len,
+			  uint64_t k)
+{
+	uint8_t *spin;
+	size_t slen, used;
+	struct hc_spin_stats st;
+	struct hc_soup_stats ss = { 0 };
+	uint64_t next = 0;
+	if (hc_spin_build(g, len, k, 1, &spin, &slen, &st))
+		FAIL("spin");
+	if (hc_join_load_begin(j, b))
+		FAIL("load_begin: state %d", hc_join_state(j));
+	if (hc_soup_load(j, b, &ss, spin, slen, &used, &next) != HC_SOUP_END || next != k + 1)
+		FAIL("spin load");
+	free(spin);
+	return next;
 }
 
 static void same(struct hc_books *x, struct hc_books *y)
@@ -196,6 +229,89 @@ int main(void)
 		hc_join_free(j);
 		hc_books_free(b);
 	}
+	int holes = 0, restores = 0;
+	for (int round = 0; round < 30; round++) {
+		struct hc_books *b;
+		struct hc_join *j;
+		hc_books_new(&b, 1024);
+		hc_join_new(&j, 65536);
+		hc_consumer_init(c, 1, 0);
+		c->books = b;
+		c->join = j;
+		struct hc_join_hooks hk = { .ctx = NULL, .hole = hole_hook };
+		hc_join_set_hooks(j, &hk);
+		memset(&hole, 0, sizeof(hole));
+		hole.refuse = round % 7 == 6;
+		int live = 0, full_hole = round % 3 != 2;
+		uint64_t k = 500 + r() % 5000, start = k + 1 + r() % 300, i = start;
+		uint64_t stop = start + 1 + r() % 500;
+		for (; i < stop;) {
+			uint64_t e = i + 1 + r() % 8;
+			send_packet(c, g, at, i, e > stop ? stop : e, &live);
+			i = e > stop ? stop : e;
+		}
+		uint64_t n = load_spin(j, b, g, len, k);
+		hc_join_hand_over(j, n);
+		hc_consumer_idle(c);
+		if (hole.refuse) {
+			if (hc_join_state(j) != HC_JOIN_BEHIND || hole.calls != 1)
+				FAIL("round %d: a refused hole must end behind", round);
+			goto next_round;
+		}
+		if (hc_join_state(j) != HC_JOIN_HOLE || hole.first != k + 1 || hole.end != start + 1)
+			FAIL("round %d: hole [%llu, %llu) state %d", round, (unsigned long long)hole.first,
+			     (unsigned long long)hole.end, hc_join_state(j));
+		holes++;
+		uint64_t upto = full_hole ? start : k + r() % (start - k); /* 0-based records [k, upto) */
+		for (uint64_t q = k; q < upto; q++) {
+			const uint8_t *m;
+			uint32_t ml;
+			size_t off = at[q];
+			hc_nasdaq_next(g, len, &off, &m, &ml);
+			hc_join_hole_msg(j, b, q + 1, m, ml);
+			if (r() % 16 == 0) /* again, and one from further on: both ignored */
+				hc_join_hole_msg(j, b, q + 1, m, ml), hc_join_hole_msg(j, b, q + 3, m, ml);
+			if (r() % 64 == 0 && i < nmsg) { /* the live feed goes on meanwhile */
+				send_packet(c, g, at, i, i + 1, &live);
+				i++;
+			}
+		}
+		hc_join_hole_done(j, b, full_hole);
+		if (!full_hole) {
+			if (hc_join_state(j) != HC_JOIN_BEHIND)
+				FAIL("round %d: a short hole must end behind", round);
+			goto next_round;
+		}
+		if (hc_join_state(j) != HC_JOIN_LIVE || live)
+			FAIL("round %d: not live after the hole", round);
+		/* A loss while LIVE: records [x, y) never come; the join is re-armed at y + 1 */
+		uint64_t x = i + r() % 200, y = x + 1 + r() % 20;
+		if (y + 600 >= nmsg)
+			goto next_round;
+		for (; i < x; i++)
+			send_packet(c, g, at, i, i + 1, &live);
+		hc_books_mark_suspect(b);
+		hc_consumer_lost(c, &c->mold[0], y + 1);
+		if (hc_join_state(j) != HC_JOIN_BUFFERING)
+			FAIL("round %d: not re-armed", round);
+		for (i = y; i < y + 300; i++)
+			send_packet(c, g, at, i, i + 1, &live);
+		hc_join_hand_over(j, load_spin(j, b, g, len, y + r() % 250));
+		hc_consumer_idle(c);
+		if (hc_join_state(j) != HC_JOIN_LIVE || hc_join_stats(j)->restores != 1)
+			FAIL("round %d: not restored (state %d)", round, hc_join_state(j));
+		for (; i < nmsg; i += 4)
+			send_packet(c, g, at, i, i + 4 > nmsg ? nmsg : i + 4, &live);
+		same(full, b);
+		struct hc_stock_info si;
+		uint16_t loc;
+		if (hc_books_locates(b, &loc, 1) < 1 || hc_books_stock_info(b, loc, &si) || si.suspect)
+			FAIL("round %d: still suspect after the restore", round);
+		restores++;
+next_round:
+		hc_join_free(j);
+		hc_books_free(b);
+	}
 	uint64_t v;
 	const uint8_t bad[][21] = { "G                    ", "G 12 3               ", "Gx                   ",
 				    "G99999999999999999999" };
@@ -210,8 +326,9 @@ int main(void)
 	free(c);
 	free(at);
 	free(g);
-	if (trips < 10 || behind < 2)
-		FAIL("too few cases: %d trips, %d behind", trips, behind);
-	printf("ok %d %d %d\n", trips, behind, closes);
+	if (trips < 10 || behind < 2 || holes < 10 || restores < 5)
+		FAIL("too few cases: %d trips, %d behind, %d holes, %d restores", trips, behind, holes,
+		     restores);
+	printf("ok %d %d %d %d %d\n", trips, behind, closes, holes, restores);
 	return 0;
 }

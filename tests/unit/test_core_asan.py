@@ -22,10 +22,11 @@ def test_readers_and_books_under_sanitizers(tmp_path):
 
 def test_late_join_under_sanitizers(tmp_path):
     """Spin -> SoupBinTCP loader in random segments -> splice equals a full replay; a ring that
-    no longer holds N ends behind; mutated spins only ever close (tests/c/join_fuzz.c)."""
+    no longer holds N ends behind; mutated spins only ever close; holes filled or cut short,
+    restores after a loss (tests/c/join_fuzz.c)."""
     out = build_and_run(tmp_path, FUZZ / "join_fuzz.c", ["join", "spin", "feed", "snap", "hist", "book", "itch", "mold", "gen", "recovery"],
                          libs=["-lm"]).stdout
-    assert out.startswith("ok ")
+    assert out.startswith("ok ") and len(out.split()) == 6
 
 
 def test_recovery_under_sanitizers(tmp_path):
