@@ -112,11 +112,13 @@ static void finish(struct hc_join *j, struct hc_books *b, uint64_t n)
 		__atomic_store_n(&j->st.restore_ns_last, d, __ATOMIC_RELAXED);
 		if (d > j->st.restore_ns_max)
 			__atomic_store_n(&j->st.restore_ns_max, d, __ATOMIC_RELAXED);
-		hc_books_clear_suspect(b);
 		bump(&j->st.restores, 1);
-		if (j->hooks.restored)
-			j->hooks.restored(j->hooks.ctx);
 	}
+	/* Every run lost so far is below N (a loss while LIVE re-arms; one while not LIVE at or
+	 * after N was refused above): the books are whole, also after losses during a first join. */
+	hc_books_clear_suspect(b);
+	if (j->hooks.restored)
+		j->hooks.restored(j->hooks.ctx);
 	__atomic_store_n(&j->state, HC_JOIN_LIVE, __ATOMIC_RELEASE);
 }
 

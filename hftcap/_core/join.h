@@ -23,8 +23,8 @@
  * ahead of the packets still in flight must not see them applied a second time.
  * A re-arm (hc_join_rearm, by the data thread, on a gap declared lost: feed.c
  * hc_consumer_lost) goes from LIVE back to BUFFERING with an empty ring: the same loader
- * procedure then restores the books; the splice that ends it clears the books' suspect flag
- * and calls the `restored` hook (the feed goes back to synced). A run lost while not LIVE
+ * procedure then restores the books. Every splice clears the books' suspect flag and calls the
+ * `restored` hook (the feed goes back to synced): every run lost before it is below N. A run lost while not LIVE
  * (hc_join_note_lost) that reaches N or beyond makes the splice refuse N (BEHIND). The
  * restore time is armed_ns -> live_ns (degraded -> synced), CLOCK_MONOTONIC.
  *
@@ -95,7 +95,8 @@ struct hc_join;
 /* Set by the owner of the consumer before the data thread starts (feed.c). hole: ask for
  * [first, end) to be re-requested, the replies coming back through hc_join_hole_msg and
  * hc_join_hole_done; 0 = asked, else -errno (no re-request server: BEHIND). restored: a
- * splice ended a re-arm (the feed is whole again). Both run in the data thread. */
+ * splice made the books whole (after a re-arm, or losses during the first join). Both run in
+ * the data thread. */
 struct hc_join_hooks {
 	void *ctx;
 	int (*hole)(void *ctx, uint64_t first, uint64_t end);

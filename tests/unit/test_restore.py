@@ -228,3 +228,41 @@ def test_gap_declared_lost_is_restored_from_a_snapshot():
     assert (p["phase"], p["restores"], p["orders_loaded"], p["bytes"]) == ("live", 1, None, None)
     rig.send(2001, N_MSGS + 1)
     books_equal(rig.books, STREAM)
+
+
+def _first_join_with_a_loss(skip_from: int, spins: list[int]):
+    rig = Rig([])                   # no re-request server: the gap is lost after the gap timeout
+    rig.send(1, skip_from)
+    rig.send(skip_from + K, 1001)   # one packet (8 messages) never comes
+    rig.until(lambda: rig.lab.report()["feeds"][0]["stats"]["gaps_lost"] == 1, "the gap declared lost")
+    assert rig.feed_state() == "degraded"   # (no book yet: the join buffers from the first packet)
+    srv = SnapshotServer(StepSender(STREAM, spins), 0, host="127.0.0.1").start()
+    try:
+        c = client(rig.join, rig.books, srv.port).start()
+        rig.until(c.done.is_set, "the join")
+    finally:
+        srv.close()
+    assert c.error is None and rig.join.state == "live"
+    return rig, c
+
+
+def test_loss_below_n_during_the_first_join_is_covered_by_the_snapshot():
+    rig, c = _first_join_with_a_loss(401, [800])
+    s = rig.join.stats()
+    assert (s["snapshot_next"], s["lost_upto"], s["lost_after_n"], s["behind"]) == (801, 409, 0, 0)
+    assert (s["buffered"], s["applied"], s["discarded"]) == (992, 200, 792)
+    assert rig.feed_state() == "synced" and not Books(core=rig.books).info(1)["suspect"]
+    assert (s["rearms"], s["restores"]) == (0, 0), "a first join is not a restore"
+    rig.send(1001, N_MSGS + 1)
+    books_equal(rig.books, STREAM)
+
+
+def test_loss_at_or_after_n_during_the_join_refuses_that_snapshot():
+    rig, c = _first_join_with_a_loss(905, [800, 1000])
+    s = rig.join.stats()
+    # N = 801 would miss 905..912: refused; the next snapshot's N = 1001 covers the loss
+    assert (s["lost_upto"], s["lost_after_n"], s["behind"], s["snapshot_next"]) == (913, 1, 1, 1001)
+    assert (s["applied"], s["discarded"], s["clears"], s["splices"]) == (0, 992, 1, 1)
+    assert c.tries == 2 and rig.feed_state() == "synced" and not Books(core=rig.books).info(1)["suspect"]
+    rig.send(1001, N_MSGS + 1)
+    books_equal(rig.books, STREAM)
