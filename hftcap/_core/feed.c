@@ -183,6 +183,8 @@ void hc_consumer_sequence(struct hc_consumer *c, uint32_t feed, const uint8_t *p
 			}
 		}
 	}
+	if (__builtin_expect(buffering, 0))
+		hc_join_note_next(c->join, m->next);
 	if (delivered && c->timing && !buffering) { /* buffered messages are never samples */
 		uint64_t dec_ns = hc_now_tai_ns();
 		for (uint32_t i = 0; i < n; i++) /* the orders' misses overlap each other */

@@ -21,6 +21,7 @@ struct hc_join {
 	uint64_t head;           /* messages pushed since (re)arming */
 	uint64_t floor_seq;      /* a hand-over below this (already applied) is refused */
 	uint64_t last_seq;       /* the last message pushed */
+	uint64_t feed_next;      /* the feed's next sequence, as the last packet left it */
 	int rearmed;             /* the next splice ends a restore */
 	struct hc_join_hooks hooks;
 	struct hc_join_stats st;
@@ -138,6 +139,8 @@ static void splice(struct hc_join *j, struct hc_books *b)
 	uint64_t reached = j->head ? j->last_seq + 1 : j->floor_seq; /* next the feed delivers */
 	if (j->st.lost_upto > reached)
 		reached = j->st.lost_upto;
+	if (j->feed_next > reached) /* heartbeats / End of Session name it with nothing to buffer */
+		reached = j->feed_next;
 	if (j->st.lost_upto > n) { /* a run at or after N is missing from the ring */
 		bump(&j->st.lost_after_n, 1);
 		go_behind(j);
@@ -196,6 +199,11 @@ void hc_join_hole_done(struct hc_join *j, struct hc_books *b, int ok)
 	finish(j, b, end);
 }
 
+void hc_join_note_next(struct hc_join *j, uint64_t next)
+{
+	j->feed_next = next;
+}
+
 void hc_join_note_lost(struct hc_join *j, uint64_t end)
 {
 	if (end > j->st.lost_upto)
@@ -226,6 +234,7 @@ void hc_join_rearm(struct hc_join *j, uint64_t applied_next)
 	j->floor_seq = applied_next;
 	j->dirty = 1;
 	j->rearmed = 1;
+	j->feed_next = 0;
 	j->st.lost_upto = 0;
 	bump(&j->st.rearms, 1);
 	j->st.armed_ns = hc_now_mono_ns();

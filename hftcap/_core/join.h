@@ -118,6 +118,9 @@ int hc_join_buffering(struct hc_join *j, struct hc_books *b);
 void hc_join_push(struct hc_join *j, uint64_t seq, const uint8_t *msg, uint32_t len);
 void hc_join_poll(struct hc_join *j, struct hc_books *b);
 void hc_join_rearm(struct hc_join *j, uint64_t applied_next); /* mold next: floor for N */
+/* While not LIVE: the feed's next sequence after a packet (a heartbeat or End of Session
+ * names it even when nothing is buffered), so a splice knows the feed has reached N. */
+void hc_join_note_next(struct hc_join *j, uint64_t next);
 /* A run ending before `end` was lost while the join is not LIVE. */
 void hc_join_note_lost(struct hc_join *j, uint64_t end);
 /* HOLE (data thread): the re-requested message `seq` (applied when it is the next one), and

@@ -266,3 +266,20 @@ def test_loss_at_or_after_n_during_the_join_refuses_that_snapshot():
     assert c.tries == 2 and rig.feed_state() == "synced" and not Books(core=rig.books).info(1)["suspect"]
     rig.send(1001, N_MSGS + 1)
     books_equal(rig.books, STREAM)
+
+
+def test_join_while_the_feed_only_heartbeats_splices_at_the_heartbeats_sequence():
+    rig = Rig([])
+    rig.now += 20_000
+    rig.lab.packet(SESSION + struct.pack(">QH", 2001, 0), rig.now)  # a heartbeat: next is 2001
+    srv = SnapshotServer(StepSender(STREAM, [2000]), 0, host="127.0.0.1").start()
+    try:
+        c = client(rig.join, rig.books, srv.port).start()
+        rig.until(c.done.is_set, "the join")
+    finally:
+        srv.close()
+    s = rig.join.stats()
+    assert c.error is None and rig.join.state == "live"
+    assert (s["snapshot_next"], s["buffered"], s["applied"], s["behind"]) == (2001, 0, 0, 0)
+    rig.send(2001, N_MSGS + 1)
+    books_equal(rig.books, STREAM)
