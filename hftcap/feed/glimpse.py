@@ -122,7 +122,7 @@ class SnapshotClient:
         self.restoring = True
         self._event("restoring", f"feed degraded (a gap was declared lost): restoring its books from the "
                                  f"snapshot server {self.host}:{self.port}")
-        i = 0
+        i = behind = 0
         try:
             while not self.stop_event.is_set():
                 self.tries += 1
@@ -138,9 +138,12 @@ class SnapshotClient:
                                                 f"{entry['end_of_snapshot_sequence']:,}, {entry['orders_loaded']:,} orders): "
                                                 f"synced {entry['restore_ms']} ms after the loss (CLOCK_MONOTONIC)")
                         return True
-                    if self.join.state != "buffering":  # behind: a newer snapshot at once
-                        self.restore_failures.append("behind: the join buffer started after the snapshot's sequence")
-                    continue
+                    if self.join.state == "buffering":  # joined, and re-armed again since: at once
+                        continue
+                    self.restore_failures.append("behind: the join buffer started after the snapshot's sequence")
+                    behind += 1
+                    if behind == 1:  # one newer snapshot at once, then with backoff (no retry storm)
+                        continue
                 except LoginRejected as e:
                     self.restore_error = f"login rejected: {e}"
                     self._event("restore_failed", f"restore stopped: {self.restore_error}")
