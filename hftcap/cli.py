@@ -146,6 +146,9 @@ def listen(
                                    help="Clock of the ITCH timestamps, for sender->book: none, tai-midnight "
                                         "(the lab exchange), utc-midnight, et-midnight (NASDAQ)."),
     warmup: float = typer.Option(0.0, "--warmup", help="Discard the latency samples of the first S seconds."),
+    stamp: str = typer.Option("auto", "--stamp", help="The data thread's own stamps: tsc (invariant TSC "
+                                                        "calibrated to CLOCK_TAI), clock (clock_gettime, the "
+                                                        "reference), auto (tsc when invariant)."),
     save: Optional[str] = typer.Option(None, "--save", help="Write histograms and conditions to FILE."),
     budget: bool = typer.Option(False, "--budget", help="Print the per-hop latency table at exit."),
     symbol: Optional[str] = typer.Option(None, "--symbol", "-s", help="Stock shown in the live view (and its book in --json; '*' = every stock's)."),
@@ -203,7 +206,7 @@ def listen(
                       xdp_mode=xdp_mode, bind=bind, poll=poll, queue=int(queue) if single else 0,
                       queues=None if single else queue, cpu=cpu,
                       duration=duration, count=count, itch_clock=itch_clock, warmup=warmup, save=save,
-                      levels=levels,
+                      levels=levels, stamp=stamp,
                       snapshot=snapshot, snapshot_user=snapshot_user, join_buffer=join_buffer,
                       snapshot_password=_snapshot_password(snapshot_password_file, snapshot_password_env) or "",
                       write=wo, metrics=metrics)
