@@ -16,10 +16,6 @@
 
 #define HC_SRC_IN (1u << 20)  /* compressed bytes per read() */
 #define HC_SRC_SLICE (8u << 20) /* a mapped file's span */
-#define HC_SRC_POPULATE (2u << 20) /* page tables filled per madvise by the mapping's thread */
-#ifndef MADV_POPULATE_READ
-#define MADV_POPULATE_READ 22
-#endif
 
 struct hc_chunk {
 	uint8_t *data;
@@ -28,13 +24,9 @@ struct hc_chunk {
 
 struct hc_src {
 	int fd, gzip;
-	/* mapped plain file; a thread fills its page tables ahead of the reader (MADV_POPULATE_READ,
-	 * Linux 5.14+; without it the reader's own faults do it, as before) */
+	/* mapped plain file */
 	const uint8_t *map;
 	size_t map_len, map_off;
-	pthread_t pop_th;
-	int pop_started;
-	_Atomic int pop_stop;
 	/* ring (gzip or unmappable file): slots [head, tail) are filled and not yet taken; the
 	 * reader holds slot `held` (-1: none) until its next call */
 	struct hc_chunk ring[HC_SRC_CHUNKS];
@@ -294,21 +286,6 @@ static void *thread_main(void *arg)
 	return NULL;
 }
 
-/* The mapped file's thread: fill the page tables slice by slice from the start, so the reader,
- * behind it on the other core, finds them filled instead of taking a fault every few pages.
- * Hints only: an error (an old kernel's EINVAL) ends it. */
-static void *populate_main(void *arg)
-{
-	struct hc_src *s = arg;
-	for (size_t off = 0; off < s->map_len && !atomic_load_explicit(&s->pop_stop, memory_order_relaxed);
-	     off += HC_SRC_POPULATE) {
-		size_t n = s->map_len - off < HC_SRC_POPULATE ? s->map_len - off : HC_SRC_POPULATE;
-		if (madvise((void *)(s->map + off), n, MADV_POPULATE_READ))
-			break;
-	}
-	return NULL;
-}
-
 /* ---- the reader's side ---- */
 int hc_src_next(struct hc_src *s, const uint8_t **p, size_t *len)
 {
@@ -395,9 +372,6 @@ int hc_src_open(struct hc_src **out, const char *path)
 				madvise(m, (size_t)sb.st_size, MADV_WILLNEED);
 				s->map = m;
 				s->map_len = (size_t)sb.st_size;
-				/* small files are not worth a thread */
-				if (s->map_len > 2 * HC_SRC_SLICE)
-					s->pop_started = pthread_create(&s->pop_th, NULL, populate_main, s) == 0;
 				*out = s;
 				return 0;
 			}
@@ -459,10 +433,6 @@ void hc_src_close(struct hc_src *s)
 		pthread_cond_destroy(&s->filled);
 		pthread_cond_destroy(&s->freed);
 		free(s->mem);
-	}
-	if (s->pop_started) {
-		atomic_store_explicit(&s->pop_stop, 1, memory_order_relaxed);
-		pthread_join(s->pop_th, NULL);
 	}
 	if (s->map)
 		munmap((void *)s->map, s->map_len);
