@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .errors import HftcapError, UsageError
+from .errors import HftcapError, UsageError, report
 
 try:  # typer >= 0.22 vendors click
     from typer._click import exceptions as _cx
@@ -148,6 +148,9 @@ def listen(
                                    help="Clock of the ITCH timestamps, for sender->book: none, tai-midnight "
                                         "(the lab exchange), utc-midnight, et-midnight (NASDAQ)."),
     warmup: float = typer.Option(0.0, "--warmup", help="Discard the latency samples of the first S seconds."),
+    stamp: str = typer.Option("auto", "--stamp", help="The data thread's own stamps: tsc (invariant TSC "
+                                                        "calibrated to CLOCK_TAI), clock (clock_gettime, the "
+                                                        "reference), auto (tsc when invariant)."),
     save: Optional[str] = typer.Option(None, "--save", help="Write histograms and conditions to FILE."),
     budget: bool = typer.Option(False, "--budget", help="Print the per-hop latency table at exit."),
     symbol: Optional[str] = typer.Option(None, "--symbol", "-s", help="Stock shown in the live view (and its book in --json; '*' = every stock's)."),
@@ -205,7 +208,7 @@ def listen(
                       xdp_mode=xdp_mode, bind=bind, poll=poll, queue=int(queue) if single else 0,
                       queues=None if single else queue, cpu=cpu,
                       duration=duration, count=count, itch_clock=itch_clock, warmup=warmup, save=save,
-                      levels=levels,
+                      levels=levels, stamp=stamp,
                       snapshot=snapshot, snapshot_user=snapshot_user, join_buffer=join_buffer,
                       snapshot_password=_snapshot_password(snapshot_password_file, snapshot_password_env) or "",
                       write=wo, metrics=metrics)
@@ -443,6 +446,9 @@ def bench(
     floor: bool = typer.Option(True, "--floor/--no-floor",
                                help="Also run the floor (bare sender, bare AF_XDP and socket receivers) in "
                                     "every round and show hftcap's excess over it."),
+    stamp: Optional[List[str]] = typer.Option(None, "--stamp",
+                                              help="Run every path once per stamp source, alternating: tsc, clock "
+                                                   "or auto (repeatable or a list: --stamp tsc,clock)."),
 ):
     """Kernel bypass vs kernel socket, measured per hop in a lab of its own.
 
@@ -456,7 +462,8 @@ def bench(
     doc = run_bench(rounds=rounds, seconds=seconds, msg_rate=rate, k=k, seed=seed, stocks=stocks, warmup=warmup,
                     paths=path, json_file=json_file, progress=progress, trace=trace,
                     compare_snapshots=compare_snapshots, snapshot_levels=snapshot_levels,
-                    snapshot_path=snapshot_path, plot=plot, floor=floor)
+                    snapshot_path=snapshot_path, plot=plot, floor=floor,
+                    stamps=[x for s in stamp for x in s.split(",") if x] if stamp else None)
     render(doc, out)
     if plot:
         err_console.print(f"wrote {plot}")
@@ -657,12 +664,7 @@ def main(argv: list[str] | None = None) -> int:
         rc = app(args=argv, prog_name="hftcap", standalone_mode=False)
         return rc if isinstance(rc, int) else 0    # click returns a typer.Exit's code here
     except HftcapError as e:
-        if debug:
-            traceback.print_exc()
-        print(f"hftcap: error: {e.msg}", file=sys.stderr)
-        if e.hint:
-            print(f"hint: {e.hint}", file=sys.stderr)
-        return e.code
+        return report(e, debug)
     except Exception as e:  # click usage errors and anything unexpected
         if isinstance(e, typer.Exit):
             return e.exit_code

@@ -18,6 +18,19 @@ class HftcapError(Exception):
         self.code = code
 
 
+def report(e: HftcapError, debug: bool = False) -> int:
+    """Print e as the command line does (one error line, at most one hint; the traceback only
+    with --debug) and return its exit code."""
+    import sys
+    if debug:
+        import traceback
+        traceback.print_exc()
+    print(f"hftcap: error: {e.msg}", file=sys.stderr)
+    if e.hint:
+        print(f"hint: {e.hint}", file=sys.stderr)
+    return e.code
+
+
 class UsageError(HftcapError):
     """Wrong arguments: exit code 2."""
 

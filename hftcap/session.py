@@ -21,6 +21,14 @@ from .receive.path import (BIND_NAMES, XDP_MODE_NAMES, check_foreign_xdp, check_
                            kernel_version, open_capture, resolve_interface)
 
 
+
+def _user_clock(k: dict) -> str:
+    """The domain of the data thread's own stamps (dequeue, decode, book), for the conditions."""
+    if k["source"] == "tsc":
+        return "CLOCK_TAI (invariant TSC mapped to CLOCK_TAI; see stamp_clock for its error)"
+    return "CLOCK_TAI"
+
+
 class Session:
     """An open receive path: the C capture plus what Python holds around it."""
 
@@ -213,7 +221,7 @@ class Session:
         i = self.info()
         c = {k: i.get(k) for k in ("path", "xdp_mode", "bind_mode", "poll_mode", "cpu", "kernel",
                                    "interface", "queue", "netns", "feeds")}
-        c["clock_sources"] = {"user": "CLOCK_TAI", "xdp": i.get("xdp_clock"),
+        c["clock_sources"] = {"user": _user_clock(i["stamp_clock"]), "xdp": i.get("xdp_clock"),
                               "itch": self.o.itch_clock, "nic": self.clocks}
         c["hop_domains"] = {"sender_to_book": self.o.itch_clock}
         if elapsed:
@@ -244,6 +252,7 @@ class Session:
             "rx_queues": self.rx_queues,
             "hw_clock": self.clocks.get("status"),
             "itch_clock": o.itch_clock,
+            "stamp_clock": self.cap.stamp_clock(),
         }
         if self.hwts is not None:
             d["hw_rx_timestamping"] = ("enabled for the run" if self.hwts.enabled

@@ -409,8 +409,12 @@ static inline uint32_t xsk_drain(struct hc_capture *c, struct hc_xsk *x, int bus
 		uint64_t addr = xsk_umem__add_offset_to_addr(d->addr);
 		const uint8_t *frame = xsk_umem__get_data(x->umem_area, addr);
 		struct hc_pkt_times t = { 0 };
-		t.deq_tai_ns = hc_now_tai_ns();
+		t.deq_tai_ns = hc_stamp_tai_ns(&c->cons.clk);
 		const struct hc_xdp_meta *m = (const void *)(frame - sizeof(*m));
+		/* In copy mode another CPU has just written the frame: ask for all its lines at once,
+		 * so their misses overlap instead of following the parse one by one. */
+		for (uint32_t o = 0; o < d->len + sizeof(*m); o += 64)
+			__builtin_prefetch((const uint8_t *)m + o, 0, 3);
 		uint32_t feed = 0;
 		if (m->magic == HC_META_MAGIC) {
 			feed = m->feed;
@@ -504,6 +508,7 @@ static void *xdp_loop(void *arg)
 		for (uint32_t i = 0; i < nx; i++)
 			got += xsk_drain(c, &c->xs[i], busy);
 		recov_service(c, busy && !got);
+		hc_clock_check(&c->cons.clk, !got);
 		if (got)
 			continue;
 		hc_consumer_idle(&c->cons);
@@ -543,7 +548,7 @@ static void udp_drain(struct hc_capture *c, uint32_t feed)
 			c->io_errors++;
 		return;
 	}
-	uint64_t ret_ns = hc_now_tai_ns();
+	uint64_t ret_ns = hc_stamp_tai_ns(&c->cons.clk);
 	for (int i = 0; i < n; i++) {
 		struct hc_pkt_times t = { 0 };
 		t.deq_tai_ns = ret_ns;
@@ -587,6 +592,7 @@ static void *udp_loop(void *arg)
 	while (!__atomic_load_n(&c->stop, __ATOMIC_RELAXED) &&
 	       !__atomic_load_n(&c->cons.done, __ATOMIC_RELAXED)) {
 		hc_consumer_idle(&c->cons);
+		hc_clock_check(&c->cons.clk, 1); /* between recvmmsg batches */
 		if (busy) {
 			for (uint32_t i = 0; i < nf; i++)
 				udp_drain(c, i);
@@ -633,6 +639,12 @@ int hc_capture_open(const struct hc_capture_cfg *cfg, struct hc_capture **out, c
 	c->cons.timing = cfg->timing;
 	c->cons.phc_is_tai = cfg->phc_is_tai;
 	c->cons.itch_epoch_tai_ns = cfg->itch_epoch_tai_ns;
+	*stage = "stamp-clock";
+	err = hc_clock_init(&c->cons.clk, cfg->stamp < 0 ? HC_STAMP_TSC : cfg->stamp);
+	if (err == -ENOTSUP && cfg->stamp < 0)
+		err = hc_clock_init(&c->cons.clk, HC_STAMP_CLOCK); /* auto: no invariant TSC */
+	if (err)
+		goto fail;
 	if (cfg->recovery) {
 		*stage = "recovery";
 		err = hc_recov_new(&c->cons.recov, &cfg->recov, cfg->nfeeds);
@@ -766,6 +778,7 @@ const struct hc_capture_info *hc_capture_info(struct hc_capture *c) { return &c-
 const struct hc_consumer *hc_capture_consumer(struct hc_capture *c) { return &c->cons; }
 struct hc_books *hc_capture_books(struct hc_capture *c) { return c->cons.books; }
 struct hc_recov *hc_capture_recov(struct hc_capture *c) { return c->cons.recov; }
+const struct hc_clock *hc_capture_clock(struct hc_capture *c) { return &c->cons.clk; }
 
 int hc_capture_set_join(struct hc_capture *c, struct hc_join *j)
 {

@@ -31,6 +31,8 @@ struct hc_capture_cfg {
 	int tai_clock;          /* XDP program reads CLOCK_TAI (kernel >= 6.1), else MONOTONIC */
 	int busy_poll_us;       /* SO_BUSY_POLL for busy mode */
 	int timing;             /* record per-hop histograms */
+	int stamp;              /* the consumer's stamps: HC_STAMP_TSC, HC_STAMP_CLOCK (hc_time.h), or -1:
+				 * the TSC when it is invariant, else CLOCK_TAI */
 	int phc_is_tai;         /* the NIC PHC is synced to CLOCK_TAI (phc2sys) */
 	uint64_t itch_epoch_tai_ns; /* CLOCK_TAI of the ITCH timestamps' midnight; 0 = unknown */
 	int books;              /* decode ITCH and keep order books */
@@ -82,6 +84,8 @@ struct hc_xsk_drops;
 int hc_capture_set_ring(struct hc_capture *c, struct hc_capring *ring);
 /* The AF_XDP sockets' XDP_STATISTICS drop counters, summed (hc_xsk_drops_fn of pcapng.h). */
 int hc_capture_xsk_drops(void *arg, struct hc_xsk_drops *out);
+/* The consumer's stamp clock and its calibration (hc_time.h). */
+const struct hc_clock *hc_capture_clock(struct hc_capture *c);
 /* The recovery state (recovery.h), NULL when not configured. */
 struct hc_recov *hc_capture_recov(struct hc_capture *c);
 

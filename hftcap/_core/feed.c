@@ -128,17 +128,41 @@ void hc_consumer_packet(struct hc_consumer *c, uint32_t feed, const uint8_t *pay
 		__atomic_store_n(&c->done, 1, __ATOMIC_RELEASE);
 }
 
+/* Warm the books for a packet's new blocks before any is applied: first every message's window
+ * slot, then (those loads overlapping) every message's order, so a packet's cold misses overlap
+ * instead of queueing one message after the other. A walk of its own over the blocks, bounded
+ * like hc_mold_next's, with no effect on the sequencing. */
+#define HC_PF_PACKET 16
+static inline void prefetch_packet(const struct hc_books *b, const struct hc_mold_iter *it)
+{
+	const uint8_t *p = it->p, *msg[HC_PF_PACKET];
+	uint32_t len[HC_PF_PACKET], n = 0;
+	for (uint32_t left = it->left; left && n < HC_PF_PACKET && it->end - p >= 2; left--) {
+		uint32_t l = hc_be16(p);
+		if ((size_t)(it->end - p - 2) < l)
+			break;
+		msg[n] = p + 2;
+		len[n] = l;
+		hc_books_prefetch_slot(b, msg[n], l);
+		n++;
+		p += 2 + l;
+	}
+	for (uint32_t i = 0; i < n; i++)
+		hc_books_prefetch_order(b, msg[i], len[i]);
+}
+
+/* Timed or not, each message is decoded and applied in one step (hc_books_feed_msg, the fused
+ * path). With timing, the packet's stamps are: dequeue (the receive loop), then `dec` once
+ * MoldUDP64 has sequenced the packet (its header checked, the first new block found: ITCH
+ * decoding starts), then `book` after the last book update (DESIGN.md, Hops). */
 void hc_consumer_sequence(struct hc_consumer *c, uint32_t feed, const uint8_t *payload,
 			  uint32_t len, const struct hc_pkt_times *t)
 {
 	struct hc_mold *m = &c->mold[feed];
 	struct hc_mold_iter it;
-	struct hc_itch_msg dec[HC_DECODE_BATCH];
-	const uint8_t *raw[HC_DECODE_BATCH];
-	uint32_t rawlen[HC_DECODE_BATCH];
 	const uint8_t *msg;
-	uint32_t mlen, delivered = 0, n = 0, nz = 0;
-	uint64_t itch_ns = UINT64_MAX;
+	uint32_t mlen, delivered = 0, nz = 0;
+	uint64_t itch_ns = UINT64_MAX, dec_ns = 0;
 
 	/* Late join: until the snapshot is in, delivered messages go to the join ring, not the books */
 	const int buffering = __builtin_expect(c->join != NULL, 0) && hc_join_buffering(c->join, c->books);
@@ -148,6 +172,10 @@ void hc_consumer_sequence(struct hc_consumer *c, uint32_t feed, const uint8_t *p
 			if (it.seq != 1 && c->books && !c->join)
 				hc_books_set_incomplete(c->books, 1);
 		}
+		if (c->timing)
+			dec_ns = hc_stamp_tai_ns(&c->clk);
+		if (c->books && !buffering)
+			prefetch_packet(c->books, &it);
 		while (hc_mold_next(m, &it, &msg, &mlen)) {
 			if (!delivered && mlen >= 11)
 				itch_ns = be48(msg + 5); /* ITCH Timestamp, offset 5 (ITCH50.md sec. 2) */
@@ -163,43 +191,19 @@ void hc_consumer_sequence(struct hc_consumer *c, uint32_t feed, const uint8_t *p
 				nz += hc_snap_table_stage(c->snaps, msg, mlen) == 0;
 				continue;
 			}
-			if (!c->timing) { /* no hop split wanted: the fused path */
-				hc_books_feed_msg(c->books, msg, mlen);
-				continue;
-			}
-			int r = hc_itch_decode(msg, mlen, &dec[n]);
-			if (r) {
-				hc_books_count_drop(c->books, r);
-				continue;
-			}
-			/* Start the order's first cache miss now; it overlaps the rest of the decode. */
-			hc_books_prefetch_slot(c->books, msg, mlen);
-			raw[n] = msg;
-			rawlen[n] = mlen;
-			if (++n == HC_DECODE_BATCH) { /* only for packets larger than one frame */
-				for (uint32_t i = 0; i < n; i++)
-					hc_books_apply(c->books, &dec[i]);
-				n = 0;
-			}
+			hc_books_feed_msg(c->books, msg, mlen);
 		}
 	}
 	if (__builtin_expect(buffering, 0))
 		hc_join_note_next(c->join, m->next);
+	if (nz)
+		hc_snap_table_commit(c->snaps);
 	if (delivered && c->timing && !buffering) { /* buffered messages are never samples */
-		uint64_t dec_ns = hc_now_tai_ns();
-		for (uint32_t i = 0; i < n; i++) /* the orders' misses overlap each other */
-			hc_books_prefetch_order(c->books, raw[i], rawlen[i]);
-		for (uint32_t i = 0; i < n; i++)
-			hc_books_apply(c->books, &dec[i]);
-		if (nz)
-			hc_snap_table_commit(c->snaps);
-		uint64_t book_ns = hc_now_tai_ns();
+		uint64_t book_ns = hc_stamp_tai_ns(&c->clk);
 		record(c, t, dec_ns, book_ns, itch_ns);
 		c->out_dec_tai_ns = dec_ns;
 		c->out_book_tai_ns = book_ns;
 		c->out_itch_ns = itch_ns;
-	} else if (nz) {
-		hc_snap_table_commit(c->snaps);
 	}
 }
 

@@ -9,15 +9,13 @@
 #include "mold.h"
 #include "hist.h"
 #include "hftcap_shared.h"
+#include "hc_time.h"
 
 struct hc_books;
 struct hc_snap_table;
 struct hc_recov;
 struct hc_join;
 
-/* The most messages one packet can carry in a 1500-byte frame (12-byte S + 2-byte block
- * header each); larger packets are decoded and applied in several batches. */
-#define HC_DECODE_BATCH 112
 /* The stamps of one packet, each in its own clock domain; 0 = not available. */
 struct hc_pkt_times {
 	uint64_t hw_ns;      /* NIC PHC */
@@ -62,6 +60,7 @@ struct hc_consumer {
 
 	/* Latency. Config is set before the data thread starts. */
 	int timing;              /* record hop histograms */
+	struct hc_clock clk;     /* the consumer's stamps (hc_time.h): CLOCK_TAI by default */
 	int phc_is_tai;          /* the NIC PHC is synced to CLOCK_TAI: PHC hops are measurable */
 	uint64_t itch_epoch_tai_ns; /* CLOCK_TAI time of the ITCH timestamps' midnight; 0 = unknown */
 	int reset_hists;         /* set by a reader, honoured (and cleared) by the data thread */

@@ -7,12 +7,10 @@ Snapshots (`book`, `trades`, `info`) are safe while another thread feeds the sam
 from __future__ import annotations
 
 import errno
-import json
 import os
 import struct
 import sys
 import time
-from dataclasses import dataclass, field
 
 from .. import _core
 from ..errors import HftcapError
@@ -50,18 +48,23 @@ def format_itch_ns(ns: int) -> str:
     return f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}.{n:09d}"
 
 
-@dataclass
 class Book:
-    """One stock's book: top levels per side best first, as numpy arrays."""
-    locate: int
-    symbol: str
-    bid_price_e4: np.ndarray
-    bid_shares: np.ndarray
-    bid_orders: np.ndarray
-    ask_price_e4: np.ndarray
-    ask_shares: np.ndarray
-    ask_orders: np.ndarray
-    info: dict = field(default_factory=dict)
+    """One stock's book: top levels per side best first, as numpy arrays. (A plain class, not a
+    dataclass: `hftcap book` imports this module, and dataclasses costs it ~0.02-0.05 s.)"""
+    __slots__ = ("locate", "symbol", "bid_price_e4", "bid_shares", "bid_orders", "ask_price_e4",
+                 "ask_shares", "ask_orders", "info")
+
+    def __init__(self, locate: int, symbol: str, bid_price_e4: np.ndarray, bid_shares: np.ndarray,
+                 bid_orders: np.ndarray, ask_price_e4: np.ndarray, ask_shares: np.ndarray,
+                 ask_orders: np.ndarray, info: dict | None = None):
+        self.locate, self.symbol = locate, symbol
+        self.bid_price_e4, self.bid_shares, self.bid_orders = bid_price_e4, bid_shares, bid_orders
+        self.ask_price_e4, self.ask_shares, self.ask_orders = ask_price_e4, ask_shares, ask_orders
+        self.info = {} if info is None else info
+
+    def __repr__(self) -> str:
+        return (f"Book(locate={self.locate}, symbol={self.symbol!r}, bbo={self.bbo}, "
+                f"levels={len(self.bid_price_e4)}/{len(self.ask_price_e4)})")
 
     @property
     def state(self) -> str:
@@ -221,8 +224,8 @@ def run_book(path, symbol=None, levels=10, bbo=False, json_out=False, console=No
     path = os.fspath(path)
     if levels < 1:
         raise HftcapError(f"--levels must be at least 1 (got {levels})", code=2)
-    if console is None:
-        from rich.console import Console
+    if console is None and (not json_out or sys.stdout.isatty()):
+        from rich.console import Console  # the table, or the progress bar on a terminal
         console = Console(stderr=False)
     _check_readable(path)
     books = Books()
@@ -264,6 +267,7 @@ def run_book(path, symbol=None, levels=10, bbo=False, json_out=False, console=No
     total = sum(stats["messages"].values())
 
     if json_out:
+        import json
         out = {"symbol": sym, "locate": locate, "file": path, "format": feed["format"],
                "messages": msgs, "drops": stats["drops"], "book": _levels_json(bids, asks),
                "trading_state": info["trading_state"], "volume": info["volume"],

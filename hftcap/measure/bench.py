@@ -33,6 +33,17 @@ from ..errors import HftcapError, UsageError, require_root
 PATH_MODES = {"xdp-busy": ("xdp", "busy"), "xdp-wakeup": ("xdp", "wakeup"),
               "kernel-busy": ("kernel", "busy"), "kernel-block": ("kernel", "wakeup")}
 FEED = "239.1.1.1:26400"
+STAMPS = ("auto", "tsc", "clock")
+
+
+def _split(m: str) -> tuple[str, str | None]:
+    """A bench mode is a path, or PATH:STAMP when the stamp sources alternate (--stamp tsc,clock)."""
+    p, _, st = m.partition(":")
+    return p, st or None
+
+
+def _pm(m: str) -> tuple[str, str]:
+    return PATH_MODES[_split(m)[0]]
 
 
 def _hftcap() -> str:
@@ -41,13 +52,14 @@ def _hftcap() -> str:
 
 
 def _trial(lb, mode: str, a: dict, save: str, stream: str = "delta", tracer_factory=None) -> dict:
-    path, poll = PATH_MODES[mode]
+    path, poll = _pm(mode)
     total_s = a["seconds"] + a["warmup"]
     messages = int(a["msg_rate"] * total_s)
     li = subprocess.Popen(
         [_hftcap(), "listen", "--netns", lb.host_ns, "-i", lb.host_if, "--feed", FEED, "--path", path,
          "--poll", poll, "--cpu", str(a["cpu_rx"]), "--itch-clock", "tai-midnight", "--warmup", str(a["warmup"]),
-         "--save", save, "--json", "--duration", str(total_s + 15)],
+         "--save", save, "--json", "--duration", str(total_s + 15)]
+        + (["--stamp", _split(mode)[1]] if _split(mode)[1] else []),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = li.stderr.readline()
@@ -186,7 +198,7 @@ def _excess(doc: dict) -> dict:
     out = {}
     for m, p in doc["paths"].items():
         rows = {}
-        for hop, (fm, fh) in FLOOR_OF[PATH_MODES[m][0]].items():
+        for hop, (fm, fh) in FLOOR_OF[_pm(m)[0]].items():
             v, f = p["hops"].get(hop), doc.get("floor", {}).get(fm, {}).get("hops", {}).get(fh)
             if not v or not f:
                 continue
@@ -195,7 +207,7 @@ def _excess(doc: dict) -> dict:
                          "excess_p50_ns": v["p50_ns"] - f["p50_ns"], "excess_p99_ns": v["p99_ns"] - f["p99_ns"],
                          "excess_p50_median_of_rounds_ns": _median_diff(v.get("rounds_p50_ns"),
                                                                         f.get("rounds_p50_ns"))}
-        fs = doc.get("floor", {}).get("floor-xdp" if PATH_MODES[m][0] == "xdp" else "floor-kernel", {})
+        fs = doc.get("floor", {}).get("floor-xdp" if _pm(m)[0] == "xdp" else "floor-kernel", {})
         hs = (p.get("sender") or {}).get("stamp_to_send_return")
         ff = (fs.get("sender") or {}).get("stamp_to_return")
         if hs and ff:
@@ -315,7 +327,8 @@ def run_bench(rounds: int = 3, seconds: float = 3.0, msg_rate: float = 50_000, k
               stocks: int = 16, warmup: float = 0.5, lab_name: str | None = None, paths: list[str] | None = None,
               cpu_rx: int = 1, cpu_tx: int = 0, json_file: str | None = None, console=None,
               progress=None, trace: bool = False, compare_snapshots: bool = False, snapshot_levels: int = 5,
-              snapshot_path: str = "xdp-wakeup", plot: str | None = None, floor: bool = True) -> dict:
+              snapshot_path: str = "xdp-wakeup", plot: str | None = None, floor: bool = True,
+              stamps: list[str] | None = None) -> dict:
     require_root("bench")
     if plot:
         from .plot import check_out
@@ -324,6 +337,13 @@ def run_bench(rounds: int = 3, seconds: float = 3.0, msg_rate: float = 50_000, k
     for m in modes + ([snapshot_path] if compare_snapshots else []):
         if m not in PATH_MODES:
             raise UsageError(f"unknown path '{m}'", hint="one of: " + ", ".join(PATH_MODES))
+    for st in stamps or []:
+        if st not in STAMPS:
+            raise UsageError(f"unknown stamp source '{st}'", hint="one of: " + ", ".join(STAMPS))
+    if compare_snapshots and stamps:
+        raise UsageError("--stamp and --compare-snapshots do not go together")
+    if stamps:  # every path once per stamp source, alternating within each round
+        modes = [f"{m}:{st}" for m in modes for st in stamps]
     if compare_snapshots:
         from ..feed.snapshots import check_levels
         check_levels(snapshot_levels)
@@ -354,13 +374,14 @@ def run_bench(rounds: int = 3, seconds: float = 3.0, msg_rate: float = 50_000, k
             [(snapshot_path, "delta-only"), (snapshot_path, "snapshot")]
         jobs[i:i] = extra
     if floor:
-        kinds = {PATH_MODES[m][0] for m in modes}
+        kinds = {_pm(m)[0] for m in modes}
         jobs += [(fm, "floor") for fm, kind in FLOOR_PATHS.items() if kind in kinds]
     floors = {fm: _new_floor() for fm, stream in jobs if stream == "floor"}
     cmp = {"delta": _new_side(), "snapshot": _new_side()}
     lb = labmod.up(lab_name)
     acc = {m: {"hists": {}, "stages": {}, "sent": 0, "received": 0, "cpu_s": 0.0, "bytes": 0, "packets": 0, "gaps": 0,
-               "updates": 0, "sender": None, "prog": [0, 0], "rounds": {}, "trace_accounting": {}}
+               "updates": 0, "sender": None, "prog": [0, 0], "rounds": {}, "trace_accounting": {},
+               "stamp_clock": []}
            for m in modes}
     info = {}
     try:
@@ -383,7 +404,7 @@ def run_bench(rounds: int = 3, seconds: float = 3.0, msg_rate: float = 50_000, k
                                "snapshot" if stream == "snapshot" else "delta", tracer_factory)
                     s, got = t["sent"], t["listen"]
                     if compare_snapshots and m == snapshot_path:
-                        _add_side(cmp["snapshot" if stream == "snapshot" else "delta"], t, PATH_MODES[m][0])
+                        _add_side(cmp["snapshot" if stream == "snapshot" else "delta"], t, _pm(m)[0])
                     if stream != "delta":
                         if progress:
                             progress(rnd, f"{m} ({stream.replace('-only', '')})", got, s)
@@ -395,8 +416,8 @@ def run_bench(rounds: int = 3, seconds: float = 3.0, msg_rate: float = 50_000, k
                     x["cpu_s"] += got["data_thread_cpu_s"]
                     x["bytes"] += got["bytes"]
                     x["packets"] += got["packets"]
-                    _merge(x["hists"], t["result"], PATH_MODES[m][0])
-                    for hop, d in t["result"].hops[PATH_MODES[m][0]].items():
+                    _merge(x["hists"], t["result"], _pm(m)[0])
+                    for hop, d in t["result"].hops[_pm(m)[0]].items():
                         sm = None if isinstance(d, latency.Absent) else latency.summary_ns(d)
                         x["rounds"].setdefault(hop, []).append(sm["p50_ns"] if sm else None)
                     sh = (s.get("stamp_to_send_return") or {}).get("hist")
@@ -409,6 +430,8 @@ def run_bench(rounds: int = 3, seconds: float = 3.0, msg_rate: float = 50_000, k
                     if t["stages"]:
                         _merge_stages(x["stages"], t["stages"])
                         _merge_accounting(x["trace_accounting"], t["trace_accounting"])
+                    if got.get("stamp_clock"):
+                        x["stamp_clock"].append(got["stamp_clock"])
                     info.setdefault(m, {k2: got.get(k2) for k2 in ("xdp_mode", "bind_mode", "poll_mode", "hw_clock")})
                     if progress:
                         progress(rnd, m, got, s)
@@ -428,7 +451,7 @@ def run_bench(rounds: int = 3, seconds: float = 3.0, msg_rate: float = 50_000, k
         for hop, d in x["hists"].items():
             if isinstance(d, latency.Absent):
                 continue
-            st = latency.hop_stats(PATH_MODES[m][0], hop, d)
+            st = latency.hop_stats(_pm(m)[0], hop, d)
             if st.absent:
                 continue
             hops[hop] = {**st.ns_summary(), "rounds_p50_ns": x["rounds"].get(hop, [])}
@@ -443,6 +466,8 @@ def run_bench(rounds: int = 3, seconds: float = 3.0, msg_rate: float = 50_000, k
                                          "span": "exchange stamped a packet -> its send call returned"}
         if x["prog"][1]:
             doc["paths"][m]["xdp_program_cost"] = _prog_doc(x["prog"])
+        if x["stamp_clock"]:
+            doc["paths"][m]["stamp_clock"] = _stamp_doc(x["stamp_clock"])
         if x["stages"]:
             doc["paths"][m]["kernel_stages"] = _stage_summary(x["stages"])
             # datagrams the traced listener returned while traced (read before it stops; packets
@@ -463,9 +488,27 @@ def run_bench(rounds: int = 3, seconds: float = 3.0, msg_rate: float = 50_000, k
         Path(json_file).write_text(json.dumps(doc, indent=1) + "\n")
     if plot:
         from .plot import bench_plot
-        bench_plot({m: acc[m]["hists"] for m in modes}, {m: PATH_MODES[m][0] for m in modes},
+        bench_plot({m: acc[m]["hists"] for m in modes}, {m: _pm(m)[0] for m in modes},
                    doc["conditions"], plot)
     return doc
+
+
+def _stamp_doc(trials: list[dict]) -> dict:
+    """The stamp clock over a path's trials: its source, and for the TSC the calibration's worst
+    error against clock_gettime(CLOCK_TAI) at the checks and the pairs' uncertainty."""
+    src = {t["source"] for t in trials}
+    d = {"source": src.pop() if len(src) == 1 else "mixed", "trials": len(trials)}
+    tsc = [t for t in trials if t["source"] == "tsc"]
+    if tsc:
+        d.update({"tsc_hz": [round(t["tsc_hz"]) for t in tsc],
+                  "checks": sum(t["checks"] for t in tsc),
+                  "max_abs_error_ns": max(max(t["max_abs_error_ns"], t["start_error_ns"]) for t in tsc),
+                  "pair_halfwidth_ns": max(t["pair_halfwidth_ns"] for t in tsc),
+                  "check_every_ns": tsc[0]["check_every_ns"],
+                  "error": "TSC fit - clock_gettime(CLOCK_TAI) at each check (a pair: the TAI read between "
+                           "two TSC reads), worst over the trials; hops between two TSC stamps see only the "
+                           "rate's error, hops from a kernel stamp (xdp, sw, ITCH) also this offset"})
+    return d
 
 
 WIDE = 110   # columns the one-table layout needs with four paths
@@ -545,6 +588,14 @@ def render(doc: dict, console) -> None:
             console.print(f"{p} traced datagrams: returned {a['returned']:,} = matched {a['matched']:,} + "
                           + " + ".join(f"{k} {v:,}" for k, v in a["unmatched_by_reason"].items()))
     for p in paths:
+        sc = doc["paths"][p].get("stamp_clock")
+        if sc and sc["source"] == "tsc":
+            console.print(f"{p} stamps: invariant TSC ({min(sc['tsc_hz']) / 1e6:,.3f} MHz fit) mapped to CLOCK_TAI; "
+                          f"worst |fit - clock_gettime| {sc['max_abs_error_ns']:,} ns over {sc['checks']:,} checks "
+                          f"(every {sc['check_every_ns'] / 1e6:.0f} ms; each pair +/- {sc['pair_halfwidth_ns']} ns)",
+                          highlight=False)
+        elif sc:
+            console.print(f"{p} stamps: clock_gettime(CLOCK_TAI)", highlight=False)
         pc = doc["paths"][p].get("xdp_program_cost")
         if pc:
             console.print(f"{p} XDP program's own run time: {pc['ns_per_run']:,.0f} ns per run, mean of "

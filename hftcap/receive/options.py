@@ -10,6 +10,8 @@ from ..measure.clocks import ITCH_CLOCKS
 from .pcapng import WriteOptions, check_write_options
 
 PATHS = {"xdp": 0, "kernel": 1}
+# The data thread's dequeue/decode/book stamps (hc_time.h): auto = tsc when the TSC is invariant.
+STAMPS = ("auto", "tsc", "clock")
 XDP_MODES = {"auto": 0, "native": 1, "generic": 2}
 BIND_MODES = {"auto": 0, "zerocopy": 1, "copy": 2}
 POLL_MODES = {"wakeup": 0, "busy": 1}
@@ -63,6 +65,7 @@ class ListenOptions:
     count: int | None = None
     want_hw_ts: bool = True
     itch_clock: str = "none"
+    stamp: str = "auto"         # the data thread's own stamps: tsc (invariant TSC mapped to TAI), clock, auto
     warmup: float = 0.0
     save: str | None = None
     write: "WriteOptions | None" = None   # listen --write (hftcap.receive.pcapng)
@@ -97,6 +100,8 @@ def check_options(o: ListenOptions) -> None:
             raise UsageError(f"bad --queue '{o.queues}'", hint="a queue number, a list like 0,1,2, or all")
     if o.cpu is not None and not 0 <= o.cpu < os.cpu_count():
         raise UsageError(f"bad --cpu {o.cpu}", hint=f"this machine has CPUs 0-{os.cpu_count() - 1}")
+    if o.stamp not in STAMPS:
+        raise UsageError(f"bad --stamp '{o.stamp}'", hint="one of: " + ", ".join(STAMPS))
     if o.itch_clock not in ITCH_CLOCKS:
         raise UsageError(f"bad --itch-clock '{o.itch_clock}'", hint="one of: " + ", ".join(ITCH_CLOCKS))
     if o.warmup < 0:

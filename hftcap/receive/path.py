@@ -103,6 +103,8 @@ def _open_error(e: OSError, o: ListenOptions) -> HftcapError:
         hint = f"queue {o.queue} may not exist on {o.interface}: check ethtool -l {o.interface}"
     elif stage == "xdp-attach" and o.xdp_mode == "native" and e.errno in (errno.EOPNOTSUPP, errno.EINVAL):
         hint = "this driver has no native XDP: use --xdp-mode generic or auto"
+    elif stage == "stamp-clock" and e.errno == errno.ENOTSUP:
+        hint = "this CPU's TSC is not invariant (constant_tsc and nonstop_tsc in /proc/cpuinfo): use --stamp clock"
     elif stage == "bpf-load":
         hint = "XDP needs Linux 4.18+ with BPF enabled; run with --debug for the verifier log"
     elif stage in ("xdp-attach", "xdp-busy") and e.errno in (errno.EBUSY, errno.EEXIST):
@@ -132,7 +134,7 @@ def open_capture(core, o: ListenOptions, ifindex: int, queues: list[int], tai_cl
             poll_mode=POLL_MODES[o.poll], cpu=-1 if o.cpu is None else o.cpu, queue=o.queue,
             queues=queues if o.path == "xdp" else None,
             max_packets=o.count or 0, want_hw_ts=o.want_hw_ts, tai_clock=tai_clock,
-            timing=True, phc_is_tai=phc_is_tai, itch_epoch_tai_ns=itch_epoch_tai_ns,
+            timing=True, phc_is_tai=phc_is_tai, itch_epoch_tai_ns=itch_epoch_tai_ns, stamp=o.stamp,
             recovery=o.recovery.core() if o.recovery is not None else None)
     except OSError as e:
         raise _open_error(e, o) from None

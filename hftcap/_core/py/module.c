@@ -16,7 +16,7 @@ PyMODINIT_FUNC PyInit__core(void)
 	if (hc_py_add_capture(m) < 0 || hc_py_add_book(m) < 0 || hc_py_add_hist(m) < 0 ||
 	    hc_py_add_sender(m) < 0 || hc_py_add_snap(m) < 0 ||
 	    hc_py_add_pcapng(m) < 0 || hc_py_add_replay(m) < 0 || hc_py_add_floor(m) < 0 ||
-	    hc_py_add_join(m) < 0 || hc_py_add_recovery(m) < 0) {
+	    hc_py_add_join(m) < 0 || hc_py_add_recovery(m) < 0 || hc_py_add_clock(m) < 0) {
 		Py_DECREF(m);
 		return NULL;
 	}

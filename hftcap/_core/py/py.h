@@ -41,6 +41,12 @@ PyObject *hc_py_recov_report(const struct hc_recov *r, uint32_t nfeeds);
 struct hc_books *hc_py_books_ptr(PyObject *o);
 
 int hc_py_add_join(PyObject *m);
+int hc_py_add_clock(PyObject *m);
+struct hc_clock;
+/* The stamp clock's source and calibration as a dict. New reference. */
+PyObject *hc_py_clock_dict(const struct hc_clock *k);
+/* "tsc" / "clock" / "auto" -> HC_STAMP_TSC / HC_STAMP_CLOCK / -1; 0, or -1 with ValueError. */
+int hc_py_stamp_source(const char *s, int *out);
 struct hc_join;
 /* A hftcap._core.Join over a capture's join and books: keeps `owner` alive. New reference. */
 PyObject *hc_py_join_wrap(struct hc_join *j, struct hc_books *b, PyObject *owner);

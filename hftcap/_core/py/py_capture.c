@@ -59,7 +59,7 @@ static int Capture_init(CaptureObject *self, PyObject *args, PyObject *kw)
 				  "poll_mode", "cpu", "queue", "max_packets", "want_hw_ts",
 				  "tai_clock", "busy_poll_us", "timing", "phc_is_tai",
 				  "itch_epoch_tai_ns", "books", "expected_orders", "queues",
-				  "recovery", NULL };
+				  "recovery", "stamp", NULL };
 	struct hc_capture_cfg cfg;
 	memset(&cfg, 0, sizeof(cfg));
 	const char *ifname;
@@ -73,12 +73,15 @@ static int Capture_init(CaptureObject *self, PyObject *args, PyObject *kw)
 	unsigned long long epoch = 0, expected_orders = 1 << 20;
 	cfg.books = 1;
 	PyObject *queues = Py_None, *recovery = Py_None;
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "siO|iiiiiIKppippKpKOO", kwlist, &ifname,
+	const char *stamp = "auto";
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "siO|iiiiiIKppippKpKOOs", kwlist, &ifname,
 					 &cfg.ifindex, &feeds, &cfg.path, &cfg.xdp_mode,
 					 &cfg.bind_mode, &cfg.poll_mode, &cfg.cpu, &cfg.queue,
 					 &max_packets, &cfg.want_hw_ts, &cfg.tai_clock,
 					 &cfg.busy_poll_us, &cfg.timing, &cfg.phc_is_tai, &epoch,
-					 &cfg.books, &expected_orders, &queues, &recovery))
+					 &cfg.books, &expected_orders, &queues, &recovery, &stamp))
+		return -1;
+	if (hc_py_stamp_source(stamp, &cfg.stamp) < 0)
 		return -1;
 	if (recovery != Py_None) {
 		if (hc_py_recov_cfg(recovery, &cfg.recov) < 0)
@@ -443,6 +446,12 @@ static PyObject *Capture_arm_join(CaptureObject *self, PyObject *arg)
 	return hc_py_join_wrap(self->join, b, (PyObject *)self);
 }
 
+static PyObject *Capture_stamp_clock(CaptureObject *self, PyObject *unused)
+{
+	NEED_CAP(self);
+	return hc_py_clock_dict(hc_capture_clock(self->cap));
+}
+
 static PyMethodDef Capture_methods[] = {
 	{ "recovery", (PyCFunction)Capture_recovery, METH_NOARGS,
 	  "Gap recovery figures per feed (None when not configured)." },
@@ -467,6 +476,8 @@ static PyMethodDef Capture_methods[] = {
 	{ "stats", (PyCFunction)Capture_stats, METH_NOARGS, "Consumer counters snapshot." },
 	{ "xdp_stats", (PyCFunction)Capture_xdp_stats, METH_NOARGS, "XDP program counters." },
 	{ "info", (PyCFunction)Capture_info, METH_NOARGS, "What setup obtained." },
+	{ "stamp_clock", (PyCFunction)Capture_stamp_clock, METH_NOARGS,
+	  "The consumer's stamp clock: source and calibration (tsc: its error at the checks)." },
 	{ NULL },
 };
 
