@@ -88,13 +88,17 @@ def test_counters_info_and_doctor():
 def test_dashboard_queries_name_exported_metrics():
     text, fam = _families(doctor=Report("/", None, None, None, [Check("a", "a", "pass", "")]))
     exported = {s.name for f in fam.values() for s in f.samples}
+    # with --rerequest, --write and --snapshot: the feed, recovery, capture and snapshot series
+    full = _fams(FakeSession({}, recovery=_gap_lab().report, capfile=CAP, snapshot=SNAP))
+    exported |= {s.name for f in full.values() for s in f.samples}
     dash = json.loads(DASHBOARD.read_text())
     exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
     assert len(exprs) >= 12
     used = {m for e in exprs for m in re.findall(r"\bhftcap_[a-z0-9_]+", e)}
     assert used and used <= exported, used - exported
     titles = " ".join(p["title"] for p in dash["panels"]).lower()
-    for word in ("per second", "drops", "gaps", "sequence", "p50", "p99"):
+    for word in ("per second", "drops", "gaps", "sequence", "p50", "p99", "feed state", "recovery", "suspect",
+                 "capture file", "snapshot"):
         assert word in titles
 
 
@@ -251,13 +255,16 @@ def test_a_per_line_counter_is_one_mapping_line(monkeypatch):
     assert not [n for n in fam if "unmapped" in n]
 
 
+CAP = {"packets_captured": 990, "capture_drops": 10, "packets_seen": 1000, "bytes_written": 123_456,
+       "ring_bytes": 1 << 20, "snaplen": 262144, "rotations_late": 0, "files_begun": 3}
+SNAP = {"state": "live", "attempts": 2, "orders_loaded": 500, "messages_loaded": 520, "bytes": 20_000,
+        "load_ms": 12.5, "join_to_synced_ms": 20.0, "buffered": 40, "buffered_applied": 30,
+        "buffered_discarded": 10, "buffer_overwritten": 0, "buffer_capacity": 1 << 20, "behind": 0,
+        "clears": 0, "end_of_snapshot_sequence": 99, "framing": {}, "error": None, "failures": []}
+
+
 def test_capture_and_snapshot_figures():
-    cap = {"packets_captured": 990, "capture_drops": 10, "packets_seen": 1000, "bytes_written": 123_456,
-           "ring_bytes": 1 << 20, "snaplen": 262144, "rotations_late": 0, "files_begun": 3}
-    snap = {"state": "live", "attempts": 2, "orders_loaded": 500, "messages_loaded": 520, "bytes": 20_000,
-            "load_ms": 12.5, "join_to_synced_ms": 20.0, "buffered": 40, "buffered_applied": 30,
-            "buffered_discarded": 10, "buffer_overwritten": 0, "buffer_capacity": 1 << 20, "behind": 0,
-            "clears": 0, "end_of_snapshot_sequence": 99, "framing": {}, "error": None, "failures": []}
+    cap, snap = dict(CAP), dict(SNAP)
     fam = _fams(FakeSession({}, capfile=cap, snapshot=snap))
     val = {s.name: s.value for f in fam.values() for s in f.samples if not s.labels}
     assert val["hftcap_capture_packets_total"] == 990 and val["hftcap_capture_drops_total"] == 10
