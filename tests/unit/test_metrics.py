@@ -320,3 +320,11 @@ def test_textfile_options_are_checked(tmp_path, path, interval, msg):
     p = path if path.startswith("/") else str(tmp_path / path)
     with pytest.raises(UsageError, match=msg):
         metrics.check_textfile(p, interval)
+
+
+def test_listen_metrics_textfile_bad_name_is_a_usage_error(tmp_path):
+    from conftest import run_hftcap
+    cp = run_hftcap("listen", "-i", "lo", "--feed", "239.1.1.1:26400", "--metrics-textfile", tmp_path / "m.txt")
+    assert cp.returncode == 2 and cp.stderr.startswith(f"hftcap: error: bad --metrics-textfile '{tmp_path / 'm.txt'}'")
+    assert "hint: node_exporter's textfile collector reads only *.prom files" in cp.stderr
+    assert "Traceback" not in cp.stderr
