@@ -208,9 +208,25 @@ FEED_RECOVERY_SKIP = {"state", "lost_ranges", "recovery_time", "loss_declared_af
 SOCKET_DROPS = {k: _c("hftcap_recovery_socket_drops_total", "Datagrams on the re-request socket dropped "
                       "before a feed matched, by reason", labels=_reason(k[5:]))
                 for k in ("drop_unknown_source", "drop_wrong_session", "drop_unrequested", "drop_malformed")}
-# Per line of a feed (A/B arbitration): listen --json recovery.feeds[FEED].lines[LINE], labels feed, line.
-# A figure the arbitration adds is one line here.
-FEED_LINE: dict[str, Spec] = {}
+# Per line of a feed (A/B arbitration, listen --feed-b): listen --json recovery.feeds[FEED].lines[LINE]
+# (LINE a or b; C struct hc_line_stats), labels feed, line. A figure the arbitration adds is one line
+# here; a key no run reports yet gives no series.
+FEED_LINE = {
+    "packets": _c("hftcap_feed_line_packets_total", "Datagrams on the line (heartbeats included)"),
+    "messages": _c("hftcap_feed_line_messages_total", "Message blocks carried by the line's data packets"),
+    "wins": _c("hftcap_feed_line_wins_total", "Messages this line brought first"),
+    "duplicates": _c("hftcap_feed_line_duplicates_total", "Messages the line brought that were already there"),
+    "heartbeats": _c("hftcap_feed_line_heartbeats_total", "Heartbeats and End of Session packets on the line"),
+    "gaps": _c("hftcap_feed_line_gaps_total", "Times the line jumped past its own next sequence"),
+    "gap_messages": _c("hftcap_feed_line_gap_messages_total", "Messages the line jumped over"),
+    "other_session": _c("hftcap_feed_line_other_session_packets_total", "Packets of another session (not merged)"),
+    "down_events": _c("hftcap_feed_line_down_events_total", "Times the line went silent while the other was alive"),
+    "up_events": _c("hftcap_feed_line_up_events_total", "Times the line came back"),
+    "downtime_ns": _c("hftcap_feed_line_downtime_seconds_total", "Closed down periods of the line, summed",
+                      scale=1e-9),
+}
+FEED_LINE_SKIP = {"state", "last_rx_tai_ns", "last_rx_ns", "next", "down"}
+LINE_STATES = ("up", "down")
 # listen --json capture (listen --write; CaptureFile.live_stats).
 CAPTURE = {
     "packets_captured": _c("hftcap_capture_packets_total", "Packets written to the capture file"),
@@ -312,7 +328,13 @@ def feed_families(fams: Families, sess, cf=None) -> None:
                        "degraded", lab, FEED_STATES, fig["state"])
             fams.table(FEED_RECOVERY, lab, fig)
             for line, lfig in (fig.get("lines") or {}).items():
-                fams.table(FEED_LINE, {**lab, "line": line}, lfig)
+                if not isinstance(lfig, dict):       # the lines' event list, their clock
+                    continue
+                ll = {**lab, "line": line}
+                if isinstance(lfig.get("state"), str):
+                    fams.state("hftcap_feed_line_state", "A/B line state (1 = the current one)", ll, LINE_STATES,
+                               lfig["state"])
+                fams.table(FEED_LINE, ll, lfig)
             for key, h in hists.items():
                 (snap,) = latency.parse_export(r[key])
                 buckets, total = hop_histogram(snap, RECOVERY_BUCKET_EXPONENTS)

@@ -33,7 +33,8 @@ def test_snapshot_join_metrics_equal_the_json(lab, tmp_path):
         if li:
             li.kill()
     snap = live["snapshot"]
-    assert snap["state"] == "live" and snap["orders_loaded"] > 0 and snap["buffered_applied"] > 0, snap
+    # (how many buffered messages are applied or discarded depends on timing: only equality is asserted)
+    assert snap["state"] == "live" and snap["orders_loaded"] > 0, snap
     fam, val = _read(tf)
     assert val["hftcap_up"] == 0 and val["hftcap_messages_total"] == live["messages"]
     states = {s.labels["state"]: s.value for s in fam["hftcap_snapshot_state"].samples}

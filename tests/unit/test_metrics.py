@@ -233,26 +233,40 @@ def test_every_figure_the_c_reports_is_mapped_or_skipped():
     fig = rec["feeds"][FEED]
     unmapped = set(fig) - set(metrics.FEED_RECOVERY) - metrics.FEED_RECOVERY_SKIP
     assert not unmapped, f"map these in hftcap/ops/metrics.py FEED_RECOVERY: {sorted(unmapped)}"
+    for line, lfig in (fig.get("lines") or {}).items():      # with A/B lines (listen --feed-b)
+        if isinstance(lfig, dict):
+            unmapped = set(lfig) - set(metrics.FEED_LINE) - metrics.FEED_LINE_SKIP
+            assert not unmapped, f"map these in hftcap/ops/metrics.py FEED_LINE: {sorted(unmapped)}"
     assert set(rec["socket_drops"]) <= set(metrics.SOCKET_DROPS)
 
 
 def test_a_per_line_counter_is_one_mapping_line(monkeypatch):
-    """The A/B lines' figures (recovery.feeds[FEED].lines[LINE]) come out with feed and line labels
-    once FEED_LINE maps them; unmapped keys stay out."""
+    """The A/B lines' figures (recovery.feeds[FEED].lines = {"a": {...}, "b": {...}, "events": [...],
+    "clock": ...}, the shape of branch ab) come out with feed and line labels; a new key appears
+    with one FEED_LINE line; unmapped keys stay out."""
     from hftcap.feed import recovery
     lab = _gap_lab()
 
     def shaped(raw, feeds):
         out = recovery_shape(raw, feeds)
-        out["feeds"][FEED]["lines"] = {"A": {"packets": 10, "unmapped": 3}, "B": {"packets": 7, "unmapped": 1}}
+        out["feeds"][FEED]["lines"] = {
+            "a": {"packets": 10, "wins": 9, "downtime_ns": 1_500_000_000, "state": "up", "new_figure": 3},
+            "b": {"packets": 7, "wins": 1, "downtime_ns": 0, "state": "down", "new_figure": 1},
+            "events": [{"tai_ns": 1, "line": "b", "event": "down", "silent_ns": 5}], "clock": "CLOCK_TAI"}
         return out
     recovery_shape = recovery.shape
     monkeypatch.setattr(recovery, "shape", shaped)
-    monkeypatch.setitem(metrics.FEED_LINE, "packets",
-                        metrics.Spec("hftcap_feed_line_packets_total", "Packets taken per line"))
     fam = _fams(FakeSession({}, recovery=lab.report))
-    assert _series(fam["hftcap_feed_line_packets"], "feed", "line") == {(FEED, "A"): 10, (FEED, "B"): 7}
-    assert not [n for n in fam if "unmapped" in n]
+    assert _series(fam["hftcap_feed_line_packets"], "feed", "line") == {(FEED, "a"): 10, (FEED, "b"): 7}
+    assert _series(fam["hftcap_feed_line_wins"], "line") == {("a",): 9, ("b",): 1}
+    assert _series(fam["hftcap_feed_line_downtime_seconds"], "line") == {("a",): 1.5, ("b",): 0}
+    assert _series(fam["hftcap_feed_line_state"], "line", "state") == {
+        ("a", "up"): 1, ("a", "down"): 0, ("b", "up"): 0, ("b", "down"): 1}
+    assert not [n for n in fam if "new_figure" in n]
+    monkeypatch.setitem(metrics.FEED_LINE, "new_figure",
+                        metrics.Spec("hftcap_feed_line_new_figures_total", "A figure added later"))
+    fam = _fams(FakeSession({}, recovery=lab.report))
+    assert _series(fam["hftcap_feed_line_new_figures"], "feed", "line") == {(FEED, "a"): 3, (FEED, "b"): 1}
 
 
 CAP = {"packets_captured": 990, "capture_drops": 10, "packets_seen": 1000, "bytes_written": 123_456,
