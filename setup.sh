@@ -17,7 +17,8 @@ say() { printf 'setup: %s\n' "$*"; }
 
 . /etc/os-release
 PKGS=(clang llvm libbpf-dev libxdp-dev pkg-config zlib1g-dev libisal-dev gcc make python3 python3-venv python3-dev
-      python3-bpfcc iproute2 iputils-ping util-linux ethtool linuxptp tshark tmux procps kmod prometheus)
+      python3-bpfcc iproute2 iputils-ping util-linux ethtool linuxptp tshark tmux procps kmod prometheus
+      prometheus-node-exporter)
 # `./setup.sh packages [debian|ubuntu]` prints the list and installs nothing (vagrant/build-box.sh
 # pre-installs it in the offline box).
 dist=${ID:-}

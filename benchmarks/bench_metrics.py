@@ -10,7 +10,7 @@ listen's other threads (main, HTTP) run on --listen-cpus, off the data CPU. CPU 
 CLOCK_THREAD_CPUTIME_ID of the data thread over the whole trial, divided by messages received.
 Prints per-round values, medians, and the difference on / off. Never gates CI. Needs root.
 
-    sudo .venv/bin/python benchmarks/bench_metrics.py [--rounds 6] [--packets 60000] [--rate 20000] [--json out.json]
+    sudo .venv/bin/python benchmarks/bench_metrics.py [--rounds 6] [--packets 60000] [--rate 20000] [--recovery] [--json out.json]
 """
 from __future__ import annotations
 
@@ -47,6 +47,8 @@ def trial(lb, metrics: bool, a) -> dict:
            "--poll", "wakeup", "--cpu", str(a.cpu_rx), "--json", "--duration", str(30 + a.packets / a.rate)]
     if metrics:
         cmd += ["--metrics", "127.0.0.1:0"]
+    if a.recovery:       # recovery on (no loss: nothing asked), so scrapes carry its feed series too
+        cmd += ["--rerequest", f"{lb.ex_addr}:26401"]
     li = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     stop, sc = threading.Event(), {"scrapes": 0, "scrape_s": 0.0, "bytes": 0}
     th = None
@@ -94,6 +96,8 @@ def main():
     ap.add_argument("--cpu-tx", type=int, default=0)
     ap.add_argument("--listen-cpus", default="0", help="CPUs of listen's other threads (HTTP, main): off the "
                                                        "data CPU, as on a tuned host")
+    ap.add_argument("--recovery", action="store_true", help="listen --rerequest in every trial: the scrapes then "
+                                                                  "include the feed state and recovery series")
     ap.add_argument("--json", dest="json_out")
     ap.add_argument("--lab", default="bmet")
     a = ap.parse_args()
@@ -133,7 +137,8 @@ def main():
         "kernel": os.uname().release, "rounds": a.rounds, "packets_per_trial": a.packets, "packet_rate": a.rate,
         "messages_per_packet": a.k, "scrape_interval_s": a.interval, "receiver_cpu": a.cpu_rx,
         "sender_cpu": a.cpu_tx, "listen_other_threads_cpus": a.listen_cpus, "path": "xdp", "poll": "wakeup", "interface": "veth (lab)",
-        "order": "alternating, swapped every round", "clock": "CLOCK_THREAD_CPUTIME_ID"},
+        "order": "alternating, swapped every round", "clock": "CLOCK_THREAD_CPUTIME_ID",
+        "recovery": a.recovery},
         "summary": summary, "trials": trials}
     if a.json_out:
         Path(a.json_out).write_text(json.dumps(doc, indent=1) + "\n")

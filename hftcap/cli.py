@@ -188,6 +188,10 @@ def listen(
     metrics: Optional[str] = typer.Option(None, "--metrics", metavar="[ADDR:]PORT",
                                           help="Serve Prometheus metrics (default address 127.0.0.1; "
                                                "in the namespace listen starts in, also with --netns)."),
+    metrics_textfile: Optional[str] = typer.Option(None, "--metrics-textfile", metavar="PATH.prom",
+                                                   help="Write the metrics for node_exporter's textfile collector "
+                                                        "(atomically: temp file + rename)."),
+    metrics_interval: float = typer.Option(10.0, "--metrics-interval", help="Seconds between textfile writes."),
 ):
     """Capture a feed and keep the books.
 
@@ -211,7 +215,8 @@ def listen(
                       levels=levels, stamp=stamp,
                       snapshot=snapshot, snapshot_user=snapshot_user, join_buffer=join_buffer,
                       snapshot_password=_snapshot_password(snapshot_password_file, snapshot_password_env) or "",
-                      write=wo, metrics=metrics)
+                      write=wo, metrics=metrics, metrics_textfile=metrics_textfile,
+                      metrics_interval=metrics_interval)
     if rerequest:
         from .feed.recovery import RecoveryOptions, parse_server
         o.recovery = RecoveryOptions(servers=[parse_server(r) for r in rerequest], reorder_buffer=reorder_buffer,

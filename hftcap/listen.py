@@ -97,12 +97,14 @@ def summary(sess: Session, elapsed: float, stop_reason: str) -> dict:
         "data_thread_cpu_s": round(sess.cap.info()["thread_cpu_ns"] / 1e9, 6),
         "stopped_by": stop_reason,
     })
+    from .ops.metrics import book_flag_counts
+    flags = book_flag_counts(sess.books)
+    out["incomplete_books"] = flags["incomplete"]
     rec = recovery.shape(sess.cap.recovery(), sess.o.feeds)
     if rec is not None:
         out["recovery"] = rec
         out["feed_states"] = {f: r["state"] for f, r in rec["feeds"].items()}
-        b = sess.books
-        suspect = sum(1 for loc, _ in b.symbols() if b.info(loc).get("suspect")) if b is not None else 0
+        suspect = flags["suspect"]
         out["suspect_books"] = suspect
         line = recovery.exit_line(rec, suspect)
         if line:
@@ -237,13 +239,18 @@ def _run_session(o, on_started, live, symbol, title, stop_event, doctor, server,
         sess.doctor = doctor
         if not live:  # the live view shows restores itself; here one stderr line each
             sess.on_snapshot_event = lambda kind, text: print(f"hftcap: {text}", file=sys.stderr, flush=True)
+        textfile = None
         try:
             sess.start()
-            if server is not None:
-                from .ops.metrics import ListenCollector
+            if server is not None or o.metrics_textfile:
+                from .ops.metrics import ListenCollector, TextfileWriter
                 sess.books      # made here, not first on a scrape thread
+            if server is not None:
                 server.serve(ListenCollector(sess, doctor))
                 sess.metrics_url = server.url
+            if o.metrics_textfile:
+                textfile = TextfileWriter(o.metrics_textfile, o.metrics_interval)
+                textfile.start(ListenCollector(sess, doctor))
             if on_doctor and doctor is not None:
                 on_doctor(doctor)
             if on_started:
@@ -264,6 +271,9 @@ def _run_session(o, on_started, live, symbol, title, stop_event, doctor, server,
                 result["capture"] = capture
             if server is not None:
                 result["metrics"] = server.url
+            if textfile is not None:
+                t, textfile = textfile, None
+                result["metrics_textfile"] = t.close(final=True)   # the final figures, hftcap_up 0
             if symbol and sess.books is not None and not live:
                 result.update(final_book(sess.books, symbol, o.levels))
             if o.save:
@@ -271,6 +281,8 @@ def _run_session(o, on_started, live, symbol, title, stop_event, doctor, server,
                                     sess.conditions(elapsed, result["messages"]))
                 result["saved"] = o.save
         finally:
+            if textfile is not None:
+                textfile.close(final=False)
             if server is not None:
                 server.close()  # no scrape may read a closed capture
             sess.close()

@@ -26,6 +26,10 @@ SEVERITIES = ("pass", "warn", "fail", "n/a")
 
 # include/uapi/linux/netdev.h
 NETDEV_CMD_DEV_GET = 1
+NETDEV_CMD_QUEUE_GET = 10
+NETDEV_CMD_NAPI_GET = 11
+NETDEV_QUEUE_TYPE_RX = 0
+LATENCY_PROFILES = ("network-latency", "cpu-partitioning", "realtime", "latency-performance")
 XDP_FEATURES = {1: "basic", 2: "redirect", 4: "ndo-xmit", 8: "xsk-zerocopy", 16: "hw-offload",
                 32: "rx-sg", 64: "ndo-xmit-sg"}
 XDP_ZEROCOPY = 8
@@ -198,6 +202,67 @@ class LiveProbes:
         finally:
             s.close()
 
+    def napi(self, ifname: str):
+        """netdev generic netlink QUEUE_GET and NAPI_GET dumps of one interface (Linux 6.8+; the
+        per-NAPI defer-hard-irqs / gro-flush-timeout / irq-suspend-timeout 6.13+): the RX queues'
+        NAPI ids and each NAPI's id, irq, pid (threaded) and settings. No admin flag: GET only."""
+        from pyroute2.netlink import NLM_F_DUMP, NLM_F_REQUEST, genlmsg
+        from pyroute2.netlink.exceptions import NetlinkError
+        from pyroute2.netlink.generic import GenericNetlinkSocket
+
+        class napimsg(genlmsg):
+            # "uint" attributes (gro-flush-timeout, irq-suspend-timeout) are 4 or 8 bytes: raw
+            nla_map = (("NETDEV_A_NAPI_UNSPEC", "none"), ("NETDEV_A_NAPI_IFINDEX", "uint32"),
+                       ("NETDEV_A_NAPI_ID", "uint32"), ("NETDEV_A_NAPI_IRQ", "uint32"),
+                       ("NETDEV_A_NAPI_PID", "uint32"), ("NETDEV_A_NAPI_DEFER_HARD_IRQS", "uint32"),
+                       ("NETDEV_A_NAPI_GRO_FLUSH_TIMEOUT", "cdata"),
+                       ("NETDEV_A_NAPI_IRQ_SUSPEND_TIMEOUT", "cdata"), ("NETDEV_A_NAPI_THREADED", "uint32"))
+
+        class queuemsg(genlmsg):
+            nla_map = (("NETDEV_A_QUEUE_UNSPEC", "none"), ("NETDEV_A_QUEUE_ID", "uint32"),
+                       ("NETDEV_A_QUEUE_IFINDEX", "uint32"), ("NETDEV_A_QUEUE_TYPE", "uint32"),
+                       ("NETDEV_A_QUEUE_NAPI_ID", "uint32"))
+
+        def uint(v):
+            return int.from_bytes(v, "little") if isinstance(v, (bytes, bytearray)) else v
+
+        try:
+            ifindex = socket.if_nametoindex(ifname)
+        except OSError:
+            return None, f"no interface {ifname}"
+        out = {}
+        for key, cls, cmd, ifattr in (("queues", queuemsg, NETDEV_CMD_QUEUE_GET, "NETDEV_A_QUEUE_IFINDEX"),
+                                      ("napis", napimsg, NETDEV_CMD_NAPI_GET, "NETDEV_A_NAPI_IFINDEX")):
+            s = GenericNetlinkSocket()
+            try:
+                try:
+                    s.bind("netdev", cls)
+                except NetlinkError as e:
+                    if e.code == errno.ENOENT:
+                        return None, "the kernel has no netdev generic netlink family (Linux 6.3+)"
+                    return None, f"netdev netlink: {os.strerror(e.code)}"
+                m = cls()
+                m["cmd"] = cmd
+                m["version"] = 1
+                m["attrs"] = [(ifattr, ifindex)]
+                try:
+                    reply = s.nlm_request(m, msg_type=s.prid, msg_flags=NLM_F_REQUEST | NLM_F_DUMP)
+                except NetlinkError as e:
+                    what = "queue-get" if key == "queues" else "napi-get"
+                    if e.code == errno.EOPNOTSUPP or e.code == errno.EINVAL:
+                        return None, f"netdev {what}: not in this kernel (Linux 6.8+)"
+                    return None, f"netdev {what}: {os.strerror(e.code)}"
+                # NETDEV_A_NAPI_GRO_FLUSH_TIMEOUT -> gro_flush_timeout; attributes this map does not
+                # name (newer kernels', nested ones such as a queue's xsk) are left out
+                out[key] = [{a[0].split("_A_", 1)[1].split("_", 1)[1].lower(): uint(a[1]) for a in r["attrs"]
+                             if a[0].startswith("NETDEV_A_")} for r in reply]
+            finally:
+                s.close()
+        napis = [n for n in out["napis"] if n.get("ifindex") in (None, ifindex)]
+        rxq = {q["id"]: q.get("napi_id") for q in out["queues"]
+               if q.get("ifindex") in (None, ifindex) and q.get("type") == NETDEV_QUEUE_TYPE_RX}
+        return {"napis": napis, "rx_queue_napi": {str(k): v for k, v in sorted(rxq.items())}}, None
+
     def coalesce(self, ifname: str):
         """ETHTOOL_GCOALESCE: rx-usecs, rx-frames, adaptive-rx."""
         from ..measure import clocks
@@ -250,6 +315,9 @@ class FileOnlyProbes:
     def coalesce(self, ifname):
         return None, self.WHY
 
+    def napi(self, ifname):
+        return None, self.WHY
+
     def ts_info(self, ifname):
         return None, self.WHY
 
@@ -284,7 +352,7 @@ def gather_iface(tree: Tree, ifname: str, probes) -> dict:
     f["gro_flush_timeout"] = tree.int(f"{d}/gro_flush_timeout")
     f["rx_queues_sysfs"] = sum(1 for q in tree.listdir(f"{d}/queues") if q.startswith("rx-"))
     f["phc_sysfs"] = [p for p in tree.listdir(f"{d}/device/ptp") if p.startswith("ptp")]
-    for key in ("netdev", "coalesce", "ts_info", "xdp_prog"):
+    for key in ("netdev", "napi", "coalesce", "ts_info", "xdp_prog"):
         f[key], f[f"{key}_error"] = getattr(probes, key)(ifname)
     f["driver"] = f["driver"] or probes.driver(ifname)
     f["channels"] = probes.channels(ifname)
@@ -591,27 +659,59 @@ def _numa(tree: Tree, cpu: int, f: dict | None) -> Check:
                  "the same node", f"use a CPU of node {node} ({near}): listen --cpu N")
 
 
-def _irq(tree: Tree, cpu: int | None, f: dict | None) -> Check:
+def _bound_queues(f: dict, queues) -> list[int]:
+    n = f.get("channels") or f.get("rx_queues_sysfs") or 1
+    return list(range(n)) if queues == "all" else sorted(set(queues)) if queues else [0]
+
+
+def _queue_napis(f: dict, queues) -> tuple[list[dict], dict]:
+    """The NAPI instances (netdev napi-get) serving the RX queues listen binds, and queue ->
+    napi id; all of the device's NAPIs when the queue map is missing. ([], {}) without netlink."""
+    nl = f.get("napi") or {}
+    napis = nl.get("napis") or []
+    qmap = {int(q): i for q, i in (nl.get("rx_queue_napi") or {}).items() if i}
+    if not napis:
+        return [], {}
+    qs = _bound_queues(f, queues)
+    want = {qmap[q] for q in qs if q in qmap}
+    used = [n for n in napis if n.get("id") in want] if want else napis
+    return used, {q: qmap[q] for q in qs if q in qmap}
+
+
+def _irq(tree: Tree, cpu: int | None, f: dict | None, queues=None) -> Check:
+    """The IRQs of the NAPIs that serve the bound queues (netdev netlink queue-get + napi-get),
+    else every MSI IRQ of the device (sysfs msi_irqs)."""
     t = "NIC queue IRQ affinity"
     if not f:
         return Check("irq_affinity", t, "n/a", "no interface given")
-    irqs = f.get("msi_irqs") or []
+    napis, qmap = _queue_napis(f, queues)
+    nl_irqs = sorted({n["irq"] for n in napis if n.get("irq")})
+    if nl_irqs:
+        irqs = nl_irqs
+        src = ("netdev netlink: queue " + ", ".join(f"{q} -> NAPI {i}" for q, i in qmap.items()) + "; IRQ "
+               + ", ".join(f"{n['irq']} (NAPI {n['id']})" for n in napis if n.get("irq"))) if qmap else \
+            "netdev netlink napi-get"
+    else:
+        irqs = f.get("msi_irqs") or []
+        why = ("netdev netlink: its NAPIs report no IRQ" if napis else
+               f"netdev netlink: {f.get('napi_error')}" if f.get("napi_error") else "netdev netlink: no NAPI")
+        src = f"sysfs msi_irqs; {why}"
     if not irqs:
-        return Check("irq_affinity", t, "n/a", f"{f['name']} has no MSI IRQs (a virtual device)")
+        return Check("irq_affinity", t, "n/a", f"{f['name']} has no MSI IRQs (a virtual device; {src})")
     if cpu is None:
-        return Check("irq_affinity", t, "n/a", f"{len(irqs)} IRQs; no --cpu to judge them by")
+        return Check("irq_affinity", t, "n/a", f"{len(irqs)} IRQs; no --cpu to judge them by ({src})")
     on_cpu = []
     for irq in irqs:
         aff = tree.read(f"/proc/irq/{irq}/effective_affinity_list") or tree.read(f"/proc/irq/{irq}/smp_affinity_list")
         if cpu in parse_cpulist(aff):
             on_cpu.append(irq)
     if not on_cpu:
-        return Check("irq_affinity", t, "pass", f"none of {f['name']}'s {len(irqs)} IRQs on CPU {cpu}",
+        return Check("irq_affinity", t, "pass", f"none of {f['name']}'s {len(irqs)} IRQs on CPU {cpu} ({src})",
                      "NIC IRQs on another core of the same node")
     ncpu = len([c for c in tree.listdir("/sys/devices/system/cpu") if re.fullmatch(r"cpu\d+", c)])
     others = fmt_cpulist(set(range(ncpu)) - {cpu})
-    return Check("irq_affinity", t, "warn", f"IRQs {', '.join(map(str, on_cpu))} of {f['name']} may run on CPU {cpu}",
-                 "NIC IRQs on another core of the same node",
+    return Check("irq_affinity", t, "warn", f"IRQs {', '.join(map(str, on_cpu))} of {f['name']} may run on CPU {cpu} "
+                 f"({src})", "NIC IRQs on another core of the same node",
                  f"stop irqbalance (or ban CPU {cpu}); for each: echo {others} > /proc/irq/N/smp_affinity_list")
 
 
@@ -628,21 +728,46 @@ def _busy_poll(tree: Tree) -> Check:
                  "sysctl -w net.core.busy_read=50 net.core.busy_poll=50")
 
 
-def _napi(f: dict | None) -> Check:
+def _napi(f: dict | None, queues=None) -> Check:
+    """Per NAPI (netdev napi-get, 6.13+: defer-hard-irqs, gro-flush-timeout, irq-suspend-timeout)
+    of the bound queues, else the device-wide sysfs pair."""
     t = "napi_defer_hard_irqs / gro_flush_timeout"
+    exp = "0 / 0 (interrupt) or both set (busy poll)"
     if not f:
         return Check("napi_defer", t, "n/a", "no interface given")
+    n = f["name"]
+    napis, _ = _queue_napis(f, queues)
+    napis = [x for x in napis if x.get("defer_hard_irqs") is not None and x.get("gro_flush_timeout") is not None]
+    if napis:
+        parts, bad = [], []
+        for x in napis:
+            d, g, sus = x["defer_hard_irqs"], x["gro_flush_timeout"], x.get("irq_suspend_timeout") or 0
+            parts.append(f"NAPI {x['id']}: defer-hard-irqs {d}, gro-flush-timeout {g} ns, irq-suspend-timeout "
+                         f"{sus} ns" + (f", threaded pid {x['pid']}" if x.get("pid") else ""))
+            if not ((d == 0 and g == 0 and sus == 0) or (d and g)):
+                bad.append(x["id"])
+        found = "; ".join(parts) + " (netdev netlink napi-get)"
+        busy = all(x["defer_hard_irqs"] and x["gro_flush_timeout"] for x in napis)
+        if not bad:
+            return Check("napi_defer", t, "pass", found + (" (busy-poll profile: use listen --poll busy)" if busy
+                                                           else " (interrupt profile)"), exp)
+        ids = ", ".join(map(str, bad))
+        return Check("napi_defer", t, "warn", found + f": NAPI {ids} only partly set", exp,
+                     f"per NAPI: ynl --family netdev --do napi-set --json '{{\"id\": N, \"defer-hard-irqs\": 0, "
+                     f"\"gro-flush-timeout\": 0, \"irq-suspend-timeout\": 0}}' (or device-wide: echo 0 > "
+                     f"/sys/class/net/{n}/napi_defer_hard_irqs; echo 0 > /sys/class/net/{n}/gro_flush_timeout)")
     d, g = f.get("napi_defer_hard_irqs"), f.get("gro_flush_timeout")
     if d is None or g is None:
-        return Check("napi_defer", t, "n/a", f"{f['name']} has no napi_defer_hard_irqs/gro_flush_timeout")
-    found = f"napi_defer_hard_irqs {d}, gro_flush_timeout {g} ns"
+        return Check("napi_defer", t, "n/a", f"{n} has no napi_defer_hard_irqs/gro_flush_timeout")
+    nl = f.get("napi")
+    why = (("no per-NAPI settings (Linux 6.13+)" if nl.get("napis") else f"no NAPI instance on {n}") if nl
+           else (f.get("napi_error") or "not read"))
+    found = f"napi_defer_hard_irqs {d}, gro_flush_timeout {g} ns (sysfs; netdev netlink: {why})"
     if d == 0 and g == 0:
-        return Check("napi_defer", t, "pass", found + " (interrupt profile)", "0 / 0 (interrupt) or both set (busy poll)")
+        return Check("napi_defer", t, "pass", found + " (interrupt profile)", exp)
     if d and g:
-        return Check("napi_defer", t, "pass", found + " (busy-poll profile: use listen --poll busy)",
-                     "0 / 0 (interrupt) or both set (busy poll)")
-    n = f["name"]
-    return Check("napi_defer", t, "warn", found + ": only one set", "0 / 0 (interrupt) or both set (busy poll)",
+        return Check("napi_defer", t, "pass", found + " (busy-poll profile: use listen --poll busy)", exp)
+    return Check("napi_defer", t, "warn", found + ": only one set", exp,
                  f"echo 0 > /sys/class/net/{n}/napi_defer_hard_irqs; echo 0 > /sys/class/net/{n}/gro_flush_timeout "
                  "(or 2 / 200000 for busy poll)")
 
@@ -703,6 +828,148 @@ def _thp(tree: Tree) -> Check:
                  "echo never > /sys/kernel/mm/transparent_hugepage/enabled")
 
 
+def _sysctl(tree: Tree, cid: str, title: str, rel: str, want, why: str, fix: str, ok=None) -> Check:
+    v = tree.int(rel)
+    name = rel.replace("/proc/sys/", "").replace("/", ".")
+    if v is None:
+        return Check(cid, title, "n/a", f"{name} not readable (not in this kernel)", f"{name} = {want}")
+    good = ok(v) if ok else v == want
+    return Check(cid, title, "pass" if good else "warn", f"{name} = {v}" + ("" if good else f": {why}"),
+                 f"{name} = {want}", None if good else fix)
+
+
+def _noise_checks(tree: Tree) -> list[Check]:
+    """Kernel noise on an isolated core (OPERATIONS.md, tuned network-latency / cpu-partitioning)."""
+    cmd = cmdline_params(tree.read("/proc/cmdline"))
+    out = [
+        _sysctl(tree, "noise_timer_migration", "timer migration", "/proc/sys/kernel/timer_migration", 0,
+                "timers of busy CPUs may move onto the data CPU", "sysctl -w kernel.timer_migration=0"),
+        _sysctl(tree, "noise_numa_balancing", "automatic NUMA balancing", "/proc/sys/kernel/numa_balancing", 0,
+                "page-migration faults on the data thread's memory", "sysctl -w kernel.numa_balancing=0"),
+        _sysctl(tree, "noise_stat_interval", "vmstat interval", "/proc/sys/vm/stat_interval", 10,
+                "per-CPU vmstat work every second", "sysctl -w vm.stat_interval=10", ok=lambda v: v >= 10),
+    ]
+    nmi = tree.int("/proc/sys/kernel/nmi_watchdog")
+    soft = tree.int("/proc/sys/kernel/soft_watchdog")
+    soft_off = "nosoftlockup" in cmd or soft == 0
+    t = "NMI / soft lockup watchdogs"
+    if nmi is None and soft is None:
+        out.append(Check("noise_watchdog", t, "n/a", "kernel.nmi_watchdog / soft_watchdog not readable",
+                         "nmi_watchdog 0, soft lockup watchdog off"))
+    else:
+        found = (f"kernel.nmi_watchdog = {nmi if nmi is not None else 'absent'}, soft lockup watchdog "
+                 f"{'off' if soft_off else 'on'}" + (" (nosoftlockup)" if "nosoftlockup" in cmd else ""))
+        good = not nmi and soft_off
+        fixes = ([] if not nmi else ["sysctl -w kernel.nmi_watchdog=0"]) + \
+            ([] if soft_off else ["boot nosoftlockup (or sysctl -w kernel.soft_watchdog=0)"])
+        out.append(Check("noise_watchdog", t, "pass" if good else "warn",
+                         found + ("" if good else ": periodic watchdog interrupts and timers on every CPU"),
+                         "nmi_watchdog 0, soft lockup watchdog off", None if good else "; ".join(fixes)))
+    ksm = tree.int("/sys/kernel/mm/ksm/run")
+    if ksm is None:
+        out.append(Check("noise_ksm", "KSM (same-page merging)", "n/a", "no /sys/kernel/mm/ksm (KSM not built)",
+                         "run = 0"))
+    else:
+        out.append(Check("noise_ksm", "KSM (same-page merging)", "pass" if ksm == 0 else "warn",
+                         f"ksm run = {ksm}" + ("" if ksm == 0 else ": ksmd scans and merges pages"), "run = 0",
+                         None if ksm == 0 else "echo 0 > /sys/kernel/mm/ksm/run"))
+    skew = cmd.get("skew_tick") == "1"
+    out.append(Check("noise_skew_tick", "skew_tick", "pass" if skew else "warn",
+                     f"skew_tick={cmd.get('skew_tick', 'not set')}" + ("" if skew else
+                                                                      ": every CPU's tick fires at once"),
+                     "skew_tick=1", None if skew else "boot skew_tick=1"))
+    cs = tree.read("/sys/devices/system/clocksource/clocksource0/current_clocksource")
+    if cs is None:
+        out.append(Check("clocksource", "clocksource", "n/a", "current_clocksource not readable", "tsc"))
+    else:
+        good = cs == "tsc"
+        avail = tree.read("/sys/devices/system/clocksource/clocksource0/available_clocksource") or ""
+        out.append(Check("clocksource", "clocksource", "pass" if good else "warn",
+                         f"{cs}" + ("" if good else f" (available: {avail or '?'}): nohz_full wants a reliable "
+                                    "tsc; others cost more per read"), "tsc",
+                         None if good else ("echo tsc > /sys/devices/system/clocksource/clocksource0/"
+                                            "current_clocksource (boot tsc=reliable)" if "tsc" in avail.split()
+                                            else "a host with an invariant TSC (tsc=reliable)")))
+    return out
+
+
+def _proc_env(tree: Tree, pid: int) -> dict | None:
+    try:
+        with open(tree.p(f"/proc/{pid}/environ"), "rb") as fh:
+            raw = fh.read()
+    except OSError:
+        return None
+    return dict(x.decode(errors="replace").partition("=")[::2] for x in raw.split(b"\0") if b"=" in x)
+
+
+def _shell_vars(text: str | None) -> dict:
+    out = {}
+    for line in (text or "").splitlines():
+        m = re.match(r"\s*(?:export\s+)?([A-Z_]+)=[\"']?([^\"'#]*)", line)
+        if m:
+            out[m.group(1)] = m.group(2).strip()
+    return out
+
+
+def _mask_cpus(hexmask: str) -> set[int]:
+    try:
+        v = int(hexmask.replace(",", ""), 16)
+    except ValueError:
+        return set()
+    return {i for i in range(v.bit_length()) if v >> i & 1}
+
+
+def _service_checks(tree: Tree, cpu: int | None) -> list[Check]:
+    """irqbalance and tuned, from /proc (their processes) and their configuration files."""
+    from ..measure import clocks
+    procs = {p.name: p for p in clocks.Host(proc_root=tree.p("/proc"), pmc_path=None).processes(
+        names=("irqbalance", "tuned"))}
+    out = []
+    t = "irqbalance"
+    ib = procs.get("irqbalance")
+    if ib is None:
+        out.append(Check("irqbalance", t, "pass", "irqbalance not running", "stopped, or banned from the data CPU"))
+    elif cpu is None:
+        out.append(Check("irqbalance", t, "n/a", f"irqbalance running (pid {ib.pid}); no --cpu to judge it by",
+                         "stopped, or banned from the data CPU"))
+    else:
+        # irqbalance leaves isolated and nohz_full CPUs alone, and the banned list of its
+        # environment (/etc/default/irqbalance on Debian, /etc/sysconfig/irqbalance on RHEL)
+        env = _proc_env(tree, ib.pid)
+        conf = {**_shell_vars(tree.read("/etc/default/irqbalance")),
+                **_shell_vars(tree.read("/etc/sysconfig/irqbalance")), **(env or {})}
+        banned = parse_cpulist(conf.get("IRQBALANCE_BANNED_CPULIST")) | _mask_cpus(
+            conf.get("IRQBALANCE_BANNED_CPUS", ""))
+        iso = parse_cpulist(tree.read("/sys/devices/system/cpu/isolated")) | parse_cpulist(
+            tree.read("/sys/devices/system/cpu/nohz_full"))
+        argv = " ".join(ib.argv)
+        if cpu in banned or cpu in iso:
+            why = "banned" if cpu in banned else "isolated / nohz_full, which irqbalance skips"
+            out.append(Check("irqbalance", t, "pass", f"irqbalance running (pid {ib.pid}), CPU {cpu} {why}",
+                             "stopped, or banned from the data CPU"))
+        else:
+            out.append(Check("irqbalance", t, "warn", f"irqbalance running (pid {ib.pid}, {argv or 'no args'}) and "
+                             f"may move IRQs onto CPU {cpu}" + ("" if env is not None else
+                                                                 " (its environment not readable)"),
+                             "stopped, or banned from the data CPU",
+                             f"systemctl stop irqbalance, or IRQBALANCE_BANNED_CPULIST={cpu} in "
+                             "/etc/default/irqbalance"))
+    t = "tuned profile"
+    td = procs.get("tuned")
+    prof = tree.read("/etc/tuned/active_profile")
+    if td is None:
+        out.append(Check("tuned", t, "n/a", "tuned not running (each setting a profile makes is checked on its own)",
+                         "network-latency or cpu-partitioning"))
+    elif prof and any(p in prof.split() for p in LATENCY_PROFILES):
+        out.append(Check("tuned", t, "pass", f"tuned running (pid {td.pid}), profile {prof}",
+                         "network-latency or cpu-partitioning"))
+    else:
+        out.append(Check("tuned", t, "warn", f"tuned running (pid {td.pid}), profile {prof or 'unknown'}",
+                         "network-latency or cpu-partitioning",
+                         "tuned-adm profile network-latency (or cpu-partitioning with isolated_cores= the data CPU)"))
+    return out
+
+
 def parse_queues(text: str) -> list[int] | str:
     """listen's --queue: 'N', '0,1,2' or 'all'."""
     from ..errors import UsageError
@@ -737,8 +1004,10 @@ def run_doctor(interface: str | None = None, cpu: int | None = None, netns: str 
     phc, have_phc = _phc(f)
     checks += [phc, _ptp(tree, probes, have_phc), _tai(probes)]
     checks += _cpu_checks(tree, cpu, f)
-    checks += [_thp(tree), _irq(tree, cpu, f), _busy_poll(tree), _napi(f), _coalesce(f),
+    checks += [_thp(tree), _irq(tree, cpu, f, queues), _busy_poll(tree), _napi(f, queues), _coalesce(f),
                _rx_queues(f, queues), _foreign_xdp(f)]
+    checks += _noise_checks(tree)
+    checks += _service_checks(tree, cpu)
     return Report(tree.root, interface, netns, cpu, checks)
 
 

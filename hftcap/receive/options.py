@@ -76,6 +76,8 @@ class ListenOptions:
     snapshot_password: str = ""          # from a file or the environment, never an argument
     join_buffer: int = 1 << 20           # messages buffered while the snapshot loads
     metrics: str | None = None  # "[ADDR:]PORT" of the Prometheus endpoint
+    metrics_textfile: str | None = None  # node_exporter textfile (PATH.prom), rewritten every metrics_interval s
+    metrics_interval: float = 10.0
     extra: dict = field(default_factory=dict)
 
 
@@ -125,4 +127,7 @@ def check_options(o: ListenOptions) -> None:
     if o.metrics is not None:
         from ..ops.metrics import parse_addr
         parse_addr(o.metrics)
+    if o.metrics_textfile is not None:
+        from ..ops.metrics import check_textfile
+        check_textfile(o.metrics_textfile, o.metrics_interval)
 

@@ -267,6 +267,15 @@ class CaptureFile:
         self._top_up()
         return None
 
+    def live_stats(self, st: dict | None = None) -> dict:
+        """The writer's figures now (any thread: relaxed reads of its counters), as close() reports
+        them; files_begun counts files begun so far (the first one and each rotation)."""
+        st = st or self.core.stats()
+        return {"packets_captured": st["written"], "capture_drops": st["capture_drops"],
+                "packets_seen": st["seen"], "bytes_written": st["bytes"], "ring_bytes": self.core.ring_bytes,
+                "snaplen": self.w.snaplen, "rotations_late": st["rotations_late"],
+                "files_begun": len(self.files) + max(0, st["names_taken"] - self.taken)}
+
     def close(self) -> dict:
         """After the capture stopped: drain, ISBs, rename; the summary's "capture" entry."""
         err = None
@@ -277,9 +286,7 @@ class CaptureFile:
         st = self.core.stats()
         self._took(st["names_taken"])
         files = list(dict.fromkeys(self.files))   # a -W ring reuses names
-        out = {"files": files, "packets_captured": st["written"], "capture_drops": st["capture_drops"],
-               "packets_seen": st["seen"], "bytes_written": st["bytes"], "ring_bytes": self.core.ring_bytes,
-               "snaplen": self.w.snaplen, "rotations_late": st["rotations_late"]}
+        out = {"files": files, **self.live_stats(st)}
         if err or st["error"]:
             out["error"] = err or os.strerror(-st["error"])
         return out

@@ -29,7 +29,15 @@ def make_tree(root: Path, tuned: bool, phc: bool = True, release: str = "6.8.0-4
     cmd = "BOOT_IMAGE=/vmlinuz root=/dev/sda1 ro quiet"
     if tuned:
         cmd += (f" isolcpus=managed_irq,domain,{cpu},{sib} nohz_full={cpu},{sib} rcu_nocbs={cpu},{sib} "
-                f"irqaffinity=0-2,4-6")
+                f"irqaffinity=0-2,4-6 skew_tick=1 nosoftlockup tsc=reliable")
+    # kernel noise (tuned network-latency's sysctls) and the clocksource
+    for rel, good, bad in (("proc/sys/kernel/timer_migration", "0", "1"), ("proc/sys/kernel/numa_balancing", "0", "1"),
+                           ("proc/sys/vm/stat_interval", "10", "1"), ("proc/sys/kernel/nmi_watchdog", "0", "1"),
+                           ("proc/sys/kernel/soft_watchdog", "1", "1"), ("sys/kernel/mm/ksm/run", "0", "1")):
+        _w(root, rel, good if tuned else bad)
+    cs = "sys/devices/system/clocksource/clocksource0"
+    _w(root, f"{cs}/current_clocksource", "tsc" if tuned else "hpet")
+    _w(root, f"{cs}/available_clocksource", "tsc hpet acpi_pm")
     _w(root, "proc/cmdline", cmd)
     _w(root, "sys/devices/system/cpu/isolated", f"{cpu},{sib}" if tuned else "")
     _w(root, "sys/devices/system/cpu/nohz_full", f"{cpu},{sib}" if tuned else "(null)")
@@ -74,6 +82,17 @@ def make_tree(root: Path, tuned: bool, phc: bool = True, release: str = "6.8.0-4
         for name, pid in (("ptp4l", 100), ("phc2sys", 101)):
             _w(root, f"proc/{pid}/comm", name)
             _w(root, f"proc/{pid}/cmdline", f"/usr/sbin/{name}\0-i\0{IFACE}\0".encode())
+        # tuned with a latency profile; irqbalance running, but it skips the isolated data CPU
+        _w(root, "proc/300/comm", "tuned")
+        _w(root, "proc/300/cmdline", b"/usr/bin/python3\0/usr/sbin/tuned\0-l\0-P\0")
+        _w(root, "etc/tuned/active_profile", "network-latency")
+    else:
+        _w(root, "proc/300/comm", "tuned")
+        _w(root, "proc/300/cmdline", b"/usr/bin/python3\0/usr/sbin/tuned\0")
+        _w(root, "etc/tuned/active_profile", "balanced")
+    _w(root, "proc/200/comm", "irqbalance")
+    _w(root, "proc/200/cmdline", b"/usr/sbin/irqbalance\0--foreground\0")
+    _w(root, "proc/200/environ", b"PATH=/usr/bin\0")
     return root
 
 
@@ -88,6 +107,15 @@ class FakeProbes:
             return None, "the kernel has no netdev generic netlink family (Linux 6.3+)"
         return {"xdp_features": 1 | 2 | 4 | 8 | 32 | 64, "xdp_zc_max_segs": 1,
                 "xdp_rx_metadata_features": 7, "xsk_features": 1}, None
+
+    def napi(self, ifname):
+        """Queue q is served by NAPI 8192+q on IRQ 43-q (so queue 0's IRQ is 43); per-NAPI settings
+        as the sysfs pair; a kernel without netdev netlink answers as for netdev()."""
+        if not self.has_netdev:
+            return None, "the kernel has no netdev generic netlink family (Linux 6.3+)"
+        return {"napis": [{"id": 8192 + q, "ifindex": 9, "irq": 43 - q, "defer_hard_irqs": 0 if self.tuned else 2,
+                           "gro_flush_timeout": 0, "irq_suspend_timeout": 0, "threaded": 0} for q in range(4)],
+                "rx_queue_napi": {str(q): 8192 + q for q in range(4)}}, None
 
     def coalesce(self, ifname):
         return ({"rx_usecs": 0, "rx_frames": 0, "adaptive_rx": False} if self.tuned else

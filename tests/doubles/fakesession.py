@@ -17,8 +17,12 @@ def hist_snap(values) -> L.HistSnapshot:
 
 
 class FakeCap:
-    def __init__(self, s):
+    def __init__(self, s, recovery=None):
         self.s = s
+        self.report = recovery
+
+    def recovery(self):
+        return self.report() if callable(self.report) else self.report
 
     def stats(self):
         return {"packets": 1001, "bytes": 70_070, "messages": 4004, "gaps": 7, "gap_events": 2, "duplicates": 3,
@@ -32,12 +36,47 @@ class FakeCap:
         return {h.name: (2 if h.name == "xdp_to_dequeue" else 0) for h in L.HOPS}
 
 
+class FakeBooks:
+    """symbols() and info() of a few stocks with their suspect / incomplete flags."""
+
+    def __init__(self, flags: dict):
+        self.flags = flags          # symbol -> (suspect, incomplete)
+
+    def symbols(self):
+        return [(i + 1, sym) for i, sym in enumerate(self.flags)]
+
+    def info(self, loc):
+        sym = list(self.flags)[loc - 1]
+        s, inc = self.flags[sym]
+        return {"symbol": sym, "suspect": s, "incomplete": inc}
+
+
+class FakeCapfile:
+    def __init__(self, figures: dict):
+        self.figures = figures
+
+    def live_stats(self):
+        return dict(self.figures)
+
+
+class FakeSnapshotClient:
+    def __init__(self, result: dict):
+        self._result = result
+
+    def result(self):
+        return dict(self._result)
+
+
 class FakeSession:
-    def __init__(self, hops: dict):
-        self.o = types.SimpleNamespace(path="xdp", interface="veth9")
+    def __init__(self, hops: dict, recovery=None, feeds=("239.1.1.1:26400",), books=None, capfile=None,
+                 snapshot=None):
+        self.o = types.SimpleNamespace(path="xdp", interface="veth9", feeds=list(feeds))
         self.clocks = {"phc": None}
-        self.cap = FakeCap(self)
+        self.cap = FakeCap(self, recovery)
         self._hops = hops
+        self.books = FakeBooks(books or {})
+        self.capfile = FakeCapfile(capfile) if capfile is not None else None
+        self.snapshot_client = FakeSnapshotClient(snapshot) if snapshot is not None else None
 
     def info(self):
         return {"path": "xdp", "xdp_mode": "native", "bind_mode": "copy", "poll_mode": "wakeup",

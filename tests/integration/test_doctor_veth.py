@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import glob
 import json
+import os
 import platform
 import re
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from doubles.fakehost import snapshot
@@ -82,3 +85,49 @@ def test_listen_reports_the_doctor(lab, tmp_path):
     assert f"{c['fail']} fail, {c['warn']} warn, {c['pass']} pass, {c['n/a']} n/a" in line
     assert f"hftcap doctor {lab.host_if} --netns {lab.host_ns}" in line
     assert r["doctor"]["schema"] == "hftcap.doctor/1" and r["doctor"]["interface"] == lab.host_if
+
+
+def _doctor_json(lab) -> dict:
+    cp = subprocess.run([str(Path(sys.executable).parent / "hftcap"), "doctor", lab.host_if, "--netns", lab.host_ns,
+                         "--cpu", "0", "--json"], capture_output=True, text=True, timeout=60)
+    assert cp.returncode in (0, 3), cp.stderr           # 3: a check failed (hftcap's own XDP program)
+    return {c["id"]: c for c in json.loads(cp.stdout)["checks"]}
+
+
+def test_doctor_reads_the_veth_napi_over_netlink_and_the_kernel_noise(lab):
+    """A veth has a NAPI instance only while an XDP program is attached: before listen the doctor
+    says netlink found none and falls back to sysfs; while listen runs it reads that NAPI's
+    settings over netdev netlink (napi-get), equal to the device's sysfs pair; the kernel-noise
+    checks show this host's real sysctls. Nothing it reads changes."""
+    from listenproc import Listener
+    files = _host_files() + [f for f in ("/proc/sys/kernel/timer_migration", "/proc/sys/kernel/numa_balancing",
+                                         "/proc/sys/vm/stat_interval", "/proc/sys/kernel/nmi_watchdog",
+                                         "/sys/kernel/mm/ksm/run",
+                                         "/sys/devices/system/clocksource/clocksource0/current_clocksource")
+                             if os.path.exists(f)]
+    before, state = snapshot("/", files), _iface_state(lab)
+    defer, gro = state["sysfs"].split()[:2]
+    idle = _doctor_json(lab)
+    assert idle["napi_defer"]["found"] == (f"napi_defer_hard_irqs {defer}, gro_flush_timeout {gro} ns (sysfs; netdev "
+                                           f"netlink: no NAPI instance on {lab.host_if}) (interrupt profile)")
+    li = Listener(lab, "--duration", 30).wait_ready()
+    try:
+        busy = _doctor_json(lab)
+        during = _iface_state(lab)
+    finally:
+        li.p.send_signal(2)
+        li.result()
+    m = re.fullmatch(rf"NAPI (\d+): defer-hard-irqs {defer}, gro-flush-timeout {gro} ns, irq-suspend-timeout 0 ns "
+                     r"\(netdev netlink napi-get\) \(interrupt profile\)", busy["napi_defer"]["found"])
+    assert m and int(m.group(1)) > 0, busy["napi_defer"]["found"]
+    assert busy["irq_affinity"]["found"].endswith("netdev netlink: its NAPIs report no IRQ)")
+    assert busy["xdp_attached"]["severity"] == "fail"          # listen's own program, seen while it runs
+    assert during["sysfs"] == state["sysfs"]
+    assert snapshot("/", files) == before
+    tm = open("/proc/sys/kernel/timer_migration").read().strip()
+    assert idle["noise_timer_migration"]["found"].startswith(f"kernel.timer_migration = {tm}")
+    si = open("/proc/sys/vm/stat_interval").read().strip()
+    assert idle["noise_stat_interval"]["found"].startswith(f"vm.stat_interval = {si}")
+    cs = open("/sys/devices/system/clocksource/clocksource0/current_clocksource").read().strip()
+    assert idle["clocksource"]["found"].startswith(cs)
+    assert idle["tuned"]["severity"] in ("pass", "warn", "n/a") and idle["irqbalance"]["severity"] in ("pass", "warn")

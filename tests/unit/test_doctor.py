@@ -11,7 +11,9 @@ from hftcap.ops import doctor
 ALL_IDS = ["kernel", "xdp_features", "xdp_rx_metadata", "phc", "ptp", "tai_offset", "cpu_isolated",
            "cpu_nohz_full", "cpu_rcu_nocbs", "cpu_irqaffinity", "cpu_governor", "cpu_cstates",
            "cpu_dma_latency", "cpu_smt", "numa", "thp", "irq_affinity", "busy_poll", "napi_defer",
-           "coalesce", "rx_queues", "xdp_attached"]
+           "coalesce", "rx_queues", "xdp_attached", "noise_timer_migration", "noise_numa_balancing",
+           "noise_stat_interval", "noise_watchdog", "noise_ksm", "noise_skew_tick", "clocksource", "irqbalance",
+           "tuned"]
 
 
 def _run(tmp_path, tuned, phc=True, netdev=True, release="6.8.0-40-generic", queues="all", prog=None):
@@ -45,7 +47,10 @@ def test_untuned_host_warns_with_fixes(tmp_path):
               "cpu_rcu_nocbs": "warn", "cpu_irqaffinity": "warn", "cpu_governor": "warn",
               "cpu_cstates": "warn", "cpu_dma_latency": "warn", "cpu_smt": "warn", "numa": "warn",
               "thp": "warn", "irq_affinity": "warn", "busy_poll": "warn", "napi_defer": "warn",
-              "coalesce": "warn", "rx_queues": "warn", "xdp_attached": "pass"}
+              "coalesce": "warn", "rx_queues": "warn", "xdp_attached": "pass", "noise_timer_migration": "warn",
+              "noise_numa_balancing": "warn", "noise_stat_interval": "warn", "noise_watchdog": "warn",
+              "noise_ksm": "warn", "noise_skew_tick": "warn", "clocksource": "warn", "irqbalance": "warn",
+              "tuned": "warn"}
     got = {c.id: c.severity for c in rep.checks}
     assert got == expect
     c = _by_id(rep)
@@ -158,3 +163,101 @@ def test_cli_exit_code_3_on_a_failed_check(tmp_path):
     cp = run_hftcap("doctor", IFACE, "--cpu", CPU, "--root", root)
     assert cp.returncode == 3
     assert any(ln.startswith("fail  kernel ") and "fix: boot Linux 6.3" in ln for ln in cp.stdout.splitlines())
+
+
+# ---- per-NAPI netlink (netdev queue-get + napi-get) with the sysfs fallback ----
+
+class NapiProbes(FakeProbes):
+    """FakeProbes whose NAPIs differ from the device-wide sysfs pair."""
+
+    def __init__(self, tuned, settings):
+        super().__init__(tuned)
+        self.settings = settings          # napi id -> (defer, gro, suspend)
+
+    def napi(self, ifname):
+        nl, err = super().napi(ifname)
+        for n in nl["napis"]:
+            if n["id"] in self.settings:
+                n["defer_hard_irqs"], n["gro_flush_timeout"], n["irq_suspend_timeout"] = self.settings[n["id"]]
+        return nl, err
+
+
+def test_irq_affinity_follows_the_bound_queue_through_netlink(tmp_path):
+    """Untuned: IRQ 43 runs on the data CPU. Bound to queue 1, netlink says its NAPI's IRQ is 42
+    (CPU 2): pass; the sysfs fallback can only judge every MSI IRQ of the device: warn."""
+    root = make_tree(tmp_path / "root", tuned=False)
+    c = _by_id(doctor.run_doctor(IFACE, cpu=CPU, root=str(root), queues=[1], probes=FakeProbes(False)))["irq_affinity"]
+    assert c.severity == "pass" and "queue 1 -> NAPI 8193; IRQ 42 (NAPI 8193)" in c.found and "1 IRQs" in c.found
+    c = _by_id(doctor.run_doctor(IFACE, cpu=CPU, root=str(root), queues=[0], probes=FakeProbes(False)))["irq_affinity"]
+    assert c.severity == "warn" and c.found.startswith("IRQs 43 of eth9") and "queue 0 -> NAPI 8192" in c.found
+    c = _by_id(doctor.run_doctor(IFACE, cpu=CPU, root=str(root), queues=[1],
+                                 probes=FakeProbes(False, netdev=False)))["irq_affinity"]
+    assert c.severity == "warn" and c.found.startswith("IRQs 43 of eth9")
+    assert "sysfs msi_irqs; netdev netlink: the kernel has no netdev generic netlink family" in c.found
+
+
+def test_napi_settings_per_napi_from_netlink(tmp_path):
+    root = make_tree(tmp_path / "root", tuned=True)      # sysfs pair 0 / 0
+    run = lambda probes, q="all": _by_id(doctor.run_doctor(IFACE, cpu=CPU, root=str(root), queues=q,  # noqa: E731
+                                                         probes=probes))["napi_defer"]
+    c = run(FakeProbes(True))
+    assert c.severity == "pass" and "NAPI 8192: defer-hard-irqs 0, gro-flush-timeout 0 ns" in c.found
+    assert c.found.count("NAPI 81") == 4 and "(netdev netlink napi-get) (interrupt profile)" in c.found
+    # one NAPI half set, which the device-wide sysfs files do not show
+    c = run(NapiProbes(True, {8194: (2, 0, 0)}))
+    assert c.severity == "warn" and "NAPI 8194 only partly set" in c.found
+    assert c.fix.startswith("per NAPI: ynl --family netdev --do napi-set")
+    assert run(NapiProbes(True, {8194: (2, 0, 0)}), q=[0]).severity == "pass"   # queue 0's NAPI is fine
+    # the busy-poll pair on every NAPI (Intel's AF_XDP tests: 2 / 200000 ns), with IRQ suspension
+    c = run(NapiProbes(True, {n: (2, 200_000, 20_000_000) for n in range(8192, 8196)}))
+    assert c.severity == "pass" and "busy-poll profile" in c.found and "irq-suspend-timeout 20000000 ns" in c.found
+    # an irq-suspend-timeout without the pair: warn
+    assert run(NapiProbes(True, {8192: (0, 0, 1000)}), q=[0]).severity == "warn"
+    # no netdev netlink: the sysfs pair, saying why
+    c = run(FakeProbes(True, netdev=False))
+    assert c.severity == "pass" and c.found.startswith("napi_defer_hard_irqs 0, gro_flush_timeout 0 ns (sysfs; "
+                                                       "netdev netlink: the kernel has no netdev")
+
+
+# ---- kernel noise and services ----
+
+def test_noise_and_service_checks_name_their_fixes(tmp_path):
+    c = _by_id(_run(tmp_path, tuned=False))
+    assert c["noise_timer_migration"].fix == "sysctl -w kernel.timer_migration=0"
+    assert c["noise_numa_balancing"].fix == "sysctl -w kernel.numa_balancing=0"
+    assert c["noise_stat_interval"].fix == "sysctl -w vm.stat_interval=10"
+    assert c["noise_watchdog"].fix == ("sysctl -w kernel.nmi_watchdog=0; boot nosoftlockup (or sysctl -w "
+                                       "kernel.soft_watchdog=0)")
+    assert c["noise_ksm"].fix == "echo 0 > /sys/kernel/mm/ksm/run"
+    assert c["noise_skew_tick"].fix == "boot skew_tick=1"
+    assert c["clocksource"].found.startswith("hpet (available: tsc hpet acpi_pm)")
+    assert c["clocksource"].fix.startswith("echo tsc > /sys/devices/system/clocksource/clocksource0/")
+    assert c["irqbalance"].found.startswith("irqbalance running (pid 200, /usr/sbin/irqbalance --foreground)")
+    assert c["irqbalance"].fix == (f"systemctl stop irqbalance, or IRQBALANCE_BANNED_CPULIST={CPU} in "
+                                   "/etc/default/irqbalance")
+    assert c["tuned"].found == "tuned running (pid 300), profile balanced"
+    assert c["tuned"].fix.startswith("tuned-adm profile network-latency")
+    t = _by_id(_run(tmp_path / "t", tuned=True))
+    assert t["irqbalance"].found == f"irqbalance running (pid 200), CPU {CPU} isolated / nohz_full, which irqbalance skips"
+    assert t["noise_watchdog"].found == "kernel.nmi_watchdog = 0, soft lockup watchdog off (nosoftlockup)"
+
+
+def test_irqbalance_banned_list_and_absent_services(tmp_path):
+    import shutil
+    root = make_tree(tmp_path / "root", tuned=False)
+    (root / "etc/default").mkdir(parents=True)
+    (root / "etc/default/irqbalance").write_text(f'#IRQBALANCE_ONESHOT=\nIRQBALANCE_BANNED_CPULIST="2-{CPU}"\n')
+    c = _by_id(doctor.run_doctor(IFACE, cpu=CPU, root=str(root), probes=FakeProbes(False)))
+    assert c["irqbalance"].severity == "pass" and c["irqbalance"].found.endswith(f"CPU {CPU} banned")
+    (root / "etc/default/irqbalance").write_text("")
+    (root / "proc/200/environ").write_bytes(b"IRQBALANCE_BANNED_CPUS=00000008\0")   # hex mask: CPU 3
+    c = _by_id(doctor.run_doctor(IFACE, cpu=CPU, root=str(root), probes=FakeProbes(False)))
+    assert c["irqbalance"].severity == "pass"
+    shutil.rmtree(root / "proc/200")
+    shutil.rmtree(root / "proc/300")
+    for f in ("proc/sys/kernel/numa_balancing", "sys/kernel/mm/ksm/run"):
+        (root / f).unlink()
+    c = _by_id(doctor.run_doctor(IFACE, cpu=CPU, root=str(root), probes=FakeProbes(False)))
+    assert c["irqbalance"].severity == "pass" and c["irqbalance"].found == "irqbalance not running"
+    assert c["tuned"].severity == "n/a" and c["tuned"].found.startswith("tuned not running")
+    assert c["noise_numa_balancing"].severity == "n/a" and c["noise_ksm"].severity == "n/a"

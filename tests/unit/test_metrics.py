@@ -88,13 +88,17 @@ def test_counters_info_and_doctor():
 def test_dashboard_queries_name_exported_metrics():
     text, fam = _families(doctor=Report("/", None, None, None, [Check("a", "a", "pass", "")]))
     exported = {s.name for f in fam.values() for s in f.samples}
+    # with --rerequest, --write and --snapshot: the feed, recovery, capture and snapshot series
+    full = _fams(FakeSession({}, recovery=_gap_lab().report, capfile=CAP, snapshot=SNAP))
+    exported |= {s.name for f in full.values() for s in f.samples}
     dash = json.loads(DASHBOARD.read_text())
     exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
     assert len(exprs) >= 12
     used = {m for e in exprs for m in re.findall(r"\bhftcap_[a-z0-9_]+", e)}
     assert used and used <= exported, used - exported
     titles = " ".join(p["title"] for p in dash["panels"]).lower()
-    for word in ("per second", "drops", "gaps", "sequence", "p50", "p99"):
+    for word in ("per second", "drops", "gaps", "sequence", "p50", "p99", "feed state", "recovery", "suspect",
+                 "capture file", "snapshot"):
         assert word in titles
 
 
@@ -132,3 +136,209 @@ def test_listen_metrics_bad_address_is_a_usage_error():
     cp = run_hftcap("listen", "-i", "lo", "--feed", "239.1.1.1:26400", "--metrics", "nohost:99")
     assert cp.returncode == 2 and cp.stderr.startswith("hftcap: error: bad --metrics 'nohost:99'")
     assert "hint: " in cp.stderr and "Traceback" not in cp.stderr
+
+
+# ---- feed state, recovery, books' flags, capture, snapshot: from the dicts listen --json prints ----
+
+FEED = "239.1.1.1:26400"
+
+
+def _gap_lab():
+    """A real recovery (C, lab mode) with one open gap, asked for: state recovering, counters set."""
+    from hftcap import _core
+    from hftcap.feed.recovery import RecoveryOptions
+    from test_recovery import MS, SRV, make_stream
+    stream, snd, pkts = make_stream()
+    lab = _core.RecoveryLab(RecoveryOptions(servers=[SRV], request_max=10).core())
+    lab.packet(pkts[0], MS)
+    lab.packet(pkts[51], MS + 1)
+    lab.tick(MS + 1 + 1_000_000)          # past the gap timeout: the requests go out
+    return lab
+
+
+def _fams(sess):
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(metrics.ListenCollector(sess))
+    text = generate_latest(reg).decode()
+    return {f.name: f for f in text_string_to_metric_families(text)}
+
+
+def _series(fam, *labels):
+    return {tuple(s.labels[k] for k in labels): s.value for s in fam.samples
+            if not s.name.endswith(("_bucket", "_count", "_sum", "_created"))}
+
+
+def test_feed_state_and_recovery_counters_equal_the_json_figures():
+    from hftcap.feed import recovery
+    lab = _gap_lab()
+    raw = lab.report()
+    rec = recovery.shape(raw, [FEED])["feeds"][FEED]
+    assert rec["state"] == "recovering" and rec["gaps_seen"] == 1 and rec["requests_sent"] > 0
+    fam = _fams(FakeSession({}, recovery=lab.report, books={"AAA": (True, False), "BBB": (False, True),
+                                                               "CCC": (True, True)}))
+    assert _series(fam["hftcap_feed_state"], "feed", "state") == {
+        (FEED, "synced"): 0, (FEED, "gap_wait"): 0, (FEED, "recovering"): 1, (FEED, "degraded"): 0}
+    checked = 0
+    for key, spec in metrics.FEED_RECOVERY.items():
+        f = fam[spec.name[:-6] if spec.kind == "counter" else spec.name]
+        want = {(FEED, *(v for _, v in spec.labels)): float(rec[key])}
+        got = {k: v for k, v in _series(f, "feed", *(n for n, _ in spec.labels)).items() if k in want}
+        assert got == want, key
+        checked += 1
+    assert checked == len(metrics.FEED_RECOVERY) >= 20
+    outcomes = _series(fam["hftcap_recovery_messages"], "outcome")
+    assert outcomes == {("late",): rec["messages_late"], ("recovered",): rec["messages_recovered"],
+                        ("lost",): rec["messages_lost"]}
+    assert _series(fam["hftcap_recovery_reply_drops"], "reason") == {
+        (r,): 0.0 for r in ("unknown_source", "wrong_session", "unrequested", "malformed")}
+    assert set(_series(fam["hftcap_recovery_socket_drops"], "reason")) == {
+        ("unknown_source",), ("wrong_session",), ("unrequested",), ("malformed",)}
+    val = {s.name: s.value for f in fam.values() for s in f.samples if not s.labels}
+    assert val["hftcap_books_suspect_stocks"] == 2 and val["hftcap_books_incomplete_stocks"] == 2
+    # the recovery-time histograms: one per feed, counts equal the JSON's sample counts (0 here:
+    # the gap is still open), edges 2^10 .. 2^33 ns
+    for name, key in (("hftcap_recovery_time_seconds", "recovery_time"),
+                      ("hftcap_recovery_loss_declared_seconds", "loss_declared_after")):
+        h = {s.name: s for s in fam[name].samples if not s.name.endswith("_bucket")}
+        assert h[name + "_count"].value == rec[key]["count"] == 0 and h[name + "_count"].labels == {"feed": FEED}
+        les = [float(s.labels["le"]) for s in fam[name].samples if s.name.endswith("_bucket")][:-1]
+        assert les[0] == pytest.approx(2 ** 10 * 1e-9) and les[-1] == pytest.approx(2 ** 33 * 1e-9)
+
+
+def test_recovery_time_histogram_counts_an_episode():
+    """A gap filled by a late packet: one recovery-time sample, in the bucket of its duration."""
+    from hftcap import _core
+    from hftcap.feed.recovery import RecoveryOptions
+    from test_recovery import MS, SRV, make_stream
+    stream, snd, pkts = make_stream()
+    lab = _core.RecoveryLab(RecoveryOptions(servers=[SRV]).core())
+    lab.packet(pkts[0], MS)
+    lab.packet(pkts[2], MS)
+    lab.packet(pkts[1], MS + 300_000)      # the late packet, 300 us after the gap was seen
+    lab.tick(MS + 300_001)
+    fam = _fams(FakeSession({}, recovery=lab.report))
+    b = {float(s.labels["le"]): s.value for s in fam["hftcap_recovery_time_seconds"].samples
+         if s.name.endswith("_bucket")}
+    assert b[float("inf")] == 1
+    assert b[2 ** 18 * 1e-9] == 0 and b[2 ** 19 * 1e-9] == 1      # 262 us < 300 us <= 524 us
+    assert _series(fam["hftcap_feed_state"], "state")[("synced",)] == 1
+    assert _series(fam["hftcap_recovery_messages"], "outcome")[("late",)] > 0
+
+
+def test_every_figure_the_c_reports_is_mapped_or_skipped():
+    """A counter added to hc_recov_stats (or to recovery.shape) must get its one table line in
+    hftcap.ops.metrics (or be listed as skipped): this fails until it does."""
+    from hftcap.feed import recovery
+    rec = recovery.shape(_gap_lab().report(), [FEED])
+    fig = rec["feeds"][FEED]
+    unmapped = set(fig) - set(metrics.FEED_RECOVERY) - metrics.FEED_RECOVERY_SKIP
+    assert not unmapped, f"map these in hftcap/ops/metrics.py FEED_RECOVERY: {sorted(unmapped)}"
+    for line, lfig in (fig.get("lines") or {}).items():      # with A/B lines (listen --feed-b)
+        if isinstance(lfig, dict):
+            unmapped = set(lfig) - set(metrics.FEED_LINE) - metrics.FEED_LINE_SKIP
+            assert not unmapped, f"map these in hftcap/ops/metrics.py FEED_LINE: {sorted(unmapped)}"
+    assert set(rec["socket_drops"]) <= set(metrics.SOCKET_DROPS)
+
+
+def test_a_per_line_counter_is_one_mapping_line(monkeypatch):
+    """The A/B lines' figures (recovery.feeds[FEED].lines = {"a": {...}, "b": {...}, "events": [...],
+    "clock": ...}, the shape of branch ab) come out with feed and line labels; a new key appears
+    with one FEED_LINE line; unmapped keys stay out."""
+    from hftcap.feed import recovery
+    lab = _gap_lab()
+
+    def shaped(raw, feeds):
+        out = recovery_shape(raw, feeds)
+        out["feeds"][FEED]["lines"] = {
+            "a": {"packets": 10, "wins": 9, "downtime_ns": 1_500_000_000, "state": "up", "new_figure": 3},
+            "b": {"packets": 7, "wins": 1, "downtime_ns": 0, "state": "down", "new_figure": 1},
+            "events": [{"tai_ns": 1, "line": "b", "event": "down", "silent_ns": 5}], "clock": "CLOCK_TAI"}
+        return out
+    recovery_shape = recovery.shape
+    monkeypatch.setattr(recovery, "shape", shaped)
+    fam = _fams(FakeSession({}, recovery=lab.report))
+    assert _series(fam["hftcap_feed_line_packets"], "feed", "line") == {(FEED, "a"): 10, (FEED, "b"): 7}
+    assert _series(fam["hftcap_feed_line_wins"], "line") == {("a",): 9, ("b",): 1}
+    assert _series(fam["hftcap_feed_line_downtime_seconds"], "line") == {("a",): 1.5, ("b",): 0}
+    assert _series(fam["hftcap_feed_line_state"], "line", "state") == {
+        ("a", "up"): 1, ("a", "down"): 0, ("b", "up"): 0, ("b", "down"): 1}
+    assert not [n for n in fam if "new_figure" in n]
+    monkeypatch.setitem(metrics.FEED_LINE, "new_figure",
+                        metrics.Spec("hftcap_feed_line_new_figures_total", "A figure added later"))
+    fam = _fams(FakeSession({}, recovery=lab.report))
+    assert _series(fam["hftcap_feed_line_new_figures"], "feed", "line") == {(FEED, "a"): 3, (FEED, "b"): 1}
+
+
+CAP = {"packets_captured": 990, "capture_drops": 10, "packets_seen": 1000, "bytes_written": 123_456,
+       "ring_bytes": 1 << 20, "snaplen": 262144, "rotations_late": 0, "files_begun": 3}
+SNAP = {"state": "live", "attempts": 2, "orders_loaded": 500, "messages_loaded": 520, "bytes": 20_000,
+        "load_ms": 12.5, "join_to_synced_ms": 20.0, "buffered": 40, "buffered_applied": 30,
+        "buffered_discarded": 10, "buffer_overwritten": 0, "buffer_capacity": 1 << 20, "behind": 0,
+        "clears": 0, "end_of_snapshot_sequence": 99, "framing": {}, "error": None, "failures": []}
+
+
+def test_capture_and_snapshot_figures():
+    cap, snap = dict(CAP), dict(SNAP)
+    fam = _fams(FakeSession({}, capfile=cap, snapshot=snap))
+    val = {s.name: s.value for f in fam.values() for s in f.samples if not s.labels}
+    assert val["hftcap_capture_packets_total"] == 990 and val["hftcap_capture_drops_total"] == 10
+    assert val["hftcap_capture_written_bytes_total"] == 123_456 and val["hftcap_capture_files_total"] == 3
+    assert val["hftcap_capture_seen_packets_total"] == 1000 and val["hftcap_capture_ring_bytes"] == 1 << 20
+    assert val["hftcap_snapshot_load_seconds"] == pytest.approx(0.0125)
+    assert val["hftcap_snapshot_join_to_synced_seconds"] == pytest.approx(0.020)
+    assert val["hftcap_snapshot_orders_loaded"] == 500 and val["hftcap_snapshot_buffered_messages_applied"] == 30
+    assert val["hftcap_snapshot_buffered_messages_discarded"] == 10 and val["hftcap_snapshot_attempts_total"] == 2
+    assert _series(fam["hftcap_snapshot_state"], "state") == {("buffering",): 0, ("ready",): 0, ("live",): 1,
+                                                              ("behind",): 0}
+    assert "hftcap_feed_state" not in fam          # no --rerequest: no recovery series
+    snap["load_ms"] = None                           # not loaded yet: no value, not a 0
+    assert "hftcap_snapshot_load_seconds" not in _fams(FakeSession({}, snapshot=snap))
+
+
+# ---- node_exporter textfile ----
+
+def test_textfile_is_written_atomically_and_parses(tmp_path):
+    path = tmp_path / "hftcap.prom"
+    w = metrics.TextfileWriter(str(path), 0.1)
+    sess = FakeSession({"decode_to_book": hist_snap([70, 80])})
+    w.start(metrics.ListenCollector(sess))
+    try:
+        deadline = __import__("time").monotonic() + 10
+        while w.writes < 2:                              # the thread rewrites it every interval
+            assert __import__("time").monotonic() < deadline, "textfile not rewritten in 10 s"
+            __import__("time").sleep(0.02)
+    finally:
+        out = w.close(final=True)
+    assert out["writes"] >= 3 and out["errors"] == 0 and out["path"] == str(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hftcap.prom"]     # no temp file left
+    fam = {f.name: f for f in text_string_to_metric_families(path.read_text())}
+    val = {s.name: s.value for f in fam.values() for s in f.samples if not s.labels}
+    assert val["hftcap_packets_total"] == 1001 and val["hftcap_up"] == 0      # the final write
+    assert {s.labels["hop"] for s in fam["hftcap_hop_latency_seconds"].samples} == {"decode_to_book"}
+
+
+def test_textfile_write_error_is_counted_not_raised(tmp_path):
+    d = tmp_path / "d"
+    d.mkdir()
+    w = metrics.TextfileWriter(str(d / "x.prom"), 5)
+    w.start(metrics.ListenCollector(FakeSession({})))
+    d.rename(tmp_path / "gone")                      # the directory vanishes under the writer
+    out = w.close(final=True)
+    assert out["errors"] >= 1 and "x.prom" in out["last_error"]
+
+
+@pytest.mark.parametrize("path,interval,msg", [("x.txt", 10, "must end in .prom"),
+                                               ("/nonexistent-dir/x.prom", 10, "not a writable directory"),
+                                               ("x.prom", 0, "bad --metrics-interval")])
+def test_textfile_options_are_checked(tmp_path, path, interval, msg):
+    p = path if path.startswith("/") else str(tmp_path / path)
+    with pytest.raises(UsageError, match=msg):
+        metrics.check_textfile(p, interval)
+
+
+def test_listen_metrics_textfile_bad_name_is_a_usage_error(tmp_path):
+    from conftest import run_hftcap
+    cp = run_hftcap("listen", "-i", "lo", "--feed", "239.1.1.1:26400", "--metrics-textfile", tmp_path / "m.txt")
+    assert cp.returncode == 2 and cp.stderr.startswith(f"hftcap: error: bad --metrics-textfile '{tmp_path / 'm.txt'}'")
+    assert "hint: node_exporter's textfile collector reads only *.prom files" in cp.stderr
+    assert "Traceback" not in cp.stderr
