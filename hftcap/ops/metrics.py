@@ -203,7 +203,20 @@ FEED_RECOVERY = {
     "episodes": _c("hftcap_recovery_episodes_total", "Times the feed went from synced to missing and back"),
 }
 # Keys of that dict that are not figures to export (or are exported otherwise).
-FEED_RECOVERY_SKIP = {"state", "lost_ranges", "recovery_time", "loss_declared_after", "lines"}
+FEED_RECOVERY_SKIP = {"state", "lost_ranges", "recovery_time", "loss_declared_after", "lines", "hole"}
+# listen --json recovery.feeds[FEED].hole: the late join's hole [N, first buffered) re-requested
+# (C struct hc_recov_hole_stats), label feed.
+FEED_HOLE = {
+    "holes": _c("hftcap_snapshot_holes_total", "Join holes [snapshot N, first buffered) asked for by re-request"),
+    "filled": _c("hftcap_snapshot_hole_outcomes_total", "Join holes ended, by outcome", labels=_outcome("filled")),
+    "failed": _c("hftcap_snapshot_hole_outcomes_total", "", labels=_outcome("failed")),
+    "requests": _c("hftcap_snapshot_hole_requests_total", "Re-request datagrams sent for join holes"),
+    "retries": _c("hftcap_snapshot_hole_retries_total", "Join-hole re-sends after a timeout"),
+    "timeouts": _c("hftcap_snapshot_hole_timeouts_total", "Join-hole requests that timed out"),
+    "failovers": _c("hftcap_snapshot_hole_failovers_total", "Join-hole moves to the next re-request server"),
+    "replies": _c("hftcap_snapshot_hole_replies_total", "Join-hole replies used"),
+    "messages": _c("hftcap_snapshot_hole_messages_total", "Messages applied from join-hole replies"),
+}
 # listen --json recovery.socket_drops: the request socket's drops (no feed matched yet).
 SOCKET_DROPS = {k: _c("hftcap_recovery_socket_drops_total", "Datagrams on the re-request socket dropped "
                       "before a feed matched, by reason", labels=_reason(k[5:]))
@@ -258,7 +271,16 @@ SNAPSHOT = {
     "clears": _c("hftcap_snapshot_clears_total", "Times the books were cleared for a new snapshot"),
 }
 FEED_STATES = ("synced", "gap_wait", "recovering", "degraded")
-JOIN_STATES = ("buffering", "ready", "live", "behind")
+JOIN_STATES = ("buffering", "ready", "hole", "live", "behind")
+# listen --json snapshot.restores (restores after a gap declared lost) and snapshot.hole.
+SNAPSHOT_RESTORES = {
+    "started": _c("hftcap_snapshot_restores_started_total", "Restores begun after a gap declared lost (re-arms)"),
+    "completed": _c("hftcap_snapshot_restores_total", "Restores joined: books replaced, suspect cleared, synced"),
+    "last_ms": _g("hftcap_snapshot_restore_last_seconds", "Last restore, loss declared -> synced "
+                  "(CLOCK_MONOTONIC)", scale=1e-3),
+    "max_ms": _g("hftcap_snapshot_restore_max_seconds", "Longest restore, loss declared -> synced "
+                 "(CLOCK_MONOTONIC)", scale=1e-3),
+}
 
 
 class Families:
@@ -327,6 +349,8 @@ def feed_families(fams: Families, sess, cf=None) -> None:
             fams.state("hftcap_feed_state", "Feed state (1 = the current one): synced, gap_wait, recovering, "
                        "degraded", lab, FEED_STATES, fig["state"])
             fams.table(FEED_RECOVERY, lab, fig)
+            if isinstance(fig.get("hole"), dict):
+                fams.table(FEED_HOLE, lab, fig["hole"])
             for line, lfig in (fig.get("lines") or {}).items():
                 if not isinstance(lfig, dict):       # the lines' event list, their clock
                     continue
@@ -354,6 +378,8 @@ def feed_families(fams: Families, sess, cf=None) -> None:
         snap = sc.result()
         fams.state("hftcap_snapshot_state", "Late join state (1 = the current one)", {}, JOIN_STATES, snap["state"])
         fams.table(SNAPSHOT, {}, snap)
+        if isinstance(snap.get("restores"), dict):
+            fams.table(SNAPSHOT_RESTORES, {}, snap["restores"])
 
 
 class ListenCollector:

@@ -46,7 +46,8 @@ def test_lost_gaps_are_restored_from_snapshots_books_equal(lab, tmp_path, path):
         wait_published(lab, 20_000)
         li = Listener(lab, "--path", path, "--symbol", "*", "--duration", 60,
                       "--snapshot", f"{lab.ex_addr}:{SNAP_PORT}",
-                      "--rerequest", f"{lab.ex_addr}:{FEED_PORT + 7}").wait_ready()  # nothing answers there
+                      "--rerequest", f"{lab.ex_addr}:{FEED_PORT + 7}",   # nothing answers there
+                      "--metrics-textfile", tmp_path / "hftcap.prom").wait_ready()
         while ex.poll() is None:  # the stream, its End of Session and the exchange's 2 s linger
             read_err(li)
         # Every loss was declared within the linger (25 ms after the End of Session at most);
@@ -75,6 +76,16 @@ def test_lost_gaps_are_restored_from_snapshots_books_equal(lab, tmp_path, path):
     assert live["suspect_books"] == 0 and "recovery_warning" not in live
     assert live["restore_note"].startswith(f"{done} of {began} restores")
     assert live["last_sequence"] == 60_000
+    # the textfile's last write (after the data thread stopped) holds the restores as the JSON does
+    from prometheus_client.parser import text_string_to_metric_families
+    from hftcap.ops import metrics as M
+    val = {s.name: s.value for f in text_string_to_metric_families((tmp_path / "hftcap.prom").read_text())
+           for s in f.samples}
+    assert val["hftcap_snapshot_restores_started_total"] == r["started"]
+    assert val["hftcap_snapshot_restores_total"] == r["completed"] == done
+    for key in ("last_ms", "max_ms"):
+        spec = M.SNAPSHOT_RESTORES[key]
+        assert val[spec.name] == pytest.approx(r[key] * spec.scale, rel=1e-12), key
     assert len(live["books"]) == 6
     for sym, book in live["books"].items():
         off = json.loads(hftcap("book", tmp_path / "stream.itch", "--symbol", sym, "--json"))

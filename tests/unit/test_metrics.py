@@ -186,6 +186,11 @@ def test_feed_state_and_recovery_counters_equal_the_json_figures():
         assert got == want, key
         checked += 1
     assert checked == len(metrics.FEED_RECOVERY) >= 20
+    for key, spec in metrics.FEED_HOLE.items():          # the join hole's re-request figures
+        f = fam[spec.name[:-6]]
+        want = {(FEED, *(v for _, v in spec.labels)): float(rec["hole"][key])}
+        got = {k: v for k, v in _series(f, "feed", *(n for n, _ in spec.labels)).items() if k in want}
+        assert got == want, key
     outcomes = _series(fam["hftcap_recovery_messages"], "outcome")
     assert outcomes == {("late",): rec["messages_late"], ("recovered",): rec["messages_recovered"],
                         ("lost",): rec["messages_lost"]}
@@ -233,6 +238,7 @@ def test_every_figure_the_c_reports_is_mapped_or_skipped():
     fig = rec["feeds"][FEED]
     unmapped = set(fig) - set(metrics.FEED_RECOVERY) - metrics.FEED_RECOVERY_SKIP
     assert not unmapped, f"map these in hftcap/ops/metrics.py FEED_RECOVERY: {sorted(unmapped)}"
+    assert set(fig["hole"]) == set(metrics.FEED_HOLE), "map the join hole's figures in FEED_HOLE"
     for line, lfig in (fig.get("lines") or {}).items():      # with A/B lines (listen --feed-b)
         if isinstance(lfig, dict):
             unmapped = set(lfig) - set(metrics.FEED_LINE) - metrics.FEED_LINE_SKIP
@@ -288,8 +294,8 @@ def test_capture_and_snapshot_figures():
     assert val["hftcap_snapshot_join_to_synced_seconds"] == pytest.approx(0.020)
     assert val["hftcap_snapshot_orders_loaded"] == 500 and val["hftcap_snapshot_buffered_messages_applied"] == 30
     assert val["hftcap_snapshot_buffered_messages_discarded"] == 10 and val["hftcap_snapshot_attempts_total"] == 2
-    assert _series(fam["hftcap_snapshot_state"], "state") == {("buffering",): 0, ("ready",): 0, ("live",): 1,
-                                                              ("behind",): 0}
+    assert _series(fam["hftcap_snapshot_state"], "state") == {("buffering",): 0, ("ready",): 0, ("hole",): 0,
+                                                              ("live",): 1, ("behind",): 0}
     assert "hftcap_feed_state" not in fam          # no --rerequest: no recovery series
     snap["load_ms"] = None                           # not loaded yet: no value, not a 0
     assert "hftcap_snapshot_load_seconds" not in _fams(FakeSession({}, snapshot=snap))
