@@ -485,28 +485,47 @@ static inline struct hc_stock *stock_get(struct hc_books *b, uint16_t locate)
 }
 
 /* ---- levels ---- */
-/* Lower bound in the sorted keys: the first index whose key >= k. Looks at the top 8 keys
- * first (where most activity is) with one SIMD compare and no branch on the depth (which
- * varies message to message), then, if all 8 are >= k, a binary search without branches
- * below them. keys[-8..-1] are INT32_MIN sentinels, so the top 8 can always be loaded. */
-static inline uint32_t level_lb(const int32_t *keys, uint32_t n, int32_t k)
+/* How many of the 8 ascending keys at p are < k (they are a prefix). */
+static inline uint32_t lt8(const int32_t *p, int32_t k)
 {
-	const int32_t *top = keys + (int32_t)n - 8;
 #if defined(__SSE2__)
 	__m128i kk = _mm_set1_epi32(k);
-	__m128i lt = _mm_packs_epi32(_mm_cmplt_epi32(_mm_loadu_si128((const __m128i *)top), kk),
-				     _mm_cmplt_epi32(_mm_loadu_si128((const __m128i *)(top + 4)), kk));
+	__m128i lt = _mm_packs_epi32(_mm_cmplt_epi32(_mm_loadu_si128((const __m128i *)p), kk),
+				     _mm_cmplt_epi32(_mm_loadu_si128((const __m128i *)(p + 4)), kk));
 	/* keys ascend, so "< k" holds for a prefix of the 8 lanes: 2 mask bits per lane */
-	uint32_t c = (uint32_t)__builtin_ctz(~(uint32_t)_mm_movemask_epi8(lt)) / 2;
+	return (uint32_t)__builtin_ctz(~(uint32_t)_mm_movemask_epi8(lt)) / 2;
 #else
 	uint32_t c = 0;
 	for (int j = 0; j < 8; j++)
-		c += top[j] < k;
+		c += p[j] < k;
+	return c;
 #endif
+}
+
+/* Lower bound in the sorted keys: the first index whose key >= k. Looks at the top 8 keys
+ * first (where most activity is) with one SIMD compare and no branch on the depth (which
+ * varies message to message); if all 8 are >= k, at the next HC_LB_SCAN blocks of 8 below
+ * them the same way (a day's updates reach depth 14 at p90: sequential lines, no chain of
+ * dependent loads), then a binary search without branches below those. keys[-8..-1] are
+ * INT32_MIN sentinels, so any block that starts above keys - 8 can be loaded: a block
+ * reaching below keys[0] counts its sentinels as < k (unless k is INT32_MIN, then c is 0). */
+#define HC_LB_SCAN 4
+static inline uint32_t level_lb(const int32_t *keys, uint32_t n, int32_t k)
+{
+	uint32_t c = lt8(keys + (int32_t)n - 8, k);
 	if (LIKELY(c))
 		return n - 8 + c;
 	/* all of the top 8 are >= k (or k is INT32_MIN): the answer is in [0, n - 8] */
 	uint32_t m = n > 8 ? n - 8 : 0;
+	for (int j = 0; j < HC_LB_SCAN && m; j++) {
+		int32_t st = (int32_t)m - 8;
+		c = lt8(keys + st, k);
+		if (c)
+			return (uint32_t)(st + (int32_t)c);
+		if (st <= 0)
+			return 0;
+		m = (uint32_t)st; /* keys[m..] >= k */
+	}
 	if (!m)
 		return 0;
 	const int32_t *base = keys;
@@ -1048,17 +1067,23 @@ static INLINE void prefetch_levels(const struct hc_books *b, const uint8_t *m, u
 	pf_addr((uintptr_t)&b->pool[b->free_head]);
 }
 
-/* The index slot a record's reference (offset 11) is looked up in: its window slot, or for a
- * reference outside the window (an old order resting from long ago, or one far above) the
- * home slot of the table probe, selected without a branch (old and new references mix at
- * random). Computed from the current window and table when it is used: a slot pointer kept
- * across records could outlive a table growth. */
-static INLINE const uint32_t *hint_slot(const struct hc_books *b, const uint8_t *m)
+/* Where a record's reference (offset 11) is looked up: its window slot, or for a reference
+ * outside the window (an old order resting from long ago, or one far above) the home slot of
+ * its table probe, selected without a branch (old and new references mix at random). Kept
+ * as a tagged position (top bit: table), not a pointer: the table may grow before the hint is
+ * used, and the position, masked again then, stays inside the current table (it never
+ * shrinks). */
+#define HC_HINT_TABLE (1ull << 63)
+static INLINE uint64_t hint_pos(const struct hc_books *b, const uint8_t *m)
 {
 	uint64_t ref = hc_be64(m + 11);
-	uintptr_t w = (uintptr_t)&b->win[ref & b->win_mask];
-	uintptr_t t = (uintptr_t)&b->table[ref_hash(b, ref) & b->mask];
-	return (const uint32_t *)(ref - b->win_base <= b->win_mask ? w : t);
+	return ref - b->win_base <= b->win_mask ? ref & b->win_mask : HC_HINT_TABLE | ref_hash(b, ref);
+}
+static INLINE const uint32_t *hint_slot(const struct hc_books *b, uint64_t pos)
+{
+	int t = pos >> 63;
+	const uint32_t *base = t ? b->table : b->win;
+	return &base[pos & (t ? b->mask : b->win_mask)];
 }
 
 /* See HC_PF_ADD. For a record that is no add, whatever it names: a harmless hint, reading
@@ -1072,9 +1097,7 @@ static INLINE void prefetch_add_level(const struct hc_books *b, const uint8_t *m
 	const int32_t *keys = sd->keys;
 	int32_t k = bias_key(side_key(side, hc_be32(m + 32)));
 	const int32_t *top = keys + (int32_t)sd->n - 8;
-	uint32_t c = 0;
-	for (int j = 0; j < 8; j++)
-		c += top[j] < k;
+	uint32_t c = lt8(top, k);
 	uint32_t li = ((const uint32_t *)keys + sd->cap)[(int32_t)sd->n - 8 + (int32_t)c];
 	uintptr_t lv = (uintptr_t)&sd->lv[li <= sd->cap ? li : 0];
 	pf_addr(lv);
@@ -1130,12 +1153,14 @@ static INLINE void look_ahead(const uint32_t *win, uint64_t win_mask, const uint
 		look_ahead(win, win_mask, p, len, slots, recs, &parsed, &a, 1, deep); \
 		if (deep) { \
 			prefetch_stock(b, recs[(parsed - 1) % HC_PF_SLOT]); \
-			__builtin_prefetch(hint_slot(b, recs[(parsed - 1) % HC_PF_SLOT]), 0, 3); \
-			uint32_t i_ = *hint_slot(b, recs[(parsed - 1 + HC_PF_ORDER) % HC_PF_SLOT]); \
-			orders[(parsed - 1 + HC_PF_ORDER) % HC_PF_SLOT] = i_; \
+			uint64_t h_ = hint_pos(b, recs[(parsed - 1) % HC_PF_SLOT]); \
+			hints[(parsed - 1) % HC_PF_SLOT] = h_; \
+			__builtin_prefetch(hint_slot(b, h_), 0, 3); \
+			uint32_t i_ = *hint_slot(b, hints[(parsed - 1 + HC_PF_ORDER) % HC_PF_SLOT]); \
+			hints[(parsed - 1 + HC_PF_ORDER) % HC_PF_SLOT] = i_; \
 			__builtin_prefetch(&b->pool[i_], 1, 3); \
 			prefetch_levels(b, recs[(parsed - 1 + HC_PF_LEVEL) % HC_PF_SLOT], \
-					orders[(parsed - 1 + HC_PF_LEVEL) % HC_PF_SLOT]); \
+					(uint32_t)hints[(parsed - 1 + HC_PF_LEVEL) % HC_PF_SLOT]); \
 			prefetch_add_level(b, recs[(parsed - 1 + HC_PF_ADD) % HC_PF_SLOT]); \
 		} else { \
 			__builtin_prefetch(&b->pool[*slots[(parsed - 1 + HC_PF_ORDER) % HC_PF_SLOT]], 1, 3); \
@@ -1158,9 +1183,10 @@ struct feed_cur { uint32_t parsed; size_t off, a; };
 static NOINLINE void feed_steady_deep(struct hc_books *b, const uint8_t *p, size_t len, size_t end,
 				      const uint32_t **slots, const uint8_t **recs, struct feed_cur *cur)
 {
-	/* pool indices found HC_PF_ORDER records ahead, for the level hints: 0 or an index that
-	 * was live (the pool never shrinks), so any entry is in the pool */
-	uint32_t orders[HC_PF_SLOT] = { 0 };
+	/* per record in flight: its hint_pos from HC_PF_SLOT records ahead, replaced HC_PF_ORDER
+	 * ahead by the pool index found there, for the level hints (0 or an index that was live,
+	 * and the pool never shrinks: any entry is in the pool) */
+	uint64_t hints[HC_PF_SLOT] = { 0 };
 	const uint32_t *win = b->win;
 	const uint64_t win_mask = b->win_mask;
 	uint32_t parsed = cur->parsed;
@@ -1182,7 +1208,7 @@ size_t hc_books_feed_records(struct hc_books *b, const uint8_t *p, size_t len)
 {
 	const uint32_t *slots[HC_PF_SLOT];
 	const uint8_t *recs[HC_PF_SLOT]; /* the messages of the records in flight */
-	uint32_t orders[HC_PF_SLOT]; /* the deep loop's only (FEED_STEADY(0) names it) */
+	uint64_t hints[HC_PF_SLOT]; /* the deep loop's only (FEED_STEADY(0) names it) */
 	const uint32_t *win = b->win; /* fixed for the books' life */
 	const uint64_t win_mask = b->win_mask;
 	uint32_t parsed = 0, done = 0; /* records seen by the lookahead / applied */
