@@ -50,7 +50,8 @@ struct hc_level_arr {
 
 struct hc_side {
 	struct hc_level_arr *a; /* published with release; readers clamp n to a->cap */
-	struct hc_level *lv;    /* the writer's copy of a->lv (one load less per message) */
+	struct hc_level *lv;    /* the writer's copies of a->lv and a->keys (a->idx is keys + */
+	int32_t *keys;          /* cap): the writer never loads a's header line */
 	uint32_t n;             /* levels (sorted entries) */
 	uint32_t free_lv;       /* free level slots, linked through head (0: none) */
 	uint32_t hw;            /* next never-used level slot */
@@ -464,6 +465,7 @@ static NOINLINE struct hc_stock *stock_new(struct hc_books *b, uint16_t locate)
 		}
 		s->side[k].a = a;
 		s->side[k].lv = a->lv;
+		s->side[k].keys = a->keys;
 		s->side[k].cap = a->cap;
 		s->side[k].hw = 1;
 	}
@@ -483,28 +485,47 @@ static inline struct hc_stock *stock_get(struct hc_books *b, uint16_t locate)
 }
 
 /* ---- levels ---- */
-/* Lower bound in the sorted keys: the first index whose key >= k. Looks at the top 8 keys
- * first (where most activity is) with one SIMD compare and no branch on the depth (which
- * varies message to message), then, if all 8 are >= k, a binary search without branches
- * below them. keys[-8..-1] are INT32_MIN sentinels, so the top 8 can always be loaded. */
-static inline uint32_t level_lb(const int32_t *keys, uint32_t n, int32_t k)
+/* How many of the 8 ascending keys at p are < k (they are a prefix). */
+static inline uint32_t lt8(const int32_t *p, int32_t k)
 {
-	const int32_t *top = keys + (int32_t)n - 8;
 #if defined(__SSE2__)
 	__m128i kk = _mm_set1_epi32(k);
-	__m128i lt = _mm_packs_epi32(_mm_cmplt_epi32(_mm_loadu_si128((const __m128i *)top), kk),
-				     _mm_cmplt_epi32(_mm_loadu_si128((const __m128i *)(top + 4)), kk));
+	__m128i lt = _mm_packs_epi32(_mm_cmplt_epi32(_mm_loadu_si128((const __m128i *)p), kk),
+				     _mm_cmplt_epi32(_mm_loadu_si128((const __m128i *)(p + 4)), kk));
 	/* keys ascend, so "< k" holds for a prefix of the 8 lanes: 2 mask bits per lane */
-	uint32_t c = (uint32_t)__builtin_ctz(~(uint32_t)_mm_movemask_epi8(lt)) / 2;
+	return (uint32_t)__builtin_ctz(~(uint32_t)_mm_movemask_epi8(lt)) / 2;
 #else
 	uint32_t c = 0;
 	for (int j = 0; j < 8; j++)
-		c += top[j] < k;
+		c += p[j] < k;
+	return c;
 #endif
+}
+
+/* Lower bound in the sorted keys: the first index whose key >= k. Looks at the top 8 keys
+ * first (where most activity is) with one SIMD compare and no branch on the depth (which
+ * varies message to message); if all 8 are >= k, at the next HC_LB_SCAN blocks of 8 below
+ * them the same way (a day's updates reach depth 14 at p90: sequential lines, no chain of
+ * dependent loads), then a binary search without branches below those. keys[-8..-1] are
+ * INT32_MIN sentinels, so any block that starts above keys - 8 can be loaded: a block
+ * reaching below keys[0] counts its sentinels as < k (unless k is INT32_MIN, then c is 0). */
+#define HC_LB_SCAN 4
+static inline uint32_t level_lb(const int32_t *keys, uint32_t n, int32_t k)
+{
+	uint32_t c = lt8(keys + (int32_t)n - 8, k);
 	if (LIKELY(c))
 		return n - 8 + c;
 	/* all of the top 8 are >= k (or k is INT32_MIN): the answer is in [0, n - 8] */
 	uint32_t m = n > 8 ? n - 8 : 0;
+	for (int j = 0; j < HC_LB_SCAN && m; j++) {
+		int32_t st = (int32_t)m - 8;
+		c = lt8(keys + st, k);
+		if (c)
+			return (uint32_t)(st + (int32_t)c);
+		if (st <= 0)
+			return 0;
+		m = (uint32_t)st; /* keys[m..] >= k */
+	}
 	if (!m)
 		return 0;
 	const int32_t *base = keys;
@@ -527,6 +548,7 @@ static NOINLINE int side_grow(struct hc_books *b, struct hc_side *sd)
 	o->retired = b->retired;
 	b->retired = o;
 	sd->lv = a->lv;
+	sd->keys = a->keys;
 	sd->cap = a->cap;
 	atomic_store_explicit((struct hc_level_arr *_Atomic *)&sd->a, a, memory_order_release);
 	return 0;
@@ -536,27 +558,28 @@ static NOINLINE int side_grow(struct hc_books *b, struct hc_side *sd)
 static inline uint32_t level_get(struct hc_books *b, struct hc_side *sd, uint32_t key)
 {
 	int32_t bk = bias_key(key);
-	struct hc_level_arr *a = sd->a;
+	int32_t *keys = sd->keys;
 	uint32_t n = sd->n;
-	uint32_t i = level_lb(a->keys, n, bk);
-	if (i < n && a->keys[i] == bk)
-		return a->idx[i];
-	if (UNLIKELY(n == a->cap)) {
+	uint32_t i = level_lb(keys, n, bk);
+	if (i < n && keys[i] == bk)
+		return ((uint32_t *)keys + sd->cap)[i];
+	if (UNLIKELY(n == sd->cap)) {
 		if (side_grow(b, sd) < 0)
 			return 0;
-		a = sd->a;
+		keys = sd->keys;
 	}
+	uint32_t *idx = (uint32_t *)keys + sd->cap;
 	uint32_t li = sd->free_lv;
 	if (li)
 		sd->free_lv = sd->lv[li].head;
 	else
 		li = sd->hw++;
 	if (i < n) {
-		memmove(&a->keys[i + 1], &a->keys[i], (size_t)(n - i) * sizeof(*a->keys));
-		memmove(&a->idx[i + 1], &a->idx[i], (size_t)(n - i) * sizeof(*a->idx));
+		memmove(&keys[i + 1], &keys[i], (size_t)(n - i) * sizeof(*keys));
+		memmove(&idx[i + 1], &idx[i], (size_t)(n - i) * sizeof(*idx));
 	}
-	a->keys[i] = bk;
-	a->idx[i] = li;
+	keys[i] = bk;
+	idx[i] = li;
 	sd->lv[li] = (struct hc_level){ .key = key };
 	sd->n = n + 1;
 	return li;
@@ -565,12 +588,13 @@ static inline uint32_t level_get(struct hc_books *b, struct hc_side *sd, uint32_
 /* Drop level slot li (now empty) from the sorted index and free the slot. */
 static inline void level_remove(struct hc_side *sd, uint32_t li)
 {
-	struct hc_level_arr *a = sd->a;
+	int32_t *keys = sd->keys;
+	uint32_t *idx = (uint32_t *)keys + sd->cap;
 	uint32_t n = --sd->n;
-	uint32_t i = level_lb(a->keys, n + 1, bias_key(sd->lv[li].key));
+	uint32_t i = level_lb(keys, n + 1, bias_key(sd->lv[li].key));
 	if (i < n) {
-		memmove(&a->keys[i], &a->keys[i + 1], (size_t)(n - i) * sizeof(*a->keys));
-		memmove(&a->idx[i], &a->idx[i + 1], (size_t)(n - i) * sizeof(*a->idx));
+		memmove(&keys[i], &keys[i + 1], (size_t)(n - i) * sizeof(*keys));
+		memmove(&idx[i], &idx[i + 1], (size_t)(n - i) * sizeof(*idx));
 	}
 	sd->lv[li].head = sd->free_lv;
 	sd->free_lv = li;
@@ -579,7 +603,7 @@ static inline void level_remove(struct hc_side *sd, uint32_t li)
 /* Best level of a side (n > 0). */
 static inline const struct hc_level *level_top(const struct hc_side *sd)
 {
-	return &sd->lv[sd->a->idx[sd->n - 1]];
+	return &sd->lv[((const uint32_t *)sd->keys + sd->cap)[sd->n - 1]];
 }
 
 /* ---- BBO recording (offline, one locate) ---- */
@@ -995,8 +1019,18 @@ NOINLINE int hc_books_feed_msg(struct hc_books *b, const uint8_t *p, uint32_t le
  * record, with no test of its type: for the wrong kind they warm harmless lines. */
 #define HC_PF_LEVEL 4
 
-/* Stands in for a missing stock or order in those hints, so they need no branch. */
-static struct hc_stock pf_dummy;
+/* HC_PF_ADD records ahead (the side's top keys fetched by then), the level an add will
+ * join when it is one of the top 8 of its side (most adds are): found by the same compare as
+ * level_lb's, its queue tail and counters warmed. */
+#define HC_PF_ADD 2
+
+/* Stands in for a missing stock or order in those hints, so they need no branch; its sides'
+ * keys point into pf_dummy_keys (n = cap = 0: the top-8 compare reads keys[-8..-1] and
+ * idx[-8..0]). */
+static int32_t pf_dummy_keys[2][HC_KEY_PAD + 1];
+static struct hc_stock pf_dummy = {
+	.side = { { .keys = pf_dummy_keys[0] + HC_KEY_PAD }, { .keys = pf_dummy_keys[1] + HC_KEY_PAD } },
+};
 
 static INLINE void pf_addr(uintptr_t a) { __builtin_prefetch((const void *)a, 1, 3); }
 
@@ -1007,19 +1041,19 @@ static INLINE void prefetch_stock(const struct hc_books *b, const uint8_t *m)
 	pf_addr(s + 64);
 }
 
-/* The top 8 keys of a side and the index entry of its best level: keys[] starts HC_KEY_PAD
- * ints after the struct and idx[] right after keys[cap] (level_arr_new). */
+/* The top 8 keys of a side and the index entry of its best level (idx[] is right after
+ * keys[cap], level_arr_new). */
 static INLINE void prefetch_top(const struct hc_side *sd)
 {
-	uintptr_t keys = (uintptr_t)sd->a + sizeof(struct hc_level_arr) + HC_KEY_PAD * sizeof(int32_t);
+	uintptr_t keys = (uintptr_t)sd->keys;
 	pf_addr(keys + (uintptr_t)sd->n * sizeof(int32_t) - 32);
 	pf_addr(keys + (uintptr_t)sd->n * sizeof(int32_t) - 4);
 	pf_addr(keys + ((uintptr_t)sd->cap + sd->n) * sizeof(int32_t) - 4);
 }
 
-static INLINE void prefetch_levels(const struct hc_books *b, const uint8_t *m, const uint32_t *slot)
+static INLINE void prefetch_levels(const struct hc_books *b, const uint8_t *m, uint32_t idx)
 {
-	const struct hc_order *o = &b->pool[*slot];
+	const struct hc_order *o = &b->pool[idx];
 	const struct hc_stock *os = order_stock(o);
 	const struct hc_side *osd = &(os ? os : &pf_dummy)->side[order_side(o)];
 	pf_addr((uintptr_t)osd->lv + (uintptr_t)o->lvl * sizeof(struct hc_level));
@@ -1031,6 +1065,43 @@ static INLINE void prefetch_levels(const struct hc_books *b, const uint8_t *m, c
 	prefetch_top(asd);
 	pf_addr((uintptr_t)asd->lv + (uintptr_t)asd->free_lv * sizeof(struct hc_level));
 	pf_addr((uintptr_t)&b->pool[b->free_head]);
+}
+
+/* Where a record's reference (offset 11) is looked up: its window slot, or for a reference
+ * outside the window (an old order resting from long ago, or one far above) the home slot of
+ * its table probe, selected without a branch (old and new references mix at random). Kept
+ * as a tagged position (top bit: table), not a pointer: the table may grow before the hint is
+ * used, and the position, masked again then, stays inside the current table (it never
+ * shrinks). */
+#define HC_HINT_TABLE (1ull << 63)
+static INLINE uint64_t hint_pos(const struct hc_books *b, const uint8_t *m)
+{
+	uint64_t ref = hc_be64(m + 11);
+	return ref - b->win_base <= b->win_mask ? ref & b->win_mask : HC_HINT_TABLE | ref_hash(b, ref);
+}
+static INLINE const uint32_t *hint_slot(const struct hc_books *b, uint64_t pos)
+{
+	int t = pos >> 63;
+	const uint32_t *base = t ? b->table : b->win;
+	return &base[pos & (t ? b->mask : b->win_mask)];
+}
+
+/* See HC_PF_ADD. For a record that is no add, whatever it names: a harmless hint, reading
+ * only inside the side's arrays (keys[n - 8 .. n - 1], idx[n - 8 .. n], the sentinels and
+ * idx[cap] = lv[0] being part of the allocation). */
+static INLINE void prefetch_add_level(const struct hc_books *b, const uint8_t *m)
+{
+	const struct hc_stock *s = atomic_load_explicit(&b->stocks[hc_be16(m + 1)], memory_order_relaxed);
+	int side = m[19] == 'S';
+	const struct hc_side *sd = &(s ? s : &pf_dummy)->side[side];
+	const int32_t *keys = sd->keys;
+	int32_t k = bias_key(side_key(side, hc_be32(m + 32)));
+	const int32_t *top = keys + (int32_t)sd->n - 8;
+	uint32_t c = lt8(top, k);
+	uint32_t li = ((const uint32_t *)keys + sd->cap)[(int32_t)sd->n - 8 + (int32_t)c];
+	uintptr_t lv = (uintptr_t)&sd->lv[li <= sd->cap ? li : 0];
+	pf_addr(lv);
+	pf_addr(lv + sizeof(struct hc_level) - 1);
 }
 
 #define HC_PF_BYTES 1024 /* the record stream itself, bytes ahead */
@@ -1080,12 +1151,20 @@ static INLINE void look_ahead(const uint32_t *win, uint64_t win_mask, const uint
 	uint32_t n_; \
 	while (a < end) { \
 		look_ahead(win, win_mask, p, len, slots, recs, &parsed, &a, 1, deep); \
-		if (deep) \
+		if (deep) { \
 			prefetch_stock(b, recs[(parsed - 1) % HC_PF_SLOT]); \
-		__builtin_prefetch(&b->pool[*slots[(parsed - 1 + HC_PF_ORDER) % HC_PF_SLOT]], 1, 3); \
-		if (deep) \
+			uint64_t h_ = hint_pos(b, recs[(parsed - 1) % HC_PF_SLOT]); \
+			hints[(parsed - 1) % HC_PF_SLOT] = h_; \
+			__builtin_prefetch(hint_slot(b, h_), 0, 3); \
+			uint32_t i_ = *hint_slot(b, hints[(parsed - 1 + HC_PF_ORDER) % HC_PF_SLOT]); \
+			hints[(parsed - 1 + HC_PF_ORDER) % HC_PF_SLOT] = i_; \
+			__builtin_prefetch(&b->pool[i_], 1, 3); \
 			prefetch_levels(b, recs[(parsed - 1 + HC_PF_LEVEL) % HC_PF_SLOT], \
-					slots[(parsed - 1 + HC_PF_LEVEL) % HC_PF_SLOT]); \
+					(uint32_t)hints[(parsed - 1 + HC_PF_LEVEL) % HC_PF_SLOT]); \
+			prefetch_add_level(b, recs[(parsed - 1 + HC_PF_ADD) % HC_PF_SLOT]); \
+		} else { \
+			__builtin_prefetch(&b->pool[*slots[(parsed - 1 + HC_PF_ORDER) % HC_PF_SLOT]], 1, 3); \
+		} \
 		n_ = hc_be16(p + off); \
 		m_ = p + off + 2; \
 		off += 2 + (size_t)n_; \
@@ -1104,6 +1183,10 @@ struct feed_cur { uint32_t parsed; size_t off, a; };
 static NOINLINE void feed_steady_deep(struct hc_books *b, const uint8_t *p, size_t len, size_t end,
 				      const uint32_t **slots, const uint8_t **recs, struct feed_cur *cur)
 {
+	/* per record in flight: its hint_pos from HC_PF_SLOT records ahead, replaced HC_PF_ORDER
+	 * ahead by the pool index found there, for the level hints (0 or an index that was live,
+	 * and the pool never shrinks: any entry is in the pool) */
+	uint64_t hints[HC_PF_SLOT] = { 0 };
 	const uint32_t *win = b->win;
 	const uint64_t win_mask = b->win_mask;
 	uint32_t parsed = cur->parsed;
@@ -1125,6 +1208,7 @@ size_t hc_books_feed_records(struct hc_books *b, const uint8_t *p, size_t len)
 {
 	const uint32_t *slots[HC_PF_SLOT];
 	const uint8_t *recs[HC_PF_SLOT]; /* the messages of the records in flight */
+	uint64_t hints[HC_PF_SLOT]; /* the deep loop's only (FEED_STEADY(0) names it) */
 	const uint32_t *win = b->win; /* fixed for the books' life */
 	const uint64_t win_mask = b->win_mask;
 	uint32_t parsed = 0, done = 0; /* records seen by the lookahead / applied */

@@ -18,8 +18,11 @@
  * Feeding a buffer (hc_books_feed_records) looks ahead: 16 records ahead it warms the window
  * slot of each record's reference, 8 ahead the order in it; once the books hold more than
  * 64 stocks or 65,536 live orders (a day's books, no longer in L1/L2 between messages) it
- * also warms, 16 ahead, the stock each record names and, 4 ahead, the order's level and
- * queue neighbours and the top of the side an add names.
+ * also warms, 16 ahead, the stock each record names and the index slot its reference is
+ * looked up in (the window slot, or for an old order outside the window the home slot of
+ * its table probe, so old orders are not a cold probe each); 8 ahead the order found there;
+ * 4 ahead the order's level and queue neighbours and the top of the side an add names; and
+ * 2 ahead the level an add joins when it is among the top 8 of its side.
  *
  * Concurrency: one writer (the data thread calling hc_books_apply), any number of readers
  * taking snapshots (hc_books_snapshot, hc_books_trades, hc_books_stock_info). Each stock has

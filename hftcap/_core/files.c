@@ -20,18 +20,8 @@ size_t hc_feed_nasdaq(struct hc_books *b, const uint8_t *p, size_t len, int fina
 
 uint64_t hc_decode_nasdaq(const uint8_t *p, size_t len, uint64_t drops[HC_DROP__MAX])
 {
-	struct hc_itch_msg m;
-	const uint8_t *msg;
-	uint32_t n;
-	uint64_t ok = 0;
-	size_t off = 0;
-	while (hc_nasdaq_next(p, len, &off, &msg, &n)) {
-		int rc = hc_itch_decode(msg, n, &m);
-		if (UNLIKELY(rc < 0))
-			drops[-rc]++;
-		else
-			ok++;
-	}
+	size_t off;
+	uint64_t ok = hc_itch_decode_records(p, len, &off, drops);
 	if (off < len)
 		drops[HC_DROP_FILE_TRUNCATED]++;
 	return ok;

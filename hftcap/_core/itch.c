@@ -29,7 +29,9 @@ const uint8_t hc_itch_len[256] = {
 
 #define CP(dst, off) memcpy((dst), p + (off), sizeof(dst))
 
-int hc_itch_decode(const uint8_t *p, uint32_t len, struct hc_itch_msg *m)
+/* The decoder, inlined into hc_itch_decode and into the record loop of hc_itch_decode_records. */
+static inline __attribute__((always_inline)) int decode(const uint8_t *p, uint32_t len,
+							struct hc_itch_msg *m)
 {
 	if (__builtin_expect(len == 0, 0))
 		return -HC_DROP_EMPTY;
@@ -189,4 +191,30 @@ int hc_itch_decode(const uint8_t *p, uint32_t len, struct hc_itch_msg *m)
 		break;
 	}
 	return 0;
+}
+
+int hc_itch_decode(const uint8_t *p, uint32_t len, struct hc_itch_msg *m)
+{
+	return decode(p, len, m);
+}
+
+uint64_t hc_itch_decode_records(const uint8_t *p, size_t len, size_t *off_out,
+				uint64_t drops[HC_DROP__MAX])
+{
+	struct hc_itch_msg m;
+	const uint8_t *msg;
+	uint32_t n;
+	uint64_t ok = 0;
+	size_t off = 0;
+	while (hc_nasdaq_next(p, len, &off, &msg, &n)) {
+		int rc = decode(msg, n, &m);
+		if (__builtin_expect(rc < 0, 0))
+			drops[-rc]++;
+		else
+			ok++;
+		/* the decoded message is the result: keep the stores */
+		__asm__ volatile("" : : "r"(&m) : "memory");
+	}
+	*off_out = off;
+	return ok;
 }

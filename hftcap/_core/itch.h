@@ -160,5 +160,10 @@ static inline int hc_nasdaq_next(const uint8_t *p, size_t len, size_t *off, cons
 
 /* 0, or -HC_DROP_{EMPTY,UNKNOWN_TYPE,TRUNCATED,BAD_LENGTH}. Reads at most len bytes. */
 int hc_itch_decode(const uint8_t *msg, uint32_t len, struct hc_itch_msg *out);
+/* Decode every complete record of a buffer in NASDAQ file layout (into a scratch message,
+ * the decode-only measure): returns the messages decoded, counts the others' drop reasons in
+ * drops[], and sets *off to the bytes consumed (a partial record at the end is left). */
+uint64_t hc_itch_decode_records(const uint8_t *p, size_t len, size_t *off,
+				uint64_t drops[HC_DROP__MAX]);
 
 #endif

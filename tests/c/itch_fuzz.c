@@ -23,6 +23,13 @@ int main(int argc, char **argv){
 		uint8_t *p = malloc(n); memcpy(p, g + off, n);
 		for (int k = 0; k < (n > 20000 ? 400 : 20); k++) p[r() % n] = (uint8_t)r();
 		hc_feed_nasdaq(b, p, n, 1);
+		{ /* decode only: every complete record decoded or counted once, a partial tail once */
+			uint64_t dr[HC_DROP__MAX] = { 0 }, recs = 0, sum = 0; size_t o2 = 0; const uint8_t *mm; uint32_t nn;
+			uint64_t ok = hc_decode_nasdaq(p, n, dr);
+			while (hc_nasdaq_next(p, n, &o2, &mm, &nn)) recs++;
+			for (int i = 1; i < HC_DROP__MAX; i++) if (i != HC_DROP_FILE_TRUNCATED) sum += dr[i];
+			if (ok + sum != recs || dr[HC_DROP_FILE_TRUNCATED] != (o2 < n)) { printf("decode-only count\n"); return 1; }
+		}
 		struct hc_mold mold; hc_mold_init(&mold);
 		for (int k = 0; k < 50; k++) { size_t m = r() % (n < 1600 ? n : 1600); uint8_t *q = malloc(m ? m : 1); memcpy(q, p, m);
 			if (m > 14) { q[12] = 8; q[13] = 0; } if (m > 23) { q[14] = 0x45; q[23] = 17; }

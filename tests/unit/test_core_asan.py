@@ -37,3 +37,13 @@ def test_recovery_under_sanitizers(tmp_path):
                         ["recovery", "feed", "mold", "itch", "book", "hist", "snap", "join", "spin", "gen"],
                         libs=["-lm", "-lpthread"]).stdout
     assert out.startswith("ok ") and "recovered=0" not in out and "malformed=0" not in out
+
+
+def test_day_scale_feed_loop_under_sanitizers(tmp_path):
+    """The deep loop of hc_books_feed_records (past 64 stocks) with its look-ahead hints for old
+    orders in the reference table (which grows inside the buffer) and for the level an add joins:
+    a day-profile stream into books sized for 1,024 orders equals, order by order, the same stream
+    applied message by message; mutated day buffers keep the invariants (tests/c/book_deep_fuzz.c)."""
+    out = build_and_run(tmp_path, FUZZ / "book_deep_fuzz.c", ["itch", "book", "gen", "mold"],
+                        libs=["-lm"]).stdout
+    assert "same books: 300 stocks" in out and "\nok " in out
