@@ -152,8 +152,11 @@ def listen(
     headless: bool = typer.Option(False, "--headless", help="No live view, even on a terminal."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object at exit."),
     write: Optional[str] = typer.Option(None, "-w", "--write", help="Write every packet to FILE (pcapng; - = stdout)."),
-    capture_buffer: int = typer.Option(256, "--capture-buffer", help="MiB of ring between the data thread and the "
-                                                                      "file writer (rounded down to a power of two)."),
+    capture_buffer: int = typer.Option(256, "--capture-buffer", help="MiB the capture may hold for the file writer: "
+                                       "AF_XDP, extra UMEM frames (2 KiB each) the writer reads the packets from; "
+                                       "kernel path, the ring of copies (rounded down to a power of two)."),
+    writer_cpu: Optional[int] = typer.Option(None, "--writer-cpu", help="Pin the file writer thread to CPU N "
+                                             "(default: a CPU other than --cpu's; -1 = not pinned)."),
     snaplen: int = typer.Option(262144, "--snaplen", help="Bytes kept of each packet (0 = 262144, as tcpdump)."),
     file_size: Optional[str] = typer.Option(None, "-C", "--file-size", help="Rotate before a packet once the file "
                                                                           "exceeds N x 10^6 bytes (or 512k, 64m, 2g)."),
@@ -194,7 +197,7 @@ def listen(
     single = queue.isdigit()
     wo = None
     if write is not None:
-        wo = WriteOptions(write, capture_buffer_mib=capture_buffer, snaplen=snaplen,
+        wo = WriteOptions(write, capture_buffer_mib=capture_buffer, snaplen=snaplen, writer_cpu=writer_cpu,
                           file_size=parse_file_size(file_size) if file_size is not None else None,
                           rotate_seconds=rotate_seconds, file_count=file_count)
     elif file_size or rotate_seconds or file_count:

@@ -70,7 +70,10 @@ class Session:
         if o.write is not None:
             try:
                 comment = "hftcap " + " ".join(sys.argv[1:])
-                self.capfile = pcapng.CaptureFile(o.write, [pcapng.feed_interface(self)], comment)
+                wcpu = pcapng.writer_cpu_for(o.write, o.cpu)
+                self.capfile = pcapng.CaptureFile(
+                    o.write, [pcapng.feed_interface(self, wcpu)], comment, writer_cpu=wcpu,
+                    ring_bytes=pcapng.descriptor_ring_bytes(o.write) if o.path == "xdp" else None)
                 self.cap.set_writer(self.capfile.core)
             except BaseException:
                 self.close()

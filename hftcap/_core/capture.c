@@ -52,13 +52,17 @@
 struct hc_xsk {
 	void *umem_area;
 	size_t umem_size;
-	uint32_t frames;
+	uint32_t frames;        /* in the UMEM: base + the capture's hold */
+	uint32_t base;          /* half in the fill ring, half for the RX ring */
 	uint32_t queue;
 	struct xsk_umem *umem;
 	struct xsk_socket *xsk;
 	struct xsk_ring_prod fill;
 	struct xsk_ring_cons comp;
 	struct xsk_ring_cons rx;
+	/* listen --write: the frames the writer may still read (pcapng.h). The fill ring is
+	 * topped up from its free ones, so it holds as many frames as without capture. */
+	struct hc_caphold hold;
 };
 
 struct hc_capture {
@@ -203,7 +207,7 @@ static int attach_link(struct hc_capture *c)
 static int xsk_open(struct hc_capture *c, struct hc_xsk *x, int zerocopy)
 {
 	struct xsk_umem_config ucfg = {
-		.fill_size = x->frames / 2,
+		.fill_size = x->base / 2,
 		.comp_size = HC_COMP_SIZE,
 		.frame_size = HC_FRAME_SIZE,
 		.frame_headroom = 0,
@@ -217,7 +221,7 @@ static int xsk_open(struct hc_capture *c, struct hc_xsk *x, int zerocopy)
 	if (err)
 		return err;
 	struct xsk_socket_config scfg = {
-		.rx_size = x->frames / 2,
+		.rx_size = x->base / 2,
 		.tx_size = 0,
 		.libxdp_flags = XSK_LIBXDP_FLAGS__INHIBIT_PROG_LOAD,
 		.xdp_flags = 0,
@@ -257,7 +261,7 @@ static int xsk_setup_one(struct hc_capture *c, struct hc_xsk *x, const char **st
 		return err;
 	c->info.bind_mode = zc ? HC_BIND_ZEROCOPY : HC_BIND_COPY;
 	/* Hand half the frames to the kernel; the RX ring holds the other half. */
-	uint32_t idx, nfill = x->frames / 2;
+	uint32_t idx, nfill = x->base / 2;
 	*stage = "fill-ring";
 	if (xsk_ring_prod__reserve(&x->fill, nfill, &idx) != nfill)
 		return -ENOSPC;
@@ -285,10 +289,13 @@ static int xsk_setup(struct hc_capture *c, const char **stage)
 	uint32_t n = c->cfg.nqueues ? c->cfg.nqueues : 1;
 	/* 16 MiB of frames for one queue; less each when many queues share the budget. */
 	uint32_t frames = n == 1 ? HC_NUM_FRAMES : n <= 4 ? HC_NUM_FRAMES / 2 : HC_NUM_FRAMES / 4;
+	/* listen --write: frames the writer may still be reading, shared out over the queues */
+	uint32_t hold = c->cfg.capture_frames / n;
 	for (uint32_t i = 0; i < n; i++) {
 		struct hc_xsk *x = &c->xs[i];
 		x->queue = c->cfg.nqueues ? c->cfg.queues[i] : c->cfg.queue;
-		x->frames = frames;
+		x->base = frames;
+		x->frames = frames + hold;
 		int err = xsk_setup_one(c, x, stage);
 		c->nxs = i + 1; /* so close() releases a half-made one too */
 		if (err)
@@ -404,6 +411,8 @@ static inline uint32_t xsk_drain(struct hc_capture *c, struct hc_xsk *x, int bus
 	uint32_t n = xsk_ring_cons__peek(&x->rx, HC_BATCH, &idx_rx);
 	if (!n)
 		return 0;
+	struct hc_capring *ring = c->ring;
+	const uint16_t xi = (uint16_t)(x - c->xs);
 	for (uint32_t i = 0; i < n; i++) {
 		const struct xdp_desc *d = xsk_ring_cons__rx_desc(&x->rx, idx_rx + i);
 		uint64_t addr = xsk_umem__add_offset_to_addr(d->addr);
@@ -429,22 +438,28 @@ static inline uint32_t xsk_drain(struct hc_capture *c, struct hc_xsk *x, int bus
 			c->cons.drop_bad_frame++;
 			c->cons.out_dec_tai_ns = 0;
 		}
-		if (c->ring)
-			hc_capring_put(c->ring, HC_PCAP_IF_FEED, HC_CAPREC_FRAME, frame, d->len, x->queue,
-				       &t, &c->cons, 0, 0, 0, 0);
+		if (ring) /* the frame stays ours until the writer has copied it (pcapng.h) */
+			hc_caphold_push(&x->hold, xsk_umem__extract_addr(d->addr),
+					hc_capring_put_xsk(ring, xi, addr, d->len, x->queue, &t, &c->cons));
 	}
 	/* The frames go back after the books are updated: reserving reads the fill ring's consumer
 	 * index, which the kernel has just written on another CPU (a cache miss per batch). The
 	 * fill ring has room for every frame we hold: this cannot spin long. */
 	while (xsk_ring_prod__reserve(&x->fill, n, &idx_fq) != n)
 		;
-	for (uint32_t i = 0; i < n; i++)
-		*xsk_ring_prod__fill_addr(&x->fill, idx_fq + i) =
-			xsk_umem__extract_addr(xsk_ring_cons__rx_desc(&x->rx, idx_rx + i)->addr);
+	if (ring) {
+		hc_caphold_reclaim(&x->hold, ring, n);
+		for (uint32_t i = 0; i < n; i++)
+			*xsk_ring_prod__fill_addr(&x->fill, idx_fq + i) = hc_caphold_take(&x->hold);
+	} else {
+		for (uint32_t i = 0; i < n; i++)
+			*xsk_ring_prod__fill_addr(&x->fill, idx_fq + i) =
+				xsk_umem__extract_addr(xsk_ring_cons__rx_desc(&x->rx, idx_rx + i)->addr);
+	}
 	xsk_ring_prod__submit(&x->fill, n);
 	xsk_ring_cons__release(&x->rx, n);
-	if (c->ring)
-		hc_capring_publish(c->ring);
+	if (ring)
+		hc_capring_publish(ring);
 	if (!busy && xsk_ring_prod__needs_wakeup(&x->fill))
 		recvfrom(xsk_socket__fd(x->xsk), NULL, 0, MSG_DONTWAIT, NULL, NULL);
 	return n;
@@ -746,6 +761,8 @@ void hc_capture_close(struct hc_capture *c)
 			xsk_umem__delete(x->umem);
 		if (x->umem_area)
 			munmap(x->umem_area, x->umem_size);
+		free(x->hold.addr);
+		free(x->hold.need);
 	}
 	if (c->skel)
 		hftcap_bpf__destroy(c->skel);
@@ -803,6 +820,28 @@ int hc_capture_set_ring(struct hc_capture *c, struct hc_capring *ring)
 {
 	if (c->started)
 		return -EBUSY;
+	if (c->ring)
+		return -EALREADY;
+	if (c->nxs > HC_CAPRING_MAX_UMEM)
+		return -E2BIG;
+	for (uint32_t i = 0; i < c->nxs; i++) {
+		struct hc_xsk *x = &c->xs[i];
+		/* every frame the fill ring was not given: free to start with */
+		uint64_t spare = x->frames - x->base / 2, cap = 1;
+		while (cap < spare + HC_BATCH)
+			cap <<= 1;
+		struct hc_caphold *h = &x->hold;
+		h->addr = calloc(cap, sizeof(*h->addr));
+		h->need = calloc(cap, sizeof(*h->need));
+		if (!h->addr || !h->need)
+			return -ENOMEM; /* hc_capture_close frees them */
+		for (uint64_t k = 0; k < spare; k++)
+			h->addr[k] = (uint64_t)(x->base / 2 + k) * HC_FRAME_SIZE;
+		h->mask = cap - 1;
+		h->tail = 0;
+		h->rel = h->head = spare;
+		ring->umem[i] = x->umem_area;
+	}
 	c->ring = ring;
 	return 0;
 }

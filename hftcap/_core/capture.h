@@ -35,6 +35,8 @@ struct hc_capture_cfg {
 	uint64_t itch_epoch_tai_ns; /* CLOCK_TAI of the ITCH timestamps' midnight; 0 = unknown */
 	int books;              /* decode ITCH and keep order books */
 	uint64_t expected_orders; /* order pool sized up front */
+	uint32_t capture_frames; /* listen --write, AF_XDP: UMEM frames (over all queues) beyond the
+				  * usual ones, held while the writer copies them (pcapng.h) */
 	int recovery;           /* sequence through recovery.c with the settings below */
 	struct hc_recov_cfg recov;
 };

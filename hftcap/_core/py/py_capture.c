@@ -37,8 +37,12 @@ static void capture_release(CaptureObject *self)
 	Py_BEGIN_ALLOW_THREADS
 	self->books = hc_capture_take_books(c);
 	self->snaps = hc_capture_take_snaps(c);
-	if (w)
+	if (w) {
+		/* The writer may still read frames in this capture's UMEM: finish the file first. */
+		hc_capture_stop(c);
+		hc_pcapng_close(w);
 		hc_pcapng_set_xsk_drops(w, NULL, NULL); /* the sockets go with the capture */
+	}
 	hc_capture_close(c);
 	Py_END_ALLOW_THREADS
 }
@@ -59,7 +63,7 @@ static int Capture_init(CaptureObject *self, PyObject *args, PyObject *kw)
 				  "poll_mode", "cpu", "queue", "max_packets", "want_hw_ts",
 				  "tai_clock", "busy_poll_us", "timing", "phc_is_tai",
 				  "itch_epoch_tai_ns", "books", "expected_orders", "queues",
-				  "recovery", NULL };
+				  "recovery", "capture_frames", NULL };
 	struct hc_capture_cfg cfg;
 	memset(&cfg, 0, sizeof(cfg));
 	const char *ifname;
@@ -73,12 +77,13 @@ static int Capture_init(CaptureObject *self, PyObject *args, PyObject *kw)
 	unsigned long long epoch = 0, expected_orders = 1 << 20;
 	cfg.books = 1;
 	PyObject *queues = Py_None, *recovery = Py_None;
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "siO|iiiiiIKppippKpKOO", kwlist, &ifname,
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "siO|iiiiiIKppippKpKOOI", kwlist, &ifname,
 					 &cfg.ifindex, &feeds, &cfg.path, &cfg.xdp_mode,
 					 &cfg.bind_mode, &cfg.poll_mode, &cfg.cpu, &cfg.queue,
 					 &max_packets, &cfg.want_hw_ts, &cfg.tai_clock,
 					 &cfg.busy_poll_us, &cfg.timing, &cfg.phc_is_tai, &epoch,
-					 &cfg.books, &expected_orders, &queues, &recovery))
+					 &cfg.books, &expected_orders, &queues, &recovery,
+					 &cfg.capture_frames))
 		return -1;
 	if (recovery != Py_None) {
 		if (hc_py_recov_cfg(recovery, &cfg.recov) < 0)
