@@ -93,15 +93,19 @@ def test_write_reads_back_everywhere(lab, tmp_path, path):
 
 
 def test_full_ring_counts_every_drop(lab, tmp_path):
-    """A writer stalled on a FIFO nobody reads yet: the 1 MiB ring fills, and every packet is
-    either in the file or a counted capture drop; the books never notice. 15,000 packets are
-    4.5 MB: more than the ring, the writer's 1 MiB chunk and the pipe hold."""
+    """A writer stalled on a FIFO nobody reads yet: the capture's 1 MiB (512 UMEM frames held
+    for the writer on this AF_XDP path) runs out, the data thread takes the frames back for
+    the fill ring without waiting, and every packet is either in the file or a counted capture
+    drop; the books never notice. 15,000 packets are 4.5 MB: more than the hold, the writer's
+    1 MiB chunk and the pipe hold. The data thread is pinned: the writer goes to another CPU."""
     gen = ["--seed", 6, "--stocks", 4, "--messages", 60_000]
     fifo = tmp_path / "cap.fifo"
     os.mkfifo(fifo)
     rfd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)   # so the writer's open does not block
     hftcap("exchange", *gen, "--write", tmp_path / "stream.itch")
-    li = Listener(lab, "--symbol", "*", "--duration", 60, "--write", fifo, "--capture-buffer", 1).wait_ready()
+    cpus = sorted(os.sched_getaffinity(0))
+    li = Listener(lab, "--symbol", "*", "--duration", 60, "--write", fifo, "--capture-buffer", 1,
+                  "--cpu", cpus[0]).wait_ready()
     chunks = []
     try:
         send(lab, rate=100_000, gen=gen)
@@ -121,6 +125,10 @@ def test_full_ring_counts_every_drop(lab, tmp_path):
     rd = pcapng.read(str(out))
     c = live["capture"]
     assert c["capture_drops"] > 0, "the ring never filled: the test proves nothing"
+    assert c["capture_drops_late"] > 0, "no held frame was taken back: the descriptor path is untested"
+    assert c["writer_cpu"] == (cpus[1] if len(cpus) > 1 else None)
+    assert rd.interfaces[0]["hftcap"]["writer_cpu"] == c["writer_cpu"]
+    assert f"data thread CPU {cpus[0]}, writer thread " in rd.interfaces[0]["description"]
     assert len(rd.packets) == c["packets_captured"]
     assert live["packets"] == len(rd.packets) + c["capture_drops"]
     assert sum(p.dropcount for p in rd.packets) <= c["capture_drops"]
