@@ -112,9 +112,14 @@ def trial(lb, rate, packets, k, cpu_rx, cpu_tx, write: str | None):
         cmd += ["--write", write]
     li = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        line = li.stderr.readline()
+        seen = ""
+        for _ in range(8):                      # the doctor's line comes first
+            line = li.stderr.readline()
+            seen += line
+            if "listening on" in line or not line:
+                break
         if "listening on" not in line:
-            raise RuntimeError(f"listen did not start: {line}{li.stderr.read()}")
+            raise RuntimeError(f"listen did not start: {seen}{li.stderr.read()}")
         snd = subprocess.run(["taskset", "-c", str(cpu_tx), HFTCAP, "send", "--netns", lb.ex_ns, "--feed", FEED,
                               "--rate", str(rate), "--count", str(packets), "-k", str(k), "--max-seconds", "60",
                               "--json"], capture_output=True, text=True, timeout=90)

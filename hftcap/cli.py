@@ -140,6 +140,9 @@ def listen(
     poll: str = typer.Option("wakeup", "--poll", help="busy (spin) or wakeup (poll())."),
     queue: str = typer.Option("0", "--queue", help="RX queue to bind: N, a list 0,1,2, or all (one AF_XDP socket each)."),
     cpu: Optional[int] = typer.Option(None, "--cpu", help="Pin the data thread to this CPU."),
+    socket_buffer: Optional[int] = typer.Option(None, "--socket-buffer", metavar="BYTES",
+                                                help="Kernel path: receive buffer of the feed sockets (SO_RCVBUF; "
+                                                     "default 16 MiB). Its drops are counted (SO_MEMINFO)."),
     duration: Optional[float] = typer.Option(None, "--duration", help="Stop after S seconds."),
     count: Optional[int] = typer.Option(None, "--count", help="Stop after N feed packets."),
     itch_clock: str = typer.Option("none", "--itch-clock",
@@ -204,7 +207,7 @@ def listen(
         raise UsageError("-C, -G and -W need --write FILE")
     o = ListenOptions(interface=interface, feeds=[parse_feed(f) for f in feed], netns=netns, path=path,
                       xdp_mode=xdp_mode, bind=bind, poll=poll, queue=int(queue) if single else 0,
-                      queues=None if single else queue, cpu=cpu,
+                      queues=None if single else queue, cpu=cpu, socket_buffer=socket_buffer,
                       duration=duration, count=count, itch_clock=itch_clock, warmup=warmup, save=save,
                       levels=levels,
                       snapshot=snapshot, snapshot_user=snapshot_user, join_buffer=join_buffer,
@@ -270,11 +273,12 @@ def _print_capture_lines(c: dict) -> None:
     lines = [f"{c['packets_captured']} packets captured",
              f"{c['packets_seen']} packets received by filter",
              f"{c['capture_drops']} packets dropped by capture ring"]
-    if k:
+    if k and "socket_drops" not in k:
         lines.append(f"{sum(k.values())} packets dropped by kernel (AF_XDP rx_dropped {k['rx_dropped']}, "
                      f"rx_ring_full {k['rx_ring_full']}, rx_fill_ring_empty_descs {k['rx_fill_ring_empty_descs']})")
-    else:
-        lines.append("0 packets dropped by kernel (kernel socket path: not counted per socket)")
+    elif "socket_drops" in c.get("kernel_drops", {}):
+        lines.append(f"{k['socket_drops']} packets dropped by kernel (socket receive buffer full: "
+                     "the feed sockets' drops, SO_MEMINFO)")
     if c.get("error"):
         lines.append(f"capture file error: {c['error']}")
     print("\n".join(lines), file=sys.stderr, flush=True)

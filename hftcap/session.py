@@ -130,7 +130,9 @@ class Session:
         if self.capfile is None:
             return None
         self.cap.stop()
-        kdrops = self.cap.xsk_drops() if self.o.path == "xdp" else {}
+        d = self.cap.xsk_drops()
+        kdrops = ({k: v for k, v in d.items() if k != "socket_drops"} if self.o.path == "xdp"
+                  else {"socket_drops": d["socket_drops"]})
         cf, self.capfile = self.capfile, None
         out = cf.close()
         out["kernel_drops"] = kdrops

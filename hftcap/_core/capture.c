@@ -14,6 +14,7 @@
 #include <linux/if_xdp.h>
 #include <linux/ip.h>
 #include <linux/net_tstamp.h>
+#include <linux/sock_diag.h>
 #include <linux/udp.h>
 #include <net/if.h>
 #include <netinet/in.h>
@@ -338,7 +339,7 @@ static int udp_setup(struct hc_capture *c, const char **stage)
 		c->udp_fd[i] = fd;
 		int one = 1;
 		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-		int rcvbuf = 16 << 20;
+		int rcvbuf = c->cfg.rcvbuf > 0 ? c->cfg.rcvbuf : 16 << 20;
 		if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof(rcvbuf)))
 			setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
 		*stage = "udp-bind";
@@ -850,6 +851,20 @@ int hc_capture_xsk_drops(void *arg, struct hc_xsk_drops *out)
 {
 	struct hc_capture *c = arg;
 	memset(out, 0, sizeof(*out));
+	if (c->cfg.path == HC_PATH_KERNEL) {
+		for (uint32_t i = 0; i < c->cfg.nfeeds; i++) {
+			uint32_t mi[SK_MEMINFO_VARS];
+			socklen_t len = sizeof(mi);
+			memset(mi, 0, sizeof(mi));
+			if (c->udp_fd[i] < 0)
+				continue;
+			if (getsockopt(c->udp_fd[i], SOL_SOCKET, SO_MEMINFO, mi, &len))
+				return -errno;
+			if (len > SK_MEMINFO_DROPS * sizeof(uint32_t))
+				out->socket_drops += mi[SK_MEMINFO_DROPS];
+		}
+		return 0;
+	}
 	for (uint32_t i = 0; i < c->nxs; i++) {
 		struct xdp_statistics st;
 		socklen_t len = sizeof(st);

@@ -142,7 +142,7 @@ static size_t isb(struct hc_pcapng *w, uint8_t *p, uint32_t iface, uint64_t now)
 	uint64_t written = w->st.written;
 	uint64_t seen = __atomic_load_n(&w->ring.seen[iface], __ATOMIC_RELAXED);
 	uint64_t drops = __atomic_load_n(&w->ring.drops[iface], __ATOMIC_RELAXED) + w->ring.late[iface];
-	uint64_t kdrop = xd.rx_dropped + xd.rx_ring_full + xd.rx_fill_ring_empty_descs;
+	uint64_t kdrop = xd.rx_dropped + xd.rx_ring_full + xd.rx_fill_ring_empty_descs + xd.socket_drops;
 	size_t o = 20;
 	put32(p, 5);
 	put32(p + 8, iface);

@@ -230,6 +230,7 @@ static inline void hc_capring_publish(struct hc_capring *r)
 /* The AF_XDP socket counters (XDP_STATISTICS) the ISB reports, summed over the sockets. */
 struct hc_xsk_drops {
 	uint64_t rx_dropped, rx_ring_full, rx_fill_ring_empty_descs;
+	uint64_t socket_drops; /* kernel path: the feed sockets' drops (SO_MEMINFO) */
 };
 typedef int (*hc_xsk_drops_fn)(void *arg, struct hc_xsk_drops *out);
 

@@ -135,7 +135,8 @@ def open_capture(core, o: ListenOptions, ifindex: int, queues: list[int], tai_cl
             max_packets=o.count or 0, want_hw_ts=o.want_hw_ts, tai_clock=tai_clock,
             timing=True, phc_is_tai=phc_is_tai, itch_epoch_tai_ns=itch_epoch_tai_ns,
             recovery=o.recovery.core() if o.recovery is not None else None,
-            capture_frames=hold_frames(o.write) if o.write is not None and o.path == "xdp" else 0)
+            capture_frames=hold_frames(o.write) if o.write is not None and o.path == "xdp" else 0,
+            rcvbuf=o.socket_buffer or 0)
     except OSError as e:
         raise _open_error(e, o) from None
 
