@@ -14,7 +14,7 @@ import pytest
 
 from capread import assert_tiles as _tiles, mold_fields, tshark
 from hftcap.receive import pcapng
-from listenproc import FEED, Listener, hftcap
+from listenproc import FEED, Listener, hftcap, send_test_packets
 
 pytestmark = pytest.mark.root
 
@@ -184,3 +184,63 @@ def test_sigkill_leaves_what_was_flushed_readable(lab, tmp_path):
     fields = mold_fields(part)
     assert len(fields) == len(pcapng.read(str(part)).packets)
     assert_tiles(fields, sent)
+
+
+def _metric(li, name: str) -> float | None:
+    import re
+    import urllib.request
+    line = next(x for x in li.err_lines if "metrics at" in x)
+    url = re.search(r"metrics at (http://127\.0\.0\.1:\d+/metrics)", line).group(1)
+    body = urllib.request.urlopen(url, timeout=5).read().decode()
+    m = re.search(rf"^{name}(?:\{{[^}}]*\}})? (\S+)$", body, re.M)
+    return float(m.group(1)) if m else None
+
+
+def test_kernel_socket_drops_are_counted_exactly(lab, tmp_path):
+    """A stalled reader (the listener stopped with SIGSTOP) behind a 64 KiB socket buffer: the
+    kernel drops what the buffer cannot hold, and every packet sent is either received or one
+    of the socket's counted drops (SO_MEMINFO), in the JSON, the exit line and the ISB."""
+    cap = tmp_path / "k.pcapng"
+    li = Listener(lab, "--path", "kernel", "--socket-buffer", 65536, "--duration", 60, "--write", cap,
+                  "--metrics", "127.0.0.1:0").wait_ready()
+    sent = 0
+    try:
+        os.kill(li.p.pid, signal.SIGSTOP)
+        try:
+            send_test_packets(lab, 2_000, 1, first=1)      # ~250 KB: far more than the buffer holds
+            sent += 2_000
+        finally:
+            os.kill(li.p.pid, signal.SIGCONT)
+        # Running again, it reads what the buffer kept; packets sent after those arrive after
+        # them, so once the last one is delivered every earlier one is read or dropped. A
+        # tail packet may itself be dropped on a loaded host: then send more (all counted).
+        seq, done = 2_001, False
+        deadline = time.monotonic() + 30
+        while not done and time.monotonic() < deadline:
+            send_test_packets(lab, 10, 1, first=seq)
+            sent += 10
+            seq += 10
+            t_end = time.monotonic() + 2
+            while time.monotonic() < t_end:
+                if (_metric(li, "hftcap_moldudp64_last_sequence") or 0) >= seq - 1:
+                    done = True
+                    break
+                time.sleep(0.02)
+        assert done, f"sequence {seq - 1} never delivered"
+        li.p.send_signal(signal.SIGTERM)
+        out, err = li.p.communicate(timeout=30)
+        assert li.p.returncode == 0, err
+        r = json.loads(out)
+    finally:
+        li.kill()
+    drops = r["socket_drops"]
+    assert drops > 0, "the socket never dropped: the test proves nothing"
+    assert r["packets"] + drops == sent
+    c = r["capture"]
+    assert c["kernel_drops"] == {"socket_drops": drops}
+    assert f"{drops} packets dropped by kernel (socket receive buffer full" in err
+    assert c["packets_captured"] == r["packets"] and c["capture_drops"] == 0
+    rd = pcapng.read(str(cap))
+    assert len(rd.packets) == r["packets"]
+    (isb,) = rd.stats
+    assert isb["osdrop"] == drops and isb["capture_drops"] == 0 and isb["ifrecv"] == r["packets"]
