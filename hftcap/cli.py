@@ -279,6 +279,10 @@ def _print_capture_lines(c: dict) -> None:
     elif "socket_drops" in c.get("kernel_drops", {}):
         lines.append(f"{k['socket_drops']} packets dropped by kernel (socket receive buffer full: "
                      "the feed sockets' drops, SO_MEMINFO)")
+    r = c.get("recovery") or {}
+    if r.get("packets_seen"):
+        lines.append(f"{r['packets_captured']} recovery replies captured (interface 1), "
+                     f"{r['capture_drops']} dropped by capture ring")
     if c.get("error"):
         lines.append(f"capture file error: {c['error']}")
     print("\n".join(lines), file=sys.stderr, flush=True)

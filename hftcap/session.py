@@ -71,8 +71,11 @@ class Session:
             try:
                 comment = "hftcap " + " ".join(sys.argv[1:])
                 wcpu = pcapng.writer_cpu_for(o.write, o.cpu)
+                ifaces = [pcapng.feed_interface(self, wcpu)]
+                if o.recovery is not None:   # interface 1 (HC_PCAP_IF_RECOVERY): the replies
+                    ifaces.append(pcapng.recovery_interface(self))
                 self.capfile = pcapng.CaptureFile(
-                    o.write, [pcapng.feed_interface(self, wcpu)], comment, writer_cpu=wcpu,
+                    o.write, ifaces, comment, writer_cpu=wcpu,
                     ring_bytes=pcapng.descriptor_ring_bytes(o.write) if o.path == "xdp" else None)
                 self.cap.set_writer(self.capfile.core)
             except BaseException:

@@ -89,6 +89,7 @@ struct hc_capture {
 	struct sockaddr_in src[HC_BATCH]; /* senders' addresses, for the capture writer */
 
 	struct hc_capring *ring;          /* listen --write (pcapng.h); NULL = no capture */
+	uint8_t *recov_buf;               /* with ring and recovery: replies are read here */
 
 	pthread_t thread;
 	int started;
@@ -470,6 +471,46 @@ static inline uint32_t xsk_drain(struct hc_capture *c, struct hc_xsk *x, int bus
 
 #define HC_IDLE_WAIT_NS 100000000ull
 
+#define HC_RECOV_CAP_BUF 65536u
+#define HC_RECOV_REPLY_MAX 2048 /* recovery.c's RX_BUF: a longer reply is malformed there too */
+
+/* With --write: hc_recov_drain_socket's loop, each reply also put into the capture ring on
+ * HC_PCAP_IF_RECOVERY (its headers rebuilt from the addresses; IP_PKTINFO gives the local
+ * one). Stamp: the dequeue time (the recvmsg return), the IDB's clock. */
+static void recov_drain_capture(struct hc_capture *c, struct hc_recov *r)
+{
+	int fd = hc_recov_fd(r);
+	if (fd < 0)
+		return;
+	for (int got = 0; got < 64; got++) {
+		struct sockaddr_in from;
+		uint8_t ctrl[CMSG_SPACE(sizeof(struct in_pktinfo))];
+		struct iovec iov = { .iov_base = c->recov_buf, .iov_len = HC_RECOV_CAP_BUF };
+		struct msghdr mh = { .msg_name = &from, .msg_namelen = sizeof(from), .msg_iov = &iov,
+				     .msg_iovlen = 1, .msg_control = ctrl, .msg_controllen = sizeof(ctrl) };
+		ssize_t n = recvmsg(fd, &mh, MSG_DONTWAIT | MSG_TRUNC);
+		if (n < 0)
+			break;
+		uint64_t now = hc_now_tai_ns();
+		uint32_t dst = 0;
+		for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm))
+			if (cm->cmsg_level == IPPROTO_IP && cm->cmsg_type == IP_PKTINFO)
+				dst = ((const struct in_pktinfo *)CMSG_DATA(cm))->ipi_addr.s_addr;
+		struct sockaddr_in self;
+		socklen_t sl = sizeof(self);
+		if (getsockname(fd, (struct sockaddr *)&self, &sl))
+			self.sin_port = 0;
+		uint32_t got_len = n > (ssize_t)HC_RECOV_CAP_BUF ? HC_RECOV_CAP_BUF : (uint32_t)n;
+		struct hc_pkt_times t = { .deq_tai_ns = now };
+		hc_capring_put_stamps(c->ring, HC_PCAP_IF_RECOVERY, HC_CAPREC_UDP, c->recov_buf, got_len, 0,
+				      &t, 0, 0, 0, UINT64_MAX, from.sin_addr.s_addr, from.sin_port, dst,
+				      self.sin_port);
+		uint32_t len = n > HC_RECOV_REPLY_MAX ? 0 : (uint32_t)n; /* cut: malformed */
+		hc_recov_reply(r, &c->cons, c->recov_buf, len, from.sin_addr.s_addr, from.sin_port, now);
+	}
+	hc_capring_publish(c->ring);
+}
+
 /* Replies are read while something is missing (or when poll saw them); timers run then too. */
 static inline void recov_service(struct hc_capture *c, int sock_ready)
 {
@@ -477,7 +518,9 @@ static inline void recov_service(struct hc_capture *c, int sock_ready)
 	if (!r)
 		return;
 	int active = hc_recov_active(r);
-	if (sock_ready || active)
+	if ((sock_ready || active) && c->recov_buf)
+		recov_drain_capture(c, r);
+	else if (sock_ready || active)
 		hc_recov_drain_socket(r, &c->cons);
 	if (active || hc_recov_active(r))
 		hc_recov_tick(r, &c->cons, hc_now_tai_ns());
@@ -765,6 +808,7 @@ void hc_capture_close(struct hc_capture *c)
 		free(x->hold.addr);
 		free(x->hold.need);
 	}
+	free(c->recov_buf);
 	if (c->skel)
 		hftcap_bpf__destroy(c->skel);
 	if (c->skel_hw)
@@ -825,6 +869,14 @@ int hc_capture_set_ring(struct hc_capture *c, struct hc_capring *ring)
 		return -EALREADY;
 	if (c->nxs > HC_CAPRING_MAX_UMEM)
 		return -E2BIG;
+	if (c->cons.recov && hc_recov_fd(c->cons.recov) >= 0) {
+		int one = 1;
+		if (setsockopt(hc_recov_fd(c->cons.recov), IPPROTO_IP, IP_PKTINFO, &one, sizeof(one)))
+			return -errno;
+		c->recov_buf = malloc(HC_RECOV_CAP_BUF);
+		if (!c->recov_buf)
+			return -ENOMEM;
+	}
 	for (uint32_t i = 0; i < c->nxs; i++) {
 		struct hc_xsk *x = &c->xs[i];
 		/* every frame the fill ring was not given: free to start with */

@@ -139,7 +139,7 @@ static size_t isb(struct hc_pcapng *w, uint8_t *p, uint32_t iface, uint64_t now)
 	if (iface == HC_PCAP_IF_FEED && w->xsk_fn)
 		w->xsk_fn(w->xsk_arg, &xd);
 	pthread_mutex_unlock(&w->mu);
-	uint64_t written = w->st.written;
+	uint64_t written = w->st.written_if[iface];
 	uint64_t seen = __atomic_load_n(&w->ring.seen[iface], __ATOMIC_RELAXED);
 	uint64_t drops = __atomic_load_n(&w->ring.drops[iface], __ATOMIC_RELAXED) + w->ring.late[iface];
 	uint64_t kdrop = xd.rx_dropped + xd.rx_ring_full + xd.rx_fill_ring_empty_descs + xd.socket_drops;
@@ -241,13 +241,17 @@ static uint16_t ip_csum(const uint8_t *h)
 	return (uint16_t)~s;
 }
 
-/* The Ethernet/IPv4/UDP headers of a datagram the kernel path received: multicast MAC of
- * the group, source MAC zero (the socket does not see it), TTL 1, IP id 0, UDP checksum 0. */
+/* The Ethernet/IPv4/UDP headers of a datagram a socket received: destination MAC the
+ * group's multicast MAC (zero for unicast, e.g. recovery replies), source MAC zero (the
+ * socket does not see it), TTL 1, IP id 0, UDP checksum 0. */
 static void rebuild_headers(uint8_t *p, const struct hc_caprec *r)
 {
 	const uint8_t *g = (const uint8_t *)&r->dst_ip_be;
 	const uint8_t dmac[6] = { 0x01, 0x00, 0x5e, (uint8_t)(g[1] & 0x7f), g[2], g[3] };
-	memcpy(p, dmac, 6);
+	if ((g[0] & 0xf0) == 0xe0)
+		memcpy(p, dmac, 6);
+	else
+		memset(p, 0, 6);
 	memset(p + 6, 0, 6);
 	p[12] = 0x08;
 	p[13] = 0x00;

@@ -100,11 +100,11 @@ static inline void hc_stream_copy(uint8_t *dst, const uint8_t *src, size_t n)
 /* Copy one packet in. Data thread only; no allocation, no lock, no system call. The writer
  * sees it after the next hc_capring_publish (once per drained batch: the line holding head
  * then moves between the cores once per batch, not once per packet). */
-static inline void hc_capring_put(struct hc_capring *r, uint16_t iface, uint16_t kind,
-				  const uint8_t *data, uint32_t len, uint32_t queue,
-				  const struct hc_pkt_times *t, const struct hc_consumer *cons,
-				  uint32_t src_ip_be, uint16_t src_port_be, uint32_t dst_ip_be,
-				  uint16_t dst_port_be)
+static inline void hc_capring_put_stamps(struct hc_capring *r, uint16_t iface, uint16_t kind,
+					 const uint8_t *data, uint32_t len, uint32_t queue,
+					 const struct hc_pkt_times *t, int recorded, uint64_t dec_tai_ns,
+					 uint64_t book_tai_ns, uint64_t itch_ns, uint32_t src_ip_be,
+					 uint16_t src_port_be, uint32_t dst_ip_be, uint16_t dst_port_be)
 {
 	uint32_t room = r->snaplen;
 	if (kind == HC_CAPREC_UDP)
@@ -130,14 +130,25 @@ static inline void hc_capring_put(struct hc_capring *r, uint16_t iface, uint16_t
 		.size = (uint32_t)need, .iface = iface, .kind = kind, .caplen = caplen,
 		.origlen = len, .queue = queue, .src_ip_be = src_ip_be, .dst_ip_be = dst_ip_be,
 		.src_port_be = src_port_be, .dst_port_be = dst_port_be,
-		.recorded = cons->out_dec_tai_ns != 0, .drops = r->drops[iface], .t = *t,
-		.dec_tai_ns = cons->out_dec_tai_ns, .book_tai_ns = cons->out_book_tai_ns,
-		.itch_ns = cons->out_itch_ns, .umem_addr = 0,
+		.recorded = (uint16_t)(recorded != 0), .drops = r->drops[iface], .t = *t,
+		.dec_tai_ns = dec_tai_ns, .book_tai_ns = book_tai_ns, .itch_ns = itch_ns, .umem_addr = 0,
 	};
 	hc_stream_copy(r->buf + off, (const uint8_t *)&h, sizeof(h));
 	hc_stream_copy(r->buf + off + sizeof(h), data, caplen);
 	r->head_local = head + need;
 	r->pushed++;
+}
+
+/* A packet the consumer has just taken: its stamps are the consumer's outputs. */
+static inline void hc_capring_put(struct hc_capring *r, uint16_t iface, uint16_t kind,
+				  const uint8_t *data, uint32_t len, uint32_t queue,
+				  const struct hc_pkt_times *t, const struct hc_consumer *cons,
+				  uint32_t src_ip_be, uint16_t src_port_be, uint32_t dst_ip_be,
+				  uint16_t dst_port_be)
+{
+	hc_capring_put_stamps(r, iface, kind, data, len, queue, t, cons->out_dec_tai_ns != 0,
+			      cons->out_dec_tai_ns, cons->out_book_tai_ns, cons->out_itch_ns,
+			      src_ip_be, src_port_be, dst_ip_be, dst_port_be);
 }
 
 /* Put a descriptor of a frame left in UMEM r->umem[xsk] at umem_addr (AF_XDP path, feed

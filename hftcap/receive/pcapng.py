@@ -224,11 +224,23 @@ def feed_interface(sess, writer_cpu: int | None = None) -> Interface:
     from ..measure import clocks
     drv = clocks.get_driver(o.interface)
     hw = f"driver {drv}" if drv else None
-    meta = {"path": o.path, "feeds": info["feeds"], "itch_clock": o.itch_clock,
+    meta = {"role": "feed", "path": o.path, "feeds": info["feeds"], "itch_clock": o.itch_clock,
             "itch_epoch_tai_ns": sess.itch_epoch, "phc_is_tai": phc_tai,
             "clocks": {k: sess.clocks.get(k) for k in ("phc", "phc_reason", "synced_to_tai", "sync_reason")},
             "kernel_headers_rebuilt": o.path == "kernel", "data_cpu": o.cpu, "writer_cpu": writer_cpu}
     return Interface(o.interface, desc, hw, src, int(ci["tai_offset_s"]), meta)
+
+
+def recovery_interface(sess) -> Interface:
+    """Interface 1: the unicast replies to MoldUDP64 re-requests, as the recovery socket read
+    them (whichever path the feed takes), stamped when the data thread read them."""
+    o = sess.o
+    servers = [f"{h}:{p}" for h, p in o.recovery.servers]
+    desc = (f"hftcap recovery replies: MoldUDP64 re-request answers (unicast) from {', '.join(servers)}, "
+            "read on the recovery socket; Ethernet/IPv4/UDP headers rebuilt from the socket addresses "
+            "(MACs zero, TTL 1, IP id 0, UDP checksum 0); timestamps: " + TS_SOURCE_TEXT["deq"])
+    meta = {"role": "recovery", "servers": servers, "feeds": sess.info()["feeds"], "kernel_headers_rebuilt": True}
+    return Interface("recovery", desc, None, "deq", int(sess.cap.info()["tai_offset_s"]), meta)
 
 
 def header(comment: str, interfaces: list[Interface], snaplen: int) -> bytes:
@@ -313,11 +325,11 @@ class CaptureFile:
         st = self.core.stats()
         self._took(st["names_taken"])
         files = list(dict.fromkeys(self.files))   # a -W ring reuses names
-        out = {"files": files, "packets_captured": st["written"], "capture_drops": st["capture_drops"],
+        out = {"files": files, "packets_captured": st["feed_written"], "capture_drops": st["capture_drops"],
                "capture_drops_late": st["capture_late"], "packets_seen": st["seen"],
                "bytes_written": st["bytes"], "ring_bytes": self.core.ring_bytes,
                "snaplen": self.w.snaplen, "rotations_late": st["rotations_late"],
-               "writer_cpu": self.writer_cpu,
+               "writer_cpu": self.writer_cpu, "blocks_written": st["written"],
                "recovery": {"packets_seen": st["recovery_seen"], "packets_captured": st["recovery_written"],
                             "capture_drops": st["recovery_capture_drops"]}}
         if err or st["error"]:
@@ -357,13 +369,14 @@ def _options(body: bytes, off: int, bo: str) -> Iterator[tuple[int, bytes]]:
         off += ln + (-ln % 4)
 
 
-def read(path: str) -> Capture:
+def read(path: str, interfaces_only: bool = False) -> Capture:
     """Every section's IDBs, EPBs and ISBs of a pcapng file; a truncated last block (a file
-    cut by SIGKILL) ends the read."""
+    cut by SIGKILL) ends the read. interfaces_only: the first section's IDBs, read from the
+    file's start only."""
     ifaces, pkts, stats = [], [], []
     bo = "<"
     with open(path, "rb") as f:
-        data = f.read()
+        data = f.read(1 << 20) if interfaces_only else f.read()
     off = 0
     while off + 12 <= len(data):
         btype = struct.unpack_from(bo + "I", data, off)[0]
@@ -375,6 +388,8 @@ def read(path: str) -> Capture:
             break
         body = data[off + 8:off + blen - 4]
         off += blen
+        if interfaces_only and btype not in (0x0A0D0D0A, 1):
+            break
         if btype == 0x0A0D0D0A:
             ifaces = [] if not ifaces else ifaces   # one section per file here; IDs restart
         elif btype == 1:

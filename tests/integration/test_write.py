@@ -244,3 +244,50 @@ def test_kernel_socket_drops_are_counted_exactly(lab, tmp_path):
     assert len(rd.packets) == r["packets"]
     (isb,) = rd.stats
     assert isb["osdrop"] == drops and isb["capture_drops"] == 0 and isb["ifrecv"] == r["packets"]
+
+
+@pytest.mark.parametrize("path", ["xdp", "kernel"])
+def test_recovery_replies_are_written_on_their_own_interface(lab, tmp_path, path):
+    """A lossy feed recovered by re-request: the replies the recovery socket read are in the
+    capture on interface 1 (IDB "recovery"), and `hftcap book` over feed + replies, in
+    sequence order, gives the live listener's books for every stock."""
+    from listenproc import FEED_PORT
+    gen = ["--seed", 12, "--stocks", 6, "--messages", 30_000]
+    cap = tmp_path / "r.pcapng"
+    li = Listener(lab, "--path", path, "--symbol", "*", "--duration", 40, "--request-timeout", 0.05,
+                  "--rerequest", f"{lab.ex_addr}:{FEED_PORT + 1}", "--write", cap).wait_ready()
+    try:
+        sent = json.loads(hftcap("exchange", "--netns", lab.ex_ns, "--feed", FEED, *gen, "--msg-rate", 100_000,
+                                 "-k", 6, "--json", "--loss", 0.01, "--dup", 0.005, "--reorder", 0.005,
+                                 "--linger", 1.0))
+        li.p.send_signal(signal.SIGINT)
+        live = li.result()
+    finally:
+        li.kill()
+    assert sent["lost_packets"] > 0, "nothing was lost: the test proves nothing"
+    rec = live["recovery"]["feeds"][FEED]
+    assert rec["gaps_lost"] == 0 and rec["replies"] > 0 and live["messages"] == 30_000 and live["gaps"] == 0, rec
+    c = live["capture"]
+    assert c["capture_drops"] == 0 and c["recovery"]["capture_drops"] == 0
+    assert c["recovery"]["packets_captured"] == c["recovery"]["packets_seen"] > 0
+    rd = pcapng.read(str(cap))
+    assert [i["hftcap"]["role"] for i in rd.interfaces] == ["feed", "recovery"]
+    assert "recovery replies" in rd.interfaces[1]["description"]
+    replies = [p for p in rd.packets if p.iface == 1]
+    assert len(replies) == c["recovery"]["packets_captured"] >= rec["replies"]
+    assert len(rd.packets) - len(replies) == live["packets"] == c["packets_captured"]
+    isb = {s["iface"]: s for s in rd.stats}
+    assert isb[1]["usrdeliv"] == isb[1]["ifrecv"] == len(replies) and isb[0]["usrdeliv"] == live["packets"]
+    assert all(p.stamps["ts_source"] == "deq" and p.ts == p.stamps["deq_tai_ns"] for p in replies)
+    # tshark reads both interfaces; the replies are unicast MoldUDP64 from the server's port
+    src = tshark("-r", cap, "-Y", "frame.interface_id == 1", "-T", "fields", "-e", "ip.src", "-e", "udp.srcport")
+    assert {tuple(ln.split("\t")) for ln in src.splitlines()} == {(lab.ex_addr, str(FEED_PORT + 1))}
+    for sym, book in live["books"].items():
+        off = json.loads(hftcap("book", cap, "--symbol", sym, "--json"))
+        assert off["book"] == book, sym
+        assert book["bids"] and book["asks"]
+    assert off["mold"]["recovery_packets"] == len(replies) and off["mold"]["gaps"] == 0
+    # without the replies the feed's own sequence has holes: the replies are what fill them
+    from hftcap.book.books import Books, feed_sequenced_capture
+    feed_only = pcapng.Capture(rd.interfaces, [p for p in rd.packets if p.iface == 0], rd.stats)
+    assert feed_sequenced_capture(Books(), feed_only)["mold"]["gaps"] > 0

@@ -129,7 +129,8 @@ static PyObject *Writer_stats(WriterObject *self, PyObject *unused)
 	}
 	struct hc_pcapng_stats st;
 	hc_pcapng_stats(self->w, &st);
-	return Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:I,s:i}",
+	return Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:I,s:i}",
+			     "feed_written", (unsigned long long)st.written_if[HC_PCAP_IF_FEED],
 			     "seen", (unsigned long long)st.seen[HC_PCAP_IF_FEED],
 			     "capture_drops", (unsigned long long)st.drops[HC_PCAP_IF_FEED],
 			     "capture_late", (unsigned long long)st.late[HC_PCAP_IF_FEED],
