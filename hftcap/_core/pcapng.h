@@ -54,8 +54,10 @@ struct hc_caprec {
 	uint8_t data[];
 };
 _Static_assert(sizeof(struct hc_caprec) == 112, "ring record header: 112 bytes, 16-aligned data");
-/* hc_capring_put_xsk writes these offsets from registers */
+/* hc_capring_put_stamps and hc_capring_put_xsk write these offsets from registers */
 _Static_assert(offsetof(struct hc_caprec, caplen) == 8 && offsetof(struct hc_caprec, queue) == 16 &&
+	       offsetof(struct hc_caprec, src_ip_be) == 20 && offsetof(struct hc_caprec, dst_ip_be) == 24 &&
+	       offsetof(struct hc_caprec, src_port_be) == 28 && offsetof(struct hc_caprec, dst_port_be) == 30 &&
 	       offsetof(struct hc_caprec, recorded) == 32 && offsetof(struct hc_caprec, xsk) == 34 &&
 	       offsetof(struct hc_caprec, drops) == 40 && offsetof(struct hc_caprec, t) == 48 &&
 	       offsetof(struct hc_caprec, dec_tai_ns) == 80 && offsetof(struct hc_caprec, itch_ns) == 96 &&
@@ -126,15 +128,19 @@ static inline void hc_capring_put_stamps(struct hc_capring *r, uint16_t iface, u
 		head += to_end;
 		off = 0;
 	}
-	struct hc_caprec h = {
-		.size = (uint32_t)need, .iface = iface, .kind = kind, .caplen = caplen,
-		.origlen = len, .queue = queue, .src_ip_be = src_ip_be, .dst_ip_be = dst_ip_be,
-		.src_port_be = src_port_be, .dst_port_be = dst_port_be,
-		.recorded = (uint16_t)(recorded != 0), .drops = r->drops[iface], .t = *t,
-		.dec_tai_ns = dec_tai_ns, .book_tai_ns = book_tai_ns, .itch_ns = itch_ns, .umem_addr = 0,
-	};
-	hc_stream_copy(r->buf + off, (const uint8_t *)&h, sizeof(h));
-	hc_stream_copy(r->buf + off + sizeof(h), data, caplen);
+	/* The header from registers (as hc_capring_put_xsk: no store-forwarding stall) */
+	__m128i *o = (__m128i *)(r->buf + off);
+	_mm_stream_si128(o + 0, _mm_set_epi64x((long long)((uint64_t)len << 32 | caplen),
+					       (long long)(need | (uint64_t)iface << 32 | (uint64_t)kind << 48)));
+	_mm_stream_si128(o + 1, _mm_set_epi64x((long long)(dst_ip_be | (uint64_t)src_port_be << 32 |
+							   (uint64_t)dst_port_be << 48),
+					       (long long)(queue | (uint64_t)src_ip_be << 32)));
+	_mm_stream_si128(o + 2, _mm_set_epi64x((long long)r->drops[iface], (long long)(recorded != 0)));
+	_mm_stream_si128(o + 3, _mm_set_epi64x((long long)t->xdp_tai_ns, (long long)t->hw_ns));
+	_mm_stream_si128(o + 4, _mm_set_epi64x((long long)t->deq_tai_ns, (long long)t->sw_tai_ns));
+	_mm_stream_si128(o + 5, _mm_set_epi64x((long long)book_tai_ns, (long long)dec_tai_ns));
+	_mm_stream_si128(o + 6, _mm_set_epi64x(0, (long long)itch_ns));
+	hc_stream_copy(r->buf + off + sizeof(struct hc_caprec), data, caplen);
 	r->head_local = head + need;
 	r->pushed++;
 }
