@@ -1,9 +1,14 @@
 #!/usr/bin/env python3
 """What `listen --write` costs the data thread, and whether it keeps up.
 
-1. ring put (no lab): ns per hc_capring_put of one frame (80, 199, 1400 bytes), n puts in a
-   burst smaller than the ring while the writer thread drains it to a file, the data thread's
-   exact work per packet with --write. Median and p99 over reps.
+1. ring put (no lab): the data thread's exact work per packet with --write, in CPU ns (median
+   and p99 over reps of a burst) and in instructions (callgrind, repeatable on a noisy host:
+   the difference of two burst lengths, so fixed costs cancel), for frames of 80, 199, 1400 B:
+   - "descriptor": the AF_XDP path (hc_capring_put_xsk, the frame hold, reclaim per batch of
+     64): a burst of 8,192, fewer than the frames the hold has, while the writer copies the
+     frames out of a stand-in UMEM to a file;
+   - "copy": hc_capring_put, the kernel path's copy of the packet into the ring (the AF_XDP
+     path's before the descriptor ring).
 2. lab (AF_XDP wakeup, data thread pinned to --cpu-rx, sender on --cpu-tx): for each offered
    rate, listen without and with --write (default 256 MiB ring), alternating, for several
    rounds: messages lost, capture drops, data-thread CPU ns per packet (CLOCK_THREAD_CPUTIME_ID;
@@ -35,7 +40,7 @@ def q(xs, p):
     return xs[min(len(xs) - 1, int(p * len(xs)))]
 
 
-def ring_put(reps: int, n: int, ring_mib: int = 256) -> dict:
+def ring_put(reps: int, n: int, mode: str, ring_mib: int = 256) -> dict:
     from hftcap import _core
     from hftcap.receive import pcapng
     out = {}
@@ -43,14 +48,16 @@ def ring_put(reps: int, n: int, ring_mib: int = 256) -> dict:
         for flen in (80, 199, 1400):
             idb = pcapng.Interface("bench", "ring put benchmark", None, "xdp", 0)
             w = _core.PcapngWriter(os.path.join(d, f"b{flen}.pcapng"), pcapng.header("bench", [idb], 262144), [1],
-                                   ring_bytes=ring_mib << 20)
+                                   ring_bytes=ring_mib << 20, writer_cpu=0)
+            put = w.bench_put_xsk if mode == "descriptor" else w.bench_put
+            rec = 128 if mode == "descriptor" else 112 + flen
+            n_f = min(n, 8192 if mode == "descriptor" else n, (w.ring_bytes // 2) // rec)
             per = []
-            n_f = min(n, (w.ring_bytes // 2) // (104 + flen))   # a burst fills at most half the ring
             for _ in range(reps):
                 before = w.stats()["capture_drops"]
-                ns = w.bench_put(n_f, flen)
+                ns = put(n_f, flen)
                 if w.stats()["capture_drops"] != before:
-                    raise RuntimeError("the ring filled during a burst: lower --put-burst")
+                    raise RuntimeError("the ring filled (or the hold ran out) during a burst")
                 per.append(ns / n_f)
                 while w.stats()["written"] < w.stats()["seen"]:   # let the writer drain
                     time.sleep(0.01)
@@ -62,6 +69,42 @@ def ring_put(reps: int, n: int, ring_mib: int = 256) -> dict:
     return out
 
 
+CG_SCRIPT = """
+import os, sys, tempfile
+from hftcap import _core
+from hftcap.receive import pcapng
+mode, n, flen = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+d = tempfile.mkdtemp()
+w = _core.PcapngWriter(os.path.join(d, "c.pcapng"), pcapng.header("b", [pcapng.Interface("b", "b", None, "xdp", 0)],
+                       262144), [1], ring_bytes=16 << 20)
+(w.bench_put_xsk if mode == "descriptor" else w.bench_put)(n, flen)
+w.close()
+assert w.stats()["capture_drops"] == 0
+os.unlink(os.path.join(d, "c.pcapng")); os.rmdir(d)
+"""
+
+
+def callgrind_put(flen: int, mode: str, n1: int = 2000, n2: int = 10000) -> float | None:
+    """Instructions per put: callgrind's count inside the bench function (the data thread only)
+    for bursts of n2 and n1 puts, differenced. None without valgrind."""
+    import shutil
+    if not shutil.which("valgrind"):
+        return None
+    fn = "Writer_bench_put_xsk" if mode == "descriptor" else "Writer_bench_put"
+    irs = []
+    with tempfile.TemporaryDirectory() as d:
+        for n in (n1, n2):
+            outf = os.path.join(d, f"cg.{n}")
+            cp = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={outf}",
+                                 f"--toggle-collect={fn}", sys.executable, "-c", CG_SCRIPT, mode, str(n), str(flen)],
+                                capture_output=True, text=True, timeout=600, cwd=d)
+            if cp.returncode:
+                raise RuntimeError(cp.stderr[-2000:])
+            line = [ln for ln in cp.stderr.splitlines() if "Collected :" in ln]
+            irs.append(int(line[-1].split(":")[-1]))
+    return round((irs[1] - irs[0]) / (n2 - n1), 1)
+
+
 def trial(lb, rate, packets, k, cpu_rx, cpu_tx, write: str | None):
     cmd = [HFTCAP, "listen", "--netns", lb.host_ns, "-i", lb.host_if, "--feed", FEED, "--cpu", str(cpu_rx),
            "--json", "--duration", str(5 + packets / max(rate, 1))]
@@ -69,9 +112,14 @@ def trial(lb, rate, packets, k, cpu_rx, cpu_tx, write: str | None):
         cmd += ["--write", write]
     li = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        line = li.stderr.readline()
+        seen = ""
+        for _ in range(8):                      # the doctor's line comes first
+            line = li.stderr.readline()
+            seen += line
+            if "listening on" in line or not line:
+                break
         if "listening on" not in line:
-            raise RuntimeError(f"listen did not start: {line}{li.stderr.read()}")
+            raise RuntimeError(f"listen did not start: {seen}{li.stderr.read()}")
         snd = subprocess.run(["taskset", "-c", str(cpu_tx), HFTCAP, "send", "--netns", lb.ex_ns, "--feed", FEED,
                               "--rate", str(rate), "--count", str(packets), "-k", str(k), "--max-seconds", "60",
                               "--json"], capture_output=True, text=True, timeout=90)
@@ -91,7 +139,8 @@ def trial(lb, rate, packets, k, cpu_rx, cpu_tx, write: str | None):
             "achieved_pps": round((sent["data_packets"] - 1) / (span_ns / 1e9), 1) if span_ns else None,
             "sent_messages": sent["messages_sent"], "received_messages": r["messages"], "lost": r["gaps"],
             "packets": r["packets"], "cpu_ns_per_packet": round(r["data_thread_cpu_s"] * 1e9 / max(r["packets"], 1), 1),
-            "capture_drops": c.get("capture_drops"), "packets_captured": c.get("packets_captured"),
+            "capture_drops": c.get("capture_drops"), "capture_drops_late": c.get("capture_drops_late"),
+            "packets_captured": c.get("packets_captured"), "writer_cpu": c.get("writer_cpu"),
             "bytes_written": c.get("bytes_written"),
             "bytes_per_s": round(c["bytes_written"] / (span_ns / 1e9)) if c and span_ns else None}
 
@@ -108,20 +157,25 @@ def main():
     ap.add_argument("--cpu-tx", type=int, default=0)
     ap.add_argument("--json", dest="json_out")
     ap.add_argument("--put-only", action="store_true", help="only the ring-put part (no lab)")
+    ap.add_argument("--no-callgrind", action="store_true", help="skip the instruction counts")
     ap.add_argument("--lab", default="bcw")
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench_capture_write: needs root (namespaces, XDP)")
     doc = {"conditions": {"kernel": os.uname().release, "cpus": os.cpu_count(), "path": "xdp", "poll": "wakeup",
                           "cpu_rx": a.cpu_rx, "cpu_tx": a.cpu_tx, "k": a.k, "packets": a.packets,
-                          "rounds": a.rounds, "ring": "256 MiB (default)",
+                          "rounds": a.rounds, "capture_buffer": "256 MiB (default)", "writer_cpu": "default (not --cpu-rx)",
+                          "loadavg_start": os.getloadavg(),
                           "note": "shared noisy 2-core VM; medians over alternating trials"}}
     doc["ring_put"] = {}
-    for mib in (256, 4):
-        doc["ring_put"][f"{mib} MiB"] = ring_put(a.put_reps, a.put_burst, mib)
-        print(f"ring put into a {mib} MiB ring, data-thread CPU ns per packet (median / p99 over reps):")
-        for flen, v in doc["ring_put"][f"{mib} MiB"].items():
-            print(f"  {flen:>5} B frame: {v['ns_per_put_median']:6.2f} / {v['ns_per_put_p99']:6.2f}  (burst {v['burst']})")
+    for mode in ("descriptor", "copy"):
+        doc["ring_put"][mode] = ring_put(a.put_reps, a.put_burst, mode)
+        print(f"{mode}: data-thread CPU ns per packet (median / p99 over {a.put_reps} bursts), "
+              f"instructions per packet (callgrind):")
+        for flen, v in doc["ring_put"][mode].items():
+            v["instructions_per_put"] = None if a.no_callgrind else callgrind_put(int(flen), mode)
+            print(f"  {flen:>5} B frame: {v['ns_per_put_median']:6.2f} / {v['ns_per_put_p99']:6.2f} ns"
+                  f"  (burst {v['burst']})  {v['instructions_per_put']} instructions", flush=True)
     if a.put_only:
         if a.json_out:
             Path(a.json_out).write_text(json.dumps(doc, indent=1) + "\n")
@@ -161,6 +215,7 @@ def main():
         summary[str(rate)] = row
     lossless = [r for r in rates if all(summary[str(r)][m]["lossless_rounds"] == summary[str(r)][m]["rounds"]
                                         for m in ("plain", "write"))]
+    doc["conditions"]["loadavg_end"] = os.getloadavg()
     doc.update({"trials": trials, "by_rate": summary, "highest_lossless_pps": max(lossless) if lossless else None})
     print(f"\n{'offered':>8} {'lossless plain/write':>21} {'cpu ns/pkt plain':>17} {'write':>7} {'added':>7} "
           f"{'capture drops':>13} {'MB/s written':>12}")

@@ -142,6 +142,9 @@ def listen(
     poll: str = typer.Option("wakeup", "--poll", help="busy (spin) or wakeup (poll())."),
     queue: str = typer.Option("0", "--queue", help="RX queue to bind: N, a list 0,1,2, or all (one AF_XDP socket each)."),
     cpu: Optional[int] = typer.Option(None, "--cpu", help="Pin the data thread to this CPU."),
+    socket_buffer: Optional[int] = typer.Option(None, "--socket-buffer", metavar="BYTES",
+                                                help="Kernel path: receive buffer of the feed sockets (SO_RCVBUF; "
+                                                     "default 16 MiB). Its drops are counted (SO_MEMINFO)."),
     duration: Optional[float] = typer.Option(None, "--duration", help="Stop after S seconds."),
     count: Optional[int] = typer.Option(None, "--count", help="Stop after N feed packets."),
     itch_clock: str = typer.Option("none", "--itch-clock",
@@ -157,8 +160,11 @@ def listen(
     headless: bool = typer.Option(False, "--headless", help="No live view, even on a terminal."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object at exit."),
     write: Optional[str] = typer.Option(None, "-w", "--write", help="Write every packet to FILE (pcapng; - = stdout)."),
-    capture_buffer: int = typer.Option(256, "--capture-buffer", help="MiB of ring between the data thread and the "
-                                                                      "file writer (rounded down to a power of two)."),
+    capture_buffer: int = typer.Option(256, "--capture-buffer", help="MiB the capture may hold for the file writer: "
+                                       "AF_XDP, extra UMEM frames (2 KiB each) the writer reads the packets from; "
+                                       "kernel path, the ring of copies (rounded down to a power of two)."),
+    writer_cpu: Optional[int] = typer.Option(None, "--writer-cpu", help="Pin the file writer thread to CPU N "
+                                             "(default: a CPU other than --cpu's; -1 = not pinned)."),
     snaplen: int = typer.Option(262144, "--snaplen", help="Bytes kept of each packet (0 = 262144, as tcpdump)."),
     file_size: Optional[str] = typer.Option(None, "-C", "--file-size", help="Rotate before a packet once the file "
                                                                           "exceeds N x 10^6 bytes (or 512k, 64m, 2g)."),
@@ -203,14 +209,14 @@ def listen(
     single = queue.isdigit()
     wo = None
     if write is not None:
-        wo = WriteOptions(write, capture_buffer_mib=capture_buffer, snaplen=snaplen,
+        wo = WriteOptions(write, capture_buffer_mib=capture_buffer, snaplen=snaplen, writer_cpu=writer_cpu,
                           file_size=parse_file_size(file_size) if file_size is not None else None,
                           rotate_seconds=rotate_seconds, file_count=file_count)
     elif file_size or rotate_seconds or file_count:
         raise UsageError("-C, -G and -W need --write FILE")
     o = ListenOptions(interface=interface, feeds=[parse_feed(f) for f in feed], netns=netns, path=path,
                       xdp_mode=xdp_mode, bind=bind, poll=poll, queue=int(queue) if single else 0,
-                      queues=None if single else queue, cpu=cpu,
+                      queues=None if single else queue, cpu=cpu, socket_buffer=socket_buffer,
                       duration=duration, count=count, itch_clock=itch_clock, warmup=warmup, save=save,
                       levels=levels, stamp=stamp,
                       snapshot=snapshot, snapshot_user=snapshot_user, join_buffer=join_buffer,
@@ -279,11 +285,16 @@ def _print_capture_lines(c: dict) -> None:
     lines = [f"{c['packets_captured']} packets captured",
              f"{c['packets_seen']} packets received by filter",
              f"{c['capture_drops']} packets dropped by capture ring"]
-    if k:
+    if k and "socket_drops" not in k:
         lines.append(f"{sum(k.values())} packets dropped by kernel (AF_XDP rx_dropped {k['rx_dropped']}, "
                      f"rx_ring_full {k['rx_ring_full']}, rx_fill_ring_empty_descs {k['rx_fill_ring_empty_descs']})")
-    else:
-        lines.append("0 packets dropped by kernel (kernel socket path: not counted per socket)")
+    elif "socket_drops" in c.get("kernel_drops", {}):
+        lines.append(f"{k['socket_drops']} packets dropped by kernel (socket receive buffer full: "
+                     "the feed sockets' drops, SO_MEMINFO)")
+    r = c.get("recovery") or {}
+    if r.get("packets_seen"):
+        lines.append(f"{r['packets_captured']} recovery replies captured (interface 1), "
+                     f"{r['capture_drops']} dropped by capture ring")
     if c.get("error"):
         lines.append(f"capture file error: {c['error']}")
     print("\n".join(lines), file=sys.stderr, flush=True)

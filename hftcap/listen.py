@@ -267,6 +267,8 @@ def _run_session(o, on_started, live, symbol, title, stop_event, doctor, server,
             elapsed = time.monotonic() - t0
             capture = sess.close_capture_file()
             result = summary(sess, elapsed, reason)
+            if o.path == "kernel":   # the feed sockets' drops (receive buffer full), SO_MEMINFO
+                result["socket_drops"] = sess.cap.xsk_drops()["socket_drops"]
             if capture is not None:
                 result["capture"] = capture
             if server is not None:

@@ -78,7 +78,13 @@ class Session:
         if o.write is not None:
             try:
                 comment = "hftcap " + " ".join(sys.argv[1:])
-                self.capfile = pcapng.CaptureFile(o.write, [pcapng.feed_interface(self)], comment)
+                wcpu = pcapng.writer_cpu_for(o.write, o.cpu)
+                ifaces = [pcapng.feed_interface(self, wcpu)]
+                if o.recovery is not None:   # interface 1 (HC_PCAP_IF_RECOVERY): the replies
+                    ifaces.append(pcapng.recovery_interface(self))
+                self.capfile = pcapng.CaptureFile(
+                    o.write, ifaces, comment, writer_cpu=wcpu,
+                    ring_bytes=pcapng.descriptor_ring_bytes(o.write) if o.path == "xdp" else None)
                 self.cap.set_writer(self.capfile.core)
             except BaseException:
                 self.close()
@@ -139,7 +145,9 @@ class Session:
         if self.capfile is None:
             return None
         self.cap.stop()
-        kdrops = self.cap.xsk_drops() if self.o.path == "xdp" else {}
+        d = self.cap.xsk_drops()
+        kdrops = ({k: v for k, v in d.items() if k != "socket_drops"} if self.o.path == "xdp"
+                  else {"socket_drops": d["socket_drops"]})
         cf, self.capfile = self.capfile, None
         out = cf.close()
         out["kernel_drops"] = kdrops

@@ -14,6 +14,7 @@
 #include <linux/if_xdp.h>
 #include <linux/ip.h>
 #include <linux/net_tstamp.h>
+#include <linux/sock_diag.h>
 #include <linux/udp.h>
 #include <net/if.h>
 #include <netinet/in.h>
@@ -52,13 +53,17 @@
 struct hc_xsk {
 	void *umem_area;
 	size_t umem_size;
-	uint32_t frames;
+	uint32_t frames;        /* in the UMEM: base + the capture's hold */
+	uint32_t base;          /* half in the fill ring, half for the RX ring */
 	uint32_t queue;
 	struct xsk_umem *umem;
 	struct xsk_socket *xsk;
 	struct xsk_ring_prod fill;
 	struct xsk_ring_cons comp;
 	struct xsk_ring_cons rx;
+	/* listen --write: the frames the writer may still read (pcapng.h). The fill ring is
+	 * topped up from its free ones, so it holds as many frames as without capture. */
+	struct hc_caphold hold;
 };
 
 struct hc_capture {
@@ -84,6 +89,7 @@ struct hc_capture {
 	struct sockaddr_in src[HC_BATCH]; /* senders' addresses, for the capture writer */
 
 	struct hc_capring *ring;          /* listen --write (pcapng.h); NULL = no capture */
+	uint8_t *recov_buf;               /* with ring and recovery: replies are read here */
 
 	pthread_t thread;
 	int started;
@@ -203,7 +209,7 @@ static int attach_link(struct hc_capture *c)
 static int xsk_open(struct hc_capture *c, struct hc_xsk *x, int zerocopy)
 {
 	struct xsk_umem_config ucfg = {
-		.fill_size = x->frames / 2,
+		.fill_size = x->base / 2,
 		.comp_size = HC_COMP_SIZE,
 		.frame_size = HC_FRAME_SIZE,
 		.frame_headroom = 0,
@@ -217,7 +223,7 @@ static int xsk_open(struct hc_capture *c, struct hc_xsk *x, int zerocopy)
 	if (err)
 		return err;
 	struct xsk_socket_config scfg = {
-		.rx_size = x->frames / 2,
+		.rx_size = x->base / 2,
 		.tx_size = 0,
 		.libxdp_flags = XSK_LIBXDP_FLAGS__INHIBIT_PROG_LOAD,
 		.xdp_flags = 0,
@@ -257,7 +263,7 @@ static int xsk_setup_one(struct hc_capture *c, struct hc_xsk *x, const char **st
 		return err;
 	c->info.bind_mode = zc ? HC_BIND_ZEROCOPY : HC_BIND_COPY;
 	/* Hand half the frames to the kernel; the RX ring holds the other half. */
-	uint32_t idx, nfill = x->frames / 2;
+	uint32_t idx, nfill = x->base / 2;
 	*stage = "fill-ring";
 	if (xsk_ring_prod__reserve(&x->fill, nfill, &idx) != nfill)
 		return -ENOSPC;
@@ -285,10 +291,13 @@ static int xsk_setup(struct hc_capture *c, const char **stage)
 	uint32_t n = c->cfg.nqueues ? c->cfg.nqueues : 1;
 	/* 16 MiB of frames for one queue; less each when many queues share the budget. */
 	uint32_t frames = n == 1 ? HC_NUM_FRAMES : n <= 4 ? HC_NUM_FRAMES / 2 : HC_NUM_FRAMES / 4;
+	/* listen --write: frames the writer may still be reading, shared out over the queues */
+	uint32_t hold = c->cfg.capture_frames / n;
 	for (uint32_t i = 0; i < n; i++) {
 		struct hc_xsk *x = &c->xs[i];
 		x->queue = c->cfg.nqueues ? c->cfg.queues[i] : c->cfg.queue;
-		x->frames = frames;
+		x->base = frames;
+		x->frames = frames + hold;
 		int err = xsk_setup_one(c, x, stage);
 		c->nxs = i + 1; /* so close() releases a half-made one too */
 		if (err)
@@ -331,7 +340,7 @@ static int udp_setup(struct hc_capture *c, const char **stage)
 		c->udp_fd[i] = fd;
 		int one = 1;
 		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-		int rcvbuf = 16 << 20;
+		int rcvbuf = c->cfg.rcvbuf > 0 ? c->cfg.rcvbuf : 16 << 20;
 		if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof(rcvbuf)))
 			setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
 		*stage = "udp-bind";
@@ -404,6 +413,8 @@ static inline uint32_t xsk_drain(struct hc_capture *c, struct hc_xsk *x, int bus
 	uint32_t n = xsk_ring_cons__peek(&x->rx, HC_BATCH, &idx_rx);
 	if (!n)
 		return 0;
+	struct hc_capring *ring = c->ring;
+	const uint16_t xi = (uint16_t)(x - c->xs);
 	for (uint32_t i = 0; i < n; i++) {
 		const struct xdp_desc *d = xsk_ring_cons__rx_desc(&x->rx, idx_rx + i);
 		uint64_t addr = xsk_umem__add_offset_to_addr(d->addr);
@@ -433,22 +444,28 @@ static inline uint32_t xsk_drain(struct hc_capture *c, struct hc_xsk *x, int bus
 			c->cons.drop_bad_frame++;
 			c->cons.out_dec_tai_ns = 0;
 		}
-		if (c->ring)
-			hc_capring_put(c->ring, HC_PCAP_IF_FEED, HC_CAPREC_FRAME, frame, d->len, x->queue,
-				       &t, &c->cons, 0, 0, 0, 0);
+		if (ring) /* the frame stays ours until the writer has copied it (pcapng.h) */
+			hc_caphold_push(&x->hold, xsk_umem__extract_addr(d->addr),
+					hc_capring_put_xsk(ring, xi, addr, d->len, x->queue, &t, &c->cons));
 	}
 	/* The frames go back after the books are updated: reserving reads the fill ring's consumer
 	 * index, which the kernel has just written on another CPU (a cache miss per batch). The
 	 * fill ring has room for every frame we hold: this cannot spin long. */
 	while (xsk_ring_prod__reserve(&x->fill, n, &idx_fq) != n)
 		;
-	for (uint32_t i = 0; i < n; i++)
-		*xsk_ring_prod__fill_addr(&x->fill, idx_fq + i) =
-			xsk_umem__extract_addr(xsk_ring_cons__rx_desc(&x->rx, idx_rx + i)->addr);
+	if (ring) {
+		hc_caphold_reclaim(&x->hold, ring, n);
+		for (uint32_t i = 0; i < n; i++)
+			*xsk_ring_prod__fill_addr(&x->fill, idx_fq + i) = hc_caphold_take(&x->hold);
+	} else {
+		for (uint32_t i = 0; i < n; i++)
+			*xsk_ring_prod__fill_addr(&x->fill, idx_fq + i) =
+				xsk_umem__extract_addr(xsk_ring_cons__rx_desc(&x->rx, idx_rx + i)->addr);
+	}
 	xsk_ring_prod__submit(&x->fill, n);
 	xsk_ring_cons__release(&x->rx, n);
-	if (c->ring)
-		hc_capring_publish(c->ring);
+	if (ring)
+		hc_capring_publish(ring);
 	if (!busy && xsk_ring_prod__needs_wakeup(&x->fill))
 		recvfrom(xsk_socket__fd(x->xsk), NULL, 0, MSG_DONTWAIT, NULL, NULL);
 	return n;
@@ -458,6 +475,46 @@ static inline uint32_t xsk_drain(struct hc_capture *c, struct hc_xsk *x, int bus
 
 #define HC_IDLE_WAIT_NS 100000000ull
 
+#define HC_RECOV_CAP_BUF 65536u
+#define HC_RECOV_REPLY_MAX 2048 /* recovery.c's RX_BUF: a longer reply is malformed there too */
+
+/* With --write: hc_recov_drain_socket's loop, each reply also put into the capture ring on
+ * HC_PCAP_IF_RECOVERY (its headers rebuilt from the addresses; IP_PKTINFO gives the local
+ * one). Stamp: the dequeue time (the recvmsg return), the IDB's clock. */
+static void recov_drain_capture(struct hc_capture *c, struct hc_recov *r)
+{
+	int fd = hc_recov_fd(r);
+	if (fd < 0)
+		return;
+	for (int got = 0; got < 64; got++) {
+		struct sockaddr_in from;
+		uint8_t ctrl[CMSG_SPACE(sizeof(struct in_pktinfo))];
+		struct iovec iov = { .iov_base = c->recov_buf, .iov_len = HC_RECOV_CAP_BUF };
+		struct msghdr mh = { .msg_name = &from, .msg_namelen = sizeof(from), .msg_iov = &iov,
+				     .msg_iovlen = 1, .msg_control = ctrl, .msg_controllen = sizeof(ctrl) };
+		ssize_t n = recvmsg(fd, &mh, MSG_DONTWAIT | MSG_TRUNC);
+		if (n < 0)
+			break;
+		uint64_t now = hc_now_tai_ns();
+		uint32_t dst = 0;
+		for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm))
+			if (cm->cmsg_level == IPPROTO_IP && cm->cmsg_type == IP_PKTINFO)
+				dst = ((const struct in_pktinfo *)CMSG_DATA(cm))->ipi_addr.s_addr;
+		struct sockaddr_in self;
+		socklen_t sl = sizeof(self);
+		if (getsockname(fd, (struct sockaddr *)&self, &sl))
+			self.sin_port = 0;
+		uint32_t got_len = n > (ssize_t)HC_RECOV_CAP_BUF ? HC_RECOV_CAP_BUF : (uint32_t)n;
+		struct hc_pkt_times t = { .deq_tai_ns = now };
+		hc_capring_put_stamps(c->ring, HC_PCAP_IF_RECOVERY, HC_CAPREC_UDP, c->recov_buf, got_len, 0,
+				      &t, 0, 0, 0, UINT64_MAX, from.sin_addr.s_addr, from.sin_port, dst,
+				      self.sin_port);
+		uint32_t len = n > HC_RECOV_REPLY_MAX ? 0 : (uint32_t)n; /* cut: malformed */
+		hc_recov_reply(r, &c->cons, c->recov_buf, len, from.sin_addr.s_addr, from.sin_port, now);
+	}
+	hc_capring_publish(c->ring);
+}
+
 /* Replies are read while something is missing (or when poll saw them); timers run then too. */
 static inline void recov_service(struct hc_capture *c, int sock_ready)
 {
@@ -465,7 +522,9 @@ static inline void recov_service(struct hc_capture *c, int sock_ready)
 	if (!r)
 		return;
 	int active = hc_recov_active(r);
-	if (sock_ready || active)
+	if ((sock_ready || active) && c->recov_buf)
+		recov_drain_capture(c, r);
+	else if (sock_ready || active)
 		hc_recov_drain_socket(r, &c->cons);
 	if (active || hc_recov_active(r))
 		hc_recov_tick(r, &c->cons, hc_now_tai_ns());
@@ -758,7 +817,10 @@ void hc_capture_close(struct hc_capture *c)
 			xsk_umem__delete(x->umem);
 		if (x->umem_area)
 			munmap(x->umem_area, x->umem_size);
+		free(x->hold.addr);
+		free(x->hold.need);
 	}
+	free(c->recov_buf);
 	if (c->skel)
 		hftcap_bpf__destroy(c->skel);
 	if (c->skel_hw)
@@ -816,6 +878,36 @@ int hc_capture_set_ring(struct hc_capture *c, struct hc_capring *ring)
 {
 	if (c->started)
 		return -EBUSY;
+	if (c->ring)
+		return -EALREADY;
+	if (c->nxs > HC_CAPRING_MAX_UMEM)
+		return -E2BIG;
+	if (c->cons.recov && hc_recov_fd(c->cons.recov) >= 0) {
+		int one = 1;
+		if (setsockopt(hc_recov_fd(c->cons.recov), IPPROTO_IP, IP_PKTINFO, &one, sizeof(one)))
+			return -errno;
+		c->recov_buf = malloc(HC_RECOV_CAP_BUF);
+		if (!c->recov_buf)
+			return -ENOMEM;
+	}
+	for (uint32_t i = 0; i < c->nxs; i++) {
+		struct hc_xsk *x = &c->xs[i];
+		/* every frame the fill ring was not given: free to start with */
+		uint64_t spare = x->frames - x->base / 2, cap = 1;
+		while (cap < spare + HC_BATCH)
+			cap <<= 1;
+		struct hc_caphold *h = &x->hold;
+		h->addr = calloc(cap, sizeof(*h->addr));
+		h->need = calloc(cap, sizeof(*h->need));
+		if (!h->addr || !h->need)
+			return -ENOMEM; /* hc_capture_close frees them */
+		for (uint64_t k = 0; k < spare; k++)
+			h->addr[k] = (uint64_t)(x->base / 2 + k) * HC_FRAME_SIZE;
+		h->mask = cap - 1;
+		h->tail = 0;
+		h->rel = h->head = spare;
+		ring->umem[i] = x->umem_area;
+	}
 	c->ring = ring;
 	return 0;
 }
@@ -824,6 +916,20 @@ int hc_capture_xsk_drops(void *arg, struct hc_xsk_drops *out)
 {
 	struct hc_capture *c = arg;
 	memset(out, 0, sizeof(*out));
+	if (c->cfg.path == HC_PATH_KERNEL) {
+		for (uint32_t i = 0; i < c->cfg.nfeeds; i++) {
+			uint32_t mi[SK_MEMINFO_VARS];
+			socklen_t len = sizeof(mi);
+			memset(mi, 0, sizeof(mi));
+			if (c->udp_fd[i] < 0)
+				continue;
+			if (getsockopt(c->udp_fd[i], SOL_SOCKET, SO_MEMINFO, mi, &len))
+				return -errno;
+			if (len > SK_MEMINFO_DROPS * sizeof(uint32_t))
+				out->socket_drops += mi[SK_MEMINFO_DROPS];
+		}
+		return 0;
+	}
 	for (uint32_t i = 0; i < c->nxs; i++) {
 		struct xdp_statistics st;
 		socklen_t len = sizeof(st);

@@ -37,6 +37,9 @@ struct hc_capture_cfg {
 	uint64_t itch_epoch_tai_ns; /* CLOCK_TAI of the ITCH timestamps' midnight; 0 = unknown */
 	int books;              /* decode ITCH and keep order books */
 	uint64_t expected_orders; /* order pool sized up front */
+	uint32_t capture_frames; /* listen --write, AF_XDP: UMEM frames (over all queues) beyond the
+				  * usual ones, held while the writer copies them (pcapng.h) */
+	int rcvbuf;             /* kernel path: SO_RCVBUF(FORCE) of the feed sockets; 0 = 16 MiB */
 	int recovery;           /* sequence through recovery.c with the settings below */
 	struct hc_recov_cfg recov;
 };
@@ -82,7 +85,9 @@ uint64_t hc_capture_thread_cpu_ns(struct hc_capture *c);
 struct hc_capring;
 struct hc_xsk_drops;
 int hc_capture_set_ring(struct hc_capture *c, struct hc_capring *ring);
-/* The AF_XDP sockets' XDP_STATISTICS drop counters, summed (hc_xsk_drops_fn of pcapng.h). */
+/* The AF_XDP sockets' XDP_STATISTICS drop counters, summed, or on the kernel path the feed
+ * sockets' drops (SO_MEMINFO's SK_MEMINFO_DROPS: the socket's sk_drops, what /proc/net/udp
+ * shows as drops), summed (hc_xsk_drops_fn of pcapng.h). */
 int hc_capture_xsk_drops(void *arg, struct hc_xsk_drops *out);
 /* The consumer's stamp clock and its calibration (hc_time.h). */
 const struct hc_clock *hc_capture_clock(struct hc_capture *c);

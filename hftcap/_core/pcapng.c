@@ -139,10 +139,10 @@ static size_t isb(struct hc_pcapng *w, uint8_t *p, uint32_t iface, uint64_t now)
 	if (iface == HC_PCAP_IF_FEED && w->xsk_fn)
 		w->xsk_fn(w->xsk_arg, &xd);
 	pthread_mutex_unlock(&w->mu);
-	uint64_t written = w->st.written;
+	uint64_t written = w->st.written_if[iface];
 	uint64_t seen = __atomic_load_n(&w->ring.seen[iface], __ATOMIC_RELAXED);
-	uint64_t drops = __atomic_load_n(&w->ring.drops[iface], __ATOMIC_RELAXED);
-	uint64_t kdrop = xd.rx_dropped + xd.rx_ring_full + xd.rx_fill_ring_empty_descs;
+	uint64_t drops = __atomic_load_n(&w->ring.drops[iface], __ATOMIC_RELAXED) + w->ring.late[iface];
+	uint64_t kdrop = xd.rx_dropped + xd.rx_ring_full + xd.rx_fill_ring_empty_descs + xd.socket_drops;
 	size_t o = 20;
 	put32(p, 5);
 	put32(p + 8, iface);
@@ -241,13 +241,17 @@ static uint16_t ip_csum(const uint8_t *h)
 	return (uint16_t)~s;
 }
 
-/* The Ethernet/IPv4/UDP headers of a datagram the kernel path received: multicast MAC of
- * the group, source MAC zero (the socket does not see it), TTL 1, IP id 0, UDP checksum 0. */
+/* The Ethernet/IPv4/UDP headers of a datagram a socket received: destination MAC the
+ * group's multicast MAC (zero for unicast, e.g. recovery replies), source MAC zero (the
+ * socket does not see it), TTL 1, IP id 0, UDP checksum 0. */
 static void rebuild_headers(uint8_t *p, const struct hc_caprec *r)
 {
 	const uint8_t *g = (const uint8_t *)&r->dst_ip_be;
 	const uint8_t dmac[6] = { 0x01, 0x00, 0x5e, (uint8_t)(g[1] & 0x7f), g[2], g[3] };
-	memcpy(p, dmac, 6);
+	if ((g[0] & 0xf0) == 0xe0)
+		memcpy(p, dmac, 6);
+	else
+		memset(p, 0, 6);
 	memset(p + 6, 0, 6);
 	p[12] = 0x08;
 	p[13] = 0x00;
@@ -275,7 +279,9 @@ static void rebuild_headers(uint8_t *p, const struct hc_caprec *r)
 	u[6] = u[7] = 0;
 }
 
-static size_t epb(struct hc_pcapng *w, uint8_t *p, const struct hc_caprec *r)
+/* One EPB at p for record r (sequence seq); 0 when it is not written: an XSK record whose
+ * frame the data thread took back before (or while) it was copied. */
+static size_t epb(struct hc_pcapng *w, uint8_t *p, const struct hc_caprec *r, uint64_t seq)
 {
 	uint32_t iface = r->iface < w->cfg.nifaces ? r->iface : 0;
 	uint32_t used;
@@ -289,6 +295,18 @@ static size_t epb(struct hc_pcapng *w, uint8_t *p, const struct hc_caprec *r)
 		origlen += HC_PCAP_REBUILT_HDR;
 		if (caplen > w->cfg.snaplen)
 			caplen = w->cfg.snaplen;
+	} else if (r->kind == HC_CAPREC_XSK) {
+		const uint8_t *umem = r->xsk < HC_CAPRING_MAX_UMEM ? w->ring.umem[r->xsk] : NULL;
+		if (!umem)
+			return 0;
+		memcpy(d, umem + r->umem_addr, caplen);
+		/* Seqlock-style: the copy counts only if the frame was still ours after it. The data
+		 * thread stores forced (release) before the frame goes back to the fill ring. */
+		__atomic_thread_fence(__ATOMIC_ACQUIRE);
+		if (__atomic_load_n(&w->ring.forced, __ATOMIC_ACQUIRE) > seq) {
+			__atomic_store_n(&w->ring.late[iface], w->ring.late[iface] + 1, __ATOMIC_RELAXED);
+			return 0;
+		}
 	} else {
 		memcpy(d, r->data, caplen);
 	}
@@ -304,14 +322,15 @@ static size_t epb(struct hc_pcapng *w, uint8_t *p, const struct hc_caprec *r)
 	put16(p + o + 2, 4);
 	put32(p + o + 4, 0x9u);
 	o += 8;
-	if (r->kind == HC_CAPREC_FRAME) { /* epb_queue; a kernel socket does not know it */
+	if (r->kind != HC_CAPREC_UDP) { /* epb_queue; a kernel socket does not know it */
 		put16(p + o, 6);
 		put16(p + o + 2, 4);
 		put32(p + o + 4, r->queue);
 		o += 8;
 	}
-	uint64_t dc = r->drops - w->last_drops[iface];
-	w->last_drops[iface] = r->drops;
+	uint64_t all = r->drops + w->ring.late[iface];
+	uint64_t dc = all - w->last_drops[iface];
+	w->last_drops[iface] = all;
 	if (dc) { /* epb_dropcount, only when non-zero */
 		put16(p + o, 4);
 		put16(p + o + 2, 8);
@@ -354,7 +373,7 @@ static void *writer_loop(void *arg)
 			last_flush = hc_now_tai_ns();
 		}
 		uint64_t head = __atomic_load_n(&r->head, __ATOMIC_ACQUIRE);
-		uint64_t tail = r->tail;
+		uint64_t tail = r->tail, seq = r->released;
 		uint32_t n = 0;
 		while (tail != head) {
 			uint64_t off = tail & r->mask;
@@ -381,20 +400,29 @@ static void *writer_loop(void *arg)
 					rotate_to(w, path);
 			}
 			if (w->fd >= 0) {
-				size_t b = epb(w, w->obuf + w->olen, rec);
-				w->olen += b;
-				w->file_bytes += b;
-				__atomic_store_n(&w->st.written, w->st.written + 1, __ATOMIC_RELAXED);
+				size_t b = epb(w, w->obuf + w->olen, rec, seq);
+				if (b) {
+					uint32_t ifc = rec->iface < w->cfg.nifaces ? rec->iface : 0;
+					w->olen += b;
+					w->file_bytes += b;
+					__atomic_store_n(&w->st.written, w->st.written + 1, __ATOMIC_RELAXED);
+					__atomic_store_n(&w->st.written_if[ifc], w->st.written_if[ifc] + 1,
+							 __ATOMIC_RELAXED);
+				}
 			}
 			tail += rec->size;
-			if (++n % 64 == 0)
+			seq++;
+			if (++n % 64 == 0) {
 				__atomic_store_n(&r->tail, tail, __ATOMIC_RELEASE);
+				__atomic_store_n(&r->released, seq, __ATOMIC_RELEASE);
+			}
 			if (w->olen >= CHUNK) {
 				flush(w);
 				last_flush = hc_now_tai_ns();
 			}
 		}
 		__atomic_store_n(&r->tail, tail, __ATOMIC_RELEASE);
+		__atomic_store_n(&r->released, seq, __ATOMIC_RELEASE);
 		uint64_t now = hc_now_tai_ns();
 		if (w->olen && (now - last_flush >= flush_ns || stop)) {
 			flush(w);
@@ -451,6 +479,17 @@ int hc_pcapng_open(const struct hc_pcapng_cfg *cfg, const char *path, struct hc_
 	if (err)
 		goto fail;
 	w->started = 1;
+	pthread_setname_np(w->thread, "hftcap-writer");
+	if (cfg->writer_cpu >= 0) {
+		cpu_set_t set;
+		CPU_ZERO(&set);
+		CPU_SET(cfg->writer_cpu, &set);
+		err = -pthread_setaffinity_np(w->thread, sizeof(set), &set);
+		if (err) {
+			hc_pcapng_close(w);
+			goto fail;
+		}
+	}
 	*out = w;
 	return 0;
 fail:
@@ -507,9 +546,12 @@ void hc_pcapng_stats(struct hc_pcapng *w, struct hc_pcapng_stats *out)
 	out->names_queued = w->next_n;
 	pthread_mutex_unlock(&w->mu);
 	out->written = __atomic_load_n(&w->st.written, __ATOMIC_RELAXED);
+	for (int i = 0; i < HC_PCAP_MAX_IF; i++)
+		out->written_if[i] = __atomic_load_n(&w->st.written_if[i], __ATOMIC_RELAXED);
 	for (int i = 0; i < HC_PCAP_MAX_IF; i++) {
 		out->seen[i] = __atomic_load_n(&w->ring.seen[i], __ATOMIC_RELAXED);
-		out->drops[i] = __atomic_load_n(&w->ring.drops[i], __ATOMIC_RELAXED);
+		out->late[i] = __atomic_load_n(&w->ring.late[i], __ATOMIC_RELAXED);
+		out->drops[i] = __atomic_load_n(&w->ring.drops[i], __ATOMIC_RELAXED) + out->late[i];
 	}
 }
 

@@ -161,7 +161,101 @@ class Books:
         return (best[1], best[2]) if best else None
 
 
+def _udp_payload(frame: bytes) -> bytes | None:
+    """The UDP payload of an Ethernet/IPv4 frame (VLAN tags skipped), or None."""
+    off, et = 14, int.from_bytes(frame[12:14], "big") if len(frame) >= 14 else 0
+    while et in (0x8100, 0x88A8) and len(frame) >= off + 4:
+        et, off = int.from_bytes(frame[off + 2:off + 4], "big"), off + 4
+    if et != 0x0800 or len(frame) < off + 28 or frame[off + 9] != 17:
+        return None
+    ihl = (frame[off] & 15) * 4
+    u = off + ihl
+    ulen = int.from_bytes(frame[u + 4:u + 6], "big")
+    if ulen < 8 or len(frame) < u + ulen:
+        return None
+    return frame[u + 8:u + ulen]
+
+
+def recovery_interfaces(cap) -> list[int]:
+    """The interfaces of a listen --write capture that hold recovery replies."""
+    return [i for i, d in enumerate(cap.interfaces) if (d.get("hftcap") or {}).get("role") == "recovery"]
+
+
+def feed_sequenced_capture(books: Books, cap) -> dict:
+    """A listen --write capture with recovery replies (interface 1): the messages of the feed
+    and of the replies in MoldUDP64 sequence order, as the live listener delivered them: a
+    message waits for the ones before it, a duplicate is dropped, and a gap no later packet in
+    the file fills is skipped at the end. Returns feed_file's dict (format pcapng)."""
+    import struct
+    st = {k: 0 for k in ("packets", "messages", "heartbeats", "end_of_session", "gaps", "gap_events",
+                         "duplicates", "sessions", "drop_short", "drop_truncated", "drop_trailing")}
+    st["recovery_packets"] = 0
+    rec_if = set(recovery_interfaces(cap))
+    session, nxt, held, out = None, None, {}, []
+
+    def flush():
+        nonlocal nxt
+        while nxt in held:
+            m = held.pop(nxt)
+            out.append(struct.pack(">H", len(m)) + m)
+            nxt += 1
+
+    for p in cap.packets:
+        pl = _udp_payload(p.data)
+        if pl is None:
+            continue
+        st["packets"] += 1
+        st["recovery_packets"] += p.iface in rec_if
+        if len(pl) < 20:
+            st["drop_short"] += 1
+            continue
+        sess, seq, count = pl[:10], *struct.unpack_from(">QH", pl, 10)
+        if sess != session:
+            if held:                       # a new session: what the old one left is lost
+                st["gaps"] += max(held) + 1 - nxt
+                st["gap_events"] += 1
+                for s in sorted(held):
+                    nxt = s
+                    flush()
+            session, nxt, held = sess, seq, {}
+            st["sessions"] += 1
+        if count in (0, 0xFFFF):
+            st["heartbeats" if count == 0 else "end_of_session"] += 1
+            continue
+        off = 20
+        for i in range(count):
+            if off + 2 > len(pl):
+                st["drop_truncated"] += 1
+                break
+            n = int.from_bytes(pl[off:off + 2], "big")
+            if off + 2 + n > len(pl):
+                st["drop_truncated"] += 1
+                break
+            s = seq + i
+            if s < nxt or s in held:
+                st["duplicates"] += 1
+            else:
+                held[s] = pl[off + 2:off + 2 + n]
+            off += 2 + n
+        else:
+            if off != len(pl):
+                st["drop_trailing"] += 1
+        flush()
+    while held:                            # gaps no packet in the file filled
+        s = min(held)
+        st["gaps"] += s - nxt
+        st["gap_events"] += 1
+        nxt = s
+        flush()
+    st["messages"] = len(out)
+    books.feed(b"".join(out))
+    return {"format": "pcapng", "mold": st}
+
+
 def _feed_with_progress(books: Books, path: str, console) -> dict:
+    from ..receive import pcapng
+    if pcapng.is_pcapng(path) and recovery_interfaces(pcapng.read(path, interfaces_only=True)):
+        return feed_sequenced_capture(books, pcapng.read(path))
     size = os.path.getsize(path)
     t0 = time.monotonic()
     state = {"bar": None, "task": None}

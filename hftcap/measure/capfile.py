@@ -81,7 +81,7 @@ def load(name: str) -> latency.Result:
         why = latency.hop_absent_reason(info.name, meta.get("clocks"))
         if info.name == "sender_to_book" and not epoch:
             why = "the ITCH timestamps' clock is not given (--itch-clock)"
-        data[info.name] = latency.Absent(why) if why else hists[info.name]
+        data[info.name] = latency.Absent(why) if why else latency.HistSnapshot.from_histogram(hists[info.name])
         domains[info.name] = meta.get("itch_clock") if info.name == "sender_to_book" else info.domain_short
     cond = {"path": path, "interface": feeds[0].get("name"), "feeds": meta.get("feeds"),
             "source": f"pcapng capture, {len(pkts)} packets", "negative_samples": {k: v for k, v in neg.items() if v},

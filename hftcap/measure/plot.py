@@ -85,7 +85,7 @@ def save(fig, out: str) -> None:
 
 
 def _cond(c: dict) -> str:
-    keys = ("path", "xdp_mode", "bind_mode", "poll_mode", "cpu", "kernel", "message_rate", "duration_s")
+    keys = ("path", "xdp_mode", "bind_mode", "poll_mode", "cpu", "kernel", "message_rate", "duration_s", "source")
     parts = [f"{k}={c.get(k)}" for k in keys if c.get(k) is not None]
     cs = c.get("clock_sources") or {}
     if isinstance(cs, dict):
@@ -105,10 +105,11 @@ DEFAULT_HOPS = {"xdp": ("nic_to_book", "xdp_to_book", "sender_to_book"),
 
 
 def budget_plot(files: list[str], out: str, hops: list[str] | None = None):
-    """`budget FILE... --plot OUT`: per run and path, the chosen hops (default: the first of
+    """`budget FILE... --plot OUT` (result files or pcapng captures): per run and path, the chosen hops (default: the first of
     nic_to_book, xdp_to_book / stack_to_book, sender_to_book that has samples)."""
+    from .capfile import load_any   # a listen --save result file or a listen --write capture
     check_out(out)
-    results = [latency.load_result(f) for f in files]
+    results = [load_any(f) for f in files]
     labels = [chr(ord("A") + i) if i < 26 else f"R{i}" for i in range(len(results))]
     for h in hops or ():
         if h not in latency.HOP_BY_NAME:

@@ -249,6 +249,14 @@ CAPTURE = {
     "files_begun": _c("hftcap_capture_files_total", "Capture files begun (1 + rotations)"),
     "rotations_late": _c("hftcap_capture_rotations_late_total", "Rotations that waited for a queued name"),
     "ring_bytes": _g("hftcap_capture_ring_bytes", "Size of the ring between data thread and writer"),
+    "capture_drops_late": _c("hftcap_capture_drops_late_total", "Of the capture drops: held AF_XDP frames the "
+                             "data thread took back before the writer copied them"),
+}
+# listen --json capture.recovery: re-request replies written on their own interface (IDB 1).
+CAPTURE_RECOVERY = {
+    "packets_seen": _c("hftcap_capture_recovery_seen_packets_total", "Re-request replies offered to the capture"),
+    "packets_captured": _c("hftcap_capture_recovery_packets_total", "Re-request replies written (interface 1)"),
+    "capture_drops": _c("hftcap_capture_recovery_drops_total", "Re-request replies not captured (ring full)"),
 }
 # listen --json snapshot (listen --snapshot; SnapshotClient.result).
 SNAPSHOT = {
@@ -372,7 +380,10 @@ def feed_families(fams: Families, sess, cf=None) -> None:
     fams.add(_g("hftcap_books_incomplete_stocks", "Stocks whose book is incomplete (joined mid-session without "
                 "a snapshot)"), {}, flags["incomplete"])
     if cf is not None:
-        fams.table(CAPTURE, {}, cf.live_stats())
+        cst = cf.live_stats()
+        fams.table(CAPTURE, {}, cst)
+        if isinstance(cst.get("recovery"), dict):
+            fams.table(CAPTURE_RECOVERY, {}, cst["recovery"])
     sc = getattr(sess, "snapshot_client", None)
     if sc is not None:
         snap = sc.result()

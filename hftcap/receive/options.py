@@ -61,6 +61,7 @@ class ListenOptions:
     queue: int = 0
     queues: str | None = None   # "all" or "0,2,5": one AF_XDP socket per queue (else `queue` only)
     cpu: int | None = None
+    socket_buffer: int | None = None   # kernel path: SO_RCVBUF of the feed sockets (None = 16 MiB)
     duration: float | None = None
     count: int | None = None
     want_hw_ts: bool = True
@@ -104,6 +105,11 @@ def check_options(o: ListenOptions) -> None:
         raise UsageError(f"bad --cpu {o.cpu}", hint=f"this machine has CPUs 0-{os.cpu_count() - 1}")
     if o.stamp not in STAMPS:
         raise UsageError(f"bad --stamp '{o.stamp}'", hint="one of: " + ", ".join(STAMPS))
+    if o.socket_buffer is not None:
+        if o.path != "kernel":
+            raise UsageError("--socket-buffer is for --path kernel", hint="AF_XDP has no socket buffer: drop it")
+        if not 1024 <= o.socket_buffer <= 1 << 30:
+            raise UsageError(f"bad --socket-buffer {o.socket_buffer}", hint="bytes, 1024 to 1073741824")
     if o.itch_clock not in ITCH_CLOCKS:
         raise UsageError(f"bad --itch-clock '{o.itch_clock}'", hint="one of: " + ", ".join(ITCH_CLOCKS))
     if o.warmup < 0:

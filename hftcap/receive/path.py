@@ -11,6 +11,7 @@ import struct
 
 from ..errors import HftcapError
 from .options import BIND_MODES, PATHS, POLL_MODES, XDP_MODES, Feed, ListenOptions
+from .pcapng import hold_frames
 
 XDP_MODE_NAMES = {1: "native", 2: "generic"}
 BIND_NAMES = {1: "zerocopy", 2: "copy"}
@@ -135,7 +136,9 @@ def open_capture(core, o: ListenOptions, ifindex: int, queues: list[int], tai_cl
             queues=queues if o.path == "xdp" else None,
             max_packets=o.count or 0, want_hw_ts=o.want_hw_ts, tai_clock=tai_clock,
             timing=True, phc_is_tai=phc_is_tai, itch_epoch_tai_ns=itch_epoch_tai_ns, stamp=o.stamp,
-            recovery=o.recovery.core() if o.recovery is not None else None)
+            recovery=o.recovery.core() if o.recovery is not None else None,
+            capture_frames=hold_frames(o.write) if o.write is not None and o.path == "xdp" else 0,
+            rcvbuf=o.socket_buffer or 0)
     except OSError as e:
         raise _open_error(e, o) from None
 

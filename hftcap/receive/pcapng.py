@@ -54,6 +54,7 @@ class WriteOptions:
     rotate_seconds: float | None = None
     file_count: int | None = None
     flush_ms: int = 100
+    writer_cpu: int | None = None     # None: a CPU other than the data thread's; -1: not pinned
 
     @property
     def to_stdout(self) -> bool:
@@ -69,6 +70,9 @@ def check_write_options(w: WriteOptions) -> None:
         w.snaplen = DEFAULT_SNAPLEN   # tcpdump: 0 means the default
     if not 64 <= w.snaplen <= DEFAULT_SNAPLEN:
         raise UsageError(f"bad --snaplen {w.snaplen}", hint=f"64 to {DEFAULT_SNAPLEN} bytes, 0 = {DEFAULT_SNAPLEN}")
+    if w.writer_cpu is not None and not -1 <= w.writer_cpu < (os.cpu_count() or 1):
+        raise UsageError(f"bad --writer-cpu {w.writer_cpu}",
+                         hint=f"this machine has CPUs 0-{(os.cpu_count() or 1) - 1}; -1 = not pinned")
     if w.rotate_seconds is not None and w.rotate_seconds <= 0:
         raise UsageError("-G/--rotate-seconds must be positive")
     if w.file_count is not None:
@@ -82,6 +86,33 @@ def check_write_options(w: WriteOptions) -> None:
     d = os.path.dirname(os.path.abspath(w.path)) if not w.to_stdout else "."
     if not os.path.isdir(d):
         raise UsageError(f"--write {w.path}: directory {d} does not exist")
+
+
+UMEM_FRAME = 2048                      # HC_FRAME_SIZE (capture.c)
+XSK_DESC = 128                         # HC_CAPREC_XSK_SIZE (pcapng.h)
+
+
+def hold_frames(w: WriteOptions) -> int:
+    """AF_XDP path: UMEM frames (over all queues) beyond the usual ones, which the data thread
+    keeps out of the fill ring until the writer has copied them: --capture-buffer of them."""
+    return (w.capture_buffer_mib << 20) // UMEM_FRAME
+
+
+def descriptor_ring_bytes(w: WriteOptions) -> int:
+    """AF_XDP path: the ring holds 128-byte descriptors, at most one per held frame, and the
+    copies of recovery replies: twice the descriptors of the held frames, 1 MiB at least."""
+    return max(1 << 20, 2 * XSK_DESC * hold_frames(w))
+
+
+def writer_cpu_for(w: WriteOptions, data_cpu: int | None) -> int | None:
+    """The writer thread's CPU: --writer-cpu, else the first CPU this process may use other
+    than the data thread's (none when the data thread is not pinned or there is no other)."""
+    if w.writer_cpu is not None:
+        return None if w.writer_cpu < 0 else w.writer_cpu
+    if data_cpu is None:
+        return None
+    others = sorted(c for c in os.sched_getaffinity(0) if c != data_cpu)
+    return others[0] if others else None
 
 
 # ---- names (tcpdump's MakeFilename) ----
@@ -170,7 +201,7 @@ class Interface:
         return _block(1, struct.pack("<HHI", LINKTYPE_ETHERNET, 0, snaplen) + opts)
 
 
-def feed_interface(sess) -> Interface:
+def feed_interface(sess, writer_cpu: int | None = None) -> Interface:
     """The feed's IDB for an open Session: which clock the EPB timestamps are and how the
     frames were obtained."""
     o = sess.o
@@ -187,15 +218,29 @@ def feed_interface(sess) -> Interface:
         how = ("kernel UDP socket; Ethernet/IPv4/UDP headers rebuilt from the socket addresses "
                "(destination MAC from the group, source MAC zero, TTL 1, IP id 0, UDP checksum 0)")
     fallback = " (a packet without it: the next of XDP, software, dequeue; see the stamps option)"
-    desc = f"hftcap feed {feeds} on {o.interface}: {how}; timestamps: {TS_SOURCE_TEXT[src]}{fallback}"
+    wcpu = f"CPU {writer_cpu}" if writer_cpu is not None else "not pinned"
+    desc = (f"hftcap feed {feeds} on {o.interface}: {how}; timestamps: {TS_SOURCE_TEXT[src]}{fallback}; "
+            f"data thread {f'CPU {o.cpu}' if o.cpu is not None else 'not pinned'}, writer thread {wcpu}")
     from ..measure import clocks
     drv = clocks.get_driver(o.interface)
     hw = f"driver {drv}" if drv else None
-    meta = {"path": o.path, "feeds": info["feeds"], "itch_clock": o.itch_clock,
+    meta = {"role": "feed", "path": o.path, "feeds": info["feeds"], "itch_clock": o.itch_clock,
             "itch_epoch_tai_ns": sess.itch_epoch, "phc_is_tai": phc_tai,
             "clocks": {k: sess.clocks.get(k) for k in ("phc", "phc_reason", "synced_to_tai", "sync_reason")},
-            "kernel_headers_rebuilt": o.path == "kernel"}
+            "kernel_headers_rebuilt": o.path == "kernel", "data_cpu": o.cpu, "writer_cpu": writer_cpu}
     return Interface(o.interface, desc, hw, src, int(ci["tai_offset_s"]), meta)
+
+
+def recovery_interface(sess) -> Interface:
+    """Interface 1: the unicast replies to MoldUDP64 re-requests, as the recovery socket read
+    them (whichever path the feed takes), stamped when the data thread read them."""
+    o = sess.o
+    servers = [f"{h}:{p}" for h, p in o.recovery.servers]
+    desc = (f"hftcap recovery replies: MoldUDP64 re-request answers (unicast) from {', '.join(servers)}, "
+            "read on the recovery socket; Ethernet/IPv4/UDP headers rebuilt from the socket addresses "
+            "(MACs zero, TTL 1, IP id 0, UDP checksum 0); timestamps: " + TS_SOURCE_TEXT["deq"])
+    meta = {"role": "recovery", "servers": servers, "feeds": sess.info()["feeds"], "kernel_headers_rebuilt": True}
+    return Interface("recovery", desc, None, "deq", int(sess.cap.info()["tai_offset_s"]), meta)
 
 
 def header(comment: str, interfaces: list[Interface], snaplen: int) -> bytes:
@@ -211,9 +256,11 @@ class CaptureFile:
 
     QUEUE = 16   # HC_PCAP_NEXT
 
-    def __init__(self, w: WriteOptions, interfaces: list[Interface], comment: str):
+    def __init__(self, w: WriteOptions, interfaces: list[Interface], comment: str,
+                 ring_bytes: int | None = None, writer_cpu: int | None = None):
         from .. import _core
         check_write_options(w)
+        self.writer_cpu = writer_cpu
         self.w = w
         self.namer = Namer(w)
         first = self.namer.name(0)
@@ -221,8 +268,9 @@ class CaptureFile:
         try:
             self.core = _core.PcapngWriter(
                 first, header(comment, interfaces, w.snaplen), [TS_SOURCES[i.ts_source] for i in interfaces],
-                ring_bytes=w.capture_buffer_mib << 20, snaplen=w.snaplen, file_size=w.file_size or 0,
-                part=self.part, flush_ms=w.flush_ms)
+                ring_bytes=ring_bytes or w.capture_buffer_mib << 20, snaplen=w.snaplen,
+                file_size=w.file_size or 0, part=self.part, flush_ms=w.flush_ms,
+                writer_cpu=-1 if writer_cpu is None else writer_cpu)
         except OSError as e:
             raise HftcapError(f"cannot write {first}: {os.strerror(e.errno or 0)}",
                               hint="check the directory and its permissions") from None
@@ -271,9 +319,13 @@ class CaptureFile:
         """The writer's figures now (any thread: relaxed reads of its counters), as close() reports
         them; files_begun counts files begun so far (the first one and each rotation)."""
         st = st or self.core.stats()
-        return {"packets_captured": st["written"], "capture_drops": st["capture_drops"],
-                "packets_seen": st["seen"], "bytes_written": st["bytes"], "ring_bytes": self.core.ring_bytes,
+        return {"packets_captured": st["feed_written"], "capture_drops": st["capture_drops"],
+                "capture_drops_late": st["capture_late"], "packets_seen": st["seen"],
+                "bytes_written": st["bytes"], "ring_bytes": self.core.ring_bytes,
                 "snaplen": self.w.snaplen, "rotations_late": st["rotations_late"],
+                "writer_cpu": self.writer_cpu, "blocks_written": st["written"],
+                "recovery": {"packets_seen": st["recovery_seen"], "packets_captured": st["recovery_written"],
+                             "capture_drops": st["recovery_capture_drops"]},
                 "files_begun": len(self.files) + max(0, st["names_taken"] - self.taken)}
 
     def close(self) -> dict:
@@ -324,13 +376,14 @@ def _options(body: bytes, off: int, bo: str) -> Iterator[tuple[int, bytes]]:
         off += ln + (-ln % 4)
 
 
-def read(path: str) -> Capture:
+def read(path: str, interfaces_only: bool = False) -> Capture:
     """Every section's IDBs, EPBs and ISBs of a pcapng file; a truncated last block (a file
-    cut by SIGKILL) ends the read."""
+    cut by SIGKILL) ends the read. interfaces_only: the first section's IDBs, read from the
+    file's start only."""
     ifaces, pkts, stats = [], [], []
     bo = "<"
     with open(path, "rb") as f:
-        data = f.read()
+        data = f.read(1 << 20) if interfaces_only else f.read()
     off = 0
     while off + 12 <= len(data):
         btype = struct.unpack_from(bo + "I", data, off)[0]
@@ -342,6 +395,8 @@ def read(path: str) -> Capture:
             break
         body = data[off + 8:off + blen - 4]
         off += blen
+        if interfaces_only and btype not in (0x0A0D0D0A, 1):
+            break
         if btype == 0x0A0D0D0A:
             ifaces = [] if not ifaces else ifaces   # one section per file here; IDs restart
         elif btype == 1:

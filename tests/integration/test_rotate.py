@@ -36,8 +36,12 @@ def run(lab, *args, rate=60_000):
 
 
 def fields_in_order(files):
-    """Files ordered by their first packet's time, and their MoldUDP64 fields concatenated."""
-    firsts = sorted(files, key=lambda f: pcapng.read(str(f)).packets[0].ts)
+    """Files ordered by their first packet's time, and their MoldUDP64 fields concatenated. A
+    file with no packet (a -G interval that ended before a slow sender began) sorts first."""
+    def first_ts(f):
+        pk = pcapng.read(str(f)).packets
+        return pk[0].ts if pk else -1
+    firsts = sorted(files, key=first_ts)
     out = []
     for f in firsts:
         out += mold_fields(f)

@@ -276,7 +276,9 @@ def test_a_per_line_counter_is_one_mapping_line(monkeypatch):
 
 
 CAP = {"packets_captured": 990, "capture_drops": 10, "packets_seen": 1000, "bytes_written": 123_456,
-       "ring_bytes": 1 << 20, "snaplen": 262144, "rotations_late": 0, "files_begun": 3}
+       "ring_bytes": 1 << 20, "snaplen": 262144, "rotations_late": 0, "files_begun": 3,
+       "capture_drops_late": 4, "writer_cpu": 0, "blocks_written": 1012,
+       "recovery": {"packets_seen": 12, "packets_captured": 11, "capture_drops": 1}}
 SNAP = {"state": "live", "attempts": 2, "orders_loaded": 500, "messages_loaded": 520, "bytes": 20_000,
         "load_ms": 12.5, "join_to_synced_ms": 20.0, "buffered": 40, "buffered_applied": 30,
         "buffered_discarded": 10, "buffer_overwritten": 0, "buffer_capacity": 1 << 20, "behind": 0,
@@ -290,6 +292,9 @@ def test_capture_and_snapshot_figures():
     assert val["hftcap_capture_packets_total"] == 990 and val["hftcap_capture_drops_total"] == 10
     assert val["hftcap_capture_written_bytes_total"] == 123_456 and val["hftcap_capture_files_total"] == 3
     assert val["hftcap_capture_seen_packets_total"] == 1000 and val["hftcap_capture_ring_bytes"] == 1 << 20
+    assert val["hftcap_capture_drops_late_total"] == 4
+    assert val["hftcap_capture_recovery_seen_packets_total"] == 12
+    assert val["hftcap_capture_recovery_packets_total"] == 11 and val["hftcap_capture_recovery_drops_total"] == 1
     assert val["hftcap_snapshot_load_seconds"] == pytest.approx(0.0125)
     assert val["hftcap_snapshot_join_to_synced_seconds"] == pytest.approx(0.020)
     assert val["hftcap_snapshot_orders_loaded"] == 500 and val["hftcap_snapshot_buffered_messages_applied"] == 30

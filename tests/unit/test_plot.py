@@ -155,3 +155,54 @@ def test_bench_plot_one_line_per_path(tmp_path):
     assert lines[2].get_ydata()[0] > lines[0].get_ydata()[0]
     assert "3 rounds x 3.0 s per path" in fig.texts[0].get_text()
     assert (tmp_path / "b.png").stat().st_size > 10_000
+
+
+def _capture(tmp_path, name, xdp_to_book, unrecorded=0):
+    """A pcapng as listen --write writes it (xdp path): one IDB with hftcap's metadata, one EPB
+    per packet with the stamps option; book - xdp of the recorded packets = xdp_to_book."""
+    import struct
+    from hftcap.receive import pcapng as P
+    meta = {"path": "xdp", "feeds": ["239.1.1.1:26400"], "itch_clock": "none", "itch_epoch_tai_ns": 0,
+            "phc_is_tai": False, "clocks": {"phc": None, "phc_reason": "veth has no PHC", "synced_to_tai": False,
+                                            "sync_reason": "no PHC"}}
+    idb = P.Interface("veth-t", "plot test", None, "xdp", 0, meta)
+    out = P.header("plot test", [idb], 262144)
+    frame = b"\x01" * 60
+    t0 = 1_700_000_000_000_000_000
+    vals = [(int(v), True) for v in xdp_to_book] + [(123, False)] * unrecorded
+    for i, (v, rec) in enumerate(vals):
+        xdp = t0 + i * 1000
+        stamps = (0, xdp, 0, xdp + 10, xdp + 20, xdp + v, P.NO_ITCH)
+        opt = struct.pack("<II", P.PEN, 1 << 24 | 1 << 8 | (0x10 if rec else 0) | 1) + struct.pack("<7Q", *stamps)
+        body = struct.pack("<IIIII", 0, xdp >> 32, xdp & 0xffffffff, len(frame), len(frame)) + frame
+        body += P._opt(P.OPT_CUSTOM_BIN, opt) + P._opt(0, b"")
+        out += P._block(6, body)
+    p = tmp_path / name
+    p.write_bytes(out)
+    return str(p)
+
+
+def test_budget_plot_reads_captures(tmp_path):
+    """budget --plot on a listen --write capture: the line is the xdp_to_book histogram of the
+    stamps in the file (recorded packets only), labelled and captioned as the capture."""
+    rng = np.random.default_rng(4)
+    v = rng.integers(3_000, 90_000, 2_501)
+    cap = _capture(tmp_path, "c.pcapng", v, unrecorded=17)
+    fig = plot.budget_plot([cap], str(tmp_path / "c.png"), None)
+    (ax,) = fig.axes
+    (ln,) = ax.get_lines()
+    assert ln.get_label() == "A: xdp_to_book, xdp path, TAI (n=2,501)"
+    x, y = plot.curve(snap_of(v))
+    assert np.array_equal(ln.get_xdata(), x) and np.array_equal(ln.get_ydata(), y)
+    caption = "\n".join(t.get_text() for t in fig.texts)
+    assert "A: c.pcapng: path=xdp" in caption and "pcapng capture, 2518 packets" in caption
+    # a capture beside a result file, and the CLI end to end
+    res = _save(tmp_path, "r.json", "xdp", {"xdp_to_book": snap_of(v[:100])})
+    fig = plot.budget_plot([res, cap], str(tmp_path / "m.png"), ["xdp_to_book", "dequeue_to_decode"])
+    labels = [ln.get_label() for ln in fig.axes[0].get_lines()]
+    assert labels == ["A: xdp_to_book, xdp path, TAI (n=100)", "B: xdp_to_book, xdp path, TAI (n=2,501)",
+                      "B: dequeue_to_decode, xdp path, TAI (n=2,501)"]
+    assert np.all(fig.axes[0].get_lines()[2].get_ydata() == 10)      # deq -> dec is 10 ns in every packet
+    out = tmp_path / "c.svg"
+    cp = run_hftcap("budget", cap, "--plot", out, check=True)
+    assert "latency budget: xdp path" in cp.stdout and out.exists()

@@ -37,8 +37,12 @@ static void capture_release(CaptureObject *self)
 	Py_BEGIN_ALLOW_THREADS
 	self->books = hc_capture_take_books(c);
 	self->snaps = hc_capture_take_snaps(c);
-	if (w)
+	if (w) {
+		/* The writer may still read frames in this capture's UMEM: finish the file first. */
+		hc_capture_stop(c);
+		hc_pcapng_close(w);
 		hc_pcapng_set_xsk_drops(w, NULL, NULL); /* the sockets go with the capture */
+	}
 	hc_capture_close(c);
 	Py_END_ALLOW_THREADS
 }
@@ -59,7 +63,7 @@ static int Capture_init(CaptureObject *self, PyObject *args, PyObject *kw)
 				  "poll_mode", "cpu", "queue", "max_packets", "want_hw_ts",
 				  "tai_clock", "busy_poll_us", "timing", "phc_is_tai",
 				  "itch_epoch_tai_ns", "books", "expected_orders", "queues",
-				  "recovery", "stamp", NULL };
+				  "recovery", "stamp", "capture_frames", "rcvbuf", NULL };
 	struct hc_capture_cfg cfg;
 	memset(&cfg, 0, sizeof(cfg));
 	const char *ifname;
@@ -74,12 +78,13 @@ static int Capture_init(CaptureObject *self, PyObject *args, PyObject *kw)
 	cfg.books = 1;
 	PyObject *queues = Py_None, *recovery = Py_None;
 	const char *stamp = "auto";
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "siO|iiiiiIKppippKpKOOs", kwlist, &ifname,
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "siO|iiiiiIKppippKpKOOsIi", kwlist, &ifname,
 					 &cfg.ifindex, &feeds, &cfg.path, &cfg.xdp_mode,
 					 &cfg.bind_mode, &cfg.poll_mode, &cfg.cpu, &cfg.queue,
 					 &max_packets, &cfg.want_hw_ts, &cfg.tai_clock,
 					 &cfg.busy_poll_us, &cfg.timing, &cfg.phc_is_tai, &epoch,
-					 &cfg.books, &expected_orders, &queues, &recovery, &stamp))
+					 &cfg.books, &expected_orders, &queues, &recovery, &stamp,
+					 &cfg.capture_frames, &cfg.rcvbuf))
 		return -1;
 	if (hc_py_stamp_source(stamp, &cfg.stamp) < 0)
 		return -1;
@@ -405,9 +410,10 @@ static PyObject *Capture_xsk_drops(CaptureObject *self, PyObject *unused)
 	int err = hc_capture_xsk_drops(self->cap, &d);
 	if (err)
 		return hc_py_errno(err, "XDP_STATISTICS");
-	return Py_BuildValue("{s:K,s:K,s:K}", "rx_dropped", (unsigned long long)d.rx_dropped,
+	return Py_BuildValue("{s:K,s:K,s:K,s:K}", "rx_dropped", (unsigned long long)d.rx_dropped,
 			     "rx_ring_full", (unsigned long long)d.rx_ring_full,
-			     "rx_fill_ring_empty_descs", (unsigned long long)d.rx_fill_ring_empty_descs);
+			     "rx_fill_ring_empty_descs", (unsigned long long)d.rx_fill_ring_empty_descs,
+			     "socket_drops", (unsigned long long)d.socket_drops);
 }
 
 /* recovery() -> None, or the recovery figures (hc_py_recov_report). */

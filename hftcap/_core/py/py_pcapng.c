@@ -5,6 +5,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include "py.h"
+#include <sched.h>
 #include <time.h>
 #include "pcapng.h"
 
@@ -12,20 +13,21 @@ typedef struct {
 	PyObject_HEAD
 	struct hc_pcapng *w;
 	int closed;
+	uint8_t *fake_umem;      /* bench_put_xsk's frames, read by the writer: freed after it */
 } WriterObject;
 
 static int Writer_init(WriterObject *self, PyObject *args, PyObject *kw)
 {
 	static char *kwlist[] = { "path", "header", "ts_sources", "ring_bytes", "snaplen",
-				  "file_size", "part", "flush_ms", NULL };
+				  "file_size", "part", "flush_ms", "writer_cpu", NULL };
 	const char *path;
 	Py_buffer hdr;
 	PyObject *srcs;
 	unsigned long long ring = 256ull << 20, fsize = 0;
 	unsigned int snaplen = 262144, flush_ms = 100;
-	int part = 1;
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "sy*O|KIKpI", kwlist, &path, &hdr, &srcs, &ring,
-					 &snaplen, &fsize, &part, &flush_ms))
+	int part = 1, writer_cpu = -1;
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "sy*O|KIKpIi", kwlist, &path, &hdr, &srcs, &ring,
+					 &snaplen, &fsize, &part, &flush_ms, &writer_cpu))
 		return -1;
 	struct hc_pcapng_cfg cfg;
 	memset(&cfg, 0, sizeof(cfg));
@@ -61,6 +63,7 @@ static int Writer_init(WriterObject *self, PyObject *args, PyObject *kw)
 	cfg.file_size = fsize;
 	cfg.part = part;
 	cfg.flush_ms = flush_ms;
+	cfg.writer_cpu = writer_cpu;
 	int err;
 	Py_BEGIN_ALLOW_THREADS
 	err = hc_pcapng_open(&cfg, path, &self->w);
@@ -81,6 +84,7 @@ static void Writer_dealloc(WriterObject *self)
 		hc_pcapng_free(self->w);
 		Py_END_ALLOW_THREADS
 	}
+	free(self->fake_umem);
 	Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -125,9 +129,12 @@ static PyObject *Writer_stats(WriterObject *self, PyObject *unused)
 	}
 	struct hc_pcapng_stats st;
 	hc_pcapng_stats(self->w, &st);
-	return Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:I,s:i}",
+	return Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:I,s:i}",
+			     "feed_written", (unsigned long long)st.written_if[HC_PCAP_IF_FEED],
 			     "seen", (unsigned long long)st.seen[HC_PCAP_IF_FEED],
 			     "capture_drops", (unsigned long long)st.drops[HC_PCAP_IF_FEED],
+			     "capture_late", (unsigned long long)st.late[HC_PCAP_IF_FEED],
+			     "recovery_written", (unsigned long long)st.written_if[HC_PCAP_IF_RECOVERY],
 			     "recovery_seen", (unsigned long long)st.seen[HC_PCAP_IF_RECOVERY],
 			     "recovery_capture_drops", (unsigned long long)st.drops[HC_PCAP_IF_RECOVERY],
 			     "written", (unsigned long long)st.written,
@@ -190,6 +197,78 @@ static PyObject *Writer_bench_put(WriterObject *self, PyObject *args)
 	return PyLong_FromLongLong((long long)(b.tv_sec - a.tv_sec) * 1000000000ll + (b.tv_nsec - a.tv_nsec));
 }
 
+/* bench_put_xsk(n, frame_len) -> ns: what the AF_XDP data thread does per packet with
+ * --write, n times: a 128-byte descriptor into the ring (hc_capring_put_xsk), the frame into
+ * the hold queue, and per batch of 64 the reclaim of 64 free frames and the publish, while the
+ * writer thread copies the frames out of a UMEM of 8192 + 8192 2-KiB frames (as listen's
+ * default). This thread's CPU ns (CLOCK_THREAD_CPUTIME_ID) for all n. Benchmark only. */
+#define BENCH_FRAMES 16384u
+static PyObject *Writer_bench_put_xsk(WriterObject *self, PyObject *args)
+{
+	unsigned long long n;
+	unsigned int flen;
+	if (!PyArg_ParseTuple(args, "KI", &n, &flen))
+		return NULL;
+	NEED_W(self);
+	if (flen < 42 || flen > 2048) {
+		PyErr_SetString(PyExc_ValueError, "frame_len 42..2048");
+		return NULL;
+	}
+	struct hc_capring *r = hc_pcapng_ring(self->w);
+	if (!self->fake_umem) {
+		self->fake_umem = aligned_alloc(4096, (size_t)BENCH_FRAMES * 2048);
+		if (!self->fake_umem)
+			return PyErr_NoMemory();
+		memset(self->fake_umem, 0xab, (size_t)BENCH_FRAMES * 2048);
+		r->umem[0] = self->fake_umem;
+	}
+	struct hc_consumer *cons = PyMem_Calloc(1, sizeof(*cons));
+	const uint64_t spare = BENCH_FRAMES - 4096, cap = 16384;
+	struct hc_caphold h = { .addr = PyMem_Calloc(cap, 8), .need = PyMem_Calloc(cap, 8), .mask = cap - 1 };
+	uint64_t *ring_slots = PyMem_Calloc(4096, 8); /* stands in for the fill/RX rings */
+	if (!cons || !h.addr || !h.need || !ring_slots) {
+		PyMem_Free(cons);
+		PyMem_Free(h.addr);
+		PyMem_Free(h.need);
+		PyMem_Free(ring_slots);
+		return PyErr_NoMemory();
+	}
+	for (uint64_t k = 0; k < 4096; k++)
+		ring_slots[k] = k * 2048;
+	for (uint64_t k = 0; k < spare; k++)
+		h.addr[k] = (4096 + k) * 2048;
+	h.rel = h.head = spare;
+	/* Start when the writer has caught up, so one burst's cost is not the last one's. The fake
+	 * frames are never written again: the writer may read them while or after this returns. */
+	struct timespec a, b;
+	uint64_t slot = 0;
+	Py_BEGIN_ALLOW_THREADS
+	while (__atomic_load_n(&r->released, __ATOMIC_ACQUIRE) != r->pushed)
+		sched_yield();
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &a);
+	for (unsigned long long i = 0; i < n;) {
+		unsigned long long m = n - i < 64 ? n - i : 64;
+		for (unsigned long long j = 0; j < m; j++, i++) {
+			struct hc_pkt_times t = { .xdp_tai_ns = i + 1, .deq_tai_ns = i + 2 };
+			cons->out_dec_tai_ns = i + 3;
+			uint64_t addr = ring_slots[(slot + j) & 4095];
+			hc_caphold_push(&h, addr, hc_capring_put_xsk(r, 0, addr, flen, 0, &t, cons));
+		}
+		hc_caphold_reclaim(&h, r, (uint32_t)m);
+		for (unsigned long long j = 0; j < m; j++)
+			ring_slots[(slot + j) & 4095] = hc_caphold_take(&h);
+		slot += m;
+		hc_capring_publish(r);
+	}
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &b);
+	Py_END_ALLOW_THREADS
+	PyMem_Free(cons);
+	PyMem_Free(h.addr);
+	PyMem_Free(h.need);
+	PyMem_Free(ring_slots);
+	return PyLong_FromLongLong((long long)(b.tv_sec - a.tv_sec) * 1000000000ll + (b.tv_nsec - a.tv_nsec));
+}
+
 static PyObject *Writer_ring_bytes(WriterObject *self, void *closure)
 {
 	if (!self->w)
@@ -210,6 +289,8 @@ static PyMethodDef Writer_methods[] = {
 	{ "stats", (PyCFunction)Writer_stats, METH_NOARGS, "Counters snapshot." },
 	{ "bench_put", (PyCFunction)Writer_bench_put, METH_VARARGS,
 	  "bench_put(n, frame_len) -> ns for n ring puts from this thread (benchmark only)." },
+	{ "bench_put_xsk", (PyCFunction)Writer_bench_put_xsk, METH_VARARGS,
+	  "bench_put_xsk(n, frame_len) -> ns for n AF_XDP descriptor puts with the frame hold (benchmark only)." },
 	{ "close", (PyCFunction)Writer_close, METH_NOARGS,
 	  "Drain the ring, write the ISBs, close and rename (after the capture stopped)." },
 	{ NULL },
