@@ -15,6 +15,7 @@ import pytest
 from capread import assert_tiles as _tiles, mold_fields, tshark
 from hftcap.receive import pcapng
 from listenproc import FEED, Listener, hftcap
+from bounds import bound
 
 pytestmark = pytest.mark.root
 
@@ -110,7 +111,7 @@ def test_full_ring_counts_every_drop(lab, tmp_path):
         reader.start()
         li.p.send_signal(signal.SIGINT)
         live = li.result()
-        reader.join(timeout=30)
+        reader.join(timeout=bound(30))
         assert not reader.is_alive()
     finally:
         li.kill()
@@ -133,7 +134,7 @@ def test_full_ring_counts_every_drop(lab, tmp_path):
         assert off["book"] == book, sym
 
 
-def _wait_for(cond, what, timeout=20.0):
+def _wait_for(cond, what, timeout=bound(20.0)):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if cond():
