@@ -50,11 +50,11 @@ class Prom:
         while time.monotonic() < deadline:
             assert self.p.poll() is None, f"prometheus exited: {(tmp / 'prometheus.log').read_text()[-2000:]}"
             try:
-                if "Ready" in _get(self.base + "/-/ready", 1):
+                if "Ready" in _get(self.base + "/-/ready", bound(1)):
                     return
             except OSError:
                 time.sleep(0.2)
-        raise AssertionError("prometheus did not become ready in 30 s")
+        raise AssertionError(f"prometheus did not become ready in {bound(30):.0f} s")
 
     def query(self, q: str, at: float | None = None) -> list[dict]:
         args = {"query": q}
@@ -80,6 +80,7 @@ class Prom:
 
 
 def _wait(what: str, cond, timeout: float):
+    timeout = bound(timeout)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         v = cond()

@@ -36,10 +36,10 @@ def test_soak_30s_lossy_recovered_books_equal_and_rss_flat(lab, tmp_path):
     try:
         ex = subprocess.Popen([str(BIN / "hftcap"), "exchange", "--netns", lab.ex_ns, "--feed", FEED, *map(str, GEN),
                                "--msg-rate", str(RATE), "-k", "6", "--loss", "0.005", "--linger", "1", "--json",
-                               "--duration", str(SECONDS + 30)], stdout=subprocess.PIPE, text=True)
+                               "--duration", f"{bound(SECONDS + 30):g}"], stdout=subprocess.PIPE, text=True)
         t0 = time.monotonic()
         samples = []
-        while ex.poll() is None and time.monotonic() - t0 < SECONDS + 40:
+        while ex.poll() is None and time.monotonic() - t0 < bound(SECONDS + 40):
             time.sleep(1.0)  # sampling period of a measurement, not a wait for a condition
             samples.append((time.monotonic() - t0, rss_kib(li.p.pid)))
         out, _ = ex.communicate(timeout=bound(60))
