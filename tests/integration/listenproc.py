@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from bounds import bound
+from bounds import bound, wait_for
 
 HERE = Path(__file__).parent
 BIN = Path(sys.executable).parent
@@ -25,6 +27,10 @@ class Listener:
         if "--duration" in args:
             i = args.index("--duration") + 1
             args[i] = f"{bound(float(args[i])):g}"
+        # Every listener serves its counters on loopback (a port of its own), so that a test can
+        # wait for a count instead of a time: stop_after_end_of_session, metrics.
+        if "--metrics" not in args:
+            args += ["--metrics", "127.0.0.1:0"]
         self.cmd = [str(BIN / "hftcap"), "listen", "--netns", lab.host_ns, "-i", lab.host_if,
                     "--feed", feed, "--json", *map(str, args)]
         self.p = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -56,6 +62,23 @@ class Listener:
         out, err = self.p.communicate(timeout=timeout)
         assert self.p.returncode == 0, f"listen exited {self.p.returncode}: {''.join(self.err_lines)}{err}"
         return json.loads(out)
+
+    def metrics(self) -> dict:
+        """The listener's Prometheus samples, {"name{labels}": value}."""
+        import urllib.request
+        line = next(x for x in self.err_lines if "metrics at" in x)
+        url = re.search(r"metrics at (http://127\.0\.0\.1:\d+/metrics)", line).group(1)
+        body = urllib.request.urlopen(url, timeout=bound(5)).read().decode()
+        return {m.group(1): float(m.group(2))
+                for m in re.finditer(r"^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^}]*\})?) (\S+)$", body, re.M)}
+
+    def stop_after_end_of_session(self, sig=signal.SIGINT, timeout: float = 30.0) -> None:
+        """Stop the listener once it has taken an End of Session (bounded): the sender sends it
+        after its stream, on the same queue, so every packet sent before it has been taken by then;
+        stopping at once after the sender returns would race the packets still in flight."""
+        wait_for(lambda: self.metrics().get("hftcap_moldudp64_end_of_session_total", 0) >= 1, timeout,
+                 f"the listener to take the sender's End of Session ({' '.join(self.cmd[1:3])})")
+        self.p.send_signal(sig)
 
     def kill(self):
         if self.p.poll() is None:

@@ -54,7 +54,7 @@ def wait_published(lab, at_least: int, timeout=bound(20.0)) -> int:
 def finish(ex, li):
     out, err = ex.communicate(timeout=bound(60))
     assert ex.returncode == 0, err
-    li.p.send_signal(2)
+    li.stop_after_end_of_session()
     return json.loads(out), li.result()
 
 

@@ -156,23 +156,6 @@ def _hftcap_send(lab, count, k=1, rate=0):
     return json.loads(cp.stdout)
 
 
-def _wait_end_of_session(li, timeout: float) -> None:
-    """Until the listener has counted an End of Session packet (its Prometheus endpoint), or fail."""
-    import re
-    import urllib.request
-    line = next(x for x in li.err_lines if "metrics at" in x)
-    url = re.search(r"metrics at (http://127\.0\.0\.1:\d+/metrics)", line).group(1)
-    deadline, seen = time.monotonic() + timeout, None
-    while time.monotonic() < deadline:
-        body = urllib.request.urlopen(url, timeout=bound(5)).read().decode()
-        m = re.search(r"^hftcap_moldudp64_end_of_session_total(?:\{[^}]*\})? (\S+)$", body, re.M)
-        seen = float(m.group(1)) if m else None
-        if seen and seen >= 1:
-            return
-        time.sleep(0.05)
-    pytest.fail(f"no End of Session counted within {timeout} s of the send's end (metric: {seen})")
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("path,poll", MODES, ids=[f"{p}-{m}" for p, m in MODES])
 def test_200k_packets_at_full_rate_loss_reported_exactly(lab, path, poll):
@@ -184,8 +167,7 @@ def test_200k_packets_at_full_rate_loss_reported_exactly(lab, path, poll):
     li = Listener(lab, "--path", path, "--poll", poll, "--duration", 90, "--metrics", "127.0.0.1:0").wait_ready()
     try:
         sent = _hftcap_send(lab, 200_000)
-        _wait_end_of_session(li, timeout=bound(30.0))
-        li.p.send_signal(signal.SIGTERM)
+        li.stop_after_end_of_session(signal.SIGTERM)
         r = li.result()
     finally:
         li.kill()
@@ -243,16 +225,6 @@ def multiqueue_lab():
         subprocess.run(["ip", "netns", "del", b], capture_output=True)
 
 
-def _metrics(li) -> dict:
-    """The listener's Prometheus samples (its endpoint on loopback), as {"name{labels}": value}."""
-    import re
-    import urllib.request
-    line = next(x for x in li.err_lines if "metrics at" in x)
-    url = re.search(r"metrics at (http://127\.0\.0\.1:\d+/metrics)", line).group(1)
-    body = urllib.request.urlopen(url, timeout=bound(5)).read().decode()
-    return {m.group(1): float(m.group(2)) for m in re.finditer(r"^([a-z_]+(?:\{[^}]*\})?) (\S+)$", body, re.M)}
-
-
 def _veth_drops(ns: str, dev: str) -> int:
     """What the kernel counted as dropped on a veth end, both directions (a full peer queue)."""
     import json
@@ -286,14 +258,14 @@ def test_multiqueue_binding(multiqueue_lab, queue):
         first = 1
         if queue == "all":
             subprocess.run([*sender, "1", "1", lab.ex_addr, "-", f"{bound(10):g}"], check=True, timeout=bound(30))
-            wait_for(lambda: _metrics(li).get("hftcap_packets_total", 0) >= 1, 10,
+            wait_for(lambda: li.metrics().get("hftcap_packets_total", 0) >= 1, 10,
                      "the listener to take the first packet (sequence 1)")
             first = 2
         subprocess.run([*sender, str(first), "400", lab.ex_addr, "eos", f"{bound(10):g}"], check=True,
                        timeout=bound(30))
 
         def accounted():
-            m = _metrics(li)
+            m = li.metrics()
             red = m.get('hftcap_xdp_program_packets_total{counter="redirected"}', 0)
             nosock = m.get('hftcap_xdp_program_packets_total{counter="pass_no_socket"}', 0)
             return red + nosock == MQ_SENT and m.get("hftcap_packets_total", 0) == red

@@ -44,7 +44,7 @@ def test_soak_30s_lossy_recovered_books_equal_and_rss_flat(lab, tmp_path):
             samples.append((time.monotonic() - t0, rss_kib(li.p.pid)))
         out, _ = ex.communicate(timeout=bound(60))
         sent = json.loads(out)
-        li.p.send_signal(2)
+        li.stop_after_end_of_session()
         live = li.result(timeout=bound(60))
     finally:
         li.kill()

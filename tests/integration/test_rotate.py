@@ -30,7 +30,7 @@ def run(lab, *args, rate=60_000):
     li = Listener(lab, "--duration", 60, *args).wait_ready()
     try:
         sent = send(lab, rate)
-        li.p.send_signal(signal.SIGINT)
+        li.stop_after_end_of_session()
         return sent, li.result()
     finally:
         li.kill()

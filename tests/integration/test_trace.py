@@ -27,8 +27,8 @@ HOLD_S = 0.3                                      # queueing after the last data
 SYS_RECVFROM = 45                                 # x86_64: what socket.recv() calls
 
 RECEIVER = r"""
-import signal, socket, sys, time
-signal.alarm(20)                                  # bounded even if the end marker is lost
+import os, signal, socket, sys, time
+signal.alarm(int(20 * float(os.environ.get("HFTCAP_TEST_TIME_SCALE", "1"))))  # bounded even if the end marker is lost
 n_expect, port, hold_s, addr = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.setsockopt(socket.SOL_SOCKET, 33, 8 << 20)     # SO_RCVBUFFORCE: no drops in the burst

@@ -39,7 +39,7 @@ def test_write_reads_back_everywhere(lab, tmp_path, path):
     li = Listener(lab, "--path", path, "--symbol", "*", "--duration", 60, "--write", cap).wait_ready()
     try:
         sent = send(lab)
-        li.p.send_signal(signal.SIGINT)
+        li.stop_after_end_of_session()
         live = li.result()
     finally:
         li.kill()
@@ -109,7 +109,7 @@ def test_full_ring_counts_every_drop(lab, tmp_path):
         os.set_blocking(rfd, True)
         reader = threading.Thread(target=lambda: [chunks.append(b) for b in iter(lambda: os.read(rfd, 1 << 16), b"")])
         reader.start()
-        li.p.send_signal(signal.SIGINT)
+        li.stop_after_end_of_session()
         live = li.result()
         reader.join(timeout=bound(30))
         assert not reader.is_alive()
@@ -148,7 +148,7 @@ def test_sigterm_completes_the_file(lab, tmp_path):
     li = Listener(lab, "--duration", 60, "--write", cap).wait_ready()
     try:
         sent = send(lab)
-        li.p.send_signal(signal.SIGTERM)
+        li.stop_after_end_of_session(signal.SIGTERM)
         live = li.result()
     finally:
         li.kill()
