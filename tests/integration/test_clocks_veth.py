@@ -12,6 +12,7 @@ from rich.console import Console
 
 from hftcap import _core
 from hftcap.measure import latency as L
+from bounds import bound
 
 pytestmark = pytest.mark.root
 
@@ -19,7 +20,6 @@ PROBE = r"""
 import json, sys
 from hftcap.measure import clocks
 from hftcap.measure import latency
-from bounds import bound
 d = clocks.describe_clocks(sys.argv[1])
 with clocks.hw_rx_timestamping(sys.argv[1]) as st:
     hw = {"enabled": st.enabled, "reason": st.reason, "changed": st.changed,

@@ -51,10 +51,15 @@ def wait_published(lab, at_least: int, timeout=bound(20.0)) -> int:
     raise AssertionError(f"the exchange did not publish {at_least} messages within {timeout} s")
 
 
-def finish(ex, li):
+def finish(ex, li, end_of_session=True):
+    """The exchange's end, then the listener's: once it has taken the End of Session, or (a
+    listener that joined late, which may have started after the stream's end) at once."""
     out, err = ex.communicate(timeout=bound(60))
     assert ex.returncode == 0, err
-    li.stop_after_end_of_session()
+    if end_of_session:
+        li.stop_after_end_of_session()
+    else:
+        li.p.send_signal(2)
     return json.loads(out), li.result()
 
 
@@ -97,7 +102,7 @@ def test_late_join_without_snapshot_is_incomplete(lab):
     try:
         wait_published(lab, 20_000)
         li = Listener(lab, "--path", "kernel", "--duration", 60).wait_ready()
-        sent, live = finish(ex, li)
+        sent, live = finish(ex, li, end_of_session=False)
     finally:
         ex.kill()
         if li:
