@@ -90,6 +90,8 @@ def summary(sess: Session, elapsed: float, stop_reason: str) -> dict:
         "messages_by_type": bst.get("messages", {}),
         "orders_live": bst.get("orders_live"),
         "xdp": sess.cap.xdp_stats() if sess.o.path == "xdp" else {},
+        # Frames the kernel dropped at the AF_XDP sockets (their rings full, or no fill frame).
+        "xsk_drops": sess.cap.xsk_drops() if sess.o.path == "xdp" else {},
         "xdp_program_cost": sess.xdp_program_cost(),
         "latency": latency_summary(sess),
         "negative_samples": {k: v for k, v in sess.cap.negative().items() if v},

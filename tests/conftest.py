@@ -9,11 +9,20 @@ import sys
 import uuid
 from pathlib import Path
 
+import bounds
 import pytest
+from bounds import bound
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 BIN = Path(sys.executable).parent
 HFTCAP = str(BIN / "hftcap") if (BIN / "hftcap").exists() else shutil.which("hftcap")
+# One factor for every time bound of the session (tests/bounds.py), calibrated once here and handed
+# to the scripts the tests start (senders in namespaces) through the environment.
+os.environ[bounds.ENV] = str(bounds.scale())
+
+
+def pytest_report_header(config):
+    return f"time bounds: {bounds.why()} (tests/bounds.py)"
 
 
 def pytest_collection_modifyitems(config, items):
@@ -35,7 +44,7 @@ def pytest_runtest_makereport(item, call):
         rep.longrepr = f"skipped in CI, where every test must run: {reason}"
 
 
-def run_hftcap(*args, timeout=60, check=False, env=None, **kw):
+def run_hftcap(*args, timeout=bound(60), check=False, env=None, **kw):
     """Run the installed hftcap CLI; returns CompletedProcess with text output."""
     cp = subprocess.run([HFTCAP, *map(str, args)], capture_output=True, text=True, timeout=timeout,
                         env=env, **kw)

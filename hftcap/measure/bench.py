@@ -51,14 +51,52 @@ def _hftcap() -> str:
     return str(exe) if exe.exists() else "hftcap"
 
 
+def _bound_s(total_s: float) -> float:
+    """The hard time bound of one trial's processes. A trial is bounded in count (the exchange
+    sends a fixed number of messages, then End of Session) and ends when its End of Session has
+    been taken: this bound only stops a hung one. It is wide so that a slow machine (a VM under
+    software emulation, 10-20x slower, where starting the tracer alone takes a minute) still
+    completes every trial: a listener stopped by a time bound before the stream came would
+    report no samples at all."""
+    return 20 * total_s + 300
+
+
+def _metrics_value(url: str, name: str) -> float | None:
+    import re
+    import urllib.request
+    try:
+        body = urllib.request.urlopen(url, timeout=5).read().decode()
+    except OSError:
+        return None
+    m = re.search(rf"^{name}(?:\{{[^}}]*\}})? (\S+)$", body, re.M)
+    return float(m.group(1)) if m else None
+
+
+def _wait_end_of_session(url: str | None, bound_s: float) -> bool:
+    """Until the listener (its metrics endpoint on loopback) has taken an End of Session: the
+    exchange sends it after the stream, on the same queue, so every packet before it has been
+    taken too. False when bound_s passed first (End of Session lost: the loss is counted)."""
+    if url is None:
+        return False
+    deadline = time.monotonic() + bound_s
+    while time.monotonic() < deadline:
+        v = _metrics_value(url, "hftcap_moldudp64_end_of_session_total")
+        if v is not None and v >= 1:
+            return True
+        time.sleep(0.02)
+    return False
+
+
 def _trial(lb, mode: str, a: dict, save: str, stream: str = "delta", tracer_factory=None) -> dict:
+    import re
     path, poll = _pm(mode)
     total_s = a["seconds"] + a["warmup"]
     messages = int(a["msg_rate"] * total_s)
+    bound_s = _bound_s(total_s)
     li = subprocess.Popen(
         [_hftcap(), "listen", "--netns", lb.host_ns, "-i", lb.host_if, "--feed", FEED, "--path", path,
          "--poll", poll, "--cpu", str(a["cpu_rx"]), "--itch-clock", "tai-midnight", "--warmup", str(a["warmup"]),
-         "--save", save, "--json", "--duration", str(total_s + 15)]
+         "--save", save, "--json", "--duration", f"{bound_s:g}", "--metrics", "127.0.0.1:0"]
         + (["--stamp", _split(mode)[1]] if _split(mode)[1] else []),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -67,25 +105,27 @@ def _trial(lb, mode: str, a: dict, save: str, stream: str = "delta", tracer_fact
             line = li.stderr.readline()
         if "listening on" not in line:
             raise HftcapError(f"bench: listen ({mode}) did not start: {line.strip()} {li.stderr.read().strip()}")
+        m = re.search(r"metrics at (http://127\.0\.0\.1:\d+/metrics)", line)
+        url = m.group(1) if m else None
         tracer = tracer_factory(li.pid) if tracer_factory and path == "kernel" else None
         ex = subprocess.run(
             ["taskset", "-c", str(a["cpu_tx"]), _hftcap(), "exchange", "--netns", lb.ex_ns, "--feed", FEED,
              "--seed", str(a["seed"]), "--stocks", str(a["stocks"]), "--messages", str(messages),
              "--msg-rate", str(a["msg_rate"]), "-k", str(a["k"]), "--rerequest-port", "0", "--linger", "0",
-             "--duration", str(total_s + 10), "--json"]
+             "--duration", f"{bound_s:g}", "--json"]
             + (["--mode", "snapshot", "--levels", str(a["snapshot_levels"])] if stream == "snapshot" else []),
-            capture_output=True, text=True, timeout=total_s + 60)
+            capture_output=True, text=True, timeout=bound_s + 60)
         if ex.returncode:
             raise HftcapError(f"bench: exchange failed: {ex.stderr.strip()}")
         sent = json.loads(ex.stdout)
-        time.sleep(0.2)  # the last packets in flight
+        _wait_end_of_session(url, 30.0)       # the last packets in flight
         stages = accounting = None
         if tracer is not None:
             stages = tracer.read()
             accounting = tracer.accounting()
             tracer.stop()
         li.send_signal(signal.SIGINT)
-        out, err = li.communicate(timeout=30)
+        out, err = li.communicate(timeout=bound_s)
         if li.returncode:
             raise HftcapError(f"bench: listen ({mode}) failed: {err.strip()}")
         got = json.loads(out)
@@ -111,9 +151,10 @@ def _floor_trial(lb, mode: str, a: dict, payload: int, out_file: str) -> dict:
     total_s = a["seconds"] + a["warmup"]
     pps = a["msg_rate"] / a["k"]
     packets = max(1, int(pps * total_s))
+    bound_s = _bound_s(total_s)
     rx = subprocess.Popen(
         [_hftcap(), "floor", "recv", "--netns", lb.host_ns, "-i", lb.host_if, "--feed", FEED, "--kind", kind,
-         "--cpu", str(a["cpu_rx"]), "--warmup", str(a["warmup"]), "--duration", str(total_s + 15), "--out", out_file],
+         "--cpu", str(a["cpu_rx"]), "--warmup", str(a["warmup"]), "--duration", f"{bound_s:g}", "--out", out_file],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = rx.stderr.readline()
@@ -122,13 +163,13 @@ def _floor_trial(lb, mode: str, a: dict, payload: int, out_file: str) -> dict:
         tx = subprocess.run(
             ["taskset", "-c", str(a["cpu_tx"]), _hftcap(), "floor", "send", "--netns", lb.ex_ns, "--feed", FEED,
              "--rate", str(pps), "--packets", str(packets), "--payload", str(payload),
-             "--duration", str(total_s + 10)], capture_output=True, text=True, timeout=total_s + 60)
+             "--duration", f"{bound_s:g}"], capture_output=True, text=True, timeout=bound_s + 60)
         if tx.returncode:
             raise HftcapError(f"bench: floor send failed: {tx.stderr.strip()}")
         sent = json.loads(tx.stdout)
         time.sleep(0.2)  # the last packets in flight
         rx.send_signal(signal.SIGINT)
-        _out, err = rx.communicate(timeout=30)
+        _out, err = rx.communicate(timeout=bound_s)
         if rx.returncode:
             raise HftcapError(f"bench: floor recv ({kind}) failed: {err.strip()}")
         got = json.loads(Path(out_file).read_text())

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from bounds import bound
 from tmuxterm import TmuxTerm
 
 pytestmark = pytest.mark.root
@@ -37,7 +38,7 @@ def leftovers(name) -> list[str]:
 
 def assert_nothing_left(name):
     """No namespace, veth (and so no XDP program) or process of the demo remains."""
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + bound(5)
     while leftovers(name) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert leftovers(name) == []
@@ -64,7 +65,7 @@ def counter(screen: str, name: str) -> int:
 def stream(tmp_path):
     f = tmp_path / "demo.itch"
     subprocess.run([HFTCAP, "exchange", "--seed", str(SEED), "--stocks", str(STOCKS), "--messages", str(MESSAGES),
-                    "--write", str(f)], check=True, capture_output=True, timeout=60)
+                    "--write", str(f)], check=True, capture_output=True, timeout=bound(60))
     from hftcap.book.books import Books
     b = Books()
     b.feed_file(str(f))
@@ -74,7 +75,7 @@ def stream(tmp_path):
 def offline_top(f, sym, n):
     import json
     cp = subprocess.run([HFTCAP, "book", str(f), "--symbol", sym, "--json", "--levels", str(n)],
-                        capture_output=True, text=True, check=True, timeout=60)
+                        capture_output=True, text=True, check=True, timeout=bound(60))
     bk = json.loads(cp.stdout)["book"]
     return [((b[0], b[1], b[2]), (a[0], a[1], a[2])) for b, a in zip(bk["bids"], bk["asks"])]
 
@@ -101,12 +102,13 @@ def test_demo_in_a_real_terminal(stream):
             assert counter(final, "gaps") == 0
             for sym in symbols[:2]:
                 term.send("/", sym, "Enter")
-                screen = term.wait_for(re.compile(rf"^{sym} #", re.M), timeout=5)
-                time.sleep(0.3)
-                screen = term.capture()
+                # The stream has ended: the ladder drawn for sym is final; wait (bounded) for
+                # the frame that shows it, then compare it with the offline replay's.
+                want = offline_top(f, sym, 10)
+                screen = term.wait_for(lambda s: re.search(rf"^{sym} #", s, re.M) and ladder(s)
+                                       and ladder(s) == want[:len(ladder(s))], timeout=5)
                 rows = ladder(screen)
-                assert rows, screen
-                assert rows == offline_top(f, sym, len(rows)), (sym, screen)
+                assert rows and rows == offline_top(f, sym, len(rows)), (sym, screen)
             # n cycles to another stock.
             before = re.search(r"^(\S+) #", term.capture(), re.M).group(1)
             term.send("n")

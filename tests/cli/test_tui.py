@@ -17,6 +17,7 @@ import time
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
+from bounds import wait_for  # noqa: E402
 from tmuxterm import TmuxTerm, have_tmux  # noqa: E402
 
 import hftcap  # noqa: E402
@@ -117,18 +118,21 @@ def test_80x24_ladder_latency_counters():
         assert lines[i_rate + 2].startswith("xdp redirected ")
         assert i_rate + 3 == 23
         n1 = total_packets(screen)
-        time.sleep(0.6)
         n2 = total_packets(term.wait_for(lambda s: total_packets(s) > n1, timeout=5))
         assert n2 > n1
         # Levels that changed since the previous frame are drawn in reverse video; the rest not.
         reverse = re.compile(r"\x1b\[(?:[\d;]*;)?7(?:;[\d;]*)?m")
-        flagged = total = 0
-        for _ in range(10):
+        # Frames are sampled until one row of them was flagged and one was not (bounded): how
+        # many frames that takes depends on the host's scheduling, the property does not.
+        seen = {"flagged": 0, "total": 0}
+
+        def both_seen():
             rows = [ln for ln in term.capture(escapes=True).split("\n") if "│" in ln]
-            total += len(rows)
-            flagged += sum(1 for ln in rows if reverse.search(ln))
-            time.sleep(0.1)
-        assert 0 < flagged < total, (flagged, total)
+            seen["total"] += len(rows)
+            seen["flagged"] += sum(1 for ln in rows if reverse.search(ln))
+            return 0 < seen["flagged"] < seen["total"]
+        wait_for(both_seen, 10, f"a changed level in reverse video and an unchanged one not",
+                 interval=0.1)
         # More room: the same process redraws the full layout after a resize.
         term.tmux("resize-window", "-t", term.session, "-x", "160", "-y", "48")
         screen = term.wait_for(lambda s: "last interval" in s and "trade time (itch)" in s,
@@ -208,6 +212,8 @@ def test_160x48_full_view_pause_and_reset():
         term.send("p")
         screen = term.wait_for("PAUSED", timeout=5)
         frozen = re.search(r"packets\s+([\d,]+)", screen).group(1)
+        # An observation period, not a wait: the fake source's counters move every frame
+        # (asserted just below on unpausing), the paused screen must not, however long it is held.
         time.sleep(0.5)
         assert re.search(r"packets\s+([\d,]+)", term.capture()).group(1) == frozen
         term.send("p")

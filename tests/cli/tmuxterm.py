@@ -18,6 +18,8 @@ import shlex
 import shutil
 import subprocess
 import time
+
+from bounds import bound
 import uuid
 from typing import Callable, Mapping, Optional, Sequence, Union
 
@@ -44,7 +46,7 @@ class TmuxTerm:
     # -- tmux plumbing -------------------------------------------------------------------------
     def tmux(self, *args: str, check: bool = True) -> str:
         p = subprocess.run(["tmux", "-L", self.socket, "-f", "/dev/null", *args],
-                           capture_output=True, text=True, timeout=10)
+                           capture_output=True, text=True, timeout=bound(10))
         if check and p.returncode != 0:
             raise TmuxError(f"tmux {' '.join(args)}: exit {p.returncode}: {p.stderr.strip()}")
         return p.stdout
@@ -65,7 +67,7 @@ class TmuxTerm:
         if self.cwd:
             args += ["-c", self.cwd]
         args.append("sh -c " + shlex.quote(script))
-        p = subprocess.run(args, capture_output=True, text=True, timeout=10, env=env)
+        p = subprocess.run(args, capture_output=True, text=True, timeout=bound(10), env=env)
         if p.returncode != 0:
             raise TmuxError(f"tmux new-session: exit {p.returncode}: {p.stderr.strip()}")
         self._started = True
@@ -136,14 +138,15 @@ class TmuxTerm:
             pred = lambda s: what.search(s) is not None                   # noqa: E731
         else:
             pred = what
-        deadline = time.monotonic() + timeout
+        limit = bound(timeout)                 # scaled to the machine (tests/bounds.py)
+        deadline = time.monotonic() + limit
         screen = ""
         while time.monotonic() < deadline:
             screen = self.capture()
             if pred(screen):
                 return screen
             time.sleep(interval)
-        raise TmuxError(f"timed out after {timeout}s waiting for {what!r}; screen:\n{screen}")
+        raise TmuxError(f"timed out after {limit:.1f}s waiting for {what!r}; screen:\n{screen}")
 
     def exit_report(self) -> Optional[tuple]:
         """(exit status, terminal restored?) once the command has exited, else None."""
@@ -152,10 +155,11 @@ class TmuxTerm:
 
     def wait_exit(self, timeout: float = 5.0) -> tuple:
         """Wait for the command to exit; (exit status, terminal settings restored?)."""
-        deadline = time.monotonic() + timeout
+        limit = bound(timeout)
+        deadline = time.monotonic() + limit
         while time.monotonic() < deadline:
             rep = self.exit_report()
             if rep is not None:
                 return rep
             time.sleep(0.05)
-        raise TmuxError(f"command still running after {timeout}s; screen:\n{self.capture()}")
+        raise TmuxError(f"command still running after {limit:.1f}s; screen:\n{self.capture()}")

@@ -4,9 +4,10 @@ from __future__ import annotations
 import subprocess
 
 from listenproc import FEED_PORT
+from bounds import bound
 
 
-def tshark(*args, timeout=120) -> str:
+def tshark(*args, timeout=bound(120)) -> str:
     cp = subprocess.run(["tshark", *map(str, args)], capture_output=True, text=True, timeout=timeout)
     errs = [line for line in cp.stderr.splitlines() if line.strip() and "Running as user" not in line]
     assert cp.returncode == 0 and not errs, f"tshark {args}: rc {cp.returncode}: {cp.stderr}"

@@ -1,6 +1,7 @@
 """A deliberately simple, independent MoldUDP64 sender for tests (run inside the exchange
 namespace with `ip netns exec`): N packets of K messages, consecutive sequence numbers,
-bounded in count and in time (10 s), multicast interface set explicitly."""
+bounded in count and in time (10 s, times the suite's HFTCAP_TEST_TIME_SCALE), multicast interface set explicitly."""
+import os
 import socket
 import struct
 import sys
@@ -14,7 +15,7 @@ s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(ifaddr)
 s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
 msg = b"S" + struct.pack(">HH", 0, 0) + (0).to_bytes(6, "big") + b"O"  # ITCH System Event
 seq = first
-deadline = time.monotonic() + 10
+deadline = time.monotonic() + 10 * float(os.environ.get("HFTCAP_TEST_TIME_SCALE", "1"))
 for i in range(npkts):
     if time.monotonic() > deadline:
         sys.exit("moldsend: time bound reached")

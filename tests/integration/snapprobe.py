@@ -1,5 +1,6 @@
 """Run inside a namespace: log in to a snapshot server, read the spin to its End of Snapshot,
 print its sequence (or 0 when nothing answers); with "connect", 1 once it accepts. The tests' own client, independent of listen."""
+import os
 import socket
 import sys
 
@@ -8,7 +9,7 @@ from hftcap.feed import soupbin
 
 def main(host, port, mode="spin"):
     try:
-        s = socket.create_connection((host, int(port)), timeout=5)
+        s = socket.create_connection((host, int(port)), timeout=5 * float(os.environ.get("HFTCAP_TEST_TIME_SCALE", "1")))
     except OSError:
         print(0)
         return

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from hftcap.measure import latency
+from bounds import bound
 
 pytestmark = pytest.mark.root
 HFTCAP = str(Path(sys.executable).parent / "hftcap")
@@ -18,7 +19,7 @@ HFTCAP = str(Path(sys.executable).parent / "hftcap")
 def test_bench_json_has_every_path_and_hop(tmp_path):
     out = tmp_path / "bench.json"
     cp = subprocess.run([HFTCAP, "bench", "--rounds", "1", "--seconds", "0.5", "--warmup", "0.2", "--rate", "20000",
-                         "--stocks", "4", "--json", str(out)], capture_output=True, text=True, timeout=300)
+                         "--stocks", "4", "--json", str(out)], capture_output=True, text=True, timeout=bound(300))
     assert cp.returncode == 0, cp.stderr
     doc = json.loads(out.read_text())
     assert set(doc["paths"]) == {"xdp-busy", "xdp-wakeup", "kernel-busy", "kernel-block"}
@@ -82,7 +83,7 @@ def test_bench_trace_splits_the_kernel_path(tmp_path):
     out = tmp_path / "bench.json"
     cp = subprocess.run([HFTCAP, "bench", "--rounds", "1", "--seconds", "0.5", "--warmup", "0.2", "--rate", "20000",
                          "--stocks", "2", "--path", "kernel-block", "--trace", "--json", str(out)],
-                        capture_output=True, text=True, timeout=300)
+                        capture_output=True, text=True, timeout=bound(300))
     assert cp.returncode == 0, cp.stderr
     p = json.loads(out.read_text())["paths"]["kernel-block"]
     st = p["kernel_stages"]

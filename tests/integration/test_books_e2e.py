@@ -20,7 +20,7 @@ def test_live_books_equal_offline_replay(lab, tmp_path, path):
     try:
         sent = json.loads(hftcap("exchange", "--netns", lab.ex_ns, "--feed", FEED, *gen, "--msg-rate", 100_000,
                                  "-k", 6, "--linger", 0, "--json"))
-        li.p.send_signal(2)
+        li.stop_after_end_of_session()
         live = li.result()
     finally:
         li.kill()

@@ -12,6 +12,7 @@ from rich.console import Console
 
 from hftcap import _core
 from hftcap.measure import latency as L
+from bounds import bound
 
 pytestmark = pytest.mark.root
 
@@ -30,7 +31,7 @@ print(json.dumps({"clocks": d, "hw": hw, "file": clocks.__file__,
 
 def test_veth_has_no_phc_and_nic_hops_are_absent(lab, tmp_path):
     r = subprocess.run(["ip", "netns", "exec", lab.host_ns, sys.executable, "-c", PROBE, lab.host_if],
-                       cwd=tmp_path, capture_output=True, text=True, timeout=60)
+                       cwd=tmp_path, capture_output=True, text=True, timeout=bound(60))
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert "site-packages" in out["file"] or "dist-packages" in out["file"]

@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from bounds import bound
 
 BIN = Path(sys.executable).parent
 HFTCAP = str(BIN / "hftcap")
@@ -15,7 +16,7 @@ HFTCAP = str(BIN / "hftcap")
 
 def run(*args, user=None):
     if not user:
-        return subprocess.run([HFTCAP, *map(str, args)], capture_output=True, text=True, timeout=60)
+        return subprocess.run([HFTCAP, *map(str, args)], capture_output=True, text=True, timeout=bound(60))
     return run_as(user, *args)
 
 
@@ -31,7 +32,7 @@ def run_as(user: int, *args):
         cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
                str(venv), mnt, f"{mnt}/bin/python", "-m", "hftcap", *map(str, args)]
         # cwd /: `-m` must find the installed package, not a source tree in the working directory
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd="/")
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=bound(60), cwd="/")
 
 
 def assert_one_error(cp, code, *needles):

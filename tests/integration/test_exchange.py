@@ -19,6 +19,7 @@ import pytest
 from hftcap import _core
 from hftcap.lab.exchange import (frame, itch_add, parse_build, parse_packet, request_packet, run_exchange,
                              run_send)
+from bounds import bound
 
 pytestmark = pytest.mark.root
 
@@ -87,7 +88,7 @@ def collect(sock, until_eos: int, timeout: float):
     return out
 
 
-def joined(t, box, timeout=30):
+def joined(t, box, timeout=bound(30)):
     t.join(timeout)
     assert not t.is_alive(), "sender did not finish within its bound"
     if "e" in box:
@@ -153,7 +154,7 @@ def test_exchange_injection_matches_the_schedule_and_rerequest_recovers(lab):
         # recover the gaps from the re-request server (unicast, replies to the request's source)
         requests = 0
         dest = (lab.ex_addr, port + 1)
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + bound(5)
         while missing and time.monotonic() < deadline:
             req.sendto(request_packet(SESSION, missing[0], len(missing)), dest)
             requests += 1
@@ -190,7 +191,7 @@ def test_send_rate_report_200k_single_message_packets(lab, capsys):
     try:
         t, box = start_in_ex(lab, lambda: run_send(lab.ex_ns, f"{GROUP}:{port}", 0, 200_000, 1,
                                                    max_seconds=30, eos_count=1))
-        n, end = 0, time.monotonic() + 40
+        n, end = 0, time.monotonic() + bound(40)
         rx.setblocking(False)
         while t.is_alive() or n == 0:
             if time.monotonic() > end:
@@ -219,7 +220,7 @@ def _send_process(lab, *args):
             "print(json.dumps(run_send(sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4]), "
             "int(sys.argv[5]), max_seconds=10, eos_count=0)))")
     cp = subprocess.run([sys.executable, "-c", code, lab.ex_ns, *map(str, args)], capture_output=True,
-                        text=True, timeout=30, cwd="/")  # not the source tree: import the installed hftcap
+                        text=True, timeout=bound(30), cwd="/")  # not the source tree: import the installed hftcap
     assert cp.returncode == 0, cp.stderr
     return json.loads(cp.stdout)
 
@@ -285,7 +286,7 @@ def test_ctrl_c_stops_the_feed_with_end_of_session(lab):
             assert pkt is not None, f"the exchange stopped sending after {len(early)} packets"
             early.append(pkt)
         p.send_signal(signal.SIGINT)
-        out, err = p.communicate(timeout=30)     # a bound on the exit, generous on a loaded host
+        out, err = p.communicate(timeout=bound(30))     # a bound on the exit, generous on a loaded host
         got = early + collect(rx, 3, 3)
     finally:
         if p.poll() is None:

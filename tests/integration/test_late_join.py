@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from listenproc import FEED, Listener, hftcap
+from bounds import bound
 
 pytestmark = pytest.mark.root
 
@@ -29,11 +30,11 @@ def start_exchange(lab, *extra):
 
 def published(lab, port=SNAP_PORT, mode="spin") -> int:
     cp = subprocess.run(["ip", "netns", "exec", lab.host_ns, sys.executable, str(HERE / "snapprobe.py"),
-                         lab.ex_addr, str(port), mode], capture_output=True, text=True, timeout=30)
+                         lab.ex_addr, str(port), mode], capture_output=True, text=True, timeout=bound(30))
     return int(cp.stdout.strip() or 0)
 
 
-def wait_listening(lab, timeout=20.0) -> None:
+def wait_listening(lab, timeout=bound(20.0)) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if published(lab, mode="connect"):
@@ -41,7 +42,7 @@ def wait_listening(lab, timeout=20.0) -> None:
     raise AssertionError(f"the snapshot server did not listen within {timeout} s")
 
 
-def wait_published(lab, at_least: int, timeout=20.0) -> int:
+def wait_published(lab, at_least: int, timeout=bound(20.0)) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         n = published(lab)
@@ -50,10 +51,15 @@ def wait_published(lab, at_least: int, timeout=20.0) -> int:
     raise AssertionError(f"the exchange did not publish {at_least} messages within {timeout} s")
 
 
-def finish(ex, li):
-    out, err = ex.communicate(timeout=60)
+def finish(ex, li, end_of_session=True):
+    """The exchange's end, then the listener's: once it has taken the End of Session, or (a
+    listener that joined late, which may have started after the stream's end) at once."""
+    out, err = ex.communicate(timeout=bound(60))
     assert ex.returncode == 0, err
-    li.p.send_signal(2)
+    if end_of_session:
+        li.stop_after_end_of_session()
+    else:
+        li.p.send_signal(2)
     return json.loads(out), li.result()
 
 
@@ -96,7 +102,7 @@ def test_late_join_without_snapshot_is_incomplete(lab):
     try:
         wait_published(lab, 20_000)
         li = Listener(lab, "--path", "kernel", "--duration", 60).wait_ready()
-        sent, live = finish(ex, li)
+        sent, live = finish(ex, li, end_of_session=False)
     finally:
         ex.kill()
         if li:
@@ -115,10 +121,10 @@ def test_login_rejected_one_error_line(lab, tmp_path):
     try:
         wait_listening(lab)  # so the one attempt meets the server, not a refused connect
         cp = subprocess.run([str(BIN / "hftcap"), "listen", "--netns", lab.host_ns, "-i", lab.host_if, "--feed", FEED,
-                             "--path", "kernel", "--duration", "30", "--json", "--snapshot",
+                             "--path", "kernel", "--duration", f"{bound(30):g}", "--json", "--snapshot",
                              f"{lab.ex_addr}:{SNAP_PORT}", "--snapshot-user", "me", "--snapshot-password-env",
                              "HC_TEST_PW"],
-                            capture_output=True, text=True, timeout=60,
+                            capture_output=True, text=True, timeout=bound(60),
                             env={"PATH": "/usr/sbin:/usr/bin:/bin", "HC_TEST_PW": "wrong"})
     finally:
         ex.kill()

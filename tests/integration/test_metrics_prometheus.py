@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from listenproc import FEED, FEED_PORT, Listener, hftcap
+from bounds import bound
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
@@ -29,7 +30,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _get(url: str, timeout=5.0):
+def _get(url: str, timeout=bound(5.0)):
     with urllib.request.urlopen(url, timeout=timeout) as r:
         return r.read().decode()
 
@@ -46,15 +47,15 @@ class Prom:
                                    f"--web.listen-address=127.0.0.1:{self.port}"],
                                   stdout=self.log, stderr=subprocess.STDOUT)
         self.base = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + bound(30)
         while time.monotonic() < deadline:
             assert self.p.poll() is None, f"prometheus exited: {(tmp / 'prometheus.log').read_text()[-2000:]}"
             try:
-                if "Ready" in _get(self.base + "/-/ready", 1):
+                if "Ready" in _get(self.base + "/-/ready", bound(1)):
                     return
             except OSError:
                 time.sleep(0.2)
-        raise AssertionError("prometheus did not become ready in 30 s")
+        raise AssertionError(f"prometheus did not become ready in {bound(30):.0f} s")
 
     def query(self, q: str, at: float | None = None) -> list[dict]:
         args = {"query": q}
@@ -80,6 +81,7 @@ class Prom:
 
 
 def _wait(what: str, cond, timeout: float):
+    timeout = bound(timeout)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         v = cond()
@@ -103,8 +105,8 @@ def test_prometheus_scrapes_listen(lab, tmp_path):
         prom = Prom(tmp_path, f"127.0.0.1:{url.group(2)}")
         _wait("the first scrape", lambda: prom.scalar("up{job='hftcap'}") == 1.0, 30)
         subprocess.run([str(Path(li.cmd[0])), "send", "--netns", lab.ex_ns, "--feed", FEED, "--count", "400",
-                        "--rate", "2000", "-k", "3", "--max-seconds", "20"], check=True, capture_output=True,
-                       timeout=60)
+                        "--rate", "2000", "-k", "3", "--max-seconds", f"{bound(20):g}"], check=True, capture_output=True,
+                       timeout=bound(60))
         # stable: two scrapes after the last packet agree (a scrape every second)
         seen = []
 

@@ -31,7 +31,7 @@ def test_lossy_feed_recovered_books_equal_offline_replay(lab, tmp_path, path, po
                   "--request-timeout", 0.05, "--rerequest", f"{lab.ex_addr}:{FEED_PORT + 1}").wait_ready()
     try:
         sent = _exchange(lab, "--loss", 0.01, "--dup", 0.005, "--reorder", 0.005, "--linger", 1.0)
-        li.p.send_signal(2)
+        li.stop_after_end_of_session()
         live = li.result()
     finally:
         li.kill()
@@ -56,7 +56,7 @@ def test_server_down_declares_gaps_lost_and_books_suspect(lab, path):
                   "--rerequest", f"{lab.ex_addr}:{FEED_PORT + 7}").wait_ready()   # nothing listens there
     try:
         sent = _exchange(lab, "--loss", 0.002, "--rerequest-port", 0, "--linger", 0.2)
-        li.p.send_signal(2)
+        li.stop_after_end_of_session()
         live = li.result()
         err = "".join(li.err_lines)
     finally:

@@ -9,6 +9,7 @@ import signal
 import pytest
 
 from capread import mold_fields
+from bounds import wait_for
 from listenproc import FEED, Listener, hftcap
 
 pytestmark = pytest.mark.root
@@ -17,10 +18,18 @@ GEN = ["--seed", 4, "--stocks", 3, "--messages", 12_000]
 
 
 def listen_while(lab, cap, *cmd):
+    """Listen while cmd sends; stopped once every packet sent is in: the exchange's stream ends
+    with End of Session; a replay's packets are counted (it re-sends the End of Session packets
+    the first capture holds, one or more)."""
     li = Listener(lab, "--symbol", "*", "--duration", 60, "--write", cap).wait_ready()
     try:
         sent = json.loads(hftcap(*cmd, "--json"))
-        li.p.send_signal(signal.SIGINT)
+        if "capture_packets" in sent:          # a replay
+            wait_for(lambda: li.metrics().get("hftcap_packets_total", 0) >= sent["packets_sent"], 30,
+                     f"the listener to take the {sent['packets_sent']} packets replayed")
+            li.p.send_signal(signal.SIGINT)
+        else:
+            li.stop_after_end_of_session()
         return sent, li.result()
     finally:
         li.kill()

@@ -12,6 +12,7 @@ import pytest
 from capread import assert_tiles, mold_fields
 from hftcap.receive import pcapng
 from listenproc import BIN, FEED, Listener, hftcap
+from bounds import bound
 
 pytestmark = pytest.mark.root
 
@@ -29,7 +30,7 @@ def run(lab, *args, rate=60_000):
     li = Listener(lab, "--duration", 60, *args).wait_ready()
     try:
         sent = send(lab, rate)
-        li.p.send_signal(signal.SIGINT)
+        li.stop_after_end_of_session()
         return sent, li.result()
     finally:
         li.kill()
@@ -86,8 +87,8 @@ def test_time_rotation_stops_after_file_count(lab, tmp_path):
                            "--msg-rate", "3000", "-k", str(K), "--linger", "0", "--json"],
                           stdout=subprocess.PIPE, text=True)
     try:
-        live = li.result(timeout=30)
-        sent = json.loads(ex.communicate(timeout=60)[0])
+        live = li.result(timeout=bound(30))
+        sent = json.loads(ex.communicate(timeout=bound(60))[0])
     finally:
         li.kill()
         if ex.poll() is None:

@@ -23,7 +23,7 @@ def test_snapshot_stream_gives_the_delta_replays_top_levels(lab, tmp_path, path)
     try:
         sent = json.loads(hftcap("exchange", "--netns", lab.ex_ns, "--feed", FEED, *gen, "--msg-rate", 100_000,
                                  "-k", 6, "--linger", 0, "--mode", "snapshot", "--levels", levels, "--json"))
-        li.p.send_signal(2)
+        li.stop_after_end_of_session()
         live = li.result()
     finally:
         li.kill()

@@ -15,6 +15,7 @@ import sys
 import time
 
 import pytest
+from bounds import bound
 
 pytestmark = pytest.mark.root
 
@@ -26,8 +27,8 @@ HOLD_S = 0.3                                      # queueing after the last data
 SYS_RECVFROM = 45                                 # x86_64: what socket.recv() calls
 
 RECEIVER = r"""
-import signal, socket, sys, time
-signal.alarm(20)                                  # bounded even if the end marker is lost
+import os, signal, socket, sys, time
+signal.alarm(int(20 * float(os.environ.get("HFTCAP_TEST_TIME_SCALE", "1"))))  # bounded even if the end marker is lost
 n_expect, port, hold_s, addr = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.setsockopt(socket.SOL_SOCKET, 33, 8 << 20)     # SO_RCVBUFFORCE: no drops in the burst
@@ -49,10 +50,10 @@ print(n, flush=True)
 """
 
 SENDER = r"""
-import socket, sys, time
+import os, socket, sys, time
 n, port, gap_s, addr, n_end = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), sys.argv[4], int(sys.argv[5])
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-deadline = time.monotonic() + 10
+deadline = time.monotonic() + 10 * float(os.environ.get("HFTCAP_TEST_TIME_SCALE", "1"))
 payload = b"x" * 64
 for i in range(n):                                # bounded in count and time
     if time.monotonic() > deadline:
@@ -96,20 +97,20 @@ def _start_receiver(ns, addr, n, port, hold_s=0.0):
 def _wait_blocked_in_recv(p, timeout_s=10.0):
     """Wait until the receiver's main thread sleeps in recvfrom, so exactly its first datagram is
     returned by a call that began before attach."""
-    deadline = time.monotonic() + timeout_s
+    deadline = time.monotonic() + bound(timeout_s)
     while True:
         assert p.poll() is None, f"receiver exited ({p.returncode}) instead of waiting in recvfrom"
         with open(f"/proc/{p.pid}/syscall") as f:
             if f.read().split(" ", 1)[0] == str(SYS_RECVFROM):
                 return
-        assert time.monotonic() < deadline, f"receiver {p.pid} not blocked in recvfrom after {timeout_s} s"
+        assert time.monotonic() < deadline, f"receiver {p.pid} not blocked in recvfrom after {bound(timeout_s):.1f} s"
         time.sleep(0.01)
 
 
 def _send(ns, addr, n, port, gap_s=0.0, end=True):
     """n datagrams, then (end) 3 end markers that stop a receiver which lost some."""
     subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", SENDER, str(n), str(port),
-                    str(gap_s), addr, "3" if end else "0"], check=True, timeout=30)
+                    str(gap_s), addr, "3" if end else "0"], check=True, timeout=bound(30))
 
 
 def test_trace_burst_fills_every_stage(netpair):
@@ -128,8 +129,8 @@ def test_trace_burst_fills_every_stage(netpair):
             _send(tx, addr, N_DATAGRAMS - 1, PORT, end=False)
             _wait_blocked_in_recv(recv)                 # drained: the last datagram wakes it
             _send(tx, addr, 1, PORT)
-            received = int(recv.communicate(timeout=30)[0].strip())
-            decoy_received = int(decoy.communicate(timeout=30)[0].strip())
+            received = int(recv.communicate(timeout=bound(30))[0].strip())
+            decoy_received = int(decoy.communicate(timeout=bound(30))[0].strip())
             stats = tracer.read()
             counters = tracer.counters()
             acc = tracer.accounting(counters)
@@ -182,7 +183,7 @@ def test_run_trace_json_reports_filter_and_stages(netpair, capsys):
 
     def burst(tracer):            # every datagram is returned before the reporting window starts
         _send(tx, addr, 200, PORT)
-        received.append(int(recv.communicate(timeout=30)[0].strip()))
+        received.append(int(recv.communicate(timeout=bound(30))[0].strip()))
 
     try:
         _wait_blocked_in_recv(recv)
@@ -223,7 +224,7 @@ def test_trace_known_queueing_delays(netpair):
             _send(tx, addr, 10, PORT, gap_s=0.1)
             recv.stdin.write("go\n")                    # all queued: now it may read
             recv.stdin.flush()
-            assert int(recv.communicate(timeout=30)[0].strip()) == 10
+            assert int(recv.communicate(timeout=bound(30))[0].strip()) == 10
             window_ns = (time.monotonic() - t0) * 1e9
             stats = tracer.read()
             counters = tracer.counters()

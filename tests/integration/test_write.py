@@ -15,6 +15,7 @@ import pytest
 from capread import assert_tiles as _tiles, mold_fields, tshark
 from hftcap.receive import pcapng
 from listenproc import FEED, Listener, hftcap, send_test_packets
+from bounds import bound
 
 pytestmark = pytest.mark.root
 
@@ -38,7 +39,7 @@ def test_write_reads_back_everywhere(lab, tmp_path, path):
     li = Listener(lab, "--path", path, "--symbol", "*", "--duration", 60, "--write", cap).wait_ready()
     try:
         sent = send(lab)
-        li.p.send_signal(signal.SIGINT)
+        li.stop_after_end_of_session()
         live = li.result()
     finally:
         li.kill()
@@ -112,9 +113,9 @@ def test_full_ring_counts_every_drop(lab, tmp_path):
         os.set_blocking(rfd, True)
         reader = threading.Thread(target=lambda: [chunks.append(b) for b in iter(lambda: os.read(rfd, 1 << 16), b"")])
         reader.start()
-        li.p.send_signal(signal.SIGINT)
+        li.stop_after_end_of_session()
         live = li.result()
-        reader.join(timeout=30)
+        reader.join(timeout=bound(30))
         assert not reader.is_alive()
     finally:
         li.kill()
@@ -141,7 +142,7 @@ def test_full_ring_counts_every_drop(lab, tmp_path):
         assert off["book"] == book, sym
 
 
-def _wait_for(cond, what, timeout=20.0):
+def _wait_for(cond, what, timeout=bound(20.0)):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if cond():
@@ -155,7 +156,7 @@ def test_sigterm_completes_the_file(lab, tmp_path):
     li = Listener(lab, "--duration", 60, "--write", cap).wait_ready()
     try:
         sent = send(lab)
-        li.p.send_signal(signal.SIGTERM)
+        li.stop_after_end_of_session(signal.SIGTERM)
         live = li.result()
     finally:
         li.kill()

@@ -15,6 +15,7 @@ from test_book_diff import compare  # noqa: E402
 
 from hftcap import _core  # noqa: E402
 from hftcap.lab import gen  # noqa: E402
+from bounds import bound
 
 STOCKS, MESSAGES = 300, 300_000
 
@@ -166,7 +167,7 @@ def test_exchange_profile_day_writes_the_day_stream(tmp_path):
     exe = str(pathlib.Path(sys.executable).parent / "hftcap")
     p = tmp_path / "day.itch"
     cp = subprocess.run([exe, "exchange", "--profile", "day", "--seed", "4", "--messages", "40000",
-                         "--write", str(p), "--json"], capture_output=True, text=True, timeout=120)
+                         "--write", str(p), "--json"], capture_output=True, text=True, timeout=bound(120))
     assert cp.returncode == 0, cp.stderr
     assert p.read_bytes() == gen.generate(4, gen.DAY_STOCKS, 40000, "day")
     assert "profile=day" in cp.stdout and "stocks=8900" in cp.stdout

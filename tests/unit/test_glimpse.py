@@ -16,6 +16,7 @@ from hftcap.lab.snapshot_server import SnapshotServer
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "doubles"))
 from soup_server import PrefixSender, ScriptedServer  # noqa: E402
+from bounds import bound
 
 
 def records(stream: bytes) -> list[bytes]:
@@ -214,12 +215,12 @@ def test_one_million_resting_orders_load_and_join():
 
 def raw_login(port, user="", password=""):
     import socket
-    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s = socket.create_connection(("127.0.0.1", port), timeout=bound(10))
     s.sendall(soupbin.login_request(user, password, "", 1))
     return s
 
 
-def read_until(s, reader, pred, timeout=10.0):
+def read_until(s, reader, pred, timeout=bound(10.0)):
     import time
     end = time.monotonic() + timeout
     got = []
@@ -251,7 +252,7 @@ def test_server_several_clients_heartbeats_and_timeouts():
         # server heartbeats until then.
         socks[0].sendall(soupbin.packet(b"O"))
         for s in socks[1:]:
-            got, closed = read_until(s, soupbin.Reader(), lambda p: False, timeout=10)
+            got, closed = read_until(s, soupbin.Reader(), lambda p: False, timeout=bound(10))
             assert closed and {k for k, _ in got} == {b"H"}, "heartbeats, then closed"
         for s in socks:
             s.close()
@@ -265,11 +266,11 @@ def test_server_refuses_a_packet_before_login_and_a_wrong_session():
     import socket
     srv = SnapshotServer(PrefixSender(STREAM, 100), 0, host="127.0.0.1").start()
     try:
-        s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=bound(10))
         s.sendall(soupbin.packet(b"R"))
         assert s.recv(100) == b""  # closed without a word
         s.close()
-        s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=bound(10))
         s.sendall(soupbin.login_request("", "", "OTHER", 1))
         assert s.recv(100) == soupbin.login_rejected(b"S")
         s.close()

@@ -13,6 +13,7 @@ import pytest
 
 from hftcap import _core
 from hftcap.lab import gen
+from bounds import bound
 
 # ~10 MiB: units straddle the reader's 4 MiB chunks and 8 MiB slices
 DATA = gen.generate(3, 400, 330_000, "day")
@@ -69,7 +70,7 @@ def test_same_books_from_every_input(tmp_path, in_memory, kind):
         t = threading.Thread(target=writer)
         t.start()
         res, state = fed(fifo)
-        t.join(timeout=60)
+        t.join(timeout=bound(60))
         assert not t.is_alive()
     else:
         res, state = fed(p)
@@ -132,7 +133,7 @@ def test_hftcap_book_on_a_truncated_gz_is_one_error_line(tmp_path):
     g = tmp_path / "t.itch.gz"
     g.write_bytes(gzip.compress(DATA, compresslevel=1)[:-100])
     exe = os.path.join(os.path.dirname(sys.executable), "hftcap")
-    cp = subprocess.run([exe, "book", str(g)], capture_output=True, text=True, timeout=120)
+    cp = subprocess.run([exe, "book", str(g)], capture_output=True, text=True, timeout=bound(120))
     assert cp.returncode == 1, cp
     lines = cp.stderr.strip().splitlines()
     assert len(lines) == 2 and lines[0].startswith("hftcap: error: ") and "truncated" in lines[0], cp.stderr
@@ -148,5 +149,5 @@ def test_reader_under_sanitizers(tmp_path, inflater):
     run = build_and_run(tmp_path, ROOT / "tests" / "c" / "src_fuzz.c",
                         ["files", "src", "book", "itch", "mold", "gen"], [tmp_path],
                         flags=["-DHC_HAVE_ISAL"] if isal else [],
-                        libs=(["-lisal"] if isal else []) + ["-lz", "-lm", "-lpthread"], timeout=300)
+                        libs=(["-lisal"] if isal else []) + ["-lz", "-lm", "-lpthread"], timeout=bound(300))
     assert run.stdout.startswith(f"ok inflater={inflater} "), run.stdout

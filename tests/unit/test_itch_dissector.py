@@ -17,6 +17,7 @@ from conftest import run_hftcap  # noqa: E402
 from refmodel import SPEC, encode  # noqa: E402
 
 from hftcap.feed.wireshark import tshark_args  # noqa: E402
+from bounds import bound
 
 PORT = 26477
 
@@ -63,7 +64,7 @@ def pcap(path: Path, msgs, k=3):
 
 def tshark_messages(path):
     cp = subprocess.run(["tshark", *tshark_args(PORT), "-r", str(path), "-T", "json", "--no-duplicate-keys"],
-                        capture_output=True, text=True, timeout=120)
+                        capture_output=True, text=True, timeout=bound(120))
     errs = [x for x in cp.stderr.splitlines() if x.strip() and "Running as user" not in x]
     assert cp.returncode == 0 and not errs, cp.stderr
     assert "Lua Error" not in cp.stdout, cp.stdout[cp.stdout.index("Lua Error"):][:300]
@@ -118,7 +119,7 @@ def test_filters_and_text(tmp_path):
     for flt, frames in (('itch50.stock == "AAPL"', ["1", "2"]), ('itch50.type == "D"', ["3"]),
                         ("itch50.price_e4 == 1895000", ["2"])):
         cp = subprocess.run(["tshark", *tshark_args(PORT), "-r", str(cap), "-Y", flt, "-T", "fields",
-                             "-e", "frame.number"], capture_output=True, text=True, timeout=60)
+                             "-e", "frame.number"], capture_output=True, text=True, timeout=bound(60))
         assert cp.stdout.split() == frames, (flt, cp.stdout, cp.stderr)
     bad = run_hftcap("decode", cap, "--type", "Z")
     assert bad.returncode == 2 and "unknown ITCH 5.0 message type 'Z'" in bad.stderr

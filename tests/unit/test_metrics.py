@@ -19,6 +19,7 @@ from hftcap.errors import UsageError
 from hftcap.measure import latency as L
 from hftcap.ops import metrics
 from hftcap.ops.doctor import Check, Report
+from bounds import bound
 
 DASHBOARD = Path(hftcap.__file__).parent / "ops" / "grafana-dashboard.json"
 SAMPLES = [10, 63, 64, 65, 127, 128, 255, 256, 257, 300, 1000, 4095, 4096, 2**24 - 1, 2**24, 2**24 + 1000, 10**8]
@@ -116,9 +117,9 @@ def test_server_on_loopback_serves_landing_page_and_metrics():
     try:
         assert srv.httpd.socket.getsockname()[0] == "127.0.0.1"
         srv.serve(metrics.ListenCollector(FakeSession({"decode_to_book": hist_snap([70])})))
-        body = urllib.request.urlopen(srv.url, timeout=5).read().decode()
+        body = urllib.request.urlopen(srv.url, timeout=bound(5)).read().decode()
         assert "hftcap_packets_total 1001.0" in body
-        assert 'href="/metrics"' in urllib.request.urlopen(srv.url[:-len("metrics")], timeout=5).read().decode()
+        assert 'href="/metrics"' in urllib.request.urlopen(srv.url[:-len("metrics")], timeout=bound(5)).read().decode()
     finally:
         srv.close()
     other = metrics.MetricsServer("127.0.0.1", 0)

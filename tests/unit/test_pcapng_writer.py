@@ -12,6 +12,7 @@ import pytest
 from hftcap import _core
 from hftcap.errors import UsageError
 from hftcap.receive import pcapng
+from bounds import bound
 
 
 @pytest.mark.parametrize("text,nbytes", [("100", 100_000_000), ("1.5", 1_500_000), ("512k", 512 << 10),
@@ -49,7 +50,7 @@ def test_full_ring_counts_exactly_and_the_file_reads(tmp_path):
     assert w.ring_bytes == 64 << 10
     n = 20_000                 # 20,000 x 304 bytes in a burst: far more than 64 KiB holds
     w.bench_put(n, 190)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + bound(10)
     while w.stats()["written"] < w.stats()["seen"] - w.stats()["capture_drops"] and time.monotonic() < deadline:
         time.sleep(0.01)
     drops = w.stats()["capture_drops"]
@@ -68,7 +69,7 @@ def test_full_ring_counts_exactly_and_the_file_reads(tmp_path):
     assert isb["ifrecv"] == n + 10 and isb["usrdeliv"] == st["written"]
     assert all(p.ts == p.stamps["xdp_tai_ns"] for p in rd.packets)
     cp = subprocess.run(["tshark", "-r", str(path), "-T", "fields", "-e", "frame.drop_count"],
-                        capture_output=True, text=True, timeout=60)
+                        capture_output=True, text=True, timeout=bound(60))
     assert cp.returncode == 0
     assert sum(int(x) for x in cp.stdout.split() if x) == drops
 

@@ -5,6 +5,7 @@ run over an AF_UNIX datagram socketpair; any out-of-bounds access or UB aborts i
 from __future__ import annotations
 
 from sanitized import build_and_run
+from bounds import bound
 
 HARNESS = r"""
 #include "sender.h"
@@ -94,5 +95,5 @@ int main(void)
 
 
 def test_sender_core_under_asan_ubsan(tmp_path):
-    run = build_and_run(tmp_path, HARNESS, ["sender", "hist"], libs=["-lpthread"], timeout=120)
+    run = build_and_run(tmp_path, HARNESS, ["sender", "hist"], libs=["-lpthread"], timeout=bound(120))
     assert run.stdout.startswith("opened ")

@@ -16,6 +16,7 @@ from hftcap import _core  # noqa: E402
 from hftcap.feed import snapshots  # noqa: E402
 from hftcap.book.books import Books  # noqa: E402
 from hftcap.errors import UsageError  # noqa: E402
+from bounds import bound
 
 SESSION = b"SNAPTEST01"
 
@@ -306,5 +307,5 @@ def test_snapshot_path_under_asan_ubsan(tmp_path):
     """tests/c/snap_fuzz.c: mutated snapshot packets through feed.c + snap.c under sanitizers."""
     from sanitized import ROOT, build_and_run
     run = build_and_run(tmp_path, ROOT / "tests" / "c" / "snap_fuzz.c",
-                        ["feed", "snap", "book", "itch", "mold", "hist", "gen", "join", "spin", "recovery"], libs=["-lm"], timeout=120)
+                        ["feed", "snap", "book", "itch", "mold", "hist", "gen", "join", "spin", "recovery"], libs=["-lm"], timeout=bound(120))
     assert run.stdout.startswith("ok: ")
