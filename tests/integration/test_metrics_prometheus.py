@@ -30,6 +30,27 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _spawn_on_free_port(argv_for, log_path: Path):
+    """Start a server (Prometheus, node_exporter) on a port the kernel just gave out. The port is
+    free when probed but released before the server binds it, so another process may take it in
+    between: when the server then exits saying so (and only then), it is started again on a new
+    port, at most 3 times. Waits (bounded) until its log says it listens, or it exited for another
+    reason (the caller reports that). Returns (process, port, log file)."""
+    for _ in range(3):
+        port = _free_port()
+        log = open(log_path, "w")
+        p = subprocess.Popen(argv_for(port), stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + bound(30)
+        while p.poll() is None and 'msg="Listening on"' not in log_path.read_text():
+            if time.monotonic() > deadline:
+                return p, port, log
+            time.sleep(0.05)
+        if p.poll() is None or "address already in use" not in log_path.read_text():
+            return p, port, log
+        log.close()
+    raise AssertionError(f"3 ports in a row were taken before {argv_for(0)[0]} bound them")
+
+
 def _get(url: str, timeout=bound(5.0)):
     with urllib.request.urlopen(url, timeout=timeout) as r:
         return r.read().decode()
@@ -37,15 +58,13 @@ def _get(url: str, timeout=bound(5.0)):
 
 class Prom:
     def __init__(self, tmp: Path, target: str | dict):
-        self.port = _free_port()
         cfg = tmp / "prometheus.yml"
         jobs = target if isinstance(target, dict) else {"hftcap": target}
         cfg.write_text("global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\nscrape_configs:\n" + "".join(
             f"  - job_name: {job}\n    static_configs:\n      - targets: ['{t}']\n" for job, t in jobs.items()))
-        self.log = open(tmp / "prometheus.log", "w")
-        self.p = subprocess.Popen([PROMETHEUS, f"--config.file={cfg}", f"--storage.tsdb.path={tmp / 'data'}",
-                                   f"--web.listen-address=127.0.0.1:{self.port}"],
-                                  stdout=self.log, stderr=subprocess.STDOUT)
+        self.p, self.port, self.log = _spawn_on_free_port(
+            lambda port: [PROMETHEUS, f"--config.file={cfg}", f"--storage.tsdb.path={tmp / 'data'}",
+                          f"--web.listen-address=127.0.0.1:{port}"], tmp / "prometheus.log")
         self.base = f"http://127.0.0.1:{self.port}"
         deadline = time.monotonic() + bound(30)
         while time.monotonic() < deadline:
@@ -176,12 +195,10 @@ class NodeExporter:
     """Debian's prometheus-node-exporter with only the textfile collector, on 127.0.0.1."""
 
     def __init__(self, tmp: Path, directory: Path):
-        self.port = _free_port()
-        self.log = open(tmp / "node_exporter.log", "w")
-        self.p = subprocess.Popen([NODE_EXPORTER, "--collector.disable-defaults", "--collector.textfile",
-                                   f"--collector.textfile.directory={directory}",
-                                   f"--web.listen-address=127.0.0.1:{self.port}"],
-                                  stdout=self.log, stderr=subprocess.STDOUT)
+        self.p, self.port, self.log = _spawn_on_free_port(
+            lambda port: [NODE_EXPORTER, "--collector.disable-defaults", "--collector.textfile",
+                          f"--collector.textfile.directory={directory}", f"--web.listen-address=127.0.0.1:{port}"],
+            tmp / "node_exporter.log")
         self.url = f"http://127.0.0.1:{self.port}/metrics"
 
         def ready():
