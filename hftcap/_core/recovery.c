@@ -19,6 +19,9 @@
 #include "hc_time.h"
 
 #define NREQ (2 * HC_RECOV_MAX_OUTSTANDING) /* in flight + given up (lost when next gets there) */
+#define NRUNS 64 /* missing runs remembered with the time each was seen (for its own gap timeout) */
+
+struct gaprun { uint64_t first, end, seen_ns; };
 #define LAB_SENT_CAP 4096
 #define RX_BUF 2048
 
@@ -43,6 +46,10 @@ struct rfeed {
 	uint64_t high;
 	uint64_t req_upto;       /* missing messages below this are asked for (or given up) */
 	uint64_t unreq_since_ns; /* when the oldest missing message not asked for yet was seen; 0: none */
+	/* The missing runs in the order seen (= sequence order), each with its own gap timeout: a
+	 * hole just seen is not asked for (or lost) because an older one's timer fired. */
+	struct gaprun runs[NRUNS];
+	uint32_t run_head, nruns;
 	uint64_t episode_ns;     /* when the feed last went from nothing missing to missing */
 	uint32_t server;         /* index of the server requests go to */
 	uint32_t inflight;
@@ -55,6 +62,13 @@ struct rfeed {
 	int state;
 	struct hc_hist hist;     /* gap seen -> filled, CLOCK_TAI ns */
 	struct hc_hist lost_hist; /* first request -> declared lost, CLOCK_TAI ns */
+	/* A/B arbitration (only when the feed has a B line) */
+	int ab;
+	struct hc_line_stats line[2];
+	char line_session[2][10]; /* the session of each line's last packet */
+	int line_have[2];
+	struct hc_line_event ev[HC_LINE_EVENTS];
+	uint32_t nev;
 };
 
 struct hc_recov {
@@ -113,7 +127,10 @@ int hc_recov_new(struct hc_recov **out, const struct hc_recov_cfg *cfg, uint32_t
 		r->f[i].req_upto = 1;
 		hc_hist_init(&r->f[i].hist);
 		hc_hist_init(&r->f[i].lost_hist);
+		r->f[i].ab = i < 64 && (cfg->ab_mask >> i & 1);
 	}
+	if (!r->cfg.line_down_ns)
+		r->cfg.line_down_ns = 3000000000ull; /* 3 heartbeat intervals of 1 s */
 	for (uint32_t s = 0; s < cfg->nservers; s++) {
 		r->srv[s].sin_family = AF_INET;
 		r->srv[s].sin_addr.s_addr = cfg->server_ip_be[s];
@@ -283,6 +300,7 @@ static void drain(struct hc_recov *r, struct hc_consumer *c, struct hc_mold *m, 
 	if (m->next >= f->high) {
 		f->high = m->next;
 		f->unreq_since_ns = 0;
+		f->nruns = 0;
 		if (f->missing && f->st.gaps_lost && f->server + 1 >= r->cfg.nservers)
 			f->server = 0; /* every server failed: the next gap starts at the primary again */
 		set_missing(r, f, 0, now);
@@ -316,6 +334,14 @@ static void note_end(struct hc_recov *r, struct rfeed *f, struct hc_mold *m, uin
 		bump(&f->st.messages_missing, from - f->high);
 		if (!f->unreq_since_ns)
 			f->unreq_since_ns = now ? now : 1;
+		if (f->nruns == NRUNS) { /* full: the newest run grows; its older part waits longer */
+			struct gaprun *g = &f->runs[(f->run_head + NRUNS - 1) % NRUNS];
+			g->end = from;
+			g->seen_ns = now;
+		} else {
+			f->runs[(f->run_head + f->nruns++) % NRUNS] =
+				(struct gaprun){ .first = f->high, .end = from, .seen_ns = now };
+		}
 		set_missing(r, f, 1, now);
 	}
 	if (e > f->high)
@@ -369,6 +395,69 @@ static int walk(const uint8_t *p, const uint8_t *end, uint32_t count)
 	return p == end ? 0 : 1;
 }
 
+/* ---- A/B lines ---- */
+
+static void line_event(struct rfeed *f, uint32_t line, uint32_t up, uint64_t now, uint64_t silent)
+{
+	if (f->nev >= HC_LINE_EVENTS)
+		return;
+	f->ev[f->nev] = (struct hc_line_event){ .tai_ns = now, .silent_ns = silent, .line = line,
+						.up = up };
+	__atomic_store_n(&f->nev, f->nev + 1, __ATOMIC_RELEASE);
+}
+
+/* A packet on line L: liveness of both lines (a line is down once silent for line_down_ns
+ * while this one is alive, up again with its next packet), then the session rule. Returns 0
+ * when the packet must not be merged: its session is not the merged one and the line did not
+ * just leave the merged session (a new session is followed when a line moves to it, never
+ * because one line carries a stale or foreign one). */
+static int line_arrive(struct hc_recov *r, struct hc_mold *m, struct rfeed *f, uint32_t L,
+		       const uint8_t *pkt, uint32_t len, uint64_t now)
+{
+	struct hc_line_stats *ls = &f->line[L], *os = &f->line[L ^ 1];
+	bump(&ls->packets, 1);
+	if (!ls->last_rx_ns && !os->last_rx_ns) /* the feed's first packet: both watches start */
+		__atomic_store_n(&os->last_rx_ns, now, __ATOMIC_RELAXED);
+	if (ls->down) {
+		uint64_t silent = now > ls->last_rx_ns ? now - ls->last_rx_ns : 0;
+		bump(&ls->downtime_ns, silent);
+		bump(&ls->up_events, 1);
+		__atomic_store_n(&ls->down, 0, __ATOMIC_RELAXED);
+		line_event(f, L, 1, now, silent);
+	}
+	if (now > ls->last_rx_ns)
+		__atomic_store_n(&ls->last_rx_ns, now, __ATOMIC_RELAXED);
+	if (!os->down && os->last_rx_ns && now > os->last_rx_ns + r->cfg.line_down_ns) {
+		bump(&os->down_events, 1);
+		__atomic_store_n(&os->down, 1, __ATOMIC_RELAXED);
+		line_event(f, L ^ 1, 0, now, now - os->last_rx_ns);
+	}
+	if (len < HC_MOLD_HDR)
+		return 1; /* counted as short by the sequencing */
+	int had = f->line_have[L];
+	int moved = had && memcmp(f->line_session[L], pkt, 10);
+	int was_merged = had && m->have_session && !memcmp(f->line_session[L], m->session, 10);
+	memcpy(f->line_session[L], pkt, 10);
+	f->line_have[L] = 1;
+	if (!m->have_session || !memcmp(m->session, pkt, 10) || (moved && was_merged))
+		return 1;
+	bump(&ls->other_session, 1);
+	bump(&m->st.packets, 1);
+	return 0;
+}
+
+/* The line's own sequencing: a jump past its highest sequence is a gap of that line. */
+static inline void line_seq(struct rfeed *f, uint32_t L, uint64_t seq, uint64_t end)
+{
+	struct hc_line_stats *ls = &f->line[L];
+	if (ls->next && seq > ls->next) {
+		bump(&ls->gaps, 1);
+		bump(&ls->gap_messages, seq - ls->next);
+	}
+	if (end > ls->next)
+		__atomic_store_n(&ls->next, end, __ATOMIC_RELAXED);
+}
+
 /* ---- the live feed ---- */
 
 static void session_reset(struct hc_recov *r, struct hc_consumer *c, struct hc_mold *m,
@@ -381,18 +470,39 @@ static void session_reset(struct hc_recov *r, struct hc_consumer *c, struct hc_m
 		if (f->reqs[i].used)
 			req_free(f, &f->reqs[i]);
 	f->server = 0;
+	f->nruns = 0;
 }
 
-void hc_recov_packet(struct hc_recov *r, struct hc_consumer *c, uint32_t feed,
+void hc_recov_packet(struct hc_recov *r, struct hc_consumer *c, uint32_t feed, uint32_t line,
 		     const uint8_t *pkt, uint32_t len, const void *times, uint64_t now)
 {
 	const struct hc_pkt_times *t = times;
 	struct hc_mold *m = &c->mold[feed];
 	struct rfeed *f = &r->f[feed];
+	struct hc_line_stats *ls = NULL;
+	const uint32_t L = line & 1;
+	if (f->ab) {
+		ls = &f->line[L];
+		if (!line_arrive(r, m, f, L, pkt, len, now))
+			return;
+	}
 	if (len < HC_MOLD_HDR || !m->have_session || memcmp(m->session, pkt, 10)) {
 		if (len >= HC_MOLD_HDR && m->have_session)
 			session_reset(r, c, m, f, now);
+		uint64_t before = m->st.messages;
 		hc_consumer_sequence(c, feed, pkt, len, t); /* counts, or takes the new session */
+		if (ls && len >= HC_MOLD_HDR) { /* a session's first packet: all its messages won */
+			uint64_t sq = hc_be64(pkt + 10);
+			uint32_t n = hc_be16(pkt + 18);
+			int data = n != HC_MOLD_HEARTBEAT && n != HC_MOLD_END_OF_SESSION;
+			uint64_t won = m->st.messages - before;
+			f->line[0].next = f->line[1].next = 0; /* a new session: both lines start over */
+			line_seq(f, L, sq, data ? sq + n : sq);
+			bump(data ? &ls->messages : &ls->heartbeats, data ? n : 1);
+			bump(&ls->wins, won);
+			if (data)
+				bump(&ls->duplicates, n - won);
+		}
 		if (m->have_session && !f->missing)
 			f->high = f->req_upto = m->next;
 		set_state(r, f, m);
@@ -403,6 +513,10 @@ void hc_recov_packet(struct hc_recov *r, struct hc_consumer *c, uint32_t feed,
 	if (count == HC_MOLD_HEARTBEAT || count == HC_MOLD_END_OF_SESSION) {
 		bump(&m->st.packets, 1);
 		bump(count == HC_MOLD_HEARTBEAT ? &m->st.heartbeats : &m->st.end_of_session, 1);
+		if (ls) {
+			bump(&ls->heartbeats, 1);
+			line_seq(f, L, seq, seq);
+		}
 		if (len != HC_MOLD_HDR)
 			bump(&m->st.drop_trailing, 1);
 		if (seq > m->next + r->cap) { /* tail gap beyond the ring: the oldest part is lost */
@@ -420,21 +534,27 @@ void hc_recov_packet(struct hc_recov *r, struct hc_consumer *c, uint32_t feed,
 		bump(&m->st.drop_truncated, 1);
 		return;
 	}
+	if (ls) {
+		bump(&ls->messages, count);
+		line_seq(f, L, seq, end);
+	}
 	if (end <= m->next) {
 		if (m->next - seq > r->cap) { /* far behind: a reset, not a duplicate; not merged */
 			bump(&m->st.packets, 1);
 			bump(&f->st.backwards, 1);
 			return;
 		}
+		if (ls)
+			bump(&ls->duplicates, count);
 		hc_consumer_sequence(c, feed, pkt, len, t); /* counts the duplicate */
 		return;
 	}
 	if (seq <= m->next) {
-		uint64_t old = m->next, high = f->high;
+		uint64_t old = m->next, high = f->high, dups = 0;
 		hc_consumer_sequence(c, feed, pkt, len, t);
 		if (old < high) {
 			/* Messages below high were missing or parked: the parked copies are duplicates. */
-			uint64_t upto = m->next < high ? m->next : high, dups = 0;
+			uint64_t upto = m->next < high ? m->next : high;
 			for (uint64_t s = old; s < upto; s++) {
 				struct slot *sl = slot_of(r, f, s);
 				if (sl->seq == s) {
@@ -445,6 +565,10 @@ void hc_recov_packet(struct hc_recov *r, struct hc_consumer *c, uint32_t feed,
 			}
 			bump(&f->st.messages_late, upto - old - dups);
 			bump(&m->st.duplicates, dups);
+		}
+		if (ls) { /* delivered now, but the parked copies came first: this line's wins */
+			bump(&ls->wins, m->next - old - dups);
+			bump(&ls->duplicates, (old - seq) + dups);
 		}
 		if (m->next > f->high)
 			f->high = m->next;
@@ -462,20 +586,27 @@ void hc_recov_packet(struct hc_recov *r, struct hc_consumer *c, uint32_t feed,
 	}
 	uint64_t first_new = seq > f->high ? seq : f->high; /* below it: these were missing */
 	const uint8_t *p = pkt + HC_MOLD_HDR;
-	uint64_t late = 0, missing_oversize = 0;
+	uint64_t late = 0, missing_oversize = 0, won = 0, dup = 0;
 	for (uint32_t i = 0; i < count; i++) {
 		uint32_t n = hc_be16(p);
 		uint64_t s = seq + i;
 		if (s >= m->next) {
 			if (n > HC_RECOV_SLOT_DATA)
 				missing_oversize += s >= first_new; /* missing now, asked for */
-			else if (s < first_new && !parked(r, f, s))
+			else if (parked(r, f, s))
+				dup++;
+			else if (won++, s < first_new)
 				late++;
 			park(r, f, m, s, p + 2, n, 0, now);
 		} else {
 			bump(&m->st.duplicates, 1);
+			dup++;
 		}
 		p += 2 + n;
+	}
+	if (ls) {
+		bump(&ls->wins, won);
+		bump(&ls->duplicates, dup);
 	}
 	bump(&f->st.messages_late, late);
 	bump(&f->st.messages_missing, missing_oversize);
@@ -603,20 +734,55 @@ int hc_recov_drain_socket(struct hc_recov *r, struct hc_consumer *c)
 
 /* ---- timers ---- */
 
+/* The first missing run not yet asked for (NULL: none remembered). */
+static const struct gaprun *pending_run(const struct rfeed *f)
+{
+	for (uint32_t i = 0; i < f->nruns; i++) {
+		const struct gaprun *g = &f->runs[(f->run_head + i) % NRUNS];
+		if (g->end > f->req_upto)
+			return g;
+	}
+	return NULL;
+}
+
+/* One past the last missing message whose own gap timeout has passed (0: none). Runs wholly
+ * delivered or asked for are dropped first. */
+static uint64_t ripe_upto(struct hc_recov *r, struct rfeed *f, struct hc_mold *m, uint64_t now)
+{
+	uint64_t done = f->req_upto > m->next ? f->req_upto : m->next;
+	while (f->nruns && f->runs[f->run_head].end <= done) {
+		f->run_head = (f->run_head + 1) % NRUNS;
+		f->nruns--;
+	}
+	if (!f->nruns) /* none remembered (an oversize message): the oldest time stands for all */
+		return now >= f->unreq_since_ns + r->cfg.gap_timeout_ns ? f->high : 0;
+	uint64_t ripe = 0;
+	for (uint32_t i = 0; i < f->nruns; i++) {
+		const struct gaprun *g = &f->runs[(f->run_head + i) % NRUNS];
+		if (now < g->seen_ns + r->cfg.gap_timeout_ns)
+			break;
+		ripe = g->end;
+	}
+	return ripe;
+}
+
 static void issue(struct hc_recov *r, struct hc_consumer *c, struct hc_mold *m, struct rfeed *f,
 		  uint64_t now)
 {
 	if (!f->unreq_since_ns || now < f->unreq_since_ns + r->cfg.gap_timeout_ns)
 		return;
+	uint64_t lim = ripe_upto(r, f, m, now);
+	if (!lim)
+		return;
 	if (!r->cfg.nservers) {
-		lose_until(r, c, m, f, f->high, now);
+		lose_until(r, c, m, f, lim, now);
 		return;
 	}
 	uint64_t s = f->req_upto > m->next ? f->req_upto : m->next;
 	while (f->inflight < r->cfg.max_outstanding) {
-		while (s < f->high && parked(r, f, s))
+		while (s < lim && parked(r, f, s))
 			s++;
-		if (s >= f->high)
+		if (s >= lim)
 			break;
 		struct req *q = NULL;
 		for (int i = 0; i < NREQ && !q; i++)
@@ -625,7 +791,7 @@ static void issue(struct hc_recov *r, struct hc_consumer *c, struct hc_mold *m, 
 		if (!q)
 			break;
 		uint64_t e = s;
-		while (e < f->high && e - s < r->cfg.request_max && !parked(r, f, e))
+		while (e < lim && e - s < r->cfg.request_max && !parked(r, f, e))
 			e++;
 		*q = (struct req){ .first = s, .count = (uint32_t)(e - s), .used = 1,
 				   .first_sent_ns = now };
@@ -633,11 +799,16 @@ static void issue(struct hc_recov *r, struct hc_consumer *c, struct hc_mold *m, 
 		send_req(r, m, f, q, now);
 		s = e;
 	}
-	while (s < f->high && parked(r, f, s))
+	while (s < lim && parked(r, f, s))
 		s++;
 	f->req_upto = s;
-	if (s >= f->high)
+	if (s >= f->high) {
 		f->unreq_since_ns = 0;
+	} else {
+		const struct gaprun *g = pending_run(f);
+		if (g && g->seen_ns > f->unreq_since_ns)
+			f->unreq_since_ns = g->seen_ns; /* the next timer: the next run's own */
+	}
 	set_state(r, f, m);
 }
 
@@ -684,7 +855,9 @@ uint64_t hc_recov_next_timer_ns(const struct hc_recov *r, uint64_t now)
 		if (!f->missing)
 			continue;
 		if (f->unreq_since_ns && f->inflight < r->cfg.max_outstanding) {
-			uint64_t d = f->unreq_since_ns + r->cfg.gap_timeout_ns;
+			const struct gaprun *g = pending_run(f);
+			uint64_t seen = g && g->seen_ns > f->unreq_since_ns ? g->seen_ns : f->unreq_since_ns;
+			uint64_t d = seen + r->cfg.gap_timeout_ns;
 			if (d < due)
 				due = d;
 		}
@@ -701,6 +874,20 @@ uint64_t hc_recov_next_timer_ns(const struct hc_recov *r, uint64_t now)
 
 /* ---- readers ---- */
 
+int hc_recov_has_b(const struct hc_recov *r, uint32_t feed)
+{
+	return feed < r->nfeeds && r->f[feed].ab;
+}
+const struct hc_line_stats *hc_recov_line(const struct hc_recov *r, uint32_t feed, uint32_t line)
+{
+	return &r->f[feed].line[line & 1];
+}
+uint32_t hc_recov_line_events(const struct hc_recov *r, uint32_t feed, struct hc_line_event *out)
+{
+	uint32_t n = __atomic_load_n(&r->f[feed].nev, __ATOMIC_ACQUIRE);
+	memcpy(out, r->f[feed].ev, n * sizeof(*out));
+	return n;
+}
 int hc_recov_state(const struct hc_recov *r, uint32_t feed)
 {
 	return __atomic_load_n(&r->f[feed].state, __ATOMIC_RELAXED);

@@ -133,7 +133,8 @@ def open_capture(core, o: ListenOptions, ifindex: int, queues: list[int], tai_cl
             queues=queues if o.path == "xdp" else None,
             max_packets=o.count or 0, want_hw_ts=o.want_hw_ts, tai_clock=tai_clock,
             timing=True, phc_is_tai=phc_is_tai, itch_epoch_tai_ns=itch_epoch_tai_ns,
-            recovery=o.recovery.core() if o.recovery is not None else None)
+            recovery=o.recovery.core() if o.recovery is not None else None,
+            feeds_b=[(f.group, f.port) for f in o.feeds_b] or None)
     except OSError as e:
         raise _open_error(e, o) from None
 

@@ -1,0 +1,222 @@
+"""A/B line arbitration (hftcap/_core/recovery.c) driven through hftcap._core.RecoveryLab with
+both lines: the lab exchange's own Sender builds the two lines (each with its own seeded loss,
+duplication and reordering) in wire order, the B line delayed by a few packets, and a Python
+model of "the first copy wins" gives every per-line counter exactly."""
+from __future__ import annotations
+
+import struct
+
+from hftcap import _core
+from hftcap.feed.recovery import RecoveryOptions
+from hftcap.lab import exchange as ex
+
+from test_recovery import SRV, MS, Server, books_equal
+
+STEP = 20_000       # ns between two datagrams on the lab clock
+LAG = 8             # the B line runs this many datagrams behind A (160 us, below the gap timeout)
+
+
+def build_lines(messages=6000, k=8, seed=5, **kw):
+    stream = ex.generate(seed, 4, messages)
+    snd = _core.Sender(stream, messages_per_packet=k, clock="file", heartbeat_interval=0.0, eos_count=1,
+                       line_b=True, seed=seed, seed_b=seed + 1000, **kw)
+    blob, st = snd.build(64 << 20)
+    recs, o = [], 0
+    while o < len(blob):
+        d, ln = struct.unpack_from("<QI", blob, o)
+        recs.append((ln >> 31, d, blob[o + 12:o + 12 + (ln & 0x7FFFFFFF)]))
+        o += 12 + (ln & 0x7FFFFFFF)
+    return stream, snd, st, recs
+
+
+def lagged(recs, lag=LAG):
+    """Wire order with every B datagram held back until `lag` more A datagrams went by."""
+    out, held = [], []
+    for line, _, dg in recs:
+        if line == 0:
+            out.append((0, dg))
+            held = [[n - 1, d] for n, d in held]
+            while held and held[0][0] <= 0:
+                out.append((1, held.pop(0)[1]))
+        else:
+            held.append([lag, dg])
+    out += [(1, d) for _, d in held]
+    return out
+
+
+def split(stream):
+    """The messages of a NASDAQ-layout stream."""
+    out, o = [], 0
+    while o < len(stream):
+        n = int.from_bytes(stream[o:o + 2], "big")
+        out.append(stream[o + 2:o + 2 + n])
+        o += 2 + n
+    return out
+
+
+def lost_set(snd, line):
+    return {s for first, n in snd.lost(line) for s in range(first, first + n)}
+
+
+def runs(seqs):
+    out = []
+    for s in sorted(seqs):
+        if out and out[-1][1] + 1 == s:
+            out[-1][1] = s
+        else:
+            out.append([s, s])
+    return out
+
+
+def model(order):
+    """Per line: packets, messages, wins, duplicates, gaps, gap_messages, by first arrival."""
+    seen, st = set(), {ln: dict(packets=0, messages=0, wins=0, duplicates=0, gaps=0, gap_messages=0, next=0)
+                       for ln in (0, 1)}
+    for ln, dg in order:
+        _, seq, count, msgs = ex.parse_packet(dg)
+        s = st[ln]
+        s["packets"] += 1
+        end = seq if count in (0, 0xFFFF) else seq + count
+        if s["next"] and seq > s["next"]:
+            s["gaps"] += 1
+            s["gap_messages"] += seq - s["next"]
+        s["next"] = max(s["next"], end)
+        if count in (0, 0xFFFF):
+            continue
+        s["messages"] += count
+        for q in range(seq, seq + count):
+            if q in seen:
+                s["duplicates"] += 1
+            else:
+                seen.add(q)
+                s["wins"] += 1
+    return st
+
+
+def lab_for(servers=(), **kw):
+    o = RecoveryOptions(servers=list(servers), **kw)
+    return _core.RecoveryLab({**o.core(), "ab_mask": 1})
+
+
+def drive(lab, order, servers=(), now=MS, until_ns=200 * MS):
+    for ln, dg in order:
+        now += STEP
+        lab.packet(dg, now, ln)
+        lab.tick(now)
+        for s in servers:
+            s.step(now)
+    end = now + until_ns
+    while now < end:
+        now += 100_000
+        lab.tick(now)
+        for s in servers:
+            s.step(now)
+    return now
+
+
+def check_lines(rep, order):
+    want = model(order)
+    for ln, key in ((0, "a"), (1, "b")):
+        got = rep["feeds"][0]["lines"][key]
+        for f in ("packets", "messages", "wins", "duplicates", "gaps", "gap_messages"):
+            assert got[f] == want[ln][f], (key, f, got[f], want[ln][f])
+        assert got["messages"] == got["wins"] + got["duplicates"]
+        assert got["state"] == "up" and got["down_events"] == 0 and got["other_session"] == 0
+
+
+def test_no_server_loses_exactly_what_both_lines_missed():
+    stream, snd, st, recs = build_lines(loss=0.03, dup=0.01, reorder=0.01, loss_b=0.03, dup_b=0.01, reorder_b=0.01)
+    both = lost_set(snd, 0) & lost_set(snd, 1)
+    assert st["lost_packets"] > 5 and st["line_b"]["lost_packets"] > 5 and both, "the seed must make both lose"
+    assert lost_set(snd, 0) - both and lost_set(snd, 1) - both, "and each line lose what the other has"
+    lab = lab_for()
+    order = lagged(recs)
+    drive(lab, order)
+    rep = lab.report()
+    f = rep["feeds"][0]
+    assert [[a, a + n - 1] for a, n in f["lost"]] == runs(both)
+    assert f["stats"]["messages_lost"] == len(both) and f["stats"]["gaps_lost"] == len(runs(both))
+    assert f["state"] == "degraded" and f["stats"]["requests_sent"] == 0
+    assert rep["mold"]["messages"] == 6000 - len(both) and rep["mold"]["next"] == 6001
+    check_lines(rep, order)
+    want = model(order)
+    assert want[0]["wins"] + want[1]["wins"] == 6000 - len(both)
+    assert want[1]["wins"] > 0, "the B line must have filled some of A's holes"
+    # the books saw exactly the stream without the messages both lines missed
+    msgs = [m for i, m in enumerate(split(stream)) if i + 1 not in both]
+    books_equal(lab.books(), ex.frame(msgs))
+
+
+def test_server_is_asked_only_for_what_both_lines_missed():
+    stream, snd, st, recs = build_lines(loss=0.03, reorder=0.01, loss_b=0.03, dup_b=0.01)
+    both = lost_set(snd, 0) & lost_set(snd, 1)
+    assert both and lost_set(snd, 0) - both and lost_set(snd, 1) - both
+    lab = lab_for([SRV])
+    srv = Server(lab, snd)
+    order = lagged(recs)
+    drive(lab, order, [srv])
+    rep = lab.report()
+    f = rep["feeds"][0]["stats"]
+    assert f["gaps_lost"] == 0 and f["messages_lost"] == 0 and rep["feeds"][0]["state"] == "synced"
+    asked = set()
+    for _, req in lab.sent():
+        seq, count = struct.unpack(">QH", req[10:20])
+        asked |= set(range(seq, seq + count))
+    assert asked == both, (sorted(asked - both), sorted(both - asked))
+    assert f["messages_recovered"] == len(both)
+    assert rep["mold"]["messages"] == 6000
+    check_lines(rep, order)
+    books_equal(lab.books(), stream)
+
+
+def test_line_b_down_then_up_books_exact():
+    # 6000 messages at 200k msg/s: 30 ms; the B line is silent from 8 ms for 12 ms
+    stream, snd, st, recs = build_lines(pace="messages", rate=200_000.0, outage_b_start=0.008,
+                                        outage_b_seconds=0.012)
+    assert st["line_b"]["outage_packets"] > 0 and not st["lost_packets"]
+    lab = lab_for(line_down_timeout_s=0.004)
+    t0 = MS
+    last_b = first_back = detect = None
+    for line, d, dg in recs:
+        now = t0 + d + (1 if line else 0)
+        lab.packet(dg, now, line)
+        lab.tick(now)
+        if line == 1 and d < 8_000_000:
+            last_b = now
+        elif line == 1 and first_back is None:
+            first_back = now
+        elif line == 0 and detect is None and last_b is not None and now > last_b + 4_000_000:
+            detect = now
+    rep = lab.report()
+    b = rep["feeds"][0]["lines"]["b"]
+    assert b["down_events"] == 1 and b["up_events"] == 1 and b["state"] == "up"
+    assert b["downtime_ns"] == first_back - last_b
+    ev = rep["feeds"][0]["lines"]["events"]
+    assert ev == [(detect, "b", detect - last_b, "down"), (first_back, "b", first_back - last_b, "up")]
+    assert rep["feeds"][0]["lines"]["a"]["down_events"] == 0
+    assert rep["feeds"][0]["stats"]["gaps_lost"] == 0 and rep["feeds"][0]["state"] == "synced"
+    assert b["gaps"] == 1 and b["gap_messages"] == sum(n for _, n in snd.lost(1))
+    books_equal(lab.books(), stream)
+
+
+def test_foreign_session_on_b_is_counted_not_merged():
+    stream, snd, st, recs = build_lines()
+    other = _core.Sender(stream, messages_per_packet=8, clock="file", heartbeat_interval=0.0, eos_count=1,
+                         session=b"OTHER00001")
+    blob, _ = other.build(64 << 20)
+    foreign = [d for _, d in ex.parse_build(blob)]
+    lab = lab_for()
+    now = MS
+    a = [dg for line, _, dg in recs if line == 0]
+    for i, dg in enumerate(a):
+        now += STEP
+        lab.packet(dg, now, 0)
+        if i < len(foreign):
+            now += STEP
+            lab.packet(foreign[i], now, 1)
+    rep = lab.report()
+    b = rep["feeds"][0]["lines"]["b"]
+    assert b["other_session"] == len(foreign) and b["wins"] == 0 and b["messages"] == 0
+    assert rep["feeds"][0]["stats"]["session_changes"] == 0
+    assert rep["mold"]["messages"] == 6000
+    books_equal(lab.books(), stream)
