@@ -112,6 +112,11 @@ def _print_summary(s: dict, console: Console | None = None) -> None:
         t.add_row(f"recovery {f}", f"{r['state']}: {r['gaps_seen']:,} gaps seen, {r['messages_recovered']:,} "
                                    f"messages recovered, {r['messages_late']:,} late, {r['gaps_lost']:,} gaps lost "
                                    f"({r['messages_lost']:,} messages), {r['requests_sent']:,} requests")
+        for k in ("a", "b") if r.get("lines") else ():
+            ln = r["lines"][k]
+            t.add_row(f"line {k.upper()} {f}", f"{ln['state']}: {ln['packets']:,} packets, {ln['wins']:,} first "
+                                              f"({ln['filled']:,} filling holes), {ln['duplicates']:,} duplicates, "
+                                              f"{ln['gaps']:,} gaps, down {ln['down_events']} times")
     if s["xdp"]:
         t.add_row("XDP program", ", ".join(f"{k} {v:,}" for k, v in s["xdp"].items() if v) or "no packets")
     snap = s.get("snapshot")

@@ -565,6 +565,8 @@ void hc_recov_packet(struct hc_recov *r, struct hc_consumer *c, uint32_t feed, u
 			}
 			bump(&f->st.messages_late, upto - old - dups);
 			bump(&m->st.duplicates, dups);
+			if (ls)
+				bump(&ls->filled, upto - old - dups);
 		}
 		if (ls) { /* delivered now, but the parked copies came first: this line's wins */
 			bump(&ls->wins, m->next - old - dups);
@@ -607,6 +609,7 @@ void hc_recov_packet(struct hc_recov *r, struct hc_consumer *c, uint32_t feed, u
 	if (ls) {
 		bump(&ls->wins, won);
 		bump(&ls->duplicates, dup);
+		bump(&ls->filled, late);
 	}
 	bump(&f->st.messages_late, late);
 	bump(&f->st.messages_missing, missing_oversize);

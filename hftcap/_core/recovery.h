@@ -57,6 +57,7 @@ struct hc_line_stats {
 	uint64_t messages;       /* message blocks carried by its data packets */
 	uint64_t wins;           /* messages this line brought first (delivered or parked) */
 	uint64_t duplicates;     /* messages already there (from the other line, a reply, or itself) */
+	uint64_t filled;         /* of its wins, messages that were missing (a hole it filled) */
 	uint64_t heartbeats;     /* heartbeats and End of Session packets */
 	uint64_t gaps;           /* times the line jumped past its own next sequence */
 	uint64_t gap_messages;   /* messages it jumped over (lost on this line, or reordered) */

@@ -70,8 +70,9 @@ def runs(seqs):
 
 def model(order):
     """Per line: packets, messages, wins, duplicates, gaps, gap_messages, by first arrival."""
-    seen, st = set(), {ln: dict(packets=0, messages=0, wins=0, duplicates=0, gaps=0, gap_messages=0, next=0)
-                       for ln in (0, 1)}
+    seen, high = set(), 0   # high: one past the highest sequence any line showed so far
+    st = {ln: dict(packets=0, messages=0, wins=0, duplicates=0, filled=0, gaps=0, gap_messages=0, next=0)
+          for ln in (0, 1)}
     for ln, dg in order:
         _, seq, count, msgs = ex.parse_packet(dg)
         s = st[ln]
@@ -81,6 +82,7 @@ def model(order):
             s["gaps"] += 1
             s["gap_messages"] += seq - s["next"]
         s["next"] = max(s["next"], end)
+        before, high = high, max(high, end)
         if count in (0, 0xFFFF):
             continue
         s["messages"] += count
@@ -90,6 +92,7 @@ def model(order):
             else:
                 seen.add(q)
                 s["wins"] += 1
+                s["filled"] += q < before   # it was missing: a later one had been seen
     return st
 
 
@@ -118,10 +121,13 @@ def check_lines(rep, order):
     want = model(order)
     for ln, key in ((0, "a"), (1, "b")):
         got = rep["feeds"][0]["lines"][key]
-        for f in ("packets", "messages", "wins", "duplicates", "gaps", "gap_messages"):
+        for f in ("packets", "messages", "wins", "duplicates", "filled", "gaps", "gap_messages"):
             assert got[f] == want[ln][f], (key, f, got[f], want[ln][f])
         assert got["messages"] == got["wins"] + got["duplicates"]
         assert got["state"] == "up" and got["down_events"] == 0 and got["other_session"] == 0
+    a, b, st = rep["feeds"][0]["lines"]["a"], rep["feeds"][0]["lines"]["b"], rep["feeds"][0]["stats"]
+    assert a["filled"] + b["filled"] == st["messages_late"]
+    assert st["messages_missing"] == st["messages_late"] + st["messages_recovered"] + st["messages_lost"]
 
 
 def test_no_server_loses_exactly_what_both_lines_missed():
@@ -141,7 +147,7 @@ def test_no_server_loses_exactly_what_both_lines_missed():
     check_lines(rep, order)
     want = model(order)
     assert want[0]["wins"] + want[1]["wins"] == 6000 - len(both)
-    assert want[1]["wins"] > 0, "the B line must have filled some of A's holes"
+    assert want[1]["wins"] > 0 and f["lines"]["b"]["filled"] > 0, "the B line must have filled some of A's holes"
     # the books saw exactly the stream without the messages both lines missed
     msgs = [m for i, m in enumerate(split(stream)) if i + 1 not in both]
     books_equal(lab.books(), ex.frame(msgs))

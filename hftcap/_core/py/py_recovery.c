@@ -108,7 +108,7 @@ static PyObject *stats_dict(const struct hc_recov_stats *st)
 
 #define LSTAT(f) { #f, offsetof(struct hc_line_stats, f) }
 static const struct { const char *name; size_t off; } line_fields[] = {
-	LSTAT(packets), LSTAT(messages), LSTAT(wins), LSTAT(duplicates), LSTAT(heartbeats),
+	LSTAT(packets), LSTAT(messages), LSTAT(wins), LSTAT(duplicates), LSTAT(filled), LSTAT(heartbeats),
 	LSTAT(gaps), LSTAT(gap_messages), LSTAT(other_session), LSTAT(down_events),
 	LSTAT(up_events), LSTAT(downtime_ns), LSTAT(last_rx_ns),
 };
