@@ -69,6 +69,8 @@ struct rfeed {
 	int line_have[2];
 	struct hc_line_event ev[HC_LINE_EVENTS];
 	uint32_t nev;
+	struct arrival { uint64_t seq, t_line; } *arr; /* first copy's arrival: time << 1 | line */
+	struct hc_hist lag[2];   /* this line's copy behind the other's first one */
 };
 
 struct hc_recov {
@@ -128,6 +130,17 @@ int hc_recov_new(struct hc_recov **out, const struct hc_recov_cfg *cfg, uint32_t
 		hc_hist_init(&r->f[i].hist);
 		hc_hist_init(&r->f[i].lost_hist);
 		r->f[i].ab = i < 64 && (cfg->ab_mask >> i & 1);
+		hc_hist_init(&r->f[i].lag[0]);
+		hc_hist_init(&r->f[i].lag[1]);
+		if (r->f[i].ab) {
+			void *a = mmap(NULL, HC_LINE_LAG_WINDOW * sizeof(struct arrival), PROT_READ | PROT_WRITE,
+				       MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+			if (a == MAP_FAILED) {
+				err = -errno;
+				goto fail;
+			}
+			r->f[i].arr = a;
+		}
 	}
 	if (!r->cfg.line_down_ns)
 		r->cfg.line_down_ns = 3000000000ull; /* 3 heartbeat intervals of 1 s */
@@ -165,6 +178,10 @@ void hc_recov_free(struct hc_recov *r)
 		for (uint32_t i = 0; i < r->nfeeds; i++)
 			if (r->f[i].ring)
 				munmap(r->f[i].ring, r->ring_bytes);
+	if (r->f)
+		for (uint32_t i = 0; i < r->nfeeds; i++)
+			if (r->f[i].arr)
+				munmap(r->f[i].arr, HC_LINE_LAG_WINDOW * sizeof(struct arrival));
 	free(r->f);
 	free(r);
 }
@@ -446,6 +463,27 @@ static int line_arrive(struct hc_recov *r, struct hc_mold *m, struct rfeed *f, u
 	return 0;
 }
 
+/* Message s arrived first on line L at t; a later copy on the other line is its lag sample. */
+static inline void arrive_first(struct rfeed *f, uint32_t L, uint64_t s, uint64_t t)
+{
+	struct arrival *a = &f->arr[s & (HC_LINE_LAG_WINDOW - 1)];
+	a->seq = s;
+	a->t_line = t << 1 | L;
+}
+static inline void arrive_again(struct rfeed *f, uint32_t L, uint64_t s, uint64_t t)
+{
+	const struct arrival *a = &f->arr[s & (HC_LINE_LAG_WINDOW - 1)];
+	if (a->seq != s || (a->t_line & 1) == L)
+		return;
+	uint64_t t0 = a->t_line >> 1;
+	hc_hist_record(&f->lag[L], t > t0 ? t - t0 : 0);
+	bump(&f->line[L].late_copies, 1);
+}
+static inline uint64_t arrival_ns(const struct hc_pkt_times *t, uint64_t now)
+{
+	return t->xdp_tai_ns ? t->xdp_tai_ns : t->sw_tai_ns ? t->sw_tai_ns : now;
+}
+
 /* The line's own sequencing: a jump past its highest sequence is a gap of that line. */
 static inline void line_seq(struct rfeed *f, uint32_t L, uint64_t seq, uint64_t end)
 {
@@ -496,6 +534,8 @@ void hc_recov_packet(struct hc_recov *r, struct hc_consumer *c, uint32_t feed, u
 			uint32_t n = hc_be16(pkt + 18);
 			int data = n != HC_MOLD_HEARTBEAT && n != HC_MOLD_END_OF_SESSION;
 			uint64_t won = m->st.messages - before;
+			for (uint64_t q = m->next - won; q < m->next; q++)
+				arrive_first(f, L, q, arrival_ns(t, now));
 			f->line[0].next = f->line[1].next = 0; /* a new session: both lines start over */
 			line_seq(f, L, sq, data ? sq + n : sq);
 			bump(data ? &ls->messages : &ls->heartbeats, data ? n : 1);
@@ -544,8 +584,12 @@ void hc_recov_packet(struct hc_recov *r, struct hc_consumer *c, uint32_t feed, u
 			bump(&f->st.backwards, 1);
 			return;
 		}
-		if (ls)
+		if (ls) {
 			bump(&ls->duplicates, count);
+			uint64_t at = arrival_ns(t, now);
+			for (uint64_t q = seq; q < end; q++)
+				arrive_again(f, L, q, at);
+		}
 		hc_consumer_sequence(c, feed, pkt, len, t); /* counts the duplicate */
 		return;
 	}
@@ -571,6 +615,16 @@ void hc_recov_packet(struct hc_recov *r, struct hc_consumer *c, uint32_t feed, u
 		if (ls) { /* delivered now, but the parked copies came first: this line's wins */
 			bump(&ls->wins, m->next - old - dups);
 			bump(&ls->duplicates, (old - seq) + dups);
+			uint64_t at = arrival_ns(t, now);
+			for (uint64_t q = seq; q < old; q++)
+				arrive_again(f, L, q, at);
+			for (uint64_t q = old; q < m->next; q++) {
+				const struct arrival *a = &f->arr[q & (HC_LINE_LAG_WINDOW - 1)];
+				if (q < high && a->seq == q && (a->t_line & 1) != L)
+					arrive_again(f, L, q, at); /* it was parked: the other line's */
+				else
+					arrive_first(f, L, q, at);
+			}
 		}
 		if (m->next > f->high)
 			f->high = m->next;
@@ -589,20 +643,29 @@ void hc_recov_packet(struct hc_recov *r, struct hc_consumer *c, uint32_t feed, u
 	uint64_t first_new = seq > f->high ? seq : f->high; /* below it: these were missing */
 	const uint8_t *p = pkt + HC_MOLD_HDR;
 	uint64_t late = 0, missing_oversize = 0, won = 0, dup = 0;
+	const uint64_t at = ls ? arrival_ns(t, now) : 0;
 	for (uint32_t i = 0; i < count; i++) {
 		uint32_t n = hc_be16(p);
 		uint64_t s = seq + i;
 		if (s >= m->next) {
-			if (n > HC_RECOV_SLOT_DATA)
+			if (n > HC_RECOV_SLOT_DATA) {
 				missing_oversize += s >= first_new; /* missing now, asked for */
-			else if (parked(r, f, s))
+			} else if (parked(r, f, s)) {
 				dup++;
-			else if (won++, s < first_new)
-				late++;
+				if (ls)
+					arrive_again(f, L, s, at);
+			} else {
+				won++;
+				late += s < first_new;
+				if (ls)
+					arrive_first(f, L, s, at);
+			}
 			park(r, f, m, s, p + 2, n, 0, now);
 		} else {
 			bump(&m->st.duplicates, 1);
 			dup++;
+			if (ls)
+				arrive_again(f, L, s, at);
 		}
 		p += 2 + n;
 	}
@@ -877,6 +940,10 @@ uint64_t hc_recov_next_timer_ns(const struct hc_recov *r, uint64_t now)
 
 /* ---- readers ---- */
 
+const struct hc_hist *hc_recov_line_lag(const struct hc_recov *r, uint32_t feed, uint32_t line)
+{
+	return r->f[feed].ab ? &r->f[feed].lag[line & 1] : NULL;
+}
 int hc_recov_has_b(const struct hc_recov *r, uint32_t feed)
 {
 	return feed < r->nfeeds && r->f[feed].ab;

@@ -58,6 +58,7 @@ struct hc_line_stats {
 	uint64_t wins;           /* messages this line brought first (delivered or parked) */
 	uint64_t duplicates;     /* messages already there (from the other line, a reply, or itself) */
 	uint64_t filled;         /* of its wins, messages that were missing (a hole it filled) */
+	uint64_t late_copies;    /* duplicates whose first copy came on the other line (lag samples) */
 	uint64_t heartbeats;     /* heartbeats and End of Session packets */
 	uint64_t gaps;           /* times the line jumped past its own next sequence */
 	uint64_t gap_messages;   /* messages it jumped over (lost on this line, or reordered) */
@@ -123,6 +124,11 @@ int hc_recov_fd(const struct hc_recov *r);
  * filled it within the gap timeout. */
 void hc_recov_packet(struct hc_recov *r, struct hc_consumer *c, uint32_t feed, uint32_t line,
 		     const uint8_t *pkt, uint32_t len, const void *times, uint64_t now_ns);
+/* The lag of this line's copy behind the other line's first copy of the same message
+ * (arrival stamps: XDP, else the socket's software stamp, else dequeue; CLOCK_TAI ns), for
+ * messages within the last HC_LINE_LAG_WINDOW sequences. NULL without a B line. */
+#define HC_LINE_LAG_WINDOW 65536
+const struct hc_hist *hc_recov_line_lag(const struct hc_recov *r, uint32_t feed, uint32_t line);
 /* Nonzero when `feed` has a B line. */
 int hc_recov_has_b(const struct hc_recov *r, uint32_t feed);
 const struct hc_line_stats *hc_recov_line(const struct hc_recov *r, uint32_t feed, uint32_t line);

@@ -76,6 +76,13 @@ def check(o: RecoveryOptions) -> None:
                          hint="3 heartbeat intervals (3 s for 1 s heartbeats) is the usual choice")
 
 
+def _pct(raw: bytes) -> dict:
+    from ..measure import latency
+    (h,) = latency.parse_export(raw)
+    return {"domain": "CLOCK_TAI", "count": h.count, "min_ns": h.min_ns if h.count else None, "max_ns": h.max_ns,
+            **{f"{k}_ns": v for k, v in latency.percentiles(h.counts, h.min_ns, h.max_ns).items()}}
+
+
 def shape(report: dict | None, feeds: list) -> dict | None:
     """The recovery part of `listen --json`: per feed its state and figures, the recovery
     time (gap seen -> filled, CLOCK_TAI) as percentiles, and the request socket's drops."""
@@ -110,6 +117,9 @@ def shape_lines(lines: dict) -> dict:
     out = {k: dict(lines[k]) for k in ("a", "b")}
     for k in ("a", "b"):
         out[k]["last_rx_tai_ns"] = out[k].pop("last_rx_ns")
+        # this line's copy behind the other line's first copy of the same message (arrival
+        # stamps: XDP, else the socket's software stamp, else dequeue)
+        out[k]["lag"] = _pct(out[k]["lag"])
     out["events"] = [{"tai_ns": t, "line": ln, "event": ev, "silent_ns": silent}
                      for t, ln, silent, ev in lines["events"]]
     out["clock"] = "CLOCK_TAI"

@@ -81,6 +81,8 @@ def test_no_server_loses_only_what_both_lines_missed(lab, path, poll):
     assert lines["a"]["wins"] >= len(b - both)
     assert lines["a"]["messages"] == sent["messages_sent"] and lines["b"]["messages"] == sent["line_b"]["messages_sent"]
     assert lines["a"]["down_events"] == lines["b"]["down_events"] == 0
+    lag = lines["a"]["lag"]["count"] + lines["b"]["lag"]["count"]
+    assert lag == lines["a"]["late_copies"] + lines["b"]["late_copies"] > 0
 
 
 @pytest.mark.parametrize("path,poll", [("kernel", "wakeup"), ("xdp", "busy")])

@@ -7,7 +7,7 @@ from __future__ import annotations
 import struct
 
 from hftcap import _core
-from hftcap.feed.recovery import RecoveryOptions
+from hftcap.feed.recovery import RecoveryOptions, shape_lines
 from hftcap.lab import exchange as ex
 
 from test_recovery import SRV, MS, Server, books_equal
@@ -68,12 +68,15 @@ def runs(seqs):
     return out
 
 
-def model(order):
-    """Per line: packets, messages, wins, duplicates, gaps, gap_messages, by first arrival."""
-    seen, high = set(), 0   # high: one past the highest sequence any line showed so far
+def model(order, t0=MS):
+    """Per line: packets, messages, wins, duplicates, gaps, gap_messages, by first arrival, and
+    the lag samples of copies behind the other line's first (datagram i arrives at t0 + (i+1) STEP)."""
+    seen, high = {}, 0   # high: one past the highest sequence any line showed so far
+    lags = {0: [], 1: []}
     st = {ln: dict(packets=0, messages=0, wins=0, duplicates=0, filled=0, gaps=0, gap_messages=0, next=0)
           for ln in (0, 1)}
-    for ln, dg in order:
+    for i, (ln, dg) in enumerate(order):
+        t = t0 + (i + 1) * STEP
         _, seq, count, msgs = ex.parse_packet(dg)
         s = st[ln]
         s["packets"] += 1
@@ -89,10 +92,14 @@ def model(order):
         for q in range(seq, seq + count):
             if q in seen:
                 s["duplicates"] += 1
+                if seen[q][0] != ln:
+                    lags[ln].append(t - seen[q][1])
             else:
-                seen.add(q)
+                seen[q] = (ln, t)
                 s["wins"] += 1
                 s["filled"] += q < before   # it was missing: a later one had been seen
+    for ln in (0, 1):
+        st[ln]["lags"] = lags[ln]
     return st
 
 
@@ -125,6 +132,10 @@ def check_lines(rep, order):
             assert got[f] == want[ln][f], (key, f, got[f], want[ln][f])
         assert got["messages"] == got["wins"] + got["duplicates"]
         assert got["state"] == "up" and got["down_events"] == 0 and got["other_session"] == 0
+        lag, lags = shape_lines(rep["feeds"][0]["lines"])[key]["lag"], want[ln]["lags"]
+        assert got["late_copies"] == lag["count"] == len(lags)
+        if lags:
+            assert (lag["min_ns"], lag["max_ns"]) == (min(lags), max(lags)), key
     a, b, st = rep["feeds"][0]["lines"]["a"], rep["feeds"][0]["lines"]["b"], rep["feeds"][0]["stats"]
     assert a["filled"] + b["filled"] == st["messages_late"]
     assert st["messages_missing"] == st["messages_late"] + st["messages_recovered"] + st["messages_lost"]
@@ -148,6 +159,8 @@ def test_no_server_loses_exactly_what_both_lines_missed():
     want = model(order)
     assert want[0]["wins"] + want[1]["wins"] == 6000 - len(both)
     assert want[1]["wins"] > 0 and f["lines"]["b"]["filled"] > 0, "the B line must have filled some of A's holes"
+    lag = shape_lines(f["lines"])["b"]["lag"]
+    assert lag["count"] > 1000 and lag["min_ns"] >= LAG * STEP, "B runs LAG datagrams behind A"
     # the books saw exactly the stream without the messages both lines missed
     msgs = [m for i, m in enumerate(split(stream)) if i + 1 not in both]
     books_equal(lab.books(), ex.frame(msgs))

@@ -108,7 +108,8 @@ static PyObject *stats_dict(const struct hc_recov_stats *st)
 
 #define LSTAT(f) { #f, offsetof(struct hc_line_stats, f) }
 static const struct { const char *name; size_t off; } line_fields[] = {
-	LSTAT(packets), LSTAT(messages), LSTAT(wins), LSTAT(duplicates), LSTAT(filled), LSTAT(heartbeats),
+	LSTAT(packets), LSTAT(messages), LSTAT(wins), LSTAT(duplicates), LSTAT(filled), LSTAT(late_copies),
+	LSTAT(heartbeats),
 	LSTAT(gaps), LSTAT(gap_messages), LSTAT(other_session), LSTAT(down_events),
 	LSTAT(up_events), LSTAT(downtime_ns), LSTAT(last_rx_ns),
 };
@@ -141,6 +142,13 @@ static PyObject *lines_report(const struct hc_recov *r, uint32_t k)
 			}
 			Py_DECREF(o);
 		}
+		PyObject *lag = hc_py_hist_bytes(hc_recov_line_lag(r, k, l), 1);
+		if (!lag || PyDict_SetItemString(d, "lag", lag)) {
+			Py_XDECREF(lag);
+			Py_DECREF(out);
+			return NULL;
+		}
+		Py_DECREF(lag);
 		int down = (int)__atomic_load_n(&ls->down, __ATOMIC_RELAXED);
 		PyObject *stv = PyUnicode_FromString(down ? "down" : "up");
 		if (!stv || PyDict_SetItemString(d, "state", stv)) {
