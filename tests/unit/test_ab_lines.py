@@ -239,3 +239,43 @@ def test_foreign_session_on_b_is_counted_not_merged():
     assert rep["feeds"][0]["stats"]["session_changes"] == 0
     assert rep["mold"]["messages"] == 6000
     books_equal(lab.books(), stream)
+
+
+def test_session_moves_with_the_line_that_moves_stale_line_not_merged():
+    """A moves to a new session; B still sends the old one (stale: counted, not merged), then moves
+    too and is merged again. The feed changes session once, never back."""
+    stream = ex.generate(7, 4, 2000)
+
+    def lines(session):
+        snd = _core.Sender(stream, messages_per_packet=8, clock="file", heartbeat_interval=0.0, eos_count=0,
+                           session=session)
+        blob, _ = snd.build(16 << 20)
+        return [d for _, d in ex.parse_build(blob)]
+
+    old, new = lines(b"SESSION001"), lines(b"SESSION002")
+    lab = lab_for()
+    now = MS
+    for dg in old[:100]:                       # both lines on the old session
+        for ln in (0, 1):
+            now += STEP
+            lab.packet(dg, now, ln)
+    for dg in new[:50]:                        # A moved; B still trails on the old one
+        now += STEP
+        lab.packet(dg, now, 0)
+    for dg in old[100:150]:
+        now += STEP
+        lab.packet(dg, now, 1)
+    for i, dg in enumerate(new[50:]):          # B moves too
+        now += STEP
+        lab.packet(dg, now, 0)
+        now += STEP
+        lab.packet(new[i] if i < 50 else dg, now, 1)
+    rep = lab.report()
+    f = rep["feeds"][0]
+    assert f["stats"]["session_changes"] == 1
+    a, b = f["lines"]["a"], f["lines"]["b"]
+    assert b["other_session"] == 50 and a["other_session"] == 0
+    assert rep["mold"]["messages"] == 800 + 2000 and rep["mold"]["next"] == 2001
+    # B carried old[:100] and new[:50] + new[100:] (200 packets), each after A's copy
+    assert b["messages"] == b["duplicates"] == 800 + 1600 and b["wins"] == 0
+    assert a["wins"] == 2800 and a["duplicates"] == 0
