@@ -279,3 +279,36 @@ def test_session_moves_with_the_line_that_moves_stale_line_not_merged():
     # B carried old[:100] and new[:50] + new[100:] (200 packets), each after A's copy
     assert b["messages"] == b["duplicates"] == 800 + 1600 and b["wins"] == 0
     assert a["wins"] == 2800 and a["duplicates"] == 0
+
+
+def test_options_are_checked_before_anything_opens():
+    import pytest
+    from hftcap.errors import UsageError
+    from hftcap.receive.options import ListenOptions, check_options, parse_feed
+    a, a2, b = parse_feed("239.1.1.1:26400"), parse_feed("239.1.1.2:26400"), parse_feed("239.1.2.1:26400")
+    rec = RecoveryOptions()
+    check_options(ListenOptions("eth0", [a, a2], feeds_b=[b], recovery=rec))   # the second feed has no B line
+    with pytest.raises(UsageError, match="2 --feed-b for 1 --feed"):
+        check_options(ListenOptions("eth0", [a], feeds_b=[b, a2], recovery=rec))
+    with pytest.raises(UsageError, match="same group and port"):
+        check_options(ListenOptions("eth0", [a, a2], feeds_b=[a2], recovery=rec))
+    with pytest.raises(UsageError, match="--line-down-timeout"):
+        check_options(ListenOptions("eth0", [a], feeds_b=[b], recovery=RecoveryOptions(line_down_timeout_s=0)))
+    with pytest.raises(UsageError, match="are for the B line"):
+        ex.run_exchange(None, "239.1.1.1:26400", b"", loss_b=0.1)
+    with pytest.raises(UsageError, match="--loss-b 2"):
+        ex.run_exchange(None, "239.1.1.1:26400", b"", feed_b="239.1.2.1:26400", loss_b=2)
+    with pytest.raises(UsageError, match="same group and port as --feed"):
+        ex.run_exchange(None, "239.1.1.1:26400", b"", feed_b="239.1.1.1:26400")
+    with pytest.raises(ValueError):   # a B line value for a feed with no B line: the capture refuses it
+        _core.Capture("lo", 1, [("239.1.1.1", 26400)], feeds_b=[("239.1.2.1", 26400)])
+
+
+def test_b_line_packet_for_a_feed_without_one_is_a_bad_feed_drop():
+    stream, snd, st, recs = build_lines(messages=200)
+    lab = _core.RecoveryLab(RecoveryOptions().core())          # no ab_mask: feed 0 has no B line
+    for line, _, dg in recs:
+        lab.packet(dg, MS, line)
+    rep = lab.report()
+    assert rep["feeds"][0]["lines"] is None
+    assert rep["mold"]["messages"] == 200 and rep["mold"]["duplicates"] == 0   # B never merged
