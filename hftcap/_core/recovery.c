@@ -21,7 +21,8 @@
 #define NREQ (2 * HC_RECOV_MAX_OUTSTANDING) /* in flight + given up (lost when next gets there) */
 #define NRUNS 64 /* missing runs remembered with the time each was seen (for its own gap timeout) */
 
-struct gaprun { uint64_t first, end, seen_ns; };
+struct gaprun { uint64_t first, end, seen_ns; uint32_t src; }; /* src: SRC_* of its fills */
+enum { SRC_A = 1, SRC_B = 2, SRC_SERVER = 4, SRC_LOST = 8 };
 #define LAB_SENT_CAP 4096
 #define RX_BUF 2048
 
@@ -266,9 +267,43 @@ static void req_free(struct rfeed *f, struct req *q)
 }
 
 /* Record a lost run [first, first + n): counted, remembered, the books suspect. */
+/* The runs holding [first, first + n) were (partly) filled by src. */
+static void mark_runs(struct rfeed *f, uint64_t first, uint64_t n, uint32_t src)
+{
+	for (uint32_t i = 0; i < f->nruns; i++) {
+		struct gaprun *g = &f->runs[(f->run_head + i) % NRUNS];
+		if (g->first < first + n && first < g->end)
+			g->src |= src;
+	}
+}
+
+/* A delivered run leaves: counted by who filled it. */
+static void run_done(struct rfeed *f, const struct gaprun *g)
+{
+	uint32_t s = g->src;
+	if (s & SRC_LOST)
+		bump(&f->st.gaps_with_loss, 1);
+	else if (s == SRC_A)
+		bump(&f->st.gaps_filled_a, 1);
+	else if (s == SRC_B)
+		bump(&f->st.gaps_filled_b, 1);
+	else if (s == SRC_SERVER)
+		bump(&f->st.gaps_filled_server, 1);
+	else if (s)
+		bump(&f->st.gaps_filled_mixed, 1);
+}
+
+static void runs_clear(struct rfeed *f)
+{
+	for (uint32_t i = 0; i < f->nruns; i++)
+		run_done(f, &f->runs[(f->run_head + i) % NRUNS]);
+	f->nruns = 0;
+}
+
 static void lose_run(struct hc_consumer *c, struct hc_mold *m, struct rfeed *f, uint64_t first,
 		     uint64_t n)
 {
+	mark_runs(f, first, n, SRC_LOST);
 	if (f->nlost < HC_RECOV_LOST_RANGES) {
 		f->lost[f->nlost].first = first;
 		f->lost[f->nlost].count = n;
@@ -317,7 +352,7 @@ static void drain(struct hc_recov *r, struct hc_consumer *c, struct hc_mold *m, 
 	if (m->next >= f->high) {
 		f->high = m->next;
 		f->unreq_since_ns = 0;
-		f->nruns = 0;
+		runs_clear(f);
 		if (f->missing && f->st.gaps_lost && f->server + 1 >= r->cfg.nservers)
 			f->server = 0; /* every server failed: the next gap starts at the primary again */
 		set_missing(r, f, 0, now);
@@ -394,8 +429,10 @@ static void park(struct hc_recov *r, struct rfeed *f, struct hc_mold *m, uint64_
 	if (f->held > f->st.reorder_peak)
 		__atomic_store_n(&f->st.reorder_peak, f->held, __ATOMIC_RELAXED);
 	bump(&f->st.held_messages, 1);
-	if (recovered)
+	if (recovered) {
 		bump(&f->st.messages_recovered, 1);
+		mark_runs(f, seq, 1, SRC_SERVER);
+	}
 }
 
 /* Walk count blocks; 0 = they fit exactly, 1 = fit with trailing bytes, -1 = truncated. */
@@ -508,7 +545,7 @@ static void session_reset(struct hc_recov *r, struct hc_consumer *c, struct hc_m
 		if (f->reqs[i].used)
 			req_free(f, &f->reqs[i]);
 	f->server = 0;
-	f->nruns = 0;
+	runs_clear(f);
 }
 
 void hc_recov_packet(struct hc_recov *r, struct hc_consumer *c, uint32_t feed, uint32_t line,
@@ -605,6 +642,8 @@ void hc_recov_packet(struct hc_recov *r, struct hc_consumer *c, uint32_t feed, u
 					sl->seq = 0;
 					f->held--;
 					dups++;
+				} else {
+					mark_runs(f, s, 1, L ? SRC_B : SRC_A);
 				}
 			}
 			bump(&f->st.messages_late, upto - old - dups);
@@ -656,7 +695,10 @@ void hc_recov_packet(struct hc_recov *r, struct hc_consumer *c, uint32_t feed, u
 					arrive_again(f, L, s, at);
 			} else {
 				won++;
-				late += s < first_new;
+				if (s < first_new) {
+					late++;
+					mark_runs(f, s, 1, L ? SRC_B : SRC_A);
+				}
 				if (ls)
 					arrive_first(f, L, s, at);
 			}
@@ -747,6 +789,7 @@ void hc_recov_reply(struct hc_recov *r, struct hc_consumer *c, const uint8_t *pk
 		} else if (s == m->next && !parked(r, f, s)) {
 			hc_consumer_apply_msg(c, m, p + 2, n);
 			bump(&f->st.messages_recovered, 1);
+			mark_runs(f, s, 1, SRC_SERVER);
 			m->next++;
 			fresh++;
 			/* The next ones may be parked already. */
@@ -815,8 +858,8 @@ static const struct gaprun *pending_run(const struct rfeed *f)
  * delivered or asked for are dropped first. */
 static uint64_t ripe_upto(struct hc_recov *r, struct rfeed *f, struct hc_mold *m, uint64_t now)
 {
-	uint64_t done = f->req_upto > m->next ? f->req_upto : m->next;
-	while (f->nruns && f->runs[f->run_head].end <= done) {
+	while (f->nruns && f->runs[f->run_head].end <= m->next) { /* delivered */
+		run_done(f, &f->runs[f->run_head]);
 		f->run_head = (f->run_head + 1) % NRUNS;
 		f->nruns--;
 	}

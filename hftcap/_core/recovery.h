@@ -107,6 +107,13 @@ struct hc_recov_stats {
 	uint64_t session_changes;    /* a new session id on the live feed: state reset, not merged */
 	uint64_t backwards;          /* live packet far below the window (not merged, not a dup) */
 	uint64_t episodes;           /* times the feed went from synced to missing and back */
+	/* Per gap (a missing run as seen), once delivered: who filled it. A run is one jump of the
+	 * merged stream; when more than 64 are open at once the newest ones merge. */
+	uint64_t gaps_filled_a;      /* by the A line (or the only line) alone */
+	uint64_t gaps_filled_b;      /* by the B line alone */
+	uint64_t gaps_filled_server; /* by re-request replies alone */
+	uint64_t gaps_filled_mixed;  /* by more than one of these */
+	uint64_t gaps_with_loss;     /* some of its messages were declared lost */
 };
 
 struct hc_recov_range { uint64_t first, count; };

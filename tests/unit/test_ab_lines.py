@@ -139,6 +139,8 @@ def check_lines(rep, order):
     a, b, st = rep["feeds"][0]["lines"]["a"], rep["feeds"][0]["lines"]["b"], rep["feeds"][0]["stats"]
     assert a["filled"] + b["filled"] == st["messages_late"]
     assert st["messages_missing"] == st["messages_late"] + st["messages_recovered"] + st["messages_lost"]
+    per_gap = ("gaps_filled_a", "gaps_filled_b", "gaps_filled_server", "gaps_filled_mixed", "gaps_with_loss")
+    assert sum(st[k] for k in per_gap) == st["gaps_seen"], {k: st[k] for k in per_gap}
 
 
 def test_no_server_loses_exactly_what_both_lines_missed():
@@ -159,6 +161,8 @@ def test_no_server_loses_exactly_what_both_lines_missed():
     want = model(order)
     assert want[0]["wins"] + want[1]["wins"] == 6000 - len(both)
     assert want[1]["wins"] > 0 and f["lines"]["b"]["filled"] > 0, "the B line must have filled some of A's holes"
+    assert f["stats"]["gaps_filled_b"] > 0 and f["stats"]["gaps_filled_server"] == 0
+    assert f["stats"]["gaps_with_loss"] >= len(runs(both))
     lag = shape_lines(f["lines"])["b"]["lag"]
     assert lag["count"] > 1000 and lag["min_ns"] >= LAG * STEP, "B runs LAG datagrams behind A"
     # the books saw exactly the stream without the messages both lines missed
@@ -183,6 +187,8 @@ def test_server_is_asked_only_for_what_both_lines_missed():
         asked |= set(range(seq, seq + count))
     assert asked == both, (sorted(asked - both), sorted(both - asked))
     assert f["messages_recovered"] == len(both)
+    assert f["gaps_with_loss"] == 0 and f["gaps_filled_server"] + f["gaps_filled_mixed"] >= len(runs(both))
+    assert f["gaps_filled_b"] > 0
     assert rep["mold"]["messages"] == 6000
     check_lines(rep, order)
     books_equal(lab.books(), stream)

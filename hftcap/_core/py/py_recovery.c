@@ -23,7 +23,8 @@ static const struct { const char *name; size_t off; } stat_fields[] = {
 	STAT(timeouts), STAT(failovers), STAT(send_errors), STAT(replies), STAT(reply_duplicates),
 	STAT(replies_late), STAT(drop_unknown_source), STAT(drop_wrong_session),
 	STAT(drop_unrequested), STAT(drop_malformed), STAT(session_changes), STAT(backwards),
-	STAT(episodes),
+	STAT(episodes), STAT(gaps_filled_a), STAT(gaps_filled_b), STAT(gaps_filled_server),
+	STAT(gaps_filled_mixed), STAT(gaps_with_loss),
 };
 
 int hc_py_recov_cfg(PyObject *d, struct hc_recov_cfg *cfg)
