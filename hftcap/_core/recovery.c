@@ -910,6 +910,9 @@ static void issue(struct hc_recov *r, struct hc_consumer *c, struct hc_mold *m, 
 	}
 	while (s < lim && parked(r, f, s))
 		s++;
+	if (s >= lim) /* all asked for up to lim: past it, only parked ones up to the next hole */
+		while (s < f->high && parked(r, f, s))
+			s++;
 	f->req_upto = s;
 	if (s >= f->high) {
 		f->unreq_since_ns = 0;

@@ -318,3 +318,26 @@ def test_b_line_packet_for_a_feed_without_one_is_a_bad_feed_drop():
     rep = lab.report()
     assert rep["feeds"][0]["lines"] is None
     assert rep["mold"]["messages"] == 200 and rep["mold"]["duplicates"] == 0   # B never merged
+
+
+def test_next_timer_is_the_request_timeout_not_now_while_a_gap_is_asked_for():
+    """With one hole asked for and later packets parked behind it, nothing is due until the
+    request times out (a timer due 'now' would make the wakeup-mode loop spin)."""
+    stream = ex.generate(3, 4, 400)
+    snd = _core.Sender(stream, messages_per_packet=8, clock="file", heartbeat_interval=0.0, eos_count=0)
+    blob, _ = snd.build(4 << 20)
+    pkts = [d for _, d in ex.parse_build(blob)]
+    lab = _core.RecoveryLab(RecoveryOptions(servers=[SRV]).core())   # 1 ms gap, 5 ms request timeout
+    now = MS
+    for i, dg in enumerate(pkts[:20]):
+        if i != 5:
+            now += STEP
+            lab.packet(dg, now)
+    lab.tick(now + 1_000_000)                                       # the gap's timeout: asked for
+    assert len(lab.sent()) == 1
+    now += 1_000_000
+    for dg in pkts[20:30]:                                           # more parked behind the hole
+        now += STEP
+        lab.packet(dg, now)
+        assert lab.tick(now) > 0, "a timer due now while nothing is: a busy loop"
+    assert len(lab.sent()) == 1
