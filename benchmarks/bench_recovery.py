@@ -9,6 +9,10 @@ Needs root: makes its own lab (two namespaces and a veth pair, removed at the en
   steady state, no loss:       dequeue_to_decode + decode_to_book p50 (CLOCK_TAI) and the data
                                thread's CPU ns per message (CLOCK_THREAD_CPUTIME_ID), with
                                --rerequest vs without, alternating run by run (--runs each)
+  --ab (each of --losses):     A/B lines, loss L on each, no server: gap seen -> filled by the
+                               other line p50/p99, the B line's lag behind A's first copy p50/p99
+                               (arrival stamps, CLOCK_TAI), messages B brought first / filled (a hole seen) per second, and the
+                               messages lost against what both lines missed (the exchange's record)
 Medians over the runs. Never part of the CI gate: on a shared 2-core VM these numbers are noisy
 and the JSON carries the load average before and after."""
 from __future__ import annotations
@@ -27,13 +31,18 @@ from pathlib import Path
 BIN = Path(sys.executable).parent
 FEED_GROUP, FEED_PORT = "239.1.1.1", 26400
 FEED = f"{FEED_GROUP}:{FEED_PORT}"
+FEED_B = f"239.1.2.1:{FEED_PORT}"
 
 
-def run_pair(lab, messages, rate, loss, rerequest, path):
+def run_pair(lab, messages, rate, loss, rerequest, path, ab=False):
     cmd = [str(BIN / "hftcap"), "listen", "--netns", lab.host_ns, "-i", lab.host_if, "--feed", FEED, "--json",
            "--path", path, "--duration", str(messages / rate + 30)]
     if rerequest:
         cmd += ["--rerequest", f"{lab.ex_addr}:{FEED_PORT + 1}"]
+    exb = []
+    if ab:
+        cmd += ["--feed-b", FEED_B]
+        exb = ["--feed-b", FEED_B, "--loss-b", str(loss), "--rerequest-port", "0"]
     li = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
@@ -42,7 +51,8 @@ def run_pair(lab, messages, rate, loss, rerequest, path):
             break
     ex = subprocess.run([str(BIN / "hftcap"), "exchange", "--netns", lab.ex_ns, "--feed", FEED, "--seed", "5",
                          "--stocks", "8", "--messages", str(messages), "--msg-rate", str(rate), "-k", "6",
-                         "--loss", str(loss), "--linger", "1", "--json"], capture_output=True, text=True, timeout=600)
+                         "--loss", str(loss), "--linger", "1", "--json", *exb], capture_output=True, text=True,
+                        timeout=600)
     li.send_signal(signal.SIGINT)
     out, err = li.communicate(timeout=120)
     if li.returncode or ex.returncode:
@@ -58,6 +68,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--path", default="xdp")
     ap.add_argument("--json", dest="json_out")
+    ap.add_argument("--ab", action="store_true", help="only the A/B case (no server), at each of --losses")
     a = ap.parse_args()
     if os.geteuid() != 0:
         print("bench_recovery: needs root (it makes a lab of namespaces)", file=sys.stderr)
@@ -69,6 +80,25 @@ def main() -> int:
                           "loadavg_before": os.getloadavg(), "clock": "CLOCK_TAI (recovery, hops); "
                           "CLOCK_THREAD_CPUTIME_ID (cpu)"}, "loss": {}, "steady": {}}
     try:
+        if a.ab:
+            res["ab"] = {}
+            for loss in map(float, a.losses.split(",")):
+                runs = []
+                for _ in range(a.runs):
+                    sent, live = run_pair(lab, a.messages, a.rate, loss, False, a.path, ab=True)
+                    r = live["recovery"]["feeds"][FEED]
+                    la = {x for f, t in sent["lost_ranges"] for x in range(f, t + 1)}
+                    lb = {x for f, t in sent["line_b"]["lost_ranges"] for x in range(f, t + 1)}
+                    runs.append({"filled_p50_ns": r["recovery_time"]["p50_ns"] or 0,
+                                 "filled_p99_ns": r["recovery_time"]["p99_ns"] or 0,
+                                 "b_lag_p50_ns": r["lines"]["b"]["lag"]["p50_ns"] or 0,
+                                 "b_lag_p99_ns": r["lines"]["b"]["lag"]["p99_ns"] or 0,
+                                 "b_first_per_s": r["lines"]["b"]["wins"] / live["duration_s"],
+                                 "b_filled_per_s": r["lines"]["b"]["filled"] / live["duration_s"],
+                                 "messages_lost": r["messages_lost"], "both_lines_missed": len(la & lb)})
+                res["ab"][str(loss)] = {k: statistics.median(x[k] for x in runs) for k in runs[0]}
+                res["ab"][str(loss)]["runs"] = runs
+            raise StopIteration
         for loss in map(float, a.losses.split(",")):
             p50, p99, per_s, lost = [], [], [], []
             for _ in range(a.runs):
@@ -96,6 +126,8 @@ def main() -> int:
         w, wo = res["steady"]["with_rerequest"], res["steady"]["without"]
         res["steady"]["cpu_ratio"] = round(w["cpu_ns_per_msg"] / wo["cpu_ns_per_msg"], 3)
         res["steady"]["hops_ratio"] = round(w["hops_p50_ns"] / wo["hops_p50_ns"], 3)
+    except StopIteration:  # --ab: that case only
+        pass
     finally:
         topology.down(name)
     res["conditions"]["loadavg_after"] = os.getloadavg()

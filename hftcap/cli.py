@@ -112,6 +112,11 @@ def _print_summary(s: dict, console: Console | None = None) -> None:
         t.add_row(f"recovery {f}", f"{r['state']}: {r['gaps_seen']:,} gaps seen, {r['messages_recovered']:,} "
                                    f"messages recovered, {r['messages_late']:,} late, {r['gaps_lost']:,} gaps lost "
                                    f"({r['messages_lost']:,} messages), {r['requests_sent']:,} requests")
+        for k in ("a", "b") if r.get("lines") else ():
+            ln = r["lines"][k]
+            t.add_row(f"line {k.upper()} {f}", f"{ln['state']}: {ln['packets']:,} packets, {ln['wins']:,} first "
+                                              f"({ln['filled']:,} filling holes), {ln['duplicates']:,} duplicates, "
+                                              f"{ln['gaps']:,} gaps, down {ln['down_events']} times")
     if s["xdp"]:
         t.add_row("XDP program", ", ".join(f"{k} {v:,}" for k, v in s["xdp"].items() if v) or "no packets")
     snap = s.get("snapshot")
@@ -135,6 +140,12 @@ def _print_summary(s: dict, console: Console | None = None) -> None:
 def listen(
     interface: str = typer.Option(..., "-i", "--interface", help="Interface to capture on."),
     feed: List[str] = typer.Option(..., "--feed", help="GROUP:PORT of a feed (repeatable)."),
+    feed_b: List[str] = typer.Option([], "--feed-b", help="GROUP:PORT of the B line of the feed given by the "
+                                     "--feed in the same position (repeatable): the lines are merged by "
+                                     "sequence number, first arrival wins."),
+    line_down_timeout: float = typer.Option(3.0, "--line-down-timeout",
+                                            help="Seconds a line may be silent while the other is alive before "
+                                                 "it is reported down (A/B)."),
     netns: Optional[str] = typer.Option(None, "--netns", help="Run inside this network namespace."),
     path: str = typer.Option("xdp", "--path", help="xdp (AF_XDP kernel bypass) or kernel (UDP socket)."),
     xdp_mode: str = typer.Option("auto", "--xdp-mode", help="native, generic or auto."),
@@ -215,6 +226,7 @@ def listen(
     elif file_size or rotate_seconds or file_count:
         raise UsageError("-C, -G and -W need --write FILE")
     o = ListenOptions(interface=interface, feeds=[parse_feed(f) for f in feed], netns=netns, path=path,
+                      feeds_b=[parse_feed(f) for f in feed_b],
                       xdp_mode=xdp_mode, bind=bind, poll=poll, queue=int(queue) if single else 0,
                       queues=None if single else queue, cpu=cpu, socket_buffer=socket_buffer,
                       duration=duration, count=count, itch_clock=itch_clock, warmup=warmup, save=save,
@@ -223,12 +235,12 @@ def listen(
                       snapshot_password=_snapshot_password(snapshot_password_file, snapshot_password_env) or "",
                       write=wo, metrics=metrics, metrics_textfile=metrics_textfile,
                       metrics_interval=metrics_interval)
-    if rerequest:
+    if rerequest or feed_b:  # A/B lines are merged by recovery's sequencing, with or without a server
         from .feed.recovery import RecoveryOptions, parse_server
         o.recovery = RecoveryOptions(servers=[parse_server(r) for r in rerequest], reorder_buffer=reorder_buffer,
                                      gap_timeout_s=gap_timeout, request_timeout_s=request_timeout,
                                      request_max=request_max, max_outstanding=max_outstanding,
-                                     request_retries=request_retries)
+                                     request_retries=request_retries, line_down_timeout_s=line_down_timeout)
 
     live = not as_json and not headless and sys.stdout.isatty() and sys.stdin.isatty()
 
@@ -337,6 +349,11 @@ def _print_sent(r: dict, title: str) -> None:
     t.add_row("injected", f"lost {r['lost_packets']}, duplicated {r['duplicated_packets']}, "
                           f"reordered {r['reordered_packets']} packets")
     t.add_row("heartbeats / end of session", f"{r['heartbeats_sent']} / {r['eos_sent']}")
+    b = r.get("line_b")
+    if b:
+        t.add_row(f"line B {b['feed']}", f"{b['packets_sent']:,} packets; lost {b['lost_packets']} "
+                                         f"({b['outage_packets']} in the outage), duplicated "
+                                         f"{b['duplicated_packets']}, reordered {b['reordered_packets']}")
     t.add_row("ITCH timestamps", f"clock {r['clock']}")
     sp = r.get("stamp_to_send_return")
     if sp and "p50_ns" in sp:
@@ -388,6 +405,14 @@ def exchange(
     loss: float = typer.Option(0.0, "--loss", help="Packet loss probability."),
     dup: float = typer.Option(0.0, "--dup", help="Packet duplication probability."),
     reorder: float = typer.Option(0.0, "--reorder", help="Packet reordering probability."),
+    feed_b: Optional[str] = typer.Option(None, "--feed-b", help="GROUP:PORT of a B line: the same packets, with "
+                                         "their own --loss-b, --dup-b and --reorder-b."),
+    loss_b: float = typer.Option(0.0, "--loss-b", help="B line: packet loss probability."),
+    dup_b: float = typer.Option(0.0, "--dup-b", help="B line: packet duplication probability."),
+    reorder_b: float = typer.Option(0.0, "--reorder-b", help="B line: packet reordering probability."),
+    seed_b: Optional[int] = typer.Option(None, "--seed-b", help="B line's impairment seed (default: from --seed)."),
+    outage_b: Optional[str] = typer.Option(None, "--outage-b", metavar="START:SECONDS",
+                                           help="B line sends nothing from START s after the start for SECONDS."),
     rerequest_port: Optional[int] = typer.Option(None, "--rerequest-port", help="Unicast re-request port (default feed port + 1, 0 = off)."),
     linger: float = typer.Option(1.0, "--linger", help="Seconds to keep answering re-requests after the end."),
     duration: float = typer.Option(60.0, "--duration", help="Hard time bound in seconds."),
@@ -429,13 +454,25 @@ def exchange(
                      loss=loss, dup=dup, reorder=reorder, seed=seed, rerequest_port=rerequest_port, linger=linger,
                      write=write, duration=duration, max_packets=count, interface=interface, clock=clock,
                      mode=mode, snapshot_levels=levels, snapshot_port=snapshot_port, snapshot_user=snapshot_user,
-                     snapshot_password=_snapshot_password(snapshot_password_file, None))
+                     snapshot_password=_snapshot_password(snapshot_password_file, None),
+                     feed_b=feed_b, loss_b=loss_b, dup_b=dup_b, reorder_b=reorder_b, seed_b=seed_b,
+                     outage_b=_parse_outage(outage_b))
     if as_json:
         _emit_json(r)
     elif write:
         out.print(f"wrote {r.get('messages', r.get('messages_written', '?'))} messages to {write}")
     else:
         _print_sent(r, f"hftcap exchange: {feed}")
+
+
+def _parse_outage(text: Optional[str]):
+    if text is None:
+        return None
+    a, sep, b = text.partition(":")
+    try:
+        return float(a), float(b)
+    except ValueError:
+        raise UsageError(f"bad --outage-b '{text}': expected START:SECONDS", hint="for example --outage-b 1.0:2.0") from None
 
 
 @app.command()

@@ -151,7 +151,10 @@ def join_summary(sess: Session, st: dict, drops: dict) -> dict:
 def _wait(sess: Session, o: ListenOptions, stopper: "Stopper", t0: float, *stop_events) -> str:
     """Until --count, --duration, a signal or one of stop_events; discards the warm-up's samples."""
     warm = o.warmup > 0
+    lines = LineEvents(sess) if o.feeds_b else None
     while True:
+        if lines is not None:
+            lines.poll()
         if warm and time.monotonic() - t0 >= o.warmup:
             sess.reset_hists()
             warm = False
@@ -231,6 +234,26 @@ def run_listen(o: ListenOptions, on_started=None, live: bool = False, symbol: st
     finally:
         if server is not None:
             server.close()
+
+
+class LineEvents:
+    """Prints each A/B line down/up event to stderr once, as the data thread records it."""
+
+    def __init__(self, sess: Session):
+        self.sess, self.seen, self.next_t = sess, {}, 0.0
+
+    def poll(self):
+        now = time.monotonic()
+        if now < self.next_t:
+            return
+        self.next_t = now + 0.25
+        rep = self.sess.cap.recovery() or {"feeds": []}
+        for f, r in zip(self.sess.o.feeds, rep["feeds"]):
+            evs = (r.get("lines") or {}).get("events", [])
+            for t, ln, silent, ev in evs[self.seen.get(str(f), 0):]:
+                print("hftcap: " + recovery.line_event_text(str(f), {"line": ln, "event": ev, "silent_ns": silent}),
+                      file=sys.stderr, flush=True)
+            self.seen[str(f)] = len(evs)
 
 
 def _run_session(o, on_started, live, symbol, title, stop_event, doctor, server, on_doctor) -> dict:

@@ -69,7 +69,7 @@ class Session:
         self.members = []
         if o.path == "xdp":
             try:
-                self.members = join_groups(self.ifindex, o.feeds)
+                self.members = join_groups(self.ifindex, o.feeds + o.feeds_b)
             except OSError as e:
                 self.cap.close()
                 self._restore_hwts()
@@ -254,6 +254,7 @@ class Session:
             "queue": o.queue if len(self.bound_queues) == 1 else ",".join(map(str, self.bound_queues)),
             "cpu": o.cpu,
             "feeds": [str(f) for f in o.feeds],
+            "feeds_b": [str(f) for f in o.feeds_b],
             "kernel": platform.release(),
             "xdp_clock": ("CLOCK_TAI" if self.tai_clock else "CLOCK_MONOTONIC") if o.path == "xdp" else None,
             "tai_offset_s": i["tai_offset_s"],

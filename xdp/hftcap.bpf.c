@@ -29,7 +29,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, HC_MAX_FEEDS);
+	__uint(max_entries, 2 * HC_MAX_FEEDS); /* each feed's A line and its B line */
 	__type(key, struct hc_feed_key);
 	__type(value, __u32);
 } feeds SEC(".maps");

@@ -8,6 +8,9 @@
 
 #define HC_MAX_FEEDS 64
 #define HC_MAX_QUEUES 64
+/* In a feed map value (and the consumer's feed index): the packet came on the feed's B line
+ * (listen --feed-b), the low bits name the feed. */
+#define HC_FEED_LINE_B (1u << 16)
 
 /* Key of the feed map: IPv4 multicast group and UDP port, both in network order. */
 struct hc_feed_key {

@@ -80,8 +80,12 @@ struct hc_capture {
 	struct hc_xsk xs[HC_MAX_QUEUES]; /* one AF_XDP socket (with its own UMEM) per bound queue */
 	uint32_t nxs;
 
-	/* kernel path */
-	int udp_fd[HC_MAX_FEEDS];
+	/* kernel path: one socket per line (A lines first, then the B lines) */
+	int udp_fd[2 * HC_MAX_FEEDS];
+	uint32_t udp_feed[2 * HC_MAX_FEEDS];  /* the consumer's feed index (| HC_FEED_LINE_B) */
+	uint32_t udp_group[2 * HC_MAX_FEEDS];
+	uint16_t udp_port[2 * HC_MAX_FEEDS];
+	uint32_t nudp;
 	uint8_t *bufs;
 	struct mmsghdr msgs[HC_BATCH];
 	struct iovec iov[HC_BATCH];
@@ -312,6 +316,12 @@ static int feeds_setup(struct hc_capture *c)
 		struct hc_feed_key k = { .group = c->cfg.group_be[i], .port = c->cfg.port_be[i], .pad = 0 };
 		if (bpf_map_update_elem(c->feeds_fd, &k, &i, BPF_ANY))
 			return -errno;
+		if (!(c->cfg.ab_mask >> i & 1))
+			continue;
+		struct hc_feed_key kb = { .group = c->cfg.group_b_be[i], .port = c->cfg.port_b_be[i] };
+		uint32_t v = i | HC_FEED_LINE_B;
+		if (bpf_map_update_elem(c->feeds_fd, &kb, &v, BPF_ANY))
+			return -errno;
 	}
 	return 0;
 }
@@ -332,7 +342,20 @@ static int udp_setup(struct hc_capture *c, const char **stage)
 		c->msgs[i].msg_hdr.msg_iovlen = 1;
 		c->msgs[i].msg_hdr.msg_name = &c->src[i];
 	}
+	c->nudp = 0;
 	for (uint32_t i = 0; i < c->cfg.nfeeds; i++) {
+		c->udp_feed[c->nudp] = i;
+		c->udp_group[c->nudp] = c->cfg.group_be[i];
+		c->udp_port[c->nudp++] = c->cfg.port_be[i];
+	}
+	for (uint32_t i = 0; i < c->cfg.nfeeds; i++) {
+		if (!(c->cfg.ab_mask >> i & 1))
+			continue;
+		c->udp_feed[c->nudp] = i | HC_FEED_LINE_B;
+		c->udp_group[c->nudp] = c->cfg.group_b_be[i];
+		c->udp_port[c->nudp++] = c->cfg.port_b_be[i];
+	}
+	for (uint32_t i = 0; i < c->nudp; i++) {
 		*stage = "udp-socket";
 		int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 		if (fd < 0)
@@ -344,15 +367,15 @@ static int udp_setup(struct hc_capture *c, const char **stage)
 		if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof(rcvbuf)))
 			setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
 		*stage = "udp-bind";
-		struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = c->cfg.port_be[i],
-					  .sin_addr.s_addr = c->cfg.group_be[i] };
+		struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = c->udp_port[i],
+					  .sin_addr.s_addr = c->udp_group[i] };
 		if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)))
 			return -errno;
 		*stage = "udp-bindtodevice";
 		if (setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, c->cfg.ifname, strlen(c->cfg.ifname)))
 			return -errno;
 		*stage = "igmp-join";
-		struct ip_mreqn mr = { .imr_multiaddr.s_addr = c->cfg.group_be[i],
+		struct ip_mreqn mr = { .imr_multiaddr.s_addr = c->udp_group[i],
 				       .imr_ifindex = c->cfg.ifindex };
 		if (setsockopt(fd, IPPROTO_IP, IP_ADD_MEMBERSHIP, &mr, sizeof(mr)))
 			return -errno;
@@ -515,8 +538,11 @@ static void recov_drain_capture(struct hc_capture *c, struct hc_recov *r)
 	hc_capring_publish(c->ring);
 }
 
-/* Replies are read while something is missing (or when poll saw them); timers run then too. */
-static inline void recov_service(struct hc_capture *c, int sock_ready)
+/* Replies are read while something is missing (or when poll saw them); timers run then too.
+ * The timers run at `before`, a time taken before the receive sockets were last read: a gap
+ * is then asked for (or lost) only if no line's copy had arrived by its deadline, however
+ * long the thread was preempted between reading the A and the B line. */
+static inline void recov_service(struct hc_capture *c, int sock_ready, uint64_t before)
 {
 	struct hc_recov *r = c->cons.recov;
 	if (!r)
@@ -527,7 +553,11 @@ static inline void recov_service(struct hc_capture *c, int sock_ready)
 	else if (sock_ready || active)
 		hc_recov_drain_socket(r, &c->cons);
 	if (active || hc_recov_active(r))
-		hc_recov_tick(r, &c->cons, hc_now_tai_ns());
+		hc_recov_tick(r, &c->cons, before);
+}
+static inline uint64_t recov_now(struct hc_capture *c)
+{
+	return c->cons.recov ? hc_now_tai_ns() : 0;
 }
 
 /* How long the wakeup-mode poll may sleep: until the next recovery timer at most. */
@@ -564,9 +594,10 @@ static void *xdp_loop(void *arg)
 	while (!__atomic_load_n(&c->stop, __ATOMIC_RELAXED) &&
 	       !__atomic_load_n(&c->cons.done, __ATOMIC_RELAXED)) {
 		uint32_t got = 0;
+		uint64_t before = recov_now(c);
 		for (uint32_t i = 0; i < nx; i++)
 			got += xsk_drain(c, &c->xs[i], busy);
-		recov_service(c, busy && !got);
+		recov_service(c, busy && !got, before);
 		hc_clock_check(&c->cons.clk, !got);
 		if (got)
 			continue;
@@ -577,7 +608,7 @@ static void *xdp_loop(void *arg)
 			if (r < 0 && errno != EINTR)
 				c->io_errors++;
 			if (r > 0 && np > nx && (pfd[nx].revents & POLLIN))
-				recov_service(c, 1);
+				recov_service(c, 1, hc_now_tai_ns());
 		} else {
 			for (uint32_t i = 0; i < nx; i++)
 				if (xsk_ring_prod__needs_wakeup(&c->xs[i].fill))
@@ -593,15 +624,16 @@ static inline uint64_t ts_ns(const struct timespec *t)
 	return (uint64_t)t->tv_sec * 1000000000ull + (uint64_t)t->tv_nsec;
 }
 
-static void udp_drain(struct hc_capture *c, uint32_t feed)
+static void udp_drain(struct hc_capture *c, uint32_t sock)
 {
+	const uint32_t feed = c->udp_feed[sock];
 	for (uint32_t i = 0; i < HC_BATCH; i++) {
 		c->msgs[i].msg_hdr.msg_control = c->ctrl[i];
 		c->msgs[i].msg_hdr.msg_controllen = sizeof(c->ctrl[i]);
 		c->msgs[i].msg_hdr.msg_flags = 0;
 		c->msgs[i].msg_hdr.msg_namelen = sizeof(c->src[i]);
 	}
-	int n = recvmmsg(c->udp_fd[feed], c->msgs, HC_BATCH, MSG_DONTWAIT, NULL);
+	int n = recvmmsg(c->udp_fd[sock], c->msgs, HC_BATCH, MSG_DONTWAIT, NULL);
 	if (n <= 0) {
 		if (n < 0 && errno != EAGAIN && errno != EINTR)
 			c->io_errors++;
@@ -625,7 +657,7 @@ static void udp_drain(struct hc_capture *c, uint32_t feed)
 		if (c->ring)
 			hc_capring_put(c->ring, HC_PCAP_IF_FEED, HC_CAPREC_UDP, c->iov[i].iov_base,
 				       c->msgs[i].msg_len, 0, &t, &c->cons, c->src[i].sin_addr.s_addr,
-				       c->src[i].sin_port, c->cfg.group_be[feed], c->cfg.port_be[feed]);
+				       c->src[i].sin_port, c->udp_group[sock], c->udp_port[sock]);
 		if (__atomic_load_n(&c->cons.done, __ATOMIC_RELAXED))
 			break;
 	}
@@ -636,8 +668,8 @@ static void udp_drain(struct hc_capture *c, uint32_t feed)
 static void *udp_loop(void *arg)
 {
 	struct hc_capture *c = arg;
-	struct pollfd pfd[HC_MAX_FEEDS + 1];
-	const uint32_t nf = c->cfg.nfeeds;
+	struct pollfd pfd[2 * HC_MAX_FEEDS + 1];
+	const uint32_t nf = c->nudp; /* every line's socket */
 	for (uint32_t i = 0; i < nf; i++) {
 		pfd[i].fd = c->udp_fd[i];
 		pfd[i].events = POLLIN;
@@ -653,13 +685,16 @@ static void *udp_loop(void *arg)
 		hc_consumer_idle(&c->cons);
 		hc_clock_check(&c->cons.clk, 1); /* between recvmmsg batches */
 		if (busy) {
+			uint64_t before = recov_now(c);
 			for (uint32_t i = 0; i < nf; i++)
 				udp_drain(c, i);
-			recov_service(c, 1);
+			recov_service(c, 1, before);
 			continue;
 		}
 		struct timespec ts = wait_for(c);
 		int r = ppoll(pfd, np, &ts, NULL);
+		/* ppoll reported every socket that had data by now: the timers' time */
+		uint64_t before = recov_now(c);
 		if (r < 0) {
 			if (errno != EINTR)
 				c->io_errors++;
@@ -668,7 +703,7 @@ static void *udp_loop(void *arg)
 		for (uint32_t i = 0; i < nf && r > 0; i++)
 			if (pfd[i].revents & POLLIN)
 				udp_drain(c, i);
-		recov_service(c, r > 0 && np > nf && (pfd[nf].revents & POLLIN));
+		recov_service(c, r > 0 && np > nf && (pfd[nf].revents & POLLIN), before);
 	}
 	note_thread_cpu(c);
 	return NULL;
@@ -692,7 +727,7 @@ int hc_capture_open(const struct hc_capture_cfg *cfg, struct hc_capture **out, c
 		return -ENOMEM;
 	c->cfg = *cfg;
 	c->link_fd = -1;
-	for (int i = 0; i < HC_MAX_FEEDS; i++)
+	for (int i = 0; i < 2 * HC_MAX_FEEDS; i++)
 		c->udp_fd[i] = -1;
 	hc_consumer_init(&c->cons, cfg->nfeeds, cfg->max_packets);
 	c->cons.timing = cfg->timing;
@@ -704,9 +739,15 @@ int hc_capture_open(const struct hc_capture_cfg *cfg, struct hc_capture **out, c
 		err = hc_clock_init(&c->cons.clk, HC_STAMP_CLOCK); /* auto: no invariant TSC */
 	if (err)
 		goto fail;
+	if (cfg->ab_mask && !cfg->recovery) { /* the lines are merged by recovery.c */
+		*stage = "config";
+		err = -EINVAL;
+		goto fail;
+	}
 	if (cfg->recovery) {
 		*stage = "recovery";
-		err = hc_recov_new(&c->cons.recov, &cfg->recov, cfg->nfeeds);
+		c->cfg.recov.ab_mask = cfg->ab_mask;
+		err = hc_recov_new(&c->cons.recov, &c->cfg.recov, cfg->nfeeds);
 		if (err)
 			goto fail;
 	}
@@ -825,7 +866,7 @@ void hc_capture_close(struct hc_capture *c)
 		hftcap_bpf__destroy(c->skel);
 	if (c->skel_hw)
 		hftcap_hw_bpf__destroy(c->skel_hw);
-	for (int i = 0; i < HC_MAX_FEEDS; i++)
+	for (int i = 0; i < 2 * HC_MAX_FEEDS; i++)
 		if (c->udp_fd[i] >= 0)
 			close(c->udp_fd[i]);
 	free(c->bufs);

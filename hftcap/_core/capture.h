@@ -26,6 +26,11 @@ struct hc_capture_cfg {
 	uint32_t nfeeds;
 	uint32_t group_be[HC_MAX_FEEDS];
 	uint16_t port_be[HC_MAX_FEEDS];
+	/* B lines (listen --feed-b): bit i of ab_mask set = feed i also arrives on group_b/port_b,
+	 * merged with its A line by recovery.c (which must then be configured). */
+	uint64_t ab_mask;
+	uint32_t group_b_be[HC_MAX_FEEDS];
+	uint16_t port_b_be[HC_MAX_FEEDS];
 	uint64_t max_packets;
 	int want_hw_ts;         /* try the device-bound program with the RX-timestamp kfunc */
 	int tai_clock;          /* XDP program reads CLOCK_TAI (kernel >= 6.1), else MONOTONIC */

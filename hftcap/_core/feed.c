@@ -112,6 +112,13 @@ void hc_consumer_packet(struct hc_consumer *c, uint32_t feed, const uint8_t *pay
 			uint32_t len, const struct hc_pkt_times *t)
 {
 	c->out_dec_tai_ns = 0;
+	uint32_t line = 0;
+	if (feed & HC_FEED_LINE_B) { /* a B line is merged by recovery.c, or it is no feed */
+		feed &= ~HC_FEED_LINE_B;
+		line = 1;
+		if (!c->recov || !hc_recov_has_b(c->recov, feed))
+			feed = UINT32_MAX;
+	}
 	if (feed >= c->nfeeds) {
 		c->drop_bad_feed++;
 		return;
@@ -121,7 +128,7 @@ void hc_consumer_packet(struct hc_consumer *c, uint32_t feed, const uint8_t *pay
 	if (t->hw_ns)
 		c->hw_stamped++;
 	if (c->recov)
-		hc_recov_packet(c->recov, c, feed, payload, len, t, t->deq_tai_ns);
+		hc_recov_packet(c->recov, c, feed, line, payload, len, t, t->deq_tai_ns);
 	else
 		hc_consumer_sequence(c, feed, payload, len, t);
 	if (c->max_packets && c->packets >= c->max_packets)

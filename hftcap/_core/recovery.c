@@ -20,6 +20,10 @@
 #include "join.h"
 
 #define NREQ (2 * HC_RECOV_MAX_OUTSTANDING) /* in flight + given up (lost when next gets there) */
+#define NRUNS 64 /* missing runs remembered with the time each was seen (for its own gap timeout) */
+
+struct gaprun { uint64_t first, end, seen_ns; uint32_t src; }; /* src: SRC_* of its fills */
+enum { SRC_A = 1, SRC_B = 2, SRC_SERVER = 4, SRC_LOST = 8 };
 #define LAB_SENT_CAP 4096
 #define RX_BUF 2048
 
@@ -51,6 +55,10 @@ struct rfeed {
 	uint64_t high;
 	uint64_t req_upto;       /* missing messages below this are asked for (or given up) */
 	uint64_t unreq_since_ns; /* when the oldest missing message not asked for yet was seen; 0: none */
+	/* The missing runs in the order seen (= sequence order), each with its own gap timeout: a
+	 * hole just seen is not asked for (or lost) because an older one's timer fired. */
+	struct gaprun runs[NRUNS];
+	uint32_t run_head, nruns;
 	uint64_t episode_ns;     /* when the feed last went from nothing missing to missing */
 	uint32_t server;         /* index of the server requests go to */
 	uint32_t inflight;
@@ -66,6 +74,15 @@ struct rfeed {
 	uint64_t restored_lost;  /* gaps_lost when a snapshot last restored the books */
 	struct hole hole;
 	struct hc_recov_hole_stats hst;
+	/* A/B arbitration (only when the feed has a B line) */
+	int ab;
+	struct hc_line_stats line[2];
+	char line_session[2][10]; /* the session of each line's last packet */
+	int line_have[2];
+	struct hc_line_event ev[HC_LINE_EVENTS];
+	uint32_t nev;
+	struct arrival { uint64_t seq, t_line; } *arr; /* first copy's arrival: time << 1 | line */
+	struct hc_hist lag[2];   /* this line's copy behind the other's first one */
 };
 
 struct hc_recov {
@@ -125,7 +142,21 @@ int hc_recov_new(struct hc_recov **out, const struct hc_recov_cfg *cfg, uint32_t
 		r->f[i].req_upto = 1;
 		hc_hist_init(&r->f[i].hist);
 		hc_hist_init(&r->f[i].lost_hist);
+		r->f[i].ab = i < 64 && (cfg->ab_mask >> i & 1);
+		hc_hist_init(&r->f[i].lag[0]);
+		hc_hist_init(&r->f[i].lag[1]);
+		if (r->f[i].ab) {
+			void *a = mmap(NULL, HC_LINE_LAG_WINDOW * sizeof(struct arrival), PROT_READ | PROT_WRITE,
+				       MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+			if (a == MAP_FAILED) {
+				err = -errno;
+				goto fail;
+			}
+			r->f[i].arr = a;
+		}
 	}
+	if (!r->cfg.line_down_ns)
+		r->cfg.line_down_ns = 3000000000ull; /* 3 heartbeat intervals of 1 s */
 	for (uint32_t s = 0; s < cfg->nservers; s++) {
 		r->srv[s].sin_family = AF_INET;
 		r->srv[s].sin_addr.s_addr = cfg->server_ip_be[s];
@@ -160,6 +191,10 @@ void hc_recov_free(struct hc_recov *r)
 		for (uint32_t i = 0; i < r->nfeeds; i++)
 			if (r->f[i].ring)
 				munmap(r->f[i].ring, r->ring_bytes);
+	if (r->f)
+		for (uint32_t i = 0; i < r->nfeeds; i++)
+			if (r->f[i].arr)
+				munmap(r->f[i].arr, HC_LINE_LAG_WINDOW * sizeof(struct arrival));
 	free(r->f);
 	free(r);
 }
@@ -253,9 +288,43 @@ static void req_free(struct rfeed *f, struct req *q)
 }
 
 /* Record a lost run [first, first + n): counted, remembered, the books suspect. */
+/* The runs holding [first, first + n) were (partly) filled by src. */
+static void mark_runs(struct rfeed *f, uint64_t first, uint64_t n, uint32_t src)
+{
+	for (uint32_t i = 0; i < f->nruns; i++) {
+		struct gaprun *g = &f->runs[(f->run_head + i) % NRUNS];
+		if (g->first < first + n && first < g->end)
+			g->src |= src;
+	}
+}
+
+/* A delivered run leaves: counted by who filled it. */
+static void run_done(struct rfeed *f, const struct gaprun *g)
+{
+	uint32_t s = g->src;
+	if (s & SRC_LOST)
+		bump(&f->st.gaps_with_loss, 1);
+	else if (s == SRC_A)
+		bump(&f->st.gaps_filled_a, 1);
+	else if (s == SRC_B)
+		bump(&f->st.gaps_filled_b, 1);
+	else if (s == SRC_SERVER)
+		bump(&f->st.gaps_filled_server, 1);
+	else if (s)
+		bump(&f->st.gaps_filled_mixed, 1);
+}
+
+static void runs_clear(struct rfeed *f)
+{
+	for (uint32_t i = 0; i < f->nruns; i++)
+		run_done(f, &f->runs[(f->run_head + i) % NRUNS]);
+	f->nruns = 0;
+}
+
 static void lose_run(struct hc_consumer *c, struct hc_mold *m, struct rfeed *f, uint64_t first,
 		     uint64_t n)
 {
+	mark_runs(f, first, n, SRC_LOST);
 	if (f->nlost < HC_RECOV_LOST_RANGES) {
 		f->lost[f->nlost].first = first;
 		f->lost[f->nlost].count = n;
@@ -303,6 +372,7 @@ static void drain(struct hc_recov *r, struct hc_consumer *c, struct hc_mold *m, 
 	if (m->next >= f->high) {
 		f->high = m->next;
 		f->unreq_since_ns = 0;
+		runs_clear(f);
 		if (f->missing && f->st.gaps_lost && f->server + 1 >= r->cfg.nservers)
 			f->server = 0; /* every server failed: the next gap starts at the primary again */
 		set_missing(r, f, 0, now);
@@ -336,6 +406,14 @@ static void note_end(struct hc_recov *r, struct rfeed *f, struct hc_mold *m, uin
 		bump(&f->st.messages_missing, from - f->high);
 		if (!f->unreq_since_ns)
 			f->unreq_since_ns = now ? now : 1;
+		if (f->nruns == NRUNS) { /* full: the newest run grows; its older part waits longer */
+			struct gaprun *g = &f->runs[(f->run_head + NRUNS - 1) % NRUNS];
+			g->end = from;
+			g->seen_ns = now;
+		} else {
+			f->runs[(f->run_head + f->nruns++) % NRUNS] =
+				(struct gaprun){ .first = f->high, .end = from, .seen_ns = now };
+		}
 		set_missing(r, f, 1, now);
 	}
 	if (e > f->high)
@@ -371,8 +449,10 @@ static void park(struct hc_recov *r, struct rfeed *f, struct hc_mold *m, uint64_
 	if (f->held > f->st.reorder_peak)
 		__atomic_store_n(&f->st.reorder_peak, f->held, __ATOMIC_RELAXED);
 	bump(&f->st.held_messages, 1);
-	if (recovered)
+	if (recovered) {
 		bump(&f->st.messages_recovered, 1);
+		mark_runs(f, seq, 1, SRC_SERVER);
+	}
 }
 
 /* Walk count blocks; 0 = they fit exactly, 1 = fit with trailing bytes, -1 = truncated. */
@@ -389,6 +469,90 @@ static int walk(const uint8_t *p, const uint8_t *end, uint32_t count)
 	return p == end ? 0 : 1;
 }
 
+/* ---- A/B lines ---- */
+
+static void line_event(struct rfeed *f, uint32_t line, uint32_t up, uint64_t now, uint64_t silent)
+{
+	if (f->nev >= HC_LINE_EVENTS)
+		return;
+	f->ev[f->nev] = (struct hc_line_event){ .tai_ns = now, .silent_ns = silent, .line = line,
+						.up = up };
+	__atomic_store_n(&f->nev, f->nev + 1, __ATOMIC_RELEASE);
+}
+
+/* A packet on line L: liveness of both lines (a line is down once silent for line_down_ns
+ * while this one is alive, up again with its next packet), then the session rule. Returns 0
+ * when the packet must not be merged: its session is not the merged one and the line did not
+ * just leave the merged session (a new session is followed when a line moves to it, never
+ * because one line carries a stale or foreign one). */
+static int line_arrive(struct hc_recov *r, struct hc_mold *m, struct rfeed *f, uint32_t L,
+		       const uint8_t *pkt, uint32_t len, uint64_t now)
+{
+	struct hc_line_stats *ls = &f->line[L], *os = &f->line[L ^ 1];
+	bump(&ls->packets, 1);
+	if (!ls->last_rx_ns && !os->last_rx_ns) /* the feed's first packet: both watches start */
+		__atomic_store_n(&os->last_rx_ns, now, __ATOMIC_RELAXED);
+	if (ls->down) {
+		uint64_t silent = now > ls->last_rx_ns ? now - ls->last_rx_ns : 0;
+		bump(&ls->downtime_ns, silent);
+		bump(&ls->up_events, 1);
+		__atomic_store_n(&ls->down, 0, __ATOMIC_RELAXED);
+		line_event(f, L, 1, now, silent);
+	}
+	if (now > ls->last_rx_ns)
+		__atomic_store_n(&ls->last_rx_ns, now, __ATOMIC_RELAXED);
+	if (!os->down && os->last_rx_ns && now > os->last_rx_ns + r->cfg.line_down_ns) {
+		bump(&os->down_events, 1);
+		__atomic_store_n(&os->down, 1, __ATOMIC_RELAXED);
+		line_event(f, L ^ 1, 0, now, now - os->last_rx_ns);
+	}
+	if (len < HC_MOLD_HDR)
+		return 1; /* counted as short by the sequencing */
+	int had = f->line_have[L];
+	int moved = had && memcmp(f->line_session[L], pkt, 10);
+	int was_merged = had && m->have_session && !memcmp(f->line_session[L], m->session, 10);
+	memcpy(f->line_session[L], pkt, 10);
+	f->line_have[L] = 1;
+	if (!m->have_session || !memcmp(m->session, pkt, 10) || (moved && was_merged))
+		return 1;
+	bump(&ls->other_session, 1);
+	bump(&m->st.packets, 1);
+	return 0;
+}
+
+/* Message s arrived first on line L at t; a later copy on the other line is its lag sample. */
+static inline void arrive_first(struct rfeed *f, uint32_t L, uint64_t s, uint64_t t)
+{
+	struct arrival *a = &f->arr[s & (HC_LINE_LAG_WINDOW - 1)];
+	a->seq = s;
+	a->t_line = t << 1 | L;
+}
+static inline void arrive_again(struct rfeed *f, uint32_t L, uint64_t s, uint64_t t)
+{
+	const struct arrival *a = &f->arr[s & (HC_LINE_LAG_WINDOW - 1)];
+	if (a->seq != s || (a->t_line & 1) == L)
+		return;
+	uint64_t t0 = a->t_line >> 1;
+	hc_hist_record(&f->lag[L], t > t0 ? t - t0 : 0);
+	bump(&f->line[L].late_copies, 1);
+}
+static inline uint64_t arrival_ns(const struct hc_pkt_times *t, uint64_t now)
+{
+	return t->xdp_tai_ns ? t->xdp_tai_ns : t->sw_tai_ns ? t->sw_tai_ns : now;
+}
+
+/* The line's own sequencing: a jump past its highest sequence is a gap of that line. */
+static inline void line_seq(struct rfeed *f, uint32_t L, uint64_t seq, uint64_t end)
+{
+	struct hc_line_stats *ls = &f->line[L];
+	if (ls->next && seq > ls->next) {
+		bump(&ls->gaps, 1);
+		bump(&ls->gap_messages, seq - ls->next);
+	}
+	if (end > ls->next)
+		__atomic_store_n(&ls->next, end, __ATOMIC_RELAXED);
+}
+
 /* ---- the live feed ---- */
 
 static void session_reset(struct hc_recov *r, struct hc_consumer *c, struct hc_mold *m,
@@ -401,19 +565,42 @@ static void session_reset(struct hc_recov *r, struct hc_consumer *c, struct hc_m
 		if (f->reqs[i].used)
 			req_free(f, &f->reqs[i]);
 	f->server = 0;
+	runs_clear(f);
 }
 
-void hc_recov_packet(struct hc_recov *r, struct hc_consumer *c, uint32_t feed,
+void hc_recov_packet(struct hc_recov *r, struct hc_consumer *c, uint32_t feed, uint32_t line,
 		     const uint8_t *pkt, uint32_t len, const void *times, uint64_t now)
 {
 	const struct hc_pkt_times *t = times;
 	struct hc_mold *m = &c->mold[feed];
 	struct rfeed *f = &r->f[feed];
 	r->last_now = now;
+	struct hc_line_stats *ls = NULL;
+	const uint32_t L = line & 1;
+	if (f->ab) {
+		ls = &f->line[L];
+		if (!line_arrive(r, m, f, L, pkt, len, now))
+			return;
+	}
 	if (len < HC_MOLD_HDR || !m->have_session || memcmp(m->session, pkt, 10)) {
 		if (len >= HC_MOLD_HDR && m->have_session)
 			session_reset(r, c, m, f, now);
+		uint64_t before = m->st.messages;
 		hc_consumer_sequence(c, feed, pkt, len, t); /* counts, or takes the new session */
+		if (ls && len >= HC_MOLD_HDR) { /* a session's first packet: all its messages won */
+			uint64_t sq = hc_be64(pkt + 10);
+			uint32_t n = hc_be16(pkt + 18);
+			int data = n != HC_MOLD_HEARTBEAT && n != HC_MOLD_END_OF_SESSION;
+			uint64_t won = m->st.messages - before;
+			for (uint64_t q = m->next - won; q < m->next; q++)
+				arrive_first(f, L, q, arrival_ns(t, now));
+			f->line[0].next = f->line[1].next = 0; /* a new session: both lines start over */
+			line_seq(f, L, sq, data ? sq + n : sq);
+			bump(data ? &ls->messages : &ls->heartbeats, data ? n : 1);
+			bump(&ls->wins, won);
+			if (data)
+				bump(&ls->duplicates, n - won);
+		}
 		if (m->have_session && !f->missing)
 			f->high = f->req_upto = m->next;
 		set_state(r, f, m);
@@ -424,6 +611,10 @@ void hc_recov_packet(struct hc_recov *r, struct hc_consumer *c, uint32_t feed,
 	if (count == HC_MOLD_HEARTBEAT || count == HC_MOLD_END_OF_SESSION) {
 		bump(&m->st.packets, 1);
 		bump(count == HC_MOLD_HEARTBEAT ? &m->st.heartbeats : &m->st.end_of_session, 1);
+		if (ls) {
+			bump(&ls->heartbeats, 1);
+			line_seq(f, L, seq, seq);
+		}
 		if (len != HC_MOLD_HDR)
 			bump(&m->st.drop_trailing, 1);
 		if (seq > m->next + r->cap) { /* tail gap beyond the ring: the oldest part is lost */
@@ -441,31 +632,59 @@ void hc_recov_packet(struct hc_recov *r, struct hc_consumer *c, uint32_t feed,
 		bump(&m->st.drop_truncated, 1);
 		return;
 	}
+	if (ls) {
+		bump(&ls->messages, count);
+		line_seq(f, L, seq, end);
+	}
 	if (end <= m->next) {
 		if (m->next - seq > r->cap) { /* far behind: a reset, not a duplicate; not merged */
 			bump(&m->st.packets, 1);
 			bump(&f->st.backwards, 1);
 			return;
 		}
+		if (ls) {
+			bump(&ls->duplicates, count);
+			uint64_t at = arrival_ns(t, now);
+			for (uint64_t q = seq; q < end; q++)
+				arrive_again(f, L, q, at);
+		}
 		hc_consumer_sequence(c, feed, pkt, len, t); /* counts the duplicate */
 		return;
 	}
 	if (seq <= m->next) {
-		uint64_t old = m->next, high = f->high;
+		uint64_t old = m->next, high = f->high, dups = 0;
 		hc_consumer_sequence(c, feed, pkt, len, t);
 		if (old < high) {
 			/* Messages below high were missing or parked: the parked copies are duplicates. */
-			uint64_t upto = m->next < high ? m->next : high, dups = 0;
+			uint64_t upto = m->next < high ? m->next : high;
 			for (uint64_t s = old; s < upto; s++) {
 				struct slot *sl = slot_of(r, f, s);
 				if (sl->seq == s) {
 					sl->seq = 0;
 					f->held--;
 					dups++;
+				} else {
+					mark_runs(f, s, 1, L ? SRC_B : SRC_A);
 				}
 			}
 			bump(&f->st.messages_late, upto - old - dups);
 			bump(&m->st.duplicates, dups);
+			if (ls)
+				bump(&ls->filled, upto - old - dups);
+		}
+		if (ls) { /* delivered now, but the parked copies came first: this line's wins */
+			bump(&ls->wins, m->next - old - dups);
+			bump(&ls->duplicates, (old - seq) + dups);
+			uint64_t at = arrival_ns(t, now);
+			for (uint64_t q = seq; q < old; q++)
+				arrive_again(f, L, q, at);
+			for (uint64_t q = old; q < m->next; q++) {
+				const struct arrival *a = &f->arr[q & (HC_LINE_LAG_WINDOW - 1)];
+				if (q < high && a->seq == q && (a->t_line & 1) != L)
+					arrive_again(f, L, q, at); /* it was parked: the other line's */
+				else
+					arrive_first(f, L, q, at);
+			}
 		}
 		if (m->next > f->high)
 			f->high = m->next;
@@ -483,20 +702,40 @@ void hc_recov_packet(struct hc_recov *r, struct hc_consumer *c, uint32_t feed,
 	}
 	uint64_t first_new = seq > f->high ? seq : f->high; /* below it: these were missing */
 	const uint8_t *p = pkt + HC_MOLD_HDR;
-	uint64_t late = 0, missing_oversize = 0;
+	uint64_t late = 0, missing_oversize = 0, won = 0, dup = 0;
+	const uint64_t at = ls ? arrival_ns(t, now) : 0;
 	for (uint32_t i = 0; i < count; i++) {
 		uint32_t n = hc_be16(p);
 		uint64_t s = seq + i;
 		if (s >= m->next) {
-			if (n > HC_RECOV_SLOT_DATA)
+			if (n > HC_RECOV_SLOT_DATA) {
 				missing_oversize += s >= first_new; /* missing now, asked for */
-			else if (s < first_new && !parked(r, f, s))
-				late++;
+			} else if (parked(r, f, s)) {
+				dup++;
+				if (ls)
+					arrive_again(f, L, s, at);
+			} else {
+				won++;
+				if (s < first_new) {
+					late++;
+					mark_runs(f, s, 1, L ? SRC_B : SRC_A);
+				}
+				if (ls)
+					arrive_first(f, L, s, at);
+			}
 			park(r, f, m, s, p + 2, n, 0, now);
 		} else {
 			bump(&m->st.duplicates, 1);
+			dup++;
+			if (ls)
+				arrive_again(f, L, s, at);
 		}
 		p += 2 + n;
+	}
+	if (ls) {
+		bump(&ls->wins, won);
+		bump(&ls->duplicates, dup);
+		bump(&ls->filled, late);
 	}
 	bump(&f->st.messages_late, late);
 	bump(&f->st.messages_missing, missing_oversize);
@@ -680,6 +919,7 @@ void hc_recov_reply(struct hc_recov *r, struct hc_consumer *c, const uint8_t *pk
 		} else if (s == m->next && !parked(r, f, s)) {
 			hc_consumer_apply_msg(c, m, p + 2, n);
 			bump(&f->st.messages_recovered, 1);
+			mark_runs(f, s, 1, SRC_SERVER);
 			m->next++;
 			fresh++;
 			/* The next ones may be parked already. */
@@ -733,20 +973,55 @@ int hc_recov_drain_socket(struct hc_recov *r, struct hc_consumer *c)
 
 /* ---- timers ---- */
 
+/* The first missing run not yet asked for (NULL: none remembered). */
+static const struct gaprun *pending_run(const struct rfeed *f)
+{
+	for (uint32_t i = 0; i < f->nruns; i++) {
+		const struct gaprun *g = &f->runs[(f->run_head + i) % NRUNS];
+		if (g->end > f->req_upto)
+			return g;
+	}
+	return NULL;
+}
+
+/* One past the last missing message whose own gap timeout has passed (0: none). Runs wholly
+ * delivered or asked for are dropped first. */
+static uint64_t ripe_upto(struct hc_recov *r, struct rfeed *f, struct hc_mold *m, uint64_t now)
+{
+	while (f->nruns && f->runs[f->run_head].end <= m->next) { /* delivered */
+		run_done(f, &f->runs[f->run_head]);
+		f->run_head = (f->run_head + 1) % NRUNS;
+		f->nruns--;
+	}
+	if (!f->nruns) /* none remembered (an oversize message): the oldest time stands for all */
+		return now >= f->unreq_since_ns + r->cfg.gap_timeout_ns ? f->high : 0;
+	uint64_t ripe = 0;
+	for (uint32_t i = 0; i < f->nruns; i++) {
+		const struct gaprun *g = &f->runs[(f->run_head + i) % NRUNS];
+		if (now < g->seen_ns + r->cfg.gap_timeout_ns)
+			break;
+		ripe = g->end;
+	}
+	return ripe;
+}
+
 static void issue(struct hc_recov *r, struct hc_consumer *c, struct hc_mold *m, struct rfeed *f,
 		  uint64_t now)
 {
 	if (!f->unreq_since_ns || now < f->unreq_since_ns + r->cfg.gap_timeout_ns)
 		return;
+	uint64_t lim = ripe_upto(r, f, m, now);
+	if (!lim)
+		return;
 	if (!r->cfg.nservers) {
-		lose_until(r, c, m, f, f->high, now);
+		lose_until(r, c, m, f, lim, now);
 		return;
 	}
 	uint64_t s = f->req_upto > m->next ? f->req_upto : m->next;
 	while (f->inflight < r->cfg.max_outstanding) {
-		while (s < f->high && parked(r, f, s))
+		while (s < lim && parked(r, f, s))
 			s++;
-		if (s >= f->high)
+		if (s >= lim)
 			break;
 		struct req *q = NULL;
 		for (int i = 0; i < NREQ && !q; i++)
@@ -755,7 +1030,7 @@ static void issue(struct hc_recov *r, struct hc_consumer *c, struct hc_mold *m, 
 		if (!q)
 			break;
 		uint64_t e = s;
-		while (e < f->high && e - s < r->cfg.request_max && !parked(r, f, e))
+		while (e < lim && e - s < r->cfg.request_max && !parked(r, f, e))
 			e++;
 		*q = (struct req){ .first = s, .count = (uint32_t)(e - s), .used = 1,
 				   .first_sent_ns = now };
@@ -763,11 +1038,19 @@ static void issue(struct hc_recov *r, struct hc_consumer *c, struct hc_mold *m, 
 		send_req(r, m, f, q, now);
 		s = e;
 	}
-	while (s < f->high && parked(r, f, s))
+	while (s < lim && parked(r, f, s))
 		s++;
+	if (s >= lim) /* all asked for up to lim: past it, only parked ones up to the next hole */
+		while (s < f->high && parked(r, f, s))
+			s++;
 	f->req_upto = s;
-	if (s >= f->high)
+	if (s >= f->high) {
 		f->unreq_since_ns = 0;
+	} else {
+		const struct gaprun *g = pending_run(f);
+		if (g && g->seen_ns > f->unreq_since_ns)
+			f->unreq_since_ns = g->seen_ns; /* the next timer: the next run's own */
+	}
 	set_state(r, f, m);
 }
 
@@ -819,7 +1102,9 @@ uint64_t hc_recov_next_timer_ns(const struct hc_recov *r, uint64_t now)
 		if (!f->missing)
 			continue;
 		if (f->unreq_since_ns && f->inflight < r->cfg.max_outstanding) {
-			uint64_t d = f->unreq_since_ns + r->cfg.gap_timeout_ns;
+			const struct gaprun *g = pending_run(f);
+			uint64_t seen = g && g->seen_ns > f->unreq_since_ns ? g->seen_ns : f->unreq_since_ns;
+			uint64_t d = seen + r->cfg.gap_timeout_ns;
 			if (d < due)
 				due = d;
 		}
@@ -836,6 +1121,24 @@ uint64_t hc_recov_next_timer_ns(const struct hc_recov *r, uint64_t now)
 
 /* ---- readers ---- */
 
+const struct hc_hist *hc_recov_line_lag(const struct hc_recov *r, uint32_t feed, uint32_t line)
+{
+	return r->f[feed].ab ? &r->f[feed].lag[line & 1] : NULL;
+}
+int hc_recov_has_b(const struct hc_recov *r, uint32_t feed)
+{
+	return feed < r->nfeeds && r->f[feed].ab;
+}
+const struct hc_line_stats *hc_recov_line(const struct hc_recov *r, uint32_t feed, uint32_t line)
+{
+	return &r->f[feed].line[line & 1];
+}
+uint32_t hc_recov_line_events(const struct hc_recov *r, uint32_t feed, struct hc_line_event *out)
+{
+	uint32_t n = __atomic_load_n(&r->f[feed].nev, __ATOMIC_ACQUIRE);
+	memcpy(out, r->f[feed].ev, n * sizeof(*out));
+	return n;
+}
 int hc_recov_state(const struct hc_recov *r, uint32_t feed)
 {
 	return __atomic_load_n(&r->f[feed].state, __ATOMIC_RELAXED);

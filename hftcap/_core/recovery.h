@@ -46,6 +46,37 @@ struct hc_recov_cfg {
 	uint32_t max_outstanding;           /* requests in flight per feed, 1..16 */
 	uint32_t request_retries;           /* re-sends to one server before failing over */
 	int lab;                            /* no socket: requests are recorded (hc_recov_sent) */
+	/* A/B arbitration: bit i set = feed i has a B line (its packets come with line 1). */
+	uint64_t ab_mask;
+	uint64_t line_down_ns;              /* a line silent this long while the other is alive: down */
+};
+
+/* Per line of a feed with a B line (line 0 = A, 1 = B), read by other threads (relaxed). */
+struct hc_line_stats {
+	uint64_t packets;        /* datagrams on the line (heartbeats included) */
+	uint64_t messages;       /* message blocks carried by its data packets */
+	uint64_t wins;           /* messages this line brought first (delivered or parked) */
+	uint64_t duplicates;     /* messages already there (from the other line, a reply, or itself) */
+	uint64_t filled;         /* of its wins, messages that were missing (a hole it filled) */
+	uint64_t late_copies;    /* duplicates whose first copy came on the other line (lag samples) */
+	uint64_t heartbeats;     /* heartbeats and End of Session packets */
+	uint64_t gaps;           /* times the line jumped past its own next sequence */
+	uint64_t gap_messages;   /* messages it jumped over (lost on this line, or reordered) */
+	uint64_t other_session;  /* packets of a session that is not the merged one: not merged */
+	uint64_t down_events;    /* went silent for line_down_ns while the other line was alive */
+	uint64_t up_events;      /* came back after being down */
+	uint64_t downtime_ns;    /* sum of the closed down periods: last packet -> first one back */
+	uint64_t last_rx_ns;     /* CLOCK_TAI of its last packet (0: none yet) */
+	uint64_t next;           /* one past the highest sequence the line carried */
+	uint64_t down;           /* 1 while down */
+};
+
+#define HC_LINE_EVENTS 64 /* line down/up events kept per feed (the first ones) */
+struct hc_line_event {
+	uint64_t tai_ns;  /* when it was detected (a packet's dequeue time) */
+	uint64_t silent_ns; /* down: the silence that made it; up: how long it was silent */
+	uint32_t line;    /* 0 = A, 1 = B */
+	uint32_t up;      /* 0 = went down, 1 = came back */
 };
 
 /* Per feed, read by other threads with relaxed loads (all u64). */
@@ -76,6 +107,13 @@ struct hc_recov_stats {
 	uint64_t session_changes;    /* a new session id on the live feed: state reset, not merged */
 	uint64_t backwards;          /* live packet far below the window (not merged, not a dup) */
 	uint64_t episodes;           /* times the feed went from synced to missing and back */
+	/* Per gap (a missing run as seen), once delivered: who filled it. A run is one jump of the
+	 * merged stream; when more than 64 are open at once the newest ones merge. */
+	uint64_t gaps_filled_a;      /* by the A line (or the only line) alone */
+	uint64_t gaps_filled_b;      /* by the B line alone */
+	uint64_t gaps_filled_server; /* by re-request replies alone */
+	uint64_t gaps_filled_mixed;  /* by more than one of these */
+	uint64_t gaps_with_loss;     /* some of its messages were declared lost */
 };
 
 struct hc_recov_range { uint64_t first, count; };
@@ -102,9 +140,22 @@ void hc_recov_free(struct hc_recov *r);
 /* The request/reply socket (-1 in lab mode), for the data thread's poll set. */
 int hc_recov_fd(const struct hc_recov *r);
 
-/* A live packet of `feed` (the consumer calls this instead of its own sequencing). */
-void hc_recov_packet(struct hc_recov *r, struct hc_consumer *c, uint32_t feed,
+/* A live packet of `feed` on `line` (0 = A, 1 = B; the consumer calls this instead of its own
+ * sequencing). Both lines of a feed share one sequencing state: the first copy of a message
+ * wins, the other is a counted duplicate, and a gap is only asked for (or lost) when no line
+ * filled it within the gap timeout. */
+void hc_recov_packet(struct hc_recov *r, struct hc_consumer *c, uint32_t feed, uint32_t line,
 		     const uint8_t *pkt, uint32_t len, const void *times, uint64_t now_ns);
+/* The lag of this line's copy behind the other line's first copy of the same message
+ * (arrival stamps: XDP, else the socket's software stamp, else dequeue; CLOCK_TAI ns), for
+ * messages within the last HC_LINE_LAG_WINDOW sequences. NULL without a B line. */
+#define HC_LINE_LAG_WINDOW 65536
+const struct hc_hist *hc_recov_line_lag(const struct hc_recov *r, uint32_t feed, uint32_t line);
+/* Nonzero when `feed` has a B line. */
+int hc_recov_has_b(const struct hc_recov *r, uint32_t feed);
+const struct hc_line_stats *hc_recov_line(const struct hc_recov *r, uint32_t feed, uint32_t line);
+/* The feed's line events so far (the first HC_LINE_EVENTS); returns how many are stored. */
+uint32_t hc_recov_line_events(const struct hc_recov *r, uint32_t feed, struct hc_line_event *out);
 /* One datagram that arrived on the request socket from ip:port (network order). */
 void hc_recov_reply(struct hc_recov *r, struct hc_consumer *c, const uint8_t *pkt, uint32_t len,
 		    uint32_t src_ip_be, uint16_t src_port_be, uint64_t now_ns);

@@ -35,6 +35,8 @@ struct hc_sender {
 	uint8_t *reply_buf;  /* max_payload_bytes, used by hc_sender_serve only */
 	_Atomic uint64_t sent_upto; /* messages [0, sent_upto) are final and may be replied */
 	struct hc_hist send_hist;   /* stamp of a data packet -> return of its sendmmsg() */
+	uint8_t *lost;       /* n_pkts: bit l set = the last run dropped the packet on line l */
+	uint8_t *stamped;    /* n_pkts, with a B line: the packet's stamps are written this run */
 	_Atomic int stop;
 };
 
@@ -156,6 +158,8 @@ int hc_sender_open(struct hc_sender **out, const uint8_t *stream, size_t len,
 	    (c->pace == HC_PACE_FILE && !(c->speed > 0.0)) ||
 	    !(c->loss >= 0.0 && c->loss <= 1.0) || !(c->dup >= 0.0 && c->dup <= 1.0) ||
 	    !(c->reorder >= 0.0 && c->reorder <= 1.0) || c->eos_count > HC_SEND_EOS_MAX ||
+	    !(c->loss_b >= 0.0 && c->loss_b <= 1.0) || !(c->dup_b >= 0.0 && c->dup_b <= 1.0) ||
+	    !(c->reorder_b >= 0.0 && c->reorder_b <= 1.0) ||
 	    c->eos_interval_ns > 1000000000ull)
 		return -EINVAL;
 	int64_t n = hc_stream_count(stream, len, maxp);
@@ -212,6 +216,10 @@ int hc_sender_open(struct hc_sender **out, const uint8_t *stream, size_t len,
 	s->off[s->n_msgs] = o;
 	s->pkt_msg[p] = s->n_msgs;
 	s->n_pkts = p;
+	s->lost = calloc(p ? p : 1, 1);
+	s->stamped = c->line_b ? calloc(p ? p : 1, 1) : NULL;
+	if (!s->lost || (c->line_b && !s->stamped))
+		goto err_free;
 	atomic_init(&s->sent_upto, 0);
 	atomic_init(&s->stop, 0);
 	hc_hist_init(&s->send_hist);
@@ -228,6 +236,8 @@ void hc_sender_close(struct hc_sender *s)
 	if (!s)
 		return;
 	free(s->reply_buf);
+	free(s->lost);
+	free(s->stamped);
 	free(s->pkt_ts);
 	free(s->pkt_msg);
 	free(s->off);
@@ -268,6 +278,7 @@ struct sched {
 	uint64_t pkt, end_pkt;
 	uint64_t last_ns;        /* deadline of the last datagram scheduled */
 	uint64_t prng;
+	double loss, dup, reorder; /* this line's impairments */
 	int held;                /* a packet held back for reordering */
 	uint64_t held_pkt;
 	int held_dup;
@@ -276,13 +287,16 @@ struct sched {
 	int qh, qn;
 };
 
-static void sched_init(const struct hc_sender *s, struct sched *q)
+static void sched_init(const struct hc_sender *s, struct sched *q, int line)
 {
 	memset(q, 0, sizeof(*q));
 	q->end_pkt = s->n_pkts;
 	if (s->cfg.max_packets && s->cfg.max_packets < q->end_pkt)
 		q->end_pkt = s->cfg.max_packets;
-	q->prng = s->cfg.seed;
+	q->prng = line ? s->cfg.seed_b : s->cfg.seed;
+	q->loss = line ? s->cfg.loss_b : s->cfg.loss;
+	q->dup = line ? s->cfg.dup_b : s->cfg.dup;
+	q->reorder = line ? s->cfg.reorder_b : s->cfg.reorder;
 	q->eos_left = s->cfg.eos_count;
 }
 
@@ -325,9 +339,9 @@ static int sched_next(const struct hc_sender *s, struct sched *q, struct dgram *
 			uint64_t pub = q->held ? s->pkt_msg[q->held_pkt] : s->pkt_msg[p];
 			sched_push(q, q->last_ns, DG_HEARTBEAT, MARK_NONE, 0, next, pub);
 		} else {
-			int lost = draw(&q->prng, c->loss);
-			int dup = draw(&q->prng, c->dup);
-			int reo = draw(&q->prng, c->reorder);
+			int lost = draw(&q->prng, q->loss);
+			int dup = draw(&q->prng, q->dup);
+			int reo = draw(&q->prng, q->reorder);
 			uint64_t end = s->pkt_msg[p + 1];
 			q->last_ns = d;
 			q->pkt++;
@@ -413,6 +427,8 @@ struct sink {
 	clockid_t clk;
 	uint64_t publish;    /* sent_upto once the batch is out */
 	uint64_t start_mono;
+	int line;            /* 0 = A (publishes sent_upto), 1 = B */
+	struct sink *store;  /* build: the sink whose buffer the records go to (both lines share A's) */
 };
 
 static void account(struct hc_send_stats *st, int kind, uint32_t count, size_t bytes)
@@ -432,21 +448,22 @@ static void account(struct hc_send_stats *st, int kind, uint32_t count, size_t b
 static int flush(struct hc_sender *s, struct sink *k, struct hc_send_stats *st)
 {
 	if (k->fd < 0) {
+		struct sink *o = k->store ? k->store : k;
 		size_t need = 0;
 		for (int i = 0; i < k->n; i++)
 			need += 12 + k->iov[i][0].iov_len + k->iov[i][1].iov_len;
-		if (k->cap - k->used < need)
+		if (o->cap - o->used < need)
 			return -ENOSPC;
 		for (int i = 0; i < k->n; i++) {
-			uint8_t *r = k->out + k->used;
+			uint8_t *r = o->out + o->used;
 			size_t l0 = k->iov[i][0].iov_len, l1 = k->iov[i][1].iov_len;
 			put_le64(r, k->deadline[i]);
-			put_le32(r + 8, (uint32_t)(l0 + l1));
+			put_le32(r + 8, (uint32_t)(l0 + l1) | (k->line ? HC_SEND_REC_LINE_B : 0));
 			memcpy(r + 12, k->iov[i][0].iov_base, l0);
 			if (l1)
 				memcpy(r + 12 + l0, k->iov[i][1].iov_base, l1);
-			k->used += 12 + l0 + l1;
-			k->records++;
+			o->used += 12 + l0 + l1;
+			o->records++;
 			account(st, k->kind[i], k->count[i], l0 + l1);
 		}
 	} else {
@@ -485,7 +502,8 @@ static int flush(struct hc_sender *s, struct sink *k, struct hc_send_stats *st)
 		}
 	}
 	k->n = 0;
-	atomic_store_explicit(&s->sent_upto, k->publish, memory_order_release);
+	if (!k->line)
+		atomic_store_explicit(&s->sent_upto, k->publish, memory_order_release);
 	return 0;
 }
 
@@ -504,13 +522,18 @@ static void add(struct hc_sender *s, struct sink *k, const struct dgram *g, cloc
 	k->stamp[i] = 0;
 	if (g->kind == DG_DATA || g->kind == DG_LOST) {
 		uint64_t a = s->pkt_msg[g->pkt], b = s->pkt_msg[g->pkt + 1];
-		if (g->mark != MARK_DUP) /* a duplicate carries the stamp of its original */
+		/* A duplicate carries the stamp of its original, and so does the other line's copy. */
+		if (g->mark != MARK_DUP && !(s->stamped && s->stamped[g->pkt])) {
 			k->stamp[i] = stamp_packet(s, g->pkt, clk, st);
+			if (s->stamped)
+				s->stamped[g->pkt] = 1;
+		}
 		if (g->mark == MARK_DUP)
 			st->duplicated_packets++;
 		else if (g->mark == MARK_REORDERED)
 			st->reordered_packets++;
 		if (g->kind == DG_LOST) {
+			s->lost[g->pkt] |= (uint8_t)(1u << k->line);
 			st->lost_packets++;
 			st->lost_messages += b - a;
 			if (g->publish > k->publish)
@@ -559,28 +582,71 @@ static int wait_until(struct hc_sender *s, uint64_t t, uint64_t limit)
 	}
 }
 
-static int64_t drive(struct hc_sender *s, struct sink *k, struct hc_send_stats *st)
+/* Order of two lines' datagrams due at once: the stream's packet order, A first on a tie. */
+static inline uint64_t pos(const struct dgram *g)
+{
+	return g->kind == DG_DATA || g->kind == DG_LOST ? g->pkt : g->kind == DG_EOS ? UINT64_MAX : 0;
+}
+
+static int in_outage(const struct hc_send_cfg *c, uint64_t d)
+{
+	return c->outage_b_ns && d >= c->outage_b_start_ns && d - c->outage_b_start_ns < c->outage_b_ns;
+}
+
+/* nl = 1: line A only; 2: both, each its own schedule and sink, merged by deadline. */
+static int64_t drive(struct hc_sender *s, struct sink **ks, int nl, struct hc_send_stats **sts)
 {
 	const struct hc_send_cfg *c = &s->cfg;
 	clockid_t clk = c->clock == HC_STAMP_UTC_MIDNIGHT ? CLOCK_REALTIME : CLOCK_TAI;
-	struct sched q;
-	struct dgram g;
-	int dry = k->fd < 0;
+	struct sched q[2];
+	struct dgram g[2];
+	int have[2] = { 0, 0 }, ended[2] = { 0, 0 };
+	struct sink *k0 = ks[0];
+	struct hc_send_stats *st = sts[0]; /* the stop reason and the schedule's bounds */
+	int dry = k0->fd < 0;
 
-	memset(st, 0, sizeof(*st));
 	hc_hist_reset(&s->send_hist);
-	k->clk = clk;
-	sched_init(s, &q);
+	memset(s->lost, 0, s->n_pkts ? s->n_pkts : 1);
+	if (s->stamped)
+		memset(s->stamped, 0, s->n_pkts ? s->n_pkts : 1);
 	atomic_store_explicit(&s->sent_upto, 0, memory_order_release);
-	st->first_seq = c->first_seq;
-	st->stop_reason = HC_STOP_DONE;
-	k->publish = 0;
-	k->start_mono = clock_ns(CLOCK_MONOTONIC);
-	uint64_t limit = k->start_mono + c->max_duration_ns;
-	uint64_t last_out = k->start_mono;
+	uint64_t start = clock_ns(CLOCK_MONOTONIC);
+	for (int l = 0; l < nl; l++) {
+		memset(sts[l], 0, sizeof(*sts[l]));
+		sts[l]->first_seq = c->first_seq;
+		sts[l]->stop_reason = HC_STOP_DONE;
+		ks[l]->clk = clk;
+		ks[l]->publish = 0;
+		ks[l]->line = l;
+		ks[l]->start_mono = start;
+		sched_init(s, &q[l], l);
+	}
+	uint64_t limit = start + c->max_duration_ns;
+	uint64_t last_out = start;
 
-	while (sched_next(s, &q, &g)) {
-		if (g.kind != DG_EOS && g.deadline_ns > c->max_duration_ns) {
+	for (;;) {
+		int l = -1;
+		for (int j = 0; j < nl; j++) {
+			if (!have[j] && !ended[j])
+				ended[j] = !(have[j] = sched_next(s, &q[j], &g[j]));
+			if (have[j] && (l < 0 || g[j].deadline_ns < g[l].deadline_ns ||
+					(g[j].deadline_ns == g[l].deadline_ns && pos(&g[j]) < pos(&g[l]))))
+				l = j;
+		}
+		if (l < 0)
+			break;
+		have[l] = 0;
+		struct dgram *d = &g[l];
+		struct sink *k = ks[l];
+		if (l == 1 && in_outage(c, d->deadline_ns)) {
+			if (d->kind == DG_DATA && d->mark != MARK_DUP) {
+				d->kind = DG_LOST; /* recorded as lost on B: the receiver misses it */
+				sts[1]->outage_packets++;
+			} else if (d->kind != DG_LOST) {
+				continue; /* heartbeats, End of Session and duplicates: nothing */
+			}
+		}
+		if (d->kind != DG_EOS && d->deadline_ns > c->max_duration_ns) {
 			st->stop_reason = HC_STOP_MAX_TIME;
 			break;
 		}
@@ -589,41 +655,50 @@ static int64_t drive(struct hc_sender *s, struct sink *k, struct hc_send_stats *
 				st->stop_reason = HC_STOP_REQUESTED;
 				break;
 			}
-			uint64_t t = k->start_mono + g.deadline_ns;
+			uint64_t t = start + d->deadline_ns;
 			uint64_t now = clock_ns(CLOCK_MONOTONIC);
-			if (g.kind != DG_EOS && now >= limit) {
+			if (d->kind != DG_EOS && now >= limit) {
 				st->stop_reason = HC_STOP_MAX_TIME;
 				break;
 			}
 			if (t > now) {
-				if (k->n) {
-					flush(s, k, st);
+				int flushed = 0;
+				for (int j = 0; j < nl; j++)
+					if (ks[j]->n) {
+						flush(s, ks[j], sts[j]);
+						flushed = 1;
+					}
+				if (flushed)
 					last_out = clock_ns(CLOCK_MONOTONIC);
-				}
 				/* the EOS tail is bounded by its own limits, not by the stream's */
-				int r = wait_until(s, t, g.kind == DG_EOS ? t : limit);
+				int r = wait_until(s, t, d->kind == DG_EOS ? t : limit);
 				if (r) {
-					if (g.kind != DG_EOS) /* a stop in the EOS tail: the stream was done */
+					if (d->kind != DG_EOS) /* a stop in the EOS tail: the stream was done */
 						st->stop_reason = r;
 					break;
 				}
 				now = clock_ns(CLOCK_MONOTONIC);
 			}
-			if (now - t > st->late_max_ns)
-				st->late_max_ns = now - t;
+			if (now - t > sts[l]->late_max_ns)
+				sts[l]->late_max_ns = now - t;
 		}
-		if (g.kind == DG_DATA || g.kind == DG_LOST)
-			st->data_packets += g.mark == MARK_DUP ? 0 : 1;
-		add(s, k, &g, clk, st);
+		if (d->kind == DG_DATA || d->kind == DG_LOST)
+			sts[l]->data_packets += d->mark == MARK_DUP ? 0 : 1;
+		add(s, k, d, clk, sts[l]);
 		/* Paced: every datagram goes out in its own call right after its stamp, as the floor's
 		 * sender does. Batching the ones already due (after a preemption) would hold each
-		 * stamped packet back for the rest of the batch, and sender_to_book would show it. */
-		if (!dry && c->pace != HC_PACE_NONE && k->n) {
-			flush(s, k, st);
+		 * stamped packet back for the rest of the batch, and sender_to_book would show it.
+		 * Built with two lines: one at a time, so the buffer holds the wire order. */
+		if (k->n && ((!dry && c->pace != HC_PACE_NONE) || (dry && nl > 1))) {
+			if (flush(s, k, sts[l]) < 0) {
+				st->stop_reason = HC_STOP_BUFFER_FULL;
+				k->n = 0;
+				break;
+			}
 			last_out = clock_ns(CLOCK_MONOTONIC);
 		}
 		if (k->n == HC_SEND_BATCH) {
-			if (flush(s, k, st) < 0) {
+			if (flush(s, k, sts[l]) < 0) {
 				st->stop_reason = HC_STOP_BUFFER_FULL;
 				k->n = 0;
 				break;
@@ -631,58 +706,116 @@ static int64_t drive(struct hc_sender *s, struct sink *k, struct hc_send_stats *
 			last_out = clock_ns(CLOCK_MONOTONIC);
 		}
 	}
-	if (k->n) {
-		if (flush(s, k, st) < 0) {
-			st->stop_reason = HC_STOP_BUFFER_FULL;
-			k->n = 0;
+	for (int l = 0; l < nl; l++) {
+		if (ks[l]->n) {
+			if (flush(s, ks[l], sts[l]) < 0) {
+				st->stop_reason = HC_STOP_BUFFER_FULL;
+				ks[l]->n = 0;
+			}
+			last_out = clock_ns(CLOCK_MONOTONIC);
+		} else if (!l) {
+			atomic_store_explicit(&s->sent_upto, k0->publish, memory_order_release);
 		}
-		last_out = clock_ns(CLOCK_MONOTONIC);
-	} else {
-		atomic_store_explicit(&s->sent_upto, k->publish, memory_order_release);
 	}
 	if (st->stop_reason == HC_STOP_MAX_TIME || st->stop_reason == HC_STOP_REQUESTED) {
 		/* cut short: still tell the receivers the session is over, back to back */
-		struct dgram e = { .deadline_ns = q.last_ns, .kind = DG_EOS,
-				   .seq = c->first_seq + k->publish, .publish = k->publish };
-		for (uint32_t i = 0; i < c->eos_count; i++)
-			add(s, k, &e, clk, st);
-		if (k->n && flush(s, k, st) < 0)
-			k->n = 0;
+		for (int l = 0; l < nl; l++) {
+			struct dgram e = { .deadline_ns = q[0].last_ns, .kind = DG_EOS,
+					   .seq = c->first_seq + k0->publish, .publish = k0->publish };
+			for (uint32_t i = 0; i < c->eos_count; i++)
+				add(s, ks[l], &e, clk, sts[l]);
+			if (ks[l]->n && flush(s, ks[l], sts[l]) < 0)
+				ks[l]->n = 0;
+		}
 		last_out = clock_ns(CLOCK_MONOTONIC);
 	}
-	st->next_seq = c->first_seq + k->publish;
-	st->elapsed_ns = last_out - k->start_mono;
+	for (int l = 0; l < nl; l++) {
+		sts[l]->next_seq = c->first_seq + k0->publish;
+		sts[l]->elapsed_ns = last_out - start;
+		sts[l]->stop_reason = st->stop_reason;
+	}
 	return 0;
 }
 
-int hc_sender_run(struct hc_sender *s, int fd, struct hc_send_stats *st)
+int hc_sender_run2(struct hc_sender *s, int fd, int fd_b, struct hc_send_stats *st,
+		   struct hc_send_stats *st_b)
 {
-	if (fd < 0)
+	if (fd < 0 || (fd_b < 0 && st_b) || (fd_b >= 0 && (!s->cfg.line_b || !st_b)))
 		return -EBADF;
-	struct sink *k = calloc(1, sizeof(*k));
-	if (!k)
+	int nl = fd_b >= 0 ? 2 : 1;
+	struct sink *k[2] = { calloc(1, sizeof(struct sink)), nl > 1 ? calloc(1, sizeof(struct sink)) : NULL };
+	if (!k[0] || (nl > 1 && !k[1])) {
+		free(k[0]);
+		free(k[1]);
 		return -ENOMEM;
-	k->fd = fd;
-	drive(s, k, st);
-	free(k);
+	}
+	k[0]->fd = fd;
+	if (nl > 1)
+		k[1]->fd = fd_b;
+	struct hc_send_stats *sts[2] = { st, st_b };
+	drive(s, k, nl, sts);
+	free(k[0]);
+	free(k[1]);
 	if (st->send_errors && !st->packets_sent && !st->heartbeats_sent && !st->eos_sent)
 		return -st->last_errno;
 	return 0;
 }
 
+int hc_sender_run(struct hc_sender *s, int fd, struct hc_send_stats *st)
+{
+	return hc_sender_run2(s, fd, -1, st, NULL);
+}
+
+int64_t hc_sender_build2(struct hc_sender *s, uint8_t *out, size_t cap, size_t *used,
+			 struct hc_send_stats *st, struct hc_send_stats *st_b)
+{
+	int nl = st_b && s->cfg.line_b ? 2 : 1;
+	struct sink *k[2] = { calloc(1, sizeof(struct sink)), nl > 1 ? calloc(1, sizeof(struct sink)) : NULL };
+	if (!k[0] || (nl > 1 && !k[1])) {
+		free(k[0]);
+		free(k[1]);
+		return -ENOMEM;
+	}
+	k[0]->fd = -1;
+	k[0]->out = out;
+	k[0]->cap = cap;
+	if (nl > 1) {
+		k[1]->fd = -1;
+		k[1]->store = k[0];
+	}
+	struct hc_send_stats *sts[2] = { st, st_b };
+	drive(s, k, nl, sts);
+	int64_t n = k[0]->records;
+	*used = k[0]->used;
+	free(k[0]);
+	free(k[1]);
+	return n;
+}
+
 int64_t hc_sender_build(struct hc_sender *s, uint8_t *out, size_t cap, size_t *used,
 			struct hc_send_stats *st)
 {
-	struct sink *k = calloc(1, sizeof(*k));
-	if (!k)
-		return -ENOMEM;
-	k->fd = -1;
-	k->out = out;
-	k->cap = cap;
-	drive(s, k, st);
-	int64_t n = k->records;
-	*used = k->used;
-	free(k);
+	return hc_sender_build2(s, out, cap, used, st, NULL);
+}
+
+size_t hc_sender_lost_runs(const struct hc_sender *s, int line, uint64_t (*out)[2], size_t cap)
+{
+	size_t n = 0;
+	uint8_t bit = (uint8_t)(1u << (line & 1));
+	for (uint64_t p = 0; p < s->n_pkts; p++) {
+		if (!(s->lost[p] & bit))
+			continue;
+		uint64_t first = s->cfg.first_seq + s->pkt_msg[p], cnt = s->pkt_msg[p + 1] - s->pkt_msg[p];
+		if (n && n <= cap && out[n - 1][0] + out[n - 1][1] == first) {
+			out[n - 1][1] += cnt;
+			continue;
+		}
+		if (n < cap) {
+			out[n][0] = first;
+			out[n][1] = cnt;
+		}
+		n++;
+	}
 	return n;
 }
 

@@ -72,6 +72,15 @@ struct hc_send_cfg {
 	uint32_t eos_count;          /* End of Session packets at the end (<= 16) */
 	uint64_t eos_interval_ns;    /* spacing of those (<= 1 s) */
 	uint64_t spin_ns;            /* busy-wait the last spin_ns before a deadline; 0 = 50 us */
+	/* A B line (hc_sender_run2's fd_b): the same packets, byte for byte, on a second socket,
+	 * with its own loss/dup/reorder drawn from its own PRNG (seed_b), merged into one wire
+	 * order by deadline (A first on a tie). */
+	int line_b;
+	double loss_b, dup_b, reorder_b;
+	uint64_t seed_b;
+	/* The B line sends nothing (data, heartbeats) scheduled in [outage_b_start_ns,
+	 * outage_b_start_ns + outage_b_ns) from the start; its data packets count as lost. */
+	uint64_t outage_b_start_ns, outage_b_ns;
 };
 
 struct hc_send_stats {
@@ -94,6 +103,7 @@ struct hc_send_stats {
 	uint64_t elapsed_ns;         /* CLOCK_MONOTONIC, first to last datagram */
 	uint64_t late_max_ns;        /* worst lateness of a datagram against its deadline */
 	uint64_t batches;            /* send calls: sendmmsg, or send() for a lone datagram */
+	uint64_t outage_packets;     /* B line: data packets not sent in the outage (in lost_*) */
 };
 
 struct hc_serve_stats {
@@ -136,10 +146,23 @@ uint64_t hc_sender_published(const struct hc_sender *s, uint64_t *first_seq);
  * sent at all (the refusals are in st). Blocks up to max_duration_ns + the EOS tail. */
 int hc_sender_run(struct hc_sender *s, int fd, struct hc_send_stats *st);
 
+/* Both lines (cfg.line_b): A to fd, B to fd_b (another connected socket), st_b its counters. */
+int hc_sender_run2(struct hc_sender *s, int fd, int fd_b, struct hc_send_stats *st,
+		   struct hc_send_stats *st_b);
+
 /* The same schedule into out: records of [u64 LE deadline_ns from start][u32 LE len][bytes],
- * no waiting, stamps from the real clock. Returns the number of records. */
+ * no waiting, stamps from the real clock. Returns the number of records. With st_b (and
+ * cfg.line_b) both lines go into out in wire order, a B record's len with bit 31 set. */
 int64_t hc_sender_build(struct hc_sender *s, uint8_t *out, size_t cap, size_t *used,
 			struct hc_send_stats *st);
+int64_t hc_sender_build2(struct hc_sender *s, uint8_t *out, size_t cap, size_t *used,
+			 struct hc_send_stats *st, struct hc_send_stats *st_b);
+#define HC_SEND_REC_LINE_B (1u << 31)
+
+/* The data packets the last run dropped on a line (0 = A, 1 = B: injected loss and the
+ * outage), as runs of message sequence numbers [first, first + count), consecutive lost
+ * packets merged. Returns the number of runs (at most cap are written). */
+size_t hc_sender_lost_runs(const struct hc_sender *s, int line, uint64_t (*out)[2], size_t cap);
 
 /* Reply to one re-request: a downstream packet starting at the requested sequence number, at
  * most count messages and one datagram (and cap). Returns its length, 0 for no reply (counted

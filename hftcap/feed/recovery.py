@@ -23,6 +23,7 @@ class RecoveryOptions:
     request_max: int = 64
     max_outstanding: int = 4
     request_retries: int = 4
+    line_down_timeout_s: float = 3.0   # A/B: a line silent this long while the other is alive is down
 
     def declare_bound_s(self) -> float:
         """Longest from a run's first request to its declaration as lost when no server
@@ -35,7 +36,8 @@ class RecoveryOptions:
                 "gap_timeout_ns": int(self.gap_timeout_s * 1e9),
                 "request_timeout_ns": int(self.request_timeout_s * 1e9),
                 "request_max": self.request_max, "max_outstanding": self.max_outstanding,
-                "request_retries": self.request_retries}
+                "request_retries": self.request_retries,
+                "line_down_timeout_ns": int(self.line_down_timeout_s * 1e9)}
 
 
 def parse_server(text: str) -> tuple[str, int]:
@@ -69,6 +71,16 @@ def check(o: RecoveryOptions) -> None:
         raise UsageError(f"--max-outstanding {o.max_outstanding}: expected 1 to {MAX_OUTSTANDING_LIMIT}")
     if not 0 <= o.request_retries <= 100:
         raise UsageError(f"--request-retries {o.request_retries}: expected 0 to 100")
+    if not 0.001 <= o.line_down_timeout_s <= 3600:
+        raise UsageError(f"--line-down-timeout {o.line_down_timeout_s}: expected 0.001 to 3600 s",
+                         hint="3 heartbeat intervals (3 s for 1 s heartbeats) is the usual choice")
+
+
+def _pct(raw: bytes) -> dict:
+    from ..measure import latency
+    (h,) = latency.parse_export(raw)
+    return {"domain": "CLOCK_TAI", "count": h.count, "min_ns": h.min_ns if h.count else None, "max_ns": h.max_ns,
+            **{f"{k}_ns": v for k, v in latency.percentiles(h.counts, h.min_ns, h.max_ns).items()}}
 
 
 def shape(report: dict | None, feeds: list) -> dict | None:
@@ -96,7 +108,32 @@ def shape(report: dict | None, feeds: list) -> dict | None:
             # the hole [N, start of the join buffer) of a late join or restore, re-requested
             "hole": r.get("hole", {}),
         }
+        if r.get("lines"):
+            out["feeds"][str(f)]["lines"] = shape_lines(r["lines"])
     return out
+
+
+def shape_lines(lines: dict) -> dict:
+    """The A/B part of one feed: per line its figures and state, and the down/up events
+    (times CLOCK_TAI, taken at the dequeue of the packet that revealed them)."""
+    out = {k: dict(lines[k]) for k in ("a", "b")}
+    for k in ("a", "b"):
+        out[k]["last_rx_tai_ns"] = out[k].pop("last_rx_ns")
+        # this line's copy behind the other line's first copy of the same message (arrival
+        # stamps: XDP, else the socket's software stamp, else dequeue)
+        out[k]["lag"] = _pct(out[k]["lag"])
+    out["events"] = [{"tai_ns": t, "line": ln, "event": ev, "silent_ns": silent}
+                     for t, ln, silent, ev in lines["events"]]
+    out["clock"] = "CLOCK_TAI"
+    return out
+
+
+def line_event_text(feed: str, e: dict) -> str:
+    """One stderr line for a line event."""
+    s = e["silent_ns"] / 1e9
+    if e["event"] == "down":
+        return f"line {e['line'].upper()} of {feed} down: silent {s:.3f} s while the other line is alive"
+    return f"line {e['line'].upper()} of {feed} up again after {s:.3f} s silent"
 
 
 def exit_line(rec: dict | None, suspect: int) -> str | None:

@@ -234,14 +234,14 @@ class _Run:
     error: BaseException | None = None
 
 
-def _run_sender(sender, sock: socket.socket) -> dict:
+def _run_sender(sender, sock: socket.socket, sock_b: socket.socket | None = None) -> dict:
     """sender.run in a worker thread so Ctrl-C in the main thread can stop it cleanly."""
     box = _Run(sender)
     done = threading.Event()
 
     def body():
         try:
-            box.result = sender.run(sock.fileno())
+            box.result = sender.run(sock.fileno(), None if sock_b is None else sock_b.fileno())
         except BaseException as e:  # handed to the main thread
             box.error = e
         finally:
@@ -350,7 +350,9 @@ def run_exchange(netns: str | None, feed: str, source: str | dict | bytes | None
                  session: bytes = DEFAULT_SESSION, clock: str = "tai-midnight",
                  heartbeat_interval: float = 1.0, eos_count: int = 3, json_out: str | None = None,
                  mode: str = "delta", snapshot_levels: int = 5, snapshot_port: int | None = None,
-                 snapshot_user: str | None = None, snapshot_password: str | None = None) -> dict:
+                 snapshot_user: str | None = None, snapshot_password: str | None = None,
+                 feed_b: str | None = None, loss_b: float = 0.0, dup_b: float = 0.0, reorder_b: float = 0.0,
+                 seed_b: int | None = None, outage_b: tuple[float, float] | None = None) -> dict:
     """`hftcap exchange`. source: a NASDAQ-layout file path, raw NASDAQ-layout bytes, or the
     generator's parameters {"seed", "stocks", "messages", "profile"} (None: the generator's
     defaults; profile "day" imitates a real NASDAQ day, 8,900 stocks unless "stocks" is given).
@@ -365,14 +367,20 @@ def run_exchange(netns: str | None, feed: str, source: str | dict | bytes | None
     same pacing gives the same update rate; the sender publishes it unchanged.
     snapshot_port: a SoupBinTCP snapshot server (hftcap.lab.snapshot_server) on that TCP port in
     the exchange namespace while the feed runs and lingers (login checked against snapshot_user
-    and snapshot_password when given)."""
+    and snapshot_password when given).
+    feed_b: the same packets, byte for byte, also go to this B line, with its own loss_b, dup_b
+    and reorder_b drawn from their own PRNG (seed_b, default derived from seed), and
+    outage_b = (start, seconds): the B line sends nothing then (a line down). What each line
+    dropped is in the result ("lost_ranges", "line_b"."lost_ranges": [first, last] sequence
+    numbers), so what both lines missed can be computed exactly."""
     if msg_rate is not None and speed is not None:
         raise UsageError("--msg-rate and --speed are exclusive", hint="pace by one of them, or by neither")
     if msg_rate is not None and msg_rate <= 0:
         raise UsageError(f"--msg-rate {msg_rate}: expected > 0 messages/s")
     if speed is not None and speed <= 0:
         raise UsageError(f"--speed {speed}: expected > 0 (1 = the file's own pace)")
-    for name, p in (("--loss", loss), ("--dup", dup), ("--reorder", reorder)):
+    for name, p in (("--loss", loss), ("--dup", dup), ("--reorder", reorder), ("--loss-b", loss_b),
+                    ("--dup-b", dup_b), ("--reorder-b", reorder_b)):
         if not 0.0 <= p <= 1.0:
             raise UsageError(f"{name} {p}: expected a probability in [0, 1]")
     if not 0 < duration <= 86400:
@@ -407,22 +415,38 @@ def run_exchange(netns: str | None, feed: str, source: str | dict | bytes | None
         return _finish_write(res, json_out)
 
     f = _parse_feed(feed)
+    fb = _parse_feed(feed_b) if feed_b else None
+    if fb is not None and (fb.group, fb.port) == (f.group, f.port):
+        raise UsageError("--feed-b is the same group and port as --feed", hint="the B line has its own group")
+    if fb is None and (loss_b or dup_b or reorder_b or outage_b):
+        raise UsageError("--loss-b, --dup-b, --reorder-b and --outage-b are for the B line", hint="add --feed-b GROUP:PORT")
+    if outage_b is not None and not (0 <= outage_b[0] <= 86400 and 0 <= outage_b[1] <= 86400):
+        raise UsageError(f"--outage-b {outage_b[0]}:{outage_b[1]}: expected START:SECONDS, both 0 to 86400")
+    seed_b = seed_b if seed_b is not None else (seed * 0x9E3779B97F4A7C15 + 0xB) % (1 << 64)
     pace = "messages" if msg_rate is not None else "file" if speed is not None else "none"
     sender = _make_sender(stream, session=session, messages_per_packet=messages_per_packet, pace=pace,
                           rate=float(msg_rate or 0.0), speed=float(speed or 1.0), clock=clock,
                           loss=loss, dup=dup, reorder=reorder, seed=seed, max_packets=max_packets,
                           max_seconds=duration, heartbeat_interval=heartbeat_interval,
-                          eos_count=eos_count, eos_interval=0.1)
+                          eos_count=eos_count, eos_interval=0.1, line_b=fb is not None,
+                          loss_b=loss_b, dup_b=dup_b, reorder_b=reorder_b, seed_b=seed_b,
+                          outage_b_start=outage_b[0] if outage_b else 0.0,
+                          outage_b_seconds=outage_b[1] if outage_b else 0.0)
     rport = rerequest_port if rerequest_port is not None else f.port + 1
     serve = serve and rport != 0  # port 0: no re-request server
     if netns:
         from . import netns as _netns
         _netns.enter(netns)
     sock, ifname = open_feed_socket(f.group, f.port, interface)
+    sock_b = None
     try:
+        if fb is not None:
+            sock_b, _ = open_feed_socket(fb.group, fb.port, interface)
         rsock = open_rerequest_socket(rport) if serve else None
     except HftcapError:
         sock.close()
+        if sock_b is not None:
+            sock_b.close()
         raise
     snap_server = None
     if snapshot_port is not None:
@@ -449,7 +473,7 @@ def run_exchange(netns: str | None, feed: str, source: str | dict | bytes | None
                     served_done.set()
             server = threading.Thread(target=serve_body, name="hftcap-rerequest", daemon=True)
             server.start()
-        res = _run_sender(sender, sock)
+        res = _run_sender(sender, sock, sock_b)
         if server is not None or snap_server is not None:
             try:  # re-requests and snapshots are still answered for `linger` seconds
                 (served_done.wait if server is not None else threading.Event().wait)(linger)
@@ -465,6 +489,8 @@ def run_exchange(netns: str | None, feed: str, source: str | dict | bytes | None
             served_done.wait()
             server.join()
         sock.close()
+        if sock_b is not None:
+            sock_b.close()
         if rsock is not None:
             rsock.close()
         snapshots = snap_server.close() if snap_server is not None else None
@@ -474,8 +500,18 @@ def run_exchange(netns: str | None, feed: str, source: str | dict | bytes | None
                 "msg_rate": msg_rate, "speed": speed, "loss": loss, "dup": dup, "reorder": reorder,
                 "seed": seed, "stream_messages": sender.messages, "stream_packets": sender.packets,
                 "rerequest_port": rport if rsock is not None else None,
-                "rerequests": served or None, "snapshot_server": snapshots, **stream_info})
+                "rerequests": served or None, "snapshot_server": snapshots, **stream_info,
+                "lost_ranges": _ranges(sender.lost(0))})
+    if fb is not None:
+        res["line_b"].update({"feed": f"{fb.group}:{fb.port}", "loss": loss_b, "dup": dup_b, "reorder": reorder_b,
+                              "seed": seed_b, "outage": list(outage_b) if outage_b else None,
+                              "lost_ranges": _ranges(sender.lost(1))})
     return _finish(res, json_out)
+
+
+def _ranges(runs) -> list[list[int]]:
+    """[(first, count)] -> [[first, last]] (inclusive sequence numbers)."""
+    return [[a, a + n - 1] for a, n in runs]
 
 
 def _finish_write(res: dict, json_out: str | None) -> dict:

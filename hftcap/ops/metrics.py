@@ -201,6 +201,13 @@ FEED_RECOVERY = {
     "session_changes": _c("hftcap_recovery_session_changes_total", "New MoldUDP64 session ids on the live feed"),
     "backwards": _c("hftcap_recovery_backwards_packets_total", "Live packets far below the window"),
     "episodes": _c("hftcap_recovery_episodes_total", "Times the feed went from synced to missing and back"),
+    "gaps_filled_a": _c("hftcap_recovery_gaps_filled_total", "Gaps (missing runs) delivered, by who filled "
+                        "them: line a, line b, the re-request server, more than one (mixed), or partly lost",
+                        labels=(("source", "a"),)),
+    "gaps_filled_b": _c("hftcap_recovery_gaps_filled_total", "", labels=(("source", "b"),)),
+    "gaps_filled_server": _c("hftcap_recovery_gaps_filled_total", "", labels=(("source", "server"),)),
+    "gaps_filled_mixed": _c("hftcap_recovery_gaps_filled_total", "", labels=(("source", "mixed"),)),
+    "gaps_with_loss": _c("hftcap_recovery_gaps_filled_total", "", labels=(("source", "lost"),)),
 }
 # Keys of that dict that are not figures to export (or are exported otherwise).
 FEED_RECOVERY_SKIP = {"state", "lost_ranges", "recovery_time", "loss_declared_after", "lines", "hole"}

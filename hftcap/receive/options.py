@@ -54,6 +54,7 @@ class ListenOptions:
     interface: str
     feeds: list[Feed]
     netns: str | None = None
+    feeds_b: list[Feed] = field(default_factory=list)  # the i-th is the B line of the i-th feed
     path: str = "xdp"
     xdp_mode: str = "auto"
     bind: str = "auto"
@@ -92,6 +93,15 @@ def check_options(o: ListenOptions) -> None:
         raise UsageError("no feed given", hint="add --feed GROUP:PORT, e.g. --feed 239.1.1.1:26400")
     if len({(f.group, f.port) for f in o.feeds}) != len(o.feeds):
         raise UsageError("the same feed is given twice")
+    if len(o.feeds_b) > len(o.feeds):
+        raise UsageError(f"{len(o.feeds_b)} --feed-b for {len(o.feeds)} --feed",
+                         hint="the i-th --feed-b is the B line of the i-th --feed")
+    lines = [(f.group, f.port) for f in o.feeds + o.feeds_b]
+    if len(set(lines)) != len(lines):
+        raise UsageError("a --feed-b is the same group and port as another line",
+                         hint="the B line is published on its own multicast group")
+    if o.feeds_b and o.recovery is None:
+        raise UsageError("--feed-b needs the sequencing of gap recovery (internal: recovery options missing)")
     if o.queue < 0 or o.queue >= 64:
         raise UsageError(f"bad --queue {o.queue}", hint="0-63, or --queue all")
     if o.queues is not None and o.queues != "all":

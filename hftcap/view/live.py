@@ -66,8 +66,12 @@ class LiveCapture:
         if not rep:
             return {}
         keys = ("gaps_seen", "messages_recovered", "messages_late", "gaps_lost", "requests_sent")
-        return {str(f): {"state": r["state"], **{k: r["stats"][k] for k in keys}}
-                for f, r in zip(self.sess.o.feeds, rep["feeds"])}
+        out = {}
+        for f, r in zip(self.sess.o.feeds, rep["feeds"]):
+            out[str(f)] = {"state": r["state"], **{k: r["stats"][k] for k in keys}}
+            if r.get("lines"):  # A/B: each line's state, up or down
+                out[str(f)]["lines"] = {k: r["lines"][k]["state"] for k in ("a", "b")}
+        return out
 
     # -- books (filled in by the session's books, when it keeps them) --
     def symbols(self):

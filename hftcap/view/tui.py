@@ -642,6 +642,8 @@ def _counters_compact(fr: Frame, rates: RateMeter, width: int, n_lines: int) -> 
         l2.append(r["state"], style=FEED_STATE_STYLE.get(r["state"], ""))
         l2.append(f" rec {r['messages_recovered']:,} ")
         l2.append(f"lost {r['gaps_lost']:,}", style="bold red" if r["gaps_lost"] else "")
+        for k, st in (r.get("lines") or {}).items():
+            l2.append(f" {k.upper()} {st}", style="bold red" if st == "down" else "green")
         l2.append("  ")
     l2.append("total ", style="bold")
     l2.append(f"pkt {fmt_int(c.get('packets'))}  msg {fmt_int(c.get('messages'))}  "
@@ -695,10 +697,13 @@ def _counters_wide(fr: Frame, rates: RateMeter, max_rows: int) -> list:
         rows.append([Text(r["state"], style=FEED_STATE_STYLE.get(r["state"], "")),
                      Text(f"lost {r['gaps_lost']:,}", style="bold red" if r["gaps_lost"] else ""),
                      f"rec {r['messages_recovered']:,}"])
+        if r.get("lines"):
+            rows.append(["lines"] + [Text(f"{k.upper()} {st}", style="bold red" if st == "down" else "green")
+                                     for k, st in r["lines"].items()])
     rest = [("drop " + k, int(v), "bold red" if int(v) else "")
             for k, v in (c.get("drops") or {}).items()]
     rest += [("xdp " + k, int(v), "") for k, v in (c.get("xdp") or {}).items()]
-    room = max_rows - 6 - len(c.get("recovery") or {})
+    room = max_rows - 6 - sum(1 + bool(r.get("lines")) for r in (c.get("recovery") or {}).values())
     if len(rest) > room:   # not all fit: keep the non-zero ones first
         rest = sorted(rest, key=lambda r: r[1] == 0)[:max(room, 0)]
     rows += [[Text(name, style=st), Text(f"{v:,}", style=st), ""] for name, v, st in rest]

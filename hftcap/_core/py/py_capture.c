@@ -63,7 +63,7 @@ static int Capture_init(CaptureObject *self, PyObject *args, PyObject *kw)
 				  "poll_mode", "cpu", "queue", "max_packets", "want_hw_ts",
 				  "tai_clock", "busy_poll_us", "timing", "phc_is_tai",
 				  "itch_epoch_tai_ns", "books", "expected_orders", "queues",
-				  "recovery", "stamp", "capture_frames", "rcvbuf", NULL };
+				  "recovery", "stamp", "capture_frames", "rcvbuf", "feeds_b", NULL };
 	struct hc_capture_cfg cfg;
 	memset(&cfg, 0, sizeof(cfg));
 	const char *ifname;
@@ -76,15 +76,15 @@ static int Capture_init(CaptureObject *self, PyObject *args, PyObject *kw)
 	cfg.timing = 1;
 	unsigned long long epoch = 0, expected_orders = 1 << 20;
 	cfg.books = 1;
-	PyObject *queues = Py_None, *recovery = Py_None;
+	PyObject *queues = Py_None, *recovery = Py_None, *feeds_b = Py_None;
 	const char *stamp = "auto";
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "siO|iiiiiIKppippKpKOOsIi", kwlist, &ifname,
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "siO|iiiiiIKppippKpKOOsIiO", kwlist, &ifname,
 					 &cfg.ifindex, &feeds, &cfg.path, &cfg.xdp_mode,
 					 &cfg.bind_mode, &cfg.poll_mode, &cfg.cpu, &cfg.queue,
 					 &max_packets, &cfg.want_hw_ts, &cfg.tai_clock,
 					 &cfg.busy_poll_us, &cfg.timing, &cfg.phc_is_tai, &epoch,
 					 &cfg.books, &expected_orders, &queues, &recovery, &stamp,
-					 &cfg.capture_frames, &cfg.rcvbuf))
+					 &cfg.capture_frames, &cfg.rcvbuf, &feeds_b))
 		return -1;
 	if (hc_py_stamp_source(stamp, &cfg.stamp) < 0)
 		return -1;
@@ -151,6 +151,42 @@ static int Capture_init(CaptureObject *self, PyObject *args, PyObject *kw)
 	}
 	cfg.nfeeds = (uint32_t)n;
 	Py_DECREF(seq);
+	if (feeds_b != Py_None) { /* [(group, port) or None] aligned with feeds: the B lines */
+		PyObject *sb = PySequence_Fast(feeds_b, "feeds_b must be a sequence");
+		if (!sb)
+			return -1;
+		Py_ssize_t nb = PySequence_Fast_GET_SIZE(sb);
+		if (nb > n) {
+			Py_DECREF(sb);
+			PyErr_SetString(PyExc_ValueError, "more B lines than feeds");
+			return -1;
+		}
+		for (Py_ssize_t i = 0; i < nb; i++) {
+			PyObject *it = PySequence_Fast_GET_ITEM(sb, i);
+			if (it == Py_None)
+				continue;
+			const char *group;
+			int port;
+			struct in_addr a;
+			if (!PyArg_ParseTuple(it, "si", &group, &port)) {
+				Py_DECREF(sb);
+				return -1;
+			}
+			if (inet_pton(AF_INET, group, &a) != 1 || port <= 0 || port > 65535) {
+				Py_DECREF(sb);
+				PyErr_Format(PyExc_ValueError, "bad B line %s:%d", group, port);
+				return -1;
+			}
+			cfg.group_b_be[i] = a.s_addr;
+			cfg.port_b_be[i] = htons((uint16_t)port);
+			cfg.ab_mask |= 1ull << i;
+		}
+		Py_DECREF(sb);
+		if (cfg.ab_mask && !cfg.recovery) {
+			PyErr_SetString(PyExc_ValueError, "B lines need the recovery settings (recovery=)");
+			return -1;
+		}
+	}
 
 	const char *stage = "";
 	int err;

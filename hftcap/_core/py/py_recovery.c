@@ -24,7 +24,8 @@ static const struct { const char *name; size_t off; } stat_fields[] = {
 	STAT(timeouts), STAT(failovers), STAT(send_errors), STAT(replies), STAT(reply_duplicates),
 	STAT(replies_late), STAT(drop_unknown_source), STAT(drop_wrong_session),
 	STAT(drop_unrequested), STAT(drop_malformed), STAT(session_changes), STAT(backwards),
-	STAT(episodes),
+	STAT(episodes), STAT(gaps_filled_a), STAT(gaps_filled_b), STAT(gaps_filled_server),
+	STAT(gaps_filled_mixed), STAT(gaps_with_loss),
 };
 
 int hc_py_recov_cfg(PyObject *d, struct hc_recov_cfg *cfg)
@@ -41,10 +42,12 @@ int hc_py_recov_cfg(PyObject *d, struct hc_recov_cfg *cfg)
 	if (!empty)
 		return -1;
 	static char *kw[] = { "servers", "reorder_buffer", "gap_timeout_ns", "request_timeout_ns",
-			      "request_max", "max_outstanding", "request_retries", NULL };
+			      "request_max", "max_outstanding", "request_retries",
+			      "line_down_timeout_ns", "ab_mask", NULL };
 	PyObject *ign;
-	int ok = PyArg_ParseTupleAndKeywords(empty, d, "OIKKIII", kw, &ign, &rb, &gap, &rto, &rmax,
-					     &mo, &rr);
+	unsigned long long down = 0, ab = 0;
+	int ok = PyArg_ParseTupleAndKeywords(empty, d, "OIKKIII|KK", kw, &ign, &rb, &gap, &rto, &rmax,
+					     &mo, &rr, &down, &ab);
 	Py_DECREF(empty);
 	if (!ok)
 		return -1;
@@ -54,6 +57,8 @@ int hc_py_recov_cfg(PyObject *d, struct hc_recov_cfg *cfg)
 	cfg->request_max = rmax;
 	cfg->max_outstanding = mo;
 	cfg->request_retries = rr;
+	cfg->line_down_ns = down;
+	cfg->ab_mask = ab; /* the capture sets it from its B lines; the lab from this */
 	PyObject *seq = PySequence_Fast(servers, "servers must be a sequence of (ip, port)");
 	if (!seq)
 		return -1;
@@ -125,7 +130,76 @@ static PyObject *stats_dict(const struct hc_recov_stats *st)
 	return d;
 }
 
-/* {"feeds": [{state, stats, lost: [(first, count)], hist: bytes}], "socket": stats}. */
+#define LSTAT(f) { #f, offsetof(struct hc_line_stats, f) }
+static const struct { const char *name; size_t off; } line_fields[] = {
+	LSTAT(packets), LSTAT(messages), LSTAT(wins), LSTAT(duplicates), LSTAT(filled), LSTAT(late_copies),
+	LSTAT(heartbeats),
+	LSTAT(gaps), LSTAT(gap_messages), LSTAT(other_session), LSTAT(down_events),
+	LSTAT(up_events), LSTAT(downtime_ns), LSTAT(last_rx_ns),
+};
+
+/* None without a B line; else {"a": {...}, "b": {...}, "events": [(tai_ns, line, up, silent_ns)]}. */
+static PyObject *lines_report(const struct hc_recov *r, uint32_t k)
+{
+	if (!hc_recov_has_b(r, k))
+		Py_RETURN_NONE;
+	PyObject *out = PyDict_New();
+	if (!out)
+		return NULL;
+	for (uint32_t l = 0; l < 2; l++) {
+		const struct hc_line_stats *ls = hc_recov_line(r, k, l);
+		PyObject *d = PyDict_New();
+		if (!d || PyDict_SetItemString(out, l ? "b" : "a", d)) {
+			Py_XDECREF(d);
+			Py_DECREF(out);
+			return NULL;
+		}
+		Py_DECREF(d);
+		for (size_t i = 0; i < sizeof(line_fields) / sizeof(line_fields[0]); i++) {
+			uint64_t v = __atomic_load_n((const uint64_t *)((const char *)ls + line_fields[i].off),
+						     __ATOMIC_RELAXED);
+			PyObject *o = PyLong_FromUnsignedLongLong(v);
+			if (!o || PyDict_SetItemString(d, line_fields[i].name, o)) {
+				Py_XDECREF(o);
+				Py_DECREF(out);
+				return NULL;
+			}
+			Py_DECREF(o);
+		}
+		PyObject *lag = hc_py_hist_bytes(hc_recov_line_lag(r, k, l), 1);
+		if (!lag || PyDict_SetItemString(d, "lag", lag)) {
+			Py_XDECREF(lag);
+			Py_DECREF(out);
+			return NULL;
+		}
+		Py_DECREF(lag);
+		int down = (int)__atomic_load_n(&ls->down, __ATOMIC_RELAXED);
+		PyObject *stv = PyUnicode_FromString(down ? "down" : "up");
+		if (!stv || PyDict_SetItemString(d, "state", stv)) {
+			Py_XDECREF(stv);
+			Py_DECREF(out);
+			return NULL;
+		}
+		Py_DECREF(stv);
+	}
+	struct hc_line_event ev[HC_LINE_EVENTS];
+	uint32_t n = hc_recov_line_events(r, k, ev);
+	PyObject *el = PyList_New(n);
+	for (uint32_t i = 0; el && i < n; i++)
+		PyList_SET_ITEM(el, i, Py_BuildValue("(KsKs)", (unsigned long long)ev[i].tai_ns,
+						     ev[i].line ? "b" : "a",
+						     (unsigned long long)ev[i].silent_ns,
+						     ev[i].up ? "up" : "down"));
+	if (!el || PyDict_SetItemString(out, "events", el)) {
+		Py_XDECREF(el);
+		Py_DECREF(out);
+		return NULL;
+	}
+	Py_DECREF(el);
+	return out;
+}
+
+/* {"feeds": [{state, stats, lost: [(first, count)], hist: bytes, lines}], "socket": stats}. */
 PyObject *hc_py_recov_report(const struct hc_recov *r, uint32_t nfeeds)
 {
 	PyObject *out = PyDict_New(), *feeds = PyList_New(0);
@@ -145,14 +219,17 @@ PyObject *hc_py_recov_report(const struct hc_recov *r, uint32_t nfeeds)
 		PyObject *hl = hc_py_hist_bytes(hc_recov_hist(r, k, 1), 1);
 		PyObject *ho = hole_dict(hc_recov_hole_stats(r, k));
 		int s = hc_recov_state(r, k);
-		PyObject *fd = (st && h && hl && ho)
-			? Py_BuildValue("{s:s,s:O,s:O,s:O,s:O,s:O}", "state", state_names[s], "stats", st,
-					"lost", ll, "recovery_time", h, "loss_declared_after", hl, "hole", ho)
+		PyObject *lines = lines_report(r, k);
+		PyObject *fd = (st && h && hl && ho && lines)
+			? Py_BuildValue("{s:s,s:O,s:O,s:O,s:O,s:O,s:O}", "state", state_names[s], "stats", st,
+					"lost", ll, "recovery_time", h, "loss_declared_after", hl, "hole", ho,
+					"lines", lines)
 			: NULL;
 		Py_XDECREF(ho);
 		Py_XDECREF(st);
 		Py_XDECREF(h);
 		Py_XDECREF(hl);
+		Py_XDECREF(lines);
 		Py_DECREF(ll);
 		if (!fd || PyList_Append(feeds, fd)) {
 			Py_XDECREF(fd);
@@ -227,10 +304,11 @@ static PyObject *Lab_packet(LabObject *self, PyObject *args)
 {
 	Py_buffer b;
 	unsigned long long now;
-	if (!PyArg_ParseTuple(args, "y*K", &b, &now))
+	int line = 0;
+	if (!PyArg_ParseTuple(args, "y*K|i", &b, &now, &line))
 		return NULL;
 	struct hc_pkt_times t = { .deq_tai_ns = now };
-	hc_consumer_packet(self->c, 0, b.buf, (uint32_t)b.len, &t);
+	hc_consumer_packet(self->c, line ? HC_FEED_LINE_B : 0, b.buf, (uint32_t)b.len, &t);
 	PyBuffer_Release(&b);
 	Py_RETURN_NONE;
 }
@@ -336,7 +414,7 @@ static PyObject *Lab_idle(LabObject *self, PyObject *unused)
 static PyMethodDef Lab_methods[] = {
 	{ "arm_join", (PyCFunction)Lab_arm_join, METH_O, "arm_join(capacity) -> Join (late join / restore)" },
 	{ "idle", (PyCFunction)Lab_idle, METH_NOARGS, "the data thread between packets (a splice)" },
-	{ "packet", (PyCFunction)Lab_packet, METH_VARARGS, "packet(datagram, now_ns): a live packet" },
+	{ "packet", (PyCFunction)Lab_packet, METH_VARARGS, "packet(datagram, now_ns, line=0): a live packet (line 1: the B line, with ab_mask=1)" },
 	{ "reply", (PyCFunction)Lab_reply, METH_VARARGS,
 	  "reply(datagram, ip, port, now_ns): a datagram on the request socket" },
 	{ "tick", (PyCFunction)Lab_tick, METH_VARARGS,

@@ -14,6 +14,7 @@ typedef struct {
 	struct hc_sender *s;
 	int running;  /* run() or build() in progress (one at a time) */
 	int serving;
+	int line_b;
 	double max_seconds;
 } SenderObject;
 
@@ -35,7 +36,9 @@ static int Sender_init(SenderObject *self, PyObject *args, PyObject *kw)
 	static char *kwlist[] = { "stream", "session", "first_seq", "messages_per_packet",
 				  "max_payload", "pace", "rate", "speed", "clock", "loss", "dup",
 				  "reorder", "seed", "max_packets", "max_seconds",
-				  "heartbeat_interval", "eos_count", "eos_interval", "spin_us", NULL };
+				  "heartbeat_interval", "eos_count", "eos_interval", "spin_us",
+				  "line_b", "loss_b", "dup_b", "reorder_b", "seed_b", "outage_b_start",
+				  "outage_b_seconds", NULL };
 	Py_buffer stream;
 	const char *session = "HFTCAP0001", *pace = "none", *clock = "tai-midnight";
 	Py_ssize_t session_len = 10;
@@ -43,12 +46,16 @@ static int Sender_init(SenderObject *self, PyObject *args, PyObject *kw)
 	unsigned int k = 1, max_payload = HC_SEND_MAX_PAYLOAD_DEFAULT, eos_count = 3;
 	double rate = 0, speed = 1, loss = 0, dup = 0, reorder = 0, max_seconds = 60,
 	       hb = 1.0, eos_interval = 0.0, spin_us = 50;
+	int line_b = 0;
+	double loss_b = 0, dup_b = 0, reorder_b = 0, out_start = 0, out_len = 0;
+	unsigned long long seed_b = 0;
 
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "y*|$y#KIIsddsdddKKddIdd", kwlist, &stream,
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "y*|$y#KIIsddsdddKKddIddpdddKdd", kwlist, &stream,
 					 &session, &session_len, &first_seq, &k, &max_payload,
 					 &pace, &rate, &speed, &clock, &loss, &dup, &reorder, &seed,
 					 &max_packets, &max_seconds, &hb, &eos_count, &eos_interval,
-					 &spin_us))
+					 &spin_us, &line_b, &loss_b, &dup_b, &reorder_b, &seed_b,
+					 &out_start, &out_len))
 		return -1;
 	struct hc_send_cfg c = { 0 };
 	int err = -1;
@@ -84,6 +91,17 @@ static int Sender_init(SenderObject *self, PyObject *args, PyObject *kw)
 	c.eos_count = eos_count;
 	c.eos_interval_ns = (uint64_t)(eos_interval * 1e9);
 	c.spin_ns = spin_us > 0 ? (uint64_t)(spin_us * 1e3) : 1;
+	if (!(out_start >= 0) || !(out_len >= 0) || out_start > 86400 || out_len > 86400) {
+		PyErr_SetString(PyExc_ValueError, "outage_b_start and outage_b_seconds must be in [0, 86400]");
+		goto out;
+	}
+	c.line_b = line_b;
+	c.loss_b = loss_b;
+	c.dup_b = dup_b;
+	c.reorder_b = reorder_b;
+	c.seed_b = seed_b;
+	c.outage_b_start_ns = (uint64_t)(out_start * 1e9);
+	c.outage_b_ns = (uint64_t)(out_len * 1e9);
 	if (self->s) {
 		PyErr_SetString(PyExc_RuntimeError, "Sender already initialised");
 		goto out;
@@ -108,6 +126,7 @@ static int Sender_init(SenderObject *self, PyObject *args, PyObject *kw)
 		goto out;
 	}
 	self->max_seconds = max_seconds;
+	self->line_b = line_b;
 	err = 0;
 out:
 	PyBuffer_Release(&stream);
@@ -154,6 +173,7 @@ static PyObject *send_stats_dict(const struct hc_send_stats *st, int clock)
 	SET_U64(d, st, elapsed_ns);
 	SET_U64(d, st, late_max_ns);
 	SET_U64(d, st, batches);
+	SET_U64(d, st, outage_packets);
 	PyObject *e = PyLong_FromLong(st->last_errno);
 	PyObject *r = PyUnicode_FromString(stop_names[st->stop_reason]);
 	PyObject *c = PyUnicode_FromString(clock_names[clock]);
@@ -203,29 +223,47 @@ static int check_open(SenderObject *self)
 	return 0;
 }
 
-PyDoc_STRVAR(run_doc, "run(fd) -> dict\n\nSend the whole schedule on a connected UDP socket "
-	     "(GIL released). Returns the counters; raises OSError if nothing could be sent.");
-static PyObject *Sender_run(SenderObject *self, PyObject *arg)
+PyDoc_STRVAR(run_doc, "run(fd, fd_b=None) -> dict\n\nSend the whole schedule on a connected UDP socket "
+	     "(GIL released), and on fd_b the B line (line_b=True). Returns the counters (the B "
+	     "line's under 'line_b'); raises OSError if nothing could be sent.");
+static PyObject *Sender_run(SenderObject *self, PyObject *args)
 {
-	if (check_open(self) < 0)
+	PyObject *arg, *argb = Py_None;
+	if (check_open(self) < 0 || !PyArg_ParseTuple(args, "O|O", &arg, &argb))
 		return NULL;
 	int fd = PyObject_AsFileDescriptor(arg);
 	if (fd < 0)
+		return NULL;
+	int fd_b = argb == Py_None ? -1 : PyObject_AsFileDescriptor(argb);
+	if (argb != Py_None && fd_b < 0)
 		return NULL;
 	if (self->running) {
 		PyErr_SetString(PyExc_RuntimeError, "Sender is already running");
 		return NULL;
 	}
-	struct hc_send_stats st;
+	struct hc_send_stats st, st_b;
 	int r;
 	self->running = 1;
 	Py_BEGIN_ALLOW_THREADS
-	r = hc_sender_run(self->s, fd, &st);
+	r = hc_sender_run2(self->s, fd, fd_b, &st, fd_b >= 0 ? &st_b : NULL);
 	Py_END_ALLOW_THREADS
 	self->running = 0;
+	if (r == -EBADF && fd_b >= 0) {
+		PyErr_SetString(PyExc_ValueError, "fd_b needs a Sender made with line_b=True");
+		return NULL;
+	}
 	if (r < 0)
 		return hc_py_errno(r, "sendmmsg");
 	PyObject *d = send_stats_dict(&st, hc_sender_clock(self->s));
+	if (d && fd_b >= 0) {
+		PyObject *db = send_stats_dict(&st_b, hc_sender_clock(self->s));
+		if (!db || PyDict_SetItemString(d, "line_b", db) < 0) {
+			Py_XDECREF(db);
+			Py_DECREF(d);
+			return NULL;
+		}
+		Py_DECREF(db);
+	}
 	PyObject *h = d ? hc_py_hist_bytes(hc_sender_send_hist(self->s), 1) : NULL;
 	if (!h || PyDict_SetItemString(d, "stamp_to_send_return", h) < 0) {
 		Py_XDECREF(h);
@@ -255,12 +293,12 @@ static PyObject *Sender_build(SenderObject *self, PyObject *arg)
 	PyObject *out = PyBytes_FromStringAndSize(NULL, cap);
 	if (!out)
 		return NULL;
-	struct hc_send_stats st;
+	struct hc_send_stats st, st_b;
 	size_t used = 0;
 	int64_t n;
 	self->running = 1;
 	Py_BEGIN_ALLOW_THREADS
-	n = hc_sender_build(self->s, (uint8_t *)PyBytes_AS_STRING(out), (size_t)cap, &used, &st);
+	n = hc_sender_build2(self->s, (uint8_t *)PyBytes_AS_STRING(out), (size_t)cap, &used, &st, &st_b);
 	Py_END_ALLOW_THREADS
 	self->running = 0;
 	if (n < 0) {
@@ -273,6 +311,16 @@ static PyObject *Sender_build(SenderObject *self, PyObject *arg)
 	if (!d) {
 		Py_DECREF(out);
 		return NULL;
+	}
+	if (self->line_b) {
+		PyObject *db = send_stats_dict(&st_b, hc_sender_clock(self->s));
+		if (!db || PyDict_SetItemString(d, "line_b", db) < 0) {
+			Py_XDECREF(db);
+			Py_DECREF(d);
+			Py_DECREF(out);
+			return NULL;
+		}
+		Py_DECREF(db);
 	}
 	return Py_BuildValue("(NN)", out, d);
 }
@@ -377,6 +425,26 @@ static PyObject *Sender_spin(SenderObject *self, PyObject *unused)
 			     (unsigned long long)st.build_ns);
 }
 
+PyDoc_STRVAR(lost_doc, "lost(line=0) -> [(first_seq, count)]\n\nThe messages the last run dropped "
+	     "on a line (0 = A, 1 = B; injected loss and the B outage), as runs of sequence numbers.");
+static PyObject *Sender_lost(SenderObject *self, PyObject *args)
+{
+	int line = 0;
+	if (check_open(self) < 0 || !PyArg_ParseTuple(args, "|i", &line))
+		return NULL;
+	size_t cap = (size_t)hc_sender_packets(self->s) + 1;
+	uint64_t(*runs)[2] = PyMem_Malloc(cap * sizeof(*runs));
+	if (!runs)
+		return PyErr_NoMemory();
+	size_t n = hc_sender_lost_runs(self->s, line, runs, cap);
+	PyObject *l = PyList_New((Py_ssize_t)n);
+	for (size_t i = 0; l && i < n; i++)
+		PyList_SET_ITEM(l, (Py_ssize_t)i, Py_BuildValue("(KK)", (unsigned long long)runs[i][0],
+							     (unsigned long long)runs[i][1]));
+	PyMem_Free(runs);
+	return l;
+}
+
 static PyObject *Sender_get_messages(SenderObject *self, void *c)
 {
 	return check_open(self) < 0 ? NULL : PyLong_FromUnsignedLongLong(hc_sender_messages(self->s));
@@ -388,7 +456,8 @@ static PyObject *Sender_get_packets(SenderObject *self, void *c)
 }
 
 static PyMethodDef Sender_methods[] = {
-	{ "run", (PyCFunction)Sender_run, METH_O, run_doc },
+	{ "run", (PyCFunction)Sender_run, METH_VARARGS, run_doc },
+	{ "lost", (PyCFunction)Sender_lost, METH_VARARGS, lost_doc },
 	{ "build", (PyCFunction)Sender_build, METH_O, build_doc },
 	{ "serve", (PyCFunction)Sender_serve, METH_VARARGS, serve_doc },
 	{ "reply", (PyCFunction)Sender_reply, METH_O, reply_doc },
