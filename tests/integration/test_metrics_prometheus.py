@@ -265,7 +265,7 @@ def test_prometheus_lossy_run_with_rerequest_write_and_textfile(lab, tmp_path):
             return len(last) == 2 and last[0] == last[1] and last[1][-1] == 1.0 and ts
         at = _wait("Prometheus to hold the final figures", stable, 60)
         rec_q = {spec.name for spec in M.FEED_RECOVERY.values()}
-        got = {q: _by_labels(prom, f"{{__name__='{q}', job='hftcap'}}", at, "feed", "outcome", "reason")
+        got = {q: _by_labels(prom, f"{{__name__='{q}', job='hftcap'}}", at, "feed", "outcome", "reason", "source")
                for q in rec_q}
         state = _by_labels(prom, "hftcap_feed_state{job='hftcap'}", at, "feed", "state")
         flags = {q: _by_labels(prom, q + "{job='hftcap'}", at)[()] for q in
@@ -282,7 +282,7 @@ def test_prometheus_lossy_run_with_rerequest_write_and_textfile(lab, tmp_path):
                     lambda: prom.scalar("hftcap_up{job='node'}") == 0.0 and
                     float(prom.query("timestamp(hftcap_up{job='node'})")[0]["value"][1]), 30)
         node_pkts = _by_labels(prom, "hftcap_packets_total{job='node'}", at2)[()]
-        node_rec = {q: _by_labels(prom, f"{{__name__='{q}', job='node'}}", at2, "feed", "outcome", "reason")
+        node_rec = {q: _by_labels(prom, f"{{__name__='{q}', job='node'}}", at2, "feed", "outcome", "reason", "source")
                     for q in rec_q}
         node_cap = {spec.name: _by_labels(prom, spec.name + "{job='node'}", at2)[()] for spec in M.CAPTURE.values()}
         node_err = prom.scalar("node_textfile_scrape_error{job='node'}")
@@ -300,7 +300,7 @@ def test_prometheus_lossy_run_with_rerequest_write_and_textfile(lab, tmp_path):
         out = {}
         for key, spec in M.FEED_RECOVERY.items():
             lab_ = dict(spec.labels)
-            out.setdefault(spec.name, {})[(FEED, lab_.get("outcome", ""), lab_.get("reason", ""))] = float(source[key])
+            out.setdefault(spec.name, {})[(FEED, lab_.get("outcome", ""), lab_.get("reason", ""), lab_.get("source", ""))] = float(source[key])
         return out
     assert got == want(rec)
     assert flags == {"hftcap_books_suspect_stocks": float(res["suspect_books"]),
