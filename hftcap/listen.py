@@ -58,14 +58,15 @@ def final_book(books, symbol: str, levels: int = 10) -> dict:
     stock's, as {"books": {symbol: book}}."""
     if symbol == "*":
         return {"books": {sym: _book_json(books.book(loc, levels)) for loc, sym in books.symbols()},
-                "suspect": sorted(sym for loc, sym in books.symbols() if books.info(loc).get("suspect"))}
+                "suspect": sorted(sym for loc, sym in books.symbols() if books.info(loc).get("suspect")),
+                "unknown_refs": books.unknown_refs()}
     try:
         loc = books.locate(symbol)
     except KeyError:
         return {"symbol": symbol, "book": None, "book_note": f"symbol {symbol!r} not seen on the feed"}
     info = books.info(loc)
     return {"symbol": info["symbol"], "book": _book_json(books.book(loc, levels)),
-            "suspect": bool(info.get("suspect"))}
+            "suspect": bool(info.get("suspect")), "unknown_refs": info.get("unknown_refs", 0)}
 
 
 def summary(sess: Session, elapsed: float, stop_reason: str) -> dict:

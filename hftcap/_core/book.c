@@ -103,6 +103,7 @@ struct hc_books {
 	uint64_t above_lo, above_hi; /* are in [above_lo, above_hi] */
 	/* Part 2: every other live reference, open addressing, linear probing, 0 = empty. */
 	uint32_t *table;
+	uint64_t *unk_loc;        /* unknown-reference drops per stock locate (writer; relaxed) */
 	uint64_t mask, table_n;
 	int shift;
 	struct hc_stock *_Atomic stocks[65536];
@@ -729,13 +730,21 @@ static inline void maybe_bbo(struct hc_books *b, struct hc_stock *s, uint64_t ts
 		bbo_record(b, s, ts);
 }
 
+/* An order message whose reference is not live: counted by reason (apart while incomplete)
+ * and for the stock the message names (its locate; readers take it relaxed). */
+static NOINLINE void unknown_ref(struct hc_books *b, uint16_t loc)
+{
+	b->st.drops[b->unknown_ref_reason]++;
+	__atomic_store_n(&b->unk_loc[loc], b->unk_loc[loc] + 1, __ATOMIC_RELAXED);
+}
+
 /* Pool index of live order ref (its index slot in *slot), or 0, counted as unknown_ref. */
-static inline uint32_t order_find(struct hc_books *b, uint64_t ref, uint32_t **slot)
+static inline uint32_t order_find(struct hc_books *b, uint64_t ref, uint32_t **slot, uint16_t loc)
 {
 	*slot = ref_slot(b, ref);
 	uint32_t idx = **slot;
 	if (UNLIKELY(!idx))
-		b->st.drops[b->unknown_ref_reason]++;
+		unknown_ref(b, loc);
 	return idx;
 }
 
@@ -750,11 +759,11 @@ static inline uint32_t stock_begin(struct hc_stock *s, uint64_t ts)
 }
 
 /* E, C, X: take `shares` off order ref. exec_price_e4: 0 for X, else the print price. */
-static INLINE void reduce(struct hc_books *b, uint64_t ref, uint32_t shares, uint64_t ts,
+static INLINE void reduce(struct hc_books *b, uint16_t loc, uint64_t ref, uint32_t shares, uint64_t ts,
 			  int print, uint32_t exec_price_e4)
 {
 	uint32_t *slot;
-	uint32_t idx = order_find(b, ref, &slot);
+	uint32_t idx = order_find(b, ref, &slot, loc);
 	if (UNLIKELY(!idx))
 		return;
 	struct hc_order *o = &b->pool[idx];
@@ -778,10 +787,10 @@ static INLINE void reduce(struct hc_books *b, uint64_t ref, uint32_t shares, uin
 	maybe_bbo(b, s, ts);
 }
 
-static INLINE void delete_order(struct hc_books *b, uint64_t ref, uint64_t ts)
+static INLINE void delete_order(struct hc_books *b, uint16_t loc, uint64_t ref, uint64_t ts)
 {
 	uint32_t *slot;
-	uint32_t idx = order_find(b, ref, &slot);
+	uint32_t idx = order_find(b, ref, &slot, loc);
 	if (UNLIKELY(!idx))
 		return;
 	struct hc_stock *s = order_stock(&b->pool[idx]);
@@ -791,11 +800,11 @@ static INLINE void delete_order(struct hc_books *b, uint64_t ref, uint64_t ts)
 	maybe_bbo(b, s, ts);
 }
 
-static INLINE void replace_order(struct hc_books *b, uint64_t old_ref, uint64_t new_ref,
+static INLINE void replace_order(struct hc_books *b, uint16_t loc, uint64_t old_ref, uint64_t new_ref,
 				 uint32_t shares, uint32_t price_e4, uint64_t ts)
 {
 	uint32_t *slot;
-	uint32_t idx = order_find(b, old_ref, &slot);
+	uint32_t idx = order_find(b, old_ref, &slot, loc);
 	if (UNLIKELY(!idx))
 		return;
 	struct hc_stock *s = order_stock(&b->pool[idx]);
@@ -896,22 +905,22 @@ void hc_books_apply(struct hc_books *b, const struct hc_itch_msg *m)
 			  m->add.buy_sell_indicator, m->add.shares, m->add.price_e4);
 		return;
 	case 'E':
-		reduce(b, m->executed.order_reference_number, m->executed.executed_shares,
+		reduce(b, m->stock_locate, m->executed.order_reference_number, m->executed.executed_shares,
 		       m->timestamp_ns, 1, 0);
 		return;
 	case 'C':
-		reduce(b, m->executed.order_reference_number, m->executed.executed_shares,
+		reduce(b, m->stock_locate, m->executed.order_reference_number, m->executed.executed_shares,
 		       m->timestamp_ns, m->executed.printable == 'Y', m->executed.execution_price_e4);
 		return;
 	case 'X':
-		reduce(b, m->cancel.order_reference_number, m->cancel.canceled_shares,
+		reduce(b, m->stock_locate, m->cancel.order_reference_number, m->cancel.canceled_shares,
 		       m->timestamp_ns, 0, 0);
 		return;
 	case 'D':
-		delete_order(b, m->del.order_reference_number, m->timestamp_ns);
+		delete_order(b, m->stock_locate, m->del.order_reference_number, m->timestamp_ns);
 		return;
 	case 'U':
-		replace_order(b, m->replace.original_order_reference_number,
+		replace_order(b, m->stock_locate, m->replace.original_order_reference_number,
 			      m->replace.new_order_reference_number, m->replace.shares,
 			      m->replace.price_e4, m->timestamp_ns);
 		return;
@@ -961,27 +970,27 @@ static INLINE void feed_F(struct hc_books *b, const uint8_t *p)
 static INLINE void feed_E(struct hc_books *b, const uint8_t *p)
 {
 	b->st.messages['E']++;
-	reduce(b, hc_be64(p + 11), hc_be32(p + 19), TS(p), 1, 0);
+	reduce(b, hc_be16(p + 1), hc_be64(p + 11), hc_be32(p + 19), TS(p), 1, 0);
 }
 static INLINE void feed_C(struct hc_books *b, const uint8_t *p)
 {
 	b->st.messages['C']++;
-	reduce(b, hc_be64(p + 11), hc_be32(p + 19), TS(p), p[31] == 'Y', hc_be32(p + 32));
+	reduce(b, hc_be16(p + 1), hc_be64(p + 11), hc_be32(p + 19), TS(p), p[31] == 'Y', hc_be32(p + 32));
 }
 static INLINE void feed_X(struct hc_books *b, const uint8_t *p)
 {
 	b->st.messages['X']++;
-	reduce(b, hc_be64(p + 11), hc_be32(p + 19), TS(p), 0, 0);
+	reduce(b, hc_be16(p + 1), hc_be64(p + 11), hc_be32(p + 19), TS(p), 0, 0);
 }
 static INLINE void feed_D(struct hc_books *b, const uint8_t *p)
 {
 	b->st.messages['D']++;
-	delete_order(b, hc_be64(p + 11), TS(p));
+	delete_order(b, hc_be16(p + 1), hc_be64(p + 11), TS(p));
 }
 static INLINE void feed_U(struct hc_books *b, const uint8_t *p)
 {
 	b->st.messages['U']++;
-	replace_order(b, hc_be64(p + 11), hc_be64(p + 19), hc_be32(p + 27), hc_be32(p + 31), TS(p));
+	replace_order(b, hc_be16(p + 1), hc_be64(p + 11), hc_be64(p + 19), hc_be32(p + 27), hc_be32(p + 31), TS(p));
 }
 #undef TS
 
@@ -1295,10 +1304,12 @@ int hc_books_new(struct hc_books **out, uint64_t expected_orders)
 	while (w < expected_orders * 2 && w < HC_WIN_MAX)
 		w *= 2;
 	b->win = big_alloc(w * sizeof(*b->win));
+	b->unk_loc = calloc(65536, sizeof(*b->unk_loc));
 	b->win_mask = w - 1;
 	b->slide_budget = 2 * w;
 	b->above_lo = UINT64_MAX;
-	if (!b->pool || !b->win || table_alloc(b, expected_orders * 10 / 7 + 1) < 0) {
+	if (!b->pool || !b->win || !b->unk_loc || table_alloc(b, expected_orders * 10 / 7 + 1) < 0) {
+		free(b->unk_loc);
 		big_free(b->pool, (size_t)b->pool_cap * sizeof(*b->pool));
 		big_free(b->win, w * sizeof(*b->win));
 		free(b);
@@ -1328,6 +1339,7 @@ void hc_books_free(struct hc_books *b)
 	free(b->bbo);
 	big_free(b->table, (b->mask + 1) * sizeof(*b->table));
 	big_free(b->win, (b->win_mask + 1) * sizeof(*b->win));
+	free(b->unk_loc);
 	big_free(b->pool, (size_t)b->pool_cap * sizeof(*b->pool));
 	free(b);
 }
@@ -1424,6 +1436,7 @@ int hc_books_stock_info(struct hc_books *b, uint16_t locate, struct hc_stock_inf
 	out->symbol[8] = 0;
 	out->suspect = atomic_load_explicit(&b->suspect, memory_order_relaxed);
 	out->incomplete = (char)b->incomplete;
+	out->unknown_refs = __atomic_load_n(&b->unk_loc[locate], __ATOMIC_RELAXED);
 	return 0;
 }
 
@@ -1435,6 +1448,11 @@ void hc_books_mark_suspect(struct hc_books *b)
 void hc_books_clear_suspect(struct hc_books *b)
 {
 	atomic_store_explicit(&b->suspect, 0, memory_order_relaxed);
+}
+
+uint64_t hc_books_unknown_refs(const struct hc_books *b, uint16_t locate)
+{
+	return __atomic_load_n(&b->unk_loc[locate], __ATOMIC_RELAXED);
 }
 
 int hc_books_locates(struct hc_books *b, uint16_t *out, int cap)

@@ -93,6 +93,8 @@ struct hc_stock_info {
 	uint32_t bid_levels, ask_levels;
 	int suspect;                   /* a gap was lost on the feed since start (hc_books_mark_suspect) */
 	char incomplete;               /* the books joined mid-session: orders before it unknown */
+	uint64_t unknown_refs;         /* E/C/X/D/U of this stock whose order reference was not live
+	                                  (counted apart globally as unknown_ref[_incomplete]) */
 };
 
 int hc_books_new(struct hc_books **out, uint64_t expected_orders);
@@ -126,6 +128,9 @@ int hc_books_trades(struct hc_books *b, uint16_t locate, uint32_t n, struct hc_t
 int hc_books_stock_info(struct hc_books *b, uint16_t locate, struct hc_stock_info *out);
 /* Locates seen so far, ascending; returns the count (writes at most cap). */
 int hc_books_locates(struct hc_books *b, uint16_t *out, int cap);
+/* Unknown-reference drops of one stock locate, whether or not the stock was ever seen (a late
+ * join may see only the deletes of a stock). Any thread (relaxed). */
+uint64_t hc_books_unknown_refs(const struct hc_books *b, uint16_t locate);
 
 /* Record every change of (best bid, best ask) of one locate (offline use; -1 stops). */
 int hc_books_record_bbo(struct hc_books *b, int locate);

@@ -124,6 +124,12 @@ class Books:
     def info(self, locate: int) -> dict:
         return self.core.info(locate)
 
+    def unknown_refs(self) -> dict:
+        """Unknown-reference drops per stock: {symbol: n}, or {"locate N": n} for a stock whose
+        directory message (R) was not seen (a late join may see only its deletes)."""
+        names = {loc: sym for loc, sym in self.core.symbols() if sym}
+        return {names.get(loc, f"locate {loc}"): n for loc, n in sorted(self.core.unknown_refs().items())}
+
     def book(self, locate: int, levels: int = 10) -> Book:
         import numpy as np
         bids_raw, asks_raw = self.core.book_raw(locate, levels)

@@ -101,7 +101,7 @@ def test_late_join_without_snapshot_is_incomplete(lab):
     li = None
     try:
         wait_published(lab, 20_000)
-        li = Listener(lab, "--path", "kernel", "--duration", 60).wait_ready()
+        li = Listener(lab, "--path", "kernel", "--duration", 60, "--symbol", "*").wait_ready()
         sent, live = finish(ex, li, end_of_session=False)
     finally:
         ex.kill()
@@ -111,6 +111,9 @@ def test_late_join_without_snapshot_is_incomplete(lab):
     assert lj and lj["incomplete"] and lj["first_sequence"][0] > 20_000, lj
     assert lj["unknown_ref_incomplete"] == live["drops"]["itch_unknown_ref_incomplete"] > 0
     assert live["drops"]["itch_unknown_ref"] == 0, "unknown references are all counted apart"
+    # and per stock: the stocks' own counts add up to them, and each stock traded has some
+    per = live["unknown_refs"]
+    assert sum(per.values()) == lj["unknown_ref_incomplete"] and len(per) >= 1, per
     assert "mid-session" in lj["note"]
 
 

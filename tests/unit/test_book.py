@@ -91,6 +91,42 @@ def test_unknown_refs_and_bad_input_counted_never_fatal():
     assert b.stats()["orders_live"] == 1 and b.check() == 0
 
 
+def test_unknown_refs_are_counted_per_stock():
+    """Each stock counts the order messages naming it whose reference was not live (item 3 of
+    the feed-integrity issue); the per-stock counts add up to the global unknown_ref drops."""
+    b = _core.Books()
+    b.feed(frame([
+        encode("R", 1, 0, 1, stock="AAA", market_category="Q", round_lot_size=100, authenticity="P"),
+        encode("R", 2, 0, 1, stock="BBB", market_category="Q", round_lot_size=100, authenticity="P"),
+        encode("R", 3, 0, 1, stock="CCC", market_category="Q", round_lot_size=100, authenticity="P"),
+        A(1, loc=1), A(2, loc=2),
+        encode("E", 1, 0, 2, order_reference_number=99, executed_shares=1),
+        encode("D", 1, 0, 2, order_reference_number=98),
+        encode("U", 1, 0, 2, original_order_reference_number=97, new_order_reference_number=100,
+               shares=1, price_e4=1),
+        encode("X", 2, 0, 2, order_reference_number=96, canceled_shares=1),
+        encode("C", 2, 0, 2, order_reference_number=95, executed_shares=1, printable="Y"),
+        encode("D", 1, 0, 3, order_reference_number=1),           # live: not counted
+        encode("D", 2, 0, 3, order_reference_number=1),           # gone now: counted on stock 2
+    ]))
+    assert [b.info(loc)["unknown_refs"] for loc in (1, 2, 3)] == [3, 3, 0]
+    assert b.stats()["drops"]["unknown_ref"] == 6
+    # a stock never seen (no R, no add) still has its count, by locate
+    b.feed(frame([encode("D", 7, 0, 4, order_reference_number=94)]))
+    assert b.unknown_refs() == {1: 3, 2: 3, 7: 1}
+    assert books_mod.Books(core=b).unknown_refs() == {"AAA": 3, "BBB": 3, "locate 7": 1}
+
+
+def test_unknown_refs_per_stock_add_up_on_a_nasty_stream():
+    b = _core.Books(1024)
+    data = nasty_stream(5, 20000)
+    b.feed(data)
+    total = b.stats()["drops"]["unknown_ref"]
+    per = b.unknown_refs()
+    assert total > 1000 and sum(per.values()) == total
+    assert all(b.info(loc)["unknown_refs"] == per.get(loc, 0) for loc, _ in b.symbols())
+
+
 def test_extreme_price_and_shares_on_book():
     b = _core.Books()
     b.feed(frame([A(1, "S", 0xFFFFFFFF, 0x77359400), A(2, "S", 0xFFFFFFFF, 0x77359400),

@@ -279,6 +279,25 @@ fail:
 	return NULL;
 }
 
+/* {locate: count} of every locate with unknown-reference drops (seen as a stock or not). */
+static PyObject *books_unknown_refs(BooksObject *self, PyObject *unused)
+{
+	if (ready(self, 0) < 0)
+		return NULL;
+	PyObject *d = PyDict_New();
+	for (uint32_t loc = 0; d && loc < 65536; loc++) {
+		uint64_t n = hc_books_unknown_refs(self->b, (uint16_t)loc);
+		if (!n)
+			continue;
+		PyObject *k = PyLong_FromUnsignedLong(loc), *v = PyLong_FromUnsignedLongLong(n);
+		if (!k || !v || PyDict_SetItem(d, k, v) < 0)
+			Py_CLEAR(d);
+		Py_XDECREF(k);
+		Py_XDECREF(v);
+	}
+	return d;
+}
+
 static PyObject *books_symbols(BooksObject *self, PyObject *unused)
 {
 	if (ready(self, 0) < 0)
@@ -319,7 +338,7 @@ static PyObject *books_info(BooksObject *self, PyObject *args)
 	char hq[4] = { i.halted_markets[0] ? i.halted_markets[0] : '-',
 		       i.halted_markets[1] ? i.halted_markets[1] : '-',
 		       i.halted_markets[2] ? i.halted_markets[2] : '-', 0 };
-	return Py_BuildValue("{s:I,s:s,s:s,s:s,s:s,s:I,s:s,s:s,s:I,s:K,s:K,s:K,s:K,s:K,s:K,s:I,s:I,s:O,s:O}",
+	return Py_BuildValue("{s:I,s:s,s:s,s:s,s:s,s:I,s:s,s:s,s:I,s:K,s:K,s:K,s:K,s:K,s:K,s:I,s:I,s:O,s:O,s:K}",
 		"locate", (unsigned)i.locate, "symbol", i.symbol, "market_category", mc,
 		"authenticity", au, "trading_state", ts, "round_lot_size", i.round_lot_size,
 		"reg_sho_action", rs, "operational_halts_QBX", hq,
@@ -327,7 +346,8 @@ static PyObject *books_info(BooksObject *self, PyObject *args)
 		"volume", i.volume, "trades", i.trades, "broken_trades", i.broken_trades,
 		"messages", i.messages, "orders_live", i.orders_live, "bid_levels", i.bid_levels,
 		"ask_levels", i.ask_levels, "incomplete", i.incomplete ? Py_True : Py_False,
-		"suspect", i.suspect ? Py_True : Py_False);
+		"suspect", i.suspect ? Py_True : Py_False,
+		"unknown_refs", (unsigned long long)i.unknown_refs);
 }
 
 static PyObject *books_book_raw(BooksObject *self, PyObject *args)
@@ -450,6 +470,8 @@ static PyMethodDef books_methods[] = {
 	  "feed_file(path, progress=None, chunk_bytes=8MiB) -> dict(format, bytes, mold)." },
 	{ "stats", (PyCFunction)books_stats, METH_NOARGS, "Counters: messages by type, drops by reason." },
 	{ "symbols", (PyCFunction)books_symbols, METH_NOARGS, "[(locate, symbol)] for every stock seen." },
+	{ "unknown_refs", (PyCFunction)books_unknown_refs, METH_NOARGS,
+	  "{locate: unknown-reference drops} for every locate with some (a stock seen or not)." },
 	{ "info", (PyCFunction)books_info, METH_VARARGS, "info(locate) -> dict of per-stock state." },
 	{ "book_raw", (PyCFunction)books_book_raw, METH_VARARGS,
 	  "book_raw(locate, levels) -> (bids, asks) bytes of {u32 price_e4, u32 orders, u64 shares}." },
