@@ -11,6 +11,7 @@ import pytest
 
 from hftcap.feed.recovery import RecoveryOptions
 from listenproc import FEED, FEED_PORT, Listener, hftcap
+from bounds import bound as time_bound
 
 pytestmark = pytest.mark.root
 
@@ -69,9 +70,10 @@ def test_server_down_declares_gaps_lost_and_books_suspect(lab, path):
     # every message that went out is in the books: the listener kept going past each loss
     assert live["messages"] == 60_000 - sent["lost_messages"]
     assert live["suspect_books"] == 6 and sorted(live["suspect"]) == sorted(live["books"])
-    # the documented bound, plus 50 ms for the VM's preemptions (1-20 ms)
+    # the documented bound, plus 50 ms for the VM's preemptions (1-20 ms), that slack (only)
+    # scaled like every time bound of the suite on a slower machine (tests/bounds.py)
     decl = rec["loss_declared_after"]
-    assert decl["count"] == rec["gaps_lost"] and decl["max_ns"] <= (bound + 0.05) * 1e9, decl
+    assert decl["count"] == rec["gaps_lost"] and decl["max_ns"] <= (bound + time_bound(0.05)) * 1e9, decl
     assert decl["p50_ns"] >= bound * 1e9 * 0.9, "declared lost before the retries were spent"
     assert live["recovery_warning"].startswith("warning: feed degraded")
     assert live["recovery_warning"].count("\n") == 0
