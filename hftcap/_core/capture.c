@@ -734,9 +734,7 @@ int hc_capture_open(const struct hc_capture_cfg *cfg, struct hc_capture **out, c
 	c->cons.phc_is_tai = cfg->phc_is_tai;
 	c->cons.itch_epoch_tai_ns = cfg->itch_epoch_tai_ns;
 	*stage = "stamp-clock";
-	err = hc_clock_init(&c->cons.clk, cfg->stamp < 0 ? HC_STAMP_TSC : cfg->stamp);
-	if (err == -ENOTSUP && cfg->stamp < 0)
-		err = hc_clock_init(&c->cons.clk, HC_STAMP_CLOCK); /* auto: no invariant TSC */
+	err = hc_clock_init(&c->cons.clk, cfg->stamp);
 	if (err)
 		goto fail;
 	if (cfg->ab_mask && !cfg->recovery) { /* the lines are merged by recovery.c */

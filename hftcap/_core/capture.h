@@ -36,7 +36,7 @@ struct hc_capture_cfg {
 	int tai_clock;          /* XDP program reads CLOCK_TAI (kernel >= 6.1), else MONOTONIC */
 	int busy_poll_us;       /* SO_BUSY_POLL for busy mode */
 	int timing;             /* record per-hop histograms */
-	int stamp;              /* the consumer's stamps: HC_STAMP_TSC, HC_STAMP_CLOCK (hc_time.h), or -1:
+	int stamp;              /* the consumer's stamps: HC_STAMP_TSC, HC_STAMP_CLOCK (hc_time.h), or HC_STAMP_AUTO:
 				 * the TSC when it is invariant, else CLOCK_TAI */
 	int phc_is_tai;         /* the NIC PHC is synced to CLOCK_TAI (phc2sys) */
 	uint64_t itch_epoch_tai_ns; /* CLOCK_TAI of the ITCH timestamps' midnight; 0 = unknown */

@@ -31,7 +31,7 @@ static inline uint64_t hc_now_mono_ns(void)
  * the offset on it and refits the rate from the oldest of the last HC_TSC_PAIRS pairs. A pair is the TAI read
  * bracketed by two TSC reads, the narrowest of HC_TSC_PAIR_TRIES; its half-width bounds its own
  * uncertainty. The fit maths (hc_tsc_fit, hc_tsc_to_ns) are pure, for exact unit tests. */
-enum { HC_STAMP_CLOCK = 0, HC_STAMP_TSC = 1 };
+enum { HC_STAMP_AUTO = -1, HC_STAMP_CLOCK = 0, HC_STAMP_TSC = 1 };
 #define HC_TSC_SHIFT 48 /* mult < 2^64 for up to 65,536 ns per tick */
 #define HC_TSC_CHECK_NS 50000000ull   /* 50 ms */
 #define HC_TSC_PAIRS 64               /* the checks' pairs kept: the rate is fitted over up to 3.2 s */
@@ -99,7 +99,8 @@ static inline uint64_t hc_stamp_tai_ns(const struct hc_clock *k)
 
 /* The TSC is invariant (constant_tsc and nonstop_tsc): 1, else 0 (tsc.c). */
 int hc_tsc_invariant(void);
-/* Calibrate k for source (HC_STAMP_TSC needs an invariant TSC: -ENOTSUP otherwise). Sleeps
+/* Calibrate k for source (HC_STAMP_TSC needs an invariant TSC: -ENOTSUP otherwise;
+ * HC_STAMP_AUTO takes the TSC when it is invariant, else clock_gettime). Sleeps
  * ~20 ms for the TSC (not on the data thread's hot path: before it starts). 0 or -errno. */
 int hc_clock_init(struct hc_clock *k, int source);
 /* The data thread, between packets: re-check the fit when it is due (one TSC read otherwise).

@@ -59,6 +59,8 @@ int hc_clock_init(struct hc_clock *k, int source)
 {
 	memset(k, 0, sizeof(*k));
 	k->source = HC_STAMP_CLOCK;
+	if (source == HC_STAMP_AUTO)
+		source = hc_tsc_invariant() ? HC_STAMP_TSC : HC_STAMP_CLOCK;
 	if (source == HC_STAMP_CLOCK)
 		return 0;
 	if (source != HC_STAMP_TSC)

@@ -32,7 +32,7 @@ static int parse_source(const char *s, int *out)
 	else if (!strcmp(s, "clock"))
 		*out = HC_STAMP_CLOCK;
 	else if (!strcmp(s, "auto"))
-		*out = -1;
+		*out = HC_STAMP_AUTO;
 	else {
 		PyErr_Format(PyExc_ValueError, "stamp must be tsc, clock or auto, not %s", s);
 		return -1;
@@ -83,9 +83,7 @@ static PyObject *py_stamp_clock(PyObject *mod, PyObject *args)
 	struct hc_clock k;
 	int err;
 	Py_BEGIN_ALLOW_THREADS
-	err = hc_clock_init(&k, src < 0 ? HC_STAMP_TSC : src);
-	if (err == -ENOTSUP && src < 0)
-		err = hc_clock_init(&k, HC_STAMP_CLOCK);
+	err = hc_clock_init(&k, src);
 	Py_END_ALLOW_THREADS
 	if (err)
 		return hc_py_errno(err, "stamp clock");
@@ -116,9 +114,7 @@ static PyObject *py_consume_timed(PyObject *mod, PyObject *args)
 		return PyErr_NoMemory();
 	}
 	hc_consumer_init(c, 1, 0);
-	int err = hc_clock_init(&c->clk, src < 0 ? HC_STAMP_TSC : src);
-	if (err == -ENOTSUP && src < 0)
-		err = hc_clock_init(&c->clk, HC_STAMP_CLOCK);
+	int err = hc_clock_init(&c->clk, src);
 	if (err) {
 		PyMem_Free(c);
 		Py_DECREF(seq);
