@@ -73,33 +73,38 @@ struct hc_itch_msg {
 			uint32_t lower_auction_collar_price_e4, auction_collar_extension;
 		} luld_collar; /* J */
 		struct { char stock[8]; char market_code, operational_halt_action; } operational_halt; /* h */
+		/* The order messages (A F E C X D U P) share one layout: the reference (U: the
+		 * original one) at 0, shares at 8, the price at 12, an 8-byte field at 16, a byte at 24,
+		 * so the decoder fills them from a per-type table of offsets without a branch on the
+		 * type (decode() in itch.c). Code uses the names; the order is the decoder's business. */
 		struct {
 			uint64_t order_reference_number;
-			char buy_sell_indicator;
 			uint32_t shares;
-			char stock[8];
 			uint32_t price_e4;
+			char stock[8];
+			char buy_sell_indicator;
 			char attribution[4]; /* F only; zero bytes for A */
 		} add; /* A, F */
 		struct {
 			uint64_t order_reference_number;
 			uint32_t executed_shares;
+			uint32_t execution_price_e4; /* C only; 0 for E (the order's price applies) */
 			uint64_t match_number;
 			char printable;              /* C only; 0 for E */
-			uint32_t execution_price_e4; /* C only; 0 for E (the order's price applies) */
 		} executed; /* E, C */
 		struct { uint64_t order_reference_number; uint32_t canceled_shares; } cancel; /* X */
 		struct { uint64_t order_reference_number; } del; /* D */
 		struct {
-			uint64_t original_order_reference_number, new_order_reference_number;
+			uint64_t original_order_reference_number;
 			uint32_t shares, price_e4;
+			uint64_t new_order_reference_number;
 		} replace; /* U */
 		struct {
 			uint64_t order_reference_number;
-			char buy_sell_indicator;
 			uint32_t shares;
-			char stock[8];
 			uint32_t price_e4;
+			char stock[8];
+			char buy_sell_indicator;
 			uint64_t match_number;
 		} trade; /* P */
 		struct {
