@@ -13,6 +13,12 @@ Each figure is wall time from time.perf_counter_ns (CLOCK_MONOTONIC) around one 
 whole in-memory buffer; file reading and process start are excluded. Peak RSS is the
 process's ru_maxrss (getrusage), the file's bytes in memory included (the same for all three).
 Medians over --runs.
+Memory floor (--memory-floor, on by default with --profile day): in its own process each run,
+numpy gathers 4 M int64 from random 64-byte lines of a buffer of --floor-mib MiB (independent
+loads, as many in flight as the core allows) and from a 1 MiB buffer (in cache); the difference
+is what one random cache line from memory costs this core at full memory-level parallelism. A
+day book touches several such lines per message (the order, its slot, its level, its queue
+neighbours, the stock), so ns/msg cannot go below a few times this figure on this machine.
 Never part of the CI gate. On a shared or virtual machine the numbers are noisy: the JSON
 records the load average before and after. The default 8 stocks keep the whole book in cache;
 --stocks 1000 (800k live orders) shows the cache-missing regime of a full NASDAQ day. For the
@@ -41,6 +47,23 @@ st = s.stats()
 print(json.dumps({"ns": e, "messages": st["messages"], "live_orders": st["live_orders"],
                   "missing_ref": st["missing_ref"], "crossed_books": st["crossed_books"],
                   "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+"""
+
+MEMORY_RUNNER = r"""
+import json, sys, time
+import numpy as np
+def gather(mib):
+    n = mib << 17  # int64s in mib MiB
+    a = np.ones(n, dtype=np.int64)
+    idx = np.random.default_rng(1).integers(0, n >> 3, 4_000_000, dtype=np.int64) << 3
+    out = np.empty(len(idx), dtype=np.int64)
+    a.take(idx, out=out)
+    ts = []
+    for _ in range(3):
+        t = time.perf_counter_ns(); a.take(idx, out=out); ts.append(time.perf_counter_ns() - t)
+    return sorted(ts)[1] / len(idx)
+big, small = gather(int(sys.argv[1])), gather(1)
+print(json.dumps({"ns_per_line": big - small, "ns_per_gather_big": big, "ns_per_gather_in_cache": small}))
 """
 
 HFTCAP_RUNNER = r"""
@@ -108,6 +131,9 @@ def main() -> int:
                     help="hc_books_new pool/table sizing (default 1M orders, the live default)")
     ap.add_argument("--workdir", default="bench-out/bench_book")
     ap.add_argument("--no-itch-book", action="store_true")
+    ap.add_argument("--memory-floor", action=argparse.BooleanOptionalAction, default=None,
+                    help="measure a random cache line's cost from memory (default: on with --profile day)")
+    ap.add_argument("--floor-mib", type=int, default=256, help="buffer of the memory floor (MiB)")
     ap.add_argument("--json", metavar="FILE", help="write the results as JSON")
     a = ap.parse_args()
 
@@ -130,6 +156,8 @@ def main() -> int:
     if ib_py is None:
         print(f"itch-book: not compared: {ib_reason}")
 
+    floor_on = a.memory_floor if a.memory_floor is not None else a.profile == "day"
+    floor_runs = []
     load_before = os.getloadavg()
     res = {"decode": [], "books": [], "itch_book": []}
     rss = {"decode": [], "books": [], "itch_book": []}
@@ -161,6 +189,10 @@ def main() -> int:
                 check["itch_book_live_orders"] = out["live_orders"]
                 check["itch_book_missing_ref"] = out["missing_ref"]
                 check["itch_book_messages"] = out["messages"]
+        if floor_on:
+            out, err = run_json([py, "-c", MEMORY_RUNNER, str(a.floor_mib)])
+            assert out, err
+            floor_runs.append(out)
         print(f"run {i + 1}/{a.runs}: decode {res['decode'][-1] / n:.2f} ns/msg, books "
               f"{res['books'][-1] / n:.2f} ns/msg" +
               (f", itch-book {res['itch_book'][-1] / n:.2f} ns/msg" if res["itch_book"] else ""))
@@ -184,6 +216,15 @@ def main() -> int:
         print(f"  hftcap decode+books is {ratio:.2f}x itch-book's throughput")
         print(f"  cross-check: live orders at end hftcap {check['hftcap_live_orders']}, "
               f"itch-book {check['itch_book_live_orders']} (hftcap peak {check['hftcap_peak_orders']})")
+    floor = None
+    if floor_runs:
+        floor = {k: statistics.median(r[k] for r in floor_runs) for k in floor_runs[0]}
+        floor["buffer_mib"] = a.floor_mib
+        print(f"  memory floor: one random 64-byte line from a {a.floor_mib} MiB buffer costs "
+              f"{floor['ns_per_line']:.2f} ns at full memory-level parallelism (numpy gather "
+              f"{floor['ns_per_gather_big']:.2f} ns minus {floor['ns_per_gather_in_cache']:.2f} ns in "
+              f"cache; median of {len(floor_runs)}): a message that misses on k lines costs at least "
+              f"k x that")
     print(f"  load average before {load_before[0]:.2f}, after {load_after[0]:.2f} "
           f"({os.cpu_count()} CPUs: other work on the machine skews these numbers)")
     if a.json:
@@ -192,7 +233,7 @@ def main() -> int:
                "python": platform.python_version(), "clock": "CLOCK_MONOTONIC (time.perf_counter_ns)",
                "expected_orders": a.expected_orders, "results": summary,
                "ratio_books_vs_itch_book": ratio, "itch_book_not_compared": ib_reason if ratio is None else None,
-               "cross_check": check, "load_average_before": load_before, "load_average_after": load_after}
+               "cross_check": check, "memory_floor": floor, "load_average_before": load_before, "load_average_after": load_after}
         Path(a.json).write_text(json.dumps(doc, indent=2) + "\n")
     return 0
 
