@@ -229,25 +229,26 @@ def open_rerequest_socket(port: int) -> socket.socket:
 
 @dataclass
 class _Run:
-    sender: object
-    result: dict | None = None
+    result: object = None
     error: BaseException | None = None
 
 
-def _run_sender(sender, sock: socket.socket, sock_b: socket.socket | None = None) -> dict:
-    """sender.run in a worker thread so Ctrl-C in the main thread can stop it cleanly."""
-    box = _Run(sender)
+def _run_worker(call, stop, name: str):
+    """call() in a worker thread (named `name`) so Ctrl-C in the main thread can stop it
+    cleanly: stop(), then wait for call to return. Answers what call returned; what it raised
+    is raised here."""
+    box = _Run()
     done = threading.Event()
 
     def body():
         try:
-            box.result = sender.run(sock.fileno(), None if sock_b is None else sock_b.fileno())
+            box.result = call()
         except BaseException as e:  # handed to the main thread
             box.error = e
         finally:
             done.set()
 
-    t = threading.Thread(target=body, name="hftcap-send", daemon=True)
+    t = threading.Thread(target=body, name=name, daemon=True)
     t.start()
     # Wait on an Event, not on join(): a join() interrupted by Ctrl-C can report the thread
     # finished while it still runs (CPython < 3.12).
@@ -255,15 +256,22 @@ def _run_sender(sender, sock: socket.socket, sock_b: socket.socket | None = None
         while not done.wait(0.2):
             pass
     except KeyboardInterrupt:
-        sender.stop()
+        stop()
         done.wait()
     t.join()
     if box.error is not None:
-        if isinstance(box.error, OSError):
-            raise from_oserror(box.error, "sending the feed",
-                               hint="is the exchange interface up? (hftcap lab status)") from None
         raise box.error
     return box.result
+
+
+def _run_sender(sender, sock: socket.socket, sock_b: socket.socket | None = None) -> dict:
+    """sender.run in a worker thread so Ctrl-C in the main thread can stop it cleanly."""
+    try:
+        return _run_worker(lambda: sender.run(sock.fileno(), None if sock_b is None else sock_b.fileno()),
+                           sender.stop, "hftcap-send")
+    except OSError as e:
+        raise from_oserror(e, "sending the feed",
+                           hint="is the exchange interface up? (hftcap lab status)") from None
 
 
 def _send_split(raw: bytes, clock: str) -> dict:

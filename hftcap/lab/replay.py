@@ -8,7 +8,6 @@ addresses are never used, so a file from anywhere cannot make the lab send elsew
 from __future__ import annotations
 
 import struct
-import threading
 
 from ..errors import HftcapError, UsageError, from_oserror
 from ..feed import decode
@@ -42,7 +41,7 @@ def schedule(path: str) -> tuple[bytes, dict]:
 def run_replay(netns: str | None, feed: str, path: str, speed: float | None, duration: float,
                interface: str | None) -> dict:
     from .. import _core
-    from .exchange import _parse_feed, open_feed_socket
+    from .exchange import _parse_feed, _run_worker, open_feed_socket
     if speed is not None and speed <= 0:
         raise UsageError(f"--speed {speed}: expected > 0 (1 = the recorded pace)")
     sched, info = schedule(path)
@@ -51,32 +50,13 @@ def run_replay(netns: str | None, feed: str, path: str, speed: float | None, dur
         from . import netns as _netns
         _netns.enter(netns)
     sock, ifname = open_feed_socket(f.group, f.port, interface)
-    box: dict = {}
-    done = threading.Event()
-
-    def body():
-        try:
-            box["r"] = _core.replay(sock.fileno(), sched, float(speed or 1.0), float(duration))
-        except BaseException as e:   # handed to the main thread
-            box["e"] = e
-        finally:
-            done.set()
-
-    t = threading.Thread(target=body, name="hftcap-replay", daemon=True)
-    t.start()
     try:
-        while not done.wait(0.2):
-            pass
-    except KeyboardInterrupt:
-        _core.replay_stop()
-        done.wait()
-    t.join()
-    sock.close()
-    if "e" in box:
-        if isinstance(box["e"], OSError):
-            raise from_oserror(box["e"], "replaying the capture") from None
-        raise box["e"]
-    r = box["r"]
+        r = _run_worker(lambda: _core.replay(sock.fileno(), sched, float(speed or 1.0), float(duration)),
+                        _core.replay_stop, "hftcap-replay")
+    except OSError as e:
+        raise from_oserror(e, "replaying the capture") from None
+    finally:
+        sock.close()
     r.update({"command": "exchange", "source": path, "pace": "capture", "speed": speed or 1.0,
               "netns": netns, "feed": f"{f.group}:{f.port}", "interface": ifname, **info,
               "elapsed_clock": "CLOCK_MONOTONIC",
