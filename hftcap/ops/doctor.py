@@ -159,14 +159,40 @@ def cmdline_params(text: str | None) -> dict[str, str]:
 # Probes that are not files: netlink, ioctls, adjtimex, pmc
 
 
+def _netdev_request(cls, cmd: int, attrs: list, flags: int, what: str, since: str | None = None):
+    """One netdev generic netlink request (message class `cls`, command `cmd`): (reply, None) or
+    (None, reason). `what` names the command in the reason of a failed request; with `since`, a
+    kernel that answers EOPNOTSUPP or EINVAL does not have it: "not in this kernel (since)"."""
+    from pyroute2.netlink.exceptions import NetlinkError
+    from pyroute2.netlink.generic import GenericNetlinkSocket
+    s = GenericNetlinkSocket()
+    try:
+        try:
+            s.bind("netdev", cls)
+        except NetlinkError as e:
+            if e.code == errno.ENOENT:
+                return None, "the kernel has no netdev generic netlink family (Linux 6.3+)"
+            return None, f"netdev netlink: {os.strerror(e.code)}"
+        m = cls()
+        m["cmd"] = cmd
+        m["version"] = 1
+        m["attrs"] = attrs
+        try:
+            return s.nlm_request(m, msg_type=s.prid, msg_flags=flags), None
+        except NetlinkError as e:
+            if since is not None and (e.code == errno.EOPNOTSUPP or e.code == errno.EINVAL):
+                return None, f"netdev {what}: not in this kernel ({since})"
+            return None, f"netdev {what}: {os.strerror(e.code)}"
+    finally:
+        s.close()
+
+
 class LiveProbes:
     """The running kernel. Every method answers (value, None) or (None, reason)."""
 
     def netdev(self, ifname: str):
         """netdev generic netlink DEV_GET (Linux 6.3+): XDP and XDP RX-metadata features."""
         from pyroute2.netlink import NLM_F_REQUEST, genlmsg
-        from pyroute2.netlink.exceptions import NetlinkError
-        from pyroute2.netlink.generic import GenericNetlinkSocket
 
         class devmsg(genlmsg):
             nla_map = (("NETDEV_A_DEV_UNSPEC", "none"), ("NETDEV_A_DEV_IFINDEX", "uint32"),
@@ -178,37 +204,21 @@ class LiveProbes:
             ifindex = socket.if_nametoindex(ifname)
         except OSError:
             return None, f"no interface {ifname}"
-        s = GenericNetlinkSocket()
-        try:
-            try:
-                s.bind("netdev", devmsg)
-            except NetlinkError as e:
-                if e.code == errno.ENOENT:
-                    return None, "the kernel has no netdev generic netlink family (Linux 6.3+)"
-                return None, f"netdev netlink: {os.strerror(e.code)}"
-            m = devmsg()
-            m["cmd"] = NETDEV_CMD_DEV_GET
-            m["version"] = 1
-            m["attrs"] = [("NETDEV_A_DEV_IFINDEX", ifindex)]
-            try:
-                reply = s.nlm_request(m, msg_type=s.prid, msg_flags=NLM_F_REQUEST)
-            except NetlinkError as e:
-                return None, f"netdev DEV_GET: {os.strerror(e.code)}"
-            attrs = dict((a[0], a[1]) for r in reply for a in r["attrs"])
-            return {"xdp_features": attrs.get("NETDEV_A_DEV_XDP_FEATURES", 0),
-                    "xdp_zc_max_segs": attrs.get("NETDEV_A_DEV_XDP_ZC_MAX_SEGS"),
-                    "xdp_rx_metadata_features": attrs.get("NETDEV_A_DEV_XDP_RX_METADATA_FEATURES"),
-                    "xsk_features": attrs.get("NETDEV_A_DEV_XSK_FEATURES")}, None
-        finally:
-            s.close()
+        reply, err = _netdev_request(devmsg, NETDEV_CMD_DEV_GET, [("NETDEV_A_DEV_IFINDEX", ifindex)],
+                                     NLM_F_REQUEST, "DEV_GET")
+        if err is not None:
+            return None, err
+        attrs = dict((a[0], a[1]) for r in reply for a in r["attrs"])
+        return {"xdp_features": attrs.get("NETDEV_A_DEV_XDP_FEATURES", 0),
+                "xdp_zc_max_segs": attrs.get("NETDEV_A_DEV_XDP_ZC_MAX_SEGS"),
+                "xdp_rx_metadata_features": attrs.get("NETDEV_A_DEV_XDP_RX_METADATA_FEATURES"),
+                "xsk_features": attrs.get("NETDEV_A_DEV_XSK_FEATURES")}, None
 
     def napi(self, ifname: str):
         """netdev generic netlink QUEUE_GET and NAPI_GET dumps of one interface (Linux 6.8+; the
         per-NAPI defer-hard-irqs / gro-flush-timeout / irq-suspend-timeout 6.13+): the RX queues'
         NAPI ids and each NAPI's id, irq, pid (threaded) and settings. No admin flag: GET only."""
         from pyroute2.netlink import NLM_F_DUMP, NLM_F_REQUEST, genlmsg
-        from pyroute2.netlink.exceptions import NetlinkError
-        from pyroute2.netlink.generic import GenericNetlinkSocket
 
         class napimsg(genlmsg):
             # "uint" attributes (gro-flush-timeout, irq-suspend-timeout) are 4 or 8 bytes: raw
@@ -233,31 +243,14 @@ class LiveProbes:
         out = {}
         for key, cls, cmd, ifattr in (("queues", queuemsg, NETDEV_CMD_QUEUE_GET, "NETDEV_A_QUEUE_IFINDEX"),
                                       ("napis", napimsg, NETDEV_CMD_NAPI_GET, "NETDEV_A_NAPI_IFINDEX")):
-            s = GenericNetlinkSocket()
-            try:
-                try:
-                    s.bind("netdev", cls)
-                except NetlinkError as e:
-                    if e.code == errno.ENOENT:
-                        return None, "the kernel has no netdev generic netlink family (Linux 6.3+)"
-                    return None, f"netdev netlink: {os.strerror(e.code)}"
-                m = cls()
-                m["cmd"] = cmd
-                m["version"] = 1
-                m["attrs"] = [(ifattr, ifindex)]
-                try:
-                    reply = s.nlm_request(m, msg_type=s.prid, msg_flags=NLM_F_REQUEST | NLM_F_DUMP)
-                except NetlinkError as e:
-                    what = "queue-get" if key == "queues" else "napi-get"
-                    if e.code == errno.EOPNOTSUPP or e.code == errno.EINVAL:
-                        return None, f"netdev {what}: not in this kernel (Linux 6.8+)"
-                    return None, f"netdev {what}: {os.strerror(e.code)}"
-                # NETDEV_A_NAPI_GRO_FLUSH_TIMEOUT -> gro_flush_timeout; attributes this map does not
-                # name (newer kernels', nested ones such as a queue's xsk) are left out
-                out[key] = [{a[0].split("_A_", 1)[1].split("_", 1)[1].lower(): uint(a[1]) for a in r["attrs"]
-                             if a[0].startswith("NETDEV_A_")} for r in reply]
-            finally:
-                s.close()
+            reply, err = _netdev_request(cls, cmd, [(ifattr, ifindex)], NLM_F_REQUEST | NLM_F_DUMP,
+                                         "queue-get" if key == "queues" else "napi-get", "Linux 6.8+")
+            if err is not None:
+                return None, err
+            # NETDEV_A_NAPI_GRO_FLUSH_TIMEOUT -> gro_flush_timeout; attributes this map does not
+            # name (newer kernels', nested ones such as a queue's xsk) are left out
+            out[key] = [{a[0].split("_A_", 1)[1].split("_", 1)[1].lower(): uint(a[1]) for a in r["attrs"]
+                         if a[0].startswith("NETDEV_A_")} for r in reply]
         napis = [n for n in out["napis"] if n.get("ifindex") in (None, ifindex)]
         rxq = {q["id"]: q.get("napi_id") for q in out["queues"]
                if q.get("ifindex") in (None, ifindex) and q.get("type") == NETDEV_QUEUE_TYPE_RX}
