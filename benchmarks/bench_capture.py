@@ -29,6 +29,22 @@ MODES = {"xdp-busy": ("xdp", "busy"), "xdp-wakeup": ("xdp", "wakeup"),
          "kernel-busy": ("kernel", "busy"), "kernel-block": ("kernel", "wakeup")}
 
 
+def send_then_stop(li, lb, rate, packets, cpu_tx, max_seconds, *send_args):
+    """While `hftcap listen` (li, already listening) receives: `hftcap send` of `packets` at `rate`
+    from the lab's exchange, pinned to cpu_tx, bounded by max_seconds (the run's timeout 30 s
+    more); then SIGINT to listen (max_seconds to exit). Answers (send's JSON, listen's JSON)."""
+    snd = subprocess.run(["taskset", "-c", str(cpu_tx), HFTCAP, "send", "--netns", lb.ex_ns, "--feed", FEED,
+                          "--rate", str(rate), "--count", str(packets), *send_args,
+                          "--max-seconds", str(max_seconds), "--json"],
+                         capture_output=True, text=True, timeout=max_seconds + 30)
+    if snd.returncode:
+        raise RuntimeError(snd.stderr)
+    sent = json.loads(snd.stdout)
+    li.send_signal(2)
+    out, _ = li.communicate(timeout=max_seconds)
+    return sent, json.loads(out)
+
+
 def trial(lb, path, poll, rate, packets, cpu_rx, cpu_tx):
     li = subprocess.Popen([HFTCAP, "listen", "--netns", lb.host_ns, "-i", lb.host_if, "--feed", FEED,
                            "--path", path, "--poll", poll, "--cpu", str(cpu_rx), "--json",
@@ -40,15 +56,7 @@ def trial(lb, path, poll, rate, packets, cpu_rx, cpu_tx):
             line = li.stderr.readline()
         if "listening on" not in line:
             raise RuntimeError(f"listen did not start: {line}{li.stderr.read()}")
-        snd = subprocess.run(["taskset", "-c", str(cpu_tx), HFTCAP, "send", "--netns", lb.ex_ns, "--feed", FEED,
-                              "--rate", str(rate), "--count", str(packets), "--max-seconds", "30", "--json"],
-                             capture_output=True, text=True, timeout=60)
-        if snd.returncode:
-            raise RuntimeError(snd.stderr)
-        sent = json.loads(snd.stdout)
-        li.send_signal(2)
-        out, err = li.communicate(timeout=30)
-        r = json.loads(out)
+        sent, r = send_then_stop(li, lb, rate, packets, cpu_tx, 30)
     finally:
         if li.poll() is None:
             li.kill()

@@ -30,9 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
-BIN = Path(sys.executable).parent
-HFTCAP = str(BIN / "hftcap")
-FEED = "239.1.1.1:26400"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_capture import FEED, HFTCAP, send_then_stop  # noqa: E402
 
 
 def q(xs, p):
@@ -120,15 +119,7 @@ def trial(lb, rate, packets, k, cpu_rx, cpu_tx, write: str | None):
                 break
         if "listening on" not in line:
             raise RuntimeError(f"listen did not start: {seen}{li.stderr.read()}")
-        snd = subprocess.run(["taskset", "-c", str(cpu_tx), HFTCAP, "send", "--netns", lb.ex_ns, "--feed", FEED,
-                              "--rate", str(rate), "--count", str(packets), "-k", str(k), "--max-seconds", "60",
-                              "--json"], capture_output=True, text=True, timeout=90)
-        if snd.returncode:
-            raise RuntimeError(snd.stderr)
-        sent = json.loads(snd.stdout)
-        li.send_signal(2)
-        out, _ = li.communicate(timeout=60)
-        r = json.loads(out)
+        sent, r = send_then_stop(li, lb, rate, packets, cpu_tx, 60, "-k", str(k))
     finally:
         if li.poll() is None:
             li.kill()
