@@ -58,4 +58,13 @@ static inline PyObject *hc_py_errno(int neg_errno, const char *what)
 	PyErr_SetFromErrnoWithFilename(PyExc_OSError, what);
 	return NULL;
 }
+
+/* d[k] = v as an int; 0, or -1 with an exception. */
+static inline int hc_py_put_u64(PyObject *d, const char *k, uint64_t v)
+{
+	PyObject *o = PyLong_FromUnsignedLongLong(v);
+	int r = o ? PyDict_SetItemString(d, k, o) : -1;
+	Py_XDECREF(o);
+	return r;
+}
 #endif

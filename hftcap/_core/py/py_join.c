@@ -26,16 +26,6 @@ typedef struct {
 
 static PyTypeObject JoinType;
 
-static int put_u64(PyObject *d, const char *k, uint64_t v)
-{
-	PyObject *o = PyLong_FromUnsignedLongLong(v);
-	if (!o)
-		return -1;
-	int r = PyDict_SetItemString(d, k, o);
-	Py_DECREF(o);
-	return r;
-}
-
 static int Join_init(JoinObject *self, PyObject *args, PyObject *kw)
 {
 	static char *kwl[] = { "capacity", "books", NULL };
@@ -130,7 +120,7 @@ static PyObject *Join_stats(JoinObject *self, PyObject *unused)
 	PyObject *d = PyDict_New(), *soup = PyDict_New();
 	if (!d || !soup)
 		goto fail;
-#define U(dict, name, v) if (put_u64(dict, name, __atomic_load_n(&(v), __ATOMIC_RELAXED))) goto fail
+#define U(dict, name, v) if (hc_py_put_u64(dict, name, __atomic_load_n(&(v), __ATOMIC_RELAXED))) goto fail
 	U(d, "buffered", s->buffered); U(d, "overwritten", s->overwritten);
 	U(d, "oversize", s->oversize); U(d, "applied", s->applied);
 	U(d, "discarded", s->discarded); U(d, "splices", s->splices); U(d, "behind", s->behind);
@@ -154,7 +144,7 @@ static PyObject *Join_stats(JoinObject *self, PyObject *unused)
 	U(soup, "unknown_type", q->unknown_type); U(soup, "end_of_session", q->end_of_session);
 	U(soup, "bad_end", q->bad_end); U(soup, "oversize", q->oversize);
 #undef U
-	if (put_u64(d, "capacity", hc_join_capacity(self->j)) ||
+	if (hc_py_put_u64(d, "capacity", hc_join_capacity(self->j)) ||
 	    PyDict_SetItemString(d, "state", PyUnicode_FromString(state_name(hc_join_state(self->j)))) ||
 	    PyDict_SetItemString(d, "soup", soup))
 		goto fail;

@@ -19,19 +19,11 @@ typedef struct {
 
 static PyTypeObject SnapTableType;
 
-static int set_u(PyObject *d, const char *k, unsigned long long x)
-{
-	PyObject *v = PyLong_FromUnsignedLongLong(x);
-	int rc = v ? PyDict_SetItemString(d, k, v) : -1;
-	Py_XDECREF(v);
-	return rc;
-}
-
 static PyObject *snap_drops_dict(const uint64_t *drops)
 {
 	PyObject *d = PyDict_New();
 	for (int i = 1; d && i < HC_SNAP_DROP__MAX; i++)
-		if (set_u(d, hc_snap_drop_names[i], drops[i]) < 0)
+		if (hc_py_put_u64(d, hc_snap_drop_names[i], drops[i]) < 0)
 			Py_CLEAR(d);
 	return d;
 }
@@ -71,7 +63,7 @@ static PyObject *py_snap_convert(PyObject *mod, PyObject *args)
 	}
 	PyObject *drops = PyDict_New();
 	for (int i = 1; drops && i < HC_DROP__MAX; i++)
-		if (st.book_drops[i] && set_u(drops, hc_drop_names[i], st.book_drops[i]) < 0)
+		if (st.book_drops[i] && hc_py_put_u64(drops, hc_drop_names[i], st.book_drops[i]) < 0)
 			Py_CLEAR(drops);
 	if (!drops) {
 		Py_DECREF(out);
@@ -303,11 +295,11 @@ static PyObject *table_consume(SnapTableObject *self, PyObject *args, PyObject *
 	for (int k = 0; msgs && k < 256; k++)
 		if (bs->messages[k]) {
 			char key[2] = { (char)k, 0 };
-			if (set_u(msgs, key, bs->messages[k]) < 0)
+			if (hc_py_put_u64(msgs, key, bs->messages[k]) < 0)
 				Py_CLEAR(msgs);
 		}
 	for (int k = 1; drops && k < HC_DROP__MAX; k++)
-		if (bs->drops[k] && set_u(drops, hc_drop_names[k], bs->drops[k]) < 0)
+		if (bs->drops[k] && hc_py_put_u64(drops, hc_drop_names[k], bs->drops[k]) < 0)
 			Py_CLEAR(drops);
 	if (!msgs || !drops)
 		goto done;
