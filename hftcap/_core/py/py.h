@@ -48,6 +48,9 @@ PyObject *hc_py_clock_dict(const struct hc_clock *k);
 /* "tsc" / "clock" / "auto" -> HC_STAMP_TSC / HC_STAMP_CLOCK / -1; 0, or -1 with ValueError. */
 int hc_py_stamp_source(const char *s, int *out);
 struct hc_join;
+/* hc_join_new into *j (left as it was on failure); 0, or -1 with ValueError for a capacity out
+ * of range, else OSError. */
+int hc_py_join_new(struct hc_join **j, unsigned long long capacity);
 /* A hftcap._core.Join over a capture's join and books: keeps `owner` alive. New reference. */
 PyObject *hc_py_join_wrap(struct hc_join *j, struct hc_books *b, PyObject *owner);
 

@@ -467,15 +467,8 @@ static PyObject *Capture_arm_join(CaptureObject *self, PyObject *arg)
 		PyErr_SetString(PyExc_ValueError, self->join ? "join already armed" : "a join needs books");
 		return NULL;
 	}
-	int rc = hc_join_new(&self->join, cap);
-	if (rc) {
-		self->join = NULL;
-		if (rc == -EINVAL) {
-			PyErr_SetString(PyExc_ValueError, "join buffer: 1024 to 16777216 messages");
-			return NULL;
-		}
-		return hc_py_errno(rc, "join buffer");
-	}
+	if (hc_py_join_new(&self->join, cap) < 0)
+		return NULL;
 	hc_capture_set_join(self->cap, self->join);
 	return hc_py_join_wrap(self->join, b, (PyObject *)self);
 }

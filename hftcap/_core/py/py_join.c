@@ -26,6 +26,16 @@ typedef struct {
 
 static PyTypeObject JoinType;
 
+int hc_py_join_new(struct hc_join **j, unsigned long long capacity)
+{
+	int rc = hc_join_new(j, capacity);
+	if (rc == -EINVAL)
+		PyErr_SetString(PyExc_ValueError, "join buffer: 1024 to 16777216 messages");
+	else if (rc)
+		hc_py_errno(rc, "join buffer");
+	return rc ? -1 : 0;
+}
+
 static int Join_init(JoinObject *self, PyObject *args, PyObject *kw)
 {
 	static char *kwl[] = { "capacity", "books", NULL };
@@ -40,14 +50,8 @@ static int Join_init(JoinObject *self, PyObject *args, PyObject *kw)
 	struct hc_books *b = hc_py_books_ptr(books);
 	if (!b)
 		return -1;
-	int rc = hc_join_new(&self->j, cap);
-	if (rc) {
-		if (rc == -EINVAL)
-			PyErr_SetString(PyExc_ValueError, "join buffer: 1024 to 16777216 messages");
-		else
-			hc_py_errno(rc, "join buffer");
+	if (hc_py_join_new(&self->j, cap) < 0)
 		return -1;
-	}
 	self->cons = malloc(sizeof(*self->cons));
 	if (!self->cons) {
 		hc_join_free(self->j);
