@@ -53,6 +53,11 @@ struct hc_join;
 int hc_py_join_new(struct hc_join **j, unsigned long long capacity);
 /* A hftcap._core.Join over a capture's join and books: keeps `owner` alive. New reference. */
 PyObject *hc_py_join_wrap(struct hc_join *j, struct hc_books *b, PyObject *owner);
+struct hc_spin_stats;
+/* The spin (hc_spin_build, GIL released) of the first n messages of stream[0, len) as bytes,
+ * its figures in *st. New reference, or NULL with an exception. */
+PyObject *hc_py_spin_bytes(const uint8_t *stream, size_t len, uint64_t n, uint64_t first_seq,
+			   struct hc_spin_stats *st);
 
 /* Raise OSError(errno) for a -errno from the core, with a short context string. */
 static inline PyObject *hc_py_errno(int neg_errno, const char *what)

@@ -282,6 +282,22 @@ static PyTypeObject JoinType = {
 	.tp_getset = Join_getset,
 };
 
+PyObject *hc_py_spin_bytes(const uint8_t *stream, size_t len, uint64_t n, uint64_t first_seq,
+			   struct hc_spin_stats *st)
+{
+	uint8_t *out = NULL;
+	size_t olen = 0;
+	int rc;
+	Py_BEGIN_ALLOW_THREADS
+	rc = hc_spin_build(stream, len, n, first_seq, &out, &olen, st);
+	Py_END_ALLOW_THREADS
+	if (rc)
+		return hc_py_errno(rc, "snapshot spin");
+	PyObject *b = PyBytes_FromStringAndSize((const char *)out, (Py_ssize_t)olen);
+	free(out);
+	return b;
+}
+
 /* spin_build(stream, n, first_seq) -> (bytes, stats): the exchange's snapshot (spin.h) of the
  * first n messages. The GIL is released: the live sender keeps running. */
 static PyObject *py_spin_build(PyObject *mod, PyObject *args)
@@ -290,18 +306,9 @@ static PyObject *py_spin_build(PyObject *mod, PyObject *args)
 	unsigned long long n, first;
 	if (!PyArg_ParseTuple(args, "y*KK", &v, &n, &first))
 		return NULL;
-	uint8_t *out = NULL;
-	size_t olen = 0;
 	struct hc_spin_stats st;
-	int rc;
-	Py_BEGIN_ALLOW_THREADS
-	rc = hc_spin_build(v.buf, (size_t)v.len, n, first, &out, &olen, &st);
-	Py_END_ALLOW_THREADS
+	PyObject *b = hc_py_spin_bytes(v.buf, (size_t)v.len, n, first, &st);
 	PyBuffer_Release(&v);
-	if (rc)
-		return hc_py_errno(rc, "snapshot spin");
-	PyObject *b = PyBytes_FromStringAndSize((const char *)out, (Py_ssize_t)olen);
-	free(out);
 	if (!b)
 		return NULL;
 	return Py_BuildValue("N{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K}", b, "replayed",
