@@ -59,6 +59,12 @@ struct hc_spin_stats;
 PyObject *hc_py_spin_bytes(const uint8_t *stream, size_t len, uint64_t n, uint64_t first_seq,
 			   struct hc_spin_stats *st);
 
+struct hc_consumer;
+/* For the offline consume calls: *seq the packets as a PySequence_Fast and a fresh consumer of
+ * one feed (hc_consumer_init(c, 1, 0)) to run them through. NULL with an exception (nothing to
+ * release); else PyMem_Free(c) and Py_DECREF(*seq) when done. */
+struct hc_consumer *hc_py_consumer_new(PyObject *pkts, PyObject **seq);
+
 /* Raise OSError(errno) for a -errno from the core, with a short context string. */
 static inline PyObject *hc_py_errno(int neg_errno, const char *what)
 {

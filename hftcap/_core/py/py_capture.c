@@ -538,6 +538,21 @@ static PyObject *py_xdp_query(PyObject *mod, PyObject *args)
 	return Py_BuildValue("{s:I,s:i,s:s}", "id", id, "mode", mode, "name", name);
 }
 
+struct hc_consumer *hc_py_consumer_new(PyObject *pkts, PyObject **seq)
+{
+	*seq = PySequence_Fast(pkts, "packets must be a sequence of bytes");
+	if (!*seq)
+		return NULL;
+	struct hc_consumer *c = PyMem_Malloc(sizeof(*c));
+	if (!c) {
+		Py_CLEAR(*seq);
+		PyErr_NoMemory();
+		return NULL;
+	}
+	hc_consumer_init(c, 1, 0);
+	return c;
+}
+
 /* consume(packets) -> stats: run MoldUDP64 payloads (a sequence of bytes) through a fresh
  * consumer, feed 0, no timestamps. For offline checks and tests: one call, not per packet. */
 static PyObject *py_consume(PyObject *mod, PyObject *args)
@@ -545,15 +560,10 @@ static PyObject *py_consume(PyObject *mod, PyObject *args)
 	PyObject *pkts;
 	if (!PyArg_ParseTuple(args, "O", &pkts))
 		return NULL;
-	PyObject *seq = PySequence_Fast(pkts, "packets must be a sequence of bytes");
-	if (!seq)
+	PyObject *seq;
+	struct hc_consumer *c = hc_py_consumer_new(pkts, &seq);
+	if (!c)
 		return NULL;
-	struct hc_consumer *c = PyMem_Malloc(sizeof(*c));
-	if (!c) {
-		Py_DECREF(seq);
-		return PyErr_NoMemory();
-	}
-	hc_consumer_init(c, 1, 0);
 	struct hc_pkt_times t = { 0 };
 	Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
 	for (Py_ssize_t i = 0; i < n; i++) {

@@ -256,22 +256,17 @@ static PyObject *table_consume(SnapTableObject *self, PyObject *args, PyObject *
 	int timing = 0;
 	if (!PyArg_ParseTupleAndKeywords(args, kw, "O|p", kwl, &pkts, &timing) || ready(self, 1) < 0)
 		return NULL;
-	PyObject *seq = PySequence_Fast(pkts, "packets must be a sequence of bytes");
-	if (!seq)
+	PyObject *seq;
+	struct hc_consumer *c = hc_py_consumer_new(pkts, &seq);
+	if (!c)
 		return NULL;
-	struct hc_consumer *c = PyMem_Malloc(sizeof(*c));
 	struct hc_books *b = NULL;
 	PyObject *out = NULL, *msgs = NULL, *drops = NULL;
 	int rc;
-	if (!c) {
-		PyErr_NoMemory();
-		goto done;
-	}
 	if ((rc = hc_books_new(&b, 1 << 16)) < 0) {
 		hc_py_errno(rc, "hc_books_new");
 		goto done;
 	}
-	hc_consumer_init(c, 1, 0);
 	c->books = b;
 	c->snaps = self->t;
 	c->timing = timing;
