@@ -344,16 +344,21 @@ static PyObject *table_locates(SnapTableObject *self, PyObject *unused)
 }
 
 /* One read of a stock: levels (capped at HC_SNAP_MAX_LEVELS) and the entry's fields. */
-static int table_read(SnapTableObject *self, PyObject *args, struct hc_level_snap *bids, uint32_t *nb,
-		      struct hc_level_snap *asks, uint32_t *na, uint32_t *sent, uint64_t *ts, uint64_t *msgs)
+struct table_rd {
+	struct hc_level_snap bids[HC_SNAP_MAX_LEVELS], asks[HC_SNAP_MAX_LEVELS];
+	uint32_t nb, na, sent;
+	uint64_t ts, msgs;
+};
+
+static int table_read(SnapTableObject *self, PyObject *args, struct table_rd *r)
 {
 	unsigned int loc, levels = HC_SNAP_MAX_LEVELS;
 	if (!PyArg_ParseTuple(args, "I|I", &loc, &levels) || ready(self, 0) < 0)
 		return -1;
 	if (levels > HC_SNAP_MAX_LEVELS)
 		levels = HC_SNAP_MAX_LEVELS;
-	if (loc > 65535 || hc_snap_table_get(self->t, (uint16_t)loc, levels, bids, nb, asks, na, sent,
-					     ts, msgs) < 0) {
+	if (loc > 65535 || hc_snap_table_get(self->t, (uint16_t)loc, levels, r->bids, &r->nb, r->asks,
+					     &r->na, &r->sent, &r->ts, &r->msgs) < 0) {
 		PyErr_Format(PyExc_KeyError, "stock locate %u has no snapshot", loc);
 		return -1;
 	}
@@ -362,24 +367,21 @@ static int table_read(SnapTableObject *self, PyObject *args, struct hc_level_sna
 
 static PyObject *table_book_raw(SnapTableObject *self, PyObject *args)
 {
-	struct hc_level_snap bids[HC_SNAP_MAX_LEVELS], asks[HC_SNAP_MAX_LEVELS];
-	uint32_t nb, na, sent;
-	uint64_t ts, msgs;
-	if (table_read(self, args, bids, &nb, asks, &na, &sent, &ts, &msgs) < 0)
+	struct table_rd r;
+	if (table_read(self, args, &r) < 0)
 		return NULL;
-	return Py_BuildValue("(y#y#)", (char *)bids, (Py_ssize_t)(nb * sizeof(bids[0])),
-			     (char *)asks, (Py_ssize_t)(na * sizeof(asks[0])));
+	return Py_BuildValue("(y#y#)", (char *)r.bids, (Py_ssize_t)(r.nb * sizeof(r.bids[0])),
+			     (char *)r.asks, (Py_ssize_t)(r.na * sizeof(r.asks[0])));
 }
 
 static PyObject *table_info(SnapTableObject *self, PyObject *args)
 {
-	struct hc_level_snap bids[HC_SNAP_MAX_LEVELS], asks[HC_SNAP_MAX_LEVELS];
-	uint32_t nb, na, sent;
-	uint64_t ts, msgs;
-	if (table_read(self, args, bids, &nb, asks, &na, &sent, &ts, &msgs) < 0)
+	struct table_rd r;
+	if (table_read(self, args, &r) < 0)
 		return NULL;
-	return Py_BuildValue("{s:I,s:K,s:K,s:I,s:I}", "levels", sent, "itch_ns", (unsigned long long)ts,
-			     "messages", (unsigned long long)msgs, "bid_levels", nb, "ask_levels", na);
+	return Py_BuildValue("{s:I,s:K,s:K,s:I,s:I}", "levels", r.sent, "itch_ns",
+			     (unsigned long long)r.ts, "messages", (unsigned long long)r.msgs,
+			     "bid_levels", r.nb, "ask_levels", r.na);
 }
 
 static PyMethodDef table_methods[] = {
