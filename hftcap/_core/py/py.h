@@ -48,8 +48,22 @@ PyObject *hc_py_clock_dict(const struct hc_clock *k);
 /* "tsc" / "clock" / "auto" -> HC_STAMP_TSC / HC_STAMP_CLOCK / -1; 0, or -1 with ValueError. */
 int hc_py_stamp_source(const char *s, int *out);
 struct hc_join;
+/* hc_join_new into *j (left as it was on failure); 0, or -1 with ValueError for a capacity out
+ * of range, else OSError. */
+int hc_py_join_new(struct hc_join **j, unsigned long long capacity);
 /* A hftcap._core.Join over a capture's join and books: keeps `owner` alive. New reference. */
 PyObject *hc_py_join_wrap(struct hc_join *j, struct hc_books *b, PyObject *owner);
+struct hc_spin_stats;
+/* The spin (hc_spin_build, GIL released) of the first n messages of stream[0, len) as bytes,
+ * its figures in *st. New reference, or NULL with an exception. */
+PyObject *hc_py_spin_bytes(const uint8_t *stream, size_t len, uint64_t n, uint64_t first_seq,
+			   struct hc_spin_stats *st);
+
+struct hc_consumer;
+/* For the offline consume calls: *seq the packets as a PySequence_Fast and a fresh consumer of
+ * one feed (hc_consumer_init(c, 1, 0)) to run them through. NULL with an exception (nothing to
+ * release); else PyMem_Free(c) and Py_DECREF(*seq) when done. */
+struct hc_consumer *hc_py_consumer_new(PyObject *pkts, PyObject **seq);
 
 /* Raise OSError(errno) for a -errno from the core, with a short context string. */
 static inline PyObject *hc_py_errno(int neg_errno, const char *what)
@@ -57,5 +71,14 @@ static inline PyObject *hc_py_errno(int neg_errno, const char *what)
 	errno = -neg_errno;
 	PyErr_SetFromErrnoWithFilename(PyExc_OSError, what);
 	return NULL;
+}
+
+/* d[k] = v as an int; 0, or -1 with an exception. */
+static inline int hc_py_put_u64(PyObject *d, const char *k, uint64_t v)
+{
+	PyObject *o = PyLong_FromUnsignedLongLong(v);
+	int r = o ? PyDict_SetItemString(d, k, o) : -1;
+	Py_XDECREF(o);
+	return r;
 }
 #endif

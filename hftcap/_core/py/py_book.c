@@ -502,18 +502,11 @@ static PyTypeObject BooksType = {
 
 #define A1(f) do { char _c[2] = { m.f, 0 }; if (set_str(d, #f, _c, 1) < 0) goto fail; } while (0)
 #define AN(f) do { if (set_str(d, #f, m.f, sizeof(m.f)) < 0) goto fail; } while (0)
-#define U(f) do { if (set_u(d, #f, (unsigned long long)m.f) < 0) goto fail; } while (0)
+#define U(f) do { if (hc_py_put_u64(d, #f, (unsigned long long)m.f) < 0) goto fail; } while (0)
 
 static int set_str(PyObject *d, const char *k, const char *s, Py_ssize_t n)
 {
 	PyObject *v = PyUnicode_DecodeLatin1(s, n, NULL);
-	int rc = v ? PyDict_SetItemString(d, k, v) : -1;
-	Py_XDECREF(v);
-	return rc;
-}
-static int set_u(PyObject *d, const char *k, unsigned long long x)
-{
-	PyObject *v = PyLong_FromUnsignedLongLong(x);
 	int rc = v ? PyDict_SetItemString(d, k, v) : -1;
 	Py_XDECREF(v);
 	return rc;
@@ -534,8 +527,9 @@ static PyObject *py_itch_decode(PyObject *mod, PyObject *args)
 	if (!d)
 		return NULL;
 	char ty[2] = { (char)msg.type, 0 };
-	if (set_str(d, "type", ty, 1) < 0 || set_u(d, "stock_locate", msg.stock_locate) < 0 ||
-	    set_u(d, "tracking_number", msg.tracking_number) < 0 || set_u(d, "timestamp_ns", msg.timestamp_ns) < 0)
+	if (set_str(d, "type", ty, 1) < 0 || hc_py_put_u64(d, "stock_locate", msg.stock_locate) < 0 ||
+	    hc_py_put_u64(d, "tracking_number", msg.tracking_number) < 0 ||
+	    hc_py_put_u64(d, "timestamp_ns", msg.timestamp_ns) < 0)
 		goto fail;
 	switch (msg.type) {
 	case 'S': { __auto_type m = msg.system_event; A1(event_code); break; }
@@ -595,7 +589,7 @@ static PyObject *py_decode_only(PyObject *mod, PyObject *args)
 	PyBuffer_Release(&buf);
 	PyObject *d = PyDict_New();
 	for (int i = 1; d && i < HC_DROP__MAX; i++)
-		if (drops[i] && set_u(d, hc_drop_names[i], drops[i]) < 0)
+		if (drops[i] && hc_py_put_u64(d, hc_drop_names[i], drops[i]) < 0)
 			Py_CLEAR(d);
 	return d ? Py_BuildValue("(KN)", (unsigned long long)n, d) : NULL;
 }

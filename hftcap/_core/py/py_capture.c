@@ -271,16 +271,6 @@ static PyObject *Capture_wait(CaptureObject *self, PyObject *args)
 	return PyBool_FromLong(done);
 }
 
-static int put_u64(PyObject *d, const char *k, uint64_t v)
-{
-	PyObject *o = PyLong_FromUnsignedLongLong(v);
-	if (!o)
-		return -1;
-	int r = PyDict_SetItemString(d, k, o);
-	Py_DECREF(o);
-	return r;
-}
-
 /* Counters of a consumer as a dict; relaxed loads, so it can run beside the data thread. */
 static PyObject *consumer_stats(const struct hc_consumer *cons, uint64_t io_errors)
 {
@@ -301,15 +291,17 @@ static PyObject *consumer_stats(const struct hc_consumer *cons, uint64_t io_erro
 	PyObject *drops = PyDict_New();
 	if (!d || !drops)
 		goto fail;
-	if (put_u64(d, "packets", __atomic_load_n(&cons->packets, __ATOMIC_RELAXED)) ||
-	    put_u64(d, "bytes", __atomic_load_n(&cons->bytes, __ATOMIC_RELAXED)) ||
-	    put_u64(d, "messages", sum.messages) || put_u64(d, "gaps", sum.gaps) ||
-	    put_u64(d, "gap_events", sum.gap_events) || put_u64(d, "duplicates", sum.duplicates) ||
-	    put_u64(d, "heartbeats", sum.heartbeats) ||
-	    put_u64(d, "end_of_session", sum.end_of_session) ||
-	    put_u64(d, "sessions", sum.sessions) || put_u64(d, "last_sequence", last_seq) ||
-	    put_u64(d, "hw_stamped", __atomic_load_n(&cons->hw_stamped, __ATOMIC_RELAXED)) ||
-	    put_u64(d, "io_errors", io_errors))
+	if (hc_py_put_u64(d, "packets", __atomic_load_n(&cons->packets, __ATOMIC_RELAXED)) ||
+	    hc_py_put_u64(d, "bytes", __atomic_load_n(&cons->bytes, __ATOMIC_RELAXED)) ||
+	    hc_py_put_u64(d, "messages", sum.messages) || hc_py_put_u64(d, "gaps", sum.gaps) ||
+	    hc_py_put_u64(d, "gap_events", sum.gap_events) ||
+	    hc_py_put_u64(d, "duplicates", sum.duplicates) ||
+	    hc_py_put_u64(d, "heartbeats", sum.heartbeats) ||
+	    hc_py_put_u64(d, "end_of_session", sum.end_of_session) ||
+	    hc_py_put_u64(d, "sessions", sum.sessions) ||
+	    hc_py_put_u64(d, "last_sequence", last_seq) ||
+	    hc_py_put_u64(d, "hw_stamped", __atomic_load_n(&cons->hw_stamped, __ATOMIC_RELAXED)) ||
+	    hc_py_put_u64(d, "io_errors", io_errors))
 		goto fail;
 	PyObject *firsts = PyList_New(cons->nfeeds);
 	if (!firsts || PyDict_SetItemString(d, "first_sequence", firsts)) {
@@ -320,11 +312,11 @@ static PyObject *consumer_stats(const struct hc_consumer *cons, uint64_t io_erro
 	for (uint32_t i = 0; i < cons->nfeeds; i++)
 		PyList_SET_ITEM(firsts, i, PyLong_FromUnsignedLongLong(
 			__atomic_load_n(&cons->first_seq[i], __ATOMIC_RELAXED)));
-	if (put_u64(drops, "mold_short", sum.drop_short) ||
-	    put_u64(drops, "mold_truncated", sum.drop_truncated) ||
-	    put_u64(drops, "mold_trailing", sum.drop_trailing) ||
-	    put_u64(drops, "bad_frame", cons->drop_bad_frame) ||
-	    put_u64(drops, "bad_feed", cons->drop_bad_feed))
+	if (hc_py_put_u64(drops, "mold_short", sum.drop_short) ||
+	    hc_py_put_u64(drops, "mold_truncated", sum.drop_truncated) ||
+	    hc_py_put_u64(drops, "mold_trailing", sum.drop_trailing) ||
+	    hc_py_put_u64(drops, "bad_frame", cons->drop_bad_frame) ||
+	    hc_py_put_u64(drops, "bad_feed", cons->drop_bad_feed))
 		goto fail;
 	if (PyDict_SetItemString(d, "drops", drops))
 		goto fail;
@@ -353,7 +345,7 @@ static PyObject *Capture_xdp_stats(CaptureObject *self, PyObject *unused)
 	if (!d)
 		return NULL;
 	for (int i = 0; i < HC_XDP_NSTATS; i++)
-		if (put_u64(d, xdp_stat_names[i], v[i])) {
+		if (hc_py_put_u64(d, xdp_stat_names[i], v[i])) {
 			Py_DECREF(d);
 			return NULL;
 		}
@@ -387,7 +379,7 @@ static PyObject *Capture_negative(CaptureObject *self, PyObject *unused)
 	if (!d)
 		return NULL;
 	for (int h = 0; h < HC_NHOPS; h++)
-		if (put_u64(d, hc_hop_names[h], __atomic_load_n(&cons->negative[h], __ATOMIC_RELAXED))) {
+		if (hc_py_put_u64(d, hc_hop_names[h], __atomic_load_n(&cons->negative[h], __ATOMIC_RELAXED))) {
 			Py_DECREF(d);
 			return NULL;
 		}
@@ -475,15 +467,8 @@ static PyObject *Capture_arm_join(CaptureObject *self, PyObject *arg)
 		PyErr_SetString(PyExc_ValueError, self->join ? "join already armed" : "a join needs books");
 		return NULL;
 	}
-	int rc = hc_join_new(&self->join, cap);
-	if (rc) {
-		self->join = NULL;
-		if (rc == -EINVAL) {
-			PyErr_SetString(PyExc_ValueError, "join buffer: 1024 to 16777216 messages");
-			return NULL;
-		}
-		return hc_py_errno(rc, "join buffer");
-	}
+	if (hc_py_join_new(&self->join, cap) < 0)
+		return NULL;
 	hc_capture_set_join(self->cap, self->join);
 	return hc_py_join_wrap(self->join, b, (PyObject *)self);
 }
@@ -553,6 +538,21 @@ static PyObject *py_xdp_query(PyObject *mod, PyObject *args)
 	return Py_BuildValue("{s:I,s:i,s:s}", "id", id, "mode", mode, "name", name);
 }
 
+struct hc_consumer *hc_py_consumer_new(PyObject *pkts, PyObject **seq)
+{
+	*seq = PySequence_Fast(pkts, "packets must be a sequence of bytes");
+	if (!*seq)
+		return NULL;
+	struct hc_consumer *c = PyMem_Malloc(sizeof(*c));
+	if (!c) {
+		Py_CLEAR(*seq);
+		PyErr_NoMemory();
+		return NULL;
+	}
+	hc_consumer_init(c, 1, 0);
+	return c;
+}
+
 /* consume(packets) -> stats: run MoldUDP64 payloads (a sequence of bytes) through a fresh
  * consumer, feed 0, no timestamps. For offline checks and tests: one call, not per packet. */
 static PyObject *py_consume(PyObject *mod, PyObject *args)
@@ -560,15 +560,10 @@ static PyObject *py_consume(PyObject *mod, PyObject *args)
 	PyObject *pkts;
 	if (!PyArg_ParseTuple(args, "O", &pkts))
 		return NULL;
-	PyObject *seq = PySequence_Fast(pkts, "packets must be a sequence of bytes");
-	if (!seq)
+	PyObject *seq;
+	struct hc_consumer *c = hc_py_consumer_new(pkts, &seq);
+	if (!c)
 		return NULL;
-	struct hc_consumer *c = PyMem_Malloc(sizeof(*c));
-	if (!c) {
-		Py_DECREF(seq);
-		return PyErr_NoMemory();
-	}
-	hc_consumer_init(c, 1, 0);
 	struct hc_pkt_times t = { 0 };
 	Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
 	for (Py_ssize_t i = 0; i < n; i++) {

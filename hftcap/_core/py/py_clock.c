@@ -105,15 +105,10 @@ static PyObject *py_consume_timed(PyObject *mod, PyObject *args)
 	struct hc_books *b = hc_py_books_ptr(bo);
 	if (!b)
 		return NULL;
-	PyObject *seq = PySequence_Fast(pkts, "packets must be a sequence of bytes");
-	if (!seq)
+	PyObject *seq;
+	struct hc_consumer *c = hc_py_consumer_new(pkts, &seq);
+	if (!c)
 		return NULL;
-	struct hc_consumer *c = PyMem_Malloc(sizeof(*c));
-	if (!c) {
-		Py_DECREF(seq);
-		return PyErr_NoMemory();
-	}
-	hc_consumer_init(c, 1, 0);
 	int err = hc_clock_init(&c->clk, src);
 	if (err) {
 		PyMem_Free(c);

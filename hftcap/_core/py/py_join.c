@@ -26,14 +26,14 @@ typedef struct {
 
 static PyTypeObject JoinType;
 
-static int put_u64(PyObject *d, const char *k, uint64_t v)
+int hc_py_join_new(struct hc_join **j, unsigned long long capacity)
 {
-	PyObject *o = PyLong_FromUnsignedLongLong(v);
-	if (!o)
-		return -1;
-	int r = PyDict_SetItemString(d, k, o);
-	Py_DECREF(o);
-	return r;
+	int rc = hc_join_new(j, capacity);
+	if (rc == -EINVAL)
+		PyErr_SetString(PyExc_ValueError, "join buffer: 1024 to 16777216 messages");
+	else if (rc)
+		hc_py_errno(rc, "join buffer");
+	return rc ? -1 : 0;
 }
 
 static int Join_init(JoinObject *self, PyObject *args, PyObject *kw)
@@ -50,14 +50,8 @@ static int Join_init(JoinObject *self, PyObject *args, PyObject *kw)
 	struct hc_books *b = hc_py_books_ptr(books);
 	if (!b)
 		return -1;
-	int rc = hc_join_new(&self->j, cap);
-	if (rc) {
-		if (rc == -EINVAL)
-			PyErr_SetString(PyExc_ValueError, "join buffer: 1024 to 16777216 messages");
-		else
-			hc_py_errno(rc, "join buffer");
+	if (hc_py_join_new(&self->j, cap) < 0)
 		return -1;
-	}
 	self->cons = malloc(sizeof(*self->cons));
 	if (!self->cons) {
 		hc_join_free(self->j);
@@ -130,7 +124,7 @@ static PyObject *Join_stats(JoinObject *self, PyObject *unused)
 	PyObject *d = PyDict_New(), *soup = PyDict_New();
 	if (!d || !soup)
 		goto fail;
-#define U(dict, name, v) if (put_u64(dict, name, __atomic_load_n(&(v), __ATOMIC_RELAXED))) goto fail
+#define U(dict, name, v) if (hc_py_put_u64(dict, name, __atomic_load_n(&(v), __ATOMIC_RELAXED))) goto fail
 	U(d, "buffered", s->buffered); U(d, "overwritten", s->overwritten);
 	U(d, "oversize", s->oversize); U(d, "applied", s->applied);
 	U(d, "discarded", s->discarded); U(d, "splices", s->splices); U(d, "behind", s->behind);
@@ -154,7 +148,7 @@ static PyObject *Join_stats(JoinObject *self, PyObject *unused)
 	U(soup, "unknown_type", q->unknown_type); U(soup, "end_of_session", q->end_of_session);
 	U(soup, "bad_end", q->bad_end); U(soup, "oversize", q->oversize);
 #undef U
-	if (put_u64(d, "capacity", hc_join_capacity(self->j)) ||
+	if (hc_py_put_u64(d, "capacity", hc_join_capacity(self->j)) ||
 	    PyDict_SetItemString(d, "state", PyUnicode_FromString(state_name(hc_join_state(self->j)))) ||
 	    PyDict_SetItemString(d, "soup", soup))
 		goto fail;
@@ -288,6 +282,22 @@ static PyTypeObject JoinType = {
 	.tp_getset = Join_getset,
 };
 
+PyObject *hc_py_spin_bytes(const uint8_t *stream, size_t len, uint64_t n, uint64_t first_seq,
+			   struct hc_spin_stats *st)
+{
+	uint8_t *out = NULL;
+	size_t olen = 0;
+	int rc;
+	Py_BEGIN_ALLOW_THREADS
+	rc = hc_spin_build(stream, len, n, first_seq, &out, &olen, st);
+	Py_END_ALLOW_THREADS
+	if (rc)
+		return hc_py_errno(rc, "snapshot spin");
+	PyObject *b = PyBytes_FromStringAndSize((const char *)out, (Py_ssize_t)olen);
+	free(out);
+	return b;
+}
+
 /* spin_build(stream, n, first_seq) -> (bytes, stats): the exchange's snapshot (spin.h) of the
  * first n messages. The GIL is released: the live sender keeps running. */
 static PyObject *py_spin_build(PyObject *mod, PyObject *args)
@@ -296,18 +306,9 @@ static PyObject *py_spin_build(PyObject *mod, PyObject *args)
 	unsigned long long n, first;
 	if (!PyArg_ParseTuple(args, "y*KK", &v, &n, &first))
 		return NULL;
-	uint8_t *out = NULL;
-	size_t olen = 0;
 	struct hc_spin_stats st;
-	int rc;
-	Py_BEGIN_ALLOW_THREADS
-	rc = hc_spin_build(v.buf, (size_t)v.len, n, first, &out, &olen, &st);
-	Py_END_ALLOW_THREADS
+	PyObject *b = hc_py_spin_bytes(v.buf, (size_t)v.len, n, first, &st);
 	PyBuffer_Release(&v);
-	if (rc)
-		return hc_py_errno(rc, "snapshot spin");
-	PyObject *b = PyBytes_FromStringAndSize((const char *)out, (Py_ssize_t)olen);
-	free(out);
 	if (!b)
 		return NULL;
 	return Py_BuildValue("N{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K}", b, "replayed",

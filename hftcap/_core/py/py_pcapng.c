@@ -159,6 +159,21 @@ static PyObject *Writer_close(WriterObject *self, PyObject *unused)
 	Py_RETURN_NONE;
 }
 
+/* The arguments (n, frame_len) of the bench_put calls, and the writer's ring; NULL with an
+ * exception. */
+static struct hc_capring *bench_ring(WriterObject *self, PyObject *args, unsigned long long *n,
+				     unsigned int *flen)
+{
+	if (!PyArg_ParseTuple(args, "KI", n, flen))
+		return NULL;
+	NEED_W(self);
+	if (*flen < 42 || *flen > 2048) {
+		PyErr_SetString(PyExc_ValueError, "frame_len 42..2048");
+		return NULL;
+	}
+	return hc_pcapng_ring(self->w);
+}
+
 /* bench_put(n, frame_len) -> ns: n hc_capring_put calls of one synthetic frame from this
  * thread (GIL released) while the writer thread drains, published every 64 as the data thread
  * does; this thread's CPU ns (CLOCK_THREAD_CPUTIME_ID) for all n, so preemption by the host
@@ -167,19 +182,14 @@ static PyObject *Writer_bench_put(WriterObject *self, PyObject *args)
 {
 	unsigned long long n;
 	unsigned int flen;
-	if (!PyArg_ParseTuple(args, "KI", &n, &flen))
+	struct hc_capring *r = bench_ring(self, args, &n, &flen);
+	if (!r)
 		return NULL;
-	NEED_W(self);
-	if (flen < 42 || flen > 2048) {
-		PyErr_SetString(PyExc_ValueError, "frame_len 42..2048");
-		return NULL;
-	}
 	uint8_t frame[2048];
 	memset(frame, 0xab, sizeof(frame));
 	struct hc_consumer *cons = PyMem_Calloc(1, sizeof(*cons));
 	if (!cons)
 		return PyErr_NoMemory();
-	struct hc_capring *r = hc_pcapng_ring(self->w);
 	struct timespec a, b;
 	Py_BEGIN_ALLOW_THREADS
 	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &a);
@@ -207,14 +217,9 @@ static PyObject *Writer_bench_put_xsk(WriterObject *self, PyObject *args)
 {
 	unsigned long long n;
 	unsigned int flen;
-	if (!PyArg_ParseTuple(args, "KI", &n, &flen))
+	struct hc_capring *r = bench_ring(self, args, &n, &flen);
+	if (!r)
 		return NULL;
-	NEED_W(self);
-	if (flen < 42 || flen > 2048) {
-		PyErr_SetString(PyExc_ValueError, "frame_len 42..2048");
-		return NULL;
-	}
-	struct hc_capring *r = hc_pcapng_ring(self->w);
 	if (!self->fake_umem) {
 		self->fake_umem = aligned_alloc(4096, (size_t)BENCH_FRAMES * 2048);
 		if (!self->fake_umem)

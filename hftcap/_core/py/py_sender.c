@@ -404,17 +404,8 @@ static PyObject *Sender_spin(SenderObject *self, PyObject *unused)
 	uint64_t first, n = hc_sender_published(self->s, &first);
 	size_t len;
 	const uint8_t *p = hc_sender_stream(self->s, &len);
-	uint8_t *out = NULL;
-	size_t olen = 0;
 	struct hc_spin_stats st;
-	int rc;
-	Py_BEGIN_ALLOW_THREADS
-	rc = hc_spin_build(p, len, n, first, &out, &olen, &st);
-	Py_END_ALLOW_THREADS
-	if (rc)
-		return hc_py_errno(rc, "snapshot spin");
-	PyObject *b = PyBytes_FromStringAndSize((const char *)out, (Py_ssize_t)olen);
-	free(out);
+	PyObject *b = hc_py_spin_bytes(p, len, n, first, &st);
 	if (!b)
 		return NULL;
 	return Py_BuildValue("N{s:K,s:K,s:K,s:K,s:K,s:K,s:K}", b, "replayed",

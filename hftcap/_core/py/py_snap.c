@@ -19,19 +19,11 @@ typedef struct {
 
 static PyTypeObject SnapTableType;
 
-static int set_u(PyObject *d, const char *k, unsigned long long x)
-{
-	PyObject *v = PyLong_FromUnsignedLongLong(x);
-	int rc = v ? PyDict_SetItemString(d, k, v) : -1;
-	Py_XDECREF(v);
-	return rc;
-}
-
 static PyObject *snap_drops_dict(const uint64_t *drops)
 {
 	PyObject *d = PyDict_New();
 	for (int i = 1; d && i < HC_SNAP_DROP__MAX; i++)
-		if (set_u(d, hc_snap_drop_names[i], drops[i]) < 0)
+		if (hc_py_put_u64(d, hc_snap_drop_names[i], drops[i]) < 0)
 			Py_CLEAR(d);
 	return d;
 }
@@ -71,7 +63,7 @@ static PyObject *py_snap_convert(PyObject *mod, PyObject *args)
 	}
 	PyObject *drops = PyDict_New();
 	for (int i = 1; drops && i < HC_DROP__MAX; i++)
-		if (st.book_drops[i] && set_u(drops, hc_drop_names[i], st.book_drops[i]) < 0)
+		if (st.book_drops[i] && hc_py_put_u64(drops, hc_drop_names[i], st.book_drops[i]) < 0)
 			Py_CLEAR(drops);
 	if (!drops) {
 		Py_DECREF(out);
@@ -264,22 +256,17 @@ static PyObject *table_consume(SnapTableObject *self, PyObject *args, PyObject *
 	int timing = 0;
 	if (!PyArg_ParseTupleAndKeywords(args, kw, "O|p", kwl, &pkts, &timing) || ready(self, 1) < 0)
 		return NULL;
-	PyObject *seq = PySequence_Fast(pkts, "packets must be a sequence of bytes");
-	if (!seq)
+	PyObject *seq;
+	struct hc_consumer *c = hc_py_consumer_new(pkts, &seq);
+	if (!c)
 		return NULL;
-	struct hc_consumer *c = PyMem_Malloc(sizeof(*c));
 	struct hc_books *b = NULL;
 	PyObject *out = NULL, *msgs = NULL, *drops = NULL;
 	int rc;
-	if (!c) {
-		PyErr_NoMemory();
-		goto done;
-	}
 	if ((rc = hc_books_new(&b, 1 << 16)) < 0) {
 		hc_py_errno(rc, "hc_books_new");
 		goto done;
 	}
-	hc_consumer_init(c, 1, 0);
 	c->books = b;
 	c->snaps = self->t;
 	c->timing = timing;
@@ -303,11 +290,11 @@ static PyObject *table_consume(SnapTableObject *self, PyObject *args, PyObject *
 	for (int k = 0; msgs && k < 256; k++)
 		if (bs->messages[k]) {
 			char key[2] = { (char)k, 0 };
-			if (set_u(msgs, key, bs->messages[k]) < 0)
+			if (hc_py_put_u64(msgs, key, bs->messages[k]) < 0)
 				Py_CLEAR(msgs);
 		}
 	for (int k = 1; drops && k < HC_DROP__MAX; k++)
-		if (bs->drops[k] && set_u(drops, hc_drop_names[k], bs->drops[k]) < 0)
+		if (bs->drops[k] && hc_py_put_u64(drops, hc_drop_names[k], bs->drops[k]) < 0)
 			Py_CLEAR(drops);
 	if (!msgs || !drops)
 		goto done;
@@ -357,16 +344,21 @@ static PyObject *table_locates(SnapTableObject *self, PyObject *unused)
 }
 
 /* One read of a stock: levels (capped at HC_SNAP_MAX_LEVELS) and the entry's fields. */
-static int table_read(SnapTableObject *self, PyObject *args, struct hc_level_snap *bids, uint32_t *nb,
-		      struct hc_level_snap *asks, uint32_t *na, uint32_t *sent, uint64_t *ts, uint64_t *msgs)
+struct table_rd {
+	struct hc_level_snap bids[HC_SNAP_MAX_LEVELS], asks[HC_SNAP_MAX_LEVELS];
+	uint32_t nb, na, sent;
+	uint64_t ts, msgs;
+};
+
+static int table_read(SnapTableObject *self, PyObject *args, struct table_rd *r)
 {
 	unsigned int loc, levels = HC_SNAP_MAX_LEVELS;
 	if (!PyArg_ParseTuple(args, "I|I", &loc, &levels) || ready(self, 0) < 0)
 		return -1;
 	if (levels > HC_SNAP_MAX_LEVELS)
 		levels = HC_SNAP_MAX_LEVELS;
-	if (loc > 65535 || hc_snap_table_get(self->t, (uint16_t)loc, levels, bids, nb, asks, na, sent,
-					     ts, msgs) < 0) {
+	if (loc > 65535 || hc_snap_table_get(self->t, (uint16_t)loc, levels, r->bids, &r->nb, r->asks,
+					     &r->na, &r->sent, &r->ts, &r->msgs) < 0) {
 		PyErr_Format(PyExc_KeyError, "stock locate %u has no snapshot", loc);
 		return -1;
 	}
@@ -375,24 +367,21 @@ static int table_read(SnapTableObject *self, PyObject *args, struct hc_level_sna
 
 static PyObject *table_book_raw(SnapTableObject *self, PyObject *args)
 {
-	struct hc_level_snap bids[HC_SNAP_MAX_LEVELS], asks[HC_SNAP_MAX_LEVELS];
-	uint32_t nb, na, sent;
-	uint64_t ts, msgs;
-	if (table_read(self, args, bids, &nb, asks, &na, &sent, &ts, &msgs) < 0)
+	struct table_rd r;
+	if (table_read(self, args, &r) < 0)
 		return NULL;
-	return Py_BuildValue("(y#y#)", (char *)bids, (Py_ssize_t)(nb * sizeof(bids[0])),
-			     (char *)asks, (Py_ssize_t)(na * sizeof(asks[0])));
+	return Py_BuildValue("(y#y#)", (char *)r.bids, (Py_ssize_t)(r.nb * sizeof(r.bids[0])),
+			     (char *)r.asks, (Py_ssize_t)(r.na * sizeof(r.asks[0])));
 }
 
 static PyObject *table_info(SnapTableObject *self, PyObject *args)
 {
-	struct hc_level_snap bids[HC_SNAP_MAX_LEVELS], asks[HC_SNAP_MAX_LEVELS];
-	uint32_t nb, na, sent;
-	uint64_t ts, msgs;
-	if (table_read(self, args, bids, &nb, asks, &na, &sent, &ts, &msgs) < 0)
+	struct table_rd r;
+	if (table_read(self, args, &r) < 0)
 		return NULL;
-	return Py_BuildValue("{s:I,s:K,s:K,s:I,s:I}", "levels", sent, "itch_ns", (unsigned long long)ts,
-			     "messages", (unsigned long long)msgs, "bid_levels", nb, "ask_levels", na);
+	return Py_BuildValue("{s:I,s:K,s:K,s:I,s:I}", "levels", r.sent, "itch_ns",
+			     (unsigned long long)r.ts, "messages", (unsigned long long)r.msgs,
+			     "bid_levels", r.nb, "ask_levels", r.na);
 }
 
 static PyMethodDef table_methods[] = {
