@@ -499,42 +499,38 @@ static inline uint32_t xsk_drain(struct hc_capture *c, struct hc_xsk *x, int bus
 #define HC_IDLE_WAIT_NS 100000000ull
 
 #define HC_RECOV_CAP_BUF 65536u
-#define HC_RECOV_REPLY_MAX 2048 /* recovery.c's RX_BUF: a longer reply is malformed there too */
 
-/* With --write: hc_recov_drain_socket's loop, each reply also put into the capture ring on
+/* With --write, recovery.c's tap: each reply also put into the capture ring on
  * HC_PCAP_IF_RECOVERY (its headers rebuilt from the addresses; IP_PKTINFO gives the local
  * one). Stamp: the dequeue time (the recvmsg return), the IDB's clock. */
-static void recov_drain_capture(struct hc_capture *c, struct hc_recov *r)
+static void recov_tap_put(void *arg, const struct msghdr *mh, size_t n, uint64_t now)
 {
-	int fd = hc_recov_fd(r);
-	if (fd < 0)
+	struct hc_capture *c = arg;
+	const struct sockaddr_in *from = mh->msg_name;
+	uint32_t dst = 0;
+	for (struct cmsghdr *cm = CMSG_FIRSTHDR(mh); cm; cm = CMSG_NXTHDR((struct msghdr *)mh, cm))
+		if (cm->cmsg_level == IPPROTO_IP && cm->cmsg_type == IP_PKTINFO)
+			dst = ((const struct in_pktinfo *)CMSG_DATA(cm))->ipi_addr.s_addr;
+	struct sockaddr_in self;
+	socklen_t sl = sizeof(self);
+	if (getsockname(hc_recov_fd(c->cons.recov), (struct sockaddr *)&self, &sl))
+		self.sin_port = 0;
+	uint32_t got_len = n > HC_RECOV_CAP_BUF ? HC_RECOV_CAP_BUF : (uint32_t)n;
+	struct hc_pkt_times t = { .deq_tai_ns = now };
+	hc_capring_put_stamps(c->ring, HC_PCAP_IF_RECOVERY, HC_CAPREC_UDP, c->recov_buf, got_len, 0,
+			      &t, 0, 0, 0, UINT64_MAX, from->sin_addr.s_addr, from->sin_port, dst,
+			      self.sin_port);
+}
+
+/* Not inlined: the rx loops keep a call here, as when it held its own copy of the loop. */
+__attribute__((noinline)) static void recov_drain_capture(struct hc_capture *c, struct hc_recov *r)
+{
+	if (hc_recov_fd(r) < 0)
 		return;
-	for (int got = 0; got < 64; got++) {
-		struct sockaddr_in from;
-		uint8_t ctrl[CMSG_SPACE(sizeof(struct in_pktinfo))];
-		struct iovec iov = { .iov_base = c->recov_buf, .iov_len = HC_RECOV_CAP_BUF };
-		struct msghdr mh = { .msg_name = &from, .msg_namelen = sizeof(from), .msg_iov = &iov,
-				     .msg_iovlen = 1, .msg_control = ctrl, .msg_controllen = sizeof(ctrl) };
-		ssize_t n = recvmsg(fd, &mh, MSG_DONTWAIT | MSG_TRUNC);
-		if (n < 0)
-			break;
-		uint64_t now = hc_now_tai_ns();
-		uint32_t dst = 0;
-		for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm))
-			if (cm->cmsg_level == IPPROTO_IP && cm->cmsg_type == IP_PKTINFO)
-				dst = ((const struct in_pktinfo *)CMSG_DATA(cm))->ipi_addr.s_addr;
-		struct sockaddr_in self;
-		socklen_t sl = sizeof(self);
-		if (getsockname(fd, (struct sockaddr *)&self, &sl))
-			self.sin_port = 0;
-		uint32_t got_len = n > (ssize_t)HC_RECOV_CAP_BUF ? HC_RECOV_CAP_BUF : (uint32_t)n;
-		struct hc_pkt_times t = { .deq_tai_ns = now };
-		hc_capring_put_stamps(c->ring, HC_PCAP_IF_RECOVERY, HC_CAPREC_UDP, c->recov_buf, got_len, 0,
-				      &t, 0, 0, 0, UINT64_MAX, from.sin_addr.s_addr, from.sin_port, dst,
-				      self.sin_port);
-		uint32_t len = n > HC_RECOV_REPLY_MAX ? 0 : (uint32_t)n; /* cut: malformed */
-		hc_recov_reply(r, &c->cons, c->recov_buf, len, from.sin_addr.s_addr, from.sin_port, now);
-	}
+	uint8_t ctrl[CMSG_SPACE(sizeof(struct in_pktinfo))];
+	const struct hc_recov_tap tap = { .buf = c->recov_buf, .cap = HC_RECOV_CAP_BUF, .ctrl = ctrl,
+					  .ctrl_len = sizeof(ctrl), .fn = recov_tap_put, .arg = c };
+	hc_recov_drain_tap(r, &c->cons, &tap);
 	hc_capring_publish(c->ring);
 }
 

@@ -22,6 +22,14 @@ static inline uint32_t rnd_below(struct rng *r, uint32_t n) /* uniform in [0, n)
 	return (uint32_t)(((rnd(r) >> 32) * (uint64_t)n) >> 32);
 }
 
+static struct rng rng_seed(uint64_t seed) /* splitmix64 seeds the xorshift state */
+{
+	uint64_t z = seed + 0x9E3779B97F4A7C15ull;
+	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+	z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+	return (struct rng){ (z ^ (z >> 31)) | 1 };
+}
+
 struct gorder { uint64_t ref; uint32_t tick, shares; uint8_t side; };
 
 struct gstock {
@@ -44,25 +52,57 @@ static inline void put16(uint8_t *p, uint16_t v) { p[0] = v >> 8; p[1] = (uint8_
 static inline void put32(uint8_t *p, uint32_t v) { v = __builtin_bswap32(v); memcpy(p, &v, 4); }
 static inline void put64(uint8_t *p, uint64_t v) { v = __builtin_bswap64(v); memcpy(p, &v, 8); }
 
-/* Frame + common header; returns the message start. */
-static inline uint8_t *hdr(struct gen *g, char type, uint16_t len, uint16_t locate)
+/* Frame + common header at *p (advanced past the message), stamped ts; returns the message start. */
+static inline uint8_t *frame(uint8_t **p, uint64_t ts, char type, uint16_t len, uint16_t locate)
 {
-	uint8_t *m = g->p + 2;
-	put16(g->p, len);
-	g->p += 2 + len;
-	g->ts += 1 + rnd_below(&g->r, 2000);
+	uint8_t *m = *p + 2;
+	put16(*p, len);
+	*p += 2 + len;
 	m[0] = (uint8_t)type;
 	put16(m + 1, locate);
 	put16(m + 3, 0);
-	put16(m + 5, (uint16_t)(g->ts >> 32));
-	put32(m + 7, (uint32_t)g->ts);
+	put16(m + 5, (uint16_t)(ts >> 32));
+	put32(m + 7, (uint32_t)ts);
 	return m;
+}
+
+static inline uint8_t *hdr(struct gen *g, char type, uint16_t len, uint16_t locate)
+{
+	g->ts += 1 + rnd_below(&g->r, 2000);
+	return frame(&g->p, g->ts, type, len, locate);
 }
 
 static void sysevent(struct gen *g, char code)
 {
 	uint8_t *m = hdr(g, 'S', 12, 0);
 	m[11] = (uint8_t)code;
+}
+
+/* The bodies (after the common header) of stock i's directory and trading-action records. */
+static void stock_directory(uint8_t *m, const char sym[8], uint32_t i)
+{
+	memcpy(m + 11, sym, 8);
+	m[19] = "QGS"[i % 3];
+	m[20] = 'N';
+	put32(m + 21, 100);
+	m[25] = 'N';
+	m[26] = 'C';
+	memcpy(m + 27, "  ", 2);
+	m[29] = 'P';
+	m[30] = 'N';
+	m[31] = 'N';
+	m[32] = i % 5 ? '2' : '1';
+	m[33] = 'N';
+	put32(m + 34, 0);
+	m[38] = 'N';
+}
+
+static void trading_action(uint8_t *m, const char sym[8])
+{
+	memcpy(m + 11, sym, 8);
+	m[19] = 'T';
+	m[20] = ' ';
+	memcpy(m + 21, "    ", 4);
 }
 
 static void ticker(uint32_t i, char sym[8])
@@ -79,25 +119,38 @@ static void ticker(uint32_t i, char sym[8])
 
 static inline uint32_t order_price(uint32_t tick) { return tick * TICK_E4; }
 
+/* A ladder of `w` ticks: live orders per tick and side, best_bid 0 and best_ask w when none. */
+static inline void ladder_add(uint16_t *cnt[2], uint32_t *best_bid, uint32_t *best_ask, uint8_t side,
+			      uint32_t tick)
+{
+	cnt[side][tick]++;
+	if (side == 0 && tick > *best_bid)
+		*best_bid = tick;
+	if (side == 1 && tick < *best_ask)
+		*best_ask = tick;
+}
+
+static inline void ladder_del(uint16_t *cnt[2], uint32_t *best_bid, uint32_t *best_ask, uint32_t w,
+			      uint8_t side, uint32_t tick)
+{
+	if (--cnt[side][tick])
+		return;
+	if (side == 0 && tick == *best_bid)
+		while (*best_bid > 0 && !cnt[0][*best_bid])
+			(*best_bid)--;
+	if (side == 1 && tick == *best_ask)
+		while (*best_ask < w && !cnt[1][*best_ask])
+			(*best_ask)++;
+}
+
 static void book_add(struct gstock *s, uint8_t side, uint32_t tick)
 {
-	s->cnt[side][tick]++;
-	if (side == 0 && tick > s->best_bid)
-		s->best_bid = tick;
-	if (side == 1 && tick < s->best_ask)
-		s->best_ask = tick;
+	ladder_add(s->cnt, &s->best_bid, &s->best_ask, side, tick);
 }
 
 static void book_del(struct gstock *s, uint8_t side, uint32_t tick)
 {
-	if (--s->cnt[side][tick])
-		return;
-	if (side == 0 && tick == s->best_bid)
-		while (s->best_bid > 0 && !s->cnt[0][s->best_bid])
-			s->best_bid--;
-	if (side == 1 && tick == s->best_ask)
-		while (s->best_ask < W && !s->cnt[1][s->best_ask])
-			s->best_ask++;
+	ladder_del(s->cnt, &s->best_bid, &s->best_ask, W, side, tick);
 }
 
 /* A resting price for a new order on `side`, never crossing or locking the other side.
@@ -302,10 +355,7 @@ int hc_gen_fill(uint64_t seed, uint32_t n_stocks, uint64_t n_messages, uint8_t *
 	    cap < hc_gen_max_bytes(n_stocks, n_messages))
 		return -EINVAL;
 	struct gen g = { .p = buf, .ts = 34200ull * 1000000000ull, .next_ref = 1, .ns = n_stocks };
-	uint64_t z = seed + 0x9E3779B97F4A7C15ull; /* splitmix64 seeds the xorshift state */
-	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-	z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-	g.r.s = (z ^ (z >> 31)) | 1;
+	g.r = rng_seed(seed);
 	int rc = -ENOMEM;
 	g.st = calloc(n_stocks, sizeof(*g.st));
 	if (!g.st)
@@ -322,30 +372,10 @@ int hc_gen_fill(uint64_t seed, uint32_t n_stocks, uint64_t n_messages, uint8_t *
 			goto out;
 	}
 	sysevent(&g, 'O');
-	for (uint32_t i = 0; i < n_stocks; i++) {
-		uint8_t *m = hdr(&g, 'R', 39, (uint16_t)(i + 1));
-		memcpy(m + 11, g.st[i].sym, 8);
-		m[19] = "QGS"[i % 3];
-		m[20] = 'N';
-		put32(m + 21, 100);
-		m[25] = 'N';
-		m[26] = 'C';
-		memcpy(m + 27, "  ", 2);
-		m[29] = 'P';
-		m[30] = 'N';
-		m[31] = 'N';
-		m[32] = i % 5 ? '2' : '1';
-		m[33] = 'N';
-		put32(m + 34, 0);
-		m[38] = 'N';
-	}
-	for (uint32_t i = 0; i < n_stocks; i++) {
-		uint8_t *m = hdr(&g, 'H', 25, (uint16_t)(i + 1));
-		memcpy(m + 11, g.st[i].sym, 8);
-		m[19] = 'T';
-		m[20] = ' ';
-		memcpy(m + 21, "    ", 4);
-	}
+	for (uint32_t i = 0; i < n_stocks; i++)
+		stock_directory(hdr(&g, 'R', 39, (uint16_t)(i + 1)), g.st[i].sym, i);
+	for (uint32_t i = 0; i < n_stocks; i++)
+		trading_action(hdr(&g, 'H', 25, (uint16_t)(i + 1)), g.st[i].sym);
 	sysevent(&g, 'Q');
 	for (uint64_t k = 2ull * n_stocks + 3; k < n_messages; k++)
 		if (step(&g) < 0)
@@ -395,16 +425,8 @@ struct dgen {
 
 static inline uint8_t *dhdr(struct dgen *g, char type, uint16_t len, uint16_t locate)
 {
-	uint8_t *m = g->p + 2;
-	put16(g->p, len);
-	g->p += 2 + len;
 	g->ts += 1 + rnd_below(&g->r, (uint32_t)(2 * g->ts_step));
-	m[0] = (uint8_t)type;
-	put16(m + 1, locate);
-	put16(m + 3, 0);
-	put16(m + 5, (uint16_t)(g->ts >> 32));
-	put32(m + 7, (uint32_t)g->ts);
-	return m;
+	return frame(&g->p, g->ts, type, len, locate);
 }
 
 static void dsysevent(struct dgen *g, char code)
@@ -484,23 +506,12 @@ static uint32_t dtick(const struct dstock *s, uint8_t side, uint32_t d)
 
 static void dbook_add(struct dstock *s, uint8_t side, uint32_t tick)
 {
-	s->cnt[side][tick]++;
-	if (side == 0 && tick > s->best_bid)
-		s->best_bid = tick;
-	if (side == 1 && tick < s->best_ask)
-		s->best_ask = tick;
+	ladder_add(s->cnt, &s->best_bid, &s->best_ask, side, tick);
 }
 
 static void dbook_del(struct dstock *s, uint8_t side, uint32_t tick)
 {
-	if (--s->cnt[side][tick])
-		return;
-	if (side == 0 && tick == s->best_bid)
-		while (s->best_bid > 0 && !s->cnt[0][s->best_bid])
-			s->best_bid--;
-	if (side == 1 && tick == s->best_ask)
-		while (s->best_ask < DW && !s->cnt[1][s->best_ask])
-			s->best_ask++;
+	ladder_del(s->cnt, &s->best_bid, &s->best_ask, DW, side, tick);
 }
 
 static int dpush(struct dpool *q, struct dorder o)
@@ -747,10 +758,7 @@ int hc_gen_fill_day(uint64_t seed, uint32_t n_stocks, uint64_t n_messages, uint8
 	uint64_t flow = n_messages - 2ull * n_stocks - 6 - build;
 	struct dgen g = { .p = buf, .ts = 4ull * 3600 * 1000000000ull, .next_block = 1,
 			  .ns = n_stocks, .long_target = build };
-	uint64_t z = seed + 0x9E3779B97F4A7C15ull;
-	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-	z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-	g.r.s = (z ^ (z >> 31)) | 1;
+	g.r = rng_seed(seed);
 	int rc = -ENOMEM;
 	g.st = calloc(n_stocks, sizeof(*g.st));
 	if (!g.st || dalias(&g) < 0)
@@ -767,30 +775,10 @@ int hc_gen_fill_day(uint64_t seed, uint32_t n_stocks, uint64_t n_messages, uint8
 	}
 	g.ts_step = 1000;
 	dsysevent(&g, 'O');
-	for (uint32_t i = 0; i < n_stocks; i++) {
-		uint8_t *m = dhdr(&g, 'R', 39, (uint16_t)(i + 1));
-		memcpy(m + 11, g.st[i].sym, 8);
-		m[19] = "QGS"[i % 3];
-		m[20] = 'N';
-		put32(m + 21, 100);
-		m[25] = 'N';
-		m[26] = 'C';
-		memcpy(m + 27, "  ", 2);
-		m[29] = 'P';
-		m[30] = 'N';
-		m[31] = 'N';
-		m[32] = i % 5 ? '2' : '1';
-		m[33] = 'N';
-		put32(m + 34, 0);
-		m[38] = 'N';
-	}
-	for (uint32_t i = 0; i < n_stocks; i++) {
-		uint8_t *m = dhdr(&g, 'H', 25, (uint16_t)(i + 1));
-		memcpy(m + 11, g.st[i].sym, 8);
-		m[19] = 'T';
-		m[20] = ' ';
-		memcpy(m + 21, "    ", 4);
-	}
+	for (uint32_t i = 0; i < n_stocks; i++)
+		stock_directory(dhdr(&g, 'R', 39, (uint16_t)(i + 1)), g.st[i].sym, i);
+	for (uint32_t i = 0; i < n_stocks; i++)
+		trading_action(dhdr(&g, 'H', 25, (uint16_t)(i + 1)), g.st[i].sym);
 	dsysevent(&g, 'S');
 	/* pre-open: 4:00 + ~0.1 s of directory, then up to 9:30 resting the long-lived orders */
 	g.ts_step = dstep_ns((34200ull - 14400ull) * 1000000000ull, build);

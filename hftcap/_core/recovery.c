@@ -952,23 +952,34 @@ void hc_recov_reply(struct hc_recov *r, struct hc_consumer *c, const uint8_t *pk
 	}
 }
 
-int hc_recov_drain_socket(struct hc_recov *r, struct hc_consumer *c)
+int hc_recov_drain_tap(struct hc_recov *r, struct hc_consumer *c, const struct hc_recov_tap *tap)
 {
 	if (r->fd < 0)
 		return 0;
+	uint8_t *buf = tap ? tap->buf : r->rx;
+	size_t cap = tap ? tap->cap : sizeof(r->rx);
 	int got = 0;
 	for (; got < 64; got++) {
 		struct sockaddr_in from;
-		socklen_t fl = sizeof(from);
-		ssize_t n = recvfrom(r->fd, r->rx, sizeof(r->rx), MSG_DONTWAIT | MSG_TRUNC,
-				     (struct sockaddr *)&from, &fl);
+		struct iovec iov = { .iov_base = buf, .iov_len = cap };
+		struct msghdr mh = { .msg_name = &from, .msg_namelen = sizeof(from), .msg_iov = &iov,
+				     .msg_iovlen = 1, .msg_control = tap ? tap->ctrl : NULL,
+				     .msg_controllen = tap ? tap->ctrl_len : 0 };
+		ssize_t n = recvmsg(r->fd, &mh, MSG_DONTWAIT | MSG_TRUNC);
 		if (n < 0)
 			break;
-		uint32_t len = n > (ssize_t)sizeof(r->rx) ? 0 : (uint32_t)n; /* cut: malformed */
-		hc_recov_reply(r, c, r->rx, len, from.sin_addr.s_addr, from.sin_port,
-			       hc_now_tai_ns());
+		uint64_t now = hc_now_tai_ns();
+		if (tap)
+			tap->fn(tap->arg, &mh, (size_t)n, now);
+		uint32_t len = n > RX_BUF ? 0 : (uint32_t)n; /* cut: malformed */
+		hc_recov_reply(r, c, buf, len, from.sin_addr.s_addr, from.sin_port, now);
 	}
 	return got;
+}
+
+int hc_recov_drain_socket(struct hc_recov *r, struct hc_consumer *c)
+{
+	return hc_recov_drain_tap(r, c, NULL);
 }
 
 /* ---- timers ---- */

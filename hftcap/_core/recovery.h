@@ -161,6 +161,21 @@ void hc_recov_reply(struct hc_recov *r, struct hc_consumer *c, const uint8_t *pk
 		    uint32_t src_ip_be, uint16_t src_port_be, uint64_t now_ns);
 /* Read every waiting reply off the socket (non-blocking). Returns datagrams read. */
 int hc_recov_drain_socket(struct hc_recov *r, struct hc_consumer *c);
+/* A tap on that loop (capture.c with --write): each datagram is read into buf (cap bytes; a
+ * longer one is cut there, and is malformed for recovery as before) with control messages into
+ * ctrl, and given to fn first: its msghdr (source address, control messages), its own length
+ * (MSG_TRUNC) and the dequeue time, the one hc_recov_reply gets. */
+struct msghdr;
+struct hc_recov_tap {
+	uint8_t *buf;
+	size_t cap;
+	void *ctrl;
+	size_t ctrl_len;
+	void (*fn)(void *arg, const struct msghdr *mh, size_t len, uint64_t now_ns);
+	void *arg;
+};
+/* hc_recov_drain_socket with a tap (NULL: none). */
+int hc_recov_drain_tap(struct hc_recov *r, struct hc_consumer *c, const struct hc_recov_tap *tap);
 /* Timers: gap timeouts, request timeouts, retries, failover, loss. */
 void hc_recov_tick(struct hc_recov *r, struct hc_consumer *c, uint64_t now_ns);
 /* ns until the next timer is due (0: due now), UINT64_MAX: none armed. */

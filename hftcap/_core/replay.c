@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include "replay.h"
+#include "hc_send.h"
 
 #define BATCH 64
 #define SPIN_NS 50000ull
@@ -92,11 +93,8 @@ int hc_replay_run(int fd, const uint8_t *sched, size_t len, double speed, uint64
 			int r = sendmmsg(fd, msg + done, n - done, 0);
 			st->batches++;
 			if (r < 0) {
-				if (errno == EINTR)
-					continue;
-				st->send_errors++;
-				st->last_errno = errno;
-				done++; /* skip the refused datagram */
+				if (hc_send_refused(&st->send_errors, &st->last_errno))
+					done++; /* skip the refused datagram */
 				continue;
 			}
 			for (int i = 0; i < r; i++)

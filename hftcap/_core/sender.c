@@ -4,6 +4,7 @@
 #include "sender.h"
 #include "hc_time.h"
 #include "hist.h"
+#include "hc_send.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -483,12 +484,8 @@ static int flush(struct hc_sender *s, struct sink *k, struct hc_send_stats *st)
 			}
 			st->batches++;
 			if (r < 0) {
-				if (errno == EINTR)
-					continue;
-				/* the first datagram of the rest was refused: count it, go on */
-				st->send_errors++;
-				st->last_errno = errno;
-				done++;
+				if (hc_send_refused(&st->send_errors, &st->last_errno))
+					done++;
 				continue;
 			}
 			uint64_t back = r > 0 ? clock_ns(k->clk) : 0;

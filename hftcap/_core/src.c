@@ -100,6 +100,54 @@ static ssize_t read_in(struct hc_src *s, uint8_t *dst, size_t cap)
 
 static int is_member_start(const uint8_t *p, size_t n) { return n >= 2 && p[0] == 0x1f && p[1] == 0x8b; }
 
+/* The inflater's input (*next, *avail) topped up to `want` bytes (1, or 2 after a member to tell
+ * another) unless the file ended (*eof): what is left moves to the start of s->in, the read goes
+ * after it. 0 or -errno. */
+static int refill(struct hc_src *s, uint8_t **next, size_t *avail, size_t want, int *eof)
+{
+	while (*avail < want && !*eof) {
+		memmove(s->in, *next, *avail);
+		ssize_t n = read_in(s, s->in + *avail, HC_SRC_IN - *avail);
+		if (n < 0)
+			return (int)n;
+		*eof = n == 0;
+		*next = s->in;
+		*avail += (size_t)n;
+	}
+	return 0;
+}
+
+/* The ring slot the inflater writes into: `used` bytes of `out` (NULL: none held yet). */
+struct sink { uint8_t *out; size_t used; };
+
+/* The slot to write into, taking a free one when none is held; NULL when told to stop. */
+static uint8_t *sink_room(struct hc_src *s, struct sink *k)
+{
+	if (!k->out) {
+		k->out = slot_wait(s);
+		k->used = 0;
+	}
+	return k->out;
+}
+
+/* `got` more bytes written at out + used; a full slot goes to the reader. */
+static void sink_add(struct hc_src *s, struct sink *k, size_t got)
+{
+	k->used += got;
+	s->out_bytes += got;
+	if (k->used == HC_SRC_CHUNK) {
+		slot_publish(s, k->used);
+		k->out = NULL;
+	}
+}
+
+/* At the end: a partly filled slot goes to the reader too. */
+static void sink_end(struct hc_src *s, struct sink *k)
+{
+	if (k->out && k->used)
+		slot_publish(s, k->used);
+}
+
 #ifdef HC_HAVE_ISAL
 static int inflate_all(struct hc_src *s)
 {
@@ -111,36 +159,15 @@ static int inflate_all(struct hc_src *s)
 	st->next_in = s->in;
 	st->avail_in = (uint32_t)s->pre_n;
 	int rc = 0, in_eof = 0, member_done = 0;
-	uint8_t *out = NULL;
-	size_t used = 0;
+	struct sink k = { NULL, 0 };
 	for (;;) {
-		if (!out) {
-			if (!(out = slot_wait(s)))
-				break;
-			used = 0;
-		}
-		if (!st->avail_in && !in_eof) {
-			ssize_t n = read_in(s, s->in, HC_SRC_IN);
-			if (n < 0) {
-				rc = (int)n;
-				break;
-			}
-			in_eof = n == 0;
-			st->next_in = s->in;
-			st->avail_in = (uint32_t)n;
-		}
+		if (!sink_room(s, &k))
+			break;
+		size_t avail = st->avail_in;
+		if ((rc = refill(s, &st->next_in, &avail, member_done ? 2 : 1, &in_eof)) < 0)
+			break;
+		st->avail_in = (uint32_t)avail;
 		if (member_done) { /* after a member: another one, or the end */
-			if (st->avail_in < 2 && !in_eof && st->avail_in) {
-				memmove(s->in, st->next_in, st->avail_in);
-				ssize_t n = read_in(s, s->in + st->avail_in, HC_SRC_IN - st->avail_in);
-				if (n < 0) {
-					rc = (int)n;
-					break;
-				}
-				in_eof = n == 0;
-				st->next_in = s->in;
-				st->avail_in += (uint32_t)n;
-			}
 			if (!is_member_start(st->next_in, st->avail_in))
 				break;
 			uint8_t *ni = st->next_in;
@@ -151,12 +178,11 @@ static int inflate_all(struct hc_src *s)
 			st->avail_in = ai;
 			member_done = 0;
 		}
-		st->next_out = out + used;
-		st->avail_out = (uint32_t)(HC_SRC_CHUNK - used);
+		st->next_out = k.out + k.used;
+		st->avail_out = (uint32_t)(HC_SRC_CHUNK - k.used);
 		int r = isal_inflate(st);
-		size_t got = (size_t)(st->next_out - (out + used));
-		used += got;
-		s->out_bytes += got;
+		size_t got = (size_t)(st->next_out - (k.out + k.used));
+		sink_add(s, &k, got);
 		if (r < 0) {
 			rc = -EBADMSG;
 			break;
@@ -167,13 +193,8 @@ static int inflate_all(struct hc_src *s)
 			rc = -EPIPE; /* the file ended inside the stream */
 			break;
 		}
-		if (used == HC_SRC_CHUNK) {
-			slot_publish(s, used);
-			out = NULL;
-		}
 	}
-	if (out && used)
-		slot_publish(s, used);
+	sink_end(s, &k);
 	free(st);
 	return rc;
 }
@@ -187,47 +208,25 @@ static int inflate_all(struct hc_src *s)
 	z.next_in = s->in;
 	z.avail_in = (uInt)s->pre_n;
 	int rc = 0, in_eof = 0, member_done = 0;
-	uint8_t *out = NULL;
-	size_t used = 0;
+	struct sink k = { NULL, 0 };
 	for (;;) {
-		if (!out) {
-			if (!(out = slot_wait(s)))
-				break;
-			used = 0;
-		}
-		if (!z.avail_in && !in_eof) {
-			ssize_t n = read_in(s, s->in, HC_SRC_IN);
-			if (n < 0) {
-				rc = (int)n;
-				break;
-			}
-			in_eof = n == 0;
-			z.next_in = s->in;
-			z.avail_in = (uInt)n;
-		}
+		if (!sink_room(s, &k))
+			break;
+		size_t avail = z.avail_in;
+		if ((rc = refill(s, &z.next_in, &avail, member_done ? 2 : 1, &in_eof)) < 0)
+			break;
+		z.avail_in = (uInt)avail;
 		if (member_done) {
-			if (z.avail_in < 2 && !in_eof && z.avail_in) {
-				memmove(s->in, z.next_in, z.avail_in);
-				ssize_t n = read_in(s, s->in + z.avail_in, HC_SRC_IN - z.avail_in);
-				if (n < 0) {
-					rc = (int)n;
-					break;
-				}
-				in_eof = n == 0;
-				z.next_in = s->in;
-				z.avail_in += (uInt)n;
-			}
 			if (!is_member_start(z.next_in, z.avail_in))
 				break;
 			inflateReset(&z);
 			member_done = 0;
 		}
-		z.next_out = out + used;
-		z.avail_out = (uInt)(HC_SRC_CHUNK - used);
+		z.next_out = k.out + k.used;
+		z.avail_out = (uInt)(HC_SRC_CHUNK - k.used);
 		int r = inflate(&z, Z_NO_FLUSH);
-		size_t got = (size_t)(z.next_out - (out + used));
-		used += got;
-		s->out_bytes += got;
+		size_t got = (size_t)(z.next_out - (k.out + k.used));
+		sink_add(s, &k, got);
 		if (r == Z_STREAM_END) {
 			member_done = 1;
 		} else if (r == Z_BUF_ERROR && in_eof && !z.avail_in) {
@@ -240,13 +239,8 @@ static int inflate_all(struct hc_src *s)
 			rc = -EPIPE;
 			break;
 		}
-		if (used == HC_SRC_CHUNK) {
-			slot_publish(s, used);
-			out = NULL;
-		}
 	}
-	if (out && used)
-		slot_publish(s, used);
+	sink_end(s, &k);
 	inflateEnd(&z);
 	return rc;
 }

@@ -88,6 +88,31 @@ static uint64_t load_spin(struct hc_join *j, struct hc_books *b, const uint8_t *
 	return next;
 }
 
+/* spin[0, slen) into the loader in random TCP segments of 1..maxseg bytes, the leftovers kept
+ * in buf (room for slen); returns the last result, *left the bytes it did not take. */
+static int load_segments(struct hc_join *j, struct hc_books *b, struct hc_soup_stats *ss,
+			 const uint8_t *spin, size_t slen, uint8_t *buf, size_t maxseg, size_t *left,
+			 uint64_t *next)
+{
+	size_t off = 0, have = 0, used;
+	int res = HC_SOUP_MORE;
+	while (res == HC_SOUP_MORE && off < slen) {
+		size_t chunk = 1 + r() % maxseg;
+		if (chunk > slen - off)
+			chunk = slen - off;
+		memcpy(buf + have, spin + off, chunk);
+		have += chunk;
+		off += chunk;
+		res = hc_soup_load(j, b, ss, buf, have, &used, next);
+		if (used > have)
+			FAIL("used past the buffer");
+		memmove(buf, buf + used, have - used);
+		have -= used;
+	}
+	*left = have;
+	return res;
+}
+
 static void same(struct hc_books *x, struct hc_books *y)
 {
 	static struct hc_level_snap xb[4096], xa[4096], yb[4096], ya[4096];
@@ -154,22 +179,10 @@ int main(void)
 		struct hc_soup_stats ss = { 0 };
 		if (hc_join_load_begin(j, b))
 			FAIL("load_begin");
-		size_t off = 0, used;
 		uint64_t next = 0;
-		int res = HC_SOUP_MORE;
 		uint8_t *buf = malloc(slen);
-		size_t have = 0;
-		while (res == HC_SOUP_MORE && off < slen) { /* random TCP segments, leftovers kept */
-			size_t chunk = 1 + r() % 3000;
-			if (chunk > slen - off)
-				chunk = slen - off;
-			memcpy(buf + have, spin + off, chunk);
-			have += chunk;
-			off += chunk;
-			res = hc_soup_load(j, b, &ss, buf, have, &used, &next);
-			memmove(buf, buf + used, have - used);
-			have -= used;
-		}
+		size_t have;
+		int res = load_segments(j, b, &ss, spin, slen, buf, 3000, &have, &next);
 		if (res != HC_SOUP_END || next != k + 1 || have)
 			FAIL("round %d: load result %d next %llu", round, res, (unsigned long long)next);
 		uint64_t samples = c->hists[HC_HOP_DECODE_TO_BOOK].count;
@@ -205,22 +218,7 @@ int main(void)
 		hc_join_load_begin(h, hb);
 		for (int q = (int)(1 + r() % 8); q > 0; q--)
 			spin[r() % slen] = (uint8_t)r();
-		off = 0;
-		have = 0;
-		res = HC_SOUP_MORE;
-		while (res == HC_SOUP_MORE && off < slen) {
-			size_t chunk = 1 + r() % 5000;
-			if (chunk > slen - off)
-				chunk = slen - off;
-			memcpy(buf + have, spin + off, chunk);
-			have += chunk;
-			off += chunk;
-			res = hc_soup_load(h, hb, &ss, buf, have, &used, &next);
-			if (used > have)
-				FAIL("used past the buffer");
-			memmove(buf, buf + used, have - used);
-			have -= used;
-		}
+		res = load_segments(h, hb, &ss, spin, slen, buf, 5000, &have, &next);
 		closes += res == HC_SOUP_CLOSE;
 		free(buf);
 		free(spin);

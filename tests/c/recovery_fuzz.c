@@ -26,6 +26,19 @@ static void put_hdr(uint8_t *p, const char *sess, uint64_t seq, uint32_t count)
 	p[19] = (uint8_t)count;
 }
 
+/* pkt = a packet of the stream's messages [first, first + *count), the count cut at its last
+ * (total; offs[seq]: message seq's offset in g); returns the packet's length. */
+static size_t put_msgs(uint8_t *pkt, const uint8_t *g, const uint64_t *offs, uint32_t total,
+		       uint64_t first, uint32_t *count)
+{
+	if (first + *count - 1 > total)
+		*count = (uint32_t)(total - first + 1);
+	size_t body = offs[first + *count] - offs[first];
+	put_hdr(pkt, "FUZZSESS01", first, *count);
+	memcpy(pkt + 20, g + offs[first], body);
+	return 20 + body;
+}
+
 static void deliver_live(struct hc_consumer *c, const uint8_t *p, size_t n, uint64_t now)
 {
 	uint8_t *h = malloc(n ? n : 1);
@@ -80,12 +93,7 @@ int main(void)
 	uint64_t now = 1000000, seq = 1;
 	while (seq <= total) {
 		uint32_t k = 1 + rnd() % 12;
-		if (seq + k - 1 > total)
-			k = (uint32_t)(total - seq + 1);
-		size_t body = offs[seq + k] - offs[seq];
-		put_hdr(pkt, "FUZZSESS01", seq, k);
-		memcpy(pkt + 20, g + offs[seq], body);
-		size_t plen = 20 + body;
+		size_t plen = put_msgs(pkt, g, offs, total, seq, &k);
 		int what = (int)(rnd() % 32);
 		if (what == 0)
 			pkt[19] += 1 + rnd() % 50; /* a count that lies */
@@ -117,12 +125,7 @@ int main(void)
 			uint32_t m = want < 20 ? want : 20; /* one datagram's worth */
 			if (first < 1 || first > total || want == 0)
 				continue;
-			if (first + m - 1 > total)
-				m = (uint32_t)(total - first + 1);
-			size_t b = offs[first + m] - offs[first];
-			put_hdr(pkt, "FUZZSESS01", first, m);
-			memcpy(pkt + 20, g + offs[first], b);
-			size_t rl = 20 + b;
+			size_t rl = put_msgs(pkt, g, offs, total, first, &m);
 			int bad = (int)(rnd() % 16);
 			if (bad == 0)
 				continue; /* never answered */
