@@ -10,7 +10,7 @@ from hftcap import _core
 from hftcap.feed.recovery import RecoveryOptions, shape_lines
 from hftcap.lab import exchange as ex
 
-from test_recovery import SRV, MS, Server, books_equal
+from test_recovery import SRV, MS, Server, books_equal, tick
 
 STEP = 20_000       # ns between two datagrams on the lab clock
 LAG = 8             # the B line runs this many datagrams behind A (160 us, below the gap timeout)
@@ -112,15 +112,11 @@ def drive(lab, order, servers=(), now=MS, until_ns=200 * MS):
     for ln, dg in order:
         now += STEP
         lab.packet(dg, now, ln)
-        lab.tick(now)
-        for s in servers:
-            s.step(now)
+        tick(lab, now, servers)
     end = now + until_ns
     while now < end:
         now += 100_000
-        lab.tick(now)
-        for s in servers:
-            s.step(now)
+        tick(lab, now, servers)
     return now
 
 
