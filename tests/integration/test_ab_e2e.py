@@ -10,6 +10,7 @@ import json
 import pytest
 
 from listenproc import FEED, FEED_PORT, Listener, hftcap
+from sequences import runs
 
 pytestmark = pytest.mark.root
 
@@ -27,16 +28,6 @@ def _exchange(lab, *extra):
 
 def _msgs(ranges):
     return {s for a, b in ranges for s in range(a, b + 1)}
-
-
-def _runs(seqs):
-    out = []
-    for s in sorted(seqs):
-        if out and out[-1][1] + 1 == s:
-            out[-1][1] = s
-        else:
-            out.append([s, s])
-    return out
 
 
 def _books_equal(tmp_path, live):
@@ -70,8 +61,8 @@ def test_no_server_loses_only_what_both_lines_missed(lab, path, poll):
     assert both, "the seed makes both lines lose some packets (4 runs)"
     assert a - both and b - both, "each line must lose messages the other one has"
     rec = live["recovery"]["feeds"][FEED]
-    assert rec["lost_ranges"] == _runs(both)
-    assert rec["messages_lost"] == len(both) and rec["gaps_lost"] == len(_runs(both))
+    assert rec["lost_ranges"] == runs(both)
+    assert rec["messages_lost"] == len(both) and rec["gaps_lost"] == len(runs(both))
     assert rec["requests_sent"] == 0
     assert rec["state"] == "degraded"
     assert live["messages"] == 40_000 - len(both)
@@ -104,7 +95,7 @@ def test_with_server_zero_lost_and_asks_only_what_both_missed(lab, tmp_path, pat
     assert rec["gaps_lost"] == 0 and rec["messages_lost"] == 0 and rec["state"] == "synced", rec
     assert rec["messages_recovered"] == len(both)
     # one request per missing run (a run is at most 2000 messages), none for a message one line had
-    assert rec["requests_sent"] == rec["timeouts"] + len(_runs(both)) + rec["remainders"]
+    assert rec["requests_sent"] == rec["timeouts"] + len(runs(both)) + rec["remainders"]
     served = sent["rerequests"]
     assert served["reply_messages"] >= len(both) and served["requests"] == rec["requests_sent"]
     assert live["messages"] == 40_000 and live["suspect_books"] == 0

@@ -10,6 +10,7 @@ from hftcap import _core
 from hftcap.feed.recovery import RecoveryOptions, shape_lines
 from hftcap.lab import exchange as ex
 
+from sequences import runs
 from test_recovery import SRV, MS, Server, books_equal, tick
 
 STEP = 20_000       # ns between two datagrams on the lab clock
@@ -56,16 +57,6 @@ def split(stream):
 
 def lost_set(snd, line):
     return {s for first, n in snd.lost(line) for s in range(first, first + n)}
-
-
-def runs(seqs):
-    out = []
-    for s in sorted(seqs):
-        if out and out[-1][1] + 1 == s:
-            out[-1][1] = s
-        else:
-            out.append([s, s])
-    return out
 
 
 def model(order, t0=MS):
