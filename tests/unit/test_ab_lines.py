@@ -10,6 +10,7 @@ from hftcap import _core
 from hftcap.feed.recovery import RecoveryOptions, shape_lines
 from hftcap.lab import exchange as ex
 
+from refmodel import unframe
 from sequences import runs
 from test_recovery import SRV, MS, Server, books_equal, tick
 
@@ -42,16 +43,6 @@ def lagged(recs, lag=LAG):
         else:
             held.append([lag, dg])
     out += [(1, d) for _, d in held]
-    return out
-
-
-def split(stream):
-    """The messages of a NASDAQ-layout stream."""
-    out, o = [], 0
-    while o < len(stream):
-        n = int.from_bytes(stream[o:o + 2], "big")
-        out.append(stream[o + 2:o + 2 + n])
-        o += 2 + n
     return out
 
 
@@ -153,7 +144,7 @@ def test_no_server_loses_exactly_what_both_lines_missed():
     lag = shape_lines(f["lines"])["b"]["lag"]
     assert lag["count"] > 1000 and lag["min_ns"] >= LAG * STEP, "B runs LAG datagrams behind A"
     # the books saw exactly the stream without the messages both lines missed
-    msgs = [m for i, m in enumerate(split(stream)) if i + 1 not in both]
+    msgs = [m for i, m in enumerate(unframe(stream)) if i + 1 not in both]
     books_equal(lab.books(), ex.frame(msgs))
 
 

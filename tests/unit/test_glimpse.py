@@ -17,15 +17,7 @@ from hftcap.lab.snapshot_server import SnapshotServer
 sys.path.insert(0, str(Path(__file__).parent.parent / "doubles"))
 from soup_server import PrefixSender, ScriptedServer  # noqa: E402
 from bounds import bound
-
-
-def records(stream: bytes) -> list[bytes]:
-    out, o = [], 0
-    while o < len(stream):
-        n = int.from_bytes(stream[o:o + 2], "big")
-        out.append(stream[o + 2:o + 2 + n])
-        o += 2 + n
-    return out
+from refmodel import unframe
 
 
 def packet(seq: int, msgs: list[bytes]) -> bytes:
@@ -56,7 +48,7 @@ def client(join, books, port, **kw):
 
 
 STREAM = bytes(_core.generate(5, 6, 40_000))
-MSGS = records(STREAM)
+MSGS = list(unframe(STREAM))
 
 
 def run_join(server_port, join, books, **kw):
