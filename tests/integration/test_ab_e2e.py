@@ -30,6 +30,18 @@ def _msgs(ranges):
     return {s for a, b in ranges for s in range(a, b + 1)}
 
 
+def _run(lab, li, *extra):
+    """The exchange (with `extra`) while `li` listens, then `li` stopped: what the exchange sent,
+    li's final JSON, and the messages line A and line B lost."""
+    try:
+        sent = _exchange(lab, *extra)
+        li.p.send_signal(2)
+        live = li.result()
+    finally:
+        li.kill()
+    return sent, live, _msgs(sent["lost_ranges"]), _msgs(sent["line_b"]["lost_ranges"])
+
+
 def _books_equal(tmp_path, live):
     for sym, book in live["books"].items():
         off = json.loads(hftcap("book", tmp_path / "stream.itch", "--symbol", sym, "--json"))
@@ -49,13 +61,7 @@ def _lines(live):
 def test_no_server_loses_only_what_both_lines_missed(lab, path, poll):
     li = Listener(lab, "--path", path, "--poll", poll, "--feed-b", FEED_B, "--duration", 40,
                   *WAIT).wait_ready()
-    try:
-        sent = _exchange(lab, "--loss", 0.02, "--loss-b", 0.02, "--rerequest-port", 0, "--linger", 0.5)
-        li.p.send_signal(2)
-        live = li.result()
-    finally:
-        li.kill()
-    a, b = _msgs(sent["lost_ranges"]), _msgs(sent["line_b"]["lost_ranges"])
+    sent, live, a, b = _run(lab, li, "--loss", 0.02, "--loss-b", 0.02, "--rerequest-port", 0, "--linger", 0.5)
     both = a & b
     assert sent["lost_messages"] == len(a) and sent["line_b"]["lost_messages"] == len(b)
     assert both, "the seed makes both lines lose some packets (4 runs)"
@@ -81,14 +87,8 @@ def test_with_server_zero_lost_and_asks_only_what_both_missed(lab, tmp_path, pat
     hftcap("exchange", *GEN, "--write", tmp_path / "stream.itch")
     li = Listener(lab, "--path", path, "--poll", poll, "--feed-b", FEED_B, "--symbol", "*", "--duration", 40,
                   "--rerequest", f"{lab.ex_addr}:{FEED_PORT + 1}", "--request-max", 2000, *WAIT).wait_ready()
-    try:
-        sent = _exchange(lab, "--loss", 0.02, "--loss-b", 0.02, "--dup-b", 0.005, "--reorder", 0.005,
-                         "--linger", 1.0)
-        li.p.send_signal(2)
-        live = li.result()
-    finally:
-        li.kill()
-    a, b = _msgs(sent["lost_ranges"]), _msgs(sent["line_b"]["lost_ranges"])
+    sent, live, a, b = _run(lab, li, "--loss", 0.02, "--loss-b", 0.02, "--dup-b", 0.005, "--reorder", 0.005,
+                            "--linger", 1.0)
     both = a & b
     assert both, "the seed makes both lines lose some packets (4 runs)"
     rec = live["recovery"]["feeds"][FEED]
