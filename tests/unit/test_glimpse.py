@@ -59,6 +59,18 @@ def run_join(server_port, join, books, **kw):
     return c
 
 
+def join_against(srv, **kw):
+    """A fresh Join (a 4096-message buffer) on fresh books, run against `srv`, which is closed
+    after whatever happens: (the client, the join, the books)."""
+    try:
+        books = _core.Books()
+        join = _core.Join(4096, books)
+        c = run_join(srv.port, join, books, **kw)
+    finally:
+        srv.close()
+    return c, join, books
+
+
 def test_late_join_over_tcp_equals_full_replay():
     k = 15_000
     srv = SnapshotServer(PrefixSender(STREAM, k), 0, host="127.0.0.1").start()
@@ -116,12 +128,7 @@ ACCEPT = soupbin.login_accepted("HFTCAP0001", 1)
 def test_server_dies_mid_snapshot_counts_and_retries_into_cleared_books():
     spin = spin_of(20_000)
     srv = ScriptedServer(ACCEPT + spin[:len(spin) // 2 + 1])  # cut inside a packet
-    try:
-        books = _core.Books()
-        join = _core.Join(4096, books)
-        c = run_join(srv.port, join, books, attempts=2)
-    finally:
-        srv.close()
+    c, join, _ = join_against(srv, attempts=2)
     assert c.failures == ["connection closed by the server mid-snapshot"] * 2
     s = join.stats()
     assert (s["loads"], s["clears"]) == (2, 1), "the second load starts from cleared books"
@@ -138,12 +145,7 @@ def test_hostile_framing_closes_and_counts(name, tail, counter):
     good = soupbin.packet(b"H") + soupbin.packet(b"+", b"hello")
     lying = soupbin.packet(b"S", MSGS[20][:-1] if len(MSGS[20]) > 20 else MSGS[20] + b"\0")
     srv = ScriptedServer(ACCEPT + good + lying + tail)
-    try:
-        books = _core.Books()
-        join = _core.Join(4096, books)
-        c = run_join(srv.port, join, books, attempts=2)
-    finally:
-        srv.close()
+    c, join, books = join_against(srv, attempts=2)
     soup = join.stats()["soup"]
     assert soup[counter] == 2, soup  # once per attempt, the connection closed each time
     assert soup["heartbeats"] == 2 and soup["debug"] == 2 and soup["sequenced"] == 2 + 2 * (counter == "bad_end")
@@ -155,12 +157,7 @@ def test_hostile_framing_closes_and_counts(name, tail, counter):
 
 def test_stalled_server_times_out():
     srv = ScriptedServer(ACCEPT, hold=True)
-    try:
-        books = _core.Books()
-        join = _core.Join(4096, books)
-        c = run_join(srv.port, join, books, attempts=1, dead_after_s=0.3)
-    finally:
-        srv.close()
+    c, _, _ = join_against(srv, attempts=1, dead_after_s=0.3)
     assert c.failures == ["server silent for 0.3 s (heartbeat timeout)"]
 
 
