@@ -10,6 +10,7 @@ import json
 import pytest
 
 from listenproc import FEED, FEED_PORT, Listener, hftcap
+from sequences import runs
 
 pytestmark = pytest.mark.root
 
@@ -29,14 +30,16 @@ def _msgs(ranges):
     return {s for a, b in ranges for s in range(a, b + 1)}
 
 
-def _runs(seqs):
-    out = []
-    for s in sorted(seqs):
-        if out and out[-1][1] + 1 == s:
-            out[-1][1] = s
-        else:
-            out.append([s, s])
-    return out
+def _run(lab, li, *extra):
+    """The exchange (with `extra`) while `li` listens, then `li` stopped: what the exchange sent,
+    li's final JSON, and the messages line A and line B lost."""
+    try:
+        sent = _exchange(lab, *extra)
+        li.p.send_signal(2)
+        live = li.result()
+    finally:
+        li.kill()
+    return sent, live, _msgs(sent["lost_ranges"]), _msgs(sent["line_b"]["lost_ranges"])
 
 
 def _books_equal(tmp_path, live):
@@ -58,20 +61,14 @@ def _lines(live):
 def test_no_server_loses_only_what_both_lines_missed(lab, path, poll):
     li = Listener(lab, "--path", path, "--poll", poll, "--feed-b", FEED_B, "--duration", 40,
                   *WAIT).wait_ready()
-    try:
-        sent = _exchange(lab, "--loss", 0.02, "--loss-b", 0.02, "--rerequest-port", 0, "--linger", 0.5)
-        li.p.send_signal(2)
-        live = li.result()
-    finally:
-        li.kill()
-    a, b = _msgs(sent["lost_ranges"]), _msgs(sent["line_b"]["lost_ranges"])
+    sent, live, a, b = _run(lab, li, "--loss", 0.02, "--loss-b", 0.02, "--rerequest-port", 0, "--linger", 0.5)
     both = a & b
     assert sent["lost_messages"] == len(a) and sent["line_b"]["lost_messages"] == len(b)
     assert both, "the seed makes both lines lose some packets (4 runs)"
     assert a - both and b - both, "each line must lose messages the other one has"
     rec = live["recovery"]["feeds"][FEED]
-    assert rec["lost_ranges"] == _runs(both)
-    assert rec["messages_lost"] == len(both) and rec["gaps_lost"] == len(_runs(both))
+    assert rec["lost_ranges"] == runs(both)
+    assert rec["messages_lost"] == len(both) and rec["gaps_lost"] == len(runs(both))
     assert rec["requests_sent"] == 0
     assert rec["state"] == "degraded"
     assert live["messages"] == 40_000 - len(both)
@@ -90,21 +87,15 @@ def test_with_server_zero_lost_and_asks_only_what_both_missed(lab, tmp_path, pat
     hftcap("exchange", *GEN, "--write", tmp_path / "stream.itch")
     li = Listener(lab, "--path", path, "--poll", poll, "--feed-b", FEED_B, "--symbol", "*", "--duration", 40,
                   "--rerequest", f"{lab.ex_addr}:{FEED_PORT + 1}", "--request-max", 2000, *WAIT).wait_ready()
-    try:
-        sent = _exchange(lab, "--loss", 0.02, "--loss-b", 0.02, "--dup-b", 0.005, "--reorder", 0.005,
-                         "--linger", 1.0)
-        li.p.send_signal(2)
-        live = li.result()
-    finally:
-        li.kill()
-    a, b = _msgs(sent["lost_ranges"]), _msgs(sent["line_b"]["lost_ranges"])
+    sent, live, a, b = _run(lab, li, "--loss", 0.02, "--loss-b", 0.02, "--dup-b", 0.005, "--reorder", 0.005,
+                            "--linger", 1.0)
     both = a & b
     assert both, "the seed makes both lines lose some packets (4 runs)"
     rec = live["recovery"]["feeds"][FEED]
     assert rec["gaps_lost"] == 0 and rec["messages_lost"] == 0 and rec["state"] == "synced", rec
     assert rec["messages_recovered"] == len(both)
     # one request per missing run (a run is at most 2000 messages), none for a message one line had
-    assert rec["requests_sent"] == rec["timeouts"] + len(_runs(both)) + rec["remainders"]
+    assert rec["requests_sent"] == rec["timeouts"] + len(runs(both)) + rec["remainders"]
     served = sent["rerequests"]
     assert served["reply_messages"] >= len(both) and served["requests"] == rec["requests_sent"]
     assert live["messages"] == 40_000 and live["suspect_books"] == 0

@@ -63,20 +63,28 @@ def finish(ex, li, end_of_session=True):
     return json.loads(out), li.result()
 
 
-@pytest.mark.parametrize("path", ["xdp", "kernel"])
-def test_late_join_with_snapshot_books_equal(lab, tmp_path, path):
-    hftcap("exchange", *GEN, "--write", tmp_path / "stream.itch")
-    ex = start_exchange(lab, "--snapshot-port", SNAP_PORT)
+def join_late(lab, exchange_args, *listen_args, end_of_session=True):
+    """The exchange started with `exchange_args`; once it has published 20,000 messages, a
+    listener with `listen_args`; both to their end (finish), and killed whatever happens.
+    Returns (what the probe saw published then, the exchange's JSON, the listener's)."""
+    ex = start_exchange(lab, *exchange_args)
     li = None
     try:
         third = wait_published(lab, 20_000)
-        li = Listener(lab, "--path", path, "--symbol", "*", "--duration", 60,
-                      "--snapshot", f"{lab.ex_addr}:{SNAP_PORT}").wait_ready()
-        sent, live = finish(ex, li)
+        li = Listener(lab, *listen_args).wait_ready()
+        sent, live = finish(ex, li, end_of_session=end_of_session)
     finally:
         ex.kill()
         if li:
             li.kill()
+    return third, sent, live
+
+
+@pytest.mark.parametrize("path", ["xdp", "kernel"])
+def test_late_join_with_snapshot_books_equal(lab, tmp_path, path):
+    hftcap("exchange", *GEN, "--write", tmp_path / "stream.itch")
+    third, sent, live = join_late(lab, ["--snapshot-port", SNAP_PORT], "--path", path, "--symbol", "*",
+                                  "--duration", 60, "--snapshot", f"{lab.ex_addr}:{SNAP_PORT}")
     assert sent["messages_sent"] == 60_000
     snap = live["snapshot"]
     assert snap["state"] == "live" and snap["error"] is None, snap
@@ -97,16 +105,8 @@ def test_late_join_with_snapshot_books_equal(lab, tmp_path, path):
 
 
 def test_late_join_without_snapshot_is_incomplete(lab):
-    ex = start_exchange(lab, "--snapshot-port", SNAP_PORT, "--rerequest-port", 0)  # snapshots alone
-    li = None
-    try:
-        wait_published(lab, 20_000)
-        li = Listener(lab, "--path", "kernel", "--duration", 60, "--symbol", "*").wait_ready()
-        sent, live = finish(ex, li, end_of_session=False)
-    finally:
-        ex.kill()
-        if li:
-            li.kill()
+    _, sent, live = join_late(lab, ["--snapshot-port", SNAP_PORT, "--rerequest-port", 0],  # snapshots alone
+                              "--path", "kernel", "--duration", 60, "--symbol", "*", end_of_session=False)
     lj = live["late_join"]
     assert lj and lj["incomplete"] and lj["first_sequence"][0] > 20_000, lj
     assert lj["unknown_ref_incomplete"] == live["drops"]["itch_unknown_ref_incomplete"] > 0

@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from listenproc import Listener
-from test_late_join import SNAP_PORT, finish, start_exchange, wait_published
+from test_late_join import SNAP_PORT, join_late
 
 pytestmark = pytest.mark.root
 
@@ -21,17 +20,9 @@ def _read(path) -> tuple[dict, dict]:
 def test_snapshot_join_metrics_equal_the_json(lab, tmp_path):
     from hftcap.ops import metrics as M
     tf = tmp_path / "hftcap.prom"
-    ex = start_exchange(lab, "--snapshot-port", SNAP_PORT)
-    li = None
-    try:
-        wait_published(lab, 20_000)
-        li = Listener(lab, "--duration", 60, "--snapshot", f"{lab.ex_addr}:{SNAP_PORT}",
-                      "--metrics-textfile", tf, "--metrics-interval", 0.2).wait_ready()
-        sent, live = finish(ex, li)
-    finally:
-        ex.kill()
-        if li:
-            li.kill()
+    _, sent, live = join_late(lab, ["--snapshot-port", SNAP_PORT], "--duration", 60,
+                              "--snapshot", f"{lab.ex_addr}:{SNAP_PORT}", "--metrics-textfile", tf,
+                              "--metrics-interval", 0.2)
     snap = live["snapshot"]
     # (how many buffered messages are applied or discarded depends on timing: only equality is asserted)
     assert snap["state"] == "live" and snap["orders_loaded"] > 0, snap
@@ -48,16 +39,8 @@ def test_snapshot_join_metrics_equal_the_json(lab, tmp_path):
 
 def test_join_without_snapshot_counts_incomplete_books(lab, tmp_path):
     tf = tmp_path / "hftcap.prom"
-    ex = start_exchange(lab, "--snapshot-port", SNAP_PORT, "--rerequest-port", 0)   # to see it publish
-    li = None
-    try:
-        wait_published(lab, 20_000)
-        li = Listener(lab, "--duration", 60, "--metrics-textfile", tf).wait_ready()
-        sent, live = finish(ex, li)
-    finally:
-        ex.kill()
-        if li:
-            li.kill()
+    _, sent, live = join_late(lab, ["--snapshot-port", SNAP_PORT, "--rerequest-port", 0],   # to see it publish
+                              "--duration", 60, "--metrics-textfile", tf)
     fam, val = _read(tf)
     assert live["late_join"] is not None and live["incomplete_books"] > 0
     assert val["hftcap_books_incomplete_stocks"] == live["incomplete_books"]

@@ -56,7 +56,21 @@ def _get(url: str, timeout=bound(5.0)):
         return r.read().decode()
 
 
-class Prom:
+class _Spawned:
+    """A server _spawn_on_free_port started (self.p, its log self.log); stop() ends it."""
+
+    def stop(self):
+        if self.p.poll() is None:
+            self.p.terminate()
+            try:
+                self.p.wait(15)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+        self.log.close()
+
+
+class Prom(_Spawned):
     def __init__(self, tmp: Path, target: str | dict):
         cfg = tmp / "prometheus.yml"
         jobs = target if isinstance(target, dict) else {"hftcap": target}
@@ -87,16 +101,6 @@ class Prom:
     def scalar(self, q: str) -> float | None:
         r = self.query(q)
         return float(r[0]["value"][1]) if r else None
-
-    def stop(self):
-        if self.p.poll() is None:
-            self.p.terminate()
-            try:
-                self.p.wait(15)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait()
-        self.log.close()
 
 
 def _wait(what: str, cond, timeout: float):
@@ -191,7 +195,7 @@ def test_prometheus_scrapes_listen(lab, tmp_path):
          "none", "CLOCK_TAI")
 
 
-class NodeExporter:
+class NodeExporter(_Spawned):
     """Debian's prometheus-node-exporter with only the textfile collector, on 127.0.0.1."""
 
     def __init__(self, tmp: Path, directory: Path):
@@ -208,16 +212,6 @@ class NodeExporter:
             except OSError:
                 return False
         _wait("node_exporter to answer", ready, 30)
-
-    def stop(self):
-        if self.p.poll() is None:
-            self.p.terminate()
-            try:
-                self.p.wait(15)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait()
-        self.log.close()
 
 
 def _by_labels(prom, q, at, *labels):

@@ -10,7 +10,9 @@ from hftcap import _core
 from hftcap.feed.recovery import RecoveryOptions, shape_lines
 from hftcap.lab import exchange as ex
 
-from test_recovery import SRV, MS, Server, books_equal
+from refmodel import unframe
+from sequences import runs
+from test_recovery import SRV, MS, Server, books_equal, tick
 
 STEP = 20_000       # ns between two datagrams on the lab clock
 LAG = 8             # the B line runs this many datagrams behind A (160 us, below the gap timeout)
@@ -44,28 +46,8 @@ def lagged(recs, lag=LAG):
     return out
 
 
-def split(stream):
-    """The messages of a NASDAQ-layout stream."""
-    out, o = [], 0
-    while o < len(stream):
-        n = int.from_bytes(stream[o:o + 2], "big")
-        out.append(stream[o + 2:o + 2 + n])
-        o += 2 + n
-    return out
-
-
 def lost_set(snd, line):
     return {s for first, n in snd.lost(line) for s in range(first, first + n)}
-
-
-def runs(seqs):
-    out = []
-    for s in sorted(seqs):
-        if out and out[-1][1] + 1 == s:
-            out[-1][1] = s
-        else:
-            out.append([s, s])
-    return out
 
 
 def model(order, t0=MS):
@@ -112,15 +94,11 @@ def drive(lab, order, servers=(), now=MS, until_ns=200 * MS):
     for ln, dg in order:
         now += STEP
         lab.packet(dg, now, ln)
-        lab.tick(now)
-        for s in servers:
-            s.step(now)
+        tick(lab, now, servers)
     end = now + until_ns
     while now < end:
         now += 100_000
-        lab.tick(now)
-        for s in servers:
-            s.step(now)
+        tick(lab, now, servers)
     return now
 
 
@@ -166,7 +144,7 @@ def test_no_server_loses_exactly_what_both_lines_missed():
     lag = shape_lines(f["lines"])["b"]["lag"]
     assert lag["count"] > 1000 and lag["min_ns"] >= LAG * STEP, "B runs LAG datagrams behind A"
     # the books saw exactly the stream without the messages both lines missed
-    msgs = [m for i, m in enumerate(split(stream)) if i + 1 not in both]
+    msgs = [m for i, m in enumerate(unframe(stream)) if i + 1 not in both]
     books_equal(lab.books(), ex.frame(msgs))
 
 

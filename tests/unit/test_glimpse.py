@@ -17,15 +17,7 @@ from hftcap.lab.snapshot_server import SnapshotServer
 sys.path.insert(0, str(Path(__file__).parent.parent / "doubles"))
 from soup_server import PrefixSender, ScriptedServer  # noqa: E402
 from bounds import bound
-
-
-def records(stream: bytes) -> list[bytes]:
-    out, o = [], 0
-    while o < len(stream):
-        n = int.from_bytes(stream[o:o + 2], "big")
-        out.append(stream[o + 2:o + 2 + n])
-        o += 2 + n
-    return out
+from refmodel import unframe
 
 
 def packet(seq: int, msgs: list[bytes]) -> bytes:
@@ -56,7 +48,7 @@ def client(join, books, port, **kw):
 
 
 STREAM = bytes(_core.generate(5, 6, 40_000))
-MSGS = records(STREAM)
+MSGS = list(unframe(STREAM))
 
 
 def run_join(server_port, join, books, **kw):
@@ -65,6 +57,18 @@ def run_join(server_port, join, books, **kw):
     while not c.done.wait(0.005):
         join.poll()
     return c
+
+
+def join_against(srv, **kw):
+    """A fresh Join (a 4096-message buffer) on fresh books, run against `srv`, which is closed
+    after whatever happens: (the client, the join, the books)."""
+    try:
+        books = _core.Books()
+        join = _core.Join(4096, books)
+        c = run_join(srv.port, join, books, **kw)
+    finally:
+        srv.close()
+    return c, join, books
 
 
 def test_late_join_over_tcp_equals_full_replay():
@@ -124,12 +128,7 @@ ACCEPT = soupbin.login_accepted("HFTCAP0001", 1)
 def test_server_dies_mid_snapshot_counts_and_retries_into_cleared_books():
     spin = spin_of(20_000)
     srv = ScriptedServer(ACCEPT + spin[:len(spin) // 2 + 1])  # cut inside a packet
-    try:
-        books = _core.Books()
-        join = _core.Join(4096, books)
-        c = run_join(srv.port, join, books, attempts=2)
-    finally:
-        srv.close()
+    c, join, _ = join_against(srv, attempts=2)
     assert c.failures == ["connection closed by the server mid-snapshot"] * 2
     s = join.stats()
     assert (s["loads"], s["clears"]) == (2, 1), "the second load starts from cleared books"
@@ -146,12 +145,7 @@ def test_hostile_framing_closes_and_counts(name, tail, counter):
     good = soupbin.packet(b"H") + soupbin.packet(b"+", b"hello")
     lying = soupbin.packet(b"S", MSGS[20][:-1] if len(MSGS[20]) > 20 else MSGS[20] + b"\0")
     srv = ScriptedServer(ACCEPT + good + lying + tail)
-    try:
-        books = _core.Books()
-        join = _core.Join(4096, books)
-        c = run_join(srv.port, join, books, attempts=2)
-    finally:
-        srv.close()
+    c, join, books = join_against(srv, attempts=2)
     soup = join.stats()["soup"]
     assert soup[counter] == 2, soup  # once per attempt, the connection closed each time
     assert soup["heartbeats"] == 2 and soup["debug"] == 2 and soup["sequenced"] == 2 + 2 * (counter == "bad_end")
@@ -163,12 +157,7 @@ def test_hostile_framing_closes_and_counts(name, tail, counter):
 
 def test_stalled_server_times_out():
     srv = ScriptedServer(ACCEPT, hold=True)
-    try:
-        books = _core.Books()
-        join = _core.Join(4096, books)
-        c = run_join(srv.port, join, books, attempts=1, dead_after_s=0.3)
-    finally:
-        srv.close()
+    c, _, _ = join_against(srv, attempts=1, dead_after_s=0.3)
     assert c.failures == ["server silent for 0.3 s (heartbeat timeout)"]
 
 

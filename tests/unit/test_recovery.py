@@ -66,19 +66,22 @@ class Server:
             self.lab.reply(rep, *self.addr, now)
 
 
+def tick(lab, now, servers):
+    """The lab's timers at `now`, then each re-request server's turn."""
+    lab.tick(now)
+    for s in servers:
+        s.step(now)
+
+
 def run(lab, pkts, servers, step_ns=20_000, now=MS, until_ns=200 * MS):
     for p in pkts:
         now += step_ns
         lab.packet(p, now)
-        lab.tick(now)
-        for s in servers:
-            s.step(now)
+        tick(lab, now, servers)
     end = now + until_ns
     while now < end:
         now += 100_000
-        lab.tick(now)
-        for s in servers:
-            s.step(now)
+        tick(lab, now, servers)
         if lab.report()["feeds"][0]["state"] in ("synced", "degraded") and not any(s.pending for s in servers):
             if lab.tick(now) is None:
                 break

@@ -108,6 +108,17 @@ class Rig:
     def feed_state(self):
         return self.lab.report()["feeds"][0]["state"]
 
+    def join_snapshot(self, spins):
+        """A snapshot server on loopback spinning the stream at each of `spins`, and the snapshot
+        client run against it until done (the server closed after, whatever happens)."""
+        srv = SnapshotServer(StepSender(STREAM, spins), 0, host="127.0.0.1").start()
+        try:
+            c = client(self.join, self.books, srv.port).start()
+            self.until(c.done.is_set, "the join")
+        finally:
+            srv.close()
+        return c
+
 
 def client(join, books, port, **kw):
     return glimpse.SnapshotClient(join, books.stats, "127.0.0.1", port, backoff_s=0.01, attempts=3, **kw)
@@ -120,12 +131,7 @@ def hole_requests(rig):
 def test_hole_after_the_snapshot_is_re_requested_then_the_buffer_spliced():
     rig = Rig([SRV])
     rig.send(2001, 3001)            # joined at 2001: the buffer holds 2001..3000
-    srv = SnapshotServer(StepSender(STREAM, [1700]), 0, host="127.0.0.1").start()
-    try:
-        c = client(rig.join, rig.books, srv.port).start()
-        rig.until(c.done.is_set, "the join")
-    finally:
-        srv.close()
+    c = rig.join_snapshot([1700])
     assert c.error is None and rig.join.state == "live"
     s = rig.join.stats()
     # N = 1701: the hole [1701, 2001) came in requests of at most 64 messages, one at a time
@@ -151,12 +157,7 @@ def test_hole_after_the_snapshot_is_re_requested_then_the_buffer_spliced():
 def test_hole_re_request_failing_fetches_a_new_snapshot():
     rig = Rig([SRV], answer=False, retries=2)
     rig.send(2001, 3001)
-    srv = SnapshotServer(StepSender(STREAM, [1700, 2500]), 0, host="127.0.0.1").start()
-    try:
-        c = client(rig.join, rig.books, srv.port).start()
-        rig.until(c.done.is_set, "the join")
-    finally:
-        srv.close()
+    c = rig.join_snapshot([1700, 2500])
     assert c.error is None and rig.join.state == "live"
     s = rig.join.stats()
     # one request, re-sent twice, each timing out: the hole failed, the next snapshot N = 2501
@@ -173,12 +174,7 @@ def test_hole_re_request_failing_fetches_a_new_snapshot():
 def test_hole_without_a_re_request_server_fetches_a_new_snapshot():
     rig = Rig([])
     rig.send(2001, 3001)
-    srv = SnapshotServer(StepSender(STREAM, [1700, 2500]), 0, host="127.0.0.1").start()
-    try:
-        c = client(rig.join, rig.books, srv.port).start()
-        rig.until(c.done.is_set, "the join")
-    finally:
-        srv.close()
+    c = rig.join_snapshot([1700, 2500])
     s = rig.join.stats()
     assert rig.join.state == "live" and rig.lab.sent() == []
     assert rig.hole()["holes"] == 0 and (s["holes"], s["behind"], s["snapshot_next"]) == (0, 1, 2501)
@@ -236,12 +232,7 @@ def _first_join_with_a_loss(skip_from: int, spins: list[int]):
     rig.send(skip_from + K, 1001)   # one packet (8 messages) never comes
     rig.until(lambda: rig.lab.report()["feeds"][0]["stats"]["gaps_lost"] == 1, "the gap declared lost")
     assert rig.feed_state() == "degraded"   # (no book yet: the join buffers from the first packet)
-    srv = SnapshotServer(StepSender(STREAM, spins), 0, host="127.0.0.1").start()
-    try:
-        c = client(rig.join, rig.books, srv.port).start()
-        rig.until(c.done.is_set, "the join")
-    finally:
-        srv.close()
+    c = rig.join_snapshot(spins)
     assert c.error is None and rig.join.state == "live"
     return rig, c
 
@@ -272,12 +263,7 @@ def test_join_while_the_feed_only_heartbeats_splices_at_the_heartbeats_sequence(
     rig = Rig([])
     rig.now += 20_000
     rig.lab.packet(SESSION + struct.pack(">QH", 2001, 0), rig.now)  # a heartbeat: next is 2001
-    srv = SnapshotServer(StepSender(STREAM, [2000]), 0, host="127.0.0.1").start()
-    try:
-        c = client(rig.join, rig.books, srv.port).start()
-        rig.until(c.done.is_set, "the join")
-    finally:
-        srv.close()
+    c = rig.join_snapshot([2000])
     s = rig.join.stats()
     assert c.error is None and rig.join.state == "live"
     assert (s["snapshot_next"], s["buffered"], s["applied"], s["behind"]) == (2001, 0, 0, 0)

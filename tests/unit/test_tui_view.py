@@ -155,16 +155,23 @@ def test_rate_meter_uses_a_window_of_monotonic_time():
 
 # -- frames --------------------------------------------------------------------------------------
 
-def test_frame_80x24_content():
+def two_polls_rendered(symbol, dt, packets, width, height):
+    """A view of `symbol` on a Scripted source polled, then polled again `dt` s and `packets`
+    packets later, rendered at width x height: (text, lines); the lines fill the frame, no wider."""
     src, clock = Scripted(), Clock()
-    view = LiveView(src, "aapl", clock=clock)
+    view = LiveView(src, symbol, clock=clock)
     view.poll()
-    clock.t += 0.5
-    src.packets += 500
+    clock.t += dt
+    src.packets += packets
     view.poll()
-    text = render_text(view, 80, 24)
+    text = render_text(view, width, height)
     lines = text.rstrip("\n").split("\n")
-    assert len(lines) == 24 and max(len(ln) for ln in lines) <= 80
+    assert len(lines) == height and max(len(ln) for ln in lines) <= width
+    return text, lines
+
+
+def test_frame_80x24_content():
+    text, lines = two_polls_rendered("aapl", 0.5, 500, 80, 24)
     assert lines[0].startswith("hftcap listen  if veth-hc1 (netns hc-rx)  path xdp native "
                                "bind copy")
     assert "up 1:02:03" in text and "hw clock none (veth has no PHC)" in text
@@ -191,15 +198,7 @@ def test_frame_80x24_content():
 
 
 def test_frame_160x48_shows_intervals_trades_and_types():
-    src, clock = Scripted(), Clock()
-    view = LiveView(src, "AAPL", clock=clock)
-    view.poll()
-    clock.t += 1.0
-    src.packets += 1000
-    view.poll()
-    text = render_text(view, 160, 48)
-    lines = text.rstrip("\n").split("\n")
-    assert len(lines) == 48 and max(len(ln) for ln in lines) <= 160
+    text, lines = two_polls_rendered("AAPL", 1.0, 1000, 160, 48)
     assert "last interval" in text and "since start" in text and "p50 history" in text
     row = next(ln for ln in lines if ln.startswith("sender_to_book"))
     assert row.split()[:15] == ["sender_to_book", "tai-midnight", "9.40us", "29.0us", "40.0us",
