@@ -383,6 +383,11 @@ def run_bench(rounds: int = 3, seconds: float = 3.0, msg_rate: float = 50_000, k
             raise UsageError(f"unknown stamp source '{st}'", hint="one of: " + ", ".join(STAMPS))
     if compare_snapshots and stamps:
         raise UsageError("--stamp and --compare-snapshots do not go together")
+    if "tsc" in (stamps or []):
+        from .. import _core
+        if not _core.TSC_INVARIANT:  # before any lab is built, not once per trial
+            raise UsageError("--stamp tsc: this CPU's TSC is not invariant (constant_tsc and nonstop_tsc in "
+                             "/proc/cpuinfo)", hint="use --stamp clock (clock_gettime(CLOCK_TAI))")
     if stamps:  # every path once per stamp source, alternating within each round
         modes = [f"{m}:{st}" for m in modes for st in stamps]
     if compare_snapshots:

@@ -76,7 +76,13 @@ class Listener:
         """Stop the listener once it has taken an End of Session (bounded): the sender sends it
         after its stream, on the same queue, so every packet sent before it has been taken by then;
         stopping at once after the sender returns would race the packets still in flight."""
-        wait_for(lambda: self.metrics().get("hftcap_moldudp64_end_of_session_total", 0) >= 1, timeout,
+        def taken():
+            if self.p.poll() is not None:  # its metrics endpoint is gone: say why, not "refused"
+                out, err = self.p.communicate()
+                raise AssertionError(f"listen exited {self.p.returncode} before it took the End of Session: "
+                                     f"{''.join(self.err_lines)}{err}\n{out[-2000:]}")
+            return self.metrics().get("hftcap_moldudp64_end_of_session_total", 0) >= 1
+        wait_for(taken, timeout,
                  f"the listener to take the sender's End of Session ({' '.join(self.cmd[1:3])})")
         self.p.send_signal(sig)
 

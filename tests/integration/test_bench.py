@@ -104,21 +104,31 @@ def test_bench_alternates_stamp_sources(tmp_path):
     """--stamp tsc,clock: each path once per source in every round, each trial's data thread on
     the source asked for, its calibration in the JSON, loss counted exactly for both."""
     from hftcap import _core
-    if not _core.TSC_INVARIANT:
-        pytest.skip("this CPU has no invariant TSC (constant_tsc, nonstop_tsc)")
     out = tmp_path / "bench.json"
-    cp = subprocess.run([HFTCAP, "bench", "--rounds", "1", "--seconds", "0.5", "--warmup", "0.2", "--rate", "20000",
-                         "--stocks", "4", "--path", "xdp-busy", "--stamp", "tsc,clock", "--no-floor",
-                         "--json", str(out)], capture_output=True, text=True, timeout=300)
+
+    def bench(stamp):
+        return subprocess.run([HFTCAP, "bench", "--rounds", "1", "--seconds", "0.5", "--warmup", "0.2", "--rate",
+                               "20000", "--stocks", "4", "--path", "xdp-busy", "--stamp", stamp, "--no-floor",
+                               "--json", str(out)], capture_output=True, text=True, timeout=bound(300))
+    sources = {"tsc", "clock"}
+    if not _core.TSC_INVARIANT:
+        # (a TCG guest's CPU model has none): asking for the TSC is one error line with a hint, and
+        # the clock_gettime source alone is measured as below
+        cp = bench("tsc,clock")
+        assert cp.returncode != 0 and "Traceback" not in cp.stderr, cp.stderr
+        assert "TSC is not invariant" in cp.stderr and "--stamp clock" in cp.stderr, cp.stderr
+        sources = {"clock"}
+    cp = bench(",".join(sorted(sources, reverse=True)))
     assert cp.returncode == 0, cp.stderr
     doc = json.loads(out.read_text())
-    assert set(doc["paths"]) == {"xdp-busy:tsc", "xdp-busy:clock"}
+    assert set(doc["paths"]) == {f"xdp-busy:{s}" for s in sources}
     for name, p in doc["paths"].items():
         src = name.split(":")[1]
         assert p["stamp_clock"]["source"] == src and p["stamp_clock"]["trials"] == 1
         assert p["sent"] == int(20000 * 0.7) and p["received"] > 0
         assert p["lost"] == p["sent"] - p["received"]
         assert p["hops"]["dequeue_to_decode"]["count"] == p["hops"]["decode_to_book"]["count"] > 0
-    tsc = doc["paths"]["xdp-busy:tsc"]["stamp_clock"]
-    assert tsc["tsc_hz"][0] > 1e8 and tsc["checks"] >= 1 and "max_abs_error_ns" in tsc
-    assert "stamps: invariant TSC" in cp.stdout
+    if "tsc" in sources:
+        tsc = doc["paths"]["xdp-busy:tsc"]["stamp_clock"]
+        assert tsc["tsc_hz"][0] > 1e8 and tsc["checks"] >= 1 and "max_abs_error_ns" in tsc
+        assert "stamps: invariant TSC" in cp.stdout

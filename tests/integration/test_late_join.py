@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from listenproc import FEED, Listener, hftcap
-from bounds import bound
+from bounds import bound, scale
 
 pytestmark = pytest.mark.root
 
@@ -23,8 +23,13 @@ SNAP_PORT = 26510
 
 
 def start_exchange(lab, *extra):
+    """The stream paced so that a listener started after its first third (20,000 of 60,000
+    messages) is ready well before its end: 8,000 msg/s leaves 5 s on the reference machine, and
+    the rate is divided by the suite's time scale (tests/bounds.py) on a slower one, where the
+    listener's start-up is slower by as much."""
+    rate = max(100, round(8_000 / scale()))
     return subprocess.Popen([str(BIN / "hftcap"), "exchange", "--netns", lab.ex_ns, "--feed", FEED, *map(str, GEN),
-                             *map(str, ["--msg-rate", 12_000, "-k", 6, "--linger", 2, "--json", *extra])],
+                             *map(str, ["--msg-rate", rate, "-k", 6, "--linger", 2, "--json", *extra])],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -84,7 +89,7 @@ def join_late(lab, exchange_args, *listen_args, end_of_session=True):
 def test_late_join_with_snapshot_books_equal(lab, tmp_path, path):
     hftcap("exchange", *GEN, "--write", tmp_path / "stream.itch")
     third, sent, live = join_late(lab, ["--snapshot-port", SNAP_PORT], "--path", path, "--symbol", "*",
-                                  "--duration", 60, "--snapshot", f"{lab.ex_addr}:{SNAP_PORT}")
+                                  "--duration", f"{bound(60):g}", "--snapshot", f"{lab.ex_addr}:{SNAP_PORT}")
     assert sent["messages_sent"] == 60_000
     snap = live["snapshot"]
     assert snap["state"] == "live" and snap["error"] is None, snap
@@ -106,7 +111,7 @@ def test_late_join_with_snapshot_books_equal(lab, tmp_path, path):
 
 def test_late_join_without_snapshot_is_incomplete(lab):
     _, sent, live = join_late(lab, ["--snapshot-port", SNAP_PORT, "--rerequest-port", 0],  # snapshots alone
-                              "--path", "kernel", "--duration", 60, "--symbol", "*", end_of_session=False)
+                              "--path", "kernel", "--duration", f"{bound(60):g}", "--symbol", "*", end_of_session=False)
     lj = live["late_join"]
     assert lj and lj["incomplete"] and lj["first_sequence"][0] > 20_000, lj
     assert lj["unknown_ref_incomplete"] == live["drops"]["itch_unknown_ref_incomplete"] > 0

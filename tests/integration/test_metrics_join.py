@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bounds import bound
 from test_late_join import SNAP_PORT, join_late
 
 pytestmark = pytest.mark.root
@@ -20,7 +21,7 @@ def _read(path) -> tuple[dict, dict]:
 def test_snapshot_join_metrics_equal_the_json(lab, tmp_path):
     from hftcap.ops import metrics as M
     tf = tmp_path / "hftcap.prom"
-    _, sent, live = join_late(lab, ["--snapshot-port", SNAP_PORT], "--duration", 60,
+    _, sent, live = join_late(lab, ["--snapshot-port", SNAP_PORT], "--duration", f"{bound(60):g}",
                               "--snapshot", f"{lab.ex_addr}:{SNAP_PORT}", "--metrics-textfile", tf,
                               "--metrics-interval", 0.2)
     snap = live["snapshot"]
@@ -40,7 +41,7 @@ def test_snapshot_join_metrics_equal_the_json(lab, tmp_path):
 def test_join_without_snapshot_counts_incomplete_books(lab, tmp_path):
     tf = tmp_path / "hftcap.prom"
     _, sent, live = join_late(lab, ["--snapshot-port", SNAP_PORT, "--rerequest-port", 0],   # to see it publish
-                              "--duration", 60, "--metrics-textfile", tf)
+                              "--duration", f"{bound(60):g}", "--metrics-textfile", tf)
     fam, val = _read(tf)
     assert live["late_join"] is not None and live["incomplete_books"] > 0
     assert val["hftcap_books_incomplete_stocks"] == live["incomplete_books"]

@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from bounds import bound
 from listenproc import FEED, FEED_PORT, Listener, hftcap
 from test_late_join import finish, start_exchange, wait_listening, wait_published
 
@@ -44,7 +45,7 @@ def test_lost_gaps_are_restored_from_snapshots_books_equal(lab, tmp_path, path):
     try:
         wait_listening(lab)
         wait_published(lab, 20_000)
-        li = Listener(lab, "--path", path, "--symbol", "*", "--duration", 60,
+        li = Listener(lab, "--path", path, "--symbol", "*", "--duration", f"{bound(60):g}",
                       "--snapshot", f"{lab.ex_addr}:{SNAP_PORT}",
                       "--rerequest", f"{lab.ex_addr}:{FEED_PORT + 7}",   # nothing answers there
                       "--metrics-textfile", tmp_path / "hftcap.prom").wait_ready()
@@ -52,7 +53,7 @@ def test_lost_gaps_are_restored_from_snapshots_books_equal(lab, tmp_path, path):
             read_err(li)
         # Every loss was declared within the linger (25 ms after the End of Session at most);
         # wait, bounded, for the restores that began to have joined.
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + bound(20)
         while restores(li)[1] < restores(li)[0] and time.monotonic() < deadline:
             read_err(li)
         sent, live = finish(ex, li)

@@ -82,13 +82,18 @@ def test_size_ring_keeps_the_newest_files(lab, tmp_path):
 
 def test_time_rotation_stops_after_file_count(lab, tmp_path):
     tmpl = str(tmp_path / "t-%H%M%S.pcapng")
-    li = Listener(lab, "--duration", 60, "--write", tmpl, "-G", 2, "-W", 3).wait_ready()
+    # 2 s intervals and a 8 s stream (24,000 messages at 3,000/s) on the reference machine; on a
+    # slower one (tests/bounds.py) both stretch by the time scale, so the exchange's slower start
+    # still lands in the first interval and the stream still outlasts three of them
+    interval = max(2, round(bound(2)))
+    rate = max(100, round(3_000 * 2 / interval))
+    li = Listener(lab, "--duration", f"{bound(60):g}", "--write", tmpl, "-G", interval, "-W", 3).wait_ready()
     ex = subprocess.Popen([str(BIN / "hftcap"), "exchange", "--netns", lab.ex_ns, "--feed", FEED, *map(str, GEN),
-                           "--msg-rate", "3000", "-k", str(K), "--linger", "0", "--json"],
+                           "--msg-rate", str(rate), "-k", str(K), "--linger", "0", "--json"],
                           stdout=subprocess.PIPE, text=True)
     try:
-        live = li.result(timeout=bound(30))
-        sent = json.loads(ex.communicate(timeout=bound(60))[0])
+        live = li.result(timeout=bound(30) + 3 * interval)
+        sent = json.loads(ex.communicate(timeout=bound(60) + 4 * interval)[0])
     finally:
         li.kill()
         if ex.poll() is None:

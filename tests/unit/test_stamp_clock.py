@@ -119,3 +119,16 @@ def test_both_stamp_sources_give_the_same_samples_and_books():
     ref = Books()
     ref.feed(_core.generate(5, 8, 20_000))
     assert state["tsc"][0] == _books_state(ref)[0]  # the same books as the file replay
+
+
+def test_bench_refuses_tsc_without_an_invariant_tsc_before_any_lab(monkeypatch):
+    """`bench --stamp tsc` on a CPU without an invariant TSC (a TCG guest's CPU model): one usage
+    error with the hint, raised by the argument checks (before any lab or trial)."""
+    from hftcap import _core
+    from hftcap.errors import UsageError
+    from hftcap.measure import bench
+    monkeypatch.setattr(_core, "TSC_INVARIANT", False)
+    monkeypatch.setattr(bench, "require_root", lambda what: None)
+    with pytest.raises(UsageError) as e:
+        bench.run_bench(paths=["xdp-busy"], stamps=["tsc", "clock"])
+    assert "TSC is not invariant" in str(e.value) and "--stamp clock" in e.value.hint
