@@ -156,6 +156,9 @@ def listen(
     socket_buffer: Optional[int] = typer.Option(None, "--socket-buffer", metavar="BYTES",
                                                 help="Kernel path: receive buffer of the feed sockets (SO_RCVBUF; "
                                                      "default 16 MiB). Its drops are counted (SO_MEMINFO)."),
+    warm_books: bool = typer.Option(False, "--warm-books",
+                                    help="With --path xdp --poll busy: while the rings are empty, the data thread "
+                                         "keeps the books' hot lines in its caches (prefetch only)."),
     duration: Optional[float] = typer.Option(None, "--duration", help="Stop after S seconds."),
     count: Optional[int] = typer.Option(None, "--count", help="Stop after N feed packets."),
     itch_clock: str = typer.Option("none", "--itch-clock",
@@ -229,7 +232,7 @@ def listen(
                       feeds_b=[parse_feed(f) for f in feed_b],
                       xdp_mode=xdp_mode, bind=bind, poll=poll, queue=int(queue) if single else 0,
                       queues=None if single else queue, cpu=cpu, socket_buffer=socket_buffer,
-                      duration=duration, count=count, itch_clock=itch_clock, warmup=warmup, save=save,
+                      warm_books=warm_books, duration=duration, count=count, itch_clock=itch_clock, warmup=warmup, save=save,
                       levels=levels, stamp=stamp,
                       snapshot=snapshot, snapshot_user=snapshot_user, join_buffer=join_buffer,
                       snapshot_password=_snapshot_password(snapshot_password_file, snapshot_password_env) or "",
@@ -484,7 +487,7 @@ def bench(
     seed: int = typer.Option(7, "--seed", help="Generator seed (same stream for every path)."),
     stocks: int = typer.Option(16, "--stocks", help="Generated stocks."),
     warmup: float = typer.Option(0.5, "--warmup", help="Seconds discarded at the start of each trial."),
-    path: Optional[List[str]] = typer.Option(None, "--path", help="Only these: xdp-busy, xdp-wakeup, kernel-busy, kernel-block."),
+    path: Optional[List[str]] = typer.Option(None, "--path", help="Only these: xdp-busy, xdp-wakeup, kernel-busy, kernel-block, and xdp-busy-warm (xdp-busy with listen --warm-books; not by default)."),
     json_file: Optional[str] = typer.Option(None, "--json", help="Write the result JSON to FILE."),
     trace: bool = typer.Option(False, "--trace", help="Also split the kernel paths into stages with bcc tracepoints."),
     compare_snapshots: bool = typer.Option(False, "--compare-snapshots",

@@ -251,6 +251,7 @@ class Session:
             "xdp_mode": XDP_MODE_NAMES.get(i["xdp_mode"]) if o.path == "xdp" else None,
             "bind_mode": BIND_NAMES.get(i["bind_mode"]) if o.path == "xdp" else "socket",
             "poll_mode": o.poll,
+            "warm_books": o.warm_books,
             "queue": o.queue if len(self.bound_queues) == 1 else ",".join(map(str, self.bound_queues)),
             "cpu": o.cpu,
             "feeds": [str(f) for f in o.feeds],

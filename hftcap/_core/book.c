@@ -120,6 +120,7 @@ struct hc_books {
 	_Atomic int suspect;      /* hc_books_mark_suspect: read by readers, never by the hot path */
 	int incomplete;           /* joined mid-session without a snapshot (hc_books_set_incomplete) */
 	int unknown_ref_reason;   /* where an unknown reference is counted: apart while incomplete */
+	uint64_t warm_pos;        /* hc_books_warm's cursor (writer only) */
 };
 
 /* ---- big arrays: anonymous mappings (zeroed). The window, the pool and the table are hit
@@ -1276,6 +1277,85 @@ void hc_books_prefetch_order(const struct hc_books *b, const uint8_t *msg, uint3
 		uint32_t idx = b->win[hc_be64(msg + 11) & b->win_mask];
 		__builtin_prefetch(&b->pool[idx < b->pool_cap ? idx : 0], 1, 3);
 	}
+}
+
+/* ---- keeping the books in cache while the data thread idles (hc_books_warm) ----
+ * One cursor walks, over the calls, every stock seen (its two hot lines, then for each side the
+ * line of its top keys, of their level slots and of the best level), then the order pool's used
+ * lines (each order's window slot too, when its reference is in the window). Every address is
+ * prefetched HC_WARM_AHEAD steps before the step that reads it, so a cold line never stalls the
+ * loop: a packet that arrives meanwhile waits at most for one call's few loads. */
+#define HC_WARM_AHEAD 4
+
+static INLINE void warm_stock_lines(const struct hc_books *b, uint32_t k)
+{
+	const struct hc_stock *s = atomic_load_explicit(&b->stocks[b->locs[k]], memory_order_relaxed);
+	pf_addr((uintptr_t)s);
+	pf_addr((uintptr_t)s + 64);
+}
+
+static INLINE void warm_stock(const struct hc_books *b, uint32_t k)
+{
+	const struct hc_stock *s = atomic_load_explicit(&b->stocks[b->locs[k]], memory_order_relaxed);
+	for (int i = 0; i < 2; i++) {
+		const struct hc_side *sd = &s->side[i];
+		if (!sd->n)
+			continue;
+		const uint32_t *idx = (const uint32_t *)sd->keys + sd->cap;
+		pf_addr((uintptr_t)&sd->keys[sd->n - 1]);
+		pf_addr((uintptr_t)&idx[sd->n - 1]);
+	}
+}
+
+static INLINE void warm_stock_top(const struct hc_books *b, uint32_t k)
+{
+	const struct hc_stock *s = atomic_load_explicit(&b->stocks[b->locs[k]], memory_order_relaxed);
+	for (int i = 0; i < 2; i++) {
+		const struct hc_side *sd = &s->side[i];
+		if (sd->n)
+			pf_addr((uintptr_t)&sd->lv[((const uint32_t *)sd->keys + sd->cap)[sd->n - 1]]);
+	}
+}
+
+static INLINE void warm_orders(const struct hc_books *b, uint64_t line)
+{
+	const struct hc_order *o = (const struct hc_order *)((const uint8_t *)b->pool + line * 64);
+	for (int i = 0; i < 2; i++)
+		if (o[i].ref - b->win_base <= b->win_mask)
+			pf_addr((uintptr_t)&b->win[o[i].ref & b->win_mask]);
+}
+
+void hc_books_warm(struct hc_books *b, uint32_t steps)
+{
+	/* positions: 3 per stock (lines, keys, top level: each a step after the one it needs), then
+	 * the pool's lines; the pool line p is prefetched at step p - HC_WARM_AHEAD */
+	const uint64_t ns = (uint64_t)b->n_locs * 3;
+	const uint64_t pool_lines = (uint64_t)b->pool_used * sizeof(struct hc_order) / 64; /* whole lines */
+	const uint64_t end = ns + pool_lines;
+	if (!end)
+		return;
+	uint64_t p = b->warm_pos;
+	for (uint32_t n = 0; n < steps; n++, p++) {
+		if (p >= end)
+			p = 0;
+		uint64_t q = p + HC_WARM_AHEAD; /* ahead: the line a later step reads */
+		if (q < ns) {
+			if (q % 3 == 0)
+				warm_stock_lines(b, (uint32_t)(q / 3));
+		} else if (q - ns < pool_lines) {
+			pf_addr((uintptr_t)b->pool + (q - ns) * 64);
+		}
+		if (p < ns) {
+			uint32_t k = (uint32_t)(p / 3);
+			if (p % 3 == 1)
+				warm_stock(b, k);
+			else if (p % 3 == 2)
+				warm_stock_top(b, k);
+		} else {
+			warm_orders(b, p - ns);
+		}
+	}
+	b->warm_pos = p;
 }
 
 void hc_books_count_drop(struct hc_books *b, int reason)

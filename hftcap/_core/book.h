@@ -113,6 +113,11 @@ void hc_books_clear_suspect(struct hc_books *b);
  * itself. Harmless for messages without a reference. */
 void hc_books_prefetch_slot(const struct hc_books *b, const uint8_t *msg, uint32_t len);
 void hc_books_prefetch_order(const struct hc_books *b, const uint8_t *msg, uint32_t len);
+/* Keep the books in cache while the data thread idles between packets (listen --warm-books, busy
+ * polling): `steps` more steps of a cursor over every stock's hot lines (counters, top keys and
+ * level slots, best level per side) and the order pool's used lines (with each order's window
+ * slot), by prefetch only: nothing is written, no book changes. Writer side (the data thread). */
+void hc_books_warm(struct hc_books *b, uint32_t steps);
 /* Decode and apply one framed message, counting a drop instead. Returns 0 or -reason. */
 int hc_books_feed_msg(struct hc_books *b, const uint8_t *msg, uint32_t len);
 /* Apply every complete record of a buffer in NASDAQ file layout (u16 BE length + message);

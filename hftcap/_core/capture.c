@@ -29,6 +29,7 @@
 #include "book.h"
 #include "pcapng.h"
 #include "snap.h"
+#include "join.h"
 #include "hc_time.h"
 #include "hftcap.skel.h"
 #include "hftcap_hw.skel.h"
@@ -47,6 +48,7 @@
 #define HC_NUM_FRAMES 8192u
 #define HC_COMP_SIZE 64u
 #define HC_BATCH 64u
+#define HC_WARM_STEPS 8 /* hc_books_warm steps per empty busy-poll round (--warm-books) */
 #define HC_UDP_BUF 2048u
 
 /* One AF_XDP socket with its own UMEM and rings: no shared-UMEM bookkeeping between queues. */
@@ -609,6 +611,11 @@ static void *xdp_loop(void *arg)
 			for (uint32_t i = 0; i < nx; i++)
 				if (xsk_ring_prod__needs_wakeup(&c->xs[i].fill))
 					recvfrom(pfd[i].fd, NULL, 0, MSG_DONTWAIT, NULL, NULL);
+			/* --warm-books: the rings were empty; a few steps of keeping the books in cache
+			 * (not while a late join's loader owns the books) */
+			if (c->cfg.warm_books && c->cons.books &&
+			    (!c->cons.join || hc_join_state(c->cons.join) == HC_JOIN_LIVE))
+				hc_books_warm(c->cons.books, HC_WARM_STEPS);
 		}
 	}
 	note_thread_cpu(c);

@@ -44,6 +44,7 @@ struct hc_capture_cfg {
 	uint64_t expected_orders; /* order pool sized up front */
 	uint32_t capture_frames; /* listen --write, AF_XDP: UMEM frames (over all queues) beyond the
 				  * usual ones, held while the writer copies them (pcapng.h) */
+	int warm_books;         /* AF_XDP busy polling: hc_books_warm while the rings are empty */
 	int rcvbuf;             /* kernel path: SO_RCVBUF(FORCE) of the feed sockets; 0 = 16 MiB */
 	int recovery;           /* sequence through recovery.c with the settings below */
 	struct hc_recov_cfg recov;

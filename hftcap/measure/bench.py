@@ -32,6 +32,9 @@ from ..errors import HftcapError, UsageError, require_root
 
 PATH_MODES = {"xdp-busy": ("xdp", "busy"), "xdp-wakeup": ("xdp", "wakeup"),
               "kernel-busy": ("kernel", "busy"), "kernel-block": ("kernel", "wakeup")}
+# Not run by default: xdp-busy with `listen --warm-books` (the books kept in cache while idle), for
+# `--path xdp-busy,xdp-busy-warm`, the two alternating in every round.
+ALL_MODES = {**PATH_MODES, "xdp-busy-warm": ("xdp", "busy")}
 FEED = "239.1.1.1:26400"
 STAMPS = ("auto", "tsc", "clock")
 
@@ -43,7 +46,7 @@ def _split(m: str) -> tuple[str, str | None]:
 
 
 def _pm(m: str) -> tuple[str, str]:
-    return PATH_MODES[_split(m)[0]]
+    return ALL_MODES[_split(m)[0]]
 
 
 def _hftcap() -> str:
@@ -97,7 +100,8 @@ def _trial(lb, mode: str, a: dict, save: str, stream: str = "delta", tracer_fact
         [_hftcap(), "listen", "--netns", lb.host_ns, "-i", lb.host_if, "--feed", FEED, "--path", path,
          "--poll", poll, "--cpu", str(a["cpu_rx"]), "--itch-clock", "tai-midnight", "--warmup", str(a["warmup"]),
          "--save", save, "--json", "--duration", f"{bound_s:g}", "--metrics", "127.0.0.1:0"]
-        + (["--stamp", _split(mode)[1]] if _split(mode)[1] else []),
+        + (["--stamp", _split(mode)[1]] if _split(mode)[1] else [])
+        + (["--warm-books"] if _split(mode)[0] == "xdp-busy-warm" else []),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = li.stderr.readline()
@@ -344,7 +348,7 @@ def _side_doc(x: dict, path: str) -> dict:
 
 def _compare_doc(cmp: dict, path: str, levels: int) -> dict:
     from ..feed.snapshots import snapshot_len
-    dl, sn = _side_doc(cmp["delta"], PATH_MODES[path][0]), _side_doc(cmp["snapshot"], PATH_MODES[path][0])
+    dl, sn = _side_doc(cmp["delta"], ALL_MODES[path][0]), _side_doc(cmp["snapshot"], ALL_MODES[path][0])
 
     def ratio(a, b):
         return round(a / b, 3) if a is not None and b else None
@@ -376,8 +380,8 @@ def run_bench(rounds: int = 3, seconds: float = 3.0, msg_rate: float = 50_000, k
         check_out(plot)
     modes = paths or list(PATH_MODES)
     for m in modes + ([snapshot_path] if compare_snapshots else []):
-        if m not in PATH_MODES:
-            raise UsageError(f"unknown path '{m}'", hint="one of: " + ", ".join(PATH_MODES))
+        if m not in ALL_MODES:
+            raise UsageError(f"unknown path '{m}'", hint="one of: " + ", ".join(ALL_MODES))
     for st in stamps or []:
         if st not in STAMPS:
             raise UsageError(f"unknown stamp source '{st}'", hint="one of: " + ", ".join(STAMPS))
@@ -720,6 +724,6 @@ def render_snapshots(d: dict, c: dict, console) -> None:
     console.print(t)
     console.print("[dim]same generated stream and message rate on both sides; CPU = CLOCK_THREAD_CPUTIME_ID of the "
                   "data thread over whole trials (warm-up included); 'Z' is hftcap's own message, not ITCH 5.0[/]")
-    if PATH_MODES[d["path"]][1] == "busy":
+    if ALL_MODES[d["path"]][1] == "busy":
         console.print("[yellow]note:[/] a busy-polling data thread spins for the whole trial: its CPU per update is "
                       "the trial's length / updates, not the work (use --snapshot-path xdp-wakeup)")

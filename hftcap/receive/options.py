@@ -63,6 +63,7 @@ class ListenOptions:
     queues: str | None = None   # "all" or "0,2,5": one AF_XDP socket per queue (else `queue` only)
     cpu: int | None = None
     socket_buffer: int | None = None   # kernel path: SO_RCVBUF of the feed sockets (None = 16 MiB)
+    warm_books: bool = False    # AF_XDP busy polling: keep the books in cache while the rings are empty
     duration: float | None = None
     count: int | None = None
     want_hw_ts: bool = True
@@ -120,6 +121,9 @@ def check_options(o: ListenOptions) -> None:
             raise UsageError("--socket-buffer is for --path kernel", hint="AF_XDP has no socket buffer: drop it")
         if not 1024 <= o.socket_buffer <= 1 << 30:
             raise UsageError(f"bad --socket-buffer {o.socket_buffer}", hint="bytes, 1024 to 1073741824")
+    if o.warm_books and (o.path != "xdp" or o.poll != "busy"):
+        raise UsageError("--warm-books is for --path xdp --poll busy",
+                         hint="only a data thread that spins has idle time on its own core to spend")
     if o.itch_clock not in ITCH_CLOCKS:
         raise UsageError(f"bad --itch-clock '{o.itch_clock}'", hint="one of: " + ", ".join(ITCH_CLOCKS))
     if o.warmup < 0:

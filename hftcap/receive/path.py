@@ -138,7 +138,8 @@ def open_capture(core, o: ListenOptions, ifindex: int, queues: list[int], tai_cl
             timing=True, phc_is_tai=phc_is_tai, itch_epoch_tai_ns=itch_epoch_tai_ns, stamp=o.stamp,
             recovery=o.recovery.core() if o.recovery is not None else None,
             capture_frames=hold_frames(o.write) if o.write is not None and o.path == "xdp" else 0,
-            rcvbuf=o.socket_buffer or 0, feeds_b=[(f.group, f.port) for f in o.feeds_b] or None)
+            rcvbuf=o.socket_buffer or 0, feeds_b=[(f.group, f.port) for f in o.feeds_b] or None,
+            warm_books=o.warm_books)
     except OSError as e:
         raise _open_error(e, o) from None
 

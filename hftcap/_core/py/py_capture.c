@@ -63,7 +63,7 @@ static int Capture_init(CaptureObject *self, PyObject *args, PyObject *kw)
 				  "poll_mode", "cpu", "queue", "max_packets", "want_hw_ts",
 				  "tai_clock", "busy_poll_us", "timing", "phc_is_tai",
 				  "itch_epoch_tai_ns", "books", "expected_orders", "queues",
-				  "recovery", "stamp", "capture_frames", "rcvbuf", "feeds_b", NULL };
+				  "recovery", "stamp", "capture_frames", "rcvbuf", "feeds_b", "warm_books", NULL };
 	struct hc_capture_cfg cfg;
 	memset(&cfg, 0, sizeof(cfg));
 	const char *ifname;
@@ -78,13 +78,13 @@ static int Capture_init(CaptureObject *self, PyObject *args, PyObject *kw)
 	cfg.books = 1;
 	PyObject *queues = Py_None, *recovery = Py_None, *feeds_b = Py_None;
 	const char *stamp = "auto";
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "siO|iiiiiIKppippKpKOOsIiO", kwlist, &ifname,
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "siO|iiiiiIKppippKpKOOsIiOp", kwlist, &ifname,
 					 &cfg.ifindex, &feeds, &cfg.path, &cfg.xdp_mode,
 					 &cfg.bind_mode, &cfg.poll_mode, &cfg.cpu, &cfg.queue,
 					 &max_packets, &cfg.want_hw_ts, &cfg.tai_clock,
 					 &cfg.busy_poll_us, &cfg.timing, &cfg.phc_is_tai, &epoch,
 					 &cfg.books, &expected_orders, &queues, &recovery, &stamp,
-					 &cfg.capture_frames, &cfg.rcvbuf, &feeds_b))
+					 &cfg.capture_frames, &cfg.rcvbuf, &feeds_b, &cfg.warm_books))
 		return -1;
 	if (hc_py_stamp_source(stamp, &cfg.stamp) < 0)
 		return -1;
