@@ -26,10 +26,12 @@ def start_exchange(lab, *extra):
     """The stream paced so that a listener started after its first third (20,000 of 60,000
     messages) is ready well before its end: 8,000 msg/s leaves 5 s on the reference machine, and
     the rate is divided by the suite's time scale (tests/bounds.py) on a slower one, where the
-    listener's start-up is slower by as much."""
+    listener's start-up is slower by as much (the exchange's own --duration, 60 s by default, then
+    a bound too)."""
     rate = max(100, round(8_000 / scale()))
     return subprocess.Popen([str(BIN / "hftcap"), "exchange", "--netns", lab.ex_ns, "--feed", FEED, *map(str, GEN),
-                             *map(str, ["--msg-rate", rate, "-k", 6, "--linger", 2, "--json", *extra])],
+                             *map(str, ["--msg-rate", rate, "-k", 6, "--linger", 2, "--json",
+                                        "--duration", f"{bound(120):g}", *extra])],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

@@ -89,7 +89,8 @@ def test_time_rotation_stops_after_file_count(lab, tmp_path):
     rate = max(100, round(3_000 * 2 / interval))
     li = Listener(lab, "--duration", f"{bound(60):g}", "--write", tmpl, "-G", interval, "-W", 3).wait_ready()
     ex = subprocess.Popen([str(BIN / "hftcap"), "exchange", "--netns", lab.ex_ns, "--feed", FEED, *map(str, GEN),
-                           "--msg-rate", str(rate), "-k", str(K), "--linger", "0", "--json"],
+                           "--msg-rate", str(rate), "-k", str(K), "--linger", "0", "--json",
+                           "--duration", f"{bound(60) + 4 * interval:g}"],
                           stdout=subprocess.PIPE, text=True)
     try:
         live = li.result(timeout=bound(30) + 3 * interval)

@@ -23,7 +23,8 @@ def test_warm_books_leaves_the_books_exact(lab, tmp_path):
                   "--duration", f"{bound(60):g}").wait_ready()
     try:
         ex = subprocess.run([str(BIN / "hftcap"), "exchange", "--netns", lab.ex_ns, "--feed", FEED, *map(str, GEN),
-                             "--msg-rate", "20000", "-k", "4", "--linger", "0", "--json"],
+                             "--msg-rate", "20000", "-k", "4", "--linger", "0", "--json",
+                             "--duration", f"{bound(60):g}"],
                             capture_output=True, text=True, timeout=bound(60))
         assert ex.returncode == 0, ex.stderr
         li.stop_after_end_of_session()
