@@ -71,8 +71,9 @@ UNMATCHED_REASONS = {
                      "or before its process joined the filter, or it is read()/io_uring (not covered)",
     "queued_before_trace": "queued before its socket's first signal since attach: never signalled "
                            "to the tracer",
-    "signal_after_return": "returned before its sk_data_ready ran: the producing CPU was interrupted "
-                           "between queueing and signalling and a receiver already in recv took it",
+    "signal_after_return": "returned before its sk_data_ready ran (or was stamped): the producing CPU "
+                           "was interrupted between queueing and signalling and a receiver already in "
+                           "recv took it",
 }
 
 SUB_BITS = 3                     # 8 linear sub-buckets per power of two: bucket width <= 1/8 of value
@@ -418,8 +419,16 @@ TRACEPOINT_PROBE(sock, sock_recv_length)
         hc_count(st ? C_BEFORE_SIGNAL : C_NO_SOCKET);
         return 0;
     }
-    if (v.queue_ns <= now)
-        hc_record(ST_QUEUE_USER, now - v.queue_ns);
+    if (v.queue_ns > now) {
+        /* Its signal was stamped after this return began: the signal-after-return case of the
+         * signal's probe, met from this side (both probes ran at once on two CPUs). Counted as
+         * that, unmatched, so every matched datagram has its queue_to_user sample. */
+        hc_count(C_UNMATCHED);
+        hc_count(C_BEFORE_SIGNAL);
+        hc_count(C_LATE_SIGNAL);
+        return 0;
+    }
+    hc_record(ST_QUEUE_USER, now - v.queue_ns);
     if (v.stack_ns == 0) {
         hc_count(C_NO_STACK);
         return 0;
