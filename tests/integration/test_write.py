@@ -27,7 +27,7 @@ def assert_tiles(fields, sent):
     _tiles(fields, sent, K)
 
 
-def send(lab, rate=60_000, gen=GEN):
+def send(lab, rate=20_000, gen=GEN):
     return json.loads(hftcap("exchange", "--netns", lab.ex_ns, "--feed", FEED, *gen, "--msg-rate", rate,
                              "-k", K, "--linger", 0, "--json"))
 
