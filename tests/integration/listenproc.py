@@ -109,3 +109,13 @@ def hftcap(*args, timeout=bound(120)) -> str:
     cp = subprocess.run([str(BIN / "hftcap"), *map(str, args)], capture_output=True, text=True, timeout=timeout)
     assert cp.returncode == 0, f"hftcap {' '.join(map(str, args))}: {cp.stderr}"
     return cp.stdout
+
+
+def assert_books_equal_replay(books: dict, stream, stocks: int) -> None:
+    """A live listener's books (`--symbol '*'`) are, for each of the `stocks` stocks, exactly
+    `hftcap book` on the whole stream's file, and no side of them is empty."""
+    assert len(books) == stocks
+    for sym, book in books.items():
+        off = json.loads(hftcap("book", stream, "--symbol", sym, "--json"))
+        assert off["book"] == book, sym
+        assert book["bids"] and book["asks"], f"{sym}: an empty side proves nothing"

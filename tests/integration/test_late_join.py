@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from listenproc import FEED, Listener, hftcap
+from listenproc import FEED, Listener, assert_books_equal_replay, hftcap
 from bounds import bound, scale
 
 pytestmark = pytest.mark.root
@@ -104,11 +104,7 @@ def test_late_join_with_snapshot_books_equal(lab, tmp_path, path):
     assert snap["orders_loaded"] > 0 and snap["framing"]["unknown_type"] == 0
     assert "late_join" not in live, "with --snapshot the summary reports the snapshot instead"
     assert not any(v for v in live["drops"].values()), live["drops"]
-    assert len(live["books"]) == 6
-    for sym, book in live["books"].items():
-        off = json.loads(hftcap("book", tmp_path / "stream.itch", "--symbol", sym, "--json"))
-        assert off["book"] == book, sym
-        assert book["bids"] and book["asks"], f"{sym}: an empty side proves nothing"
+    assert_books_equal_replay(live["books"], tmp_path / "stream.itch", 6)
 
 
 def test_late_join_without_snapshot_is_incomplete(lab):

@@ -10,7 +10,7 @@ import json
 import pytest
 
 from hftcap.feed.recovery import RecoveryOptions
-from listenproc import FEED, FEED_PORT, Listener, hftcap
+from listenproc import FEED, FEED_PORT, Listener, assert_books_equal_replay, hftcap
 from bounds import bound as time_bound
 
 pytestmark = pytest.mark.root
@@ -43,11 +43,7 @@ def test_lossy_feed_recovered_books_equal_offline_replay(lab, tmp_path, path, po
     assert rec["messages_missing"] == rec["messages_late"] + rec["messages_recovered"]
     assert live["messages"] == 60_000 and live["gaps"] == 0
     assert live["suspect_books"] == 0 and "recovery_warning" not in live
-    assert len(live["books"]) == 6
-    for sym, book in live["books"].items():
-        off = json.loads(hftcap("book", tmp_path / "stream.itch", "--symbol", sym, "--json"))
-        assert off["book"] == book, sym
-        assert book["bids"] and book["asks"], f"{sym}: an empty side proves nothing"
+    assert_books_equal_replay(live["books"], tmp_path / "stream.itch", 6)
 
 
 @pytest.mark.parametrize("path", ["xdp", "kernel"])

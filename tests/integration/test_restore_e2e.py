@@ -5,7 +5,6 @@ the snapshot restores it: at the end the feed is synced, no stock is suspect, ev
 that began joined, and every book equals `hftcap book` on the exchange's --write file."""
 from __future__ import annotations
 
-import json
 import os
 import select
 import time
@@ -13,7 +12,7 @@ import time
 import pytest
 
 from bounds import bound
-from listenproc import FEED, FEED_PORT, Listener, hftcap
+from listenproc import FEED, FEED_PORT, Listener, assert_books_equal_replay, hftcap
 from test_late_join import finish, start_exchange, wait_listening, wait_published
 
 pytestmark = pytest.mark.root
@@ -87,8 +86,4 @@ def test_lost_gaps_are_restored_from_snapshots_books_equal(lab, tmp_path, path):
     for key in ("last_ms", "max_ms"):
         spec = M.SNAPSHOT_RESTORES[key]
         assert val[spec.name] == pytest.approx(r[key] * spec.scale, rel=1e-12), key
-    assert len(live["books"]) == 6
-    for sym, book in live["books"].items():
-        off = json.loads(hftcap("book", tmp_path / "stream.itch", "--symbol", sym, "--json"))
-        assert off["book"] == book, sym
-        assert book["bids"] and book["asks"], f"{sym}: an empty side proves nothing"
+    assert_books_equal_replay(live["books"], tmp_path / "stream.itch", 6)

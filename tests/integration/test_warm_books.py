@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from bounds import bound
-from listenproc import FEED, Listener, hftcap
+from listenproc import FEED, Listener, assert_books_equal_replay, hftcap
 
 pytestmark = pytest.mark.root
 
@@ -35,11 +35,7 @@ def test_warm_books_leaves_the_books_exact(lab, tmp_path):
     assert live["warm_books"] is True and live["poll_mode"] == "busy"
     assert live["last_sequence"] == 30_000 and live["gaps"] == 0, f"a lossy run cannot be compared: {live['gaps']}"
     assert not any(v for v in live["drops"].values()), live["drops"]
-    assert len(live["books"]) == 6
-    for sym, book in live["books"].items():
-        off = json.loads(hftcap("book", tmp_path / "stream.itch", "--symbol", sym, "--json"))
-        assert off["book"] == book, sym
-        assert book["bids"] and book["asks"], f"{sym}: an empty side proves nothing"
+    assert_books_equal_replay(live["books"], tmp_path / "stream.itch", 6)
 
 
 @pytest.mark.parametrize("args", [["--path", "kernel", "--poll", "busy"], ["--path", "xdp", "--poll", "wakeup"]])
