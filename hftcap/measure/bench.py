@@ -29,6 +29,7 @@ from pathlib import Path
 
 from . import latency
 from ..errors import HftcapError, UsageError, require_root
+from ..receive.options import STAMPS, TSC_HINT, TSC_NOT_INVARIANT
 
 PATH_MODES = {"xdp-busy": ("xdp", "busy"), "xdp-wakeup": ("xdp", "wakeup"),
               "kernel-busy": ("kernel", "busy"), "kernel-block": ("kernel", "wakeup")}
@@ -36,7 +37,6 @@ PATH_MODES = {"xdp-busy": ("xdp", "busy"), "xdp-wakeup": ("xdp", "wakeup"),
 # `--path xdp-busy,xdp-busy-warm`, the two alternating in every round.
 ALL_MODES = {**PATH_MODES, "xdp-busy-warm": ("xdp", "busy")}
 FEED = "239.1.1.1:26400"
-STAMPS = ("auto", "tsc", "clock")
 
 
 def _split(m: str) -> tuple[str, str | None]:
@@ -390,8 +390,7 @@ def run_bench(rounds: int = 3, seconds: float = 3.0, msg_rate: float = 50_000, k
     if "tsc" in (stamps or []):
         from .. import _core
         if not _core.TSC_INVARIANT:  # before any lab is built, not once per trial
-            raise UsageError("--stamp tsc: this CPU's TSC is not invariant (constant_tsc and nonstop_tsc in "
-                             "/proc/cpuinfo)", hint="use --stamp clock (clock_gettime(CLOCK_TAI))")
+            raise UsageError(f"--stamp tsc: {TSC_NOT_INVARIANT}", hint=TSC_HINT)
     if stamps:  # every path once per stamp source, alternating within each round
         modes = [f"{m}:{st}" for m in modes for st in stamps]
     if compare_snapshots:

@@ -12,6 +12,9 @@ from .pcapng import WriteOptions, check_write_options
 PATHS = {"xdp": 0, "kernel": 1}
 # The data thread's dequeue/decode/book stamps (hc_time.h): auto = tsc when the TSC is invariant.
 STAMPS = ("auto", "tsc", "clock")
+# Why --stamp tsc cannot run here, and what to do (listen's capture open and bench's argument check)
+TSC_NOT_INVARIANT = "this CPU's TSC is not invariant (constant_tsc and nonstop_tsc in /proc/cpuinfo)"
+TSC_HINT = "use --stamp clock (clock_gettime(CLOCK_TAI))"
 XDP_MODES = {"auto": 0, "native": 1, "generic": 2}
 BIND_MODES = {"auto": 0, "zerocopy": 1, "copy": 2}
 POLL_MODES = {"wakeup": 0, "busy": 1}

@@ -10,7 +10,7 @@ import socket
 import struct
 
 from ..errors import HftcapError
-from .options import BIND_MODES, PATHS, POLL_MODES, XDP_MODES, Feed, ListenOptions
+from .options import BIND_MODES, PATHS, POLL_MODES, TSC_HINT, TSC_NOT_INVARIANT, XDP_MODES, Feed, ListenOptions
 from .pcapng import hold_frames
 
 XDP_MODE_NAMES = {1: "native", 2: "generic"}
@@ -105,7 +105,7 @@ def _open_error(e: OSError, o: ListenOptions) -> HftcapError:
     elif stage == "xdp-attach" and o.xdp_mode == "native" and e.errno in (errno.EOPNOTSUPP, errno.EINVAL):
         hint = "this driver has no native XDP: use --xdp-mode generic or auto"
     elif stage == "stamp-clock" and e.errno == errno.ENOTSUP:
-        hint = "this CPU's TSC is not invariant (constant_tsc and nonstop_tsc in /proc/cpuinfo): use --stamp clock"
+        hint = f"{TSC_NOT_INVARIANT}: {TSC_HINT}"
     elif stage == "bpf-load":
         hint = "XDP needs Linux 4.18+ with BPF enabled; run with --debug for the verifier log"
     elif stage in ("xdp-attach", "xdp-busy") and e.errno in (errno.EBUSY, errno.EEXIST):
