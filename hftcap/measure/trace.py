@@ -40,7 +40,9 @@ into an in-kernel tgid set at start and every interval. Every stage is attribute
 thread receives the datagram, so other traffic on the machine never reaches a histogram.
 Multicast clones and UDP GSO segments take the stamps of the skb they came from; so do datagrams
 another CPU queued in the same batch (kernels with per-NUMA UDP producer queues let the CPU that
-moves a batch to the socket signal for all of it). Not covered:
+moves a batch to the socket signal for all of it), and datagrams the stack took as one list (GRO/NAPI
+batches) take the stamps of the list's last skb, kept per CPU so that skb's free cannot lose them.
+Not covered:
 read() and io_uring receivers, MSG_PEEK.
 """
 
@@ -186,7 +188,16 @@ struct hc_sk_state {
 BPF_TABLE("lru_hash", u64, struct hc_skb_ts, skbs, 65536);       /* skb -> driver/stack stamps */
 BPF_TABLE("lru_hash", struct hc_sk_seq, struct hc_skb_ts, queued, 65536);
 BPF_TABLE("lru_hash", u64, struct hc_sk_state, socks, 16384);
-BPF_PERCPU_ARRAY(cur_skb, u64, 1);        /* skb being processed by the stack on this CPU */
+/* The skb the stack took last on this CPU, with a copy of its stamps: the copy outlives the skb's
+ * entry in `skbs`, which a free of that skb deletes before the signal reads it when the stack
+ * hands over a list (GRO/NAPI batches: every skb of the list passes netif_receive_skb before the
+ * first is queued, and one dropped there is freed at once). */
+struct hc_cur {
+    u64 key;
+    u64 driver_ns;
+    u64 stack_ns;
+};
+BPF_PERCPU_ARRAY(cur_skb, struct hc_cur, 1);
 BPF_HASH(allowed, u32, u8, 4096);         /* receiving tgids (when filtering) */
 /* tid inside recvmmsg/recvmsg/recvfrom -> start of the current datagram's receive; LRU so that a
  * thread killed inside the syscall cannot fill it */
@@ -263,19 +274,25 @@ TRACEPOINT_PROBE(net, netif_receive_skb)
 {
     u64 key = (u64)args->skbaddr;
     u64 now = bpf_ktime_get_ns();
+    u64 driver_ns = 0, stack_ns = now;
     struct hc_skb_ts *e = skbs.lookup(&key);
     if (e) {
         if (e->stack_ns == 0)     /* first pass only (a bridge or VLAN passes it again) */
             e->stack_ns = now;
+        driver_ns = e->driver_ns;
+        stack_ns = e->stack_ns;
     } else {
         struct hc_skb_ts v = {};
         v.stack_ns = now;
         skbs.update(&key, &v);
     }
     u32 z = 0;
-    u64 *cur = cur_skb.lookup(&z);
-    if (cur)
-        *cur = key;
+    struct hc_cur *cur = cur_skb.lookup(&z);
+    if (cur) {
+        cur->key = key;
+        cur->driver_ns = driver_ns;
+        cur->stack_ns = stack_ns;
+    }
     return 0;
 }
 
@@ -294,14 +311,10 @@ TRACEPOINT_PROBE(sock, sk_data_ready)
     struct hc_skb_ts v = {};
     v.queue_ns = now;
     u32 z = 0;
-    u64 *cur = cur_skb.lookup(&z);
-    if (cur && *cur) {            /* kept: multicast clones and GSO segments share it */
-        u64 key = *cur;
-        struct hc_skb_ts *e = skbs.lookup(&key);
-        if (e) {
-            v.driver_ns = e->driver_ns;
-            v.stack_ns = e->stack_ns;
-        }
+    struct hc_cur *cur = cur_skb.lookup(&z);
+    if (cur && cur->key) {        /* kept: multicast clones and GSO segments share it */
+        v.driver_ns = cur->driver_ns;
+        v.stack_ns = cur->stack_ns;
     }
     /* Positions are taken atomically and entries inserted only where none is (per-key atomic),
      * so a signal and a return racing for one position on two CPUs meet exactly once. */
