@@ -40,10 +40,9 @@ into an in-kernel tgid set at start and every interval. Every stage is attribute
 thread receives the datagram, so other traffic on the machine never reaches a histogram.
 Multicast clones and UDP GSO segments take the stamps of the skb they came from; so do datagrams
 another CPU queued in the same batch (kernels with per-NUMA UDP producer queues let the CPU that
-moves a batch to the socket signal for all of it), and datagrams the stack took as one list (GRO/NAPI
-batches) take the stamps of the list's last skb, kept per CPU so that skb's free cannot lose them.
-Not covered:
-read() and io_uring receivers, MSG_PEEK.
+moves a batch to the socket signal for all of it), and datagrams the stack took as one list
+(GRO/NAPI batches) take the stamps of the list's last skb, kept per CPU so that skb's free cannot
+lose them. Not covered: read() and io_uring receivers, MSG_PEEK.
 """
 
 import ctypes
@@ -188,12 +187,11 @@ struct hc_sk_state {
 BPF_TABLE("lru_hash", u64, struct hc_skb_ts, skbs, 65536);       /* skb -> driver/stack stamps */
 BPF_TABLE("lru_hash", struct hc_sk_seq, struct hc_skb_ts, queued, 65536);
 BPF_TABLE("lru_hash", u64, struct hc_sk_state, socks, 16384);
-/* The skb the stack took last on this CPU, with a copy of its stamps: the copy outlives the skb's
- * entry in `skbs`, which a free of that skb deletes before the signal reads it when the stack
- * hands over a list (GRO/NAPI batches: every skb of the list passes netif_receive_skb before the
- * first is queued, and one dropped there is freed at once). */
+/* The stamps of the skb the stack took last on this CPU (stack_ns 0: none yet), a copy that
+ * outlives the skb's entry in `skbs`, which a free of that skb deletes before the signal reads it
+ * when the stack hands over a list (GRO/NAPI batches: every skb of the list passes
+ * netif_receive_skb before the first is queued, and one dropped there is freed at once). */
 struct hc_cur {
-    u64 key;
     u64 driver_ns;
     u64 stack_ns;
 };
@@ -289,7 +287,6 @@ TRACEPOINT_PROBE(net, netif_receive_skb)
     u32 z = 0;
     struct hc_cur *cur = cur_skb.lookup(&z);
     if (cur) {
-        cur->key = key;
         cur->driver_ns = driver_ns;
         cur->stack_ns = stack_ns;
     }
@@ -312,7 +309,7 @@ TRACEPOINT_PROBE(sock, sk_data_ready)
     v.queue_ns = now;
     u32 z = 0;
     struct hc_cur *cur = cur_skb.lookup(&z);
-    if (cur && cur->key) {        /* kept: multicast clones and GSO segments share it */
+    if (cur && cur->stack_ns) {   /* kept: multicast clones and GSO segments share it */
         v.driver_ns = cur->driver_ns;
         v.stack_ns = cur->stack_ns;
     }
