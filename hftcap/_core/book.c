@@ -121,6 +121,7 @@ struct hc_books {
 	int incomplete;           /* joined mid-session without a snapshot (hc_books_set_incomplete) */
 	int unknown_ref_reason;   /* where an unknown reference is counted: apart while incomplete */
 	uint64_t warm_pos;        /* hc_books_warm's cursor (writer only) */
+	int lazy;                 /* hc_books_new_lazy: big arrays faulted in where first written */
 };
 
 /* ---- big arrays: anonymous mappings (zeroed). The window, the pool and the table are hit
@@ -128,8 +129,8 @@ struct hc_books {
  * (a cold lookup then costs one cache miss, not a page walk too; measured 5 % on the day
  * profile) and are faulted in when allocated (hc_books_new, or a growth, which copies
  * anyway): a huge-page fault zeroes 2 MiB and may compact memory, which must not happen
- * inside a message. ---- */
-static void *big_alloc(size_t bytes)
+ * inside a message (hc_books_new_lazy: an offline replay, where it may). ---- */
+static void *big_alloc(const struct hc_books *b, size_t bytes)
 {
 	void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (p == MAP_FAILED)
@@ -138,8 +139,9 @@ static void *big_alloc(size_t bytes)
 	if (bytes >= (2u << 20))
 		madvise(p, bytes, MADV_HUGEPAGE);
 #endif
-	for (size_t i = 0; i < bytes; i += 4096)
-		((volatile uint8_t *)p)[i] = 0;
+	if (!b->lazy)
+		for (size_t i = 0; i < bytes; i += 4096)
+			((volatile uint8_t *)p)[i] = 0;
 	return p;
 }
 static void big_free(void *p, size_t bytes)
@@ -212,7 +214,7 @@ static int table_alloc(struct hc_books *b, uint64_t slots)
 	int bits = 10;
 	while ((1ull << bits) < slots)
 		bits++;
-	uint32_t *t = big_alloc((1ull << bits) * sizeof(*t));
+	uint32_t *t = big_alloc(b, (1ull << bits) * sizeof(*t));
 	if (!t)
 		return -ENOMEM;
 	uint32_t *old = b->table;
@@ -402,7 +404,7 @@ static NOINLINE int pool_grow(struct hc_books *b)
 	uint64_t cap = (uint64_t)b->pool_cap * 2;
 	if (cap > UINT32_MAX)
 		return -ENOMEM;
-	struct hc_order *p = big_alloc(cap * sizeof(*p));
+	struct hc_order *p = big_alloc(b, cap * sizeof(*p));
 	if (!p)
 		return -ENOMEM;
 	memcpy(p, b->pool, (size_t)b->pool_used * sizeof(*p));
@@ -1366,24 +1368,25 @@ void hc_books_count_drop(struct hc_books *b, int reason)
 
 const struct hc_books_stats *hc_books_stats(const struct hc_books *b) { return &b->st; }
 
-int hc_books_new(struct hc_books **out, uint64_t expected_orders)
+static int books_new(struct hc_books **out, uint64_t expected_orders, int lazy)
 {
 	struct hc_books *b = calloc(1, sizeof(*b));
 	if (!b)
 		return -ENOMEM;
+	b->lazy = lazy;
 	if (expected_orders < 1024)
 		expected_orders = 1024;
 	if (expected_orders > (1u << 31))
 		expected_orders = 1u << 31;
 	b->pool_cap = (uint32_t)expected_orders + 1;
-	b->pool = big_alloc((size_t)b->pool_cap * sizeof(*b->pool));
+	b->pool = big_alloc(b, (size_t)b->pool_cap * sizeof(*b->pool));
 	b->pool_used = 1;
 	b->bbo_locate = -1;
 	b->unknown_ref_reason = HC_DROP_UNKNOWN_REF;
 	uint64_t w = HC_WIN_MIN;
 	while (w < expected_orders * 2 && w < HC_WIN_MAX)
 		w *= 2;
-	b->win = big_alloc(w * sizeof(*b->win));
+	b->win = big_alloc(b, w * sizeof(*b->win));
 	b->unk_loc = calloc(65536, sizeof(*b->unk_loc));
 	b->win_mask = w - 1;
 	b->slide_budget = 2 * w;
@@ -1398,6 +1401,16 @@ int hc_books_new(struct hc_books **out, uint64_t expected_orders)
 
 	*out = b;
 	return 0;
+}
+
+int hc_books_new(struct hc_books **out, uint64_t expected_orders)
+{
+	return books_new(out, expected_orders, 0);
+}
+
+int hc_books_new_lazy(struct hc_books **out, uint64_t expected_orders)
+{
+	return books_new(out, expected_orders, 1);
 }
 
 void hc_books_free(struct hc_books *b)

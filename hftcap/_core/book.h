@@ -41,7 +41,9 @@
  * capacity doubles from 64), and ~1 KB per stock (~5 KB with both sides' initial 64 level
  * slots). So ~420-670 MB for 10M live orders, plus ~5 KB per stock (40 MB for 8,000
  * stocks). Window, pool and table are anonymous mappings that ask for transparent huge
- * pages and are resident from hc_books_new on (faulted in there, and again after a growth).
+ * pages and are resident from hc_books_new on (faulted in there, and again after a growth);
+ * hc_books_new_lazy leaves them to be faulted in where first written, for an offline replay
+ * whose start-up is part of its time and which touches only what its orders use.
  * hc_books_new sizes all three for `expected_orders` up front, so a warm book never allocates
  * per message; growth is by doubling (rehash of the table) and happens O(log n) times.
  */
@@ -98,6 +100,8 @@ struct hc_stock_info {
 };
 
 int hc_books_new(struct hc_books **out, uint64_t expected_orders);
+/* The same, the big arrays not faulted in up front (an offline replay: hc_reader_step). */
+int hc_books_new_lazy(struct hc_books **out, uint64_t expected_orders);
 void hc_books_free(struct hc_books *b);
 void hc_books_apply(struct hc_books *b, const struct hc_itch_msg *m);
 void hc_books_count_drop(struct hc_books *b, int reason); /* reason: a negative hc_drop */

@@ -1,4 +1,5 @@
 /* src.c: file bytes, mapped or inflated on their own thread (see src.h). */
+#include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -10,6 +11,7 @@
 #include <unistd.h>
 #include <zlib.h>
 #ifdef HC_HAVE_ISAL
+#include <isa-l/crc.h>
 #include <isa-l/igzip_lib.h>
 #endif
 #include "src.h"
@@ -20,6 +22,10 @@
 struct hc_chunk {
 	uint8_t *data;
 	size_t len;
+	/* a mapped gzip member ends with this chunk (len may be 0): its trailer's CRC-32 and
+	 * length, which the reader checks against what it took (inflate_mapped) */
+	int member_end;
+	uint32_t crc, isize;
 };
 
 struct hc_src {
@@ -43,6 +49,13 @@ struct hc_src {
 	uint64_t out_bytes, err_at;
 	uint8_t *in;
 	size_t pre_n;             /* bytes of a pipe read at open (to tell gzip) already in `in` */
+	/* a regular gzip file is mapped (ISA-L): the inflater reads it in place, and the reader
+	 * computes the members' CRC-32 (the inflater is the slower side of an 8-stock replay) */
+	const uint8_t *zmap;
+	size_t zmap_len;
+	uint32_t crc, isize;      /* reader: CRC-32 and length of the member so far */
+	int bad;                  /* reader: a member's check failed; -EBADMSG from now on */
+	uint64_t handed, bad_at;  /* reader: decompressed bytes handed; where `bad` was found */
 };
 
 const char *hc_src_inflater(void)
@@ -66,14 +79,21 @@ static uint8_t *slot_wait(struct hc_src *s)
 	return p;
 }
 
-static void slot_publish(struct hc_src *s, size_t len)
+static void slot_publish_end(struct hc_src *s, size_t len, int member_end, uint32_t crc,
+			     uint32_t isize)
 {
 	pthread_mutex_lock(&s->mu);
-	s->ring[s->tail % HC_SRC_CHUNKS].len = len;
+	struct hc_chunk *c = &s->ring[s->tail % HC_SRC_CHUNKS];
+	c->len = len;
+	c->member_end = member_end;
+	c->crc = crc;
+	c->isize = isize;
 	s->tail++;
 	pthread_cond_signal(&s->filled);
 	pthread_mutex_unlock(&s->mu);
 }
+
+static void slot_publish(struct hc_src *s, size_t len) { slot_publish_end(s, len, 0, 0, 0); }
 
 static void finish(struct hc_src *s, int err)
 {
@@ -198,6 +218,86 @@ static int inflate_all(struct hc_src *s)
 	free(st);
 	return rc;
 }
+
+/* The compressed bytes ISA-L is given at once: its avail_in is 32 bits; a day's file is 8-9 GB. */
+#define HC_SRC_WIN (1u << 30)
+static uint32_t in_window(const uint8_t *p, const uint8_t *end)
+{
+	return (size_t)(end - p) < HC_SRC_WIN ? (uint32_t)(end - p) : HC_SRC_WIN;
+}
+
+/* A mapped gzip file: members inflated as raw deflate in place (no read() copy), each header
+ * read by ISA-L, each trailer handed to the reader with the member's last chunk; the CRC-32
+ * is computed on the reader's side (hc_src_next). */
+static int inflate_mapped(struct hc_src *s)
+{
+	struct inflate_state *st = malloc(sizeof(*st));
+	if (!st)
+		return -ENOMEM;
+	const uint8_t *p = s->zmap, *end = s->zmap + s->zmap_len;
+	struct sink k = { NULL, 0 };
+	int rc = 0;
+	for (;;) { /* one member */
+		isal_inflate_init(st);
+		st->next_in = (uint8_t *)p;
+		st->avail_in = in_window(p, end);
+		struct isal_gzip_header h;
+		isal_gzip_header_init(&h); /* name, extra, comment: NULL, skipped */
+		int r = isal_read_gzip_header(st, &h);
+		if (r != ISAL_DECOMP_OK) {
+			rc = r == ISAL_END_INPUT && st->next_in + st->avail_in == end ? -EPIPE : -EBADMSG;
+			break;
+		}
+		for (;;) {
+			if (!sink_room(s, &k))
+				goto out;
+			if (st->avail_in < (1u << 20))
+				st->avail_in = in_window(st->next_in, end);
+			st->next_out = k.out + k.used;
+			st->avail_out = (uint32_t)(HC_SRC_CHUNK - k.used);
+			r = isal_inflate(st);
+			size_t got = (size_t)(st->next_out - (k.out + k.used));
+			atomic_store_explicit(&s->in_bytes, (uint64_t)(st->next_in - s->zmap),
+					      memory_order_relaxed);
+			if (r < 0) {
+				sink_add(s, &k, got);
+				rc = -EBADMSG;
+				goto out;
+			}
+			if (st->block_state == ISAL_BLOCK_FINISH) {
+				k.used += got; /* published below, with the trailer */
+				s->out_bytes += got;
+				break;
+			}
+			sink_add(s, &k, got);
+			if (st->next_in == end && !st->avail_in && !got) {
+				rc = -EPIPE; /* the file ended inside the stream */
+				goto out;
+			}
+		}
+		/* the trailer: after the whole bytes ISA-L holds in its bit buffer */
+		const uint8_t *t = st->next_in - (st->read_in_length >> 3);
+		if (end - t < 8) {
+			rc = -EPIPE;
+			break;
+		}
+		uint32_t crc, isize;
+		memcpy(&crc, t, 4);
+		memcpy(&isize, t + 4, 4);
+		if (!sink_room(s, &k)) /* a full chunk went out just before: the end takes a slot */
+			goto out;
+		slot_publish_end(s, k.used, 1, le32toh(crc), le32toh(isize));
+		k.out = NULL;
+		p = t + 8;
+		atomic_store_explicit(&s->in_bytes, (uint64_t)(p - s->zmap), memory_order_relaxed);
+		if (!is_member_start(p, (size_t)(end - p)))
+			break; /* the end, or bytes after the last member: ignored, as gzip -d does */
+	}
+out:
+	sink_end(s, &k);
+	free(st);
+	return rc;
+}
 #else
 static int inflate_all(struct hc_src *s)
 {
@@ -274,7 +374,11 @@ static int copy_all(struct hc_src *s)
 static void *thread_main(void *arg)
 {
 	struct hc_src *s = arg;
+#ifdef HC_HAVE_ISAL
+	int rc = !s->gzip ? copy_all(s) : s->zmap ? inflate_mapped(s) : inflate_all(s);
+#else
 	int rc = s->gzip ? inflate_all(s) : copy_all(s);
+#endif
 	s->err_at = s->out_bytes;
 	finish(s, rc);
 	return NULL;
@@ -292,26 +396,48 @@ int hc_src_next(struct hc_src *s, const uint8_t **p, size_t *len)
 		s->map_off += n;
 		return 1;
 	}
-	pthread_mutex_lock(&s->mu);
-	if (s->held >= 0) {
-		s->held = -1;
-		s->head++;
-		pthread_cond_signal(&s->freed);
-	}
-	while (s->head == s->tail && !s->done)
-		pthread_cond_wait(&s->filled, &s->mu);
-	int rc;
-	if (s->head != s->tail) {
-		struct hc_chunk *c = &s->ring[s->head % HC_SRC_CHUNKS];
+	if (s->bad)
+		return -EBADMSG;
+	for (;;) {
+		pthread_mutex_lock(&s->mu);
+		if (s->held >= 0) {
+			s->held = -1;
+			s->head++;
+			pthread_cond_signal(&s->freed);
+		}
+		while (s->head == s->tail && !s->done)
+			pthread_cond_wait(&s->filled, &s->mu);
+		if (s->head == s->tail) {
+			int rc = s->err;
+			pthread_mutex_unlock(&s->mu);
+			return rc;
+		}
+		struct hc_chunk c = s->ring[s->head % HC_SRC_CHUNKS];
 		s->held = (int)(s->head % HC_SRC_CHUNKS);
-		*p = c->data;
-		*len = c->len;
-		rc = 1;
-	} else {
-		rc = s->err;
+		pthread_mutex_unlock(&s->mu);
+#ifdef HC_HAVE_ISAL
+		if (s->zmap) { /* the member's check, on this side (see inflate_mapped) */
+			s->crc = crc32_gzip_refl(s->crc, c.data, c.len);
+			s->isize += (uint32_t)c.len;
+			s->handed += c.len;
+			if (c.member_end) {
+				if (s->crc != c.crc || s->isize != c.isize) {
+					s->bad = 1;
+					s->bad_at = s->handed;
+				}
+				s->crc = 0;
+				s->isize = 0;
+			}
+		}
+#endif
+		if (c.len) {
+			*p = c.data;
+			*len = c.len;
+			return 1;
+		}
+		if (s->bad)
+			return -EBADMSG;
 	}
-	pthread_mutex_unlock(&s->mu);
-	return rc;
 }
 
 int hc_src_is_gzip(const struct hc_src *s) { return s->gzip; }
@@ -323,7 +449,10 @@ uint64_t hc_src_offset(const struct hc_src *s)
 	return atomic_load_explicit(&((struct hc_src *)s)->in_bytes, memory_order_relaxed);
 }
 
-uint64_t hc_src_out_bytes(const struct hc_src *s) { return s->map ? s->map_off : s->err_at; }
+uint64_t hc_src_out_bytes(const struct hc_src *s)
+{
+	return s->map ? s->map_off : s->bad ? s->bad_at : s->err_at;
+}
 
 int hc_src_open(struct hc_src **out, const char *path)
 {
@@ -370,6 +499,17 @@ int hc_src_open(struct hc_src **out, const char *path)
 				return 0;
 			}
 		}
+#ifdef HC_HAVE_ISAL
+		if (s->gzip) { /* mapped and inflated in place; read() below if it cannot be */
+			void *m = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, s->fd, 0);
+			if (m != MAP_FAILED) {
+				madvise(m, (size_t)sb.st_size, MADV_SEQUENTIAL);
+				madvise(m, (size_t)sb.st_size, MADV_WILLNEED);
+				s->zmap = m;
+				s->zmap_len = (size_t)sb.st_size;
+			}
+		}
+#endif
 	}
 	s->mem = malloc((size_t)HC_SRC_CHUNKS * HC_SRC_CHUNK + HC_SRC_IN);
 	if (!s->mem) {
@@ -408,6 +548,8 @@ int hc_src_open(struct hc_src **out, const char *path)
 	*out = s;
 	return 0;
 fail:
+	if (s->zmap)
+		munmap((void *)s->zmap, s->zmap_len);
 	close(s->fd);
 	free(s);
 	return rc;
@@ -430,6 +572,8 @@ void hc_src_close(struct hc_src *s)
 	}
 	if (s->map)
 		munmap((void *)s->map, s->map_len);
+	if (s->zmap)
+		munmap((void *)s->zmap, s->zmap_len);
 	close(s->fd);
 	free(s);
 }

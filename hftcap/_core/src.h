@@ -5,6 +5,11 @@
  * a ring of HC_SRC_CHUNKS preallocated chunks of HC_SRC_CHUNK bytes; the reader takes them in
  * order and gives each back by asking for the next. The threads meet once per chunk (a
  * mutex and two condition variables), never per message; nothing is allocated after open.
+ * With ISA-L a regular gzip file is mapped too and inflated in place as raw deflate, member by
+ * member (headers read by isal_read_gzip_header); each member's CRC-32 and length are checked
+ * on the reader's side as it takes the chunks (ISA-L's crc32_gzip_refl), since the inflater is
+ * the slower side of a replay; a bad trailer is -EBADMSG after that member's bytes. A pipe, or
+ * a build with zlib, inflates with the library's own checks.
  * Concatenated gzip members are read one after the other (as gzip -d does); bytes after the
  * last member that do not start another are ignored. */
 #ifndef HC_SRC_H
@@ -13,8 +18,8 @@
 #include <stdint.h>
 #include <stddef.h>
 
-#define HC_SRC_CHUNK (4u << 20)
-#define HC_SRC_CHUNKS 4
+#define HC_SRC_CHUNK (1u << 20)
+#define HC_SRC_CHUNKS 8
 
 struct hc_src;
 

@@ -94,8 +94,10 @@ class Book:
 class Books:
     """Books for every stock of a stream. `core` wraps live books (hc_py_books_wrap)."""
 
-    def __init__(self, expected_orders: int = 1 << 20, core=None):
-        self.core = core if core is not None else _core.Books(expected_orders)
+    def __init__(self, expected_orders: int = 1 << 20, core=None, prefault: bool = True):
+        """prefault=False: the big tables are faulted in where first written, not here (an
+        offline replay, whose start-up is part of its time; live books keep it on)."""
+        self.core = core if core is not None else _core.Books(expected_orders, prefault=prefault)
 
     # feeding (offline)
     def feed(self, data, final: bool = True) -> int:
@@ -259,9 +261,11 @@ def feed_sequenced_capture(books: Books, cap) -> dict:
 
 
 def _feed_with_progress(books: Books, path: str, console) -> dict:
-    from ..receive import pcapng
-    if pcapng.is_pcapng(path) and recovery_interfaces(pcapng.read(path, interfaces_only=True)):
-        return feed_sequenced_capture(books, pcapng.read(path))
+    from ..receive.magic import is_pcapng
+    if is_pcapng(path):
+        from ..receive import pcapng
+        if recovery_interfaces(pcapng.read(path, interfaces_only=True)):
+            return feed_sequenced_capture(books, pcapng.read(path))
     size = os.path.getsize(path)
     t0 = time.monotonic()
     state = {"bar": None, "task": None}
@@ -328,9 +332,12 @@ def run_book(path, symbol=None, levels=10, bbo=False, json_out=False, console=No
         from rich.console import Console  # the table, or the progress bar on a terminal
         console = Console(stderr=False)
     _check_readable(path)
-    books = Books()
+    books = Books(prefault=False)
     if bbo and symbol:
         books.record_bbo(symbol.strip().upper()[:8])
+    if json_out:  # json (~7 ms of imports) loads on its own thread while C replays without the GIL
+        import _thread
+        _thread.start_new_thread(__import__, ("json",))
     t0 = time.monotonic()
     try:
         feed = _feed_with_progress(books, path, console)

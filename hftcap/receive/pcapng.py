@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from ..errors import HftcapError, UsageError
+from .magic import is_pcapng  # noqa: F401  (re-exported: pcapng.is_pcapng)
 
 PEN = 32473
 OPT_CUSTOM_STR, OPT_CUSTOM_BIN = 2988, 2989
@@ -457,9 +458,3 @@ def read(path: str, interfaces_only: bool = False) -> Capture:
     return Capture(ifaces, pkts, stats)
 
 
-def is_pcapng(path: str) -> bool:
-    try:
-        with open(path, "rb") as f:
-            return f.read(4) == b"\x0a\x0d\x0d\x0a"
-    except OSError:
-        return False

@@ -15,7 +15,7 @@ from hftcap import _core
 from hftcap.lab import gen
 from bounds import bound
 
-# ~10 MiB: units straddle the reader's 4 MiB chunks and 8 MiB slices
+# ~10 MiB: units straddle the reader's 1 MiB chunks and 8 MiB slices
 DATA = gen.generate(3, 400, 330_000, "day")
 
 
@@ -127,6 +127,32 @@ def test_bad_checksum_is_corrupt(tmp_path):
     with pytest.raises(OSError) as e:
         _core.Books(1024).feed_file(str(g))
     assert e.value.errno == errno.EBADMSG and "corrupt" in e.value.strerror
+
+
+@pytest.mark.parametrize("field", [-8, -4])  # the CRC-32, the length (ISIZE)
+def test_bad_trailer_of_a_middle_member_is_corrupt_where_that_member_ends(tmp_path, in_memory, field):
+    """A mapped gzip's members are checked on the reader's side: a bad trailer in the first of
+    three members is an error after exactly that member's bytes, never a silent pass."""
+    parts = [DATA[:3_000_000], DATA[3_000_000:6_000_000], DATA[6_000_000:]]
+    members = [bytearray(gzip.compress(x, compresslevel=1)) for x in parts]
+    members[0][field] ^= 1
+    g = tmp_path / "m.itch.gz"
+    g.write_bytes(b"".join(members))
+    with pytest.raises(OSError) as e:
+        _core.Books(1024).feed_file(str(g))
+    assert e.value.errno == errno.EBADMSG and "corrupt" in e.value.strerror
+    assert f"after {len(parts[0])} decompressed bytes" in e.value.strerror
+    members[0][field] ^= 1  # the same members, the trailer restored: the whole books
+    g.write_bytes(b"".join(members))
+    assert fed(g)[1] == in_memory
+
+
+def test_unprefaulted_books_are_the_same_books(tmp_path, in_memory):
+    g = tmp_path / "f.itch.gz"
+    write_gz(g, DATA)
+    b = _core.Books(1 << 20, prefault=False)
+    b.feed_file(str(g))
+    assert books_state(b) == in_memory
 
 
 def test_hftcap_book_on_a_truncated_gz_is_one_error_line(tmp_path):

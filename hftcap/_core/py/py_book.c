@@ -24,15 +24,16 @@ static PyTypeObject BooksType;
 
 static int books_init(BooksObject *self, PyObject *args, PyObject *kw)
 {
-	static char *kwl[] = { "expected_orders", NULL };
+	static char *kwl[] = { "expected_orders", "prefault", NULL };
 	unsigned long long expected = 1u << 20;
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "|K", kwl, &expected))
+	int prefault = 1;
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "|Kp", kwl, &expected, &prefault))
 		return -1;
 	if (self->b) {
 		PyErr_SetString(PyExc_RuntimeError, "Books already initialised");
 		return -1;
 	}
-	int rc = hc_books_new(&self->b, expected);
+	int rc = prefault ? hc_books_new(&self->b, expected) : hc_books_new_lazy(&self->b, expected);
 	if (rc < 0) {
 		hc_py_errno(rc, "hc_books_new");
 		return -1;
@@ -491,7 +492,9 @@ static PyTypeObject BooksType = {
 	.tp_name = "hftcap._core.Books",
 	.tp_basicsize = sizeof(BooksObject),
 	.tp_flags = Py_TPFLAGS_DEFAULT,
-	.tp_doc = "Books(expected_orders=1<<20): order books for every stock of an ITCH 5.0 stream.",
+	.tp_doc = "Books(expected_orders=1<<20, prefault=True): order books for every stock of an ITCH 5.0 "
+		  "stream. prefault=False leaves the big tables to be faulted in where first written "
+		  "(an offline replay).",
 	.tp_new = PyType_GenericNew,
 	.tp_init = (initproc)books_init,
 	.tp_dealloc = (destructor)books_dealloc,
