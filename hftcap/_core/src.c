@@ -18,6 +18,12 @@
 
 #define HC_SRC_IN (1u << 20)  /* compressed bytes per read() */
 #define HC_SRC_SLICE (8u << 20) /* a mapped file's span */
+/* A mapped plain file's pages are mapped in (MADV_POPULATE_READ) by the source's thread, at
+ * most this far ahead of the reader, so the books' thread takes no page fault on the file. */
+#define HC_SRC_LEAD (128u << 20)
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22 /* Linux 5.14 */
+#endif
 
 struct hc_chunk {
 	uint8_t *data;
@@ -33,6 +39,8 @@ struct hc_src {
 	/* mapped plain file */
 	const uint8_t *map;
 	size_t map_len, map_off;
+	_Atomic uint64_t map_taken; /* map_off, for the populating thread */
+	_Atomic int pop_waiting, pop_stop;
 	/* ring (gzip or unmappable file): slots [head, tail) are filled and not yet taken; the
 	 * reader holds slot `held` (-1: none) until its next call */
 	struct hc_chunk ring[HC_SRC_CHUNKS];
@@ -371,9 +379,38 @@ static int copy_all(struct hc_src *s)
 	}
 }
 
+/* A mapped plain file: its pages mapped in, slice by slice, up to HC_SRC_LEAD ahead of the
+ * reader. Only a hint: on a kernel without MADV_POPULATE_READ, or an error, it stops and the
+ * reader's own faults map the rest. */
+static void populate_map(struct hc_src *s)
+{
+	for (size_t pos = 0; pos < s->map_len && !atomic_load(&s->pop_stop);) {
+		if (pos >= atomic_load(&s->map_taken) + HC_SRC_LEAD) {
+			pthread_mutex_lock(&s->mu);
+			atomic_store(&s->pop_waiting, 1);
+			while (!s->stop && pos >= atomic_load(&s->map_taken) + HC_SRC_LEAD)
+				pthread_cond_wait(&s->freed, &s->mu);
+			atomic_store(&s->pop_waiting, 0);
+			pthread_mutex_unlock(&s->mu);
+			continue;
+		}
+		size_t n = s->map_len - pos < HC_SRC_SLICE ? s->map_len - pos : HC_SRC_SLICE;
+		if (madvise((void *)(s->map + pos), n, MADV_POPULATE_READ) < 0) {
+			if (errno == EINTR)
+				continue;
+			return;
+		}
+		pos += n;
+	}
+}
+
 static void *thread_main(void *arg)
 {
 	struct hc_src *s = arg;
+	if (s->map) {
+		populate_map(s);
+		return NULL;
+	}
 #ifdef HC_HAVE_ISAL
 	int rc = !s->gzip ? copy_all(s) : s->zmap ? inflate_mapped(s) : inflate_all(s);
 #else
@@ -394,6 +431,12 @@ int hc_src_next(struct hc_src *s, const uint8_t **p, size_t *len)
 		*p = s->map + s->map_off;
 		*len = n;
 		s->map_off += n;
+		atomic_store(&s->map_taken, s->map_off);
+		if (atomic_load(&s->pop_waiting)) { /* at most once per slice */
+			pthread_mutex_lock(&s->mu);
+			pthread_cond_signal(&s->freed);
+			pthread_mutex_unlock(&s->mu);
+		}
 		return 1;
 	}
 	if (s->bad)
@@ -495,6 +538,16 @@ int hc_src_open(struct hc_src **out, const char *path)
 				madvise(m, (size_t)sb.st_size, MADV_WILLNEED);
 				s->map = m;
 				s->map_len = (size_t)sb.st_size;
+				pthread_mutex_init(&s->mu, NULL);
+				pthread_cond_init(&s->filled, NULL);
+				pthread_cond_init(&s->freed, NULL);
+				if (pthread_create(&s->th, NULL, thread_main, s) == 0)
+					s->th_started = 1;
+				else { /* no thread: the reader's faults map the file */
+					pthread_mutex_destroy(&s->mu);
+					pthread_cond_destroy(&s->filled);
+					pthread_cond_destroy(&s->freed);
+				}
 				*out = s;
 				return 0;
 			}
@@ -560,6 +613,7 @@ void hc_src_close(struct hc_src *s)
 	if (!s)
 		return;
 	if (s->th_started) {
+		atomic_store(&s->pop_stop, 1);
 		pthread_mutex_lock(&s->mu);
 		s->stop = 1;
 		pthread_cond_signal(&s->freed);
