@@ -177,3 +177,20 @@ def test_reader_under_sanitizers(tmp_path, inflater):
                         flags=["-DHC_HAVE_ISAL"] if isal else [],
                         libs=(["-lisal"] if isal else []) + ["-lz", "-lm", "-lpthread"], timeout=bound(300))
     assert run.stdout.startswith(f"ok inflater={inflater} "), run.stdout
+
+
+def test_plain_file_larger_than_the_populate_lead(tmp_path):
+    """A mapped plain file beyond the 128 MiB that the source's thread maps in ahead of the
+    reader: every record is read (the thread waits for the reader, then goes on), and a reader
+    that stops early closes at once (the waiting thread is woken and joined)."""
+    p = tmp_path / "zeros.itch"
+    with open(p, "wb") as f:  # sparse: 200 MiB of empty records (length 0)
+        f.truncate(200 << 20)
+    b = _core.Books(1024)
+    res = b.feed_file(str(p))
+    assert res["bytes"] == 200 << 20
+    assert b.stats()["drops"]["empty"] == (200 << 20) // 2
+    t = threading.Thread(target=_core.read_file, args=(str(p), 1000))
+    t.start()
+    t.join(timeout=bound(30))
+    assert not t.is_alive()
