@@ -497,6 +497,34 @@ uint64_t hc_src_out_bytes(const struct hc_src *s)
 	return s->map ? s->map_off : s->bad ? s->bad_at : s->err_at;
 }
 
+/* A whole regular file mapped read-only for one sequential pass; NULL if it cannot be. */
+static const uint8_t *map_whole(int fd, size_t len)
+{
+	void *m = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
+	if (m == MAP_FAILED)
+		return NULL;
+	madvise(m, len, MADV_SEQUENTIAL);
+	madvise(m, len, MADV_WILLNEED);
+	return m;
+}
+
+/* The source's thread (thread_main) with its mutex and condition variables: 0 or -errno. */
+static int start_thread(struct hc_src *s)
+{
+	pthread_mutex_init(&s->mu, NULL);
+	pthread_cond_init(&s->filled, NULL);
+	pthread_cond_init(&s->freed, NULL);
+	int rc = -pthread_create(&s->th, NULL, thread_main, s);
+	if (rc < 0) {
+		pthread_mutex_destroy(&s->mu);
+		pthread_cond_destroy(&s->filled);
+		pthread_cond_destroy(&s->freed);
+		return rc;
+	}
+	s->th_started = 1;
+	return 0;
+}
+
 int hc_src_open(struct hc_src **out, const char *path)
 {
 	struct hc_src *s = calloc(1, sizeof(*s));
@@ -532,35 +560,17 @@ int hc_src_open(struct hc_src **out, const char *path)
 				*out = s;
 				return 0;
 			}
-			void *m = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, s->fd, 0);
-			if (m != MAP_FAILED) {
-				madvise(m, (size_t)sb.st_size, MADV_SEQUENTIAL);
-				madvise(m, (size_t)sb.st_size, MADV_WILLNEED);
-				s->map = m;
+			if ((s->map = map_whole(s->fd, (size_t)sb.st_size))) {
 				s->map_len = (size_t)sb.st_size;
-				pthread_mutex_init(&s->mu, NULL);
-				pthread_cond_init(&s->filled, NULL);
-				pthread_cond_init(&s->freed, NULL);
-				if (pthread_create(&s->th, NULL, thread_main, s) == 0)
-					s->th_started = 1;
-				else { /* no thread: the reader's faults map the file */
-					pthread_mutex_destroy(&s->mu);
-					pthread_cond_destroy(&s->filled);
-					pthread_cond_destroy(&s->freed);
-				}
+				start_thread(s); /* without it, the reader's own faults map the file */
 				*out = s;
 				return 0;
 			}
 		}
 #ifdef HC_HAVE_ISAL
 		if (s->gzip) { /* mapped and inflated in place; read() below if it cannot be */
-			void *m = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, s->fd, 0);
-			if (m != MAP_FAILED) {
-				madvise(m, (size_t)sb.st_size, MADV_SEQUENTIAL);
-				madvise(m, (size_t)sb.st_size, MADV_WILLNEED);
-				s->zmap = m;
+			if ((s->zmap = map_whole(s->fd, (size_t)sb.st_size)))
 				s->zmap_len = (size_t)sb.st_size;
-			}
 		}
 #endif
 	}
@@ -586,18 +596,10 @@ int hc_src_open(struct hc_src **out, const char *path)
 		}
 		s->gzip = is_member_start(s->in, s->pre_n);
 	}
-	pthread_mutex_init(&s->mu, NULL);
-	pthread_cond_init(&s->filled, NULL);
-	pthread_cond_init(&s->freed, NULL);
-	rc = -pthread_create(&s->th, NULL, thread_main, s);
-	if (rc < 0) {
-		pthread_mutex_destroy(&s->mu);
-		pthread_cond_destroy(&s->filled);
-		pthread_cond_destroy(&s->freed);
+	if ((rc = start_thread(s)) < 0) {
 		free(s->mem);
 		goto fail;
 	}
-	s->th_started = 1;
 	*out = s;
 	return 0;
 fail:
