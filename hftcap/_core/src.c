@@ -38,9 +38,9 @@ struct hc_src {
 	int fd, gzip;
 	/* mapped plain file */
 	const uint8_t *map;
-	size_t map_len, map_off;
-	_Atomic uint64_t map_taken; /* map_off, for the populating thread */
-	_Atomic int pop_waiting, pop_stop;
+	size_t map_len;
+	_Atomic size_t map_off;   /* written by the reader; read by the populating thread too */
+	_Atomic int pop_waiting;
 	/* ring (gzip or unmappable file): slots [head, tail) are filled and not yet taken; the
 	 * reader holds slot `held` (-1: none) until its next call */
 	struct hc_chunk ring[HC_SRC_CHUNKS];
@@ -48,7 +48,7 @@ struct hc_src {
 	unsigned head, tail;
 	int held;
 	int done, err;            /* the thread finished; its error (-errno) or 0 */
-	int stop;
+	_Atomic int stop;         /* set under mu; the populating thread also reads it between slices */
 	pthread_mutex_t mu;
 	pthread_cond_t filled, freed;
 	pthread_t th;
@@ -384,11 +384,11 @@ static int copy_all(struct hc_src *s)
  * reader's own faults map the rest. */
 static void populate_map(struct hc_src *s)
 {
-	for (size_t pos = 0; pos < s->map_len && !atomic_load(&s->pop_stop);) {
-		if (pos >= atomic_load(&s->map_taken) + HC_SRC_LEAD) {
+	for (size_t pos = 0; pos < s->map_len && !s->stop;) {
+		if (pos >= s->map_off + HC_SRC_LEAD) {
 			pthread_mutex_lock(&s->mu);
 			atomic_store(&s->pop_waiting, 1);
-			while (!s->stop && pos >= atomic_load(&s->map_taken) + HC_SRC_LEAD)
+			while (!s->stop && pos >= s->map_off + HC_SRC_LEAD)
 				pthread_cond_wait(&s->freed, &s->mu);
 			atomic_store(&s->pop_waiting, 0);
 			pthread_mutex_unlock(&s->mu);
@@ -425,13 +425,13 @@ static void *thread_main(void *arg)
 int hc_src_next(struct hc_src *s, const uint8_t **p, size_t *len)
 {
 	if (s->map || (!s->gzip && !s->th_started)) {
-		if (s->map_off >= s->map_len)
+		size_t off = s->map_off;
+		if (off >= s->map_len)
 			return 0;
-		size_t n = s->map_len - s->map_off < HC_SRC_SLICE ? s->map_len - s->map_off : HC_SRC_SLICE;
-		*p = s->map + s->map_off;
+		size_t n = s->map_len - off < HC_SRC_SLICE ? s->map_len - off : HC_SRC_SLICE;
+		*p = s->map + off;
 		*len = n;
-		s->map_off += n;
-		atomic_store(&s->map_taken, s->map_off);
+		s->map_off = off + n;
 		if (atomic_load(&s->pop_waiting)) { /* at most once per slice */
 			pthread_mutex_lock(&s->mu);
 			pthread_cond_signal(&s->freed);
@@ -615,7 +615,6 @@ void hc_src_close(struct hc_src *s)
 	if (!s)
 		return;
 	if (s->th_started) {
-		atomic_store(&s->pop_stop, 1);
 		pthread_mutex_lock(&s->mu);
 		s->stop = 1;
 		pthread_cond_signal(&s->freed);

@@ -1,8 +1,8 @@
 /* src.h: the bytes of an input file, inflated when it is gzip, handed out in spans.
  * A plain regular file is mapped (mmap, MADV_SEQUENTIAL) and handed out in slices of the
  * mapping: no copy; its own thread maps the pages in (MADV_POPULATE_READ) up to 128 MiB ahead
- * of the reader, so the books' thread takes no page fault on the file. A gzip file (or a plain file that cannot be mapped: a pipe) is read by its
- * own thread, which inflates it (ISA-L's igzip when the build found it, zlib otherwise) into
+ * of the reader, so the books' thread takes no page fault on the file. A gzip file (or a plain
+ * file that cannot be mapped: a pipe) is read by its own thread, which inflates it (ISA-L's igzip when the build found it, zlib otherwise) into
  * a ring of HC_SRC_CHUNKS preallocated chunks of HC_SRC_CHUNK bytes; the reader takes them in
  * order and gives each back by asking for the next. The threads meet once per chunk (a
  * mutex and two condition variables), never per message; nothing is allocated after open.

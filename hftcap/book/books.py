@@ -14,6 +14,7 @@ import time
 
 from .. import _core
 from ..errors import HftcapError
+from ..receive.magic import is_pcapng  # not receive.pcapng: its imports are ~14 ms of a replay
 
 # numpy is imported on first use (the views below, these dtypes): `hftcap book` prints its book
 # without it and starts ~0.1 s sooner.
@@ -261,7 +262,6 @@ def feed_sequenced_capture(books: Books, cap) -> dict:
 
 
 def _feed_with_progress(books: Books, path: str, console) -> dict:
-    from ..receive.magic import is_pcapng
     if is_pcapng(path):
         from ..receive import pcapng
         if recovery_interfaces(pcapng.read(path, interfaces_only=True)):
