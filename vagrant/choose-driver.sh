@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # choose-driver.sh: pick the libvirt domain type for the hftcap VM and say why.
 #   kvm   /dev/kvm is usable AND a real Linux kernel boots under it to the point of mounting root
-#   qemu  otherwise (TCG, software emulation: slower, but boots anywhere)
+#   qemu  otherwise (TCG, software emulation: slower, but boots anywhere), including when no test
+#         boot could be made (no qemu-system-x86_64, no kernel): an unproven KVM is never chosen
 # A paravirtual /dev/kvm (kvm-pvm, as on some cloud VMs) opens and starts a guest, then stops it
 # early with "KVM internal error: emulation failure", so a test boot is the only honest check.
 #
@@ -28,14 +29,14 @@ fi
 if ! : 2>/dev/null <>"$kvm"; then
 	why "qemu (TCG): $kvm is not readable and writable by $(id -un)"; echo qemu; exit 0
 fi
-qemu=$(command -v qemu-system-x86_64 || true)
+qemu=${HFTCAP_QEMU-$(command -v qemu-system-x86_64 || true)}   # override (empty: none) only to test
 if [ -z "$qemu" ]; then
-	why "kvm: $kvm opens; qemu-system-x86_64 is not installed here, so no test boot was made"
-	echo kvm; exit 0
+	why "qemu (TCG): $kvm opens, but qemu-system-x86_64 is not installed, so KVM is unproven (no test boot); hint: apt-get install qemu-system-x86, or HFTCAP_LIBVIRT_DRIVER=kvm to force"
+	echo qemu; exit 0
 fi
 if [ -z "$kernel" ] || [ ! -r "$kernel" ]; then
-	why "kvm: $kvm opens; no kernel to test-boot (build the box: vagrant/build-box.sh)"
-	echo kvm; exit 0
+	why "qemu (TCG): $kvm opens, but there is no kernel to test-boot, so KVM is unproven; hint: vagrant/build-box.sh, or HFTCAP_LIBVIRT_DRIVER=kvm to force"
+	echo qemu; exit 0
 fi
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -91,8 +91,26 @@ def test_choose_driver_falls_back_to_tcg_when_the_test_boot_fails(tmp_path):
     kvm_usable = os.access("/dev/kvm", os.R_OK | os.W_OK)
     if kvm_usable and shutil.which("qemu-system-x86_64"):
         assert "a test boot of vmlinuz under KVM failed" in r.stderr, r.stderr
+    elif kvm_usable:
+        assert "KVM is unproven" in r.stderr, r.stderr
     elif not kvm_usable:
         assert "/dev/kvm" in r.stderr and "qemu (TCG)" in r.stderr, r.stderr
+
+
+def test_choose_driver_never_picks_an_unproven_kvm(tmp_path):
+    # A KVM device that opens, but no test boot can be made: TCG, with the reason and a hint.
+    dev = tmp_path / "kvm"
+    dev.write_bytes(b"")
+    kernel = tmp_path / "vmlinuz"
+    kernel.write_bytes(b"\0" * 4096)
+    r = _choose_driver(str(kernel), HFTCAP_KVM_DEVICE=str(dev), HFTCAP_QEMU="")
+    assert (r.returncode, r.stdout) == (0, "qemu\n"), r.stderr
+    assert "qemu-system-x86_64 is not installed, so KVM is unproven" in r.stderr
+    assert "HFTCAP_LIBVIRT_DRIVER=kvm" in r.stderr
+    r = _choose_driver(str(tmp_path / "no-such-kernel"), HFTCAP_KVM_DEVICE=str(dev),
+                       HFTCAP_QEMU="/bin/false")
+    assert (r.returncode, r.stdout) == (0, "qemu\n"), r.stderr
+    assert "no kernel to test-boot, so KVM is unproven" in r.stderr
 
 
 def test_vagrantfile_box_and_driver_options(tmp_path):
