@@ -1,7 +1,10 @@
 /* files.c: NASDAQ file layout, pcap and pcapng readers (see files.h). */
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include "files.h"
 #include "src.h"
 
@@ -333,4 +336,87 @@ void hc_reader_close(struct hc_reader *r)
 	hc_src_close(r->src);
 	free(r->acc);
 	free(r);
+}
+
+/* ---- the replay on its own thread ---- */
+struct hc_filejob {
+	struct hc_reader *r;
+	struct hc_books *b;
+	size_t step;
+	_Atomic int stop;
+	int done, rc;             /* under mu */
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	pthread_t th;
+};
+
+static void *filejob_main(void *arg)
+{
+	struct hc_filejob *j = arg;
+	int rc;
+	do
+		rc = atomic_load_explicit(&j->stop, memory_order_relaxed) ? -EINTR : hc_reader_step(j->r, j->b, j->step);
+	while (rc > 0);
+	pthread_mutex_lock(&j->mu);
+	j->rc = rc;
+	j->done = 1;
+	pthread_cond_signal(&j->cv);
+	pthread_mutex_unlock(&j->mu);
+	return NULL;
+}
+
+int hc_filejob_start(struct hc_filejob **out, struct hc_reader *r, struct hc_books *b, size_t step_bytes)
+{
+	struct hc_filejob *j = calloc(1, sizeof(*j));
+	if (!j)
+		return -ENOMEM;
+	j->r = r;
+	j->b = b;
+	j->step = step_bytes ? step_bytes : (8u << 20);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_mutex_init(&j->mu, NULL);
+	pthread_cond_init(&j->cv, &ca);
+	pthread_condattr_destroy(&ca);
+	int rc = -pthread_create(&j->th, NULL, filejob_main, j);
+	if (rc < 0) {
+		pthread_cond_destroy(&j->cv);
+		pthread_mutex_destroy(&j->mu);
+		free(j);
+		return rc;
+	}
+	*out = j;
+	return 0;
+}
+
+int hc_filejob_wait(struct hc_filejob *j, unsigned timeout_ms)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	t.tv_sec += timeout_ms / 1000;
+	t.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+	if (t.tv_nsec >= 1000000000L) {
+		t.tv_sec++;
+		t.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&j->mu);
+	while (!j->done && pthread_cond_timedwait(&j->cv, &j->mu, &t) != ETIMEDOUT)
+		;
+	int rc = j->done ? j->rc : 1;
+	pthread_mutex_unlock(&j->mu);
+	return rc;
+}
+
+void hc_filejob_stop(struct hc_filejob *j) { atomic_store(&j->stop, 1); }
+
+void hc_filejob_free(struct hc_filejob *j)
+{
+	if (!j)
+		return;
+	hc_filejob_stop(j);
+	pthread_join(j->th, NULL);
+	pthread_cond_destroy(&j->cv);
+	pthread_mutex_destroy(&j->mu);
+	free(j);
 }

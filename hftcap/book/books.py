@@ -105,10 +105,11 @@ class Books:
         """Apply a bytes-like buffer in NASDAQ layout; returns bytes consumed (GIL released)."""
         return self.core.feed(data, final)
 
-    def feed_file(self, path, progress=None) -> dict:
+    def feed_file(self, path, progress=None, meanwhile=None) -> dict:
         """Apply a whole file: NASDAQ layout (plain/gzip), pcap or pcapng (auto-detected).
-        progress(bytes_done_on_disk) is called at most every 100 ms."""
-        return self.core.feed_file(os.fspath(path), progress)
+        The replay runs on a C thread of its own; meanwhile() (if given) runs once on this
+        thread while it does, and progress(bytes_done_on_disk) at most every 100 ms."""
+        return self.core.feed_file(os.fspath(path), progress, meanwhile=meanwhile)
 
     # snapshots
     def stats(self) -> dict:
@@ -261,7 +262,9 @@ def feed_sequenced_capture(books: Books, cap) -> dict:
     return {"format": "pcapng", "mold": st}
 
 
-def _feed_with_progress(books: Books, path: str, console) -> dict:
+def _feed_with_progress(books: Books, path: str, console, meanwhile=None) -> dict:
+    """The whole file into the books, a progress bar on a terminal after the first second;
+    meanwhile() runs while the replay's thread works (not for a sequenced capture)."""
     if is_pcapng(path):
         from ..receive import pcapng
         if recovery_interfaces(pcapng.read(path, interfaces_only=True)):
@@ -285,7 +288,7 @@ def _feed_with_progress(books: Books, path: str, console) -> dict:
 
     use_bar = console is not None and console.is_terminal
     try:
-        return books.feed_file(path, progress if use_bar else None)
+        return books.feed_file(path, progress if use_bar else None, meanwhile)
     finally:
         if state["bar"] is not None:
             state["bar"].stop()
@@ -335,12 +338,12 @@ def run_book(path, symbol=None, levels=10, bbo=False, json_out=False, console=No
     books = Books(prefault=False)
     if bbo and symbol:
         books.record_bbo(symbol.strip().upper()[:8])
-    if json_out:  # json (~7 ms of imports) loads on its own thread while C replays without the GIL
-        import _thread
-        _thread.start_new_thread(__import__, ("json",))
+    # json (~10 ms of imports, most of it re) loads on this thread while the replay's C thread
+    # works; a Python thread of its own, alive at exit, could crash the interpreter's shutdown
     t0 = time.monotonic()
     try:
-        feed = _feed_with_progress(books, path, console)
+        feed = _feed_with_progress(books, path, console,
+                                   (lambda: __import__("json")) if json_out else None)
     except OSError as e:
         raise HftcapError(f"{path}: {e.strerror or e}", hint=_read_hint(e)) from None
     elapsed = time.monotonic() - t0

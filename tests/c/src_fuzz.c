@@ -45,15 +45,31 @@ static int gz_member(FILE *f, const uint8_t *p, size_t n)
 	return rc;
 }
 
-/* Feed a file into fresh books; 0 or the reader's -errno; *st the stats, *sig a digest. */
-static int feed_path(const char *path, struct hc_books_stats *st, uint64_t *sig)
+/* Feed a file into fresh books, here or (job) on a filejob's thread waited for in 1 ms waits
+ * that read the offset between; 0 or the reader's -errno; *st the stats, *sig a digest. */
+static int feed_path_how(const char *path, struct hc_books_stats *st, uint64_t *sig, int job)
 {
 	struct hc_books *b;
 	struct hc_reader *r;
 	if (hc_books_new(&b, 1024))
 		return -ENOMEM;
 	int rc = hc_reader_open(&r, path);
-	if (!rc) {
+	if (!rc && job) {
+		struct hc_filejob *j;
+		uint64_t seen = 0;
+		if ((rc = hc_filejob_start(&j, r, b, 1 << 16)) == 0) {
+			while ((rc = hc_filejob_wait(j, 1)) > 0) {
+				uint64_t off = hc_reader_offset(r);
+				if (off < seen)
+					rc = -1001; /* the offset went back */
+				seen = off;
+				if (rc < 0)
+					break;
+			}
+			hc_filejob_free(j);
+		}
+		hc_reader_close(r);
+	} else if (!rc) {
 		while ((rc = hc_reader_step(r, b, 1 << 20)) > 0)
 			;
 		hc_reader_close(r);
@@ -109,9 +125,9 @@ int main(int argc, char **argv)
 
 	struct hc_books_stats st;
 	uint64_t sig0 = 0, sig;
-	const char *paths[3] = { plain, gz, gz2 };
-	for (int i = 0; i < 3; i++) {
-		int rc = feed_path(paths[i], &st, &sig);
+	const char *paths[6] = { plain, gz, gz2, plain, gz, gz2 }; /* the last three: a filejob */
+	for (int i = 0; i < 6; i++) {
+		int rc = feed_path_how(paths[i], &st, &sig, i >= 3);
 		if (rc)
 			return fail(paths[i], rc);
 		if (memcmp(st.messages, want.messages, sizeof(want.messages)) ||
@@ -136,7 +152,7 @@ int main(int argc, char **argv)
 		long at = k < 20 ? 2 + k : (long)((uint64_t)zn * (uint64_t)(k - 19) / 21);
 		if (write_file(cut, z, (size_t)at))
 			return fail("write cut", at);
-		int rc = feed_path(cut, &st, &sig);
+		int rc = feed_path_how(cut, &st, &sig, k & 1);
 		if (rc != -EPIPE)
 			return fail("cut not EPIPE", at * 1000 + (-rc));
 	}
@@ -150,7 +166,7 @@ int main(int argc, char **argv)
 		if (write_file(cut, c, (size_t)zn))
 			return fail("write corrupt", at);
 		free(c);
-		int rc = feed_path(cut, &st, &sig);
+		int rc = feed_path_how(cut, &st, &sig, k & 1);
 		if (rc != -EBADMSG && rc != -EPIPE)
 			return fail("corrupt not an error", at * 1000 + (-rc));
 		bad += rc == -EBADMSG;
@@ -165,6 +181,25 @@ int main(int argc, char **argv)
 	if (hc_src_open(&s, gz) || hc_src_next(s, &p, &k) != 1)
 		return fail("src", 0);
 	hc_src_close(s);
+	/* a filejob freed at once (stopped after its first step) and one stopped, then waited for */
+	for (int k = 0; k < 2; k++) {
+		struct hc_books *b;
+		struct hc_reader *r;
+		struct hc_filejob *j;
+		if (hc_books_new(&b, 1024) || hc_reader_open(&r, gz) || hc_filejob_start(&j, r, b, 4096))
+			return fail("filejob", k);
+		if (k) {
+			hc_filejob_stop(j);
+			int rc;
+			while ((rc = hc_filejob_wait(j, 1000)) > 0)
+				;
+			if (rc != -EINTR && rc != 0)
+				return fail("stopped filejob", rc);
+		}
+		hc_filejob_free(j);
+		hc_reader_close(r);
+		hc_books_free(b);
+	}
 	free(z);
 	free(g);
 	printf("ok inflater=%s bytes=%zu gz=%ld corrupt=%d\n", hc_src_inflater(), len, zn, bad);

@@ -276,6 +276,46 @@ def test_run_book_json_matches_reference(tmp_path, capsys):
     assert all(len(x[0].split(".")[1]) == 4 for x in out["book"]["bids"])
 
 
+def test_run_book_json_starts_no_python_thread(tmp_path, capsys, monkeypatch):
+    """`hftcap book --json` loads json while the replay's C thread works, never on a Python
+    thread of its own: such a thread, alive at exit, can corrupt the interpreter's shutdown
+    (a CI run's `hftcap book` died in malloc_consolidate)."""
+    import _thread
+    started = []
+
+    def record(*a, **k):
+        started.append(a)
+        raise AssertionError("a Python thread was started")
+    monkeypatch.setattr(_thread, "start_new_thread", record)
+    monkeypatch.setattr(threading, "_start_new_thread", record)
+    p = tmp_path / "day.itch"
+    gen.write_file(p, 4, 3, 20000)
+    assert books_mod.run_book(p, symbol="nob", json_out=True) == 0
+    assert not started
+    assert json.loads(capsys.readouterr().out)["symbol"] == "NOB"
+
+
+def test_feed_file_runs_meanwhile_once_and_an_exception_stops_the_replay(tmp_path):
+    p = tmp_path / "day.itch"
+    gen.write_file(p, 4, 3, 200000)
+    calls = []
+    b = _core.Books()
+    res = b.feed_file(str(p), meanwhile=lambda: calls.append(threading.get_ident()))
+    assert calls == [threading.get_ident()] and res["bytes"] == p.stat().st_size
+    assert sum(b.stats()["messages"].values()) == 200000
+
+    def boom():
+        raise ValueError("meanwhile failed")
+    c = _core.Books()
+    with pytest.raises(ValueError, match="meanwhile failed"):
+        c.feed_file(str(p), chunk_bytes=4096, meanwhile=boom)
+    # the replay was stopped and joined (how far it got depends on the host): the books are
+    # free again, and what it applied is a prefix of the file
+    got = sum(c.stats()["messages"].values())
+    c.feed_file(str(p))
+    assert sum(c.stats()["messages"].values()) == got + 200000
+
+
 def test_run_book_default_symbol_and_bbo(tmp_path, capsys):
     p = tmp_path / "day.itch"
     gen.write_file(p, 4, 3, 20000)

@@ -176,15 +176,19 @@ static void src_error(int rc, uint64_t at, PyObject *path)
 	}
 }
 
-/* feed_file(path, progress=None, chunk_bytes=8 MiB) -> dict. progress(done_bytes) is called
- * at most every 100 ms with on-disk bytes consumed. */
+/* feed_file(path, progress=None, chunk_bytes=8 MiB, meanwhile=None): the whole file into the
+ * books. The replay runs on its own C thread (hc_filejob); this thread calls meanwhile() once
+ * with the GIL (what the caller needs afterwards, e.g. an import, overlaps the replay), then
+ * waits without the GIL in waits of at most 100 ms, taking signals between them, and calls
+ * progress(bytes_done_on_disk) at the start and then at most every 100 ms. An exception from
+ * either, or a signal's, stops the replay and is raised. */
 static PyObject *books_feed_file(BooksObject *self, PyObject *args, PyObject *kw)
 {
-	static char *kwl[] = { "path", "progress", "chunk_bytes", NULL };
-	PyObject *path_obj, *progress = Py_None;
+	static char *kwl[] = { "path", "progress", "chunk_bytes", "meanwhile", NULL };
+	PyObject *path_obj, *progress = Py_None, *meanwhile = Py_None;
 	Py_ssize_t chunk = 8 << 20;
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "O&|On", kwl, PyUnicode_FSConverter, &path_obj,
-					 &progress, &chunk))
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "O&|OnO", kwl, PyUnicode_FSConverter, &path_obj,
+					 &progress, &chunk, &meanwhile))
 		return NULL;
 	if (ready(self, 1) < 0) {
 		Py_DECREF(path_obj);
@@ -192,28 +196,29 @@ static PyObject *books_feed_file(BooksObject *self, PyObject *args, PyObject *kw
 	}
 	const char *path = PyBytes_AS_STRING(path_obj);
 	struct hc_reader *r = NULL;
+	struct hc_filejob *job = NULL;
 	int rc;
 	Py_BEGIN_ALLOW_THREADS
 	rc = hc_reader_open(&r, path);
+	if (rc >= 0 && (rc = hc_filejob_start(&job, r, self->b, chunk > 0 ? (size_t)chunk : (8u << 20))) < 0)
+		hc_reader_close(r);
 	Py_END_ALLOW_THREADS
 	if (rc < 0) {
 		src_error(rc, 0, PyTuple_GET_ITEM(args, 0));
 		Py_DECREF(path_obj);
 		return NULL;
 	}
-	struct timespec last = { 0 }, now;
 	self->busy = 1;
-	for (;;) {
-		Py_BEGIN_ALLOW_THREADS
-		rc = hc_reader_step(r, self->b, chunk > 0 ? (size_t)chunk : (8u << 20));
-		Py_END_ALLOW_THREADS
-		if (rc <= 0)
-			break;
-		if (PyErr_CheckSignals() < 0) {
+	rc = 1;
+	if (meanwhile != Py_None) {
+		PyObject *res = PyObject_CallNoArgs(meanwhile);
+		if (!res)
 			rc = -EINTR;
-			break;
-		}
-		if (progress != Py_None) {
+		Py_XDECREF(res);
+	}
+	struct timespec last = { 0 }, now;
+	while (rc > 0) {
+		if (progress != Py_None) { /* at once, then at most every 100 ms */
 			clock_gettime(CLOCK_MONOTONIC, &now);
 			if ((now.tv_sec - last.tv_sec) * 1000000000LL + (now.tv_nsec - last.tv_nsec) >= 100000000LL) {
 				last = now;
@@ -225,11 +230,19 @@ static PyObject *books_feed_file(BooksObject *self, PyObject *args, PyObject *kw
 				Py_DECREF(res);
 			}
 		}
+		Py_BEGIN_ALLOW_THREADS
+		rc = hc_filejob_wait(job, 100);
+		Py_END_ALLOW_THREADS
+		if (rc > 0 && PyErr_CheckSignals() < 0)
+			rc = -EINTR;
 	}
+	Py_BEGIN_ALLOW_THREADS
+	hc_filejob_free(job); /* stops it first when an exception cut the wait short */
+	Py_END_ALLOW_THREADS
 	self->busy = 0;
 	PyObject *out = NULL;
 	if (rc == -EINTR) {
-		/* exception set by the signal handler or the callback */
+		/* exception set by the signal handler or a callback */
 	} else if (rc < 0) {
 		src_error(rc, hc_reader_error_at(r), PyTuple_GET_ITEM(args, 0));
 	} else {
@@ -468,7 +481,8 @@ static PyMethodDef books_methods[] = {
 	{ "feed_checked", (PyCFunction)(void (*)(void))books_feed_checked, METH_VARARGS | METH_KEYWORDS,
 	  "feed_checked(data, allow_crossed=False) -> (applied, first_bad_index or -1, code)." },
 	{ "feed_file", (PyCFunction)(void (*)(void))books_feed_file, METH_VARARGS | METH_KEYWORDS,
-	  "feed_file(path, progress=None, chunk_bytes=8MiB) -> dict(format, bytes, mold)." },
+	  "feed_file(path, progress=None, chunk_bytes=8MiB, meanwhile=None) -> dict(format, bytes, mold): "
+	  "replayed on its own thread; meanwhile() runs on this one." },
 	{ "stats", (PyCFunction)books_stats, METH_NOARGS, "Counters: messages by type, drops by reason." },
 	{ "symbols", (PyCFunction)books_symbols, METH_NOARGS, "[(locate, symbol)] for every stock seen." },
 	{ "unknown_refs", (PyCFunction)books_unknown_refs, METH_NOARGS,
