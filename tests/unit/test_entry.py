@@ -81,3 +81,29 @@ def test_book_table_by_the_fast_route(itch_file):
     r = _run("book", str(itch_file), "-l", "2")
     assert r.returncode == 0, r.stderr
     assert "top 2 levels at end of file" in r.stdout and "messages:" in r.stdout
+
+
+def test_fast_route_exits_without_teardown_but_with_all_its_output(itch_file):
+    # The console script and `python -m hftcap` skip the interpreter's teardown after the fast
+    # route (os._exit): what was written must still all arrive, with the route's exit code.
+    by_exe = _run("book", str(itch_file), "--json")
+    by_m = subprocess.run([sys.executable, "-m", "hftcap", "book", str(itch_file), "--json"],
+                          capture_output=True, text=True, timeout=120, cwd="/")
+    assert by_exe.returncode == by_m.returncode == 0, (by_exe.stderr, by_m.stderr)
+    a, b = json.loads(by_exe.stdout), json.loads(by_m.stdout)
+    assert a.pop("replay_seconds_monotonic") > 0 and b.pop("replay_seconds_monotonic") > 0
+    assert a == b and sum(a["messages"].values()) == 30_000
+    missing = _run("book", str(itch_file) + ".nope")
+    assert missing.returncode == 1 and missing.stderr.startswith("hftcap: error:")
+
+
+def test_fast_route_into_a_closed_pipe_is_one_exit_code_not_a_traceback(itch_file):
+    r, w = os.pipe()
+    os.close(r)  # nobody reads: the flush at the end meets EPIPE
+    try:
+        p = subprocess.run([EXE, "book", str(itch_file), "--json"], stdout=w, stderr=subprocess.PIPE,
+                           text=True, timeout=120, cwd="/")
+    finally:
+        os.close(w)
+    assert p.returncode == 1
+    assert "Traceback" not in p.stderr and "Exception ignored" not in p.stderr, p.stderr
