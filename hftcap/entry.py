@@ -52,16 +52,15 @@ def _book_args(args: list[str]) -> dict | None:
     return kw
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+def _fast_book(argv: list[str]) -> tuple[dict, bool] | None:
+    """(run_book's keyword arguments, --debug) when `hftcap ARGV` takes the fast `book` route."""
     debug = argv[:1] == ["--debug"]
     rest = argv[1:] if debug else argv
     kw = _book_args(rest[1:]) if rest[:1] == ["book"] else None
-    if kw is None:
-        from .cli import main as cli_main
-        return cli_main(argv)
-    global _fast_route_ran
-    _fast_route_ran = True
+    return None if kw is None else (kw, debug)
+
+
+def _book(kw: dict, debug: bool) -> int:
     from .errors import HftcapError, report
     try:
         from .book.books import run_book
@@ -72,7 +71,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-_fast_route_ran = False
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    fast = _fast_book(argv)
+    if fast is None:
+        from .cli import main as cli_main
+        return cli_main(argv)
+    return _book(*fast)
 
 
 def run() -> None:
@@ -81,10 +86,10 @@ def run() -> None:
     owns nothing outside the process (a file, its books, joined threads; no XDP, no sockets, no
     temporary files, no atexit work), and the teardown of its ~170 MiB of books and imports is ~4
     ms of a replay whose whole process is measured against the in-memory figure (issue 14)."""
-    rc = main()
-    rc = 0 if rc is None else rc
-    if not _fast_route_ran:
-        sys.exit(rc)
+    fast = _fast_book(sys.argv[1:])
+    if fast is None:
+        sys.exit(main())
+    rc = _book(*fast)
     try:
         sys.stdout.flush()
         sys.stderr.flush()
@@ -92,7 +97,7 @@ def run() -> None:
         rc = rc or 1
     except Exception:
         sys.exit(rc)
-    os._exit(rc if isinstance(rc, int) else 1)
+    os._exit(rc)
 
 
 if __name__ == "__main__":

@@ -46,9 +46,10 @@ void hc_reader_close(struct hc_reader *r);
  * stop), so the caller's thread is free meanwhile: the control plane loads what it needs for
  * its output, shows progress and takes signals, and meets the replay only in wait. The reader
  * and the books belong to the job until hc_filejob_free; hc_reader_offset may be read
- * meanwhile. start: 0 or -errno. wait: 1 while it still runs after timeout_ms; then its
- * result: 0 at the end, -errno as hc_reader_step. stop: the thread stops after its current
- * step (wait then gives -EINTR). free: stops, joins, frees; the reader stays open. */
+ * meanwhile. start (step_bytes 0: 8 MiB): 0 or -errno. wait: 1 while it still runs after
+ * timeout_ms; then its result: 0 at the end, -errno as hc_reader_step. stop: the thread stops
+ * after its current step (wait then gives -EINTR). free: stops, joins, frees; the reader stays
+ * open. */
 struct hc_filejob;
 int hc_filejob_start(struct hc_filejob **out, struct hc_reader *r, struct hc_books *b, size_t step_bytes);
 int hc_filejob_wait(struct hc_filejob *j, unsigned timeout_ms);

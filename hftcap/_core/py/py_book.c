@@ -200,7 +200,7 @@ static PyObject *books_feed_file(BooksObject *self, PyObject *args, PyObject *kw
 	int rc;
 	Py_BEGIN_ALLOW_THREADS
 	rc = hc_reader_open(&r, path);
-	if (rc >= 0 && (rc = hc_filejob_start(&job, r, self->b, chunk > 0 ? (size_t)chunk : (8u << 20))) < 0)
+	if (rc >= 0 && (rc = hc_filejob_start(&job, r, self->b, chunk > 0 ? (size_t)chunk : 0)) < 0)
 		hc_reader_close(r);
 	Py_END_ALLOW_THREADS
 	if (rc < 0) {
