@@ -1063,7 +1063,22 @@ static INLINE void prefetch_top(const struct hc_side *sd)
 	pf_addr(keys + ((uintptr_t)sd->cap + sd->n) * sizeof(int32_t) - 4);
 }
 
-static INLINE void prefetch_levels(const struct hc_books *b, const uint8_t *m, uint32_t idx)
+/* The side an add (A, F) joins: its stock's side named at offset 19. For any other record
+ * the dummy's (always in cache): the side a D, E, X or C names is its order's, warmed from the
+ * order (prefetch_levels), and offset 19 of those is not a side, so warming what it named
+ * would spend a few lines of memory-level parallelism per message on lines nothing uses. The
+ * choice is a select, not a branch (types mix at random). */
+static INLINE const struct hc_side *add_side(const struct hc_books *b, const uint8_t *m)
+{
+	const struct hc_stock *s = atomic_load_explicit(&b->stocks[hc_be16(m + 1)], memory_order_relaxed);
+	uintptr_t real = (uintptr_t)s, dummy = (uintptr_t)&pf_dummy;
+	uintptr_t keep = -(uintptr_t)(((m[0] == 'A') | (m[0] == 'F')) & (s != NULL));
+	s = (const struct hc_stock *)((real & keep) | (dummy & ~keep));
+	return &s->side[m[19] == 'S'];
+}
+
+static INLINE const struct hc_side *prefetch_levels(const struct hc_books *b, const uint8_t *m,
+						   uint32_t idx)
 {
 	const struct hc_order *o = &b->pool[idx];
 	const struct hc_stock *os = order_stock(o);
@@ -1072,11 +1087,11 @@ static INLINE void prefetch_levels(const struct hc_books *b, const uint8_t *m, u
 	pf_addr((uintptr_t)&b->pool[o->prev]);
 	pf_addr((uintptr_t)&b->pool[o->next]);
 	prefetch_top(osd); /* a level that empties is found in the index */
-	const struct hc_stock *as = atomic_load_explicit(&b->stocks[hc_be16(m + 1)], memory_order_relaxed);
-	const struct hc_side *asd = &(as ? as : &pf_dummy)->side[m[19] == 'S'];
+	const struct hc_side *asd = add_side(b, m);
 	prefetch_top(asd);
 	pf_addr((uintptr_t)asd->lv + (uintptr_t)asd->free_lv * sizeof(struct hc_level));
 	pf_addr((uintptr_t)&b->pool[b->free_head]);
+	return asd;
 }
 
 /* Where a record's reference (offset 11) is looked up: its window slot, or for a reference
@@ -1098,14 +1113,13 @@ static INLINE const uint32_t *hint_slot(const struct hc_books *b, uint64_t pos)
 	return &base[pos & (t ? b->mask : b->win_mask)];
 }
 
-/* See HC_PF_ADD. For a record that is no add, whatever it names: a harmless hint, reading
- * only inside the side's arrays (keys[n - 8 .. n - 1], idx[n - 8 .. n], the sentinels and
- * idx[cap] = lv[0] being part of the allocation). */
-static INLINE void prefetch_add_level(const struct hc_books *b, const uint8_t *m)
+/* See HC_PF_ADD. sd: the record's add_side, from prefetch_levels (the dummy's for a record
+ * that is no add). A harmless hint whatever it names, reading only inside the side's arrays
+ * (keys[n - 8 .. n - 1], idx[n - 8 .. n], the sentinels and idx[cap] = lv[0] being part of
+ * the allocation). */
+static INLINE void prefetch_add_level(const struct hc_side *sd, const uint8_t *m)
 {
-	const struct hc_stock *s = atomic_load_explicit(&b->stocks[hc_be16(m + 1)], memory_order_relaxed);
 	int side = m[19] == 'S';
-	const struct hc_side *sd = &(s ? s : &pf_dummy)->side[side];
 	const int32_t *keys = sd->keys;
 	int32_t k = bias_key(side_key(side, hc_be32(m + 32)));
 	const int32_t *top = keys + (int32_t)sd->n - 8;
@@ -1171,9 +1185,11 @@ static INLINE void look_ahead(const uint32_t *win, uint64_t win_mask, const uint
 			uint32_t i_ = *hint_slot(b, hints[(parsed - 1 + HC_PF_ORDER) % HC_PF_SLOT]); \
 			hints[(parsed - 1 + HC_PF_ORDER) % HC_PF_SLOT] = i_; \
 			__builtin_prefetch(&b->pool[i_], 1, 3); \
-			prefetch_levels(b, recs[(parsed - 1 + HC_PF_LEVEL) % HC_PF_SLOT], \
-					(uint32_t)hints[(parsed - 1 + HC_PF_LEVEL) % HC_PF_SLOT]); \
-			prefetch_add_level(b, recs[(parsed - 1 + HC_PF_ADD) % HC_PF_SLOT]); \
+			sides[(parsed - 1 + HC_PF_LEVEL) % HC_PF_SLOT] = \
+				prefetch_levels(b, recs[(parsed - 1 + HC_PF_LEVEL) % HC_PF_SLOT], \
+						(uint32_t)hints[(parsed - 1 + HC_PF_LEVEL) % HC_PF_SLOT]); \
+			prefetch_add_level(sides[(parsed - 1 + HC_PF_ADD) % HC_PF_SLOT], \
+					   recs[(parsed - 1 + HC_PF_ADD) % HC_PF_SLOT]); \
 		} else { \
 			__builtin_prefetch(&b->pool[*slots[(parsed - 1 + HC_PF_ORDER) % HC_PF_SLOT]], 1, 3); \
 		} \
@@ -1199,6 +1215,10 @@ static NOINLINE void feed_steady_deep(struct hc_books *b, const uint8_t *p, size
 	 * ahead by the pool index found there, for the level hints (0 or an index that was live,
 	 * and the pool never shrinks: any entry is in the pool) */
 	uint64_t hints[HC_PF_SLOT] = { 0 };
+	/* per record in flight: its add_side, from HC_PF_LEVEL records ahead (for HC_PF_ADD) */
+	const struct hc_side *sides[HC_PF_SLOT];
+	for (int i = 0; i < HC_PF_SLOT; i++)
+		sides[i] = &pf_dummy.side[0];
 	const uint32_t *win = b->win;
 	const uint64_t win_mask = b->win_mask;
 	uint32_t parsed = cur->parsed;
@@ -1220,7 +1240,8 @@ size_t hc_books_feed_records(struct hc_books *b, const uint8_t *p, size_t len)
 {
 	const uint32_t *slots[HC_PF_SLOT];
 	const uint8_t *recs[HC_PF_SLOT]; /* the messages of the records in flight */
-	uint64_t hints[HC_PF_SLOT]; /* the deep loop's only (FEED_STEADY(0) names it) */
+	uint64_t hints[HC_PF_SLOT]; /* the deep loop's only (FEED_STEADY(0) names them) */
+	const struct hc_side *sides[HC_PF_SLOT];
 	const uint32_t *win = b->win; /* fixed for the books' life */
 	const uint64_t win_mask = b->win_mask;
 	uint32_t parsed = 0, done = 0; /* records seen by the lookahead / applied */
