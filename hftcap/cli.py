@@ -569,6 +569,25 @@ def floor_send(
     _emit_json(run_send(netns, feed, rate, packets, payload=payload, duration=duration, interface=interface))
 
 
+@floor_app.command("line")
+def floor_line(
+    cpu_a: int = typer.Option(0, "--cpu-a", help="The CPU that writes (where the NIC queue's receive runs)."),
+    cpu_b: int = typer.Option(1, "--cpu-b", help="The CPU that reads (the data thread's)."),
+    batches: int = typer.Option(200, "--batches", help="Timed batches (each one CLOCK_MONOTONIC pair)."),
+    per_batch: int = typer.Option(1000, "--per-batch", help="Round trips per batch."),
+    max_seconds: float = typer.Option(2.0, "--max-seconds", help="Hard time bound (s)."),
+):
+    """A cache line between two CPUs: what reading a line the other CPU just wrote costs.
+
+    The receive path pays it for every frame another CPU wrote (copy mode, or the CPU of the
+    NIC's interrupt): choose the data thread's CPU with it. No root, no network.
+
+    Example: hftcap floor line --cpu-a 0 --cpu-b 1
+    """
+    from .measure.floor import run_line
+    _emit_json(run_line(cpu_a, cpu_b, batches=batches, per_batch=per_batch, max_s=max_seconds))
+
+
 @app.command()
 def demo(
     name: str = typer.Option("demo", "--name", help="Lab name prefix."),

@@ -1,5 +1,6 @@
 /* floor.c: see floor.h. The loops touch only what open() prepared and never print. */
 #include <errno.h>
+#include <stdatomic.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdlib.h>
@@ -412,4 +413,117 @@ int hc_floor_send(int fd, const struct hc_floor_tx_cfg *cfg, struct hc_floor_tx_
 	}
 	st->elapsed_ns = last - start;
 	return st->sent || !st->errors ? 0 : -st->last_errno;
+}
+
+/* ---- a cache line between two CPUs (hc_floor_line) ---- */
+
+struct line_run {
+	_Alignas(64) _Atomic uint64_t ping; /* written on cpu_b, read on cpu_a */
+	char pad0[56];
+	_Alignas(64) _Atomic uint64_t pong; /* written on cpu_a, read on cpu_b */
+	char pad1[56];
+	_Alignas(64) _Atomic int stop;
+	_Atomic int ready;
+	const struct hc_floor_line_cfg *cfg;
+	uint64_t *batch_ns;
+	uint32_t done;
+	int err;
+};
+
+static int pin_self(int cpu)
+{
+	cpu_set_t set;
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	return -pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+}
+
+/* Spin until *v == want, or stop; checks the clock only after a long fruitless spin (a
+ * round trip is well under a microsecond), so the trips it times carry no clock read. */
+static int line_wait(struct line_run *r, _Atomic uint64_t *v, uint64_t want, uint64_t limit)
+{
+	for (uint32_t n = 1;; n++) {
+		if (atomic_load_explicit(v, memory_order_acquire) == want)
+			return 0;
+		if (!(n & 4095) && (atomic_load_explicit(&r->stop, memory_order_relaxed) || mono_ns() >= limit))
+			return -ETIMEDOUT;
+	}
+}
+
+static void *line_peer(void *arg) /* cpu_a: answers every ping */
+{
+	struct line_run *r = arg;
+	int err = pin_self(r->cfg->cpu_a);
+	atomic_store(&r->ready, err ? err : 1);
+	if (err)
+		return NULL;
+	uint64_t limit = mono_ns() + r->cfg->max_ns;
+	for (uint64_t i = 1;; i++) {
+		if (line_wait(r, &r->ping, i, limit) < 0)
+			return NULL;
+		atomic_store_explicit(&r->pong, i, memory_order_release);
+	}
+}
+
+static void *line_timer(void *arg) /* cpu_b: pings and times */
+{
+	struct line_run *r = arg;
+	const struct hc_floor_line_cfg *c = r->cfg;
+	if ((r->err = pin_self(c->cpu_b)) < 0)
+		return NULL;
+	uint64_t limit = mono_ns() + c->max_ns, seq = 0;
+	int ready;
+	while (!(ready = atomic_load(&r->ready)))
+		if (mono_ns() >= limit) {
+			r->err = -ETIMEDOUT;
+			return NULL;
+		}
+	if (ready < 0) {
+		r->err = ready;
+		return NULL;
+	}
+	for (uint32_t b = 0; b <= c->batches; b++) { /* batch 0 warms up */
+		uint64_t t0 = mono_ns();
+		for (uint32_t i = 0; i < c->per_batch; i++) {
+			atomic_store_explicit(&r->ping, ++seq, memory_order_release);
+			if (line_wait(r, &r->pong, seq, limit) < 0) {
+				r->err = -ETIMEDOUT;
+				return NULL;
+			}
+		}
+		uint64_t t1 = mono_ns();
+		if (b)
+			r->batch_ns[r->done++] = t1 - t0;
+	}
+	return NULL;
+}
+
+int hc_floor_line(const struct hc_floor_line_cfg *cfg, uint64_t *batch_ns, uint32_t *done)
+{
+	*done = 0;
+	if (cfg->cpu_a == cfg->cpu_b || cfg->cpu_a < 0 || cfg->cpu_b < 0 || cfg->cpu_a >= CPU_SETSIZE ||
+	    cfg->cpu_b >= CPU_SETSIZE || !cfg->batches || !cfg->per_batch || !cfg->max_ns)
+		return -EINVAL;
+	struct line_run *r = aligned_alloc(64, sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	memset(r, 0, sizeof(*r));
+	r->cfg = cfg;
+	r->batch_ns = batch_ns;
+	pthread_t peer, timer;
+	int err = -pthread_create(&peer, NULL, line_peer, r);
+	if (err) {
+		free(r);
+		return err;
+	}
+	err = -pthread_create(&timer, NULL, line_timer, r);
+	if (!err) {
+		pthread_join(timer, NULL);
+		err = r->err;
+	}
+	atomic_store(&r->stop, 1);
+	pthread_join(peer, NULL);
+	*done = r->done;
+	free(r);
+	return err;
 }

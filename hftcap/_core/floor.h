@@ -84,4 +84,21 @@ struct hc_floor_tx_stats {
 int hc_floor_send(int fd, const struct hc_floor_tx_cfg *cfg, struct hc_floor_tx_stats *st,
 		  const int *stop);
 
+/* A cache line between two CPUs: what a line written on one CPU costs to read on another (the
+ * receive path's frame, written by the CPU that ran the NIC queue's or veth's receive and read
+ * by the data thread). Two threads, pinned to cpu_a and cpu_b, bounce two 64-byte lines (each
+ * written by one side, read by the other); the thread on cpu_b times batches of per_batch
+ * round trips with CLOCK_MONOTONIC (one clock read per batch, not per trip). batch_ns[i]: the
+ * i-th batch's time; one way is half a round trip. A first batch warms up and is not kept.
+ * Bounded by batches x per_batch round trips and by max_ns: a stalled peer (the host
+ * preempting a vCPU) ends it with -ETIMEDOUT, *done saying how many batches were kept.
+ * Returns 0, -EINVAL (same CPU, no batch, no time), or -errno of pinning (a CPU that is not
+ * ours). */
+struct hc_floor_line_cfg {
+	int cpu_a, cpu_b;
+	uint32_t batches, per_batch;
+	uint64_t max_ns;
+};
+int hc_floor_line(const struct hc_floor_line_cfg *cfg, uint64_t *batch_ns, uint32_t *done);
+
 #endif

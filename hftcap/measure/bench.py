@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -433,10 +434,16 @@ def run_bench(rounds: int = 3, seconds: float = 3.0, msg_rate: float = 50_000, k
                "stamp_clock": []}
            for m in modes}
     info = {}
+    # The machine's cache line between the sender's and the receiver's CPUs, right before each
+    # trial: the host may move vCPUs between physical cores at any time, and what the data thread
+    # pays for a frame the other CPU wrote moves with it (e.g. ~60 ns or ~250 ns on one VM).
+    lines: dict[str, list[dict]] = {}
     try:
         with tempfile.TemporaryDirectory(prefix="hftcap-bench-") as tmp:
             for rnd in range(rounds):
                 for m, stream in jobs:
+                    if cpu_tx != cpu_rx:
+                        lines.setdefault(m, []).append(_line_trial(cpu_tx, cpu_rx))
                     if stream == "floor":
                         # the same UDP payload size as hftcap's packets (the first trial's mean)
                         done = [x for x in acc.values() if x["packets"]]
@@ -524,6 +531,7 @@ def run_bench(rounds: int = 3, seconds: float = 3.0, msg_rate: float = 50_000, k
             doc["paths"][m]["kernel_stages_accounting"] = x["trace_accounting"]
             doc["paths"][m]["kernel_stages_clock"] = ("CLOCK_MONOTONIC (bpf_ktime_get_ns); percentiles are "
                                                       "bucket upper edges, at most 12.5% high")
+    doc["cpu_line"] = _line_doc(lines, cpu_tx, cpu_rx)
     if floors:
         doc["floor"] = {fm: _floor_doc(x, fm) for fm, x in floors.items()}
         doc["excess"] = _excess(doc)
@@ -540,6 +548,41 @@ def run_bench(rounds: int = 3, seconds: float = 3.0, msg_rate: float = 50_000, k
         bench_plot({m: acc[m]["hists"] for m in modes}, {m: _pm(m)[0] for m in modes},
                    doc["conditions"], plot)
     return doc
+
+
+def _line_trial(cpu_a: int, cpu_b: int) -> dict:
+    """One round's `floor line` between the sender's and the receiver's CPUs (~0.1 s, no lab)."""
+    from . import floor
+    try:
+        return floor.run_line(cpu_a, cpu_b)
+    except HftcapError as e:
+        return {"absent": e.msg}
+
+
+def _line_doc(lines: dict[str, list[dict]], cpu_a: int, cpu_b: int) -> dict:
+    """The line's one-way p50 before each trial, per path (round order), and the median of all.
+    On veth the sender's CPU runs the receive (the XDP program and copy mode's copy into the
+    UMEM), so the frame the data thread reads after its dequeue stamp was written on cpu_a."""
+    from . import floor
+    if cpu_a == cpu_b:
+        return {"absent": "sender and receiver share a CPU"}
+    every = [x for v in lines.values() for x in v]
+    ok = [x for x in every if "absent" not in x]
+    if not ok:
+        return {"absent": every[0]["absent"] if every else "no trial ran"}
+    per = {m: [x.get("one_way_p50_ns") for x in v] for m, v in lines.items()}
+    return {"cpu_a": cpu_a, "cpu_b": cpu_b, "span": floor.LINE_SPAN, "clock": floor.LINE_CLOCK,
+            "one_way_p50_ns": round(statistics.median(x["one_way_p50_ns"] for x in ok), 1),
+            "one_way_min_ns": min(x["one_way_min_ns"] for x in ok),
+            "one_way_max_p50_ns": max(x["one_way_p50_ns"] for x in ok),
+            "before_each_trial_p50_ns": per,
+            "batches": ok[0]["batches_asked"], "round_trips_per_batch": ok[0]["round_trips_per_batch"],
+            "measured": len(ok), "not_measured": [x["absent"] for x in every if "absent" in x],
+            "why": "the frame: on veth the sender's CPU runs the receive and copies the frame into the "
+                   "UMEM; the data thread reads it on the receiver's CPU after its dequeue stamp",
+            "statistic": "before each trial: p50 over batches of (batch time / round trips / 2); "
+                         "one_way_p50_ns is the median of those, per path in round order under "
+                         "before_each_trial_p50_ns (None: that measurement was absent)"}
 
 
 def _stamp_doc(trials: list[dict]) -> dict:
@@ -653,6 +696,16 @@ def render(doc: dict, console) -> None:
         if snd:
             console.print(f"{p} exchange, stamp -> send call returned (CLOCK_TAI): p50 {latency.fmt_ns(snd['p50_ns'])}"
                           f" / p99 {latency.fmt_ns(snd['p99_ns'])} (n={snd['count']:,})")
+    ln = doc.get("cpu_line")
+    if ln and "absent" not in ln:
+        each = "; ".join(f"{m} " + ", ".join("-" if v is None else f"{v:,.0f}" for v in vs)
+                         for m, vs in ln["before_each_trial_p50_ns"].items())
+        console.print(f"machine: a cache line written on CPU {ln['cpu_a']} (the sender's; veth runs the receive "
+                      f"there) read on CPU {ln['cpu_b']} (the data thread's), one way, p50 before each trial: "
+                      f"{each} ns (half a round trip, {ln['clock']}); the frame is such a line, and the host "
+                      "moving vCPUs moves it", highlight=False)
+    elif ln:
+        console.print(f"machine: cache line between CPUs absent ({ln['absent']})", highlight=False)
     if doc.get("floor"):
         render_floor(doc, console)
     console.print("[dim]lab veth, copy-mode AF_XDP; noisy 2-core VM preempted by its host: read p50 and p99, "

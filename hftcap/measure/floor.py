@@ -8,11 +8,15 @@ reader sees how much of each microsecond is the machine's and how much is hftcap
                     stamps at dequeue: send_to_xdp, xdp_to_app, send_to_app
   floor recv kernel a UDP socket joined to the group, recvmsg(MSG_DONTWAIT) in a spin, with the
                     SO_TIMESTAMPING software stamp: stack_to_app, send_to_app
+  floor line        a 64-byte line bounced between two pinned CPUs: what a line one CPU wrote
+                    costs to read on the other (the frame the receive CPU wrote, read by the
+                    data thread); CLOCK_MONOTONIC, one read per batch of round trips
 
-Every stamp is CLOCK_TAI (the software RX stamp is CLOCK_REALTIME mapped by the kernel's TAI
-offset), as in hftcap's own hops, so both subtract the same way."""
+Every packet stamp is CLOCK_TAI (the software RX stamp is CLOCK_REALTIME mapped by the kernel's
+TAI offset), as in hftcap's own hops, so both subtract the same way."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -148,6 +152,63 @@ def run_send(netns: str | None, feed: str, rate: float, packets: int, payload: i
             "packet_rate_pps": round(r["sent"] / (el / 1e9), 1) if el else None,
             "stamp_to_return": {"span": "stamp -> send() returned", "clock": "CLOCK_TAI",
                                 **(latency.summary_ns(h) or {"absent": "no samples"}), "hist": latency.sparse(h)}}
+
+
+LINE_CLOCK = "CLOCK_MONOTONIC (one read per batch of round trips)"
+LINE_SPAN = ("a 64-byte line written on CPU A, read on CPU B: half of a round trip (B writes one "
+             "line, A sees it and writes another, B sees that)")
+
+
+def _cpus() -> list[int]:
+    return sorted(os.sched_getaffinity(0))
+
+
+def run_line(cpu_a: int, cpu_b: int, batches: int = 200, per_batch: int = 1000, max_s: float = 2.0) -> dict:
+    """`hftcap floor line`: one-way cost of a cache line from cpu_a to cpu_b, from batches of
+    per_batch round trips (each batch timed by one CLOCK_MONOTONIC pair); p50 / p90 / min of the
+    batches' means. Bounded by batches x per_batch trips and max_s seconds."""
+    ours = _cpus()
+    for name, c in (("--cpu-a", cpu_a), ("--cpu-b", cpu_b)):
+        if c not in ours:
+            raise UsageError(f"{name} {c}: not a CPU this process may run on",
+                             hint=f"choose from {','.join(map(str, ours))}")
+    if cpu_a == cpu_b:
+        raise UsageError(f"--cpu-a and --cpu-b are both {cpu_a}: a line between two CPUs needs two",
+                         hint="e.g. the CPU of the NIC queue's interrupt and the data thread's CPU")
+    if not 1 <= batches <= 100_000 or not 1 <= per_batch <= 1_000_000:
+        raise UsageError(f"--batches {batches} --per-batch {per_batch}: expected 1..100000 and 1..1000000",
+                         hint="the defaults (200 batches of 1,000 round trips) take about 0.1 s")
+    if not 0 < max_s <= 600:
+        raise UsageError(f"--max-seconds {max_s}: expected 0 < S <= 600",
+                         hint="a bound on the whole measurement; the default is 2 s")
+    from .. import _core
+    try:
+        ns, complete = _core.floor_line(cpu_a, cpu_b, batches, per_batch, float(max_s))
+    except OSError as e:
+        raise from_oserror(e, f"floor line between CPU {cpu_a} and CPU {cpu_b}",
+                           hint="a vCPU stalled by the host for the whole bound: try again or raise --max-seconds"
+                           if e.errno == errno.ETIMEDOUT else None) from None
+    one = sorted(x / per_batch / 2 for x in ns)
+
+    def q(f: float) -> float:
+        return round(one[min(len(one) - 1, int(f * len(one)))], 1)
+
+    return {"command": "floor line", "cpu_a": cpu_a, "cpu_b": cpu_b, "span": LINE_SPAN, "clock": LINE_CLOCK,
+            "batches": len(ns), "batches_asked": batches, "round_trips_per_batch": per_batch,
+            "complete": complete, "one_way_p50_ns": q(0.5), "one_way_p90_ns": q(0.9),
+            "one_way_min_ns": round(one[0], 1), "statistic": "per batch: its time / round trips / 2; "
+            "p50, p90 and min over the batches"}
+
+
+def describe_line(d: dict | None) -> str:
+    """One line for the bench's output."""
+    if not d:
+        return "-"
+    if "absent" in d:
+        return f"absent ({d['absent']})"
+    return (f"a cache line from CPU {d['cpu_a']} to CPU {d['cpu_b']}: {d['one_way_p50_ns']:,.0f} ns one way "
+            f"(p50; p90 {d['one_way_p90_ns']:,.0f} ns; half a round trip, {d['batches']} batches of "
+            f"{d['round_trips_per_batch']:,}, {LINE_CLOCK})")
 
 
 def write_json(doc: dict, path: str) -> None:

@@ -77,6 +77,17 @@ def test_bench_json_has_every_path_and_hop(tmp_path):
             assert r["excess_p99_ns"] == mine["p99_ns"] - base["p99_ns"]
     assert set(doc["excess"]) == set(doc["paths"])
     assert "excess over the floor" in cp.stdout
+    # The machine's cache line from the sender's CPU to the receiver's, before every trial.
+    import statistics
+    ln = doc["cpu_line"]
+    assert (ln["cpu_a"], ln["cpu_b"]) == (c["sender_cpu"], c["receiver_cpu"])
+    each = ln["before_each_trial_p50_ns"]
+    assert set(each) == set(doc["paths"]) | set(doc["floor"]) and all(len(v) == 1 for v in each.values())
+    got = [v for vs in each.values() for v in vs if v is not None]
+    assert ln["measured"] == len(got) >= 1 and ln["measured"] + len(ln["not_measured"]) == len(each)
+    assert ln["one_way_p50_ns"] == round(statistics.median(got), 1) and ln["one_way_max_p50_ns"] == max(got)
+    assert 5 < ln["one_way_min_ns"] <= ln["one_way_p50_ns"] < 1_000_000
+    assert "cache line written on CPU 0" in " ".join(cp.stdout.split())
 
 
 def test_bench_trace_splits_the_kernel_path(tmp_path):

@@ -1,9 +1,10 @@
 /* py_floor.c: the boundary of the floor (floor.h) and of BPF program run-time statistics
- * (bpfstats.h): hftcap._core.FloorReceiver, floor_send(), floor_stop(), bpf_enable_stats(),
- * bpf_prog_run_stats(). Coarse calls; the loops run with the GIL released. */
+ * (bpfstats.h): hftcap._core.FloorReceiver, floor_send(), floor_stop(), floor_line(),
+ * bpf_enable_stats(), bpf_prog_run_stats(). Coarse calls; the loops run with the GIL released. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <arpa/inet.h>
+#include <errno.h>
 #include <string.h>
 #include "py.h"
 #include "floor.h"
@@ -235,6 +236,48 @@ static PyObject *py_bpf_prog_run_stats(PyObject *mod, PyObject *args)
 	return Py_BuildValue("(KK)", (unsigned long long)ns, (unsigned long long)cnt);
 }
 
+/* floor_line(cpu_a, cpu_b, batches, per_batch, max_seconds) -> (list of batch ns, complete) */
+static PyObject *py_floor_line(PyObject *mod, PyObject *args)
+{
+	struct hc_floor_line_cfg cfg;
+	double max_s;
+	if (!PyArg_ParseTuple(args, "iiIId", &cfg.cpu_a, &cfg.cpu_b, &cfg.batches, &cfg.per_batch, &max_s))
+		return NULL;
+	if (!(max_s > 0) || max_s > 600 || !cfg.batches || cfg.batches > 100000 || !cfg.per_batch ||
+	    cfg.per_batch > 1000000 || cfg.cpu_a == cfg.cpu_b) {
+		PyErr_SetString(PyExc_ValueError,
+				"two different CPUs, batches 1..100000, per_batch 1..1000000, max_seconds in (0, 600]");
+		return NULL;
+	}
+	cfg.max_ns = (uint64_t)(max_s * 1e9);
+	uint64_t *ns = PyMem_Malloc((size_t)cfg.batches * sizeof(*ns));
+	if (!ns)
+		return PyErr_NoMemory();
+	uint32_t done = 0;
+	int err;
+	Py_BEGIN_ALLOW_THREADS
+	err = hc_floor_line(&cfg, ns, &done);
+	Py_END_ALLOW_THREADS
+	if (err && !(err == -ETIMEDOUT && done)) {
+		PyMem_Free(ns);
+		errno = -err;
+		return PyErr_SetFromErrno(PyExc_OSError);
+	}
+	PyObject *list = PyList_New(done);
+	for (uint32_t i = 0; list && i < done; i++) {
+		PyObject *v = PyLong_FromUnsignedLongLong(ns[i]);
+		if (!v) {
+			Py_CLEAR(list);
+			break;
+		}
+		PyList_SET_ITEM(list, i, v);
+	}
+	PyMem_Free(ns);
+	if (!list)
+		return NULL;
+	return Py_BuildValue("(NO)", list, err ? Py_False : Py_True);
+}
+
 static PyMethodDef floor_funcs[] = {
 	{ "floor_send", py_floor_send, METH_VARARGS,
 	  "floor_send(fd, packets, rate_pps, payload_len, max_seconds, spin_us) -> dict" },
@@ -243,6 +286,9 @@ static PyMethodDef floor_funcs[] = {
 	  "bpf_enable_stats() -> fd; BPF run-time statistics stay on until it is closed" },
 	{ "bpf_prog_run_stats", py_bpf_prog_run_stats, METH_VARARGS,
 	  "bpf_prog_run_stats(prog_id) -> (run_time_ns, run_cnt)" },
+	{ "floor_line", py_floor_line, METH_VARARGS,
+	  "floor_line(cpu_a, cpu_b, batches, per_batch, max_seconds) -> ([batch ns], complete): "
+	  "a cache line bounced between two CPUs (floor.h)" },
 	{ NULL },
 };
 
