@@ -213,7 +213,10 @@ def main() -> int:
     ratio = None
     if "itch_book" in summary:
         ratio = summary["itch_book"]["median_ns_per_msg"] / summary["books"]["median_ns_per_msg"]
-        print(f"  hftcap decode+books is {ratio:.2f}x itch-book's throughput")
+        per_run = [ib / bk for ib, bk in zip(res["itch_book"], res["books"])]
+        print(f"  hftcap decode+books is {ratio:.2f}x itch-book's throughput (ratio of the medians; "
+              f"run by run, each pair back to back: {min(per_run):.2f}x to {max(per_run):.2f}x, median "
+              f"{statistics.median(per_run):.2f}x)")
         print(f"  cross-check: live orders at end hftcap {check['hftcap_live_orders']}, "
               f"itch-book {check['itch_book_live_orders']} (hftcap peak {check['hftcap_peak_orders']})")
     floor = None
@@ -233,6 +236,7 @@ def main() -> int:
                "python": platform.python_version(), "clock": "CLOCK_MONOTONIC (time.perf_counter_ns)",
                "expected_orders": a.expected_orders, "results": summary,
                "ratio_books_vs_itch_book": ratio, "itch_book_not_compared": ib_reason if ratio is None else None,
+               "ratio_per_run": [ib / bk for ib, bk in zip(res["itch_book"], res["books"])] or None,
                "cross_check": check, "memory_floor": floor, "load_average_before": load_before, "load_average_after": load_after}
         Path(a.json).write_text(json.dumps(doc, indent=2) + "\n")
     return 0

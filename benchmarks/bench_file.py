@@ -7,10 +7,15 @@ run by run, each as a whole process (fork to exit, wall time CLOCK_MONOTONIC):
   hftcap-gz     hftcap book FILE.gz --json (the inflater thread + the books)
   itch-book-gz  itch2parquet verify FILE.gz (itch-book's replay of every book with its checks)
   hftcap-plain  hftcap book FILE --json (the file mapped, no copy)
+  python-start  python -c "from hftcap import entry, _core" (interpreter start, the book route's
+                imports, exit: what the whole process pays before and after its replay)
 and inside one process (no start-up, no imports):
   feed-plain    Books().feed_file(FILE)     feed-gz  Books().feed_file(FILE.gz)
   memory        Books().feed(bytes)         (the file already in memory: the in-memory figure)
-Medians over --runs. Never part of the CI gate; the machine's load is recorded.
+Medians over --runs, and run-by-run ratios (each pair ran back to back). Before each run, what a
+cache line written on CPU 0 costs to read on CPU 1 (`hftcap floor line`): the .gz replay hands
+every inflated chunk from one thread to the other, and on a VM the host moves that cost. Never
+part of the CI gate; the machine's load is recorded.
 """
 from __future__ import annotations
 
@@ -50,6 +55,16 @@ def whole(cmd) -> int:
     return e
 
 
+def cpu_line() -> float | None:
+    """One `hftcap floor line` between CPUs 0 and 1 (~0.1 s), or None where there are not two."""
+    from hftcap.errors import HftcapError
+    from hftcap.measure import floor
+    try:
+        return floor.run_line(0, 1)["one_way_p50_ns"]
+    except HftcapError:
+        return None
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--messages", type=int, default=5_000_000)
@@ -80,17 +95,22 @@ def main() -> int:
     itch2parquet = str(Path(ib_py).parent / "itch2parquet")
     hftcap = str(Path(sys.executable).parent / "hftcap")
     n = a.messages
-    res = {k: [] for k in ("hftcap_gz", "itch_book_gz", "hftcap_plain", "feed_plain", "feed_gz", "memory")}
+    res = {k: [] for k in ("hftcap_gz", "itch_book_gz", "hftcap_plain", "python_start", "feed_plain", "feed_gz",
+                           "memory")}
+    lines = []
     load_before = os.getloadavg()
     for i in range(a.runs):
+        lines.append(cpu_line())
         res["hftcap_gz"].append(whole([hftcap, "book", str(gz), "--json"]))
         res["itch_book_gz"].append(whole([itch2parquet, "verify", str(gz), "--date", "2019-12-30"]))
         res["hftcap_plain"].append(whole([hftcap, "book", str(base), "--json"]))
+        res["python_start"].append(whole([sys.executable, "-c", "from hftcap import entry, _core"]))
         out, err = run_json([sys.executable, "-c", INPROC, str(base), str(gz)])
         assert out, err
         for k in ("feed_plain", "feed_gz", "memory"):
             res[k].append(out[k])
-        print(f"run {i + 1}/{a.runs}: " + ", ".join(f"{k} {v[-1] / 1e6:.0f} ms" for k, v in res.items()))
+        print(f"run {i + 1}/{a.runs}: " + ", ".join(f"{k} {v[-1] / 1e6:.0f} ms" for k, v in res.items()) +
+              (f"; cache line CPU 0 -> 1 {lines[-1]:.0f} ns" if lines[-1] is not None else ""))
     load_after = os.getloadavg()
     med = {k: statistics.median(v) for k, v in res.items()}
     print(f"\n{n} messages, profile {a.profile}, {stocks} stocks; plain {base.stat().st_size / 2**20:.0f} MiB, "
@@ -101,16 +121,29 @@ def main() -> int:
     ratios = {"gz_whole_process_vs_itch_book": med["itch_book_gz"] / med["hftcap_gz"],
               "plain_feed_file_vs_memory": med["feed_plain"] / med["memory"],
               "gz_feed_file_vs_memory": med["feed_gz"] / med["memory"],
-              "plain_whole_process_vs_memory": med["hftcap_plain"] / med["memory"]}
-    print(f"  whole process on .gz: hftcap {ratios['gz_whole_process_vs_itch_book']:.2f}x itch-book's speed")
+              "plain_whole_process_vs_memory": med["hftcap_plain"] / med["memory"],
+              "plain_whole_process_minus_python_start_vs_memory":
+                  (med["hftcap_plain"] - med["python_start"]) / med["memory"]}
+    per_run = {"gz_whole_process_vs_itch_book": [i / h for i, h in zip(res["itch_book_gz"], res["hftcap_gz"])],
+               "plain_whole_process_vs_memory": [h / m for h, m in zip(res["hftcap_plain"], res["memory"])]}
+    g = per_run["gz_whole_process_vs_itch_book"]
+    print(f"  whole process on .gz: hftcap {ratios['gz_whole_process_vs_itch_book']:.2f}x itch-book's speed "
+          f"(ratio of the medians; run by run {min(g):.2f}x to {max(g):.2f}x, median {statistics.median(g):.2f}x)")
     print(f"  feed_file plain / in memory: {ratios['plain_feed_file_vs_memory']:.2f}; .gz / in memory: "
           f"{ratios['gz_feed_file_vs_memory']:.2f}; whole process plain / in memory "
-          f"{ratios['plain_whole_process_vs_memory']:.2f} (includes Python start-up and imports)")
+          f"{ratios['plain_whole_process_vs_memory']:.2f} (includes Python start-up and imports), without the "
+          f"python-start figure {ratios['plain_whole_process_minus_python_start_vs_memory']:.2f}")
+    got = [x for x in lines if x is not None]
+    if got:
+        print(f"  a cache line written on CPU 0, read on CPU 1, before each run: "
+              + ", ".join("-" if x is None else f"{x:.0f}" for x in lines) + " ns one way (p50; CLOCK_MONOTONIC)")
     print(f"  load average before {load_before[0]:.2f}, after {load_after[0]:.2f} ({os.cpu_count()} CPUs, shared)")
     if a.json:
         Path(a.json).write_text(json.dumps({"bench": "bench_file", "messages": n, "profile": a.profile,
                                             "stocks": stocks, "runs_ns": res, "median_ns": med,
-                                            "ratios": ratios, "inflater": _core.inflater(),
+                                            "ratios": ratios, "ratios_per_run": per_run,
+                                            "cpu_line_one_way_p50_ns_before_each_run": lines,
+                                            "inflater": _core.inflater(),
                                             "load_average": [load_before, load_after]}, indent=2) + "\n")
     return 0
 
