@@ -211,9 +211,9 @@ def main() -> int:
         print(f"  {k:10s} {s['median_ns_per_msg']:7.2f} ns/msg  {s['median_msgs_per_s'] / 1e6:7.2f} M msg/s"
               f"  peak RSS {s['peak_rss_mib']:7.0f} MiB")
     ratio = None
+    per_run = [ib / bk for ib, bk in zip(res["itch_book"], res["books"])]  # each pair back to back
     if "itch_book" in summary:
         ratio = summary["itch_book"]["median_ns_per_msg"] / summary["books"]["median_ns_per_msg"]
-        per_run = [ib / bk for ib, bk in zip(res["itch_book"], res["books"])]
         print(f"  hftcap decode+books is {ratio:.2f}x itch-book's throughput (ratio of the medians; "
               f"run by run, each pair back to back: {min(per_run):.2f}x to {max(per_run):.2f}x, median "
               f"{statistics.median(per_run):.2f}x)")
@@ -236,7 +236,7 @@ def main() -> int:
                "python": platform.python_version(), "clock": "CLOCK_MONOTONIC (time.perf_counter_ns)",
                "expected_orders": a.expected_orders, "results": summary,
                "ratio_books_vs_itch_book": ratio, "itch_book_not_compared": ib_reason if ratio is None else None,
-               "ratio_per_run": [ib / bk for ib, bk in zip(res["itch_book"], res["books"])] or None,
+               "ratio_per_run": per_run or None,
                "cross_check": check, "memory_floor": floor, "load_average_before": load_before, "load_average_after": load_after}
         Path(a.json).write_text(json.dumps(doc, indent=2) + "\n")
     return 0
