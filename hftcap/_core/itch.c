@@ -226,6 +226,10 @@ int hc_itch_decode(const uint8_t *p, uint32_t len, struct hc_itch_msg *m)
 	return decode(p, len, m);
 }
 
+/* The record stream, bytes ahead (non-temporal: read once). Without it this loop waits on
+ * memory wherever the hardware prefetcher does not run far enough ahead: on the 2026-12-03 VM
+ * 11.5 -> 4.2 ns/message on the 8-stock 10 M file (512 bytes: 9.1; 4096: 4.9; a T0 hint: 4.6). */
+#define HC_DECODE_PF_BYTES 1024
 uint64_t hc_itch_decode_records(const uint8_t *p, size_t len, size_t *off_out,
 				uint64_t drops[HC_DROP__MAX])
 {
@@ -235,6 +239,8 @@ uint64_t hc_itch_decode_records(const uint8_t *p, size_t len, size_t *off_out,
 	uint64_t ok = 0;
 	size_t off = 0;
 	while (hc_nasdaq_next(p, len, &off, &msg, &n)) {
+		if (__builtin_expect(len - off > HC_DECODE_PF_BYTES, 1))
+			__builtin_prefetch(p + off + HC_DECODE_PF_BYTES, 0, 0);
 		int rc = decode(msg, n, &m);
 		if (__builtin_expect(rc < 0, 0))
 			drops[-rc]++;
