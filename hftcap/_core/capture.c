@@ -31,6 +31,7 @@
 #include "snap.h"
 #include "join.h"
 #include "hc_time.h"
+#include "hc_thread.h"
 #include "hftcap.skel.h"
 #include "hftcap_hw.skel.h"
 
@@ -815,16 +816,10 @@ int hc_capture_start(struct hc_capture *c)
 				 c->cfg.path == HC_PATH_KERNEL ? udp_loop : xdp_loop, c);
 	if (err)
 		return -err;
-	if (c->cfg.cpu >= 0) {
-		cpu_set_t set;
-		CPU_ZERO(&set);
-		CPU_SET(c->cfg.cpu, &set);
-		err = pthread_setaffinity_np(c->thread, sizeof(set), &set);
-		if (err) {
-			__atomic_store_n(&c->stop, 1, __ATOMIC_RELAXED);
-			pthread_join(c->thread, NULL);
-			return -err;
-		}
+	if (c->cfg.cpu >= 0 && (err = hc_pin_thread(c->thread, c->cfg.cpu)) < 0) {
+		__atomic_store_n(&c->stop, 1, __ATOMIC_RELAXED);
+		pthread_join(c->thread, NULL);
+		return err;
 	}
 	c->started = 1;
 	return 0;

@@ -21,6 +21,7 @@
 #include "floor.h"
 #include "floor_shared.h"
 #include "hc_time.h"
+#include "hc_thread.h"
 #include "floor.skel.h"
 
 #define FL_FRAME_SIZE 2048u
@@ -299,15 +300,6 @@ int hc_floor_rx_open(const struct hc_floor_rx_cfg *cfg, struct hc_floor_rx **out
 	return 0;
 }
 
-/* Pin thread t to one CPU: 0 or -errno. */
-static int pin_thread(pthread_t t, int cpu)
-{
-	cpu_set_t set;
-	CPU_ZERO(&set);
-	CPU_SET(cpu, &set);
-	return -pthread_setaffinity_np(t, sizeof(set), &set);
-}
-
 int hc_floor_rx_start(struct hc_floor_rx *r)
 {
 	if (r->started)
@@ -316,7 +308,7 @@ int hc_floor_rx_start(struct hc_floor_rx *r)
 	int err = pthread_create(&r->thread, NULL, r->cfg.kind == HC_FLOOR_XDP ? xdp_loop : udp_loop, r);
 	if (err)
 		return -err;
-	if (r->cfg.cpu >= 0 && (err = pin_thread(r->thread, r->cfg.cpu)) < 0) {
+	if (r->cfg.cpu >= 0 && (err = hc_pin_thread(r->thread, r->cfg.cpu)) < 0) {
 		__atomic_store_n(&r->stop, 1, __ATOMIC_RELAXED);
 		pthread_join(r->thread, NULL);
 		return err;
@@ -448,7 +440,7 @@ static int line_wait(struct line_run *r, _Atomic uint64_t *v, uint64_t want, uin
 static void *line_peer(void *arg) /* cpu_a: answers every ping */
 {
 	struct line_run *r = arg;
-	int err = pin_thread(pthread_self(), r->cfg->cpu_a);
+	int err = hc_pin_thread(pthread_self(), r->cfg->cpu_a);
 	atomic_store(&r->ready, err ? err : 1);
 	if (err)
 		return NULL;
@@ -464,7 +456,7 @@ static void *line_timer(void *arg) /* cpu_b: pings and times */
 {
 	struct line_run *r = arg;
 	const struct hc_floor_line_cfg *c = r->cfg;
-	if ((r->err = pin_thread(pthread_self(), c->cpu_b)) < 0)
+	if ((r->err = hc_pin_thread(pthread_self(), c->cpu_b)) < 0)
 		return NULL;
 	uint64_t limit = mono_ns() + c->max_ns, seq = 0;
 	int ready;

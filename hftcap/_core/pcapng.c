@@ -13,6 +13,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include "pcapng.h"
+#include "hc_thread.h"
 #include "hc_time.h"
 
 #define CHUNK (1u << 20)          /* write in chunks of 1 MiB */
@@ -480,15 +481,9 @@ int hc_pcapng_open(const struct hc_pcapng_cfg *cfg, const char *path, struct hc_
 		goto fail;
 	w->started = 1;
 	pthread_setname_np(w->thread, "hftcap-writer");
-	if (cfg->writer_cpu >= 0) {
-		cpu_set_t set;
-		CPU_ZERO(&set);
-		CPU_SET(cfg->writer_cpu, &set);
-		err = -pthread_setaffinity_np(w->thread, sizeof(set), &set);
-		if (err) {
-			hc_pcapng_close(w);
-			goto fail;
-		}
+	if (cfg->writer_cpu >= 0 && (err = hc_pin_thread(w->thread, cfg->writer_cpu)) < 0) {
+		hc_pcapng_close(w);
+		goto fail;
 	}
 	*out = w;
 	return 0;
