@@ -1255,7 +1255,7 @@ static NOINLINE void feed_steady_deep(struct hc_books *b, const uint8_t *p, size
 #define HC_DEEP_STOCKS 64u
 #define HC_FEED_STEP (1u << 20)
 
-size_t hc_books_feed_records(struct hc_books *b, const uint8_t *p, size_t len)
+static NOINLINE size_t feed_records(struct hc_books *b, const uint8_t *p, size_t len, int more)
 {
 	const uint32_t *slots[HC_PF_SLOT];
 	const uint8_t *recs[HC_PF_SLOT]; /* the messages of the records in flight */
@@ -1292,6 +1292,8 @@ size_t hc_books_feed_records(struct hc_books *b, const uint8_t *p, size_t len)
 				FEED_STEADY(0);
 			}
 		}
+		if (more && off)
+			return off; /* what was looked ahead past off only warmed lines */
 		done = parsed - HC_PF_SLOT;
 	}
 	while (hc_nasdaq_complete(p, len, a)) { /* the last 64 KiB: every test, nothing inlined again */
@@ -1302,6 +1304,16 @@ size_t hc_books_feed_records(struct hc_books *b, const uint8_t *p, size_t len)
 		APPLY(hc_books_feed_msg);
 #undef APPLY
 	return off;
+}
+
+size_t hc_books_feed_records(struct hc_books *b, const uint8_t *p, size_t len)
+{
+	return feed_records(b, p, len, 0);
+}
+
+size_t hc_books_feed_records_more(struct hc_books *b, const uint8_t *p, size_t len)
+{
+	return feed_records(b, p, len, 1);
 }
 #undef FEED_BODY
 #undef FEED_STEADY

@@ -127,6 +127,12 @@ int hc_books_feed_msg(struct hc_books *b, const uint8_t *msg, uint32_t len);
 /* Apply every complete record of a buffer in NASDAQ file layout (u16 BE length + message);
  * returns the bytes consumed (a partial record at the end is left). */
 size_t hc_books_feed_records(struct hc_books *b, const uint8_t *p, size_t len);
+/* The same for a buffer that more records will follow (a reader's staging buffer): it stops
+ * where the steady loop stops, leaving the last ~66 KiB (and at most 16 records more) for the
+ * caller to carry to the next call, instead of applying them with every bound tested; a
+ * buffer too small for the steady loop is consumed as by hc_books_feed_records. Returns the
+ * bytes consumed: > 0 for a buffer holding a complete record. */
+size_t hc_books_feed_records_more(struct hc_books *b, const uint8_t *p, size_t len);
 
 /* Snapshots (safe while the writer runs). Return the number of levels/trades copied, or
  * -ENOENT for a locate never seen. Bids and asks best first. */

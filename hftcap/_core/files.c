@@ -30,46 +30,70 @@ uint64_t hc_decode_nasdaq(const uint8_t *p, size_t len, uint64_t drops[HC_DROP__
 	return ok;
 }
 
-void hc_feed_frame(struct hc_books *b, struct hc_mold *mold, uint32_t linktype,
-		   const uint8_t *f, size_t len)
+/* The MoldUDP64 payload of a captured frame (link type 1 = Ethernet, optional VLAN tags,
+ * IPv4 unfragmented, UDP): its start and *n, or NULL for anything else. */
+static const uint8_t *frame_mold(uint32_t linktype, const uint8_t *f, size_t len, uint32_t *n)
 {
 	if (linktype != 1 || len < 14)
-		goto not_mold;
+		return NULL;
 	size_t off = 14;
 	uint16_t et = hc_be16(f + 12);
 	while (et == 0x8100 || et == 0x88a8) {
 		if (len - off < 4)
-			goto not_mold;
+			return NULL;
 		et = hc_be16(f + off + 2);
 		off += 4;
 	}
 	if (et != 0x0800 || len - off < 20)
-		goto not_mold;
+		return NULL;
 	const uint8_t *ip = f + off;
 	uint32_t ihl = (uint32_t)(ip[0] & 15) * 4;
 	uint32_t tot = hc_be16(ip + 2);
 	if ((ip[0] >> 4) != 4 || ihl < 20 || tot < ihl + 8 || tot > len - off || ip[9] != 17 ||
 	    (hc_be16(ip + 6) & 0x3fff) != 0)
-		goto not_mold;
+		return NULL;
 	const uint8_t *udp = ip + ihl;
 	uint32_t ulen = hc_be16(udp + 4);
 	if (ulen < 8 || ulen > tot - ihl)
-		goto not_mold;
+		return NULL;
+	*n = ulen - 8;
+	return udp + 8;
+}
 
-	struct hc_mold_stats before = mold->st;
+/* A frame's MoldUDP64 drops are counted in the books too: the mold's drop counters before the
+ * frame, and after it what they grew by. */
+struct mold_mark { uint64_t truncated, malformed; };
+static inline struct mold_mark mold_mark(const struct hc_mold *m)
+{
+	return (struct mold_mark){ m->st.drop_truncated, m->st.drop_short + m->st.drop_trailing };
+}
+static inline void mold_drops(struct hc_books *b, struct mold_mark before, const struct hc_mold *m)
+{
+	struct mold_mark now = mold_mark(m);
+	if (__builtin_expect(now.truncated != before.truncated || now.malformed != before.malformed, 0)) {
+		struct hc_books_stats *st = (struct hc_books_stats *)hc_books_stats(b);
+		st->drops[HC_DROP_MOLD_TRUNCATED] += now.truncated - before.truncated;
+		st->drops[HC_DROP_MOLD_MALFORMED] += now.malformed - before.malformed;
+	}
+}
+
+void hc_feed_frame(struct hc_books *b, struct hc_mold *mold, uint32_t linktype,
+		   const uint8_t *f, size_t len)
+{
+	uint32_t plen;
+	const uint8_t *pl = frame_mold(linktype, f, len, &plen);
+	if (!pl) {
+		hc_books_count_drop(b, -HC_DROP_NOT_MOLD);
+		return;
+	}
+	struct mold_mark before = mold_mark(mold);
 	struct hc_mold_iter it;
 	const uint8_t *msg;
 	uint32_t n;
-	if (hc_mold_begin(mold, udp + 8, ulen - 8, &it) > 0)
+	if (hc_mold_begin(mold, pl, plen, &it) > 0)
 		while (hc_mold_next(mold, &it, &msg, &n))
 			hc_books_feed_msg(b, msg, n);
-	struct hc_books_stats *st = (struct hc_books_stats *)hc_books_stats(b);
-	st->drops[HC_DROP_MOLD_TRUNCATED] += mold->st.drop_truncated - before.drop_truncated;
-	st->drops[HC_DROP_MOLD_MALFORMED] += (mold->st.drop_short - before.drop_short) +
-					     (mold->st.drop_trailing - before.drop_trailing);
-	return;
-not_mold:
-	hc_books_count_drop(b, -HC_DROP_NOT_MOLD);
+	mold_drops(b, before, mold);
 }
 
 struct hc_reader {
@@ -86,7 +110,63 @@ struct hc_reader {
 	uint8_t *acc;
 	size_t acc_len, acc_cap;
 	struct hc_mold mold;
+	/* A capture's new messages in sequence, in the NASDAQ file layout, fed to the books a
+	 * stage at a time through hc_books_feed_records, whose look-ahead over messages the file
+	 * layout always had: fed one message at a time from their frames, a day-scale book waited
+	 * on every miss (day profile, 5 M messages in 4-message frames: 0.66-0.77 s -> 0.36-0.40 s,
+	 * the plain NASDAQ file of the same messages 0.33-0.37 s). Drained when it holds
+	 * HC_STAGE_BYTES, flushed at the end of every step, so the books hold everything a step
+	 * has read when it returns. */
+	uint8_t *stage;
+	size_t stage_len;
 };
+
+#define HC_STAGE_BYTES (1u << 20)
+#define HC_STAGE_CAP (HC_STAGE_BYTES + 65536u) /* one more datagram's blocks always fit */
+
+static void stage_flush(struct hc_reader *r, struct hc_books *b)
+{
+	if (r->stage_len) {
+		hc_books_feed_records(b, r->stage, r->stage_len); /* every record complete: all taken */
+		r->stage_len = 0;
+	}
+}
+
+/* A full stage in the middle of a step: what the books' steady loop takes, the rest carried to
+ * the front. Each call consumes something, so the loop ends below HC_STAGE_BYTES. */
+static void stage_drain(struct hc_reader *r, struct hc_books *b)
+{
+	while (r->stage_len >= HC_STAGE_BYTES) {
+		size_t used = hc_books_feed_records_more(b, r->stage, r->stage_len);
+		memmove(r->stage, r->stage + used, r->stage_len - used);
+		r->stage_len -= used;
+	}
+}
+
+/* hc_feed_frame, through the stage: the same sequencing and drops, the same messages in the
+ * same order. */
+static void stage_frame(struct hc_reader *r, struct hc_books *b, uint32_t linktype,
+			const uint8_t *f, size_t len)
+{
+	uint32_t plen;
+	const uint8_t *pl = frame_mold(linktype, f, len, &plen);
+	if (!pl) {
+		hc_books_count_drop(b, -HC_DROP_NOT_MOLD);
+		return;
+	}
+	struct hc_mold *mold = &r->mold;
+	struct mold_mark before = mold_mark(mold);
+	struct hc_mold_iter it;
+	const uint8_t *run;
+	size_t n;
+	/* the new blocks are one run of NASDAQ-layout records (hc_mold_run): one copy per frame */
+	if (hc_mold_begin(mold, pl, plen, &it) > 0 && hc_mold_run(mold, &it, &run, &n)) {
+		memcpy(r->stage + r->stage_len, run, n);
+		r->stage_len += n;
+		stage_drain(r, b);
+	}
+	mold_drops(b, before, mold);
+}
 
 static inline uint32_t rd32(const uint8_t *p, int be)
 {
@@ -149,6 +229,10 @@ int hc_reader_open(struct hc_reader **out, const char *path)
 		else if (m == 0x0a0d0d0a)
 			r->fmt = HC_FMT_PCAPNG;
 	}
+	if (r->fmt != HC_FMT_NASDAQ && !(r->stage = malloc(HC_STAGE_CAP))) {
+		hc_reader_close(r);
+		return -ENOMEM;
+	}
 	*out = r;
 	return 0;
 }
@@ -182,7 +266,7 @@ static size_t parse_pcap(struct hc_reader *r, struct hc_books *b, const uint8_t 
 				*need = 16 + (size_t)incl;
 			break;
 		}
-		hc_feed_frame(b, &r->mold, r->linktype, p + off + 16, incl);
+		stage_frame(r, b, r->linktype, p + off + 16, incl);
 		off += 16 + (size_t)incl;
 	}
 	if (!off && len < 16)
@@ -232,13 +316,13 @@ static size_t parse_pcapng(struct hc_reader *r, struct hc_books *b, const uint8_
 			if (cap > blen - 32)
 				goto bad;
 			uint32_t lt = ifid < r->n_if && ifid < 256 ? r->if_link[ifid] : 0xffffffff;
-			hc_feed_frame(b, &r->mold, lt, q + 28, cap);
+			stage_frame(r, b, lt, q + 28, cap);
 		} else if (type == 3) { /* simple packet: interface 0 */
 			if (blen < 16)
 				goto bad;
 			uint32_t olen = rd32(q + 8, r->swap);
 			uint32_t cap = olen < blen - 16 ? olen : blen - 16;
-			hc_feed_frame(b, &r->mold, r->n_if ? r->if_link[0] : 0xffffffff, q + 12, cap);
+			stage_frame(r, b, r->n_if ? r->if_link[0] : 0xffffffff, q + 12, cap);
 		}
 		off += blen;
 	}
@@ -274,7 +358,7 @@ static void truncated(struct hc_reader *r, struct hc_books *b)
 	r->acc_len = 0;
 }
 
-int hc_reader_step(struct hc_reader *r, struct hc_books *b, size_t max_bytes)
+static int reader_step(struct hc_reader *r, struct hc_books *b, size_t max_bytes)
 {
 	size_t done = 0, need, used;
 	int rc;
@@ -323,6 +407,13 @@ int hc_reader_step(struct hc_reader *r, struct hc_books *b, size_t max_bytes)
 	return 1;
 }
 
+int hc_reader_step(struct hc_reader *r, struct hc_books *b, size_t max_bytes)
+{
+	int rc = reader_step(r, b, max_bytes);
+	stage_flush(r, b);
+	return rc;
+}
+
 int hc_reader_format(const struct hc_reader *r) { return r->fmt; }
 int hc_reader_gzip(const struct hc_reader *r) { return hc_src_is_gzip(r->src); }
 uint64_t hc_reader_offset(struct hc_reader *r) { return hc_src_offset(r->src); }
@@ -335,6 +426,7 @@ void hc_reader_close(struct hc_reader *r)
 		return;
 	hc_src_close(r->src);
 	free(r->acc);
+	free(r->stage);
 	free(r);
 }
 

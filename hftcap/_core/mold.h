@@ -93,4 +93,49 @@ static inline int hc_mold_next(struct hc_mold *m, struct hc_mold_iter *it, const
 	return 0;
 }
 
+/* Every new block left at once, for a reader that copies them on (files.c): the blocks
+ * delivered are consecutive in the datagram (only leading ones are skipped) and each is a
+ * NASDAQ-layout record (2-byte length, message), so they are one run [*run, *run + *run_len).
+ * Returns how many were delivered (0: *run untouched). The same accounting, state and end as
+ * calling hc_mold_next until it returns 0. */
+static inline uint32_t hc_mold_run(struct hc_mold *m, struct hc_mold_iter *it, const uint8_t **run,
+				   size_t *run_len)
+{
+	const uint8_t *p = it->p, *end = it->end, *first = NULL, *last = NULL;
+	uint32_t left = it->left, skip = it->skip, got = 0;
+	for (; left; left--) {
+		if (end - p < 2 || (size_t)(end - p - 2) < hc_be16(p)) {
+			m->st.drop_truncated += left;
+			left = 0;
+			m->next = it->end_seq; /* as hc_mold_next: counted here, not again as a gap */
+			goto out;              /* (and no trailing-bytes drop after a truncation) */
+		}
+		const uint8_t *next = p + 2 + hc_be16(p);
+		if (skip) {
+			skip--;
+		} else {
+			first = first ? first : p;
+			last = next;
+			got++;
+		}
+		p = next;
+	}
+	if (got) {
+		m->next = it->seq + got;
+		if (p != end)
+			m->st.drop_trailing++;
+	}
+out:
+	m->st.messages += got;
+	it->seq += got;
+	it->p = p;
+	it->left = 0;
+	it->skip = skip;
+	if (got) {
+		*run = first;
+		*run_len = (size_t)(last - first);
+	}
+	return got;
+}
+
 #endif

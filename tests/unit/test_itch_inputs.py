@@ -9,7 +9,7 @@ import sys
 import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from refmodel import encode, frame  # noqa: E402
+from refmodel import encode, frame, unframe  # noqa: E402
 
 from hftcap import _core  # noqa: E402
 from hftcap.lab import gen  # noqa: E402
@@ -37,10 +37,10 @@ def udp_frame(payload, vlan=0, proto=17, frag=0):
 
 def pcap(frames, endian="<", nsec=False):
     magic = 0xA1B23C4D if nsec else 0xA1B2C3D4
-    out = struct.pack(endian + "IHHiIII", magic, 2, 4, 0, 0, 65535, 1)
+    out = [struct.pack(endian + "IHHiIII", magic, 2, 4, 0, 0, 65535, 1)]
     for i, f in enumerate(frames):
-        out += struct.pack(endian + "IIII", 1700000000 + i, 0, len(f), len(f)) + f
-    return out
+        out.append(struct.pack(endian + "IIII", 1700000000 + i, 0, len(f), len(f)) + f)
+    return b"".join(out)
 
 
 def pcapng(frames, endian="<"):
@@ -48,11 +48,11 @@ def pcapng(frames, endian="<"):
         pad = (-len(body)) % 4
         n = 12 + len(body) + pad
         return struct.pack(endian + "II", btype, n) + body + b"\0" * pad + struct.pack(endian + "I", n)
-    out = block(0x0A0D0D0A, struct.pack(endian + "IHHq", 0x1A2B3C4D, 1, 0, -1))
-    out += block(1, struct.pack(endian + "HHI", 1, 0, 65535))
+    out = [block(0x0A0D0D0A, struct.pack(endian + "IHHq", 0x1A2B3C4D, 1, 0, -1)),
+           block(1, struct.pack(endian + "HHI", 1, 0, 65535))]
     for f in frames:
-        out += block(6, struct.pack(endian + "IIIII", 0, 0, 0, len(f), len(f)) + f)
-    return out
+        out.append(block(6, struct.pack(endian + "IIIII", 0, 0, 0, len(f), len(f)) + f))
+    return b"".join(out)
 
 
 def session_frames():
@@ -159,6 +159,53 @@ def test_nasdaq_file_plain_gzip_and_truncated(tmp_path, compress, cut):
     assert sum(sa["messages"].values()) == 20000
     for loc, _ in b.symbols():
         assert a.book_raw(loc, 1000) == b.book_raw(loc, 1000)
+
+
+def books_state(b):
+    st = b.stats()
+    return st, {loc: (sym, b.book_raw(loc, 1 << 20), b.info(loc)["volume"]) for loc, sym in b.symbols()}
+
+
+# ~5 MiB of the day profile: a capture of it is several of the reader's 1 MiB stages, so the
+# stage is drained mid-step (records carried to the next stage) and flushed at every step's end
+DAY = gen.generate(4, 300, 160_000, "day")
+
+
+def day_frames(k=4, overlap_every=37, drop=None):
+    """MoldUDP64 frames of k records of DAY (sequence from 1). Every overlap_every-th frame is
+    sent twice, then a frame of its last 2 blocks and the next frame's first 2, then the next
+    frame whole: 8 duplicates each. drop: the index of a frame never sent (a gap)."""
+    msgs = list(unframe(DAY))
+    packets = [(i + 1, msgs[i:i + k]) for i in range(0, len(msgs), k)]
+    frames, dups = [], 0
+    for j, (seq, blocks) in enumerate(packets):
+        if j == drop:
+            continue
+        frames.append(udp_frame(mold(seq, blocks)))
+        if j % overlap_every == 5 and j + 1 < len(packets) and j + 1 != drop:
+            frames.append(udp_frame(mold(seq, blocks)))
+            frames.append(udp_frame(mold(seq + 2, blocks[2:] + packets[j + 1][1][:2])))
+            dups += 8
+    return frames, dups, msgs
+
+
+@pytest.mark.parametrize("kind", ["pcap", "pcapng", "pcap-gz", "pcap-small-steps", "pcap-gap"])
+def test_day_capture_gives_the_books_of_its_stream(tmp_path, kind):
+    drop = 1234 if kind == "pcap-gap" else None
+    frames, dups, msgs = day_frames(drop=drop)
+    data = pcapng(frames) if kind == "pcapng" else pcap(frames)
+    assert len(data) > 4 << 20
+    p = tmp_path / "day.cap"
+    p.write_bytes(gzip.compress(data, 1) if kind == "pcap-gz" else data)
+    got = _core.Books(1024)
+    feed = got.feed_file(str(p), **({"chunk_bytes": 100_000} if kind == "pcap-small-steps" else {}))
+    want = _core.Books(1024)
+    want.feed(frame(msgs[:drop * 4] + msgs[drop * 4 + 4:]) if drop is not None else DAY)
+    assert books_state(got) == books_state(want)
+    m = feed["mold"]
+    assert m["duplicates"] == dups and m["gaps"] == (4 if drop is not None else 0)
+    assert m["messages"] == len(msgs) - (4 if drop is not None else 0)
+    assert got.check() == 0
 
 
 def test_progress_callback_and_missing_file(tmp_path):
