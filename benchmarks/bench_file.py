@@ -11,6 +11,8 @@ run by run, each as a whole process (fork to exit, wall time CLOCK_MONOTONIC):
                 imports, exit: what the whole process pays before and after its replay)
 and inside one process (no start-up, no imports):
   feed-plain    Books().feed_file(FILE)     feed-gz  Books().feed_file(FILE.gz)
+  feed-pcap     Books().feed_file(FILE.pcap): the same messages captured, 4 per MoldUDP64 frame
+                (Ethernet/IPv4/UDP, classic pcap), the way a `listen --write` capture replays
   memory        Books().feed(bytes)         (the file already in memory: the in-memory figure)
 Medians over --runs, and run-by-run ratios (each pair ran back to back). Before each run, what a
 cache line written on CPU 0 costs to read on CPU 1 (`hftcap floor line`): the .gz replay hands
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import struct
 import json
 import os
 import statistics
@@ -35,15 +38,36 @@ from bench_book import run_json, setup_itch_book  # noqa: E402
 INPROC = r"""
 import json, sys, time
 from hftcap import _core
-path, gz = sys.argv[1], sys.argv[2]
+path, gz, pcap = sys.argv[1], sys.argv[2], sys.argv[3]
 out = {}
 b = _core.Books(1 << 20); t = time.perf_counter_ns(); b.feed_file(path); out["feed_plain"] = time.perf_counter_ns() - t
 b = _core.Books(1 << 20); t = time.perf_counter_ns(); b.feed_file(gz); out["feed_gz"] = time.perf_counter_ns() - t
+b = _core.Books(1 << 20); t = time.perf_counter_ns(); b.feed_file(pcap); out["feed_pcap"] = time.perf_counter_ns() - t
+out["live_pcap"] = b.stats()["orders_live"]
 data = open(path, "rb").read()
 b = _core.Books(1 << 20); t = time.perf_counter_ns(); b.feed(data); out["memory"] = time.perf_counter_ns() - t
 out["live"] = b.stats()["orders_live"]
 print(json.dumps(out))
 """
+
+
+def write_pcap(path: Path, data: bytes, k: int = 4) -> None:
+    """data (NASDAQ file layout) as a classic pcap of MoldUDP64 frames of k records each."""
+    head = b"\x01\x00\x5e\x36\x0c\x01\x02\x00\x00\x00\x00\x01\x08\x00"
+    out, off, seq, i = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)], 0, 1, 0
+    while off < len(data):
+        start, n = off, 0
+        while off < len(data) and n < k:
+            off += 2 + int.from_bytes(data[off:off + 2], "big")
+            n += 1
+        payload = b"HFTCAP0001" + struct.pack(">QH", seq, n) + data[start:off]
+        udp = struct.pack(">HHHH", 40000, 26400, 8 + len(payload), 0) + payload
+        ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0, b"\x0a\0\0\x01",
+                         b"\xe9\x36\x0c\x01")
+        f = head + ip + udp
+        out.append(struct.pack("<IIII", 1700000000 + i // 1000000, i % 1000000, len(f), len(f)) + f)
+        seq, i = seq + n, i + 1
+    path.write_bytes(b"".join(out))
 
 
 def whole(cmd) -> int:
@@ -83,11 +107,13 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     base = work / f"file-{a.profile}-s{a.seed}-k{stocks}-n{a.messages}.itch"
     gz = base.with_suffix(".itch.gz")
-    if not gz.exists():
+    pcap = base.with_suffix(".pcap")
+    if not gz.exists() or not pcap.exists():
         data = gen.generate(a.seed, stocks, a.messages, a.profile)
         base.write_bytes(data)
         with gzip.open(gz, "wb", compresslevel=6) as f:
             f.write(data)
+        write_pcap(pcap, data)
         del data
     ib_py, reason = setup_itch_book(work)
     if ib_py is None:
@@ -96,7 +122,7 @@ def main() -> int:
     hftcap = str(Path(sys.executable).parent / "hftcap")
     n = a.messages
     res = {k: [] for k in ("hftcap_gz", "itch_book_gz", "hftcap_plain", "python_start", "feed_plain", "feed_gz",
-                           "memory")}
+                           "feed_pcap", "memory")}
     lines = []
     load_before = os.getloadavg()
     for i in range(a.runs):
@@ -105,9 +131,10 @@ def main() -> int:
         res["itch_book_gz"].append(whole([itch2parquet, "verify", str(gz), "--date", "2019-12-30"]))
         res["hftcap_plain"].append(whole([hftcap, "book", str(base), "--json"]))
         res["python_start"].append(whole([sys.executable, "-c", "from hftcap import entry, _core"]))
-        out, err = run_json([sys.executable, "-c", INPROC, str(base), str(gz)])
+        out, err = run_json([sys.executable, "-c", INPROC, str(base), str(gz), str(pcap)])
         assert out, err
-        for k in ("feed_plain", "feed_gz", "memory"):
+        assert out["live_pcap"] == out["live"], out  # the capture rebuilds the same books
+        for k in ("feed_plain", "feed_gz", "feed_pcap", "memory"):
             res[k].append(out[k])
         print(f"run {i + 1}/{a.runs}: " + ", ".join(f"{k} {v[-1] / 1e6:.0f} ms" for k, v in res.items()) +
               (f"; cache line CPU 0 -> 1 {lines[-1]:.0f} ns" if lines[-1] is not None else ""))
@@ -121,6 +148,7 @@ def main() -> int:
     ratios = {"gz_whole_process_vs_itch_book": med["itch_book_gz"] / med["hftcap_gz"],
               "plain_feed_file_vs_memory": med["feed_plain"] / med["memory"],
               "gz_feed_file_vs_memory": med["feed_gz"] / med["memory"],
+              "pcap_feed_file_vs_plain_feed_file": med["feed_pcap"] / med["feed_plain"],
               "plain_whole_process_vs_memory": med["hftcap_plain"] / med["memory"],
               "plain_whole_process_minus_python_start_vs_memory":
                   (med["hftcap_plain"] - med["python_start"]) / med["memory"]}
@@ -133,6 +161,8 @@ def main() -> int:
           f"{ratios['gz_feed_file_vs_memory']:.2f}; whole process plain / in memory "
           f"{ratios['plain_whole_process_vs_memory']:.2f} (includes Python start-up and imports), without the "
           f"python-start figure {ratios['plain_whole_process_minus_python_start_vs_memory']:.2f}")
+    print(f"  feed_file of the same messages as a pcap capture ({pcap.stat().st_size / 2**20:.0f} MiB, 4 per "
+          f"MoldUDP64 frame) / of the plain file: {ratios['pcap_feed_file_vs_plain_feed_file']:.2f}")
     got = [x for x in lines if x is not None]
     if got:
         print(f"  a cache line written on CPU 0, read on CPU 1, before each run: "
