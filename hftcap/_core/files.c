@@ -77,23 +77,34 @@ static inline void mold_drops(struct hc_books *b, struct mold_mark before, const
 	}
 }
 
-void hc_feed_frame(struct hc_books *b, struct hc_mold *mold, uint32_t linktype,
-		   const uint8_t *f, size_t len)
+/* A captured frame's new MoldUDP64 blocks, sequenced by mold: one run of NASDAQ-layout
+ * records (hc_mold_run) in *n bytes, or NULL when there are none; what is not MoldUDP64, and
+ * the mold's own drops, counted in the books. */
+static const uint8_t *frame_run(struct hc_books *b, struct hc_mold *mold, uint32_t linktype,
+				const uint8_t *f, size_t len, size_t *n)
 {
 	uint32_t plen;
 	const uint8_t *pl = frame_mold(linktype, f, len, &plen);
 	if (!pl) {
 		hc_books_count_drop(b, -HC_DROP_NOT_MOLD);
-		return;
+		return NULL;
 	}
 	struct mold_mark before = mold_mark(mold);
 	struct hc_mold_iter it;
-	const uint8_t *msg;
-	uint32_t n;
-	if (hc_mold_begin(mold, pl, plen, &it) > 0)
-		while (hc_mold_next(mold, &it, &msg, &n))
-			hc_books_feed_msg(b, msg, n);
+	const uint8_t *run = NULL;
+	if (hc_mold_begin(mold, pl, plen, &it) <= 0 || !hc_mold_run(mold, &it, &run, n))
+		run = NULL;
 	mold_drops(b, before, mold);
+	return run;
+}
+
+void hc_feed_frame(struct hc_books *b, struct hc_mold *mold, uint32_t linktype,
+		   const uint8_t *f, size_t len)
+{
+	size_t n;
+	const uint8_t *run = frame_run(b, mold, linktype, f, len, &n);
+	if (run)
+		hc_books_feed_records(b, run, n); /* complete records (hc_mold_run): all applied */
 }
 
 struct hc_reader {
@@ -144,28 +155,17 @@ static void stage_drain(struct hc_reader *r, struct hc_books *b)
 }
 
 /* hc_feed_frame, through the stage: the same sequencing and drops, the same messages in the
- * same order. */
+ * same order, one copy per frame. */
 static void stage_frame(struct hc_reader *r, struct hc_books *b, uint32_t linktype,
 			const uint8_t *f, size_t len)
 {
-	uint32_t plen;
-	const uint8_t *pl = frame_mold(linktype, f, len, &plen);
-	if (!pl) {
-		hc_books_count_drop(b, -HC_DROP_NOT_MOLD);
-		return;
-	}
-	struct hc_mold *mold = &r->mold;
-	struct mold_mark before = mold_mark(mold);
-	struct hc_mold_iter it;
-	const uint8_t *run;
 	size_t n;
-	/* the new blocks are one run of NASDAQ-layout records (hc_mold_run): one copy per frame */
-	if (hc_mold_begin(mold, pl, plen, &it) > 0 && hc_mold_run(mold, &it, &run, &n)) {
+	const uint8_t *run = frame_run(b, &r->mold, linktype, f, len, &n);
+	if (run) {
 		memcpy(r->stage + r->stage_len, run, n);
 		r->stage_len += n;
 		stage_drain(r, b);
 	}
-	mold_drops(b, before, mold);
 }
 
 static inline uint32_t rd32(const uint8_t *p, int be)
