@@ -226,7 +226,7 @@ def test_gzip_replay_leaves_no_dirty_upper_vector_state(tmp_path):
     buf = ctypes.create_string_buffer(1 << 16)
     p = tmp_path / "f.itch.gz"
     write_gz(p, DATA[:2 << 20])
-    for _ in range(2):  # twice: the first replay's own state, then again from a dirtied thread
+    for _ in range(2):  # twice: the thread dirtied before each replay, clean after it
         isal.crc32_gzip_refl(0, buf, len(buf))
         if not x.xinuse() & DIRTY_UPPER:
             pytest.skip("ISA-L's CRC-32 leaves no dirty upper state on this CPU")
