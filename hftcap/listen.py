@@ -93,6 +93,10 @@ def summary(sess: Session, elapsed: float, stop_reason: str) -> dict:
         "xdp": sess.cap.xdp_stats() if sess.o.path == "xdp" else {},
         # Frames the kernel dropped at the AF_XDP sockets (their rings full, or no fill frame).
         "xsk_drops": sess.cap.xsk_drops() if sess.o.path == "xdp" else {},
+        # The first frames of each RX batch: the ones the data thread foresaw from the fill ring (and
+        # prefetched before reading their descriptors), and the ones it did not.
+        "xsk_frames": ({"foreseen": st["xsk_frames_foreseen"], "not_foreseen": st["xsk_frames_not_foreseen"]}
+                       if sess.o.path == "xdp" else {}),
         "xdp_program_cost": sess.xdp_program_cost(),
         "latency": latency_summary(sess),
         "negative_samples": {k: v for k, v in sess.cap.negative().items() if v},

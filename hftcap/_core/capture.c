@@ -67,6 +67,9 @@ struct hc_xsk {
 	/* listen --write: the frames the writer may still read (pcapng.h). The fill ring is
 	 * topped up from its free ones, so it holds as many frames as without capture. */
 	struct hc_caphold hold;
+	/* The next frames' data, asked for as soon as the RX ring shows them (xsk_drain). */
+	uint32_t rx_off;        /* data's offset in its frame, from the last descriptor */
+	uint32_t rx_len;        /* the last frame's length: how many lines to ask for */
 };
 
 struct hc_capture {
@@ -251,12 +254,20 @@ static int xsk_setup_one(struct hc_capture *c, struct hc_xsk *x, const char **st
 	int err;
 	*stage = "umem";
 	x->umem_size = (size_t)x->frames * HC_FRAME_SIZE;
-	x->umem_area = mmap(NULL, x->umem_size, PROT_READ | PROT_WRITE,
-			    MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	x->umem_area = mmap(NULL, x->umem_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+			    -1, 0);
 	if (x->umem_area == MAP_FAILED) {
 		x->umem_area = NULL;
 		return -errno;
 	}
+	/* Each packet lands in the next frame: with 4 KiB pages, every other packet's first read
+	 * was a TLB miss (a two-level walk in a VM). Transparent huge pages where the kernel has
+	 * them, faulted in now, never on the data path. */
+#ifdef MADV_HUGEPAGE
+	madvise(x->umem_area, x->umem_size, MADV_HUGEPAGE);
+#endif
+	for (size_t o = 0; o < x->umem_size; o += 4096)
+		((volatile uint8_t *)x->umem_area)[o] = 0;
 	*stage = "xsk-bind";
 	/* auto: zero-copy if the first queue takes it, and then the same for every queue */
 	int zc = c->cfg.bind_mode == HC_BIND_ZEROCOPY ||
@@ -431,6 +442,36 @@ static inline const uint8_t *udp_payload(const uint8_t *f, uint32_t len, uint32_
 	return u + sizeof(struct udphdr);
 }
 
+/* The frame the kernel fills for RX descriptor j is the one we put in fill-ring entry j (copy
+ * mode; a zero-copy driver posts the fill ring's frames to the NIC in order too): both rings
+ * are FIFO and count from 0 together (xsk_setup_one fills entries 0.. before the first
+ * packet; each drain gives back as many entries as it takes descriptors, so entry j is not
+ * overwritten before descriptor j is read). A frame taken from the fill ring but not delivered
+ * (RX ring full) is the next one delivered, so the order holds across such drops. Only the
+ * prefetch relies on it: once the RX ring's producer shows new descriptors, the descriptors'
+ * lines and the foreseen frames' lines (metadata + the last frame's length) are asked for at
+ * once, so the frame's cross-CPU misses overlap the descriptor's instead of following it.
+ * Each descriptor is still read for the truth; a wrong guess costs a wasted prefetch and is
+ * counted (xsk_mispredicted). */
+#define HC_PF_RX 4u
+/* always_inline: as a call, GCC finds a function of loads and prefetches pure and drops the
+ * call, since its result is unused (-O2 and up) */
+static inline __attribute__((always_inline)) void prefetch_rx(const struct hc_xsk *x, uint32_t idx_rx, uint32_t n)
+{
+	uint32_t k = n < HC_PF_RX ? n : HC_PF_RX;
+	uint32_t span = sizeof(struct hc_xdp_meta) + (x->rx_len < 512 ? x->rx_len : 512);
+	__builtin_prefetch(xsk_ring_cons__rx_desc(&x->rx, idx_rx), 0, 3);
+	for (uint32_t i = 0; i < k; i++) {
+		uint64_t a = (*xsk_ring_prod__fill_addr((struct xsk_ring_prod *)&x->fill, idx_rx + i) &
+			      ~(uint64_t)(HC_FRAME_SIZE - 1)) + x->rx_off;
+		if (a + HC_FRAME_SIZE > x->umem_size || a < sizeof(struct hc_xdp_meta))
+			continue;
+		const uint8_t *f = (const uint8_t *)x->umem_area + a - sizeof(struct hc_xdp_meta);
+		for (uint32_t o = 0; o < span; o += 64)
+			__builtin_prefetch(f + o, 0, 3);
+	}
+}
+
 /* Take what one socket's RX ring holds (up to a batch) through the consumer; frames go back
  * to the fill ring at once. Returns the number of descriptors taken. */
 static inline uint32_t xsk_drain(struct hc_capture *c, struct hc_xsk *x, int busy)
@@ -441,6 +482,7 @@ static inline uint32_t xsk_drain(struct hc_capture *c, struct hc_xsk *x, int bus
 		return 0;
 	struct hc_capring *ring = c->ring;
 	const uint16_t xi = (uint16_t)(x - c->xs);
+	prefetch_rx(x, idx_rx, n);
 	for (uint32_t i = 0; i < n; i++) {
 		const struct xdp_desc *d = xsk_ring_cons__rx_desc(&x->rx, idx_rx + i);
 		uint64_t addr = xsk_umem__add_offset_to_addr(d->addr);
@@ -448,8 +490,18 @@ static inline uint32_t xsk_drain(struct hc_capture *c, struct hc_xsk *x, int bus
 		struct hc_pkt_times t = { 0 };
 		t.deq_tai_ns = hc_stamp_tai_ns(&c->cons.clk);
 		const struct hc_xdp_meta *m = (const void *)(frame - sizeof(*m));
-		/* In copy mode another CPU has just written the frame: ask for all its lines at once,
-		 * so their misses overlap instead of following the parse one by one. */
+		if (i < HC_PF_RX) {
+			uint64_t want = *xsk_ring_prod__fill_addr(&x->fill, idx_rx + i);
+			if (((addr ^ want) & ~(uint64_t)(HC_FRAME_SIZE - 1)) == 0)
+				c->cons.xsk_predicted++;
+			else
+				c->cons.xsk_mispredicted++;
+			x->rx_off = (uint32_t)(addr & (HC_FRAME_SIZE - 1));
+			x->rx_len = d->len;
+		}
+		/* Another CPU (or the NIC) has just written the frame: ask for all its lines at once
+		 * (prefetch_rx asked for the ones it foresaw), so their misses overlap instead of
+		 * following the parse one by one. */
 		for (uint32_t o = 0; o < d->len + sizeof(*m); o += 64)
 			__builtin_prefetch((const uint8_t *)m + o, 0, 3);
 		uint32_t feed = 0;

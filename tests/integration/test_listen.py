@@ -40,8 +40,12 @@ def test_known_workload_23_packets_of_7(lab, path, poll):
         assert r["bind_mode"] in ("zerocopy", "copy")
         assert r["xdp"]["redirected"] == 23
         assert r["xdp"]["pass_no_socket"] == 0
+        # Each frame the kernel filled was the one the fill ring's order foretold (capture.c,
+        # prefetch_rx): every batch's first frames are checked against it.
+        xf = r["xsk_frames"]
+        assert 1 <= xf["foreseen"] <= 23 and xf["not_foreseen"] == 0, xf
     else:
-        assert r["xdp"] == {}
+        assert r["xdp"] == {} and r["xsk_frames"] == {}
 
 
 def test_gap_and_duplicate_counted(lab):
@@ -188,6 +192,8 @@ def test_200k_packets_at_full_rate_loss_reported_exactly(lab, path, poll):
     assert r["messages"] + r["gaps"] == 200_000
     assert r["last_sequence"] == 200_000  # End of Session names 200,001 as next, lost or not
     assert r["duplicates"] == 0
+    if path == "xdp":  # the fill ring's order holds across the frames the kernel dropped too
+        assert r["xsk_frames"]["foreseen"] >= 1 and r["xsk_frames"]["not_foreseen"] == 0, r["xsk_frames"]
     print(f"{path}-{poll}: received {r['messages']:,} of 200,000 at {sent['packet_rate_pps']:,.0f} pps, "
           f"lost {r['gaps']:,} (reported as gaps)")
 
