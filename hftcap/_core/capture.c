@@ -32,6 +32,7 @@
 #include "join.h"
 #include "hc_time.h"
 #include "hc_thread.h"
+#include "xskpred.h"
 #include "hftcap.skel.h"
 #include "hftcap_hw.skel.h"
 
@@ -46,6 +47,7 @@
 #endif
 
 #define HC_FRAME_SIZE 2048u
+#define HC_FRAME_SHIFT 11
 #define HC_NUM_FRAMES 8192u
 #define HC_COMP_SIZE 64u
 #define HC_BATCH 64u
@@ -67,9 +69,8 @@ struct hc_xsk {
 	/* listen --write: the frames the writer may still read (pcapng.h). The fill ring is
 	 * topped up from its free ones, so it holds as many frames as without capture. */
 	struct hc_caphold hold;
-	/* The next frames' data, asked for as soon as the RX ring shows them (xsk_drain). */
-	uint32_t rx_off;        /* data's offset in its frame, from the last descriptor */
-	uint32_t rx_len;        /* the last frame's length: how many lines to ask for */
+	/* Which frames the next descriptors carry, asked for as soon as the RX ring shows them */
+	struct hc_xsk_pred pred;
 };
 
 struct hc_capture {
@@ -268,6 +269,10 @@ static int xsk_setup_one(struct hc_capture *c, struct hc_xsk *x, const char **st
 #endif
 	for (size_t o = 0; o < x->umem_size; o += 4096)
 		((volatile uint8_t *)x->umem_area)[o] = 0;
+	_Static_assert(HC_FRAME_SIZE == 1u << HC_FRAME_SHIFT, "frame size is 2^shift");
+	err = hc_xsk_pred_init(&x->pred, x->frames, HC_FRAME_SHIFT);
+	if (err)
+		return err;
 	*stage = "xsk-bind";
 	/* auto: zero-copy if the first queue takes it, and then the same for every queue */
 	int zc = c->cfg.bind_mode == HC_BIND_ZEROCOPY ||
@@ -285,8 +290,10 @@ static int xsk_setup_one(struct hc_capture *c, struct hc_xsk *x, const char **st
 	*stage = "fill-ring";
 	if (xsk_ring_prod__reserve(&x->fill, nfill, &idx) != nfill)
 		return -ENOSPC;
-	for (uint32_t i = 0; i < nfill; i++)
+	for (uint32_t i = 0; i < nfill; i++) {
 		*xsk_ring_prod__fill_addr(&x->fill, idx + i) = (uint64_t)i * HC_FRAME_SIZE;
+		hc_xsk_pred_filled(&x->pred, (uint64_t)i * HC_FRAME_SIZE, idx + i);
+	}
 	xsk_ring_prod__submit(&x->fill, nfill);
 
 	int fd = xsk_socket__fd(x->xsk);
@@ -442,29 +449,23 @@ static inline const uint8_t *udp_payload(const uint8_t *f, uint32_t len, uint32_
 	return u + sizeof(struct udphdr);
 }
 
-/* The frame the kernel fills for RX descriptor j is the one we put in fill-ring entry j (copy
- * mode; a zero-copy driver posts the fill ring's frames to the NIC in order too): both rings
- * are FIFO and count from 0 together (xsk_setup_one fills entries 0.. before the first
- * packet; each drain gives back as many entries as it takes descriptors, so entry j is not
- * overwritten before descriptor j is read). A frame taken from the fill ring but not delivered
- * (RX ring full) is the next one delivered, so the order holds across such drops. Only the
- * prefetch relies on it: once the RX ring's producer shows new descriptors, the descriptors'
- * lines and the foreseen frames' lines (metadata + the last frame's length) are asked for at
- * once, so the frame's cross-CPU misses overlap the descriptor's instead of following it.
- * Each descriptor is still read for the truth; a wrong guess costs a wasted prefetch and is
- * counted (xsk_mispredicted). */
+/* Once the RX ring's producer shows new descriptors, the descriptors' line and the lines of the
+ * frames they are foreseen to carry (xskpred.h: metadata + the last frame's length) are asked
+ * for at once, so the frames' cross-CPU misses overlap the descriptor's instead of following
+ * it. always_inline: as a call, GCC (-O2 and up) finds a function of loads and prefetches pure
+ * and drops the call, since its result is unused. */
 #define HC_PF_RX 4u
-/* always_inline: as a call, GCC finds a function of loads and prefetches pure and drops the
- * call, since its result is unused (-O2 and up) */
-static inline __attribute__((always_inline)) void prefetch_rx(const struct hc_xsk *x, uint32_t idx_rx, uint32_t n)
+static inline __attribute__((always_inline)) void prefetch_rx(const struct hc_xsk *x,
+							      uint32_t idx_rx, uint32_t n)
 {
+	const struct hc_xsk_pred *p = &x->pred;
 	uint32_t k = n < HC_PF_RX ? n : HC_PF_RX;
-	uint32_t span = sizeof(struct hc_xdp_meta) + (x->rx_len < 512 ? x->rx_len : 512);
+	uint32_t span = sizeof(struct hc_xdp_meta) + (p->len < 512 ? p->len : 512);
 	__builtin_prefetch(xsk_ring_cons__rx_desc(&x->rx, idx_rx), 0, 3);
 	for (uint32_t i = 0; i < k; i++) {
-		uint64_t a = (*xsk_ring_prod__fill_addr((struct xsk_ring_prod *)&x->fill, idx_rx + i) &
-			      ~(uint64_t)(HC_FRAME_SIZE - 1)) + x->rx_off;
-		if (a + HC_FRAME_SIZE > x->umem_size || a < sizeof(struct hc_xdp_meta))
+		uint32_t g = hc_xsk_pred_guess(p, idx_rx + i);
+		uint64_t a = ((uint64_t)g << HC_FRAME_SHIFT) + p->off;
+		if (g >= p->nframes || a < sizeof(struct hc_xdp_meta))
 			continue;
 		const uint8_t *f = (const uint8_t *)x->umem_area + a - sizeof(struct hc_xdp_meta);
 		for (uint32_t o = 0; o < span; o += 64)
@@ -491,13 +492,9 @@ static inline uint32_t xsk_drain(struct hc_capture *c, struct hc_xsk *x, int bus
 		t.deq_tai_ns = hc_stamp_tai_ns(&c->cons.clk);
 		const struct hc_xdp_meta *m = (const void *)(frame - sizeof(*m));
 		if (i < HC_PF_RX) {
-			uint64_t want = *xsk_ring_prod__fill_addr(&x->fill, idx_rx + i);
-			if (((addr ^ want) & ~(uint64_t)(HC_FRAME_SIZE - 1)) == 0)
-				c->cons.xsk_predicted++;
-			else
-				c->cons.xsk_mispredicted++;
-			x->rx_off = (uint32_t)(addr & (HC_FRAME_SIZE - 1));
-			x->rx_len = d->len;
+			int hit = hc_xsk_pred_seen(&x->pred, idx_rx + i, addr, d->len);
+			c->cons.xsk_predicted += (uint64_t)hit;
+			c->cons.xsk_mispredicted += (uint64_t)!hit;
 		}
 		/* Another CPU (or the NIC) has just written the frame: ask for all its lines at once
 		 * (prefetch_rx asked for the ones it foresaw), so their misses overlap instead of
@@ -533,12 +530,17 @@ static inline uint32_t xsk_drain(struct hc_capture *c, struct hc_xsk *x, int bus
 		;
 	if (ring) {
 		hc_caphold_reclaim(&x->hold, ring, n);
-		for (uint32_t i = 0; i < n; i++)
-			*xsk_ring_prod__fill_addr(&x->fill, idx_fq + i) = hc_caphold_take(&x->hold);
+		for (uint32_t i = 0; i < n; i++) {
+			uint64_t a = hc_caphold_take(&x->hold);
+			*xsk_ring_prod__fill_addr(&x->fill, idx_fq + i) = a;
+			hc_xsk_pred_filled(&x->pred, a, idx_fq + i);
+		}
 	} else {
-		for (uint32_t i = 0; i < n; i++)
-			*xsk_ring_prod__fill_addr(&x->fill, idx_fq + i) =
-				xsk_umem__extract_addr(xsk_ring_cons__rx_desc(&x->rx, idx_rx + i)->addr);
+		for (uint32_t i = 0; i < n; i++) {
+			uint64_t a = xsk_umem__extract_addr(xsk_ring_cons__rx_desc(&x->rx, idx_rx + i)->addr);
+			*xsk_ring_prod__fill_addr(&x->fill, idx_fq + i) = a;
+			hc_xsk_pred_filled(&x->pred, a, idx_fq + i);
+		}
 	}
 	xsk_ring_prod__submit(&x->fill, n);
 	xsk_ring_cons__release(&x->rx, n);
@@ -908,6 +910,7 @@ void hc_capture_close(struct hc_capture *c)
 			munmap(x->umem_area, x->umem_size);
 		free(x->hold.addr);
 		free(x->hold.need);
+		hc_xsk_pred_free(&x->pred);
 	}
 	free(c->recov_buf);
 	if (c->skel)
