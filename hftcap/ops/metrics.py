@@ -462,6 +462,11 @@ class ListenCollector:
             for k, v in s.cap.xdp_stats().items():
                 xdp.add_metric([k], v)
             yield xdp
+            fr = CounterMetricFamily("hftcap_xsk_frames", "RX descriptors whose frame the data thread foresaw "
+                                     "(and prefetched) or not: the first 4 of each batch", labels=["guess"])
+            fr.add_metric(["foreseen"], st["xsk_frames_foreseen"])
+            fr.add_metric(["not_foreseen"], st["xsk_frames_not_foreseen"])
+            yield fr
         neg = CounterMetricFamily("hftcap_hop_negative_samples", "Hop samples whose end stamp preceded the "
                                   "start (not in the histogram)", labels=["hop"])
         hist = HistogramMetricFamily("hftcap_hop_latency_seconds", "Per-hop latency since start (after "

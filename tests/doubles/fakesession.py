@@ -27,7 +27,7 @@ class FakeCap:
     def stats(self):
         return {"packets": 1001, "bytes": 70_070, "messages": 4004, "gaps": 7, "gap_events": 2, "duplicates": 3,
                 "heartbeats": 5, "end_of_session": 1, "sessions": 1, "last_sequence": 4011, "hw_stamped": 0,
-                "io_errors": 0, "drops": {"mold_short": 4, "bad_feed": 0}}
+                "io_errors": 0, "xsk_frames_foreseen": 990, "xsk_frames_not_foreseen": 11, "drops": {"mold_short": 4, "bad_feed": 0}}
 
     def xdp_stats(self):
         return {"redirected": 1001, "pass_not_feed": 9, "pass_no_socket": 0}

@@ -151,6 +151,7 @@ def test_prometheus_scrapes_listen(lab, tmp_path):
         by_label = {}
         for q, lab_name in (("hftcap_itch_messages_total", "msg_type"), ("hftcap_drops_total", "reason"),
                             ("hftcap_xdp_program_packets_total", "counter"),
+                            ("hftcap_xsk_frames_total", "guess"),
                             ("hftcap_hop_latency_seconds_count", "hop"),
                             ("hftcap_hop_latency_seconds_bucket{le='+Inf'}", "hop"),
                             ("hftcap_doctor_checks", "severity")):
@@ -174,6 +175,8 @@ def test_prometheus_scrapes_listen(lab, tmp_path):
     assert by_label["hftcap_itch_messages_total"] == {k: float(v) for k, v in res["messages_by_type"].items()}
     assert by_label["hftcap_drops_total"] == {k: float(v) for k, v in res["drops"].items()}
     assert by_label["hftcap_xdp_program_packets_total"] == {k: float(v) for k, v in res["xdp"].items()}
+    assert by_label["hftcap_xsk_frames_total"] == {k: float(v) for k, v in res["xsk_frames"].items()}
+    assert res["xsk_frames"]["foreseen"] >= 1 and res["xsk_frames"]["not_foreseen"] == 0
     hops = {h: v["count"] for h, v in res["latency"].items() if "absent" not in v}
     assert set(hops) >= {"xdp_to_dequeue", "dequeue_to_decode", "decode_to_book", "xdp_to_book",
                          "sender_to_book"}

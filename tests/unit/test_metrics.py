@@ -72,6 +72,8 @@ def test_counters_info_and_doctor():
     assert {s.labels["msg_type"]: s.value for s in fam["hftcap_itch_messages"].samples} == {"A": 3000, "D": 1004}
     assert {s.labels["severity"]: s.value for s in fam["hftcap_doctor_checks"].samples} == \
         {"pass": 1, "warn": 2, "fail": 0, "n/a": 0}
+    assert {s.labels["guess"]: s.value for s in fam["hftcap_xsk_frames"].samples if s.name.endswith("_total")} \
+        == {"foreseen": 990, "not_foreseen": 11}
     neg = {s.labels["hop"]: s.value for s in fam["hftcap_hop_negative_samples"].samples}
     assert neg == {"xdp_to_dequeue": 2, "decode_to_book": 0}
     (info,) = fam["hftcap_info"].samples
