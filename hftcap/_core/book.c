@@ -4,6 +4,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <sys/mman.h>
+#include "hc_mem.h"
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
@@ -132,17 +133,7 @@ struct hc_books {
  * inside a message (hc_books_new_lazy: an offline replay, where it may). ---- */
 static void *big_alloc(const struct hc_books *b, size_t bytes)
 {
-	void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (p == MAP_FAILED)
-		return NULL;
-#ifdef MADV_HUGEPAGE
-	if (bytes >= (2u << 20))
-		madvise(p, bytes, MADV_HUGEPAGE);
-#endif
-	if (!b->lazy)
-		for (size_t i = 0; i < bytes; i += 4096)
-			((volatile uint8_t *)p)[i] = 0;
-	return p;
+	return hc_map_huge(bytes, !b->lazy);
 }
 static void big_free(void *p, size_t bytes)
 {

@@ -31,6 +31,7 @@
 #include "snap.h"
 #include "join.h"
 #include "hc_time.h"
+#include "hc_mem.h"
 #include "hc_thread.h"
 #include "xskpred.h"
 #include "hftcap.skel.h"
@@ -46,8 +47,8 @@
 #define SO_BUSY_POLL_BUDGET 70
 #endif
 
-#define HC_FRAME_SIZE 2048u
 #define HC_FRAME_SHIFT 11
+#define HC_FRAME_SIZE (1u << HC_FRAME_SHIFT)
 #define HC_NUM_FRAMES 8192u
 #define HC_COMP_SIZE 64u
 #define HC_BATCH 64u
@@ -255,21 +256,11 @@ static int xsk_setup_one(struct hc_capture *c, struct hc_xsk *x, const char **st
 	int err;
 	*stage = "umem";
 	x->umem_size = (size_t)x->frames * HC_FRAME_SIZE;
-	x->umem_area = mmap(NULL, x->umem_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-			    -1, 0);
-	if (x->umem_area == MAP_FAILED) {
-		x->umem_area = NULL;
-		return -errno;
-	}
 	/* Each packet lands in the next frame: with 4 KiB pages, every other packet's first read
-	 * was a TLB miss (a two-level walk in a VM). Transparent huge pages where the kernel has
-	 * them, faulted in now, never on the data path. */
-#ifdef MADV_HUGEPAGE
-	madvise(x->umem_area, x->umem_size, MADV_HUGEPAGE);
-#endif
-	for (size_t o = 0; o < x->umem_size; o += 4096)
-		((volatile uint8_t *)x->umem_area)[o] = 0;
-	_Static_assert(HC_FRAME_SIZE == 1u << HC_FRAME_SHIFT, "frame size is 2^shift");
+	 * was a TLB miss (a two-level walk in a VM). */
+	x->umem_area = hc_map_huge(x->umem_size, 1);
+	if (!x->umem_area)
+		return -errno;
 	err = hc_xsk_pred_init(&x->pred, x->frames, HC_FRAME_SHIFT);
 	if (err)
 		return err;
@@ -493,8 +484,8 @@ static inline uint32_t xsk_drain(struct hc_capture *c, struct hc_xsk *x, int bus
 		const struct hc_xdp_meta *m = (const void *)(frame - sizeof(*m));
 		if (i < HC_PF_RX) {
 			int hit = hc_xsk_pred_seen(&x->pred, idx_rx + i, addr, d->len);
-			c->cons.xsk_predicted += (uint64_t)hit;
-			c->cons.xsk_mispredicted += (uint64_t)!hit;
+			c->cons.xsk_foreseen += (uint64_t)hit;
+			c->cons.xsk_not_foreseen += (uint64_t)!hit;
 		}
 		/* Another CPU (or the NIC) has just written the frame: ask for all its lines at once
 		 * (prefetch_rx asked for the ones it foresaw), so their misses overlap instead of

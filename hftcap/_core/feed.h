@@ -47,8 +47,8 @@ struct hc_consumer {
 	uint64_t bytes;          /* their UDP payload bytes */
 	uint64_t drop_bad_frame; /* AF_XDP frame that does not parse as IPv4/UDP */
 	uint64_t drop_bad_feed;  /* feed index out of range (metadata missing or corrupt) */
-	uint64_t xsk_predicted;  /* AF_XDP: a batch's first frames were the foreseen ones (capture.c) */
-	uint64_t xsk_mispredicted; /* ... were not (the prefetch asked for the wrong lines) */
+	uint64_t xsk_foreseen;   /* AF_XDP: of each batch's first 4 frames, the ones xskpred.h foresaw */
+	uint64_t xsk_not_foreseen; /* ... and the others (their prefetch asked for the wrong lines) */
 	uint64_t hw_stamped;     /* packets that carried a NIC hardware RX timestamp */
 	uint64_t max_packets;    /* stop after this many packets; 0 = no limit */
 	int done;                /* set by the data thread when max_packets is reached */

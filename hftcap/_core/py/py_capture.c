@@ -302,9 +302,9 @@ static PyObject *consumer_stats(const struct hc_consumer *cons, uint64_t io_erro
 	    hc_py_put_u64(d, "last_sequence", last_seq) ||
 	    hc_py_put_u64(d, "hw_stamped", __atomic_load_n(&cons->hw_stamped, __ATOMIC_RELAXED)) ||
 	    hc_py_put_u64(d, "xsk_frames_foreseen",
-			  __atomic_load_n(&cons->xsk_predicted, __ATOMIC_RELAXED)) ||
+			  __atomic_load_n(&cons->xsk_foreseen, __ATOMIC_RELAXED)) ||
 	    hc_py_put_u64(d, "xsk_frames_not_foreseen",
-			  __atomic_load_n(&cons->xsk_mispredicted, __ATOMIC_RELAXED)) ||
+			  __atomic_load_n(&cons->xsk_not_foreseen, __ATOMIC_RELAXED)) ||
 	    hc_py_put_u64(d, "io_errors", io_errors))
 		goto fail;
 	PyObject *firsts = PyList_New(cons->nfeeds);
