@@ -251,6 +251,14 @@ static int xsk_open(struct hc_capture *c, struct hc_xsk *x, int zerocopy)
 	return 0;
 }
 
+/* Put the frame at UMEM address addr in fill-ring entry idx, and tell the predictor: every
+ * frame handed to the kernel goes through here, or its guesses go wrong. */
+static inline void fill_put(struct hc_xsk *x, uint32_t idx, uint64_t addr)
+{
+	*xsk_ring_prod__fill_addr(&x->fill, idx) = addr;
+	hc_xsk_pred_filled(&x->pred, addr, idx);
+}
+
 static int xsk_setup_one(struct hc_capture *c, struct hc_xsk *x, const char **stage)
 {
 	int err;
@@ -281,10 +289,8 @@ static int xsk_setup_one(struct hc_capture *c, struct hc_xsk *x, const char **st
 	*stage = "fill-ring";
 	if (xsk_ring_prod__reserve(&x->fill, nfill, &idx) != nfill)
 		return -ENOSPC;
-	for (uint32_t i = 0; i < nfill; i++) {
-		*xsk_ring_prod__fill_addr(&x->fill, idx + i) = (uint64_t)i * HC_FRAME_SIZE;
-		hc_xsk_pred_filled(&x->pred, (uint64_t)i * HC_FRAME_SIZE, idx + i);
-	}
+	for (uint32_t i = 0; i < nfill; i++)
+		fill_put(x, idx + i, (uint64_t)i * HC_FRAME_SIZE);
 	xsk_ring_prod__submit(&x->fill, nfill);
 
 	int fd = xsk_socket__fd(x->xsk);
@@ -521,17 +527,12 @@ static inline uint32_t xsk_drain(struct hc_capture *c, struct hc_xsk *x, int bus
 		;
 	if (ring) {
 		hc_caphold_reclaim(&x->hold, ring, n);
-		for (uint32_t i = 0; i < n; i++) {
-			uint64_t a = hc_caphold_take(&x->hold);
-			*xsk_ring_prod__fill_addr(&x->fill, idx_fq + i) = a;
-			hc_xsk_pred_filled(&x->pred, a, idx_fq + i);
-		}
+		for (uint32_t i = 0; i < n; i++)
+			fill_put(x, idx_fq + i, hc_caphold_take(&x->hold));
 	} else {
-		for (uint32_t i = 0; i < n; i++) {
-			uint64_t a = xsk_umem__extract_addr(xsk_ring_cons__rx_desc(&x->rx, idx_rx + i)->addr);
-			*xsk_ring_prod__fill_addr(&x->fill, idx_fq + i) = a;
-			hc_xsk_pred_filled(&x->pred, a, idx_fq + i);
-		}
+		for (uint32_t i = 0; i < n; i++)
+			fill_put(x, idx_fq + i,
+				 xsk_umem__extract_addr(xsk_ring_cons__rx_desc(&x->rx, idx_rx + i)->addr));
 	}
 	xsk_ring_prod__submit(&x->fill, n);
 	xsk_ring_cons__release(&x->rx, n);
