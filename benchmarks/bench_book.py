@@ -17,8 +17,8 @@ Memory floor (--memory-floor, on by default with --profile day): in its own proc
 numpy gathers 4 M int64 from random 64-byte lines of a buffer of --floor-mib MiB (independent
 loads, as many in flight as the core allows) and from a 1 MiB buffer (in cache); the difference
 is what one random cache line from memory costs this core at full memory-level parallelism. A
-day book touches several such lines per message (the order, its slot, its level, its queue
-neighbours, the stock), so ns/msg cannot go below a few times this figure on this machine.
+day book touches several such lines per message (the order, its slot, its level, the top of
+its side, the stock), so ns/msg cannot go below a few times this figure on this machine.
 Never part of the CI gate. On a shared or virtual machine the numbers are noisy: the JSON
 records the load average before and after. The default 8 stocks keep the whole book in cache;
 --stocks 1000 (800k live orders) shows the cache-missing regime of a full NASDAQ day. For the

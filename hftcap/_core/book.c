@@ -23,13 +23,18 @@ static inline uint32_t key_price(int side, uint32_t key) { return side ? ~key : 
 /* A price level lives in a slot of its side's level pool and keeps that slot for its whole
  * life, so an order names its level by slot (hc_order.lvl): executions, cancels and deletes
  * reach the level without searching. The sorted index (keys[], idx[]) is searched only to
- * add an order (find or create its level) and to drop a level that has emptied. */
+ * add an order (find or create its level) and to drop a level that has emptied. A level keeps
+ * no list of its orders: their queue (time priority) is the order of their arrival stamps
+ * (hc_order.stamp), so adding or removing an order touches no other order's line. */
 struct hc_level {
-	uint32_t key;        /* side key */
+	union {
+		uint32_t key;       /* side key */
+		uint32_t next_free; /* while the slot is unused: the next free one (0: none) */
+	};
 	uint32_t orders;
 	uint64_t shares;
-	uint32_t head, tail; /* FIFO of pool indices; head links the free slots when unused */
 };
+_Static_assert(sizeof(struct hc_level) == 16, "four levels a cache line");
 
 /* Keys are stored biased (key ^ 0x80000000) as signed ints, so the top-8 lookup compares
  * with one signed SIMD compare; HC_KEY_PAD INT32_MIN sentinels before keys[0] let it load
@@ -77,9 +82,9 @@ struct hc_stock {
 struct hc_order {
 	uint64_t ref;
 	uintptr_t stock_side;     /* its stock (64-byte aligned) | side: no locate -> stock load */
-	uint32_t shares;
-	uint32_t lvl;
-	uint32_t prev, next;      /* queue links (pool indices, 0 = none); next = free list link */
+	uint32_t shares;          /* > 0 while live; 0 marks a free pool slot */
+	uint32_t lvl;             /* its level's slot; the free list's link while free */
+	uint64_t stamp;           /* arrival (hc_books.stamp when it rested): its queue position */
 };
 
 static inline struct hc_stock *order_stock(const struct hc_order *o)
@@ -93,6 +98,7 @@ _Static_assert(offsetof(struct hc_stock, info) <= 128, "hot stock fields in 2 li
 struct hc_books {
 	struct hc_order *pool;    /* index 0 unused (null) */
 	uint32_t pool_cap, pool_used, free_head;
+	uint64_t stamp;           /* orders rested so far: the next order's arrival stamp */
 	/* Reference index, part 1: a sliding window of pool indices (0 = none) for references
 	 * [win_base, win_base + win_mask], slot ref & win_mask. Invariant: a live reference in
 	 * that range is in the window, never in the table. */
@@ -123,6 +129,8 @@ struct hc_books {
 	int unknown_ref_reason;   /* where an unknown reference is counted: apart while incomplete */
 	uint64_t warm_pos;        /* hc_books_warm's cursor (writer only) */
 	int lazy;                 /* hc_books_new_lazy: big arrays faulted in where first written */
+	uint32_t *walk_ord, *walk_start; /* hc_books_walk's index (walk_build), NULL: none */
+	uint64_t walk_stamp, walk_live;  /* the books' stamp and live orders it was built at */
 };
 
 /* ---- big arrays: anonymous mappings (zeroed). The window, the pool and the table are hit
@@ -429,7 +437,7 @@ static inline uint32_t order_alloc(struct hc_books *b)
 {
 	uint32_t idx = b->free_head;
 	if (idx) {
-		b->free_head = b->pool[idx].next;
+		b->free_head = b->pool[idx].lvl;
 	} else {
 		if (UNLIKELY(b->pool_used == b->pool_cap) && pool_grow(b) < 0)
 			return 0;
@@ -440,7 +448,8 @@ static inline uint32_t order_alloc(struct hc_books *b)
 
 static inline void order_release(struct hc_books *b, uint32_t idx)
 {
-	b->pool[idx].next = b->free_head;
+	b->pool[idx].shares = 0;
+	b->pool[idx].lvl = b->free_head;
 	b->free_head = idx;
 }
 
@@ -449,14 +458,16 @@ static inline void order_release(struct hc_books *b, uint32_t idx)
 static struct hc_level_arr *level_arr_new(uint32_t cap)
 {
 	size_t keys = ((size_t)HC_KEY_PAD + cap) * sizeof(int32_t), idx = (size_t)cap * sizeof(uint32_t);
-	struct hc_level_arr *a = malloc(sizeof(*a) + keys + idx + ((size_t)cap + 1) * sizeof(struct hc_level));
+	/* lv[] starts on a cache line (no level straddles two): up to 60 bytes of padding */
+	size_t bytes = (sizeof(struct hc_level_arr) + keys + idx + 63) / 64 * 64 + ((size_t)cap + 1) * sizeof(struct hc_level);
+	struct hc_level_arr *a = aligned_alloc(64, (bytes + 63) / 64 * 64);
 	if (!a)
 		return NULL;
 	a->cap = cap;
 	a->retired = NULL;
 	a->keys = (int32_t *)(a + 1) + HC_KEY_PAD;
 	a->idx = (uint32_t *)(a->keys + cap);
-	a->lv = (struct hc_level *)(a->idx + cap); /* 8-byte aligned: cap is even */
+	a->lv = (struct hc_level *)(((uintptr_t)(a->idx + cap) + 63) & ~(uintptr_t)63);
 	for (int i = 1; i <= HC_KEY_PAD; i++)
 		a->keys[-i] = INT32_MIN;
 	return a;
@@ -585,7 +596,7 @@ static inline uint32_t level_get(struct hc_books *b, struct hc_side *sd, uint32_
 	uint32_t *idx = (uint32_t *)keys + sd->cap;
 	uint32_t li = sd->free_lv;
 	if (li)
-		sd->free_lv = sd->lv[li].head;
+		sd->free_lv = sd->lv[li].next_free;
 	else
 		li = sd->hw++;
 	if (i < n) {
@@ -610,7 +621,7 @@ static inline void level_remove(struct hc_side *sd, uint32_t li)
 		memmove(&keys[i], &keys[i + 1], (size_t)(n - i) * sizeof(*keys));
 		memmove(&idx[i], &idx[i + 1], (size_t)(n - i) * sizeof(*idx));
 	}
-	sd->lv[li].head = sd->free_lv;
+	sd->lv[li].next_free = sd->free_lv;
 	sd->free_lv = li;
 }
 
@@ -666,7 +677,7 @@ static inline void trade_push(struct hc_stock *s, uint64_t ts, uint32_t price_e4
 }
 
 /* Rest order idx (fields ref/shares/stock/side set) at the back of the queue of its level
- * (side key `key`). */
+ * (side key `key`): the newest stamp. */
 static inline int order_rest(struct hc_books *b, struct hc_stock *s, uint32_t idx, uint32_t key)
 {
 	struct hc_order *o = &b->pool[idx];
@@ -676,12 +687,7 @@ static inline int order_rest(struct hc_books *b, struct hc_stock *s, uint32_t id
 		return -ENOMEM;
 	struct hc_level *lv = &sd->lv[li];
 	o->lvl = li;
-	o->prev = lv->tail;
-	o->next = 0;
-	/* select the link to write, not the branch to take: queue positions are data */
-	uint32_t *link = lv->tail ? &b->pool[lv->tail].next : &lv->head;
-	*link = idx;
-	lv->tail = idx;
+	o->stamp = b->stamp++;
 	lv->orders++;
 	lv->shares += o->shares;
 	s->orders_live++;
@@ -695,11 +701,6 @@ static inline void order_remove(struct hc_books *b, struct hc_stock *s, uint32_t
 	struct hc_order *o = &b->pool[idx];
 	struct hc_side *sd = &s->side[order_side(o)];
 	struct hc_level *lv = &sd->lv[o->lvl];
-	uint32_t pv = o->prev, nx = o->next;
-	uint32_t *fwd = pv ? &b->pool[pv].next : &lv->head;
-	uint32_t *back = nx ? &b->pool[nx].prev : &lv->tail;
-	*fwd = nx;
-	*back = pv;
 	lv->shares -= o->shares;
 	if (--lv->orders == 0)
 		level_remove(sd, o->lvl);
@@ -1036,14 +1037,14 @@ NOINLINE int hc_books_feed_msg(struct hc_books *b, const uint8_t *p, uint32_t le
 #define HC_PF_ORDER 8
 /* In the steady loop also: HC_PF_SLOT records ahead, the stock the record names (offset 1);
  * HC_PF_LEVEL records ahead (the order and stock fetched by then), what applying it will
- * touch next: the order's level and its queue neighbours (a message by reference), and the
+ * touch next: the order's level (a message by reference), and the
  * top keys and the next free level slot of the side an add names (offset 19). Both for every
  * record, with no test of its type: for the wrong kind they warm harmless lines. */
 #define HC_PF_LEVEL 4
 
 /* HC_PF_ADD records ahead (the side's top keys fetched by then), the level an add will
  * join when it is one of the top 8 of its side (most adds are): found by the same compare as
- * level_lb's, its queue tail and counters warmed. */
+ * level_lb's, its counters warmed. */
 #define HC_PF_ADD 2
 
 /* Stands in for a missing stock or order in those hints, so they need no branch; its sides'
@@ -1094,8 +1095,6 @@ static INLINE const struct hc_side *prefetch_levels(const struct hc_books *b, co
 	const struct hc_stock *os = order_stock(o);
 	const struct hc_side *osd = &(os ? os : &pf_dummy)->side[order_side(o)];
 	pf_addr((uintptr_t)osd->lv + (uintptr_t)o->lvl * sizeof(struct hc_level));
-	pf_addr((uintptr_t)&b->pool[o->prev]);
-	pf_addr((uintptr_t)&b->pool[o->next]);
 	prefetch_top(osd); /* a level that empties is found in the index */
 	const struct hc_side *asd = add_side(b, m);
 	prefetch_top(asd);
@@ -1136,8 +1135,7 @@ static INLINE void prefetch_add_level(const struct hc_side *sd, const uint8_t *m
 	uint32_t c = lt8(top, k);
 	uint32_t li = ((const uint32_t *)keys + sd->cap)[(int32_t)sd->n - 8 + (int32_t)c];
 	uintptr_t lv = (uintptr_t)&sd->lv[li <= sd->cap ? li : 0];
-	pf_addr(lv);
-	pf_addr(lv + sizeof(struct hc_level) - 1);
+	pf_addr(lv); /* levels never straddle two lines (level_arr_new) */
 }
 
 #define HC_PF_BYTES 1024 /* the record stream itself, bytes ahead */
@@ -1456,6 +1454,8 @@ int hc_books_new_lazy(struct hc_books **out, uint64_t expected_orders)
 	return books_new(out, expected_orders, 1);
 }
 
+static void walk_drop(struct hc_books *b);
+
 void hc_books_free(struct hc_books *b)
 {
 	if (!b)
@@ -1473,6 +1473,7 @@ void hc_books_free(struct hc_books *b)
 		free(a);
 	}
 	free(b->bbo);
+	walk_drop(b);
 	big_free(b->table, (b->mask + 1) * sizeof(*b->table));
 	big_free(b->win, (b->win_mask + 1) * sizeof(*b->win));
 	free(b->unk_loc);
@@ -1630,6 +1631,15 @@ const struct hc_bbo_change *hc_books_bbo_changes(struct hc_books *b, size_t *n)
 	return b->bbo;
 }
 
+/* hc_books_level_orders: the level's orders found by a scan of the pool, sorted by stamp
+ * (their queue order). For tests, never the data path. */
+struct stamp_ent { uint64_t stamp; uint32_t idx; };
+static int stamp_ent_cmp(const void *x, const void *y)
+{
+	uint64_t a = ((const struct stamp_ent *)x)->stamp, b = ((const struct stamp_ent *)y)->stamp;
+	return (a > b) - (a < b);
+}
+
 int hc_books_level_orders(struct hc_books *b, uint16_t locate, int side, uint32_t price_e4,
 			  uint64_t *refs, uint32_t *shares, int cap)
 {
@@ -1641,13 +1651,116 @@ int hc_books_level_orders(struct hc_books *b, uint16_t locate, int side, uint32_
 	uint32_t i = level_lb(sd->a->keys, sd->n, bk);
 	if (i >= sd->n || sd->a->keys[i] != bk)
 		return -ENOENT;
-	int n = 0;
-	for (uint32_t o = sd->lv[sd->a->idx[i]].head; o; o = b->pool[o].next, n++)
-		if (n < cap) {
-			refs[n] = b->pool[o].ref;
-			shares[n] = b->pool[o].shares;
+	uint32_t li = sd->a->idx[i], want = sd->lv[li].orders;
+	struct stamp_ent *ord = malloc(((size_t)want + 1) * sizeof(*ord));
+	if (!ord)
+		return -ENOMEM;
+	uint32_t n = 0;
+	uintptr_t ss = (uintptr_t)s | (uintptr_t)side;
+	for (uint32_t k = 1; k < b->pool_used && n <= want; k++) {
+		const struct hc_order *o = &b->pool[k];
+		if (o->shares && o->stock_side == ss && o->lvl == li)
+			ord[n++] = (struct stamp_ent){ o->stamp, k };
+	}
+	if (n != want) { /* the level's count and its orders disagree (hc_books_check says how) */
+		free(ord);
+		return -EIO;
+	}
+	qsort(ord, n, sizeof(*ord), stamp_ent_cmp);
+	for (uint32_t k = 0; k < n && (int)k < cap; k++) {
+		refs[k] = b->pool[ord[k].idx].ref;
+		shares[k] = b->pool[ord[k].idx].shares;
+	}
+	free(ord);
+	return (int)n;
+}
+
+/* For pool_check: stock pointers sorted, to name an order's stock without trusting it. */
+struct stock_key { uintptr_t s; uint32_t k; };
+static int stock_key_cmp(const void *x, const void *y)
+{
+	uintptr_t a = ((const struct stock_key *)x)->s, b = ((const struct stock_key *)y)->s;
+	return (a > b) - (a < b);
+}
+
+/* The pool against the levels (hc_books_check, after the levels' own checks; `total` live
+ * orders by the stocks' counts): every live order names a known stock, a used level slot of
+ * its side, a stamp already given out, and is found by its reference; each level's order
+ * count and shares are what its orders add up to; the free list holds exactly the pool's
+ * other slots. One pass over the pool, whatever the number of stocks. */
+static int pool_check(struct hc_books *b, uint64_t total)
+{
+	uint32_t ns = b->n_locs;
+	struct stock_key *sk = malloc(((size_t)ns + 1) * sizeof(*sk));
+	uint64_t *base = malloc(((size_t)ns * 2 + 1) * sizeof(*base));
+	uint64_t slots = 0;
+	for (uint32_t k = 0; k < ns && sk && base; k++) {
+		sk[k] = (struct stock_key){ (uintptr_t)b->stocks[b->locs[k]], k };
+		for (int side = 0; side < 2; side++) {
+			base[k * 2 + side] = slots;
+			slots += b->stocks[b->locs[k]]->side[side].hw;
 		}
-	return n;
+	}
+	uint32_t *cnt = calloc(slots + 1, sizeof(*cnt));
+	uint64_t *sh = calloc(slots + 1, sizeof(*sh));
+	int rc = 0;
+	if (!sk || !base || !cnt || !sh) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	qsort(sk, ns, sizeof(*sk), stock_key_cmp);
+	uint64_t live = 0;
+	for (uint32_t i = 1; i < b->pool_used; i++) {
+		const struct hc_order *o = &b->pool[i];
+		if (!o->shares)
+			continue;
+		struct stock_key key = { (uintptr_t)order_stock(o), 0 };
+		const struct stock_key *f = bsearch(&key, sk, ns, sizeof(*sk), stock_key_cmp);
+		int side = order_side(o);
+		if (!f || !o->lvl || o->lvl >= ((struct hc_stock *)f->s)->side[side].hw ||
+		    o->stamp >= b->stamp) {
+			rc = -5;
+			goto out;
+		}
+		if (*ref_slot(b, o->ref) != i) {
+			rc = -6; /* not findable by reference */
+			goto out;
+		}
+		uint64_t at = base[f->k * 2 + side] + o->lvl;
+		cnt[at]++;
+		sh[at] += o->shares;
+		live++;
+	}
+	if (live != total) {
+		rc = -7; /* an order the levels do not count, or a count with no order */
+		goto out;
+	}
+	for (uint32_t k = 0; k < ns; k++)
+		for (int side = 0; side < 2; side++) {
+			const struct hc_side *sd = &b->stocks[b->locs[k]]->side[side];
+			for (uint32_t i = 0; i < sd->n; i++) {
+				uint32_t li = sd->a->idx[i];
+				uint64_t at = base[k * 2 + side] + li;
+				if (cnt[at] != sd->lv[li].orders || sh[at] != sd->lv[li].shares) {
+					rc = -8;
+					goto out;
+				}
+			}
+		}
+	uint64_t n_free = 0;
+	for (uint32_t i = b->free_head; i; i = b->pool[i].lvl)
+		if (i >= b->pool_used || b->pool[i].shares || ++n_free > b->pool_used) {
+			rc = -7; /* the free list out of the pool, through a live order, or looping */
+			goto out;
+		}
+	if (n_free + live != (uint64_t)b->pool_used - 1)
+		rc = -7; /* pool slots lost or doubly used */
+out:
+	free(sk);
+	free(base);
+	free(cnt);
+	free(sh);
+	return rc;
 }
 
 int hc_books_check(struct hc_books *b)
@@ -1666,7 +1779,7 @@ int hc_books_check(struct hc_books *b)
 			if (sd->n > a->cap || sd->lv != a->lv || sd->hw > a->cap + 1)
 				return -2;
 			uint32_t n_free = 0;
-			for (uint32_t li = sd->free_lv; li; li = sd->lv[li].head)
+			for (uint32_t li = sd->free_lv; li; li = sd->lv[li].next_free)
 				if (li >= sd->hw || ++n_free > a->cap)
 					return -2; /* free list out of range or looping */
 			if (sd->n + n_free != sd->hw - 1)
@@ -1685,23 +1798,7 @@ int hc_books_check(struct hc_books *b)
 					return -3; /* index and level disagree */
 				if (!l->orders || !l->shares)
 					return -4; /* empty level kept */
-				uint64_t cnt = 0, sh = 0;
-				uint32_t prev = 0;
-				for (uint32_t o = l->head; o; prev = o, o = b->pool[o].next) {
-					struct hc_order *od = &b->pool[o];
-					if (od->prev != prev || od->lvl != li || order_side(od) != side ||
-					    order_stock(od) != s || !od->shares)
-						return -5;
-					if (*ref_slot(b, od->ref) != o)
-						return -6; /* not findable by reference */
-					cnt++;
-					sh += od->shares;
-					if (cnt > l->orders)
-						return -7;
-				}
-				if (prev != l->tail || cnt != l->orders || sh != l->shares)
-					return -8;
-				stock_orders += cnt;
+				stock_orders += l->orders;
 			}
 		}
 		if (stock_orders != s->orders_live)
@@ -1713,6 +1810,9 @@ int hc_books_check(struct hc_books *b)
 	}
 	if (total != b->st.orders_live)
 		return -10;
+	int rc = pool_check(b, total);
+	if (rc < 0)
+		return rc;
 	uint64_t in_table = 0, in_win = 0, above = 0;
 	for (uint64_t i = 0; i <= b->mask; i++)
 		if (b->table[i]) {
@@ -1738,43 +1838,106 @@ int hc_books_check(struct hc_books *b)
 }
 
 /* ---- snapshot support: walk (the exchange's spin) and clear (a client about to load) ---- */
+/* The walk's index: every live order's pool index sorted by (locate, side, level best first,
+ * stamp), and where each locate's run starts. Built by the first walk after the books changed
+ * shape (an order added or removed: the stamp or the live count moved), so a spin that walks
+ * every stock sorts the pool once. Shares are read from the pool at the walk. */
+struct walk_ent { uint64_t k; uint64_t stamp; uint32_t idx; };
+static int walk_ent_cmp(const void *x, const void *y)
+{
+	const struct walk_ent *a = x, *b = y;
+	if (a->k != b->k)
+		return a->k < b->k ? -1 : 1;
+	return (a->stamp > b->stamp) - (a->stamp < b->stamp);
+}
+
+static void walk_drop(struct hc_books *b)
+{
+	free(b->walk_ord);
+	free(b->walk_start);
+	b->walk_ord = NULL;
+	b->walk_start = NULL;
+}
+
+static int walk_build(struct hc_books *b)
+{
+	if (b->walk_ord && b->walk_stamp == b->stamp && b->walk_live == b->st.orders_live)
+		return 0;
+	walk_drop(b);
+	uint64_t live = b->st.orders_live;
+	struct walk_ent *e = malloc((live + 1) * sizeof(*e));
+	uint32_t *ord = malloc((live + 1) * sizeof(*ord));
+	uint32_t *start = calloc(65537, sizeof(*start));
+	if (!e || !ord || !start) {
+		free(e);
+		free(ord);
+		free(start);
+		return -ENOMEM;
+	}
+	uint64_t n = 0;
+	for (uint32_t i = 1; i < b->pool_used && n < live; i++) {
+		const struct hc_order *o = &b->pool[i];
+		if (!o->shares)
+			continue;
+		const struct hc_stock *s = order_stock(o);
+		int side = order_side(o);
+		uint32_t key = s->side[side].lv[o->lvl].key;
+		e[n++] = (struct walk_ent){ (uint64_t)s->info.locate << 33 | (uint64_t)side << 32 | (uint32_t)~key,
+					   o->stamp, i };
+	}
+	qsort(e, n, sizeof(*e), walk_ent_cmp);
+	for (uint64_t j = 0; j < n; j++) {
+		ord[j] = e[j].idx;
+		start[(e[j].k >> 33) + 1]++;
+	}
+	for (uint32_t l = 0; l < 65536; l++)
+		start[l + 1] += start[l];
+	free(e);
+	b->walk_ord = ord;
+	b->walk_start = start;
+	b->walk_stamp = b->stamp;
+	b->walk_live = b->st.orders_live;
+	return 0;
+}
+
 int hc_books_walk(struct hc_books *b, uint16_t locate, hc_books_walk_fn fn, void *ctx)
 {
 	struct hc_stock *s = stock_peek(b, locate);
 	if (!s)
 		return -ENOENT;
+	int rc = walk_build(b);
+	if (rc < 0)
+		return rc;
 	int n = 0;
-	for (int side = 0; side < 2; side++) {
-		struct hc_side *sd = &s->side[side];
-		for (uint32_t i = sd->n; i-- > 0;) { /* best level first */
-			const struct hc_level *lv = &sd->lv[sd->a->idx[i]];
-			uint32_t price = key_price(side, lv->key);
-			for (uint32_t o = lv->head; o; o = b->pool[o].next, n++)
-				fn(ctx, side, price, b->pool[o].ref, b->pool[o].shares);
-		}
+	for (uint32_t j = b->walk_start[locate]; j < b->walk_start[locate + 1]; j++, n++) {
+		const struct hc_order *o = &b->pool[b->walk_ord[j]];
+		int side = order_side(o);
+		fn(ctx, side, key_price(side, s->side[side].lv[o->lvl].key), o->ref, o->shares);
 	}
 	return n;
 }
 
+/* Every stock is odd (readers retry) while the pool is emptied in one pass. */
 void hc_books_clear(struct hc_books *b)
 {
+	for (uint32_t k = 0; k < b->n_locs; k++)
+		seq_begin(b->stocks[b->locs[k]]);
+	for (uint32_t i = 1; i < b->pool_used; i++) {
+		struct hc_order *o = &b->pool[i];
+		if (o->shares)
+			order_remove(b, order_stock(o), i, ref_slot(b, o->ref));
+	}
+	walk_drop(b);
 	for (uint32_t k = 0; k < b->n_locs; k++) {
 		struct hc_stock *s = b->stocks[b->locs[k]];
-		uint32_t sv = seq_begin(s);
-		for (int side = 0; side < 2; side++) {
-			struct hc_side *sd = &s->side[side];
-			while (sd->n) { /* order_remove drops a level once it empties */
-				uint32_t idx = sd->lv[sd->a->idx[sd->n - 1]].head;
-				order_remove(b, s, idx, ref_slot(b, b->pool[idx].ref));
-			}
-		}
 		uint16_t locate = s->info.locate;
 		memset(&s->info, 0, sizeof(s->info));
 		s->info.locate = locate;
 		s->messages = 0;
 		s->last_itch_ns = 0;
 		s->trades_total = 0;
-		seq_end(s, sv);
+		/* the writer's own odd seq, as seq_begin returned it */
+		seq_end(s, atomic_load_explicit(&s->seq, memory_order_relaxed));
 	}
 }
 

@@ -1,7 +1,9 @@
 /* book.h: exact order-by-order books for every stock of an ITCH 5.0 stream.
  *
  * One global reference index (day-unique references) maps a reference to an order in a pool;
- * each order sits in a FIFO queue at its price level. Each stock (indexed by stock locate)
+ * each order sits in a FIFO queue at its price level, its place kept as an arrival stamp, not
+ * as links to its neighbours (so an add or a remove touches no other order: on a day's books
+ * those were two or three more random cache lines a message). Each stock (indexed by stock locate)
  * has two sides; a side keeps its levels in a pool where each level keeps its slot for its
  * life (an order names its level by slot, so executions, cancels and deletes never search),
  * and a sorted index of (price key, slot) with the best price at the end, so the BBO is the
@@ -21,7 +23,7 @@
  * also warms, 16 ahead, the stock each record names and the index slot its reference is
  * looked up in (the window slot, or for an old order outside the window the home slot of
  * its table probe, so old orders are not a cold probe each); 8 ahead the order found there;
- * 4 ahead the order's level and queue neighbours and the top of the side an add names; and
+ * 4 ahead the order's level and the top of the side an add names; and
  * 2 ahead the level an add joins when it is among the top 8 of its side.
  *
  * Concurrency: one writer (the data thread calling hc_books_apply), any number of readers
@@ -36,11 +38,11 @@
  * kept at most 70 % full, sized for expected_orders up front. For 10 million live orders
  * (hc_books_new(.., 10M)): pool 10M x 32 B = 320 MB (grown by doubling to 16.8M slots =
  * 512 MB worst case right after a growth), window 4M x 4 B = 16 MB, table 16M x 4 B = 64 MB
- * (32M x 4 B = 128 MB if 11.7M references ever sit in the table at once), levels 32 B per
- * slot of capacity per side (a 24-byte level, a 4-byte key and a 4-byte slot in the index;
- * capacity doubles from 64), and ~1 KB per stock (~5 KB with both sides' initial 64 level
- * slots). So ~420-670 MB for 10M live orders, plus ~5 KB per stock (40 MB for 8,000
- * stocks). Window, pool and table are anonymous mappings that ask for transparent huge
+ * (32M x 4 B = 128 MB if 11.7M references ever sit in the table at once), levels 24 B per
+ * slot of capacity per side (a 16-byte level, four to a cache line, a 4-byte key and a 4-byte
+ * slot in the index; capacity doubles from 64), and ~1 KB per stock (~4 KB with both sides'
+ * initial 64 level slots). So ~420-670 MB for 10M live orders, plus ~4 KB per stock (32 MB
+ * for 8,000 stocks). Window, pool and table are anonymous mappings that ask for transparent huge
  * pages and are resident from hc_books_new on (faulted in there, and again after a growth);
  * hc_books_new_lazy leaves them to be faulted in where first written, for an offline replay
  * whose start-up is part of its time and which touches only what its orders use.
@@ -153,8 +155,9 @@ int hc_books_record_bbo(struct hc_books *b, int locate);
 int hc_books_record_bbo_symbol(struct hc_books *b, const char *symbol);
 const struct hc_bbo_change *hc_books_bbo_changes(struct hc_books *b, size_t *n);
 
-/* Orders at one level in queue order (tests; not safe while the writer runs). Returns the
- * count (writes at most cap), or -ENOENT. */
+/* Orders at one level in queue order (tests; not safe while the writer runs; a scan of the
+ * pool). Returns the count (writes at most cap), -ENOENT, -ENOMEM, or -EIO when the level's
+ * count and its orders disagree. */
 int hc_books_level_orders(struct hc_books *b, uint16_t locate, int side, uint32_t price_e4,
 			  uint64_t *refs, uint32_t *shares, int cap);
 /* Full consistency check (tests). 0, or a negative code; -1000 means crossed book only. */
@@ -162,7 +165,9 @@ int hc_books_check(struct hc_books *b);
 
 /* Every resting order of one stock: bids then asks, best level first, each level in queue
  * (time priority) order. Writer side only (the exchange's snapshot, on its own books).
- * Returns the orders visited, or -ENOENT. */
+ * The first walk after the books changed sorts every live order once (O(n log n), 16 bytes a
+ * live order kept until the next change or hc_books_free); walks of the other stocks reuse it.
+ * Returns the orders visited, -ENOENT, or -ENOMEM. */
 typedef void (*hc_books_walk_fn)(void *ctx, int side, uint32_t price_e4, uint64_t ref,
 				 uint32_t shares);
 int hc_books_walk(struct hc_books *b, uint16_t locate, hc_books_walk_fn fn, void *ctx);

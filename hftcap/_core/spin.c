@@ -214,7 +214,14 @@ int hc_spin_build(const uint8_t *stream, size_t len, uint64_t n, uint64_t first_
 		else
 			memset(o.stock, ' ', 8);
 		o.locate = loc;
-		hc_books_walk(b, loc, emit_order, &o);
+		if (hc_books_walk(b, loc, emit_order, &o) == -ENOMEM) { /* its index: the one allocation */
+			free(o.p);
+			free(locs);
+			hc_books_free(b);
+			free(ft.e);
+			free(at);
+			return -ENOMEM;
+		}
 	}
 	st->stocks = (uint64_t)nl;
 	st->next_seq = first_seq + n;

@@ -28,6 +28,26 @@ static void walk_fn(void *ctx, int side, uint32_t price_e4, uint64_t ref, uint32
 	d->n++;
 }
 
+/* The first order with more than one share (to execute 1 of) and another live order of the
+ * same stock (to delete). */
+struct pick { uint16_t loc; int side; uint32_t price; uint64_t ref, other; };
+static void pick_fn(void *ctx, int side, uint32_t price_e4, uint64_t ref, uint32_t shares)
+{
+	struct pick *p = ctx;
+	if (!p->ref && shares > 1) {
+		p->ref = ref;
+		p->side = side;
+		p->price = price_e4;
+	} else if (p->ref && !p->other) {
+		p->other = ref;
+	}
+}
+static void put_be(uint8_t *p, uint64_t v, int n)
+{
+	for (int i = n - 1; i >= 0; i--, v >>= 8)
+		p[i] = (uint8_t)v;
+}
+
 static int book_digest(struct hc_books *b, struct digest *d, uint32_t *max_levels)
 {
 	uint16_t locs[65536];
@@ -116,8 +136,70 @@ int main(void)
 		       (unsigned long)dm.n);
 		return 1;
 	}
+	/* 1c. the walk's index (sorted once, reused while no order is added or removed) after
+	 * each kind of change, against books built afresh from the same messages: a partial
+	 * execution (index kept, shares read live), a delete, an add at the back of a level */
+	uint8_t extra[3][40];
+	uint32_t extra_len[3] = { 31, 19, 36 };
+	memset(extra, 0, sizeof(extra));
+	struct pick pk = { 0 };
+	uint16_t plocs[65536];
+	int npl = hc_books_locates(w, plocs, 65536);
+	for (int i = 0; i < npl && !pk.other; i++) {
+		pk = (struct pick){ .loc = plocs[i] };
+		hc_books_walk(w, plocs[i], pick_fn, &pk);
+	}
+	if (!pk.other) {
+		printf("no order with more than one share to execute\n");
+		return 1;
+	}
+	extra[0][0] = 'E'; /* 1 share of pk.ref */
+	put_be(extra[0] + 1, pk.loc, 2);
+	put_be(extra[0] + 11, pk.ref, 8);
+	put_be(extra[0] + 19, 1, 4);
+	extra[1][0] = 'D'; /* pk.other */
+	put_be(extra[1] + 1, pk.loc, 2);
+	put_be(extra[1] + 11, pk.other, 8);
+	extra[2][0] = 'A'; /* a new order at pk.ref's price and side: behind it in the queue */
+	put_be(extra[2] + 1, pk.loc, 2);
+	put_be(extra[2] + 11, 0x7000000000000000ull, 8);
+	extra[2][19] = pk.side ? 'S' : 'B';
+	put_be(extra[2] + 20, 77, 4);
+	memset(extra[2] + 24, ' ', 8);
+	put_be(extra[2] + 32, pk.price, 4);
+	for (int k = 0; k < 3; k++) {
+		if (hc_books_feed_msg(w, extra[k], extra_len[k])) {
+			printf("extra message %d refused\n", k);
+			return 1;
+		}
+		struct hc_books *f;
+		if (hc_books_new(&f, 1u << 20))
+			return 1;
+		off = 0;
+		while (hc_nasdaq_next(g, len, &off, &msg, &n))
+			hc_books_feed_msg(f, msg, n);
+		for (int j = 0; j <= k; j++)
+			hc_books_feed_msg(f, extra[j], extra_len[j]);
+		struct digest d1 = { 0xcbf29ce484222325ull, 0 }, d2 = d1;
+		uint32_t l1 = 0, l2 = 0;
+		book_digest(w, &d1, &l1);
+		book_digest(f, &d2, &l2);
+		if (d1.h != d2.h || d1.n != d2.n || d1.h == dw.h || hc_books_check(w)) {
+			printf("walk after extra message %d: %lu orders vs %lu afresh\n", k,
+			       (unsigned long)d1.n, (unsigned long)d2.n);
+			return 1;
+		}
+		hc_books_free(f);
+	}
 	hc_books_clear(w);
 	hc_books_warm(w, 1000); /* after a clear: nothing live, the cursor wraps */
+	struct digest dc = { 0xcbf29ce484222325ull, 0 };
+	uint32_t lc = 0;
+	book_digest(w, &dc, &lc);
+	if (dc.n || hc_books_stats(w)->orders_live || hc_books_check(w)) {
+		printf("clear left %lu orders\n", (unsigned long)dc.n);
+		return 1;
+	}
 	hc_books_free(w);
 	hc_books_free(m);
 	printf("same books: %d stocks, %lu live orders (peak %lu), max %u levels a side\n", na,

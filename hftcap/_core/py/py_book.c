@@ -449,8 +449,10 @@ static PyObject *books_level_orders(BooksObject *self, PyObject *args)
 	if (!PyArg_ParseTuple(args, "IiI", &loc, &side, &price) || ready(self, 1) < 0)
 		return NULL;
 	int n = loc > 65535 ? -ENOENT : hc_books_level_orders(self->b, (uint16_t)loc, side, price, NULL, NULL, 0);
-	if (n < 0)
+	if (n == -ENOENT)
 		return PyList_New(0);
+	if (n < 0) /* -ENOMEM, or -EIO: the level's count and its orders disagree */
+		return PyErr_Format(PyExc_RuntimeError, "level_orders: %s", strerror(-n));
 	uint64_t *refs = PyMem_Malloc((size_t)(n + 1) * 8);
 	uint32_t *sh = PyMem_Malloc((size_t)(n + 1) * 4);
 	PyObject *list = NULL;
@@ -459,6 +461,10 @@ static PyObject *books_level_orders(BooksObject *self, PyObject *args)
 		goto done;
 	}
 	n = hc_books_level_orders(self->b, (uint16_t)loc, side, price, refs, sh, n);
+	if (n < 0) {
+		PyErr_Format(PyExc_RuntimeError, "level_orders: %s", strerror(-n));
+		goto done;
+	}
 	list = PyList_New(n);
 	for (int i = 0; list && i < n; i++)
 		PyList_SET_ITEM(list, i, Py_BuildValue("(KI)", (unsigned long long)refs[i], sh[i]));
