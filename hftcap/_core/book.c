@@ -1480,6 +1480,7 @@ int hc_books_new_lazy(struct hc_books **out, uint64_t expected_orders)
 }
 
 static void walk_drop(struct hc_books *b);
+static int walk_build(struct hc_books *b);
 
 void hc_books_free(struct hc_books *b)
 {
@@ -1656,15 +1657,6 @@ const struct hc_bbo_change *hc_books_bbo_changes(struct hc_books *b, size_t *n)
 	return b->bbo;
 }
 
-/* hc_books_level_orders: the level's orders found by a scan of the pool, sorted by stamp
- * (their queue order). For tests, never the data path. */
-struct stamp_ent { uint64_t stamp; uint32_t idx; };
-static int stamp_ent_cmp(const void *x, const void *y)
-{
-	uint64_t a = ((const struct stamp_ent *)x)->stamp, b = ((const struct stamp_ent *)y)->stamp;
-	return (a > b) - (a < b);
-}
-
 int hc_books_level_orders(struct hc_books *b, uint16_t locate, int side, uint32_t price_e4,
 			  uint64_t *refs, uint32_t *shares, int cap)
 {
@@ -1676,27 +1668,23 @@ int hc_books_level_orders(struct hc_books *b, uint16_t locate, int side, uint32_
 	uint32_t i = level_lb(sd->a->keys, sd->n, bk);
 	if (i >= sd->n || sd->a->keys[i] != bk)
 		return -ENOENT;
-	uint32_t li = sd->a->idx[i], want = sd->lv[li].orders;
-	struct stamp_ent *ord = malloc(((size_t)want + 1) * sizeof(*ord));
-	if (!ord)
-		return -ENOMEM;
+	uint32_t li = sd->a->idx[i];
+	int rc = walk_build(b); /* the stock's orders, each level's in stamp (queue) order */
+	if (rc < 0)
+		return rc;
 	uint32_t n = 0;
-	uintptr_t ss = (uintptr_t)s | (uintptr_t)side;
-	for (uint32_t k = 1; k < b->pool_used && n <= want; k++) {
-		const struct hc_order *o = &b->pool[k];
-		if (o->shares && o->stock_side == ss && o->lvl == li)
-			ord[n++] = (struct stamp_ent){ o->stamp, k };
+	for (uint32_t j = b->walk_start[locate]; j < b->walk_start[locate + 1]; j++) {
+		const struct hc_order *o = &b->pool[b->walk_ord[j]];
+		if (order_side(o) != side || o->lvl != li)
+			continue;
+		if ((int)n < cap) {
+			refs[n] = o->ref;
+			shares[n] = o->shares;
+		}
+		n++;
 	}
-	if (n != want) { /* the level's count and its orders disagree (hc_books_check says how) */
-		free(ord);
-		return -EIO;
-	}
-	qsort(ord, n, sizeof(*ord), stamp_ent_cmp);
-	for (uint32_t k = 0; k < n && (int)k < cap; k++) {
-		refs[k] = b->pool[ord[k].idx].ref;
-		shares[k] = b->pool[ord[k].idx].shares;
-	}
-	free(ord);
+	if (n != sd->lv[li].orders)
+		return -EIO; /* the level's count and its orders disagree (hc_books_check says how) */
 	return (int)n;
 }
 

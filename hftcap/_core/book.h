@@ -155,9 +155,9 @@ int hc_books_record_bbo(struct hc_books *b, int locate);
 int hc_books_record_bbo_symbol(struct hc_books *b, const char *symbol);
 const struct hc_bbo_change *hc_books_bbo_changes(struct hc_books *b, size_t *n);
 
-/* Orders at one level in queue order (tests; not safe while the writer runs; a scan of the
- * pool). Returns the count (writes at most cap), -ENOENT, -ENOMEM, or -EIO when the level's
- * count and its orders disagree. */
+/* Orders at one level in queue order (tests; not safe while the writer runs; read through
+ * hc_books_walk's index). Returns the count (writes at most cap), -ENOENT, -ENOMEM, or -EIO
+ * when the level's count and its orders disagree. */
 int hc_books_level_orders(struct hc_books *b, uint16_t locate, int side, uint32_t price_e4,
 			  uint64_t *refs, uint32_t *shares, int cap);
 /* Full consistency check (tests). 0, or a negative code; -1000 means crossed book only. */
