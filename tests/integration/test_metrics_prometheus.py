@@ -182,7 +182,9 @@ def test_prometheus_scrapes_listen(lab, tmp_path):
                          "sender_to_book"}
     assert by_label["hftcap_hop_latency_seconds_count"] == {h: float(n) for h, n in hops.items()}
     assert by_label["hftcap_hop_latency_seconds_bucket{le='+Inf'}"] == by_label["hftcap_hop_latency_seconds_count"]
-    assert all(n == res["packets"] - res["end_of_session"] for h, n in hops.items() if h != "sender_to_book")
+    assert all(n == res["packets"] - res["end_of_session"] for h, n in hops.items() if h != "sender_to_book"), \
+        {k: res[k] for k in ("packets", "end_of_session", "heartbeats", "duplicates", "negative_samples",
+                             "drops", "xdp")} | {"hops": hops}
     assert by_label["hftcap_doctor_checks"] == {k: float(v) for k, v in res["doctor"]["counts"].items()}
     import hftcap
     dash = json.loads((Path(hftcap.__file__).parent / "ops" / "grafana-dashboard.json").read_text())
