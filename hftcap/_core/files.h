@@ -30,7 +30,8 @@ void hc_feed_frame(struct hc_books *b, struct hc_mold *mold, uint32_t linktype,
 /* Streaming file reader over hc_src (src.h: a plain file mapped, gzip inflated on its own
  * thread). Units are parsed in place in the spans; only a unit that straddles two spans is
  * copied, and a capture's new MoldUDP64 blocks, once each, into the stage the books are fed
- * from. open: 0 or -errno. step: processes about max_bytes of (decompressed) input;
+ * from; a mapped capture is parsed on a thread of its own that the reader starts (the framer,
+ * stopped and joined by close), a gzip or piped one on the caller's. open: 0 or -errno. step: processes about max_bytes of (decompressed) input;
  * returns 1 while there is more, 0 at end, -errno: -EBADMSG corrupt gzip, -EPIPE truncated
  * gzip (the books keep what came before), other read errors. */
 int hc_reader_open(struct hc_reader **out, const char *path);

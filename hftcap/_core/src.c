@@ -507,6 +507,7 @@ int hc_src_next(struct hc_src *s, const uint8_t **p, size_t *len)
 }
 
 int hc_src_is_gzip(const struct hc_src *s) { return s->gzip; }
+int hc_src_is_mapped(const struct hc_src *s) { return s->map != NULL; }
 
 uint64_t hc_src_offset(const struct hc_src *s)
 {

@@ -32,6 +32,8 @@ int hc_src_open(struct hc_src **out, const char *path);
  * error is returned once the spans before it have been taken, and again on every later call. */
 int hc_src_next(struct hc_src *s, const uint8_t **p, size_t *len);
 int hc_src_is_gzip(const struct hc_src *s);
+/* A plain regular file mapped whole: hc_src_next never waits (a pipe's or a gzip's may). */
+int hc_src_is_mapped(const struct hc_src *s);
 /* Bytes of the file read so far (compressed bytes for gzip: the inflater runs ahead). */
 uint64_t hc_src_offset(const struct hc_src *s);
 /* Decompressed bytes where the error of hc_src_next was found (gzip), else the total handed. */
