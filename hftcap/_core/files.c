@@ -517,9 +517,8 @@ static void *framer_main(void *arg)
 {
 	struct hc_reader *r = arg;
 	struct hc_framer *fr = r->fr;
-	int rc = 0;
 	if (framer_acquire(r) == 0) {
-		rc = reader_step(r, NULL, SIZE_MAX);
+		int rc = reader_step(r, NULL, SIZE_MAX);
 		if (r->stage) {
 			framer_publish(r, 1, rc);
 			return NULL;
@@ -535,6 +534,9 @@ static void *framer_main(void *arg)
 
 static void framer_free(struct hc_framer *fr)
 {
+	pthread_cond_destroy(&fr->filled);
+	pthread_cond_destroy(&fr->freed);
+	pthread_mutex_destroy(&fr->mu);
 	for (int i = 0; i < HC_FR_SLOTS; i++)
 		free(fr->slot[i].mem);
 	free(fr);
@@ -546,22 +548,19 @@ static int framer_start(struct hc_reader *r)
 	struct hc_framer *fr = calloc(1, sizeof(*fr));
 	if (!fr)
 		return -ENOMEM;
+	pthread_mutex_init(&fr->mu, NULL);
+	pthread_cond_init(&fr->filled, NULL);
+	pthread_cond_init(&fr->freed, NULL);
 	for (int i = 0; i < HC_FR_SLOTS; i++) {
 		if (!(fr->slot[i].mem = malloc(HC_FR_HEAD + HC_STAGE_CAP))) {
 			framer_free(fr);
 			return -ENOMEM;
 		}
 	}
-	pthread_mutex_init(&fr->mu, NULL);
-	pthread_cond_init(&fr->filled, NULL);
-	pthread_cond_init(&fr->freed, NULL);
 	r->fr = fr;
 	int rc = -pthread_create(&fr->th, NULL, framer_main, r);
 	if (rc < 0) {
 		r->fr = NULL;
-		pthread_cond_destroy(&fr->filled);
-		pthread_cond_destroy(&fr->freed);
-		pthread_mutex_destroy(&fr->mu);
 		framer_free(fr);
 	}
 	return rc;
@@ -575,9 +574,6 @@ static void framer_stop(struct hc_reader *r)
 	pthread_cond_broadcast(&fr->freed);
 	pthread_mutex_unlock(&fr->mu);
 	pthread_join(fr->th, NULL);
-	pthread_cond_destroy(&fr->filled);
-	pthread_cond_destroy(&fr->freed);
-	pthread_mutex_destroy(&fr->mu);
 	framer_free(fr);
 	r->fr = NULL;
 	r->stage = NULL;

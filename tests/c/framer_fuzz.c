@@ -15,12 +15,7 @@
 #include <zlib.h>
 #include "files.h"
 #include "gen.h"
-
-static int fail(const char *what, long v)
-{
-	printf("FAIL %s %ld\n", what, v);
-	return 1;
-}
+#include "reader_harness.h"
 
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
 static uint32_t rnd(uint32_t n)
@@ -140,14 +135,8 @@ static void capture(int ng, const uint8_t *data, const size_t *off, size_t n)
 	}
 }
 
-static int write_file(const char *path, const uint8_t *p, size_t n, int gz)
+static int write_gz(const char *path, const uint8_t *p, size_t n)
 {
-	if (!gz) {
-		FILE *f = fopen(path, "wb");
-		if (!f || fwrite(p, 1, n, f) != n)
-			return -1;
-		return fclose(f);
-	}
 	gzFile g = gzopen(path, "wb1");
 	if (!g)
 		return -1;
@@ -196,16 +185,7 @@ static void feed(const char *path, size_t step, int how, struct result *res)
 	}
 	res->rc = rc;
 	res->st = *hc_books_stats(b);
-	struct hc_level_snap bid[16], ask[16];
-	for (uint32_t loc = 1; loc < 400; loc++) {
-		uint32_t nb, na;
-		if (hc_books_snapshot(b, (uint16_t)loc, 16, bid, &nb, ask, &na))
-			continue;
-		for (uint32_t i = 0; i < nb; i++)
-			res->sig = res->sig * 1000003 + bid[i].price_e4 * 31 + bid[i].shares + bid[i].orders;
-		for (uint32_t i = 0; i < na; i++)
-			res->sig = res->sig * 1000003 + ask[i].price_e4 * 31 + ask[i].shares + ask[i].orders;
-	}
+	res->sig = books_digest(b, 400);
 	res->check = hc_books_check(b); /* -1000: a crossed book only (messages were lost) */
 	if (res->check && res->check != -1000)
 		res->rc = res->check;
@@ -243,7 +223,7 @@ int main(int argc, char **argv)
 	for (int ng = 0; ng < 2; ng++) {
 		capture(ng, data, off, n);
 		size_t cut = rnd(2) ? out_len - 1 - rnd(20) : out_len; /* a truncated last unit */
-		if (write_file(plain, out, cut, 0) || write_file(gz, out, cut, 1))
+		if (write_file(plain, out, cut) || write_gz(gz, out, cut))
 			return fail("write", ng);
 		struct result ref, got;
 		feed(gz, 1 << 20, 0, &ref); /* no framer: the books' thread parses */
@@ -276,11 +256,8 @@ int main(int argc, char **argv)
 				struct hc_filejob *j;
 				if (hc_filejob_start(&j, r, b, 4096))
 					return fail("filejob", k);
-				hc_filejob_stop(j);
-				int rc;
-				while ((rc = hc_filejob_wait(j, 1000)) > 0)
-					;
-				if (rc != -EINTR && rc != 0)
+				int rc = filejob_stop_wait(j);
+				if (rc)
 					return fail("stopped filejob", rc);
 				hc_filejob_free(j);
 			}

@@ -11,20 +11,7 @@
 #include "files.h"
 #include "gen.h"
 #include "src.h"
-
-static int fail(const char *what, long v)
-{
-	printf("FAIL %s %ld\n", what, v);
-	return 1;
-}
-
-static int write_file(const char *path, const uint8_t *p, size_t n)
-{
-	FILE *f = fopen(path, "wb");
-	if (!f || fwrite(p, 1, n, f) != n)
-		return -1;
-	return fclose(f);
-}
+#include "reader_harness.h"
 
 static int gz_member(FILE *f, const uint8_t *p, size_t n)
 {
@@ -75,17 +62,7 @@ static int feed_path_how(const char *path, struct hc_books_stats *st, uint64_t *
 		hc_reader_close(r);
 	}
 	*st = *hc_books_stats(b);
-	*sig = 0;
-	struct hc_level_snap bid[16], ask[16];
-	for (uint32_t loc = 1; loc < 500; loc++) {
-		uint32_t nb, na;
-		if (hc_books_snapshot(b, (uint16_t)loc, 16, bid, &nb, ask, &na))
-			continue;
-		for (uint32_t i = 0; i < nb; i++)
-			*sig = *sig * 1000003 + bid[i].price_e4 * 31 + bid[i].shares + bid[i].orders;
-		for (uint32_t i = 0; i < na; i++)
-			*sig = *sig * 1000003 + ask[i].price_e4 * 31 + ask[i].shares + ask[i].orders;
-	}
+	*sig = books_digest(b, 500);
 	if (hc_books_check(b) < -999 ? 0 : hc_books_check(b))
 		rc = -1000;
 	hc_books_free(b);
@@ -188,14 +165,9 @@ int main(int argc, char **argv)
 		struct hc_filejob *j;
 		if (hc_books_new(&b, 1024) || hc_reader_open(&r, gz) || hc_filejob_start(&j, r, b, 4096))
 			return fail("filejob", k);
-		if (k) {
-			hc_filejob_stop(j);
-			int rc;
-			while ((rc = hc_filejob_wait(j, 1000)) > 0)
-				;
-			if (rc != -EINTR && rc != 0)
-				return fail("stopped filejob", rc);
-		}
+		int rc;
+		if (k && (rc = filejob_stop_wait(j)) != 0)
+			return fail("stopped filejob", rc);
 		hc_filejob_free(j);
 		hc_reader_close(r);
 		hc_books_free(b);
